@@ -1,0 +1,88 @@
+"""The ``ymir-runner`` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Sequence
+
+from . import __version__
+from .protocol.env import DEFAULT_ENV_FILE, ROOT_ENV_VAR
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .dispatcher import run
+
+    return run(args.env, root=args.root)
+
+
+def plugin_table(registry: Any) -> list[dict[str, Any]]:
+    """One row per plugin: name, distribution, version, status, error, hooks and executors with tasks."""
+    executors = {executor.spec.name: executor.spec for executor in registry.executors()}
+    rows = []
+    for info in registry.infos.values():
+        rows.append({
+            "name": info.name,
+            "distribution": info.distribution,
+            "version": info.version,
+            "status": info.status,
+            "error": info.error,
+            "hooks": registry.hooks_of(info.name) if info.status == "loaded" else [],
+            "executors": [
+                {"name": name, "tasks": sorted(str(kind) for kind in executors[name].tasks),
+                 "object_types": sorted(executors[name].object_types),
+                 "description": executors[name].description}
+                for name in info.executors if name in executors],
+        })
+    return rows
+
+
+def _cmd_plugins(args: argparse.Namespace) -> int:
+    from .plugins import build_plugin_manager
+
+    rows = plugin_table(build_plugin_manager())
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print("no plugins installed (entry-point group 'ymir_runner')")
+    for row in rows:
+        version = f" {row['version']}" if row["version"] else ""
+        print(f"{row['name']} ({row['distribution'] or 'unknown distribution'}{version}): {row['status']}")
+        if row["error"]:
+            print(f"  error: {row['error']}")
+        for executor in row["executors"]:
+            print(f"  executor {executor['name']}: {', '.join(executor['tasks'])} "
+                  f"(object_type {', '.join(map(str, executor['object_types']))})")
+        if row["hooks"]:
+            print(f"  hooks: {', '.join(row['hooks'])}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ymir-runner", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"ymir-runner {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+
+    run = commands.add_parser("run", help="run the task described by env.yaml (what the image's start.sh calls)")
+    run.add_argument("--env", default=DEFAULT_ENV_FILE, help=f"env.yaml to run (default {DEFAULT_ENV_FILE})")
+    run.add_argument("--root", default=None,
+                     help=f"a local folder standing in for '/': /in/... and /out/... paths are read under it "
+                          f"(also ${ROOT_ENV_VAR})")
+    run.set_defaults(handler=_cmd_run)
+
+    plugins = commands.add_parser("plugins", help="list installed plugins, their hooks and executors")
+    plugins.add_argument("--json", action="store_true", help="machine-readable output")
+    plugins.set_defaults(handler=_cmd_plugins)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.handler(args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

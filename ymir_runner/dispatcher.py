@@ -1,0 +1,228 @@
+"""env.yaml → tasks → the chosen plugin's hooks → monitor state and exit code.
+
+The dispatcher owns the run's outcome: on success monitor.txt ends at percent 1.0, state 2, and the exit
+code is 0; on any error (SIGTERM included) it writes state 4 with the error's return code, prints the
+one-line reason as the LAST line of stderr (the platform shows users the last 5 log lines) and exits
+non-zero.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import sys
+from typing import Any, Iterator, Sequence
+
+from . import __version__
+from .context import TaskContext
+from .errors import ConfigError, TaskTerminated, YmirError, classify, one_line
+from .plugins import Executor, PluginRegistry, build_plugin_manager
+from .protocol.config import parse_config, read_config_file
+from .protocol.dataset import SkipLog
+from .protocol.env import DEFAULT_ENV_FILE, TaskEnv, TaskKind, load_env
+from .protocol.monitor import Monitor, Progress
+from .protocol.results import Detection
+from .protocol.sdk import sdk_env, sdk_writers
+from .protocol.tensorboard import LazySummaryWriter
+
+log = logging.getLogger("ymir_runner")
+
+EXIT_FAILED = 1
+EXIT_TERMINATED = 128 + signal.SIGTERM
+
+
+def phase_spans(tasks: Sequence[TaskKind]) -> list[tuple[float, float]]:
+    """Equal shares of [0, 1] per task: mining + inference → [0, 0.5] and [0.5, 1]."""
+    width = 1.0 / max(len(tasks), 1)
+    return [(index * width, (index + 1) * width) for index in range(len(tasks))]
+
+
+@contextlib.contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """Turn SIGTERM into a TaskTerminated exception in the main thread, so the normal error path runs.
+
+    Files are only ever replaced atomically, so an exception raised in the middle of a write leaves the
+    previous complete file in place.
+    """
+    def handler(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not interrupt the cleanup
+        raise TaskTerminated("the task was stopped (SIGTERM)")
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time (tests and tools swap it)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
+def configure_logging() -> None:
+    """Log to stderr, which the platform appends to /out/ymir-executor-out.log."""
+    root = logging.getLogger("ymir_runner")
+    if not any(isinstance(handler, _StderrHandler) for handler in root.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s",
+                                               "%Y-%m-%d %H:%M:%S"))
+        root.addHandler(handler)
+    root.setLevel(logging.INFO)
+
+
+class Run:
+    """One execution of env.yaml: its tasks, in order, sharing a monitor, a tensorboard writer and a cache."""
+
+    def __init__(self, env: TaskEnv, registry: PluginRegistry, monitor: Monitor) -> None:
+        self.env = env
+        self.registry = registry
+        self.monitor = monitor
+        self.tensorboard = LazySummaryWriter(env.output.tensorboard_dir)
+        self.run_cache: dict[str, Any] = {}
+        self.raw_config = read_config_file(env.input.config_file)
+        self.base_config = parse_config(self.raw_config)  # reserved keys, validated before any plugin runs
+
+    def execute(self) -> None:
+        tasks = self.env.tasks
+        if not tasks:
+            raise ConfigError("env.yaml sets none of run_training, run_mining, run_infer: nothing to do")
+        self._log_plugins()
+        for kind, (start, end) in zip(tasks, phase_spans(tasks)):
+            context = self.build_context(kind, Progress(self.monitor, start, end, kind.value))
+            self.run_task(context)
+
+    def build_context(self, kind: TaskKind, progress: Progress) -> TaskContext:
+        executor = self.registry.select(kind, self.base_config.object_type, self.base_config.plugin)
+        params = executor.spec.template(kind)
+        config = parse_config(self.raw_config, {p.name: p.default for p in params},
+                              {p.name: p.choices for p in params}, root=self.env.root)
+        context = TaskContext(
+            kind=kind, env=self.env, config=config, executor=executor.spec, plugin_name=executor.plugin_name,
+            progress=progress,
+            logger=logging.getLogger(f"ymir_runner.{executor.spec.name}"), tensorboard=self.tensorboard,
+            skips=SkipLog(), run_cache=self.run_cache)
+        context.on_stage = lambda stage: self.registry.stage_saved(context, stage)
+        return context
+
+    def run_task(self, context: TaskContext) -> None:
+        executor = Executor(context.executor, context.plugin_name)
+        log.info("%s task %s: executor %s", context.kind, self.env.task_id, executor.spec.name)
+        context.check_inputs()
+        try:
+            self.registry.before_task(context)
+            with sdk_writers(**_sdk_adapters(context)):
+                self.registry.run_task(executor, context)
+            self._finish_outputs(context)
+            self.registry.after_task(context)
+        except BaseException as error:
+            self.registry.on_task_error(context, error)
+            raise
+        finally:
+            if context.skips.total:
+                log.warning("%s: skipped %s", context.kind, context.skips.summary())
+        context.progress.done()
+
+    def _finish_outputs(self, context: TaskContext) -> None:
+        name = context.executor.name
+        if context.kind is TaskKind.TRAINING:
+            if context._training_result is None or not context._training_result.stages:
+                raise RuntimeError(f"executor {name!r} finished training without saving a model stage")
+        elif context.kind is TaskKind.MINING:
+            if not context.mining_written:
+                raise RuntimeError(f"executor {name!r} finished mining without writing a result")
+        else:
+            count = context.infer_result.write(context.candidates.paths())
+            log.info("infer: wrote %d image entries to %s", count, self.env.output.infer_result_file)
+
+    def _log_plugins(self) -> None:
+        versions = ", ".join(self.registry.versions()) or "none"
+        log.info("ymir-runner %s, protocol %s, plugins: %s", __version__, self.env.protocol_version, versions)
+        self.tensorboard.add_text("ymir-runner/plugins", f"ymir-runner {__version__}; {versions}", 0)
+
+    def close(self) -> None:
+        self.tensorboard.close()
+
+
+def _sdk_adapters(context: TaskContext) -> dict[str, Any]:
+    """ymir-exc writer functions re-implemented on the context's writers (see protocol/sdk.py)."""
+
+    def monitor(percent: float) -> None:
+        context.progress.update(percent)
+
+    def mining(result: Any) -> None:
+        context.write_mining_result(result)
+
+    def infer(result: Any) -> None:
+        for image, annotations in result.items():
+            detections = []
+            for annotation in annotations:
+                box, name = annotation.box, annotation.class_name
+                detections.append(Detection(box.x, box.y, box.x + box.w, box.y + box.h, annotation.score,
+                                            context.class_names.index(name)))
+            context.infer_result.add(image, detections)
+
+    def training(model_names: list, mAP: float, classAPs: Any = None, **kwargs: Any) -> None:
+        results = context.training_result
+        stage = f"stage_{len(results.stages)}"
+        folder = results.stage_dir(stage)
+        for name in model_names:
+            shutil.copy2(os.path.join(context.env.output.models_dir, name), folder)
+        results.add_stage(stage, [os.path.basename(name) for name in model_names], {"mAP": mAP})
+
+    return {"monitor": monitor, "mining": mining, "infer": infer, "training": training}
+
+
+def run(env_file: str = DEFAULT_ENV_FILE, *, root: str | None = None,
+        registry: PluginRegistry | None = None) -> int:
+    """Run the tasks of ``env_file``; returns the process exit code. Never raises."""
+    configure_logging()
+    monitor: Monitor | None = None
+    current: Run | None = None
+    try:
+        with sigterm_raises():
+            env = load_env(env_file, root=root)
+            monitor = Monitor(env.output.monitor_file, env.task_id)
+            monitor.start()
+            with sdk_env(env):
+                registry = registry or build_plugin_manager()
+                current = Run(env, registry, monitor)
+                current.execute()
+                current.close()
+                monitor.succeed()
+        log.info("done")
+        return 0
+    except BaseException as error:  # SystemExit and KeyboardInterrupt too: the platform needs state 4
+        return _fail(error, monitor, current)
+
+
+def _fail(error: BaseException, monitor: Monitor | None, current: Run | None) -> int:
+    code = classify(error)
+    with contextlib.suppress(BaseException):
+        if current is not None:
+            current.close()
+    if not isinstance(error, YmirError):  # a bug or an unexpected library failure: keep the traceback
+        log.error("unexpected error", exc_info=error)
+    if monitor is not None:
+        with contextlib.suppress(BaseException):
+            monitor.fail(code)
+    for handler in logging.getLogger("ymir_runner").handlers:
+        handler.flush()
+    sys.stdout.flush()
+    sys.stderr.write(f"ymir-runner: error {int(code)}: {one_line(error)}\n")
+    sys.stderr.flush()
+    return EXIT_TERMINATED if isinstance(error, TaskTerminated) else EXIT_FAILED

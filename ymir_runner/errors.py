@@ -1,0 +1,122 @@
+"""Protocol return codes and the exception that carries one.
+
+The platform shows a failed task's return code in its UI; the one-line message of the error is printed as
+the last line of stderr, which is what users see of /out/ymir-executor-out.log (its last 5 lines).
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class ReturnCode(enum.IntEnum):
+    """Return codes of ../shared/protocol.md section 3 (monitor.txt, 5th field)."""
+
+    CONFIG = 300001
+    DATASET = 300002
+    IMAGE_FORMAT = 300003
+    MODEL = 300004
+    OBJECT_TYPE = 300005
+    GPU_MISMATCH = 300101
+    NO_GPU = 300102
+    OUT_OF_MEMORY = 300103
+    NAN = 300201
+    NETWORK = 300301
+    #: What the platform assigns to a non-zero exit that gave no code; we write it ourselves for errors that
+    #: are none of the above (a plugin bug, a killed process), so the monitor line always has 5 fields.
+    GENERIC = 160004
+
+
+class YmirError(Exception):
+    """An error the platform should see with a specific return code and a one-line message."""
+
+    code: ReturnCode = ReturnCode.GENERIC
+
+    def __init__(self, message: str, *, code: ReturnCode | int | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = ReturnCode(code)
+
+    @property
+    def message(self) -> str:
+        return " ".join(str(self).split())  # one line, whatever the caller formatted
+
+
+class ConfigError(YmirError):
+    code = ReturnCode.CONFIG
+
+
+class DatasetError(YmirError):
+    code = ReturnCode.DATASET
+
+
+class ImageFormatError(YmirError):
+    code = ReturnCode.IMAGE_FORMAT
+
+
+class ModelError(YmirError):
+    code = ReturnCode.MODEL
+
+
+class ObjectTypeError(YmirError):
+    code = ReturnCode.OBJECT_TYPE
+
+
+class GpuMismatchError(YmirError):
+    code = ReturnCode.GPU_MISMATCH
+
+
+class NoGpuError(YmirError):
+    code = ReturnCode.NO_GPU
+
+
+class OutOfMemoryError(YmirError):
+    code = ReturnCode.OUT_OF_MEMORY
+
+
+class NonFiniteError(YmirError):
+    code = ReturnCode.NAN
+
+
+class NetworkError(YmirError):
+    code = ReturnCode.NETWORK
+
+
+class TaskTerminated(YmirError):
+    """Raised in the main thread when the process receives SIGTERM (the platform stopping the task)."""
+
+
+# Exceptions from libraries we must not import (torch) are recognised by name and message.
+_OOM_NAMES = {"OutOfMemoryError", "MemoryError"}
+_MESSAGE_CODES = (
+    ("out of memory", ReturnCode.OUT_OF_MEMORY),
+    ("invalid device ordinal", ReturnCode.GPU_MISMATCH),
+    ("no cuda gpus are available", ReturnCode.NO_GPU),
+    ("found no nvidia driver", ReturnCode.NO_GPU),
+    ("torch not compiled with cuda enabled", ReturnCode.NO_GPU),
+)
+
+
+def classify(error: BaseException) -> ReturnCode:
+    """The return code for any exception: its own for a YmirError, a best guess for well-known failures."""
+    if isinstance(error, YmirError):
+        return error.code
+    if type(error).__name__ in _OOM_NAMES:
+        return ReturnCode.OUT_OF_MEMORY
+    if isinstance(error, ConnectionError) or type(error).__name__ in {"URLError", "gaierror", "Timeout"}:
+        return ReturnCode.NETWORK
+    text = str(error).lower()
+    for needle, code in _MESSAGE_CODES:
+        if needle in text:
+            return code
+    return ReturnCode.GENERIC
+
+
+def one_line(error: BaseException) -> str:
+    """A single human-readable line describing the error, for the last line of stderr."""
+    if isinstance(error, YmirError):
+        text = error.message
+    else:
+        detail = " ".join(str(error).split())
+        text = f"{type(error).__name__}: {detail}" if detail else type(error).__name__
+    return text

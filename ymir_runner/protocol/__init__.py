@@ -1,0 +1,1 @@
+"""Everything about the files of ../shared/protocol.md: readers for /in, writers for /out."""

@@ -1,0 +1,101 @@
+"""Turning web-UI values back into the types of the template defaults.
+
+YMIR's web UI sends every non-numeric template value back as a string ("true", "False", "0.5") and drops
+keys whose value is ''. These helpers raise ValueError with a reason; the config reader turns that into a
+300001 error naming the key.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import yaml
+
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0"}
+
+
+def to_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise ValueError("expected a boolean (true/false/True/False/1/0)")
+
+
+def to_int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError("expected an integer, got a boolean")
+    if isinstance(value, int):
+        return value
+    number = to_float(value)
+    if not number.is_integer():
+        raise ValueError("expected an integer")
+    return int(number)
+
+
+def to_float(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError("expected a number, got a boolean")
+    try:
+        number = float(value.strip() if isinstance(value, str) else value)
+    except (TypeError, ValueError):
+        raise ValueError("expected a number") from None
+    if not math.isfinite(number):
+        raise ValueError("expected a finite number")
+    return number
+
+
+def to_str(value: Any) -> str:
+    if isinstance(value, (list, dict)):
+        raise ValueError("expected a string")
+    return str(value)
+
+
+def to_list(value: Any) -> list:
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                parsed = yaml.safe_load(text)
+            except yaml.YAMLError:
+                raise ValueError("expected a list") from None
+            if isinstance(parsed, list):
+                return parsed
+            raise ValueError("expected a list")
+        return [part.strip() for part in text.split(",") if part.strip()]
+    raise ValueError("expected a list")
+
+
+def to_dict(value: Any) -> dict:
+    if isinstance(value, dict):
+        return value
+    if isinstance(value, str):
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            parsed = None
+        if isinstance(parsed, dict):
+            return parsed
+    raise ValueError("expected a mapping")
+
+
+_BY_TYPE = {bool: to_bool, int: to_int, float: to_float, str: to_str, list: to_list, tuple: to_list, dict: to_dict}
+
+
+def type_name(default: Any) -> str:
+    return {bool: "boolean", int: "integer", float: "number", str: "string", list: "list", tuple: "list",
+            dict: "mapping"}.get(type(default), type(default).__name__)
+
+
+def coerce_like(value: Any, default: Any) -> Any:
+    """Coerce ``value`` to the type of the template's ``default`` (None default: keep the value as is)."""
+    if default is None or value is None:
+        return value
+    convert = _BY_TYPE.get(type(default))
+    return value if convert is None else convert(value)

@@ -1,0 +1,164 @@
+"""/in/config.yaml: the reserved keys the platform writes, typed, and the plugin's hyper-parameters."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Iterable, Mapping
+
+import yaml
+from easydict import EasyDict
+
+from ..errors import ConfigError
+from .coerce import coerce_like, to_int, to_list, type_name
+from .env import reroot
+
+#: Keys the platform fills in config.yaml itself, plus `plugin` (ours). They are typed fields of TaskConfig
+#: (or, for the run flags, only in ``raw``), never hyper-parameters, and a template must not declare them.
+RESERVED_KEYS = frozenset({
+    "task_id", "class_names", "gpu_id", "gpu_count", "object_type", "shm_size", "pretrained_model_params",
+    "model_params_path", "export_format", "run_infer", "run_mining", "openpai_enable", "plugin",
+})
+
+#: export_format annotation part → the canonical name the dataset readers use.
+ANNOTATION_FORMATS = {
+    "ark": "det-ark", "det-ark": "det-ark",
+    "voc": "det-voc", "det-voc": "det-voc",
+    "seg-coco": "seg-coco", "coco": "seg-coco",
+    "seg-mask": "seg-mask",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportFormat:
+    """``export_format: <annotation>:<asset>`` (e.g. ``ark:raw``). An empty value means VOC."""
+
+    annotation: str
+    asset: str
+    raw: str
+
+    @classmethod
+    def parse(cls, text: Any) -> ExportFormat:
+        raw = "" if text is None else str(text).strip()
+        if not raw:
+            return cls("det-voc", "raw", raw)
+        if raw.count(":") != 1:
+            raise ConfigError(f"config key 'export_format': {raw!r} must be '<annotation>:<asset>', e.g. 'ark:raw'")
+        annotation, asset = (part.strip().lower() for part in raw.split(":"))
+        return cls(ANNOTATION_FORMATS.get(annotation, annotation), asset or "raw", raw)
+
+    @property
+    def known(self) -> bool:
+        return self.annotation in ANNOTATION_FORMATS.values()
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskConfig:
+    """config.yaml, validated once: reserved keys typed, everything else in ``hyper`` (an EasyDict)."""
+
+    task_id: str
+    class_names: tuple[str, ...]
+    gpu_ids: tuple[int, ...]
+    gpu_count: int
+    object_type: int
+    shm_size: str | None
+    #: Training only; empty when the key is absent (no pretrained model chosen).
+    pretrained_model_params: tuple[str, ...]
+    #: Mining / inference: the model files of the chosen stage.
+    model_params_path: tuple[str, ...]
+    #: Training only (None when the key is absent).
+    export_format: ExportFormat | None
+    #: The executor the task asks for by name (``plugin`` key), when several could run it.
+    plugin: str | None
+    hyper: EasyDict
+    raw: Mapping[str, Any]
+
+    @property
+    def use_gpu(self) -> bool:
+        return bool(self.gpu_ids)
+
+
+def read_config_file(path: str) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as stream:
+            raw = yaml.safe_load(stream)
+    except OSError as error:
+        raise ConfigError(f"cannot read config file {path}: {error.strerror}") from error
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config file {path} is not valid YAML: {' '.join(str(error).split())}") from error
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"config file {path} must hold a YAML mapping, got {type(raw).__name__}")
+    return dict(raw)
+
+
+def _reserved(raw: Mapping[str, Any], key: str, convert, expected: str, default: Any) -> Any:
+    value = raw.get(key)
+    if value is None or value == "":
+        return default
+    try:
+        return convert(value)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"config key {key!r}: {value!r} is not {expected} ({error})") from None
+
+
+def _gpu_ids(value: Any) -> tuple[int, ...]:
+    items = [value] if isinstance(value, int) else to_list(value)
+    return tuple(to_int(item) for item in items)
+
+
+def _paths(value: Any, root: str | None = None) -> tuple[str, ...]:
+    return tuple(reroot(str(item), root) for item in to_list(value))
+
+
+def parse_config(raw: Mapping[str, Any], defaults: Mapping[str, Any] | None = None,
+                 choices: Mapping[str, Iterable[Any]] | None = None, *, root: str | None = None) -> TaskConfig:
+    """Validate ``raw`` config.yaml content against the plugin's template ``defaults``.
+
+    Values are coerced to the type of the default ('16' → 16, 'False' → False); a value that cannot be is a
+    ConfigError naming the key, the value and the expected type. Unknown keys are kept unchanged. Keys the
+    web UI dropped (because their value was '') take the template default.
+    """
+    defaults = dict(defaults or {})
+    choices = {key: tuple(values) for key, values in (choices or {}).items() if values}
+    hyper = EasyDict()
+    for key, default in defaults.items():
+        hyper[key] = default
+    for key, value in raw.items():
+        if not isinstance(key, str) or key in RESERVED_KEYS:
+            continue
+        default = defaults.get(key)
+        try:
+            hyper[key] = coerce_like(value, default)
+        except (TypeError, ValueError) as error:
+            raise ConfigError(
+                f"config key {key!r}: {value!r} is not a valid {type_name(default)} ({error})") from None
+    for key, allowed in choices.items():
+        if hyper.get(key) not in allowed:
+            raise ConfigError(f"config key {key!r}: {hyper.get(key)!r} is not one of {list(allowed)}")
+
+    export = raw.get("export_format")
+    return TaskConfig(
+        task_id=str(raw.get("task_id") or ""),
+        class_names=_reserved(raw, "class_names", _class_names, "a list of class names", ()),
+        gpu_ids=_reserved(raw, "gpu_id", _gpu_ids, "a comma-separated list of GPU ids", ()),
+        gpu_count=_reserved(raw, "gpu_count", to_int, "an integer", 0),
+        object_type=_reserved(raw, "object_type", to_int, "an integer", 2),
+        shm_size=_reserved(raw, "shm_size", str, "a size", None),
+        pretrained_model_params=_reserved(raw, "pretrained_model_params", lambda v: _paths(v, root), "a list of paths", ()),
+        model_params_path=_reserved(raw, "model_params_path", lambda v: _paths(v, root), "a list of paths", ()),
+        export_format=None if "export_format" not in raw else ExportFormat.parse(export),
+        plugin=_reserved(raw, "plugin", str, "an executor name", None),
+        hyper=hyper,
+        raw=dict(raw),
+    )
+
+
+def _class_names(value: Any) -> tuple[str, ...]:
+    names = tuple(str(name).strip() for name in to_list(value))
+    if any(not name for name in names):
+        raise ValueError("empty class name")
+    if len(set(names)) != len(names):
+        raise ValueError("duplicate class names")
+    return names
+

@@ -1,0 +1,157 @@
+"""/in/env.yaml: what the platform asks this run to do, and where every file is."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import os
+from typing import Any, Mapping
+
+import yaml
+
+from ..errors import ConfigError
+from .coerce import to_bool
+
+DEFAULT_ENV_FILE = "/in/env.yaml"
+#: Points the same run at a local tree: absolute paths under /in and /out are read under $ROOT/in, $ROOT/out.
+ROOT_ENV_VAR = "YMIR_RUNNER_ROOT"
+#: Platforms up to YMIR 1.1.0 wrote no protocol_version.
+LEGACY_PROTOCOL_VERSION = "0.0.1"
+
+
+class TaskKind(str, enum.Enum):
+    """The three kinds of work YMIR asks of an executor, in the order a run performs them."""
+
+    TRAINING = "training"
+    MINING = "mining"
+    INFER = "infer"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclasses.dataclass(frozen=True)
+class InputPaths:
+    root_dir: str = "/in"
+    assets_dir: str = "/in/assets"
+    annotations_dir: str = "/in/annotations"
+    models_dir: str = "/in/models"
+    training_index_file: str = ""
+    val_index_file: str = ""
+    candidate_index_file: str = ""
+    config_file: str = "/in/config.yaml"
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputPaths:
+    root_dir: str = "/out"
+    models_dir: str = "/out/models"
+    tensorboard_dir: str = "/out/tensorboard"
+    training_result_file: str = "/out/models/result.yaml"
+    mining_result_file: str = "/out/result.tsv"
+    infer_result_file: str = "/out/infer-result.json"
+    monitor_file: str = "/out/monitor.txt"
+    executor_log_file: str = "/out/ymir-executor-out.log"
+
+
+def parse_version(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in str(text).strip().split("."))
+    except ValueError:
+        raise ConfigError(f"env.yaml: protocol_version {text!r} is not a dotted version like 1.1.0") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskEnv:
+    """The typed content of env.yaml. Paths are absolute and already re-rooted when a root is given."""
+
+    task_id: str
+    protocol_version: str
+    run_training: bool
+    run_mining: bool
+    run_infer: bool
+    manifest_file: str
+    input: InputPaths
+    output: OutputPaths
+    #: The env.yaml this was read from.
+    env_file: str = DEFAULT_ENV_FILE
+    #: The local folder standing in for "/" (None inside the real container).
+    root: str | None = None
+
+    @property
+    def protocol(self) -> tuple[int, ...]:
+        return parse_version(self.protocol_version)
+
+    @property
+    def tasks(self) -> tuple[TaskKind, ...]:
+        """The tasks to run, in order. Mining runs before inference when both are asked (protocol 2)."""
+        if self.run_training:
+            return (TaskKind.TRAINING,)
+        wanted = ((self.run_mining, TaskKind.MINING), (self.run_infer, TaskKind.INFER))
+        return tuple(kind for flag, kind in wanted if flag)
+
+    def to_yaml_dict(self) -> dict[str, Any]:
+        """env.yaml content with the re-rooted paths (what the ymir-exc SDK is shown during a run)."""
+        data = dataclasses.asdict(self)
+        for private in ("env_file", "root"):
+            data.pop(private)
+        return data
+
+
+def reroot(path: str, root: str | None) -> str:
+    """Map an absolute container path under /in or /out into ``root``; other paths are left alone."""
+    if not root or not path:
+        return path
+    for top in ("/in", "/out"):
+        if path == top or path.startswith(top + "/"):
+            return os.path.join(root, path.lstrip("/"))
+    return path
+
+
+def _paths(cls: type, raw: Any, root: str | None, section: str) -> Any:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"env.yaml: {section} must be a mapping, got {type(raw).__name__}")
+    known = {field.name for field in dataclasses.fields(cls)}
+    values = {key: reroot(str(value or ""), root) for key, value in raw.items() if key in known}
+    defaults = {f.name: reroot(f.default, root) for f in dataclasses.fields(cls) if f.name not in values}
+    return cls(**defaults, **values)
+
+
+def load_env(path: str = DEFAULT_ENV_FILE, *, root: str | None = None) -> TaskEnv:
+    """Read env.yaml; ``root`` (or $YMIR_RUNNER_ROOT) re-roots /in and /out paths onto a local tree."""
+    root = root or os.environ.get(ROOT_ENV_VAR) or None
+    if root:
+        root = os.path.abspath(root)
+    env_file = os.path.abspath(path if os.path.exists(path) or not root else reroot(path, root))
+    try:
+        with open(env_file, encoding="utf-8") as stream:
+            raw = yaml.safe_load(stream)
+    except OSError as error:
+        raise ConfigError(f"cannot read env file {env_file}: {error.strerror}") from error
+    except yaml.YAMLError as error:
+        raise ConfigError(f"env file {env_file} is not valid YAML: {error}") from error
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"env file {env_file} must hold a YAML mapping")
+
+    def flag(key: str) -> bool:
+        try:
+            return to_bool(raw.get(key, False))
+        except ValueError:
+            raise ConfigError(f"env.yaml: {key} must be a boolean, got {raw.get(key)!r}") from None
+
+    version = str(raw.get("protocol_version") or LEGACY_PROTOCOL_VERSION)
+    parse_version(version)
+    return TaskEnv(
+        task_id=str(raw.get("task_id") or "default-task"),
+        protocol_version=version,
+        run_training=flag("run_training"),
+        run_mining=flag("run_mining"),
+        run_infer=flag("run_infer"),
+        manifest_file=str(raw.get("manifest_file") or "/img-man/manifest.yaml"),
+        input=_paths(InputPaths, raw.get("input"), root, "input"),
+        output=_paths(OutputPaths, raw.get("output"), root, "output"),
+        env_file=env_file,
+        root=root,
+    )

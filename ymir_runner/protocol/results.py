@@ -1,0 +1,257 @@
+"""Writers for what the platform reads after a task: result.yaml, result.tsv and infer-result.json.
+
+Each writer validates its values against ../shared/protocol.md before anything reaches the disk, and
+replaces its file atomically, so a killed task leaves either the previous valid file or the new one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import re
+import shutil
+import time
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import yaml
+
+from .atomic import atomic_write_text
+
+_STAGE_NAME = re.compile(r"^[A-Za-z0-9_]+$")
+#: The SDK convention the platform follows: the best stage plus the 10 latest.
+MAX_STAGES = 11
+COUNT_KEYS = ("tp", "fp", "fn")
+
+
+def metric_value(name: str, value: Any) -> float:
+    """A metric as a plain float in [0, 1] (numpy scalars and 0-d tensors are converted, never written)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"metric {name!r} must be a number, got {value!r}") from None
+    if not math.isfinite(number) or not 0.0 <= number <= 1.0:
+        raise ValueError(f"metric {name!r} must be a float in [0, 1], got {number!r}")
+    return number
+
+
+def count_value(name: str, value: Any) -> int:
+    number = float(value)
+    if not number.is_integer() or number < 0:
+        raise ValueError(f"{name!r} must be a non-negative integer, got {value!r}")
+    return int(number)
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """One model stage of result.yaml; its files live in ``<models_dir>/<name>/``."""
+
+    name: str
+    files: tuple[str, ...]
+    timestamp: int
+    metrics: Mapping[str, float]
+    counts: Mapping[str, int] = dataclasses.field(default_factory=dict)
+
+    def to_yaml(self) -> dict[str, Any]:
+        entry: dict[str, Any] = {"stage_name": self.name, "files": list(self.files), "timestamp": self.timestamp}
+        entry.update(self.metrics)
+        entry.update(self.counts)
+        return entry
+
+
+class TrainingResult:
+    """Model stages of a training task → /out/models/result.yaml, rewritten atomically after each stage.
+
+    At most ``max_stages`` are kept: the best (by ``main_metric``) and the latest; a dropped stage's
+    folder is deleted. For protocol < 1.0.0 the legacy ``{model: [...], map: ...}`` form is written instead
+    (never both: the legacy form would win).
+    """
+
+    def __init__(self, models_dir: str, result_file: str, *, main_metric: str = "mAP",
+                 max_stages: int = MAX_STAGES, legacy: bool = False,
+                 on_stage: Callable[[Stage], None] | None = None) -> None:
+        self.models_dir = models_dir
+        self.result_file = result_file
+        self.main_metric = main_metric
+        self.max_stages = max(1, max_stages)
+        self.legacy = legacy
+        self.stages: dict[str, Stage] = {}
+        self.attachments: dict[str, list[str]] = {}
+        self.evaluate_config: dict[str, float] = {}
+        self._on_stage = on_stage
+
+    def stage_dir(self, name: str) -> str:
+        """The folder for a stage's files (created)."""
+        self._check_name(name)
+        path = os.path.join(self.models_dir, name)
+        os.makedirs(path, exist_ok=True)
+        return path
+
+    @property
+    def best(self) -> Stage | None:
+        """Highest main metric; a tie goes to the later stage (trained longer)."""
+        best = None
+        for stage in self.stages.values():
+            if best is None or stage.metrics[self.main_metric] >= best.metrics[self.main_metric]:
+                best = stage
+        return best
+
+    def add_stage(self, name: str, files: Sequence[str], metrics: Mapping[str, Any],
+                  counts: Mapping[str, Any] | None = None) -> Stage:
+        """Record a stage whose ``files`` (names in ``stage_dir(name)``) are already written."""
+        self._check_name(name)
+        files = tuple(str(file) for file in files)
+        if not files:
+            raise ValueError(f"stage {name!r} lists no files")
+        missing = [file for file in files if not self._file_exists(name, file)]
+        if missing:
+            raise ValueError(f"stage {name!r}: files not found in {self.models_dir}/{name}: {missing}")
+        values = {key: metric_value(key, value) for key, value in metrics.items()}
+        if self.main_metric not in values:
+            raise ValueError(f"stage {name!r} has no {self.main_metric!r} metric")
+        ints = {key.lower(): count_value(key, value) for key, value in (counts or {}).items()}
+        stage = Stage(name, files, int(time.time()), values, ints)
+        self.stages.pop(name, None)
+        self.stages[name] = stage
+        dropped = self._prune()
+        self.write()
+        for old in dropped:  # delete files only once result.yaml no longer lists them
+            shutil.rmtree(os.path.join(self.models_dir, old), ignore_errors=True)
+        if self._on_stage is not None:
+            self._on_stage(stage)
+        return stage
+
+    def add_attachment(self, section: str, path: str) -> None:
+        """Copy a file (e.g. a PR curve) to models/attachments/<section>/ and list it in result.yaml."""
+        folder = os.path.join(self.models_dir, "attachments", section)
+        os.makedirs(folder, exist_ok=True)
+        shutil.copyfile(path, os.path.join(folder, os.path.basename(path)))
+        names = self.attachments.setdefault(section, [])
+        if os.path.basename(path) not in names:
+            names.append(os.path.basename(path))
+        if self.stages:
+            self.write()
+
+    def set_evaluate_config(self, **values: float) -> None:
+        self.evaluate_config.update({key: float(value) for key, value in values.items()})
+        if self.stages:
+            self.write()
+
+    def to_yaml(self) -> dict[str, Any]:
+        best = self.best
+        if best is None:
+            raise ValueError("no model stage was added")
+        if self.legacy:
+            return {"model": [f"{best.name}/{file}" for file in best.files], "map": best.metrics[self.main_metric]}
+        document: dict[str, Any] = {
+            "best_stage_name": best.name,
+            "model_stages": {name: stage.to_yaml() for name, stage in self.stages.items()},
+        }
+        if self.attachments:
+            document["attachments"] = {key: list(value) for key, value in self.attachments.items()}
+        if self.evaluate_config:
+            document["evaluate_config"] = dict(self.evaluate_config)
+        return document
+
+    def write(self) -> None:
+        atomic_write_text(self.result_file, yaml.safe_dump(self.to_yaml(), sort_keys=False))
+
+    def _prune(self) -> list[str]:
+        dropped = []
+        while len(self.stages) > self.max_stages:
+            best = self.best
+            oldest = next(name for name in self.stages if best is None or name != best.name)
+            del self.stages[oldest]
+            dropped.append(oldest)
+        return dropped
+
+    def _file_exists(self, stage: str, file: str) -> bool:
+        return any(os.path.isfile(os.path.join(folder, file))
+                   for folder in (os.path.join(self.models_dir, stage), self.models_dir))
+
+    @staticmethod
+    def _check_name(name: str) -> None:
+        if not _STAGE_NAME.match(name) or name == "attachments":
+            raise ValueError(f"stage name {name!r} must use only letters, digits and '_'")
+
+
+def _finite(path: str, score: Any) -> float:
+    try:
+        value = float(score)
+    except (TypeError, ValueError):
+        raise ValueError(f"mining score for {path} is not a number: {score!r}") from None
+    if not math.isfinite(value):
+        raise ValueError(f"mining score for {path} is not finite: {value!r}")
+    return value
+
+
+def write_mining_result(path: str, scores: Iterable[tuple[str, Any]]) -> int:
+    """result.tsv: ``image<TAB>score``, highest score first (the platform takes the first top-k lines).
+
+    Every score must be finite: one NaN is an error and nothing is written. Returns the line count.
+    """
+    rows = [(str(image), _finite(str(image), score)) for image, score in scores]
+    rows.sort(key=lambda row: -row[1])  # stable: equal scores keep the plugin's order
+    atomic_write_text(path, "".join(f"{image}\t{score!r}\n" for image, score in rows))
+    return len(rows)
+
+
+def _clip(value: float, limit: int | None) -> int:
+    pixel = max(int(round(value)), 0)
+    return pixel if limit is None else min(pixel, int(limit))
+
+
+@dataclasses.dataclass(frozen=True)
+class Detection:
+    """A predicted box in pixel-edge coordinates (x2 exclusive) of the ORIGINAL image."""
+
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+    score: float
+    class_id: int
+
+
+class InferResult:
+    """infer-result.json: one entry per candidate image (keyed by basename), integer boxes, class names."""
+
+    def __init__(self, path: str, class_names: Sequence[str], *, legacy: bool = False) -> None:
+        self.path = path
+        self.class_names = tuple(class_names)
+        self.key = "annotations" if legacy else "boxes"
+        self.images: dict[str, list[dict[str, Any]]] = {}
+
+    def add(self, image: str, detections: Iterable[Detection], width: int | None = None,
+            height: int | None = None) -> None:
+        """Record ``image``'s detections, rounded to pixels and clipped to ``width`` x ``height`` (always
+        give the size: only the ymir-exc adapter, which never knew it, leaves it out)."""
+        self.images[os.path.basename(image)] = [
+            box for box in (self._box(image, d, width, height) for d in detections) if box is not None]
+
+    def add_empty(self, image: str) -> None:
+        """An image with no result (nothing found, or unreadable)."""
+        self.images[os.path.basename(image)] = []
+
+    def _box(self, image: str, detection: Detection, width: int | None,
+             height: int | None) -> dict[str, Any] | None:
+        if not 0 <= detection.class_id < len(self.class_names):
+            raise ValueError(f"{image}: class id {detection.class_id} outside {len(self.class_names)} classes")
+        score = float(detection.score)
+        if not math.isfinite(score) or not 0.0 <= score <= 1.0:
+            raise ValueError(f"{image}: score {score!r} is not in [0, 1]")
+        x1, x2 = (_clip(detection.x1, width), _clip(detection.x2, width))
+        y1, y2 = (_clip(detection.y1, height), _clip(detection.y2, height))
+        if x2 <= x1 or y2 <= y1:
+            return None  # nothing of the box is left inside the image
+        return {"box": {"x": x1, "y": y1, "w": x2 - x1, "h": y2 - y1},
+                "class_name": self.class_names[detection.class_id], "score": score}
+
+    def write(self, candidates: Iterable[str] = ()) -> int:
+        """Write the file; every path of ``candidates`` without a result gets an empty entry."""
+        for image in candidates:
+            self.images.setdefault(os.path.basename(image), [])
+        document = {"detection": {name: {self.key: boxes} for name, boxes in self.images.items()}}
+        atomic_write_text(self.path, json.dumps(document))
+        return len(self.images)

@@ -1,0 +1,78 @@
+"""Typed records that plugins return from the registration hook; the core validates them."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any, Mapping
+
+from .protocol.config import RESERVED_KEYS
+from .protocol.env import TaskKind
+
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Param:
+    """One hyper-parameter of a task template: its default (whose type the web-UI value is coerced to)."""
+
+    name: str
+    default: Any
+    help: str = ""
+    #: When non-empty, the (coerced) value must be one of these.
+    choices: tuple = ()
+
+    def __post_init__(self) -> None:
+        if not self.name.isidentifier():
+            raise ValueError(f"template key {self.name!r} is not an identifier")
+        if self.choices and self.default not in self.choices:
+            raise ValueError(f"template key {self.name!r}: default {self.default!r} not in {self.choices}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExecutorSpec:
+    """What one executor of a plugin handles: returned (in a list) by ``ymir_runner_register_executors``.
+
+    The plugin that returned the spec is the one whose task hooks run when the spec is chosen; a plugin may
+    return several specs (the context tells the hook which one was chosen).
+    """
+
+    name: str
+    tasks: frozenset[TaskKind]
+    #: Template defaults per task kind; a kind in ``tasks`` without a template gets an empty one.
+    templates: Mapping[TaskKind, tuple[Param, ...]] = dataclasses.field(default_factory=dict)
+    #: YMIR object types: 2 detection, 3 semantic segmentation, 4 instance segmentation.
+    object_types: frozenset[int] = frozenset({2})
+    description: str = ""
+    #: Annotation formats (``export_format`` annotation part) the training task reads.
+    annotation_formats: tuple[str, ...] = ("det-ark", "det-voc")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tasks", frozenset(TaskKind(kind) for kind in self.tasks))
+        object.__setattr__(self, "object_types", frozenset(int(kind) for kind in self.object_types))
+        templates = {TaskKind(kind): tuple(params) for kind, params in self.templates.items()}
+        object.__setattr__(self, "templates", templates)
+        self.validate()
+
+    def validate(self) -> None:
+        if not _NAME.match(self.name):
+            raise ValueError(f"executor name {self.name!r} must start with a letter and use [A-Za-z0-9_.-]")
+        if not self.tasks:
+            raise ValueError(f"executor {self.name!r} handles no task")
+        extra = set(self.templates) - self.tasks
+        if extra:
+            raise ValueError(f"executor {self.name!r} has templates for tasks it does not handle: {sorted(extra)}")
+        for kind, params in self.templates.items():
+            names = [param.name for param in params]
+            duplicated = {name for name in names if names.count(name) > 1}
+            if duplicated:
+                raise ValueError(f"executor {self.name!r}: {kind} template repeats {sorted(duplicated)}")
+            reserved = RESERVED_KEYS.intersection(names)
+            if reserved:
+                raise ValueError(f"executor {self.name!r}: {kind} template declares reserved keys {sorted(reserved)}")
+
+    def template(self, kind: TaskKind) -> tuple[Param, ...]:
+        return self.templates.get(TaskKind(kind), ())
+
+    def defaults(self, kind: TaskKind) -> dict[str, Any]:
+        return {param.name: param.default for param in self.template(kind)}

@@ -1,0 +1,309 @@
+"""A testing kit for plugin authors: a pytest plugin. Enable it in a conftest.py with
+
+    pytest_plugins = ["ymir_runner.testing"]
+
+Fixtures:
+- ``ymir_registry``: a plugin registry with entry-point autoload off (only what the test registers).
+- ``ymir_register``: ``with ymir_register(plugin, "name"): ...`` registers a plugin for one block.
+- ``ymir_fake_entry_point``: installs a real ``ymir_runner`` entry point (a .dist-info folder on sys.path)
+  pointing at a module whose source the test gives; discovery then works as for a pip-installed wheel.
+- ``ymir_task``: builds a tiny /in + /out tree (generated images and annotations) and runs a task on it
+  end to end, returning what the platform would see: exit code, monitor line, result files, stderr.
+
+The helpers (``write_png``, ``TaskTree``, ``make_fake_distribution``) work without pytest too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib
+import io
+import json
+import os
+import struct
+import sys
+import zlib
+from typing import Any, Iterator, Mapping, Sequence
+
+import yaml
+
+from .plugins import PluginRegistry, build_plugin_manager
+from .protocol.env import TaskKind
+
+try:
+    import pytest
+except ImportError:  # pragma: no cover - the helpers work without pytest
+    pytest = None  # type: ignore[assignment]
+
+
+# --- generated data ----------------------------------------------------------------------------------------
+
+def png_bytes(width: int, height: int, color: tuple[int, int, int] = (128, 128, 128),
+              boxes: Sequence[tuple[int, int, int, int, tuple[int, int, int]]] = ()) -> bytes:
+    """A valid RGB PNG, filled with ``color`` and ``boxes`` of ``(x1, y1, x2, y2, color)`` (x2 exclusive)."""
+    rows = []
+    for y in range(height):
+        row = bytearray(bytes(color) * width)
+        for x1, y1, x2, y2, fill in boxes:
+            if y1 <= y < y2:
+                start, end = max(x1, 0), min(x2, width)
+                row[start * 3:end * 3] = bytes(fill) * max(end - start, 0)
+        rows.append(b"\x00" + bytes(row))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"".join(rows)))
+            + chunk(b"IEND", b""))
+
+
+def write_png(path: str, width: int, height: int, **options: Any) -> str:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as stream:
+        stream.write(png_bytes(width, height, **options))
+    return path
+
+
+@dataclasses.dataclass
+class RunOutcome:
+    """What the platform would observe after a run."""
+
+    exit_code: int
+    stderr: str
+    out_dir: str
+    env_file: str
+
+    @property
+    def monitor_fields(self) -> list[str]:
+        with open(os.path.join(self.out_dir, "monitor.txt"), encoding="utf-8") as stream:
+            return stream.readline().rstrip("\n").split("\t")
+
+    @property
+    def percent(self) -> float:
+        return float(self.monitor_fields[2])
+
+    @property
+    def state(self) -> int:
+        return int(self.monitor_fields[3])
+
+    @property
+    def return_code(self) -> int:
+        return int(self.monitor_fields[4])
+
+    @property
+    def last_stderr_line(self) -> str:
+        lines = [line for line in self.stderr.splitlines() if line.strip()]
+        return lines[-1] if lines else ""
+
+    def result_yaml(self) -> Any:
+        with open(os.path.join(self.out_dir, "models", "result.yaml"), encoding="utf-8") as stream:
+            return yaml.safe_load(stream)
+
+    def result_tsv(self) -> list[tuple[str, float]]:
+        with open(os.path.join(self.out_dir, "result.tsv"), encoding="utf-8") as stream:
+            return [(path, float(score)) for path, score in (line.rstrip("\n").split("\t") for line in stream)]
+
+    def infer_result(self) -> Any:
+        with open(os.path.join(self.out_dir, "infer-result.json"), encoding="utf-8") as stream:
+            return json.load(stream)
+
+
+class TaskTree:
+    """A YMIR work tree ``<root>/in`` + ``<root>/out`` whose env.yaml uses the container paths /in and /out;
+    runs re-root them onto ``root`` (as ``ymir-runner run --root`` does)."""
+
+    COLORS = [(220, 40, 40), (40, 200, 40), (40, 40, 220), (220, 220, 40)]
+
+    def __init__(self, root: str, *, kinds: Sequence[TaskKind | str] = (TaskKind.TRAINING,),
+                 class_names: Sequence[str] = ("cat", "dog"), config: Mapping[str, Any] | None = None,
+                 protocol_version: str | None = "1.1.0", images: int = 4, size: tuple[int, int] = (64, 48),
+                 annotation_format: str = "det-ark", export_format: str = "ark:raw") -> None:
+        self.root = os.path.abspath(root)
+        self.kinds = [TaskKind(kind) for kind in kinds]
+        self.class_names = list(class_names)
+        self.size = size
+        self.annotation_format = annotation_format
+        self.images: list[str] = []  # container paths
+        self.annotations: list[str] = []
+        os.makedirs(self.local("/out"), exist_ok=True)
+        for index in range(images):
+            self.add_image(index)
+        self.write_index_files()
+        training = TaskKind.TRAINING in self.kinds
+        self.config: dict[str, Any] = {
+            "task_id": "t-test", "class_names": list(class_names), "gpu_id": "", "gpu_count": 0,
+            "object_type": 2, "shm_size": "16G"}
+        if training:
+            self.config["export_format"] = export_format
+        else:
+            self.config["model_params_path"] = ["/in/models/epoch_1/model.bin"]
+        self.config.update(config or {})
+        self.protocol_version = protocol_version
+        self.write_config()
+        self.write_env()
+
+    def local(self, container_path: str) -> str:
+        """Where a container path (/in/..., /out/...) lives in this tree."""
+        return os.path.join(self.root, container_path.lstrip("/"))
+
+    @property
+    def env_file(self) -> str:
+        return self.local("/in/env.yaml")
+
+    @property
+    def out_dir(self) -> str:
+        return self.local("/out")
+
+    def boxes_of(self, index: int) -> list[tuple[int, int, int, int, int]]:
+        """Deterministic ``(class_id, xmin, ymin, xmax, ymax)`` boxes (inclusive corners) of image ``index``."""
+        width, height = self.size
+        class_id = index % len(self.class_names)
+        side = max(min(width, height) // 3, 2)
+        x, y = (index * 7) % (width - side), (index * 5) % (height - side)
+        return [(class_id, x, y, x + side - 1, y + side - 1)]
+
+    def add_image(self, index: int) -> str:
+        name = f"{index:040x}"
+        image = f"/in/assets/{name[-2:]}/{name}.png"
+        boxes = [(x1, y1, x2 + 1, y2 + 1, self.COLORS[c % 4]) for c, x1, y1, x2, y2 in self.boxes_of(index)]
+        write_png(self.local(image), *self.size, boxes=boxes)
+        annotation = f"/in/annotations/{name}." + ("xml" if self.annotation_format == "det-voc" else "txt")
+        os.makedirs(os.path.dirname(self.local(annotation)), exist_ok=True)
+        with open(self.local(annotation), "w", encoding="utf-8") as stream:
+            stream.write(self._annotation_text(self.boxes_of(index)))
+        self.images.append(image)
+        self.annotations.append(annotation)
+        return image
+
+    def _annotation_text(self, boxes: Sequence[tuple[int, int, int, int, int]]) -> str:
+        if self.annotation_format == "det-voc":
+            objects = "".join(
+                f"<object><name>{self.class_names[c]}</name><bndbox><xmin>{x1}</xmin><ymin>{y1}</ymin>"
+                f"<xmax>{x2}</xmax><ymax>{y2}</ymax></bndbox></object>" for c, x1, y1, x2, y2 in boxes)
+            return f"<annotation><filename>/in/assets/x.png</filename>{objects}</annotation>"
+        return "".join(f"{c}, {x1}, {y1}, {x2}, {y2}, -1.0, 0\n" for c, x1, y1, x2, y2 in boxes)
+
+    def write_index_files(self) -> None:
+        half = max(len(self.images) // 2, 1)
+        pairs = list(zip(self.images, self.annotations))
+        self._write("/in/train-index.tsv", "".join(f"{i}\t{a}\n" for i, a in pairs[:half]))
+        self._write("/in/val-index.tsv", "".join(f"{i}\t{a}\n" for i, a in pairs[half:] or pairs))
+        self._write("/in/candidate-index.tsv", "".join(f"{i}\n" for i in self.images))
+
+    def write_config(self) -> None:
+        self._write("/in/config.yaml", yaml.safe_dump(self.config, sort_keys=False))
+
+    def write_env(self) -> None:
+        training = TaskKind.TRAINING in self.kinds
+        env: dict[str, Any] = {
+            "task_id": "t-test",
+            "run_training": training,
+            "run_mining": TaskKind.MINING in self.kinds,
+            "run_infer": TaskKind.INFER in self.kinds,
+            "input": {
+                "root_dir": "/in", "assets_dir": "/in/assets", "annotations_dir": "/in/annotations",
+                "models_dir": "/in/models", "config_file": "/in/config.yaml",
+                "training_index_file": "/in/train-index.tsv" if training else "",
+                "val_index_file": "/in/val-index.tsv" if training else "",
+                "candidate_index_file": "" if training else "/in/candidate-index.tsv",
+            },
+            "output": {
+                "root_dir": "/out", "models_dir": "/out/models", "tensorboard_dir": "/out/tensorboard",
+                "training_result_file": "/out/models/result.yaml", "mining_result_file": "/out/result.tsv",
+                "infer_result_file": "/out/infer-result.json", "monitor_file": "/out/monitor.txt",
+                "executor_log_file": "/out/ymir-executor-out.log",
+            },
+        }
+        if self.protocol_version:
+            env["protocol_version"] = self.protocol_version
+        self._write("/in/env.yaml", yaml.safe_dump(env, sort_keys=False))
+
+    def _write(self, container_path: str, text: str) -> None:
+        path = self.local(container_path)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w", encoding="utf-8") as stream:
+            stream.write(text)
+
+    def run(self, registry: PluginRegistry | None = None) -> RunOutcome:
+        """Run the task in this process, as ``ymir-runner run --env <tree>/in/env.yaml --root <tree>``."""
+        from .dispatcher import run
+
+        stderr = io.StringIO()
+        with contextlib.redirect_stderr(stderr):
+            code = run(self.env_file, root=self.root, registry=registry)
+        return RunOutcome(code, stderr.getvalue(), self.out_dir, self.env_file)
+
+
+# --- fake distributions -----------------------------------------------------------------------------------
+
+def make_fake_distribution(site_dir: str, *, dist_name: str, module: str, source: str,
+                           entry_point: str | None = None, version: str = "1.0",
+                           attribute: str | None = None) -> str:
+    """Write ``module.py`` and a ``<dist>-<version>.dist-info`` declaring a ``ymir_runner`` entry point into
+    ``site_dir``: with ``site_dir`` on sys.path (or PYTHONPATH), importlib.metadata finds it like a
+    pip-installed wheel. Returns the entry-point name."""
+    os.makedirs(site_dir, exist_ok=True)
+    with open(os.path.join(site_dir, f"{module}.py"), "w", encoding="utf-8") as stream:
+        stream.write(source)
+    info = os.path.join(site_dir, f"{dist_name.replace('-', '_')}-{version}.dist-info")
+    os.makedirs(info, exist_ok=True)
+    name = entry_point or dist_name
+    target = f"{module}:{attribute}" if attribute else module
+    with open(os.path.join(info, "METADATA"), "w", encoding="utf-8") as stream:
+        stream.write(f"Metadata-Version: 2.1\nName: {dist_name}\nVersion: {version}\n")
+    with open(os.path.join(info, "entry_points.txt"), "w", encoding="utf-8") as stream:
+        stream.write(f"[ymir_runner]\n{name} = {target}\n")
+    return name
+
+
+if pytest is not None:
+
+    @pytest.fixture
+    def ymir_registry() -> PluginRegistry:
+        """A registry with entry-point autoload off: only the plugins a test registers."""
+        return build_plugin_manager(autoload=False)
+
+    @pytest.fixture
+    def ymir_register(ymir_registry: PluginRegistry) -> Any:
+        """``with ymir_register(plugin, "name"):`` registers ``plugin`` on ``ymir_registry`` for the block."""
+
+        @contextlib.contextmanager
+        def register(plugin: Any, name: str) -> Iterator[PluginRegistry]:
+            ymir_registry.register(plugin, name)
+            try:
+                yield ymir_registry
+            finally:
+                ymir_registry.unregister(name)
+
+        return register
+
+    @pytest.fixture
+    def ymir_fake_entry_point(tmp_path: Any, monkeypatch: Any) -> Any:
+        """``ymir_fake_entry_point(dist_name, module, source)`` makes a discoverable plugin distribution."""
+        site_dir = str(tmp_path / "fake-site")
+        monkeypatch.syspath_prepend(site_dir)
+        created: list[str] = []
+
+        def make(dist_name: str, module: str, source: str, **options: Any) -> str:
+            os.makedirs(site_dir, exist_ok=True)
+            name = make_fake_distribution(site_dir, dist_name=dist_name, module=module, source=source, **options)
+            created.append(module)
+            importlib.invalidate_caches()
+            return name
+
+        make.site_dir = site_dir  # type: ignore[attr-defined]
+        yield make
+        for module in created:
+            sys.modules.pop(module, None)
+
+    @pytest.fixture
+    def ymir_task(tmp_path: Any) -> Any:
+        """``ymir_task(kinds=("training",), config={...}, ...)`` → a :class:`TaskTree` under tmp_path."""
+        counter = iter(range(1_000_000))
+
+        def make(**options: Any) -> TaskTree:
+            return TaskTree(str(tmp_path / f"task{next(counter)}"), **options)
+
+        return make
