@@ -127,7 +127,9 @@ class TaskContext:
             if not self.class_names:
                 raise ConfigError("config key 'class_names' is empty: a training task needs classes")
             export = self.config.export_format
-            if self.training_set.is_empty():
+            index = DatasetReader(self.env.input.training_index_file, annotations=None, skips=self.skips,
+                                  name="training")
+            if index.is_empty():
                 raw = export.raw if export else "(absent)"
                 raise ConfigError(
                     f"training index {self.env.input.training_index_file or '(not set)'} is empty: the platform "

@@ -105,7 +105,9 @@ class PluginRegistry:
         for impl in self.pm.hook.ymir_runner_register_executors.get_hookimpls():
             info = self.infos.setdefault(impl.plugin_name, PluginInfo(impl.plugin_name))
             try:
-                specs = list(impl.function() or ())
+                # one plugin at a time, so a failure is attributed to it (and tracing still sees the call)
+                answers = self._only(impl.plugin_name, "ymir_runner_register_executors")()
+                specs = [spec for answer in answers for spec in (answer or ())]
                 for spec in specs:
                     if not isinstance(spec, ExecutorSpec):
                         raise TypeError(f"returned {type(spec).__name__}, not ExecutorSpec")
@@ -180,11 +182,14 @@ class PluginRegistry:
 
     # --- typed hook calls ------------------------------------------------------------------------------------
 
+    def _only(self, plugin_name: str, hook: str) -> Any:
+        """A caller of ``hook`` that reaches one plugin only."""
+        others = [plugin for name, plugin in self.pm.list_name_plugin() if name != plugin_name]
+        return self.pm.subset_hook_caller(hook, remove_plugins=others)
+
     def run_task(self, executor: Executor, context: Any) -> None:
         """Call the task hook of the chosen executor's plugin only."""
-        others = [plugin for name, plugin in self.pm.list_name_plugin() if name != executor.plugin_name]
-        caller = self.pm.subset_hook_caller(TASK_HOOKS[context.kind], remove_plugins=others)
-        caller(context=context)
+        self._only(executor.plugin_name, TASK_HOOKS[context.kind])(context=context)
 
     def before_task(self, context: Any) -> None:
         self.pm.hook.ymir_runner_before_task(context=context)

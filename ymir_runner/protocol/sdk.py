@@ -1,8 +1,8 @@
 """Interoperability with the ymir-exc SDK (the old 1.1.0 protocol).
 
 During a run, code written against ``ymir_exc.env`` / ``ymir_exc.dataset_reader`` sees the same task as
-ymir-runner: the SDK's env path points at the run's env.yaml (a re-rooted copy when the run uses a local
-root). The SDK's writers would write protocol files the old way (two-decimal monitor, no return code,
+ymir-runner: the SDK's env path points at the run's env.yaml (in a local run with a root, a copy whose
+paths, index files included, point into the local tree). The SDK's writers would write protocol files the old way (two-decimal monitor, no return code,
 legacy result.yaml, ``annotations`` key, no atomicity), so they are routed to ymir-runner's writers instead.
 """
 
@@ -15,7 +15,26 @@ from typing import Any, Callable, Iterator
 
 import yaml
 
-from .env import TaskEnv
+from .env import TaskEnv, reroot
+
+
+def _rerooted_env(env: TaskEnv, folder: str) -> str:
+    """env.yaml and index files whose container paths point into the local root, written to ``folder``."""
+    document = env.to_yaml_dict()
+    for key in ("training_index_file", "val_index_file", "candidate_index_file"):
+        index = document["input"][key]
+        if not index or not os.path.isfile(index):
+            continue
+        copy = os.path.join(folder, os.path.basename(index))
+        with open(index, encoding="utf-8") as source, open(copy, "w", encoding="utf-8") as target:
+            for line in source:
+                fields = line.rstrip("\r\n").split("\t")
+                target.write("\t".join(reroot(field.strip(), env.root) for field in fields) + "\n")
+        document["input"][key] = copy
+    path = os.path.join(folder, "env.yaml")
+    with open(path, "w", encoding="utf-8") as stream:
+        yaml.safe_dump(document, stream, sort_keys=False)
+    return path
 
 
 @contextlib.contextmanager
@@ -31,9 +50,7 @@ def sdk_env(env: TaskEnv) -> Iterator[str]:
         path = env.env_file
         if env.root:
             folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="ymir-runner-env-"))
-            path = os.path.join(folder, "env.yaml")
-            with open(path, "w", encoding="utf-8") as stream:
-                yaml.safe_dump(env.to_yaml_dict(), stream, sort_keys=False)
+            path = _rerooted_env(env, folder)
         settings.DEFAULT_ENV_FILE_PATH = path
         try:
             yield path
