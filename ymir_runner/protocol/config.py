@@ -85,6 +85,8 @@ def read_config_file(path: str) -> dict[str, Any]:
         raise ConfigError(f"cannot read config file {path}: {error.strerror}") from error
     except yaml.YAMLError as error:
         raise ConfigError(f"config file {path} is not valid YAML: {' '.join(str(error).split())}") from error
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"config file {path} is not UTF-8 text: {error}") from error
     if raw is None:
         return {}
     if not isinstance(raw, Mapping):
@@ -123,7 +125,8 @@ def parse_config(raw: Mapping[str, Any], defaults: Mapping[str, Any] | None = No
     choices = {key: tuple(values) for key, values in (choices or {}).items() if values}
     hyper = EasyDict()
     for key, default in defaults.items():
-        hyper[key] = default
+        if key not in RESERVED_KEYS:
+            hyper[key] = default
     for key, value in raw.items():
         if not isinstance(key, str) or key in RESERVED_KEYS:
             continue

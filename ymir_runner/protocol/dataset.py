@@ -7,12 +7,12 @@ skipped, counted in a :class:`SkipLog` and reported with its file and line.
 from __future__ import annotations
 
 import collections
-import dataclasses
 import json
 import logging
+import math
 import os
 import xml.etree.ElementTree as ElementTree
-from typing import Iterator, Sequence
+from typing import Iterator, NamedTuple, Sequence
 
 from ..errors import ConfigError, DatasetError
 from .env import reroot
@@ -23,21 +23,20 @@ log = logging.getLogger("ymir_runner.dataset")
 MAX_WARNINGS_PER_REASON = 10
 
 
-@dataclasses.dataclass(frozen=True)
-class Box:
+class Box(NamedTuple):
     """An axis-aligned box in pixel-edge coordinates: ``x2`` is exclusive, so ``width == x2 - x1``.
 
     YMIR's files use inclusive corners (``xmax = x + w - 1``); readers add 1, the writers subtract it.
+    (A NamedTuple: datasets hold millions of boxes, and tuples are the cheapest immutable record.)
     """
 
-    __slots__ = ("class_id", "x1", "y1", "x2", "y2", "quality", "angle")
     class_id: int
     x1: float
     y1: float
     x2: float
     y2: float
-    quality: float
-    angle: float
+    quality: float = -1.0
+    angle: float = 0.0
 
     @property
     def width(self) -> float:
@@ -48,8 +47,7 @@ class Box:
         return self.y2 - self.y1
 
 
-@dataclasses.dataclass(frozen=True)
-class Item:
+class Item(NamedTuple):
     """One dataset entry: an image, its annotation file ('' for candidates) and its boxes."""
 
     image: str
@@ -121,6 +119,8 @@ class _BadBox(ValueError):
 
 def _box(class_id: int, xmin: float, ymin: float, xmax: float, ymax: float, num_classes: int,
          quality: float = -1.0, angle: float = 0.0) -> Box:
+    if not all(math.isfinite(value) for value in (xmin, ymin, xmax, ymax)):
+        raise _BadBox("non-numeric field", f"({xmin}, {ymin}, {xmax}, {ymax})")
     if not 0 <= class_id < num_classes:
         raise _BadBox("class id outside class_names", f"class id {class_id} with {num_classes} classes")
     if xmax < xmin or ymax < ymin:
@@ -128,19 +128,38 @@ def _box(class_id: int, xmin: float, ymin: float, xmax: float, ymax: float, num_
     return Box(class_id, xmin, ymin, xmax + 1.0, ymax + 1.0, quality, angle)
 
 
+def _whole_number(text: str) -> int:
+    """'1.0' → 1; '1.5', 'nan' and 'inf' are errors (int(float(...)) would truncate or overflow)."""
+    value = float(text)
+    if not value.is_integer():
+        raise ValueError(text)
+    return int(value)
+
+
 def parse_ark_line(line: str, num_classes: int) -> Box:
-    """``class_idx, xmin, ymin, xmax, ymax[, quality[, angle]]`` (comma or comma+space, inclusive corners)."""
+    """``class_idx, xmin, ymin, xmax, ymax[, quality[, angle]]`` (comma or comma+space, inclusive corners).
+
+    This is the hot loop of reading a large training set, hence the inlined checks.
+    """
     fields = line.split(",")
-    if not 5 <= len(fields) <= 7:
-        raise _BadBox("malformed line", f"{len(fields)} fields in {line.strip()!r}")
+    count = len(fields)
+    if count < 5 or count > 7:
+        raise _BadBox("malformed line", f"{count} fields in {line.strip()!r}")
     try:
-        class_id = int(float(fields[0]))
+        class_text = fields[0]
+        class_id = int(class_text) if class_text.strip().isdigit() else _whole_number(class_text)
         xmin, ymin, xmax, ymax = float(fields[1]), float(fields[2]), float(fields[3]), float(fields[4])
-        quality = float(fields[5]) if len(fields) > 5 else -1.0
-        angle = float(fields[6]) if len(fields) > 6 else 0.0
+        quality = float(fields[5]) if count > 5 else -1.0
+        angle = float(fields[6]) if count > 6 else 0.0
+        if not math.isfinite(xmin + ymin + xmax + ymax):  # 'nan' and 'inf' parse as floats
+            raise ValueError(line)
     except ValueError:
         raise _BadBox("non-numeric field", repr(line.strip())) from None
-    return _box(class_id, xmin, ymin, xmax, ymax, num_classes, quality, angle)
+    if class_id < 0 or class_id >= num_classes:
+        raise _BadBox("class id outside class_names", f"class id {class_id} with {num_classes} classes")
+    if xmax < xmin or ymax < ymin:
+        raise _BadBox("inverted box", f"({xmin}, {ymin}, {xmax}, {ymax})")
+    return Box(class_id, xmin, ymin, xmax + 1.0, ymax + 1.0, quality, angle)
 
 
 def _voc_float(node: ElementTree.Element | None, tag: str, default: float | None = None) -> float:
@@ -182,7 +201,7 @@ class AnnotationReader:
         boxes = []
         num_classes = len(self.class_names)
         for number, line in enumerate(lines, 1):
-            if not line.strip():
+            if line.isspace():
                 continue
             try:
                 boxes.append(parse_ark_line(line, num_classes))
@@ -192,7 +211,11 @@ class AnnotationReader:
 
     def _read_voc(self, path: str, image: str) -> tuple[Box, ...] | None:
         try:
-            root = ElementTree.parse(path).getroot()
+            with open(path, "rb") as stream:
+                content = stream.read()
+            if not content.strip():  # the platform writes an empty file for an image without boxes
+                return ()
+            root = ElementTree.fromstring(content)
         except (OSError, ElementTree.ParseError) as error:
             self.skips.skip("unreadable annotation", path, str(error))
             return None

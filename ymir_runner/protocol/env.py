@@ -132,6 +132,8 @@ def load_env(path: str = DEFAULT_ENV_FILE, *, root: str | None = None) -> TaskEn
         raise ConfigError(f"cannot read env file {env_file}: {error.strerror}") from error
     except yaml.YAMLError as error:
         raise ConfigError(f"env file {env_file} is not valid YAML: {error}") from error
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"env file {env_file} is not UTF-8 text: {error}") from error
     if not isinstance(raw, Mapping):
         raise ConfigError(f"env file {env_file} must hold a YAML mapping")
 

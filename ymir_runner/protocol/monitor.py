@@ -84,11 +84,10 @@ class Monitor:
             self._write()
 
     def _write(self) -> None:
-        now = self._clock()
+        # The platform ignores an update whose timestamp equals the last one IT read, which may be any
+        # earlier write: keep the printed timestamps strictly increasing, even if the clock stalls.
+        now = max(round(self._clock(), 3), round(self._last_write + 0.001, 3))
         stamp = f"{now:.3f}"
-        if stamp == self._last_timestamp:  # the platform ignores an update whose timestamp did not change
-            now += 0.001
-            stamp = f"{now:.3f}"
         text = monitor_line(self.task_id, now, self.percent, self.state, self.code)
         if self.message:
             text += self.message.replace("\n", " ") + "\n"
@@ -113,7 +112,10 @@ class Progress:
 
     def update(self, fraction: float, message: str | None = None) -> None:
         """Report that ``fraction`` (0..1, clamped) of this span is done."""
-        fraction = min(max(float(fraction), 0.0), 1.0)
+        fraction = float(fraction)
+        if not math.isfinite(fraction):  # clamping would turn inf into "done" and NaN into nothing
+            raise ValueError(f"progress must be a finite number, got {fraction!r}")
+        fraction = min(max(fraction, 0.0), 1.0)
         self.fraction = max(self.fraction, fraction)
         text = None if message is None else (f"{self.label}: {message}" if self.label else message)
         self.monitor.update(self.start + (self.end - self.start) * self.fraction, text)

@@ -172,7 +172,7 @@ class TrainingResult:
 
     @staticmethod
     def _check_name(name: str) -> None:
-        if not _STAGE_NAME.match(name) or name == "attachments":
+        if not _STAGE_NAME.fullmatch(name) or name == "attachments":
             raise ValueError(f"stage name {name!r} must use only letters, digits and '_'")
 
 
