@@ -279,7 +279,10 @@ def test_tracing_env_var_writes_hook_calls(ymir_fake_entry_point, tmp_path):
 
 def test_plugin_table_lists_hooks_and_tasks(ymir_registry):
     ymir_registry.register(toy_plugin, "toy")
-    (row,) = plugin_table(ymir_registry)
+    rows = {row["name"]: row for row in plugin_table(ymir_registry)}
+    assert rows["ymir_runner.builtin"]["distribution"] == "ymir-runner"
+    assert rows["ymir_runner.builtin"]["executors"] == []
+    row = rows["toy"]
     assert row["status"] == "loaded"
     assert row["executors"][0]["tasks"] == ["infer", "mining", "training"]
     assert "ymir_runner_train" in row["hooks"]
@@ -293,3 +296,17 @@ def test_listing_plugins_does_not_import_torch(ymir_fake_entry_point):
         assert "torch" not in sys.modules, "torch was imported"
     """)
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+
+
+def test_builtin_observer_logs_stages_and_can_be_blocked(ymir_task):
+    registry = build_plugin_manager(autoload=False)
+    registry.register(toy_plugin, "toy")
+    outcome = ymir_task(config={"epochs": 2}).run(registry)
+    assert "stage epoch_2 saved (mAP 0.6667, mAR 0.5000; files model.json); best so far: epoch_2" in outcome.stderr
+    assert "training finished in" in outcome.stderr
+
+    registry = build_plugin_manager(autoload=False, blocked=["ymir_runner.builtin"])
+    registry.register(toy_plugin, "toy")
+    assert registry.infos["ymir_runner.builtin"].status == "blocked"
+    outcome = ymir_task(config={"epochs": 2}).run(registry)
+    assert outcome.exit_code == 0 and "stage epoch_2 saved" not in outcome.stderr

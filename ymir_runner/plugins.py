@@ -17,7 +17,7 @@ from typing import Any, Iterable, Sequence
 
 import pluggy
 
-from . import hookspecs
+from . import __version__, hookspecs
 from .errors import ConfigError, ObjectTypeError
 from .protocol.env import TaskKind
 from .records import ExecutorSpec
@@ -229,13 +229,22 @@ def _enable_tracing(pm: pluggy.PluginManager) -> None:
     pm.enable_tracing()
 
 
+def default_builtins() -> list[tuple[str, Any]]:
+    from . import builtin
+
+    return [("ymir_runner.builtin", builtin)]
+
+
 def build_plugin_manager(*, autoload: bool = True, blocked: Iterable[str] | None = None,
-                         strict: bool = False, builtins: Sequence[tuple[str, Any]] = ()) -> PluginRegistry:
+                         strict: bool = False,
+                         builtins: Sequence[tuple[str, Any]] | None = None) -> PluginRegistry:
     """Create the plugin registry.
 
     ``autoload`` loads the ``ymir_runner`` entry points; names in ``blocked`` and $YMIR_RUNNER_DISABLE_PLUGINS
     (entry-point or distribution names, comma-separated) are never imported. A plugin that fails to import
-    or register is a warning (``strict`` makes it an error). ``builtins`` are ``(name, plugin)`` pairs.
+    or register is a warning (``strict`` makes it an error). ``builtins`` are ``(name, plugin)`` pairs
+    registered after the entry points (default: the core's own observer, ``ymir_runner.builtin``); blocking
+    applies to them too.
     """
     pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
     pm.add_hookspecs(hookspecs)
@@ -248,8 +257,11 @@ def build_plugin_manager(*, autoload: bool = True, blocked: Iterable[str] | None
     if autoload:
         for entry_point in _entry_points():
             _load_entry_point(registry, entry_point, blocked_names, strict)
-    for name, plugin in builtins:
-        registry.register(plugin, name, distribution="ymir-runner")
+    for name, plugin in default_builtins() if builtins is None else builtins:
+        if name in blocked_names:
+            registry.infos[name] = PluginInfo(name, "ymir-runner", __version__, status="blocked")
+        else:
+            registry.register(plugin, name, distribution="ymir-runner", version=__version__)
     pm.check_pending()
     return registry
 
