@@ -310,3 +310,33 @@ def test_builtin_observer_logs_stages_and_can_be_blocked(ymir_task):
     assert registry.infos["ymir_runner.builtin"].status == "blocked"
     outcome = ymir_task(config={"epochs": 2}).run(registry)
     assert outcome.exit_code == 0 and "stage epoch_2 saved" not in outcome.stderr
+
+
+COMMAND_PLUGIN = """
+import ymir_runner
+
+def hello(args):
+    print(f"hello {args.who}")
+    return 3
+
+@ymir_runner.hookimpl
+def ymir_runner_add_commands(subparsers):
+    parser = subparsers.add_parser("hello", help="say hello")
+    parser.add_argument("who")
+    parser.set_defaults(handler=hello)
+"""
+
+
+def test_plugins_add_cli_commands(ymir_fake_entry_point):
+    ymir_fake_entry_point("ymir-hello", "ymir_hello_mod", COMMAND_PLUGIN, entry_point="hello")
+    ymir_fake_entry_point("ymir-bad-cmd", "ymir_bad_cmd_mod",
+                          COMMAND_PLUGIN.replace('parser.add_argument("who")', 'raise RuntimeError("oops")')
+                          .replace('"hello"', '"hello2"'), entry_point="badcmd")
+    env = dict(os.environ, PYTHONPATH=ymir_fake_entry_point.site_dir)
+    result = subprocess.run([sys.executable, "-m", "ymir_runner", "hello", "world"], env=env,
+                            capture_output=True, text=True)
+    assert (result.returncode, result.stdout) == (3, "hello world\n")
+    assert "'badcmd' failed to add its commands" in result.stderr
+    listing = subprocess.run([sys.executable, "-m", "ymir_runner", "--help"], env=env, capture_output=True,
+                             text=True, check=True).stdout
+    assert "say hello" in listing

@@ -14,7 +14,7 @@ from .protocol.env import DEFAULT_ENV_FILE, ROOT_ENV_VAR
 def _cmd_run(args: argparse.Namespace) -> int:
     from .dispatcher import run
 
-    return run(args.env, root=args.root)
+    return run(args.env, root=args.root, registry=args.registry)
 
 
 def plugin_table(registry: Any) -> list[dict[str, Any]]:
@@ -39,9 +39,7 @@ def plugin_table(registry: Any) -> list[dict[str, Any]]:
 
 
 def _cmd_plugins(args: argparse.Namespace) -> int:
-    from .plugins import build_plugin_manager
-
-    rows = plugin_table(build_plugin_manager())
+    rows = plugin_table(args.registry)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -60,7 +58,8 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(registry: Any = None) -> argparse.ArgumentParser:
+    """The command line: the core's commands plus those plugins add through ``ymir_runner_add_commands``."""
     parser = argparse.ArgumentParser(prog="ymir-runner", description=__doc__)
     parser.add_argument("--version", action="version", version=f"ymir-runner {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -76,11 +75,17 @@ def build_parser() -> argparse.ArgumentParser:
     plugins = commands.add_parser("plugins", help="list installed plugins, their hooks and executors")
     plugins.add_argument("--json", action="store_true", help="machine-readable output")
     plugins.set_defaults(handler=_cmd_plugins)
+    if registry is not None:
+        registry.add_commands(commands)
+    parser.set_defaults(registry=registry)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    from .plugins import build_plugin_manager
+
+    registry = build_plugin_manager()
+    args = build_parser(registry).parse_args(argv)
     return args.handler(args)
 
 

@@ -17,6 +17,8 @@ hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
 if TYPE_CHECKING:
+    import argparse
+
     from .context import TaskContext
     from .protocol.results import Stage
     from .records import ExecutorSpec
@@ -31,6 +33,16 @@ def ymir_runner_register_executors() -> Sequence[ExecutorSpec]:
     Called on every plugin whenever executors are listed (``ymir-runner plugins``, ``img-man``, each run).
     Keep it cheap and free of heavy imports (no torch): it runs when the CLI only lists plugins. Every
     result is kept; executor names must be unique across installed plugins.
+    """
+
+
+@hookspec
+def ymir_runner_add_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Add subcommands to the ``ymir-runner`` command line (e.g. a plugin's ``demo``).
+
+    Called on every plugin each time the command line is built, before the arguments are parsed. Use
+    ``parser = subparsers.add_parser(name, help=...)`` and ``parser.set_defaults(handler=function)``, where
+    ``function(args) -> int`` returns the exit code. Import heavy libraries inside ``function`` only.
     """
 
 

@@ -206,6 +206,15 @@ class PluginRegistry:
     def stage_saved(self, context: Any, stage: Any) -> None:
         self.pm.hook.ymir_runner_stage_saved(context=context, stage=stage)
 
+    def add_commands(self, subparsers: Any) -> None:
+        """Let each plugin add CLI subcommands; one that fails is a warning (``run`` must still work)."""
+        for impl in self.pm.hook.ymir_runner_add_commands.get_hookimpls():
+            try:
+                self._only(impl.plugin_name, "ymir_runner_add_commands")(subparsers=subparsers)
+            except Exception as error:
+                log.warning("plugin %r failed to add its commands: %s: %s", impl.plugin_name,
+                            type(error).__name__, error)
+
     def versions(self) -> list[str]:
         """``name==version`` of every active plugin, for the run log."""
         return [f"{info.distribution or info.name}=={info.version or '?'}"
