@@ -351,7 +351,19 @@ def test_coco_boxes_from_one_shared_json(tree):
     assert items["a.png"][0].width == 30 and items["a.png"][0].height == 40
     assert items["b.png"] == (Box(2, 1.5, 2.5, 4.5, 6.5, -1.0, 0.0),)
     assert items["c.png"] == ()
-    assert reader.skips.counts == {"class id outside class_names": 1, "malformed object": 2}
+    assert reader.skips.counts == {"class name outside class_names": 1, "malformed object": 2}
+
+
+def test_coco_categories_are_matched_by_name_not_position(tree):
+    coco = {"images": [{"id": 0, "file_name": "a.png"}],
+            "categories": [{"id": 0, "name": "person"}, {"id": 1, "name": "Cat"}, {"id": 2, "name": "bike"}],
+            "annotations": [{"image_id": 0, "category_id": 1, "bbox": [0, 0, 2, 2]},
+                            {"image_id": 0, "category_id": 2, "bbox": [0, 0, 2, 2]}]}
+    tree.add(tree.image("a.png"), tree.annotation("coco-annotations.json", json.dumps(coco)))
+    reader = tree.reader("seg-coco")
+    (item,) = list(reader)
+    assert [box.class_id for box in item.boxes] == [0]  # "Cat" is class_names[0] ("cat")
+    assert reader.skips.counts == {"class name outside class_names": 1}
 
 
 def test_coco_category_ids_are_zero_based_without_names(tree):

@@ -130,6 +130,8 @@ def parse_config(raw: Mapping[str, Any], defaults: Mapping[str, Any] | None = No
     for key, value in raw.items():
         if not isinstance(key, str) or key in RESERVED_KEYS:
             continue
+        if value is None and key in defaults:  # `key:` with no value, like a key the web UI dropped
+            continue
         default = defaults.get(key)
         try:
             hyper[key] = coerce_like(value, default)

@@ -254,7 +254,12 @@ class AnnotationReader:
             where = f"{path}:annotations[{number}]"
             try:
                 category = entry["category_id"]
-                class_id = self._class_ids.get(names.get(category, ""), category)
+                if names:  # match by name: the json's category list need not follow class_names
+                    if names.get(category) not in self._class_ids:
+                        raise _BadBox("class name outside class_names", repr(names.get(category, category)))
+                    class_id = self._class_ids[names[category]]
+                else:  # no category list: ids are 0-based indexes into class_names
+                    class_id = category
                 x, y, w, h = (float(value) for value in entry["bbox"])
                 # COCO boxes are [x, y, w, h] with exclusive extent; _box takes inclusive corners.
                 box = _box(int(class_id), x, y, x + w - 1.0, y + h - 1.0, len(self.class_names))

@@ -39,7 +39,6 @@ class Monitor:
         self._clock = clock
         self._min_interval = min_interval
         self._last_write = -math.inf
-        self._last_timestamp = ""
         self._dirty = False
         self._lock = threading.Lock()
 
@@ -73,6 +72,8 @@ class Monitor:
     def succeed(self) -> None:
         """Percent 1.0, state 2 (running: the platform itself marks the task done after a zero exit)."""
         with self._lock:
+            if self.state != STATE_RUNNING:  # a failed run stays failed
+                return
             self.percent = 1.0
             self._write()
 
@@ -87,12 +88,11 @@ class Monitor:
         # The platform ignores an update whose timestamp equals the last one IT read, which may be any
         # earlier write: keep the printed timestamps strictly increasing, even if the clock stalls.
         now = max(round(self._clock(), 3), round(self._last_write + 0.001, 3))
-        stamp = f"{now:.3f}"
         text = monitor_line(self.task_id, now, self.percent, self.state, self.code)
         if self.message:
             text += self.message.replace("\n", " ") + "\n"
         atomic_write_text(self.path, text)
-        self._last_write, self._last_timestamp, self._dirty = now, stamp, False
+        self._last_write, self._dirty = now, False
 
 
 class Progress:

@@ -238,6 +238,9 @@ class InferResult:
              height: int | None) -> dict[str, Any] | None:
         if not 0 <= detection.class_id < len(self.class_names):
             raise ValueError(f"{image}: class id {detection.class_id} outside {len(self.class_names)} classes")
+        corners = (detection.x1, detection.y1, detection.x2, detection.y2)
+        if not all(math.isfinite(value) for value in corners):
+            raise ValueError(f"{image}: box {corners} has a non-finite coordinate")
         score = float(detection.score)
         if not math.isfinite(score) or not 0.0 <= score <= 1.0:
             raise ValueError(f"{image}: score {score!r} is not in [0, 1]")
