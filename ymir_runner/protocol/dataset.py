@@ -71,6 +71,11 @@ class SkipLog:
             if count == MAX_WARNINGS_PER_REASON:
                 self._log.warning("further '%s' skips are only counted", reason)
 
+    def add(self, reason: str, count: int) -> None:
+        """Count ``count`` skips found elsewhere (e.g. images a DataLoader worker could not decode)."""
+        if count > 0:
+            self.counts[reason] += count
+
     @property
     def total(self) -> int:
         return sum(self.counts.values())
