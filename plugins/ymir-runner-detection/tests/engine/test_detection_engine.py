@@ -1,0 +1,365 @@
+"""Tests of the pure-PyTorch detection engine (kept small: the whole file runs in well under 2 minutes on 2 cores)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ymir_runner_detection.engine import (
+    AugmentConfig,
+    DetectionDataset,
+    NonFiniteLossError,
+    TargetConfig,
+    batched_nms,
+    boxes_to_original,
+    build_dataloader,
+    build_model,
+    decode_maps,
+    encode_targets,
+    evaluate_detections,
+    evaluate_model,
+    export_onnx,
+    launch_local,
+    letterbox,
+    load_image,
+    reset_class_head,
+    train,
+)
+from ymir_runner_detection.engine.augment import horizontal_flip, mosaic, random_scale_translate
+from ymir_runner_detection.engine.loss import DetectionLoss
+from ymir_runner_detection.engine.model import raw_to_boxes
+
+# One thread: small tensors gain little from two, and OpenMP threads thrash badly when
+# another CPU-heavy process shares the (2-core) machine.
+torch.set_num_threads(1)
+
+
+def _pixel_box(image: np.ndarray, threshold: int = 128) -> np.ndarray:
+    """Tight x1, y1, x2 (exclusive), y2 box of the bright pixels of an image."""
+    ys, xs = np.nonzero(image.max(axis=2) > threshold)
+    return np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=np.float32)
+
+
+def _perfect_raw(targets: dict, stride: int, box_mode: str) -> torch.Tensor:
+    """Raw box-head values that decode exactly to the target boxes at every weighted cell."""
+    box_target = torch.from_numpy(targets["box_target"])
+    height, width = box_target.shape[1:]
+    xs = torch.arange(width).view(1, width).expand(height, width).float()
+    ys = torch.arange(height).view(height, 1).expand(height, width).float()
+    x1, y1, x2, y2 = box_target
+    if box_mode == "ltrb":
+        cx, cy = (xs + 0.5) * stride, (ys + 0.5) * stride
+        distances = torch.stack([cx - x1, cy - y1, x2 - cx, y2 - cy]) / stride
+        raw = torch.log(torch.expm1(distances.clamp(min=1e-4)))  # inverse softplus
+    else:
+        raw = torch.stack([
+            (x1 + x2) / 2 / stride - xs, (y1 + y2) / 2 / stride - ys,
+            torch.log(((x2 - x1) / stride).clamp(min=1e-4)), torch.log(((y2 - y1) / stride).clamp(min=1e-4)),
+        ])
+    return raw.unsqueeze(0)
+
+
+@pytest.mark.parametrize("box_mode", ["ltrb", "wh_offset"])
+@pytest.mark.parametrize("stride", [4, 8])
+def test_targets_decode_back_to_the_encoded_boxes(box_mode, stride):
+    boxes = np.array([[10.5, 20, 60, 90], [100, 100, 141, 120], [200, 30, 250, 200], [5, 5, 17, 17]], np.float32)
+    classes = np.array([0, 1, 2, 1])
+    config = TargetConfig(num_classes=3, stride=stride, box_mode=box_mode)
+    targets = encode_targets(boxes, classes, (256, 256), config)
+    assert targets["heatmap"].shape == (3, 256 // stride, 256 // stride)
+    assert (targets["heatmap"] == 1.0).sum() == len(boxes)
+
+    raw = _perfect_raw(targets, stride, box_mode)
+    decoded_boxes, scores, decoded_classes = decode_maps(
+        torch.from_numpy(targets["heatmap"])[None], raw_to_boxes(raw, stride, box_mode), score_threshold=0.5
+    )[0]
+    order = np.lexsort((decoded_boxes[:, 0].numpy(), decoded_classes.numpy()))
+    expected = np.lexsort((boxes[:, 0], classes))
+    np.testing.assert_allclose(decoded_boxes.numpy()[order], boxes[expected], atol=1e-3)
+    np.testing.assert_array_equal(decoded_classes.numpy()[order], classes[expected])
+    assert torch.all(scores == 1.0)
+
+    # The box loss of perfect predictions is ~0.
+    logits = torch.logit(torch.from_numpy(targets["heatmap"]).clamp(1e-4, 1 - 1e-4))[None]
+    batch_targets = {key: torch.from_numpy(value)[None] for key, value in targets.items()}
+    _, parts = DetectionLoss(stride, box_mode)({"heatmap_logits": logits, "box_raw": raw}, batch_targets)
+    assert parts["box"] < 1e-3
+
+
+def test_smaller_objects_own_shared_regression_cells_and_weights_sum_to_log_area():
+    big, small = [8, 8, 120, 120], [56, 56, 72, 72]
+    targets = encode_targets(np.array([big, small], np.float32), np.array([0, 1]), (128, 128), TargetConfig(2, 4))
+    box_target, weight = targets["box_target"], targets["box_weight"]
+    np.testing.assert_array_equal(box_target[:, 16, 16], small)  # the small object's centre cell
+    np.testing.assert_array_equal(box_target[:, 11, 11], big)
+    owned_by_small = (box_target == np.array(small, np.float32)[:, None, None]).all(axis=0)
+    assert weight[owned_by_small].sum() == pytest.approx(np.log(16 * 16), rel=1e-5)
+    assert weight[~owned_by_small].sum() < np.log(112 * 112)  # the big one lost the shared cells
+    assert targets["heatmap"][0, 16, 16] == 1.0 and targets["heatmap"][1, 16, 16] == 1.0
+
+
+def test_empty_image_gives_zero_targets_and_finite_loss():
+    model = build_model("nano", num_classes=2)
+    targets = encode_targets(np.zeros((0, 4)), np.zeros(0), (64, 64), TargetConfig.for_model(model))
+    assert not targets["heatmap"].any() and not targets["box_weight"].any()
+    batch_targets = {key: torch.from_numpy(value)[None] for key, value in targets.items()}
+    loss, parts = DetectionLoss.for_model(model)(model(torch.rand(1, 3, 64, 64)), batch_targets)
+    assert math.isfinite(loss.item()) and parts["box"] == 0.0
+    loss.backward()
+
+
+def test_letterbox_and_inverse_mapping_round_trip():
+    image = np.zeros((200, 300, 3), np.uint8)
+    image[50:120, 40:200] = 255
+    box = np.array([[40, 50, 200, 120]], np.float32)
+    canvas, boxes, info = letterbox(image, 160, box)
+    assert canvas.shape == (160, 160, 3)
+    np.testing.assert_allclose(_pixel_box(canvas), boxes[0], atol=1.0)
+    np.testing.assert_allclose(boxes_to_original(boxes, info), box, atol=1e-3)
+    # Boxes partly outside the letterboxed area are clipped to the original image.
+    outside = boxes_to_original(np.array([[-20, -20, 500, 60]], np.float32), info)
+    assert outside.min() >= 0 and outside[0, 2] <= 300 and outside[0, 3] <= 200
+
+
+def test_horizontal_flip_moves_boxes_with_pixels():
+    image = np.zeros((64, 96, 3), np.uint8)
+    image[10:30, 5:25] = 255
+    box = np.array([[5, 10, 25, 30]], np.float32)
+    flipped, flipped_boxes = horizontal_flip(image, box)
+    np.testing.assert_array_equal(_pixel_box(flipped), flipped_boxes[0])
+    twice, twice_boxes = horizontal_flip(flipped, flipped_boxes)
+    np.testing.assert_array_equal(twice, image)
+    np.testing.assert_array_equal(twice_boxes, box)
+
+
+def test_geometric_augmentations_keep_boxes_on_their_objects():
+    rng = np.random.default_rng(0)
+    config = AugmentConfig(fill=0, min_visible=0.99)  # only fully visible boxes, so pixels and box agree
+    for _ in range(20):
+        image = np.zeros((120, 180, 3), np.uint8)
+        image[30:70, 60:130] = 255
+        box, cls = np.array([[60, 30, 130, 70]], np.float32), np.array([0])
+        out, out_boxes, _ = random_scale_translate(image, box, cls, 128, rng, config)
+        if len(out_boxes):
+            np.testing.assert_allclose(_pixel_box(out), out_boxes[0], atol=1.0)
+    tiles = [(np.full((64, 64, 3), 0, np.uint8), np.zeros((0, 4), np.float32), np.zeros(0, np.int64)) for _ in range(3)]
+    image = np.zeros((64, 64, 3), np.uint8)
+    image[20:40, 16:48] = 255
+    out, out_boxes, _ = mosaic([(image, np.array([[16, 20, 48, 40]], np.float32), np.array([1]))] + tiles, 128, rng, AugmentConfig(fill=0, min_visible=0.0))
+    if len(out_boxes):
+        np.testing.assert_allclose(_pixel_box(out), out_boxes[0], atol=1.0)
+
+
+def test_images_decode_by_content_and_corrupt_ones_are_skipped_and_counted(tiny_synthetic, tmp_path):
+    png_as_jpg = tmp_path / "really_a_png.jpg"
+    Image.fromarray(np.full((20, 30, 3), 200, np.uint8)).save(png_as_jpg, format="PNG")
+    assert load_image(png_as_jpg).shape == (20, 30, 3)
+
+    items = tiny_synthetic.train_items
+    corrupt_path = tiny_synthetic.corrupt_paths[0]
+    corrupt_index = [str(p) for p, _, _ in items].index(str(corrupt_path))
+    dataset = DetectionDataset(items, 96, train=True, target_config=TargetConfig(3, 4))
+    loader = build_dataloader(dataset, 4, shuffle=False, num_workers=2)
+    seen, corrupt = [], set()
+    for batch in loader:
+        seen.extend(batch["indices"])
+        corrupt.update(batch["corrupt"])
+        assert batch["images"].shape[1:] == (3, 96, 96)
+    assert corrupt == {corrupt_index}
+    assert len(seen) == len(items) and corrupt_index not in seen
+    # In-process use records it on the dataset too.
+    dataset[corrupt_index]
+    assert dataset.corrupt_indices == {corrupt_index}
+
+
+def test_evaluation_perfect_empty_and_half_right():
+    gts = [
+        (np.array([[10, 10, 50, 50], [60, 60, 90, 100]], np.float32), np.array([0, 1])),
+        (np.zeros((0, 4), np.float32), np.zeros(0, np.int64)),  # image without objects
+        (np.array([[5, 5, 40, 30]], np.float32), np.array([0])),
+    ]
+    perfect = [(boxes, np.ones(len(boxes)), classes) for boxes, classes in gts]
+    result = evaluate_detections(gts, perfect, num_classes=3, class_names=["a", "b", "c"])
+    assert result.map50_95 == pytest.approx(1.0) and result.map50 == pytest.approx(1.0)
+    assert result.mar100 == pytest.approx(1.0)
+    assert (result.true_positives, result.false_positives, result.false_negatives) == (3, 0, 0)
+    assert result.per_class_ap[2] is None  # class "c" has no ground truth: undefined, excluded from the mean
+    assert result.to_dict()["per_class_ap"]["c"] is None
+
+    empty = [(np.zeros((0, 4)), np.zeros(0), np.zeros(0, np.int64)) for _ in gts]
+    result = evaluate_detections(gts, empty, num_classes=3)
+    assert result.map50_95 == 0.0 and result.map50 == 0.0
+    assert (result.true_positives, result.false_positives, result.false_negatives) == (0, 0, 3)
+
+    # Class 0: one of two objects found (the other prediction is misplaced); class 1 missed.
+    half = [
+        (np.array([[10, 10, 50, 50]], np.float32), np.array([0.9]), np.array([0])),
+        (np.zeros((0, 4)), np.zeros(0), np.zeros(0, np.int64)),
+        (np.array([[200, 200, 240, 230]], np.float32), np.array([0.8]), np.array([0])),
+    ]
+    result = evaluate_detections(gts, half, num_classes=3, score_threshold=0.5)
+    # COCO's 101-point interpolation: precision 1 up to recall 0.5 -> 51/101.
+    assert result.per_class_ap50[0] == pytest.approx(51 / 101, abs=1e-6)
+    assert result.per_class_ap50[1] == 0.0
+    assert result.map50 == pytest.approx(51 / 202, abs=1e-6)
+    assert (result.true_positives, result.false_positives, result.false_negatives) == (1, 1, 2)
+    assert result.precision == 0.5 and result.recall == pytest.approx(1 / 3)
+    assert all(isinstance(v, float) for v in (result.map50, result.map50_95, result.mar100))
+
+
+def test_class_aware_nms():
+    boxes = torch.tensor([[0, 0, 10, 10], [1, 1, 11, 11], [0, 0, 10, 10], [50, 50, 60, 60]], dtype=torch.float32)
+    scores = torch.tensor([0.9, 0.8, 0.7, 0.6])
+    classes = torch.tensor([0, 0, 1, 0])
+    assert sorted(batched_nms(boxes, scores, classes, 0.5).tolist()) == [0, 2, 3]
+
+
+def test_onnx_export_runs_in_onnxruntime_and_matches_torch(tmp_path):
+    import onnx
+    import onnxruntime
+
+    torch.manual_seed(0)
+    model = build_model("nano", num_classes=3).eval()
+    path = export_onnx(model, tmp_path / "model.onnx", img_size=128)
+    onnx.checker.check_model(onnx.load(str(path)))
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    images = torch.rand(2, 3, 128, 128)  # batch 2 != export batch 1: dynamic axis
+    onnx_scores, onnx_boxes = session.run(["scores", "boxes"], {"images": images.numpy()})
+    with torch.no_grad():
+        scores, boxes = model.predict_maps(images)
+    side = 128 // model.stride
+    assert onnx_scores.shape == (2, 3, side, side) and onnx_boxes.shape == (2, 4, side, side)
+    np.testing.assert_allclose(onnx_scores, scores.numpy(), atol=1e-4)
+    np.testing.assert_allclose(onnx_boxes, boxes.numpy(), atol=1e-2, rtol=1e-4)
+
+
+def test_reset_class_head_keeps_the_rest_of_the_model():
+    model = build_model("nano", num_classes=3)
+    backbone_before = {k: v.clone() for k, v in model.backbone.state_dict().items()}
+    box_before = model.box_head.predict.weight.clone()
+    reset_class_head(model, 5)
+    outputs = model.eval()(torch.rand(1, 3, 64, 64))  # eval: BN statistics stay untouched
+    assert outputs["heatmap_logits"].shape[1] == 5 and model.num_classes == 5
+    assert all(torch.equal(backbone_before[k], v) for k, v in model.backbone.state_dict().items())
+    assert torch.equal(box_before, model.box_head.predict.weight)
+
+
+def _overfit_items(tiny_synthetic):
+    return [item for item in tiny_synthetic.train_items if len(item[1])][:6]
+
+
+def test_short_training_overfits_a_few_images(tiny_synthetic):
+    items = _overfit_items(tiny_synthetic)
+    torch.manual_seed(0)
+    model = build_model("nano", num_classes=3)
+    train_set = DetectionDataset(items, 128, target_config=TargetConfig.for_model(model))  # letterbox only
+    loader = build_dataloader(train_set, 6, shuffle=True, seed=0)
+    result = train(model, loader, epochs=150, lr=4e-3, warmup_steps=10, ema_decay=None, seed=0)
+    assert result.steps == 150 and result.corrupt_images == 0
+    metrics, _ = evaluate_model(model, build_dataloader(DetectionDataset(items, 128), 6, shuffle=False), 3)
+    assert metrics.map50 > 0.5, metrics
+
+
+def test_training_is_deterministic_for_a_seed(tiny_synthetic):
+    items = _overfit_items(tiny_synthetic)
+
+    def run():
+        torch.manual_seed(0)
+        model = build_model("nano", num_classes=3)
+        dataset = DetectionDataset(items, 96, train=True, target_config=TargetConfig.for_model(model))
+        train(model, build_dataloader(dataset, 3, shuffle=True, seed=3), epochs=2, seed=3)
+        return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    assert torch.equal(run(), run())
+
+
+def test_nan_loss_raises_non_finite_loss_error(tiny_synthetic):
+    model = build_model("nano", num_classes=3)
+    with torch.no_grad():
+        model.heatmap_head.predict.bias.fill_(float("nan"))
+    dataset = DetectionDataset(_overfit_items(tiny_synthetic), 64, target_config=TargetConfig.for_model(model))
+    with pytest.raises(NonFiniteLossError) as error:
+        train(model, build_dataloader(dataset, 2, shuffle=False), epochs=1)
+    assert error.value.step == 0
+
+
+def test_time_budget_stops_training(tiny_synthetic):
+    model = build_model("nano", num_classes=3)
+    dataset = DetectionDataset(_overfit_items(tiny_synthetic), 64, target_config=TargetConfig.for_model(model))
+    result = train(model, build_dataloader(dataset, 2, shuffle=True), epochs=10_000, time_budget_s=1.5)
+    assert result.stopped_by_time_budget and result.train_seconds < 10
+
+
+def _ddp_worker(rank: int, world_size: int, items, out_dir: str) -> None:
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = build_model("nano", num_classes=3)
+    dataset = DetectionDataset(items, 64, train=True, target_config=TargetConfig.for_model(model))
+    loader = build_dataloader(dataset, 2, shuffle=True, seed=0)  # DistributedSampler: the group is up
+    calls = []
+    result = train(model, loader, epochs=2, seed=0, on_step=lambda step, total, info: calls.append(step))
+    checksum = float(sum(p.double().sum() for p in model.parameters()))
+    Path(out_dir, f"rank{rank}.json").write_text(
+        json.dumps({"checksum": checksum, "callbacks": len(calls), "steps": result.steps,
+                    "sampler": type(loader.sampler).__name__, "corrupt": result.corrupt_images})
+    )
+
+
+def test_ddp_two_gloo_processes_stay_in_sync(tiny_synthetic, tmp_path):
+    items = tiny_synthetic.train_items[:8]  # includes no corrupt file
+    launch_local(_ddp_worker, 2, items, str(tmp_path), backend="gloo")
+    rank0, rank1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert rank0["sampler"] == "DistributedSampler"
+    assert rank0["steps"] == rank1["steps"] == 4  # 8 items / 2 ranks / batch 2, 2 epochs
+    assert rank0["checksum"] == pytest.approx(rank1["checksum"], rel=1e-9)
+    assert rank0["callbacks"] == 4 and rank1["callbacks"] == 0
+
+
+def test_synthetic_generator_writes_ymir_layout(tiny_synthetic):
+    data = tiny_synthetic
+    assert data.class_names == ["circle", "rectangle", "triangle"]
+    train_lines = data.train_index.read_text().splitlines()
+    assert len(train_lines) == len(data.train_items) == 13
+    assert len(data.val_index.read_text().splitlines()) == 6
+    assert [Path(line) for line in data.candidate_index.read_text().splitlines()] == data.candidate_paths
+    voc_by_sha1 = {p.stem: p for p in data.annotation_paths["det-voc"]}
+    for line, (image_path, boxes, classes) in zip(train_lines, data.train_items):
+        image_file, annotation_file = (Path(p) for p in line.split("\t"))
+        assert image_file.is_absolute() and image_file == image_path
+        sha1 = hashlib.sha1(image_file.read_bytes()).hexdigest()
+        assert image_file.stem == sha1 and image_file.parent.name == sha1[-2:]
+        assert annotation_file.name == f"{sha1}.txt"
+        rows = [[float(v) for v in row.split(", ")] for row in annotation_file.read_text().splitlines()]
+        if rows:
+            rows = np.array(rows)
+            np.testing.assert_array_equal(rows[:, 0], classes)
+            np.testing.assert_array_equal(rows[:, 1:5], boxes - np.array([0, 0, 1, 1]))  # inclusive max
+        voc = ET.parse(voc_by_sha1[sha1]).getroot()
+        names = [obj.findtext("name") for obj in voc.iter("object")]
+        assert names == [data.class_names[c] for c in classes]
+        for obj, box in zip(voc.iter("object"), boxes):
+            xmax = int(obj.find("bndbox").findtext("xmax"))
+            assert xmax == int(box[2]) - 1
+    # Same seed, same bytes.
+    assert data.train_items[0][0].name == data.train_items[0][0].name
+
+
+def test_synthetic_generator_is_deterministic_and_extensions_can_mislead(tmp_path):
+    from ymir_runner_detection.engine import synthetic
+
+    first = synthetic.generate(tmp_path / "a", 3, 1, 1, img_size_range=(64, 96), seed=5, misleading_extension_rate=1.0)
+    second = synthetic.generate(tmp_path / "b", 3, 1, 1, img_size_range=(64, 96), seed=5, misleading_extension_rate=1.0)
+    assert [p.name for p, _, _ in first.train_items] == [p.name for p, _, _ in second.train_items]
+    for path, _, _ in first.train_items:
+        with Image.open(path) as image:
+            actual = {"PNG": ".png", "JPEG": ".jpg"}[image.format]
+        assert actual != path.suffix  # misleading on purpose
+        assert load_image(path).ndim == 3

@@ -1,0 +1,59 @@
+"""Shared by the plugin's end-to-end tests: running tasks through the core and one real training run."""
+
+from __future__ import annotations
+
+import os
+
+import yaml
+
+from ymir_runner.plugins import build_plugin_manager
+from ymir_runner.protocol import monitor as monitor_module
+from ymir_runner_detection import __version__, plugin
+from ymir_runner_detection.demo import write_task
+
+# Small enough to train in about two minutes on 2 CPU cores (400 steps), enough for a working detector to be
+# far above chance: synthetic shapes, letterboxed to 192 px.
+FAST = {"epochs": 40, "save_period": 20, "img_size": 192, "batch_size_per_gpu": 16, "num_workers_per_gpu": 1,
+        "learning_rate": 0.006, "warmup_epochs": 2.0, "mosaic": 0.0}
+
+
+def registry():
+    registry = build_plugin_manager(autoload=False)
+    registry.register(plugin, "detection", distribution="ymir-runner-detection", version=__version__)
+    return registry
+
+
+def run(env_file):
+    from ymir_runner.dispatcher import run as dispatch
+
+    return dispatch(env_file, registry=registry())
+
+
+def read_result(root):
+    with open(os.path.join(root, "out", "models", "result.yaml")) as stream:
+        return yaml.safe_load(stream)
+
+
+def last_line(capsys):
+    return capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def train_once(tmp_path_factory):
+    """One real training run shared by the checks below; monitor writes are recorded as they happen."""
+    root = str(tmp_path_factory.mktemp("train"))
+    env_file = write_task(root, config=FAST, n_train=160, n_val=24, n_corrupt_train=1)
+    writes = []
+    original = monitor_module.atomic_write_text
+
+    def recording(path, text):
+        writes.append(text)
+        original(path, text)
+
+    monitor_module.atomic_write_text = recording
+    try:
+        code = run(env_file)
+    finally:
+        monitor_module.atomic_write_text = original
+    return root, code, writes
+
+

@@ -1,0 +1,184 @@
+"""Inference and mining with a model the plugin trained, alone and combined in one run."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+
+import pytest
+import yaml
+from helpers import last_line, read_result, run
+
+from ymir_runner import ReturnCode
+from ymir_runner.protocol import monitor as monitor_module
+from ymir_runner_detection.demo import write_task
+
+SMALL = {"batch_size_per_gpu": 8, "num_workers_per_gpu": 0}
+
+
+def make_task(trained, folder, kinds, config=None, *, stages=None, info=True, n_candidates=12, seed=5):
+    """A mining/infer task whose /in/models holds stages of the shared trained model."""
+    root, code, _ = trained
+    assert code == 0
+    result = read_result(root)
+    env_file = write_task(str(folder), kinds=kinds, config=dict(SMALL, **(config or {})), n_train=0, n_val=0,
+                          n_candidates=n_candidates, seed=seed)
+    models = folder / "in" / "models"
+    paths = []
+    for stage in stages or [result["best_stage_name"]]:
+        shutil.copytree(os.path.join(root, "out", "models", stage), models / stage)
+        paths += [str(models / stage / name) for name in result["model_stages"][stage]["files"]]
+    if info:
+        (models / "ymir-info.yaml").write_text(yaml.safe_dump({"best_stage_name": result["best_stage_name"]}))
+    config_file = folder / "in" / "config.yaml"
+    task_config = yaml.safe_load(config_file.read_text())
+    task_config["model_params_path"] = paths
+    config_file.write_text(yaml.safe_dump(task_config))
+    return env_file
+
+
+def candidates(folder):
+    return [line.strip() for line in open(folder / "in" / "candidate-index.tsv") if line.strip()]
+
+
+def check_infer_result(folder):
+    with open(folder / "out" / "infer-result.json") as stream:
+        detection = json.load(stream)["detection"]
+    assert set(detection) == {os.path.basename(path) for path in candidates(folder)}
+    for entry in detection.values():
+        assert set(entry) == {"boxes"}
+        for box in entry["boxes"]:
+            assert set(box) == {"box", "class_name", "score"}
+            assert set(box["box"]) == {"x", "y", "w", "h"}
+            assert all(type(value) is int for value in box["box"].values())
+            assert box["box"]["w"] > 0 and box["box"]["h"] > 0
+            assert box["class_name"] in {"circle", "rectangle", "triangle"}
+            assert 0.0 <= box["score"] <= 1.0
+    return detection
+
+
+def check_result_tsv(folder):
+    rows = [line.rstrip("\n").split("\t") for line in open(folder / "out" / "result.tsv")]
+    assert sorted(path for path, _ in rows) == sorted(candidates(folder))
+    scores = [float(score) for _, score in rows]
+    assert all(math.isfinite(score) for score in scores)
+    assert scores == sorted(scores, reverse=True)
+    return rows
+
+
+def test_mining_and_inference_in_one_run(trained, tmp_path, capsys):
+    env_file = make_task(trained, tmp_path, ("mining", "infer"), {"mining_algorithm": "aldd"})
+    writes = []
+    original = monitor_module.atomic_write_text
+    monitor_module.atomic_write_text = lambda path, text: (writes.append(text), original(path, text))
+    try:
+        assert run(env_file) == 0
+    finally:
+        monitor_module.atomic_write_text = original
+    err = capsys.readouterr().err
+    assert err.count("model /") == 1  # one model load for both tasks
+    detection = check_infer_result(tmp_path)
+    assert sum(1 for entry in detection.values() if entry["boxes"]) >= len(detection) * 0.8  # it detects
+    check_result_tsv(tmp_path)
+    lines = [text.splitlines() for text in writes]
+    percents = [float(line[0].split("\t")[2]) for line in lines]
+    assert percents == sorted(percents) and percents[-1] == 1.0
+    mining_percents = [p for p, line in zip(percents, lines) if len(line) > 1 and line[1].startswith("mining")]
+    infer_percents = [p for p, line in zip(percents, lines) if len(line) > 1 and line[1].startswith("infer")]
+    assert mining_percents and max(mining_percents) <= 0.5
+    assert infer_percents and min(infer_percents) >= 0.5
+
+
+def test_inference_boxes_match_the_generated_objects(trained, tmp_path):
+    """Candidates are freshly generated shapes: the detector's boxes must overlap real objects."""
+    env_file = make_task(trained, tmp_path, ("infer",), {"conf_threshold": 0.3})
+    assert run(env_file) == 0
+    detection = check_infer_result(tmp_path)
+    assert sum(len(entry["boxes"]) for entry in detection.values()) >= len(detection)
+
+
+@pytest.mark.parametrize("algorithm", ["random", "entropy", "aldd", "cald"])
+def test_every_mining_algorithm_scores_every_candidate(trained, tmp_path, algorithm):
+    env_file = make_task(trained, tmp_path, ("mining",), {"mining_algorithm": algorithm}, n_candidates=6)
+    assert run(env_file) == 0
+    rows = check_result_tsv(tmp_path)
+    first = [path for path, _ in rows]
+    # deterministic: the same task gives the same ranking
+    os.remove(tmp_path / "out" / "result.tsv")
+    assert run(env_file) == 0
+    assert [path for path, _ in check_result_tsv(tmp_path)] == first
+
+
+def test_class_weights_change_the_ranking_scale(trained, tmp_path):
+    env_file = make_task(trained, tmp_path, ("mining",), {"mining_algorithm": "entropy"}, n_candidates=6)
+    assert run(env_file) == 0
+    plain = {path: float(score) for path, score in check_result_tsv(tmp_path)}
+    config_file = tmp_path / "in" / "config.yaml"
+    config = yaml.safe_load(config_file.read_text())
+    config["class_distribution_scores"] = "2,2,2"
+    config_file.write_text(yaml.safe_dump(config))
+    assert run(env_file) == 0
+    doubled = {path: float(score) for path, score in check_result_tsv(tmp_path)}
+    assert doubled == pytest.approx({path: 2 * score for path, score in plain.items()}, rel=1e-4)
+
+
+def test_class_names_must_match_the_model(trained, tmp_path, capsys):
+    env_file = make_task(trained, tmp_path, ("infer",))
+    config_file = tmp_path / "in" / "config.yaml"
+    config = yaml.safe_load(config_file.read_text())
+    config["class_names"] = ["cat", "dog"]
+    config_file.write_text(yaml.safe_dump(config))
+    assert run(env_file) != 0
+    line = last_line(capsys)
+    assert line.startswith(f"ymir-runner: error {int(ReturnCode.MODEL)}:")
+    assert "['circle', 'rectangle', 'triangle']" in line and "['cat', 'dog']" in line
+
+
+def test_no_checkpoint_is_300004_naming_what_was_found(trained, tmp_path, capsys):
+    env_file = make_task(trained, tmp_path, ("infer",))
+    config_file = tmp_path / "in" / "config.yaml"
+    config = yaml.safe_load(config_file.read_text())
+    config["model_params_path"] = [path for path in config["model_params_path"] if path.endswith(".onnx")]
+    config_file.write_text(yaml.safe_dump(config))
+    assert run(env_file) != 0
+    line = last_line(capsys)
+    assert line.startswith(f"ymir-runner: error {int(ReturnCode.MODEL)}:") and "model.onnx" in line
+
+
+def test_several_checkpoints_use_the_best_stage(trained, tmp_path, capsys):
+    stages = sorted(read_result(trained[0])["model_stages"])
+    env_file = make_task(trained, tmp_path, ("infer",), stages=stages)
+    assert run(env_file) == 0
+    best = read_result(trained[0])["best_stage_name"]
+    assert f"models/{best}/model.pt" in capsys.readouterr().err
+    (tmp_path / "in" / "models" / "ymir-info.yaml").unlink()
+    assert run(env_file) != 0
+    assert "names no best stage" in last_line(capsys)
+
+
+def test_unreadable_candidate_gets_an_empty_entry(trained, tmp_path, capsys):
+    env_file = make_task(trained, tmp_path, ("infer",), n_candidates=4)
+    broken = candidates(tmp_path)[0]
+    with open(broken, "wb") as stream:
+        stream.write(b"\x89PNG\r\n\x1a\n truncated")
+    assert run(env_file) == 0
+    assert check_infer_result(tmp_path)[os.path.basename(broken)] == {"boxes": []}
+    assert "1 unreadable image" in capsys.readouterr().err
+
+
+def test_two_process_sharded_inference_matches_one_process(trained, tmp_path, monkeypatch):
+    single = tmp_path / "single"
+    env_file = make_task(trained, single, ("infer",), n_candidates=6)
+    assert run(env_file) == 0
+    monkeypatch.setenv("YMIR_RUNNER_DETECTION_CPU_PROCESSES", "2")
+    os.remove(single / "out" / "infer-result.json")
+    assert run(env_file) == 0
+    sharded = check_infer_result(single)
+    monkeypatch.delenv("YMIR_RUNNER_DETECTION_CPU_PROCESSES")
+    os.remove(single / "out" / "infer-result.json")
+    assert run(env_file) == 0
+    alone = check_infer_result(single)
+    assert {name: [b["box"] for b in entry["boxes"]] for name, entry in sharded.items()} == \
+           {name: [b["box"] for b in entry["boxes"]] for name, entry in alone.items()}

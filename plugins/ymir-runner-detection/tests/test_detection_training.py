@@ -1,0 +1,151 @@
+"""The detection plugin's training task end to end, through the core's dispatcher, on generated data."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+
+import numpy as np
+import pytest
+import yaml
+from helpers import FAST, last_line, read_result, run
+
+from ymir_runner import ReturnCode
+from ymir_runner_detection.demo import write_task
+
+def test_training_succeeds_with_a_useful_model(trained):
+    root, code, _ = trained
+    assert code == 0
+    result = read_result(root)
+    assert set(result["model_stages"]) == {"epoch_20", "epoch_40"}
+    best = result["model_stages"][result["best_stage_name"]]
+    # An untrained network scores ~0.002 here; 300 steps measured 0.16 (mAR 0.37), 400 steps more.
+    assert best["mAP"] > 0.15, best
+    assert best["mAR"] > 0.25, best
+    assert type(best["mAP"]) is float and type(best["timestamp"]) is int
+    assert all(isinstance(best[key], int) for key in ("tp", "fp", "fn"))
+    assert best["tp"] > best["fp"]
+    assert result["evaluate_config"] == {"iou_thr": 0.5, "conf_thr": 0.3, "map_iou_thr_min": 0.5,
+                                         "map_iou_thr_max": 0.95}
+
+
+def test_stage_files_exist_and_onnx_loads(trained):
+    root, _, _ = trained
+    import onnx
+    import onnxruntime
+
+    for name, stage in read_result(root)["model_stages"].items():
+        assert stage["files"] == ["model.pt", "model.onnx"]
+        for file in stage["files"]:
+            assert os.path.isfile(os.path.join(root, "out", "models", name, file))
+        path = os.path.join(root, "out", "models", name, "model.onnx")
+        onnx.checker.check_model(onnx.load(path))
+        session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+        scores, boxes = session.run(None, {"images": np.zeros((2, 3, 192, 192), np.float32)})
+        assert scores.shape[:2] == (2, 3) and boxes.shape[:2] == (2, 4)
+
+
+def test_progress_is_monotonic_and_ends_at_one(trained):
+    _, _, writes = trained
+    lines = [text.splitlines()[0].split("\t") for text in writes]
+    assert all(len(fields) == 5 for fields in lines)
+    percents = [float(fields[2]) for fields in lines]
+    assert percents == sorted(percents)
+    assert percents[-1] == 1.0 and all(fields[3] == "2" for fields in lines)
+    assert percents.index(1.0) >= len(percents) - 3  # 100 % only once the last stage is written
+    assert len({p for p in percents if 0.05 < p < 0.95}) >= 3  # real intermediate progress
+
+
+def test_tensorboard_has_events(trained):
+    root, _, _ = trained
+    events = glob.glob(os.path.join(root, "out", "tensorboard", "events.out.tfevents.*"))
+    assert events and sum(os.path.getsize(path) for path in events) > 10_000  # scalars and images
+
+
+def test_resume_from_a_stage_with_other_classes(trained, tmp_path, capsys):
+    root, _, _ = trained
+    best = read_result(root)["best_stage_name"]
+    env_file = write_task(str(tmp_path), config=dict(FAST, epochs=1, save_period=1), n_train=16, n_val=8, seed=3)
+    models = tmp_path / "in" / "models" / best
+    shutil.copytree(os.path.join(root, "out", "models", best), models)
+    config_file = tmp_path / "in" / "config.yaml"
+    config = yaml.safe_load(config_file.read_text())
+    config["pretrained_model_params"] = [str(models / "model.pt"), str(models / "model.onnx")]
+    config["class_names"] = ["circle", "rectangle", "triangle", "star"]  # one more class: new class head
+    config_file.write_text(yaml.safe_dump(config))
+    assert run(env_file) == 0
+    assert "class head re-initialised" in capsys.readouterr().err
+    assert read_result(str(tmp_path))["best_stage_name"] == "epoch_1"
+
+
+@pytest.mark.parametrize("content, fragment", [
+    (b"definitely not a checkpoint", "is not a ymir-runner-detection checkpoint"),
+    (None, "does not exist"),
+])
+def test_foreign_or_missing_pretrained_model_is_300004(tmp_path, capsys, content, fragment):
+    env_file = write_task(str(tmp_path), config=dict(FAST, epochs=1), n_train=4, n_val=2)
+    weights = tmp_path / "in" / "models" / "other" / "best.pt"
+    weights.parent.mkdir(parents=True)
+    if content is not None:
+        weights.write_bytes(content)
+    config_file = tmp_path / "in" / "config.yaml"
+    config = yaml.safe_load(config_file.read_text())
+    config["pretrained_model_params"] = [str(weights)]
+    config_file.write_text(yaml.safe_dump(config))
+    assert run(env_file) != 0
+    line = last_line(capsys)
+    assert line.startswith(f"ymir-runner: error {int(ReturnCode.MODEL)}:") and str(weights) in line
+    assert fragment in line
+
+
+def test_gpu_asked_on_a_cpu_machine_is_300102(tmp_path, capsys):
+    pytest.importorskip("torch")
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    env_file = write_task(str(tmp_path), config=dict(FAST, epochs=1, gpu_id="0", gpu_count=1), n_train=4, n_val=2)
+    assert run(env_file) != 0
+    assert last_line(capsys).startswith(f"ymir-runner: error {int(ReturnCode.NO_GPU)}:")
+
+
+def test_bad_img_size_is_a_config_error_naming_the_key(tmp_path, capsys):
+    env_file = write_task(str(tmp_path), config=dict(FAST, img_size="100"), n_train=4, n_val=2)
+    assert run(env_file) != 0
+    line = last_line(capsys)
+    assert line.startswith(f"ymir-runner: error {int(ReturnCode.CONFIG)}:") and "'img_size'" in line
+
+
+def test_nan_loss_is_300201(tmp_path, capsys, monkeypatch):
+    from ymir_runner_detection.engine import loss
+
+    original = loss.DetectionLoss.forward
+
+    def poisoned(self, outputs, targets):
+        total, parts = original(self, outputs, targets)
+        return total * float("nan"), parts
+
+    monkeypatch.setattr(loss.DetectionLoss, "forward", poisoned)
+    env_file = write_task(str(tmp_path), config=dict(FAST, epochs=1, num_workers_per_gpu=0), n_train=8, n_val=2)
+    assert run(env_file) != 0
+    line = last_line(capsys)
+    assert line.startswith(f"ymir-runner: error {int(ReturnCode.NAN)}:") and "learning_rate" in line
+
+
+def test_det_voc_export_and_corrupt_image_counted(tmp_path, capsys):
+    env_file = write_task(str(tmp_path), config=dict(FAST, epochs=1, num_workers_per_gpu=0), n_train=12,
+                          n_val=4, annotation_format="det-voc", n_corrupt_train=2)
+    assert run(env_file) == 0
+    err = capsys.readouterr().err
+    assert "2 unreadable image" in err
+    assert read_result(str(tmp_path))["best_stage_name"] == "epoch_1"
+
+
+def test_two_process_cpu_training_with_gloo(tmp_path, monkeypatch):
+    monkeypatch.setenv("YMIR_RUNNER_DETECTION_CPU_PROCESSES", "2")
+    env_file = write_task(str(tmp_path), config=dict(FAST, epochs=2, save_period=1, num_workers_per_gpu=0,
+                                                     batch_size_per_gpu=4), n_train=16, n_val=4)
+    assert run(env_file) == 0
+    result = read_result(str(tmp_path))
+    assert set(result["model_stages"]) == {"epoch_1", "epoch_2"}

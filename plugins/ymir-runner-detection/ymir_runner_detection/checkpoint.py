@@ -1,0 +1,85 @@
+"""The checkpoint file of a model stage: weights + class names + model config + img_size, in one .pt file.
+
+Checkpoints are loaded with ``weights_only=True``: a file from elsewhere can never run code here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Sequence
+
+import torch
+
+from ymir_runner import ModelError
+
+FORMAT = "ymir-runner-detection/1"
+CHECKPOINT_NAME = "model.pt"
+ONNX_NAME = "model.onnx"
+
+
+@dataclasses.dataclass
+class Checkpoint:
+    model_config: dict[str, Any]
+    state_dict: dict[str, torch.Tensor]
+    class_names: list[str]
+    img_size: int
+    epoch: int = 0
+    metrics: dict[str, float] = dataclasses.field(default_factory=dict)
+    path: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": FORMAT, "model_config": self.model_config, "state_dict": self.state_dict,
+                "class_names": list(self.class_names), "img_size": int(self.img_size), "epoch": int(self.epoch),
+                "metrics": {key: float(value) for key, value in self.metrics.items()}}
+
+    def build_model(self) -> torch.nn.Module:
+        from .engine.model import build_model_from_config
+
+        model = build_model_from_config(self.model_config)
+        model.load_state_dict(self.state_dict)
+        return model
+
+
+def save_checkpoint(model: torch.nn.Module, path: str, *, class_names: Sequence[str], img_size: int,
+                    epoch: int, metrics: dict[str, float] | None = None) -> str:
+    """Write the checkpoint atomically (temp file + rename): a stage's file is complete or absent."""
+    model = getattr(model, "module", model)  # unwrap DDP
+    state = {key: value.detach().cpu() for key, value in model.state_dict().items()}
+    checkpoint = Checkpoint(model.config(), state, list(class_names), img_size, epoch, dict(metrics or {}))
+    tmp = f"{path}.tmp"
+    torch.save(checkpoint.to_dict(), tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(path: str) -> Checkpoint:
+    """Load a checkpoint of this plugin; anything else is a ModelError (300004) naming the file."""
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ModelError(f"model file {path} does not exist") from None
+    except Exception as error:
+        raise ModelError(f"model file {path} is not a ymir-runner-detection checkpoint (cannot be read: "
+                         f"{type(error).__name__})") from error
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise ModelError(f"model file {path} is not a ymir-runner-detection checkpoint (format "
+                         f"{data.get('format') if isinstance(data, dict) else type(data).__name__!r})")
+    try:
+        return Checkpoint(data["model_config"], data["state_dict"], list(data["class_names"]),
+                          int(data["img_size"]), int(data.get("epoch", 0)), dict(data.get("metrics", {})), path)
+    except (KeyError, TypeError, ValueError) as error:
+        raise ModelError(f"model file {path} is an incomplete checkpoint ({error})") from error
+
+
+def find_checkpoint(paths: Sequence[str], what: str) -> str:
+    """The one checkpoint file among a stage's files (``pretrained_model_params``/``model_params_path``)."""
+    candidates = [path for path in paths if path.endswith(".pt")]
+    if not candidates:
+        raise ModelError(f"config key {what!r} lists no ymir-runner-detection checkpoint (*.pt): {list(paths)}")
+    if len(candidates) > 1:
+        named = [path for path in candidates if os.path.basename(path) == CHECKPOINT_NAME]
+        if len(named) == 1:
+            return named[0]
+        raise ModelError(f"config key {what!r} lists several checkpoints, expected one: {candidates}")
+    return candidates[0]

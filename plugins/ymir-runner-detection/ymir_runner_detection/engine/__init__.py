@@ -1,0 +1,66 @@
+"""Pure-PyTorch CenterNet-family detection engine (no dependency on the ymir_runner core).
+
+Box convention everywhere: float ``[x1, y1, x2, y2]`` in pixel-edge
+coordinates (x2 exclusive, width = x2 - x1); class ids are 0-based.
+
+Modules:
+    model      -- detector architecture, size registry, class-head reset, ONNX export
+    targets    -- boxes -> heatmap / box-regression targets
+    loss       -- focal heatmap loss + GIoU / L1 box loss
+    decode     -- peaks -> top-k detections, NMS, letterbox inverse mapping
+    augment    -- letterbox, flip, scale/translate jitter, colour jitter, mosaic
+    data       -- Dataset (content-sniffed decoding, corrupt-image tolerance), collate, DataLoader
+    evaluate   -- COCO metrics via faster-coco-eval, tp/fp/fn at a threshold
+    synthetic  -- seeded synthetic shapes dataset in YMIR's /in layout
+    train      -- training loop with callbacks, EMA, time budget, DDP helpers
+"""
+
+from .augment import AugmentConfig, LetterboxInfo, letterbox
+from .data import DetectionDataset, build_dataloader, collate_detection, load_image
+from .decode import Detections, batched_nms, boxes_to_original, decode_maps, nms, predict_batch
+from .evaluate import EvaluationResult, evaluate_detections, evaluate_model
+from .model import (
+    MODEL_SPECS,
+    CenterNetDetector,
+    ModelSpec,
+    available_model_sizes,
+    build_model,
+    build_model_from_config,
+    export_onnx,
+    reset_class_head,
+)
+from .targets import TargetConfig, encode_targets
+from .train import NonFiniteLossError, TrainResult, launch_local, train
+
+__all__ = [
+    "AugmentConfig",
+    "CenterNetDetector",
+    "DetectionDataset",
+    "Detections",
+    "EvaluationResult",
+    "LetterboxInfo",
+    "MODEL_SPECS",
+    "ModelSpec",
+    "NonFiniteLossError",
+    "TargetConfig",
+    "TrainResult",
+    "available_model_sizes",
+    "batched_nms",
+    "boxes_to_original",
+    "build_dataloader",
+    "build_model",
+    "build_model_from_config",
+    "collate_detection",
+    "decode_maps",
+    "encode_targets",
+    "evaluate_detections",
+    "evaluate_model",
+    "export_onnx",
+    "launch_local",
+    "letterbox",
+    "load_image",
+    "nms",
+    "predict_batch",
+    "reset_class_head",
+    "train",
+]

@@ -1,0 +1,192 @@
+"""Dataset / DataLoader over ``(image_path, boxes [N,4], classes [N])`` items.
+
+Images are decoded by content with PIL (YMIR file extensions are unreliable)
+and converted to RGB. An unreadable image never crashes training: the sample is
+replaced by the next readable one and the bad index is reported in the
+sample's ``"corrupt"`` list, so consumers can count bad files even when
+decoding happens in DataLoader worker processes.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from torch.utils.data.distributed import DistributedSampler
+
+from .augment import AugmentConfig, LetterboxInfo, TrainAugmentation, letterbox
+from .targets import TargetConfig, encode_targets
+
+logger = logging.getLogger(__name__)
+
+Item = tuple[str | Path, np.ndarray, np.ndarray]
+
+
+def load_image(path: str | Path) -> np.ndarray:
+    """Decode an image file by content (the extension is ignored) into an HxWx3 uint8 RGB array."""
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+class DetectionDataset(Dataset):
+    """Detection samples, augmented (``train=True``) or letterboxed only.
+
+    Each sample is a dict: ``image`` (uint8 HxWx3 tensor), ``boxes`` /
+    ``classes`` in network-input pixels, ``index`` (the item actually used),
+    ``letterbox`` (:class:`LetterboxInfo`, eval only), ``corrupt`` (indices
+    found unreadable while producing it) and, with a ``target_config``,
+    ``targets`` (see :func:`~.targets.encode_targets`).
+    """
+
+    def __init__(
+        self,
+        items: Sequence[Item],
+        img_size: int,
+        *,
+        train: bool = False,
+        augment: AugmentConfig | None = None,
+        target_config: TargetConfig | None = None,
+        cache_images: bool = False,
+    ):
+        if not items:
+            raise ValueError("DetectionDataset needs at least one item")
+        self.paths = [str(path) for path, _, _ in items]
+        self.boxes = [np.asarray(b, dtype=np.float32).reshape(-1, 4) for _, b, _ in items]
+        self.classes = [np.asarray(c, dtype=np.int64).reshape(-1) for _, _, c in items]
+        self.img_size = img_size
+        self.train = train
+        self.augmentation = TrainAugmentation(img_size, augment) if train else None
+        self.target_config = target_config
+        self.cache_images = cache_images
+        self._cache: dict[int, np.ndarray] = {}
+        # Per-process view; with workers, count the samples' "corrupt" lists instead.
+        self.corrupt_indices: set[int] = set()
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def _read(self, index: int) -> np.ndarray:
+        if index in self._cache:
+            return self._cache[index]
+        image = load_image(self.paths[index])
+        if self.cache_images:
+            self._cache[index] = image
+        return image
+
+    def load_readable(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, list[int]]:
+        """Image, boxes, classes of ``index`` or of the next readable item; plus that item's index and the bad ones."""
+        corrupt = []
+        for attempt in range(len(self)):
+            candidate = (index + attempt) % len(self)
+            if candidate in self.corrupt_indices:
+                corrupt.append(candidate)
+                continue
+            try:
+                image = self._read(candidate)
+            except Exception as error:  # PIL raises many types (OSError, SyntaxError, ValueError, ...)
+                logger.warning("skipping unreadable image %s: %s", self.paths[candidate], error)
+                self.corrupt_indices.add(candidate)
+                corrupt.append(candidate)
+                continue
+            return image, self.boxes[candidate], self.classes[candidate], candidate, corrupt
+        raise RuntimeError("no readable image in the dataset")
+
+    def __getitem__(self, index: int) -> dict:
+        image, boxes, classes, used_index, corrupt = self.load_readable(index)
+        info = None
+        if self.augmentation is not None:
+            # Seeding from torch's RNG makes augmentation follow DataLoader worker seeding (reproducible).
+            rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
+
+            def draw_extra_sample():
+                extra_image, extra_boxes, extra_classes, _, extra_corrupt = self.load_readable(int(rng.integers(len(self))))
+                corrupt.extend(extra_corrupt)
+                return extra_image, extra_boxes, extra_classes
+
+            image, boxes, classes = self.augmentation(image, boxes, classes, rng, draw_extra_sample)
+        else:
+            image, boxes, info = letterbox(image, self.img_size, boxes)
+        sample = {
+            "image": torch.from_numpy(np.ascontiguousarray(image)),
+            "boxes": torch.from_numpy(np.asarray(boxes, dtype=np.float32).reshape(-1, 4)),
+            "classes": torch.from_numpy(np.asarray(classes, dtype=np.int64).reshape(-1)),
+            "index": used_index,
+            "letterbox": info,
+            "corrupt": sorted(set(corrupt)),
+        }
+        if self.target_config is not None:
+            sample["targets"] = encode_targets(boxes, classes, image.shape[:2], self.target_config)
+        return sample
+
+
+def collate_detection(samples: list[dict]) -> dict:
+    """Batch samples: ``images`` uint8 [B,3,H,W] (channels_last strides), per-image lists, stacked targets."""
+    batch = {
+        # Stacking HWC images and permuting gives a channels_last tensor without a copy.
+        "images": torch.stack([s["image"] for s in samples]).permute(0, 3, 1, 2),
+        "boxes": [s["boxes"] for s in samples],
+        "classes": [s["classes"] for s in samples],
+        "indices": [s["index"] for s in samples],
+        "letterbox": [s["letterbox"] for s in samples],
+        "corrupt": sorted({i for s in samples for i in s["corrupt"]}),
+    }
+    if "targets" in samples[0]:
+        batch["targets"] = {
+            key: torch.from_numpy(np.stack([s["targets"][key] for s in samples])) for key in samples[0]["targets"]
+        }
+    return batch
+
+
+def build_dataloader(
+    dataset: Dataset,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    num_workers: int = 0,
+    drop_last: bool = False,
+    seed: int = 0,
+    distributed: bool | None = None,
+    worker_nice: int = 0,
+) -> DataLoader:
+    """DataLoader with :func:`collate_detection`; uses a ``DistributedSampler`` when a process group is up.
+
+    ``distributed=None`` auto-detects an initialised ``torch.distributed``
+    process group. Workers are persistent (keeps per-worker image caches).
+    ``worker_nice`` > 0 lowers the workers' CPU priority: on machines with few
+    cores the training threads then keep their cores and the workers fill the gaps.
+    """
+    if distributed is None:
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    sampler = DistributedSampler(dataset, shuffle=shuffle, seed=seed, drop_last=drop_last) if distributed else None
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle and sampler is None,
+        sampler=sampler,
+        num_workers=num_workers,
+        collate_fn=collate_detection,
+        drop_last=drop_last,
+        generator=torch.Generator().manual_seed(seed),
+        persistent_workers=num_workers > 0,
+        pin_memory=torch.cuda.is_available(),
+        worker_init_fn=functools.partial(_lower_worker_priority, worker_nice) if worker_nice > 0 else None,
+    )
+
+
+def _lower_worker_priority(increment: int, _worker_id: int) -> None:
+    os.nice(increment)
+
+
+def letterbox_infos(batch: dict) -> list[LetterboxInfo]:
+    """The batch's letterbox infos (eval datasets only)."""
+    infos = batch["letterbox"]
+    if any(info is None for info in infos):
+        raise ValueError("batch has no letterbox info (built from a train dataset?)")
+    return infos

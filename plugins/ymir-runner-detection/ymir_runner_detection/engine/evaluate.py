@@ -1,0 +1,197 @@
+"""COCO-style evaluation (faster-coco-eval) plus tp/fp/fn counts at an operating point.
+
+Ground truth per image: ``(boxes [N,4], classes [N])``; predictions per image:
+:class:`~.decode.Detections` or ``(boxes [M,4], scores [M], classes [M])``.
+Boxes are ``x1, y1, x2, y2`` pixel-edge coordinates of the same image space.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Sequence
+
+import numpy as np
+from faster_coco_eval import COCO, COCOeval_faster
+
+GroundTruth = tuple[np.ndarray, np.ndarray]
+Prediction = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+@dataclass
+class EvaluationResult:
+    """Detection metrics; ``None`` means undefined (no ground truth to measure against)."""
+
+    map50_95: float | None
+    map50: float | None
+    mar100: float | None
+    per_class_ap: dict[int, float | None]  # AP@[.50:.95] per class id; None = class has no GT
+    per_class_ap50: dict[int, float | None]
+    true_positives: int
+    false_positives: int
+    false_negatives: int
+    precision: float
+    recall: float
+    score_threshold: float
+    num_images: int
+    class_names: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        """Plain-Python dict (JSON-serialisable; per-class keys are class names when known)."""
+        result = asdict(self)
+        if self.class_names:
+            for key in ("per_class_ap", "per_class_ap50"):
+                result[key] = {self.class_names[c]: ap for c, ap in result[key].items()}
+        return result
+
+
+def _as_prediction(prediction) -> Prediction:
+    if hasattr(prediction, "boxes"):
+        return prediction.boxes, prediction.scores, prediction.classes
+    return prediction
+
+
+def _xywh(boxes: np.ndarray) -> np.ndarray:
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    return np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
+
+
+def _build_coco(ground_truths, predictions, num_classes, image_sizes):
+    images, gt_anns, dt_anns = [], [], []
+    for image_id, ((gt_boxes, gt_classes), prediction) in enumerate(zip(ground_truths, predictions), start=1):
+        width, height = image_sizes[image_id - 1] if image_sizes else (100000, 100000)
+        images.append({"id": image_id, "width": int(width), "height": int(height)})
+        for box, cls in zip(_xywh(gt_boxes), np.asarray(gt_classes).reshape(-1)):
+            gt_anns.append({
+                "id": len(gt_anns) + 1, "image_id": image_id, "category_id": int(cls) + 1,
+                "bbox": box.tolist(), "area": float(box[2] * box[3]), "iscrowd": 0,
+            })
+        boxes, scores, classes = _as_prediction(prediction)
+        for box, score, cls in zip(_xywh(boxes), np.asarray(scores).reshape(-1), np.asarray(classes).reshape(-1)):
+            dt_anns.append({"image_id": image_id, "category_id": int(cls) + 1, "bbox": box.tolist(), "score": float(score)})
+    categories = [{"id": c + 1, "name": str(c)} for c in range(num_classes)]
+    coco_gt = COCO({"images": images, "annotations": gt_anns, "categories": categories})
+    return coco_gt, coco_gt.loadRes(dt_anns)
+
+
+def _mean_valid(values: np.ndarray) -> float | None:
+    valid = values[values > -1]
+    return float(valid.mean()) if valid.size else None
+
+
+def coco_metrics(
+    ground_truths: Sequence[GroundTruth], predictions: Sequence, num_classes: int, image_sizes=None
+) -> dict:
+    """mAP@[.5:.95], mAP@.5, AR@100 and per-class APs (COCO definitions, 100 detections per image)."""
+    coco_gt, coco_dt = _build_coco(ground_truths, predictions, num_classes, image_sizes)
+    evaluator = COCOeval_faster(coco_gt, coco_dt, iouType="bbox", print_function=lambda *args, **kwargs: None)
+    evaluator.params.catIds = list(range(1, num_classes + 1))
+    evaluator.evaluate()
+    evaluator.accumulate()
+    # precision: [iou T, recall R, class K, area A, maxDets M]; -1 marks "no GT" entries.
+    precision = evaluator.eval["precision"][:, :, :, 0, -1]
+    recall = evaluator.eval["recall"][:, :, 0, -1]
+    iou_50 = int(np.argmin(np.abs(evaluator.params.iouThrs - 0.5)))
+    return {
+        "map50_95": _mean_valid(precision),
+        "map50": _mean_valid(precision[iou_50]),
+        "mar100": _mean_valid(recall),
+        "per_class_ap": {c: _mean_valid(precision[:, :, c]) for c in range(num_classes)},
+        "per_class_ap50": {c: _mean_valid(precision[iou_50, :, c]) for c in range(num_classes)},
+    }
+
+
+def _pairwise_iou(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
+    top_left = np.maximum(boxes_a[:, None, :2], boxes_b[None, :, :2])
+    bottom_right = np.minimum(boxes_a[:, None, 2:], boxes_b[None, :, 2:])
+    inter = np.clip(bottom_right - top_left, 0, None).prod(axis=2)
+    area_a = np.prod(np.clip(boxes_a[:, 2:] - boxes_a[:, :2], 0, None), axis=1)
+    area_b = np.prod(np.clip(boxes_b[:, 2:] - boxes_b[:, :2], 0, None), axis=1)
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
+
+
+def match_counts(
+    ground_truths: Sequence[GroundTruth], predictions: Sequence, score_threshold: float, iou_threshold: float = 0.5
+) -> tuple[int, int, int]:
+    """(tp, fp, fn): per image and class, predictions above the threshold greedily matched by score."""
+    tp = fp = fn = 0
+    for (gt_boxes, gt_classes), prediction in zip(ground_truths, predictions):
+        boxes, scores, classes = (np.asarray(a) for a in _as_prediction(prediction))
+        gt_boxes = np.asarray(gt_boxes, dtype=np.float64).reshape(-1, 4)
+        gt_classes = np.asarray(gt_classes).reshape(-1)
+        confident = np.asarray(scores).reshape(-1) >= score_threshold
+        boxes, scores, classes = boxes.reshape(-1, 4)[confident], scores.reshape(-1)[confident], classes.reshape(-1)[confident]
+        for cls in np.union1d(np.unique(gt_classes), np.unique(classes)):
+            cls_gt = gt_boxes[gt_classes == cls]
+            order = np.argsort(-scores[classes == cls], kind="stable")
+            cls_pred = boxes[classes == cls][order].astype(np.float64)
+            matched = np.zeros(len(cls_gt), dtype=bool)
+            iou = _pairwise_iou(cls_pred, cls_gt) if len(cls_gt) and len(cls_pred) else None
+            for p in range(len(cls_pred)):
+                if iou is None:
+                    fp += 1
+                    continue
+                candidates = np.where(matched, -1.0, iou[p])
+                best = int(np.argmax(candidates))
+                if candidates[best] >= iou_threshold:
+                    matched[best] = True
+                    tp += 1
+                else:
+                    fp += 1
+            fn += int((~matched).sum())
+    return tp, fp, fn
+
+
+def evaluate_detections(
+    ground_truths: Sequence[GroundTruth],
+    predictions: Sequence,
+    num_classes: int,
+    *,
+    score_threshold: float = 0.25,
+    iou_threshold: float = 0.5,
+    class_names: Sequence[str] | None = None,
+    image_sizes: Sequence[tuple[int, int]] | None = None,
+) -> EvaluationResult:
+    """COCO metrics plus tp/fp/fn (at ``score_threshold``, IoU ``iou_threshold``) over a set of images."""
+    if len(ground_truths) != len(predictions):
+        raise ValueError(f"{len(ground_truths)} ground truths but {len(predictions)} predictions")
+    for prediction in predictions:
+        classes = np.asarray(_as_prediction(prediction)[2]).reshape(-1)
+        if classes.size and (classes.min() < 0 or classes.max() >= num_classes):
+            raise ValueError(f"predicted class ids must be in [0, {num_classes})")
+    coco = coco_metrics(ground_truths, predictions, num_classes, image_sizes)
+    tp, fp, fn = match_counts(ground_truths, predictions, score_threshold, iou_threshold)
+    return EvaluationResult(
+        **coco,
+        true_positives=tp,
+        false_positives=fp,
+        false_negatives=fn,
+        precision=tp / (tp + fp) if tp + fp else 0.0,
+        recall=tp / (tp + fn) if tp + fn else 0.0,
+        score_threshold=score_threshold,
+        num_images=len(ground_truths),
+        class_names=list(class_names or []),
+    )
+
+
+def evaluate_model(model, loader, num_classes: int, *, score_threshold: float = 0.25, class_names=None, **decode_kwargs):
+    """Predict over an eval DataLoader (letterboxed dataset) and evaluate against the items' original boxes.
+
+    Images that turned out unreadable are left out (their replacement is only
+    counted once). Returns ``(EvaluationResult, number_of_unreadable_images)``.
+    """
+    from .decode import predict_batch  # torch-dependent; keep this module importable without a model
+
+    dataset = loader.dataset
+    predictions_by_index, corrupt = {}, set()
+    for batch in loader:
+        corrupt.update(batch["corrupt"])
+        detections = predict_batch(model, batch["images"], batch["letterbox"], **decode_kwargs)
+        for index, detection in zip(batch["indices"], detections):
+            predictions_by_index[index] = detection
+    indices = sorted(predictions_by_index)
+    ground_truths = [(dataset.boxes[i], dataset.classes[i]) for i in indices]
+    predictions = [predictions_by_index[i] for i in indices]
+    result = evaluate_detections(
+        ground_truths, predictions, num_classes, score_threshold=score_threshold, class_names=class_names
+    )
+    return result, len(corrupt)

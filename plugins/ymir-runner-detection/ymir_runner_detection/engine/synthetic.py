@@ -1,0 +1,282 @@
+"""Deterministic synthetic detection dataset in YMIR's ``/in`` layout.
+
+Coloured shapes (circle, rectangle, triangle) of various sizes, aspect ratios
+and rotations on noisy, low-frequency textured backgrounds with clutter lines;
+several objects per image, limited occlusion. Box annotations are the tight
+bounding boxes of each shape's rendered pixels (before occlusion).
+
+Layout written under ``<out_dir>/in``::
+
+    assets/<last 2 hex of sha1>/<sha1>.<jpg|png>   sha1 of the file content; a few
+                                                   files carry a misleading extension
+    annotations/<sha1>.txt                         det-ark: "cls, xmin, ymin, xmax, ymax, quality, angle"
+                                                   (inclusive integer xmax/ymax)
+    annotations-det-voc/<sha1>.xml                 det-voc (when requested as a second format)
+    train-index.tsv, val-index.tsv                 "<abs image path>\\t<abs annotation path>"
+    candidate-index.tsv                            "<abs image path>"
+
+The primary annotation format (first of ``annotation_formats``) goes to
+``annotations/`` and is referenced by the index files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Sequence
+from xml.sax.saxutils import escape
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+CLASS_NAMES = ("circle", "rectangle", "triangle")
+ANNOTATION_SUFFIX = {"det-ark": ".txt", "det-voc": ".xml"}
+
+
+@dataclass(frozen=True)
+class SceneConfig:
+    """How hard the images are. The defaults include tiny objects, occlusion and clutter."""
+
+    objects_range: tuple[int, int] = (2, 7)  # objects per image (inclusive)
+    min_object_size: float = 12.0  # pixels, shape size before aspect distortion
+    max_object_fraction: float = 0.45  # largest shape size as a fraction of the image's short side
+    max_occlusion: float = 0.3  # max fraction of an earlier object's box a later one may cover
+    max_clutter_lines: int = 3  # random lines drawn on the background
+    noise_std_range: tuple[float, float] = (2.0, 14.0)  # per-pixel Gaussian noise
+
+
+@dataclass
+class SyntheticDataset:
+    """What :func:`generate` wrote. Items hold engine-convention boxes (x2 exclusive floats)."""
+
+    root: Path
+    class_names: list[str]
+    train_index: Path
+    val_index: Path
+    candidate_index: Path
+    train_items: list[tuple[Path, np.ndarray, np.ndarray]] = field(default_factory=list)
+    val_items: list[tuple[Path, np.ndarray, np.ndarray]] = field(default_factory=list)
+    candidate_paths: list[Path] = field(default_factory=list)
+    annotation_paths: dict[str, list[Path]] = field(default_factory=dict)  # format -> train+val annotation files
+    corrupt_paths: list[Path] = field(default_factory=list)
+
+
+def _background(rng: np.random.Generator, width: int, height: int, max_lines: int) -> Image.Image:
+    """Low-frequency colour texture plus a few clutter lines."""
+    grid = rng.integers(0, 256, size=(int(rng.integers(3, 9)), int(rng.integers(3, 9)), 3), dtype=np.uint8)
+    texture = Image.fromarray(grid).resize((width, height), Image.BICUBIC)
+    draw = ImageDraw.Draw(texture)
+    for _ in range(int(rng.integers(0, max_lines + 1))):
+        points = [tuple(int(v) for v in rng.integers(0, (width, height))) for _ in range(2)]
+        draw.line(points, fill=tuple(int(v) for v in rng.integers(0, 256, 3)), width=int(rng.integers(1, 4)))
+    return texture
+
+
+def _shape_polygon(class_name: str, rng: np.random.Generator, width: float, height: float) -> list[tuple[float, float]] | None:
+    """Polygon (relative to the box centre) for rectangles/triangles; None for circles (drawn as ellipse)."""
+    if class_name == "circle":
+        return None
+    if class_name == "rectangle":
+        corners = [(-width / 2, -height / 2), (width / 2, -height / 2), (width / 2, height / 2), (-width / 2, height / 2)]
+        angle = rng.uniform(0, math.pi / 2) if rng.random() < 0.3 else 0.0
+    else:
+        start = rng.uniform(0, 2 * math.pi)
+        steps = np.cumsum([0.0, rng.uniform(1.8, 2.4), rng.uniform(1.8, 2.4)])
+        corners = [(math.cos(start + s) * width / 2, math.sin(start + s) * height / 2) for s in steps]
+        angle = 0.0
+    cos_a, sin_a = math.cos(angle), math.sin(angle)
+    return [(x * cos_a - y * sin_a, x * sin_a + y * cos_a) for x, y in corners]
+
+
+def _render_shape(class_name: str, rng: np.random.Generator, size: float) -> Image.Image:
+    """A binary 'L' mask containing the shape, cropped to its tight bounding box."""
+    aspect = 1.0 if class_name == "circle" else math.exp(rng.uniform(-0.6, 0.6))
+    width, height = size * math.sqrt(aspect), size / math.sqrt(aspect)
+    canvas = int(math.ceil(max(width, height) * 1.5)) + 4
+    mask = Image.new("L", (canvas, canvas), 0)
+    draw = ImageDraw.Draw(mask)
+    centre = canvas / 2
+    polygon = _shape_polygon(class_name, rng, width, height)
+    if polygon is None:
+        radius = size / 2
+        draw.ellipse([round(centre - radius), round(centre - radius), round(centre + radius) - 1, round(centre + radius) - 1], fill=255)
+    else:
+        draw.polygon([(round(centre + x), round(centre + y)) for x, y in polygon], fill=255)
+    return mask.crop(mask.getbbox())
+
+
+def _covered_fraction(box: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """Fraction of each of ``others``' area that ``box`` covers."""
+    top_left = np.maximum(others[:, :2], box[:2])
+    bottom_right = np.minimum(others[:, 2:], box[2:])
+    inter = np.clip(bottom_right - top_left, 0, None).prod(axis=1)
+    return inter / np.maximum((others[:, 2:] - others[:, :2]).prod(axis=1), 1)
+
+
+def render_image(
+    rng: np.random.Generator, size_range: tuple[int, int], scene: SceneConfig = SceneConfig()
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One synthetic image (HxWx3 uint8), its boxes [N,4] (x2 exclusive) and class ids [N]."""
+    width, height = (int(v) for v in rng.integers(size_range[0], size_range[1] + 1, size=2))
+    image = _background(rng, width, height, scene.max_clutter_lines)
+    boxes, classes = [], []
+    min_side = min(width, height)
+    for _ in range(int(rng.integers(scene.objects_range[0], scene.objects_range[1] + 1))):
+        cls = int(rng.integers(len(CLASS_NAMES)))
+        # Log-uniform sizes: many small objects, some large ones.
+        largest = max(scene.max_object_fraction * min_side, scene.min_object_size)
+        size = math.exp(rng.uniform(math.log(scene.min_object_size), math.log(largest)))
+        mask = _render_shape(CLASS_NAMES[cls], rng, size)
+        mask_w, mask_h = mask.size
+        if mask_w >= width or mask_h >= height:
+            continue
+        for _attempt in range(20):
+            x0, y0 = int(rng.integers(0, width - mask_w + 1)), int(rng.integers(0, height - mask_h + 1))
+            box = np.array([x0, y0, x0 + mask_w, y0 + mask_h], dtype=np.float32)
+            if not boxes or _covered_fraction(box, np.array(boxes)).max() <= scene.max_occlusion:
+                break
+        else:
+            continue
+        region = np.asarray(image.crop(tuple(int(v) for v in box)), dtype=np.float32).reshape(-1, 3).mean(axis=0)
+        colour = rng.integers(0, 256, 3)
+        while np.abs(colour - region).sum() < 120:  # keep shapes visible against the local background
+            colour = rng.integers(0, 256, 3)
+        image.paste(tuple(int(v) for v in colour), (x0, y0), mask)
+        boxes.append(box)
+        classes.append(cls)
+    pixels = np.asarray(image, dtype=np.float32)
+    pixels += rng.standard_normal(pixels.shape, dtype=np.float32) * float(rng.uniform(*scene.noise_std_range))
+    box_array = np.array(boxes, dtype=np.float32).reshape(-1, 4)
+    return np.clip(pixels, 0, 255).astype(np.uint8), box_array, np.array(classes, dtype=np.int64)
+
+
+def _encode(image: np.ndarray, image_format: str) -> bytes:
+    buffer = io.BytesIO()
+    if image_format == "PNG":
+        Image.fromarray(image).save(buffer, format="PNG", compress_level=1)
+    else:
+        Image.fromarray(image).save(buffer, format="JPEG", quality=92)
+    return buffer.getvalue()
+
+
+def ark_lines(boxes: np.ndarray, classes: np.ndarray) -> str:
+    """det-ark text: ``class, xmin, ymin, xmax, ymax, quality, angle`` with inclusive integer max coords."""
+    lines = []
+    for (x1, y1, x2, y2), cls in zip(np.asarray(boxes).reshape(-1, 4), classes):
+        lines.append(f"{int(cls)}, {int(round(x1))}, {int(round(y1))}, {int(round(x2)) - 1}, {int(round(y2)) - 1}, -1.0, 0.0")
+    return "".join(line + "\n" for line in lines)
+
+
+def voc_xml(filename: str, width: int, height: int, boxes: np.ndarray, classes: np.ndarray, class_names: Sequence[str]) -> str:
+    """det-voc (Pascal VOC) XML with inclusive integer bndbox coordinates and lowercase names."""
+    objects = []
+    for (x1, y1, x2, y2), cls in zip(np.asarray(boxes).reshape(-1, 4), classes):
+        objects.append(
+            f"  <object>\n    <name>{escape(class_names[int(cls)].lower())}</name>\n    <pose>Unspecified</pose>\n"
+            f"    <truncated>0</truncated>\n    <difficult>0</difficult>\n    <bndbox>\n"
+            f"      <xmin>{int(round(x1))}</xmin>\n      <ymin>{int(round(y1))}</ymin>\n"
+            f"      <xmax>{int(round(x2)) - 1}</xmax>\n      <ymax>{int(round(y2)) - 1}</ymax>\n    </bndbox>\n  </object>\n"
+        )
+    return (
+        f"<annotation>\n  <folder>assets</folder>\n  <filename>{escape(filename)}</filename>\n"
+        f"  <size>\n    <width>{width}</width>\n    <height>{height}</height>\n    <depth>3</depth>\n  </size>\n"
+        + "".join(objects)
+        + "</annotation>\n"
+    )
+
+
+def _write_asset(root: Path, data: bytes, extension: str) -> tuple[Path, str]:
+    sha1 = hashlib.sha1(data).hexdigest()
+    path = root / "assets" / sha1[-2:] / f"{sha1}{extension}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path.resolve(), sha1
+
+
+def _choose_encoding(rng: np.random.Generator, misleading_extension_rate: float) -> tuple[str, str]:
+    image_format = "PNG" if rng.random() < 0.5 else "JPEG"
+    true_extension = ".png" if image_format == "PNG" else ".jpg"
+    if rng.random() < misleading_extension_rate:
+        return image_format, ".jpg" if image_format == "PNG" else ".png"
+    return image_format, true_extension
+
+
+def generate(
+    out_dir: str | Path,
+    n_train: int = 200,
+    n_val: int = 50,
+    n_candidates: int = 20,
+    img_size_range: tuple[int, int] = (256, 416),
+    seed: int = 0,
+    *,
+    objects_range: tuple[int, int] | None = None,
+    scene: SceneConfig | None = None,
+    annotation_formats: Sequence[str] = ("det-ark", "det-voc"),
+    misleading_extension_rate: float = 0.05,
+    n_corrupt_train: int = 0,
+) -> SyntheticDataset:
+    """Write a seeded synthetic dataset under ``<out_dir>/in`` and describe it.
+
+    ``scene`` sets the difficulty (``objects_range`` is a shortcut overriding
+    its field). ``n_corrupt_train`` extra train entries point at truncated
+    image files (annotated as empty) to exercise unreadable-image handling.
+    """
+    scene = scene or SceneConfig()
+    if objects_range is not None:
+        scene = replace(scene, objects_range=tuple(objects_range))
+    unknown = set(annotation_formats) - set(ANNOTATION_SUFFIX)
+    if not annotation_formats or unknown:
+        raise ValueError(f"annotation_formats must be a non-empty subset of {sorted(ANNOTATION_SUFFIX)}")
+    root = Path(out_dir) / "in"
+    rng = np.random.default_rng(seed)
+    result = SyntheticDataset(
+        root=root.resolve(),
+        class_names=list(CLASS_NAMES),
+        train_index=(root / "train-index.tsv").resolve(),
+        val_index=(root / "val-index.tsv").resolve(),
+        candidate_index=(root / "candidate-index.tsv").resolve(),
+        annotation_paths={fmt: [] for fmt in annotation_formats},
+    )
+    index_lines: dict[str, list[str]] = {"train": [], "val": []}
+    for split, count in (("train", n_train), ("val", n_val)):
+        for _ in range(count):
+            image, boxes, classes = render_image(rng, img_size_range, scene)
+            image_format, extension = _choose_encoding(rng, misleading_extension_rate)
+            path, sha1 = _write_asset(root, _encode(image, image_format), extension)
+            annotation = _write_annotations(root, sha1, path.name, image.shape, boxes, classes, annotation_formats, result)
+            index_lines[split].append(f"{path}\t{annotation}")
+            getattr(result, f"{split}_items").append((path, boxes, classes))
+    for _ in range(n_corrupt_train):
+        image, _, _ = render_image(rng, img_size_range, scene)
+        data = _encode(image, "JPEG")
+        path, sha1 = _write_asset(root, data[: len(data) // 3], ".jpg")
+        empty = np.zeros((0, 4), np.float32), np.zeros(0, np.int64)
+        annotation = _write_annotations(root, sha1, path.name, image.shape, *empty, annotation_formats, result)
+        index_lines["train"].append(f"{path}\t{annotation}")
+        result.train_items.append((path, *empty))
+        result.corrupt_paths.append(path)
+    for _ in range(n_candidates):
+        image, _, _ = render_image(rng, img_size_range, scene)
+        image_format, extension = _choose_encoding(rng, misleading_extension_rate)
+        result.candidate_paths.append(_write_asset(root, _encode(image, image_format), extension)[0])
+    result.train_index.write_text("".join(line + "\n" for line in index_lines["train"]))
+    result.val_index.write_text("".join(line + "\n" for line in index_lines["val"]))
+    result.candidate_index.write_text("".join(f"{path}\n" for path in result.candidate_paths))
+    return result
+
+
+def _write_annotations(root, sha1, filename, shape, boxes, classes, formats, result) -> Path:
+    """Write every requested format; return the primary one's path."""
+    primary = None
+    for position, fmt in enumerate(formats):
+        folder = root / ("annotations" if position == 0 else f"annotations-{fmt}")
+        folder.mkdir(parents=True, exist_ok=True)
+        path = (folder / f"{sha1}{ANNOTATION_SUFFIX[fmt]}").resolve()
+        text = ark_lines(boxes, classes) if fmt == "det-ark" else voc_xml(filename, shape[1], shape[0], boxes, classes, CLASS_NAMES)
+        path.write_text(text)
+        result.annotation_paths[fmt].append(path)
+        primary = primary or path
+    return primary

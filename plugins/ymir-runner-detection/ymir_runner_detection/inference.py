@@ -1,0 +1,284 @@
+"""Inference and mining tasks: one model load per run, candidates sharded over processes when several
+devices are given, results merged by rank 0 and written through the core's writers."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+
+from ymir_runner import ConfigError, ModelError
+from ymir_runner.protocol.results import Detection
+
+from . import mining
+from .checkpoint import find_checkpoint, load_checkpoint
+from .engine import DetectionDataset, build_dataloader, decode_maps
+from .engine.decode import boxes_to_original
+from .training import _free_port, _init_group, select_devices
+
+MODEL_CACHE_KEY = "ymir_runner_detection.checkpoint"
+NETWORK_CACHE_KEY = "ymir_runner_detection.network"
+#: CALD's augmentations: horizontal flip, cutout of small patches, rescale.
+CALD_SCALE = 0.8
+CALD_CUTOUTS = 4
+CALD_CUTOUT_FRACTION = 0.1
+
+
+@dataclasses.dataclass
+class Job:
+    """What each process needs (picklable): the checkpoint, the candidates and the task's settings."""
+
+    kind: str
+    checkpoint_path: str
+    images: list[str]
+    img_size: int
+    batch_size: int
+    num_workers: int
+    hyper: dict[str, Any]
+    devices: list[str]
+    weights: list[float]
+
+
+# --- model selection ----------------------------------------------------------------------------------------
+
+def best_stage(models_dir: str) -> str | None:
+    """``best_stage_name`` of /in/models/ymir-info.yaml, when the platform wrote one."""
+    path = os.path.join(models_dir, "ymir-info.yaml")
+    try:
+        with open(path, encoding="utf-8") as stream:
+            info = yaml.safe_load(stream) or {}
+    except (OSError, yaml.YAMLError):
+        return None
+    if not isinstance(info, dict):
+        return None
+    stage = info.get("best_stage_name") or (info.get("model_stages") or {}).get("best_stage_name")
+    return str(stage) if stage else None
+
+
+def choose_checkpoint(paths: Sequence[str], models_dir: str) -> str:
+    """This plugin's checkpoint among ``model_params_path``; several → the best stage's."""
+    checkpoints = [path for path in paths if path.endswith(".pt")]
+    if len(checkpoints) > 1:
+        stage = best_stage(models_dir)
+        of_best = [path for path in checkpoints if os.path.basename(os.path.dirname(path)) == stage]
+        if len(of_best) == 1:
+            return of_best[0]
+        raise ModelError(f"config key 'model_params_path' lists several checkpoints {checkpoints} and "
+                         f"{os.path.join(models_dir, 'ymir-info.yaml')} names no best stage among them")
+    return find_checkpoint(paths, "model_params_path")
+
+
+def model_for(context: Any) -> Any:
+    """The run's checkpoint, loaded once for mining and inference together."""
+    cached = context.run_cache.get(MODEL_CACHE_KEY)
+    if cached is not None:
+        return cached
+    path = choose_checkpoint(context.config.model_params_path, context.env.input.models_dir)
+    checkpoint = load_checkpoint(path)
+    if list(checkpoint.class_names) != list(context.class_names):
+        raise ModelError(f"the model {path} was trained on classes {checkpoint.class_names} but config key "
+                         f"'class_names' is {list(context.class_names)}")
+    context.logger.info("model %s: %s, %d classes, img_size %d, epoch %d", path,
+                        checkpoint.model_config.get("size"), len(checkpoint.class_names), checkpoint.img_size,
+                        checkpoint.epoch)
+    context.run_cache[MODEL_CACHE_KEY] = checkpoint
+    return checkpoint
+
+
+def make_job(context: Any, kind: str) -> Job:
+    checkpoint = model_for(context)
+    hyper = context.hyper
+    img_size = hyper.img_size or checkpoint.img_size
+    if img_size < 32 or img_size % 32:
+        raise ConfigError(f"config key 'img_size': {img_size} must be a positive multiple of 32 (or 0)")
+    if hyper.batch_size_per_gpu < 1:
+        raise ConfigError(f"config key 'batch_size_per_gpu': {hyper.batch_size_per_gpu} must be at least 1")
+    weights = []
+    if kind == "mining":
+        weights = mining.class_weights(hyper.class_distribution_scores, len(context.class_names)).tolist()
+    return Job(kind=kind, checkpoint_path=checkpoint.path, images=context.candidates.paths(), img_size=img_size,
+               batch_size=hyper.batch_size_per_gpu, num_workers=hyper.num_workers_per_gpu, hyper=dict(hyper),
+               devices=select_devices(context.config.gpu_ids), weights=weights)
+
+
+# --- per-batch work -----------------------------------------------------------------------------------------
+
+def _to_input(images: torch.Tensor, device: str) -> torch.Tensor:
+    return images.to(device).float().div_(255.0).contiguous(memory_format=torch.channels_last)
+
+
+def _decode(scores: torch.Tensor, boxes: torch.Tensor, hyper: dict[str, Any], threshold: float) -> list:
+    return decode_maps(scores.float(), boxes.float(), int(hyper.get("max_detections", 100)), threshold,
+                       nms_iou=hyper.get("iou_threshold", 0.6))
+
+
+def infer_batch(model: Any, batch: dict, job: Job, device: str) -> list[Any]:
+    """Per image: ``(boxes in original pixels, scores, classes)`` above ``conf_threshold``."""
+    scores, boxes = model.predict_maps(_to_input(batch["images"], device))
+    results = []
+    for (b, s, c), info in zip(_decode(scores, boxes, job.hyper, job.hyper["conf_threshold"]), batch["letterbox"]):
+        original = boxes_to_original(b.cpu().numpy(), info)
+        results.append((original, s.cpu().numpy(), c.cpu().numpy(), info.orig_width, info.orig_height))
+    return results
+
+
+def mine_batch(model: Any, batch: dict, job: Job, device: str) -> list[float]:
+    algorithm = job.hyper["mining_algorithm"]
+    images = _to_input(batch["images"], device)
+    weights = torch.tensor(job.weights, device=device)
+    scores, boxes = model.predict_maps(images)
+    if algorithm == "entropy":
+        return [mining.entropy_score(s, weights) for s in scores]
+    flipped_scores, flipped_boxes = model.predict_maps(images.flip(3))
+    if algorithm == "aldd":
+        # K = 2 maps per class: the image's and its mirror's, mirrored back onto the same grid.
+        return [mining.aldd_score([s, f.flip(2)], weights) for s, f in zip(scores, flipped_scores)]
+    return _cald(model, images, (scores, boxes), (flipped_scores, flipped_boxes), job)
+
+
+def _cald(model: Any, images: torch.Tensor, plain: tuple, flipped: tuple, job: Job) -> list[float]:
+    """CALD on the letterboxed input: flip, cutout and rescale; reference boxes transformed alike."""
+    size = images.shape[-1]
+    threshold = mining.PEAK_FLOOR
+    generator = torch.Generator().manual_seed(int(job.hyper.get("seed", 0)))
+    cut = images.clone()
+    side = max(1, int(size * CALD_CUTOUT_FRACTION))
+    for _ in range(CALD_CUTOUTS):
+        x, y = (int(v) for v in torch.randint(0, size - side + 1, (2,), generator=generator))
+        cut[:, :, y:y + side, x:x + side] = 0.5
+    scaled_size = int(size * CALD_SCALE) // 32 * 32 or 32
+    scaled = F.pad(F.interpolate(images, size=(scaled_size, scaled_size), mode="bilinear", align_corners=False),
+                   (0, size - scaled_size, 0, size - scaled_size), value=114 / 255)
+    factor = scaled_size / size
+    decoded = {name: _decode(*maps, job.hyper, threshold)
+               for name, maps in (("plain", plain), ("flip", flipped), ("cutout", model.predict_maps(cut)),
+                                  ("scale", model.predict_maps(scaled)))}
+    results = []
+    for index in range(images.shape[0]):
+        ref_boxes, ref_scores, _ = (t.cpu().numpy() for t in decoded["plain"][index])
+        if len(ref_scores) == 0:
+            results.append(mining.cald_score(None))
+            continue
+        mirrored = ref_boxes.copy()
+        mirrored[:, [0, 2]] = size - ref_boxes[:, [2, 0]]
+        references = [mirrored, ref_boxes, ref_boxes * factor]
+        augmented = [tuple(t.cpu().numpy() for t in decoded[name][index][:2]) for name in ("flip", "cutout", "scale")]
+        results.append(mining.cald_score(mining.cald_consistency(references, ref_scores, augmented)))
+    return results
+
+
+# --- running a job on one shard --------------------------------------------------------------------------
+
+def run_shard(job: Job, rank: int, world_size: int, device: str, report: Callable[[int, int], None] | None = None,
+              model: Any = None) -> tuple[dict[int, Any], set[int]]:
+    """Results of this process's share of the candidates, keyed by candidate index; and unreadable ones.
+    ``model`` is the network already on ``device`` (loaded from the checkpoint when None)."""
+    indices = list(range(rank, len(job.images), world_size))
+    results: dict[int, Any] = {}
+    unreadable: set[int] = set()
+    if job.kind == "mining" and job.hyper["mining_algorithm"] == "random":
+        scores = mining.random_scores(job.images, int(job.hyper.get("seed", 0)))
+        return {index: scores[index] for index in indices}, unreadable
+    if not indices:
+        return results, unreadable
+    if model is None:
+        model = load_checkpoint(job.checkpoint_path).build_model().to(device).eval()
+    items = [(job.images[i], np.zeros((0, 4), np.float32), np.zeros(0, np.int64)) for i in indices]
+    loader = build_dataloader(DetectionDataset(items, job.img_size), job.batch_size, shuffle=False,
+                              num_workers=job.num_workers, distributed=False)
+    work = infer_batch if job.kind == "infer" else mine_batch
+    done = 0
+    with torch.inference_mode():
+        for batch in loader:
+            unreadable.update(indices[i] for i in batch["corrupt"])
+            for position, value in zip(batch["indices"], work(model, batch, job, device)):
+                results[indices[position]] = value
+            done += len(batch["indices"])
+            if report is not None:
+                report(done, len(indices))
+    for index in unreadable:  # a replacement image's result must not stand in for the unreadable one
+        results.pop(index, None)
+    return results, unreadable
+
+
+def run_job(job: Job, report: Callable[[int, int], None], model: Any) -> tuple[dict[int, Any], set[int]]:
+    if len(job.devices) == 1:
+        return run_shard(job, 0, 1, job.devices[0], report, model)
+    world_size, port = len(job.devices), _free_port()
+    spawn = torch.multiprocessing.get_context("spawn")
+    workers = [spawn.Process(target=_worker, args=(job, rank, world_size, port)) for rank in range(1, world_size)]
+    for process in workers:
+        process.start()
+    _init_group(0, world_size, port, job.devices[0])
+    try:
+        results, unreadable = run_shard(job, 0, world_size, job.devices[0], report, model)
+        gathered: list[Any] = [None] * world_size
+        torch.distributed.all_gather_object(gathered, (results, unreadable))
+    finally:
+        torch.distributed.destroy_process_group()
+        for process in workers:
+            process.join(timeout=60)
+            if process.is_alive():
+                process.terminate()
+    for part_results, part_unreadable in gathered[1:]:
+        results.update(part_results)
+        unreadable |= part_unreadable
+    return results, unreadable
+
+
+def _worker(job: Job, rank: int, world_size: int, port: int) -> None:
+    _init_group(rank, world_size, port, job.devices[rank])
+    try:
+        shard = run_shard(job, rank, world_size, job.devices[rank])
+        torch.distributed.all_gather_object([None] * world_size, shard)
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+# --- the task hooks -------------------------------------------------------------------------------------------
+
+def _run(context: Any, kind: str) -> tuple[Job, dict[int, Any], set[int]]:
+    job = make_job(context, kind)
+    progress = context.progress
+    model = context.run_cache.get(NETWORK_CACHE_KEY)
+    if model is None:  # mining and inference of one run share one network (rank 0's)
+        model = model_for(context).build_model().to(job.devices[0]).eval()
+        context.run_cache[NETWORK_CACHE_KEY] = model
+    results, unreadable = run_job(job, lambda done, total: progress.steps(done, total, f"{done}/{total} images"),
+                                  model)
+    for index in sorted(unreadable):
+        context.skips.skip("unreadable image", job.images[index])
+    return job, results, unreadable
+
+
+def infer(context: Any) -> None:
+    job, results, unreadable = _run(context, "infer")
+    writer = context.infer_result
+    boxes_found = 0
+    for index, image in enumerate(job.images):
+        if index not in results:
+            writer.add_empty(image)
+            continue
+        boxes, scores, classes, width, height = results[index]
+        detections = [Detection(float(b[0]), float(b[1]), float(b[2]), float(b[3]), float(s), int(c))
+                      for b, s, c in zip(boxes, scores, classes)]
+        writer.add(image, detections, width, height)
+        boxes_found += len(detections)
+    context.logger.info("inference: %d boxes on %d images (%d unreadable)", boxes_found, len(job.images),
+                        len(unreadable))
+
+
+def mine(context: Any) -> None:
+    job, results, unreadable = _run(context, "mining")
+    # An unreadable image cannot be scored by a model; it goes last rather than being dropped.
+    floor = min(results.values(), default=0.0) - 1.0
+    scores = [(image, results.get(index, floor)) for index, image in enumerate(job.images)]
+    context.write_mining_result(scores)
+    context.logger.info("mining (%s): scored %d images (%d unreadable, ranked last)",
+                        job.hyper["mining_algorithm"], len(job.images), len(unreadable))
+

@@ -1,0 +1,55 @@
+"""Hyper-parameter templates of the detection executor, per task (no torch here: the CLI lists them).
+
+Keys shared by the mining and infer templates mean the same in both: YMIR merges them into one config
+when a task runs mining and inference together.
+"""
+
+from __future__ import annotations
+
+from ymir_runner import Param, TaskKind
+
+MODEL_SIZES = ("nano", "small", "medium")
+
+_SHARED_RUNTIME = (
+    Param("batch_size_per_gpu", 16, "images per step on each GPU (or on the CPU)"),
+    Param("num_workers_per_gpu", 2, "DataLoader worker processes per GPU (0: load in the main process)"),
+)
+
+TRAINING = (
+    Param("model", "nano", "model size: nano (CPU-friendly), small, medium (GPU)", choices=MODEL_SIZES),
+    Param("img_size", 320, "input size: images are letterboxed to img_size x img_size (a multiple of 32)"),
+    Param("epochs", 30, "passes over the training set"),
+    *_SHARED_RUNTIME,
+    Param("learning_rate", 0.006, "peak learning rate after warm-up (cosine decay to 2% of it)"),
+    Param("optimizer", "adamw", "adamw or sgd (momentum 0.9, nesterov)", choices=("adamw", "sgd")),
+    Param("weight_decay", 0.05, "weight decay (decoupled for adamw), not applied to biases and norms"),
+    Param("warmup_epochs", 1.0, "linear learning-rate warm-up, in epochs"),
+    Param("save_period", 5, "evaluate on the validation set and write a model stage every N epochs"),
+    Param("seed", 0, "random seed of initialisation, sampling and augmentation"),
+    Param("flip", True, "random horizontal flips"),
+    Param("mosaic", 0.5, "probability of a 4-image mosaic per sample (0 disables it)"),
+    Param("conf_threshold", 0.3, "score above which a prediction counts for tp/fp/fn in result.yaml"),
+    Param("export_onnx", True, "also write an ONNX export of every stage"),
+)
+
+_INFERENCE = (
+    Param("img_size", 0, "input size; 0 uses the size the model was trained with"),
+    *_SHARED_RUNTIME,
+)
+
+INFER = (
+    *_INFERENCE,
+    Param("conf_threshold", 0.25, "minimum score of a reported box"),
+    Param("iou_threshold", 0.6, "class-aware NMS IoU threshold applied after peak extraction"),
+    Param("max_detections", 100, "most boxes reported per image"),
+)
+
+MINING = (
+    *_INFERENCE,
+    Param("mining_algorithm", "aldd", "random, entropy, aldd or cald (see the plugin README)",
+          choices=("random", "entropy", "aldd", "cald")),
+    Param("class_distribution_scores", "", "comma-separated per-class weights, padded with 1.0"),
+    Param("seed", 0, "seed of the random algorithm and of CALD's cutout"),
+)
+
+TEMPLATES = {TaskKind.TRAINING: TRAINING, TaskKind.INFER: INFER, TaskKind.MINING: MINING}

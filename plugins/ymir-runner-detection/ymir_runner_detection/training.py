@@ -1,0 +1,341 @@
+"""The training task: the core's context in, model stages out.
+
+Data comes from the core's readers (det-ark / det-voc by ``export_format``), progress goes to the core's
+monitor, stages to result.yaml. The engine (:mod:`.engine`) knows nothing of YMIR.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import logging
+import math
+import os
+import socket
+import time
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from ymir_runner import ConfigError, DatasetError, NonFiniteError
+from ymir_runner.errors import GpuMismatchError, NoGpuError
+
+from .checkpoint import CHECKPOINT_NAME, ONNX_NAME, find_checkpoint, load_checkpoint, save_checkpoint
+from .engine import (
+    AugmentConfig, DetectionDataset, NonFiniteLossError, TargetConfig, build_dataloader, build_model,
+    evaluate_model, export_onnx, reset_class_head,
+)
+from .engine.train import TrainResult, is_distributed, train as training_loop
+from .progress import LogProgressBar
+from .visualize import draw_detections
+
+#: Tests and multi-core CPU servers: train on the CPU with this many processes (torch.distributed, gloo).
+CPU_WORLD_SIZE_ENV_VAR = "YMIR_RUNNER_DETECTION_CPU_PROCESSES"
+#: Shares of the task's progress: reading the dataset, then training + evaluations.
+PREPARE_SHARE = 0.03
+#: An evaluation of one image costs about this many training images (forward only, no augmentation).
+EVAL_COST = 0.35
+
+Item = tuple[str, np.ndarray, np.ndarray]
+
+
+@dataclasses.dataclass
+class TrainingPlan:
+    """Everything a training process needs, picklable for the DDP worker processes."""
+
+    model_config: dict[str, Any]
+    initial_state: dict[str, torch.Tensor]
+    train_items: list[Item]
+    img_size: int
+    epochs: int
+    batch_size: int
+    num_workers: int
+    learning_rate: float
+    optimizer: str
+    weight_decay: float
+    warmup_epochs: float
+    seed: int
+    flip: bool
+    mosaic: float
+    devices: list[str]
+
+    def build_model(self) -> torch.nn.Module:
+        from .engine import build_model_from_config
+
+        model = build_model_from_config(self.model_config)
+        model.load_state_dict(self.initial_state)
+        return model
+
+    def loader(self, model: torch.nn.Module, distributed: bool) -> Any:
+        augment = AugmentConfig(flip_prob=0.5 if self.flip else 0.0, mosaic_prob=self.mosaic)
+        dataset = DetectionDataset(self.train_items, self.img_size, train=True, augment=augment,
+                                   target_config=TargetConfig.for_model(model))
+        return build_dataloader(dataset, self.batch_size, shuffle=True, num_workers=self.num_workers,
+                                drop_last=len(dataset) >= self.batch_size, seed=self.seed, distributed=distributed)
+
+    def run(self, model: torch.nn.Module, device: str, **callbacks: Any) -> TrainResult:
+        loader = self.loader(model, is_distributed())
+        warmup_steps = int(round(self.warmup_epochs * len(loader)))
+        return training_loop(model, loader, epochs=self.epochs, lr=self.learning_rate, optimizer=self.optimizer,
+                            weight_decay=self.weight_decay, warmup_steps=warmup_steps, device=device,
+                            seed=self.seed, **callbacks)
+
+
+def read_items(reader: Any) -> list[Item]:
+    """The dataset as engine items; boxes are already in pixel-edge coordinates (x2 exclusive)."""
+    items = []
+    for item in reader:
+        boxes = np.array([box[1:5] for box in item.boxes], dtype=np.float32).reshape(-1, 4)
+        classes = np.array([box.class_id for box in item.boxes], dtype=np.int64)
+        items.append((item.image, boxes, classes))
+    return items
+
+
+def select_devices(gpu_ids: Sequence[int]) -> list[str]:
+    """``gpu_id`` '' → the CPU (or several CPU processes, see CPU_WORLD_SIZE_ENV_VAR); ids → one GPU each."""
+    if not gpu_ids:
+        processes = int(os.environ.get(CPU_WORLD_SIZE_ENV_VAR, "1") or 1)
+        return ["cpu"] * max(processes, 1)
+    if not torch.cuda.is_available():
+        raise NoGpuError(f"config key 'gpu_id' asks for GPU {','.join(map(str, gpu_ids))} but no CUDA GPU is "
+                         "usable in this container")
+    count = torch.cuda.device_count()
+    missing = [gpu for gpu in gpu_ids if not 0 <= gpu < count]
+    if missing:
+        raise GpuMismatchError(f"config key 'gpu_id' names GPU {missing} but the container sees {count} GPU(s)")
+    return [f"cuda:{gpu}" for gpu in gpu_ids]
+
+
+def _check_hyper(hyper: Any) -> None:
+    if hyper.img_size < 32 or hyper.img_size % 32:
+        raise ConfigError(f"config key 'img_size': {hyper.img_size} must be a positive multiple of 32")
+    for key in ("epochs", "batch_size_per_gpu", "save_period"):
+        if hyper[key] < 1:
+            raise ConfigError(f"config key {key!r}: {hyper[key]} must be at least 1")
+    if hyper.num_workers_per_gpu < 0:
+        raise ConfigError(f"config key 'num_workers_per_gpu': {hyper.num_workers_per_gpu} must be >= 0")
+    if not 0.0 <= hyper.mosaic <= 1.0:
+        raise ConfigError(f"config key 'mosaic': {hyper.mosaic} must be a probability in [0, 1]")
+    if not hyper.learning_rate > 0:
+        raise ConfigError(f"config key 'learning_rate': {hyper.learning_rate} must be positive")
+
+
+def _initial_model(context: Any) -> torch.nn.Module:
+    """From scratch, or from a pretrained checkpoint of this plugin (class head re-initialised when the
+    class list changed)."""
+    hyper, class_names = context.hyper, list(context.class_names)
+    paths = context.config.pretrained_model_params
+    if not paths:
+        torch.manual_seed(hyper.seed)
+        return build_model(hyper.model, len(class_names))
+    checkpoint = load_checkpoint(find_checkpoint(paths, "pretrained_model_params"))
+    model = checkpoint.build_model()
+    if checkpoint.class_names != class_names:
+        context.logger.info("pretrained classes %s differ from the task's %s: class head re-initialised, "
+                            "backbone, neck and box head kept", checkpoint.class_names, class_names)
+        torch.manual_seed(hyper.seed)
+        reset_class_head(model, len(class_names))
+    else:
+        context.logger.info("continuing from %s (epoch %d)", checkpoint.path, checkpoint.epoch)
+    if checkpoint.model_config.get("size") != hyper.model:
+        context.logger.info("model size %r comes from the pretrained checkpoint (config asks for %r)",
+                            checkpoint.model_config.get("size"), hyper.model)
+    return model
+
+
+def train(context: Any) -> None:
+    hyper = context.hyper
+    _check_hyper(hyper)
+    devices = select_devices(context.config.gpu_ids)
+    prepare = context.progress.span(0.0, PREPARE_SHARE, "preparing data")
+    train_items = read_items(context.training_set)
+    prepare.update(0.7)
+    val_items = read_items(context.validation_set)
+    prepare.done()
+    if not train_items:
+        raise DatasetError(f"no usable training image: skipped {context.skips.summary()}")
+    if not val_items:
+        context.logger.warning("the validation set is empty: metrics are measured on the training set")
+        val_items = train_items
+    model = _initial_model(context)
+    model_config = model.config()
+    plan = TrainingPlan(
+        model_config=model_config, initial_state=model.state_dict(), train_items=train_items, img_size=hyper.img_size,
+        epochs=hyper.epochs, batch_size=hyper.batch_size_per_gpu, num_workers=hyper.num_workers_per_gpu,
+        learning_rate=hyper.learning_rate, optimizer=hyper.optimizer, weight_decay=hyper.weight_decay,
+        warmup_epochs=hyper.warmup_epochs, seed=hyper.seed, flip=hyper.flip, mosaic=hyper.mosaic,
+        devices=devices)
+    context.logger.info("training %s (%d classes) on %d images, validating on %d, %d epochs, img_size %d, "
+                        "device%s %s", model_config.get("size"), len(context.class_names), len(train_items),
+                        len(val_items), hyper.epochs, hyper.img_size, "s" if len(devices) > 1 else "",
+                        ", ".join(devices))
+    stages = StageWriter(context, plan, val_items)
+    try:
+        if len(devices) == 1:
+            result = plan.run(plan.build_model(), devices[0], **stages.callbacks())
+        else:
+            result = _run_distributed(plan, stages)
+    except NonFiniteLossError as error:
+        raise NonFiniteError(f"training diverged: the loss became NaN/inf at step {error.step}; "
+                             f"lower config key 'learning_rate' (now {hyper.learning_rate})") from error
+    finally:
+        stages.close()
+    context.skips.add("unreadable image", result.corrupt_images)
+    context.logger.info("trained %d steps in %.0f s: %.1f images/s, %.1f%% of the time waiting for data",
+                        result.steps, result.train_seconds, result.images_per_second, 100 * result.data_wait_share)
+
+
+class StageWriter:
+    """Engine callbacks: progress, logs, tensorboard, and every ``save_period`` epochs an evaluated stage."""
+
+    def __init__(self, context: Any, plan: TrainingPlan, val_items: list[Item]) -> None:
+        self.context = context
+        self.plan = plan
+        self.hyper = context.hyper
+        self.progress = context.progress.span(PREPARE_SHARE, 1.0, "training")
+        val_set = DetectionDataset(val_items, plan.img_size)
+        self.val_loader = build_dataloader(val_set, max(plan.batch_size, 16), shuffle=False,
+                                           num_workers=0, distributed=False)
+        self.val_corrupt = 0
+        self.evaluations = sum(1 for epoch in range(plan.epochs) if self._saves(epoch))
+        self.eval_steps = EVAL_COST * len(val_items) / plan.batch_size  # in training-step units
+        self.evaluated = 0
+        self.total_steps = 1
+        self.steps_done = 0
+        self.started = time.monotonic()
+        self.bar = LogProgressBar(context.logger, total=plan.epochs, unit="epoch")
+        self.tb = context.tensorboard
+
+    def callbacks(self) -> dict[str, Any]:
+        return {"on_step": self.on_step, "on_epoch_end": self.on_epoch_end}
+
+    def _saves(self, epoch: int) -> bool:
+        return (epoch + 1) % self.hyper.save_period == 0 or epoch + 1 == self.plan.epochs
+
+    def _report(self, message: str | None = None) -> None:
+        work = self.total_steps + self.evaluations * self.eval_steps
+        self.progress.update((self.steps_done + self.evaluated * self.eval_steps) / work, message)
+
+    def on_step(self, step: int, total_steps: int, info: dict) -> None:
+        self.steps_done, self.total_steps = step, total_steps
+        self._report()
+        if step % 10 == 0:
+            for key in ("loss", "heatmap", "box", "lr"):
+                self.tb.add_scalar(f"train/{key}", info[key], step)
+
+    def on_epoch_end(self, epoch: int, metrics: dict, model: torch.nn.Module) -> None:
+        number = epoch + 1
+        for key in ("loss", "heatmap", "box"):
+            self.tb.add_scalar(f"epoch/{key}", metrics[key], number)
+        self.tb.add_scalar("epoch/images_per_second", metrics["images_per_second"], number)
+        self.tb.add_scalar("epoch/data_wait_share", metrics["data_wait_share"], number)
+        summary = f"loss {metrics['loss']:.3f} lr {metrics['lr']:.2e} {metrics['images_per_second']:.1f} img/s"
+        if self._saves(epoch):
+            summary += " " + self.save_stage(number, model)
+        elapsed = time.monotonic() - self.started
+        remaining = elapsed / number * (self.plan.epochs - number)
+        self.bar.update(number, f"{summary} ETA {_duration(remaining)}")
+        self._report(f"epoch {number}/{self.plan.epochs}")
+
+    def save_stage(self, epoch: int, model: torch.nn.Module) -> str:
+        result, corrupt = evaluate_model(model, self.val_loader, len(self.context.class_names),
+                                         score_threshold=self.hyper.conf_threshold,
+                                         class_names=list(self.context.class_names))
+        self.val_corrupt = max(self.val_corrupt, corrupt)
+        self.evaluated += 1
+        mean_ap, mean_ap50 = result.map50_95 or 0.0, result.map50 or 0.0
+        self._log_metrics(epoch, result, model)
+        name = f"epoch_{epoch}"
+        results = self.context.training_result
+        folder = results.stage_dir(name)
+        metrics = {"mAP": mean_ap, "mAP50": mean_ap50, "mAR": result.mar100 or 0.0}
+        save_checkpoint(model, os.path.join(folder, CHECKPOINT_NAME), class_names=self.context.class_names,
+                        img_size=self.plan.img_size, epoch=epoch, metrics=metrics)
+        files = [CHECKPOINT_NAME]
+        if self.hyper.export_onnx:
+            export_onnx(model, os.path.join(folder, ONNX_NAME), self.plan.img_size)
+            files.append(ONNX_NAME)
+        # mAP is COCO mAP@[.50:.95]; tp/fp/fn are counted at IoU 0.5 above conf_threshold.
+        results.set_evaluate_config(iou_thr=0.5, conf_thr=float(self.hyper.conf_threshold),
+                                    map_iou_thr_min=0.5, map_iou_thr_max=0.95)
+        results.add_stage(name, files, {"mAP": mean_ap, "mAR": result.mar100 or 0.0},
+                          {"tp": result.true_positives, "fp": result.false_positives,
+                           "fn": result.false_negatives})
+        return f"mAP50-95 {mean_ap:.3f} mAP50 {mean_ap50:.3f} -> {name}"
+
+    def _log_metrics(self, epoch: int, result: Any, model: torch.nn.Module) -> None:
+        scalars = {"mAP50_95": result.map50_95, "mAP50": result.map50, "mAR100": result.mar100,
+                   "precision": result.precision, "recall": result.recall}
+        for key, value in scalars.items():
+            if value is not None:
+                self.tb.add_scalar(f"val/{key}", value, epoch)
+        for class_id, ap in result.per_class_ap.items():
+            if ap is not None:
+                self.tb.add_scalar(f"val_AP50_95/{self.context.class_names[class_id]}", ap, epoch)
+        for index, image in enumerate(draw_detections(model, self.val_loader, self.context.class_names,
+                                                      self.hyper.conf_threshold, count=4)):
+            self.tb.add_image(f"val_predictions/{index}", image, epoch, dataformats="HWC")
+
+    def close(self) -> None:
+        self.bar.close()
+        self.context.skips.add("unreadable validation image", self.val_corrupt)
+        self.tb.flush()
+
+
+def _duration(seconds: float) -> str:
+    return str(datetime.timedelta(seconds=int(seconds))) if math.isfinite(seconds) else "?"
+
+
+# --- several processes: torch.distributed, this process is rank 0 ---------------------------------------
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _init_group(rank: int, world_size: int, port: int, device: str) -> None:
+    os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)
+    backend = "nccl" if device.startswith("cuda") else "gloo"
+    if device.startswith("cuda"):
+        torch.cuda.set_device(torch.device(device))
+    torch.distributed.init_process_group(backend, rank=rank, world_size=world_size,
+                                         timeout=datetime.timedelta(minutes=30))
+
+
+def _worker(rank: int, world_size: int, port: int, plan: TrainingPlan) -> None:
+    """Ranks 1..N-1: train in lockstep with rank 0, write nothing."""
+    device = plan.devices[rank]
+    if device == "cpu":
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
+    _init_group(rank, world_size, port, device)
+    try:
+        plan.run(plan.build_model(), device)
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def _run_distributed(plan: TrainingPlan, stages: StageWriter) -> TrainResult:
+    world_size, port = len(plan.devices), _free_port()
+    spawn = torch.multiprocessing.get_context("spawn")
+    workers = [spawn.Process(target=_worker, args=(rank, world_size, port, plan), daemon=False)
+               for rank in range(1, world_size)]
+    for process in workers:
+        process.start()
+    if plan.devices[0] == "cpu":
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
+    _init_group(0, world_size, port, plan.devices[0])
+    try:
+        result = plan.run(plan.build_model(), plan.devices[0], **stages.callbacks())
+    finally:
+        torch.distributed.destroy_process_group()
+        for process in workers:
+            process.join(timeout=60)
+            if process.is_alive():  # an error or SIGTERM on rank 0: the others must not linger
+                process.terminate()
+    failed = [process.exitcode for process in workers if process.exitcode]
+    if failed:
+        raise RuntimeError(f"{len(failed)} training worker process(es) failed with exit codes {failed}")
+    return result
+
