@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 import yaml
-from helpers import last_line, read_result, run
+from helpers import TEST_SCENE, last_line, read_result, run
 
 from ymir_runner import ReturnCode
 from ymir_runner.protocol import monitor as monitor_module
@@ -24,7 +24,7 @@ def make_task(trained, folder, kinds, config=None, *, stages=None, info=True, n_
     assert code == 0
     result = read_result(root)
     env_file = write_task(str(folder), kinds=kinds, config=dict(SMALL, **(config or {})), n_train=0, n_val=0,
-                          n_candidates=n_candidates, seed=seed)
+                          n_candidates=n_candidates, seed=seed, scene=TEST_SCENE)
     models = folder / "in" / "models"
     paths = []
     for stage in stages or [result["best_stage_name"]]:

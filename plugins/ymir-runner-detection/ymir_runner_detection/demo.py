@@ -19,13 +19,14 @@ DEMO_CONFIG = {"epochs": 12, "save_period": 4, "img_size": 256, "batch_size_per_
 
 def write_task(root: str, *, kinds: tuple[str, ...] = ("training",), config: Mapping[str, Any] | None = None,
                n_train: int = 160, n_val: int = 40, n_candidates: int = 20, seed: int = 0,
-               annotation_format: str = "det-ark", n_corrupt_train: int = 0) -> str:
-    """Generate the synthetic dataset under ``root/in`` and write env.yaml + config.yaml; return env.yaml."""
+               annotation_format: str = "det-ark", n_corrupt_train: int = 0, scene: Any = None) -> str:
+    """Generate the synthetic dataset under ``root/in`` and write env.yaml + config.yaml; return env.yaml.
+    ``scene`` (an ``engine.synthetic.SceneConfig``) sets how hard the images are."""
     from .engine.synthetic import generate
 
     formats = (annotation_format, "det-voc" if annotation_format == "det-ark" else "det-ark")
     dataset = generate(root, n_train=n_train, n_val=n_val, n_candidates=n_candidates, seed=seed,
-                       annotation_formats=formats, n_corrupt_train=n_corrupt_train)
+                       annotation_formats=formats, n_corrupt_train=n_corrupt_train, scene=scene)
     root = os.path.abspath(root)
     in_dir, out_dir = os.path.join(root, "in"), os.path.join(root, "out")
     os.makedirs(out_dir, exist_ok=True)
