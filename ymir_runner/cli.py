@@ -8,6 +8,7 @@ import sys
 from typing import Any, Sequence
 
 from . import __version__
+from .errors import YmirError
 from .protocol.env import DEFAULT_ENV_FILE, ROOT_ENV_VAR
 
 
@@ -75,6 +76,11 @@ def build_parser(registry: Any = None) -> argparse.ArgumentParser:
     plugins = commands.add_parser("plugins", help="list installed plugins, their hooks and executors")
     plugins.add_argument("--json", action="store_true", help="machine-readable output")
     plugins.set_defaults(handler=_cmd_plugins)
+
+    from . import imgman, sandbox, verify  # light modules: their heavy imports happen in the handlers
+
+    for module in (imgman, sandbox, verify):
+        module.add_command(commands)
     if registry is not None:
         registry.add_commands(commands)
     parser.set_defaults(registry=registry)
@@ -86,7 +92,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     registry = build_plugin_manager()
     args = build_parser(registry).parse_args(argv)
-    return args.handler(args)
+    if args.handler is _cmd_run:  # the dispatcher reports its errors through the protocol itself
+        return args.handler(args)
+    try:
+        return args.handler(args)
+    except YmirError as error:
+        print(f"ymir-runner {args.command}: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

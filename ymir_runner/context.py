@@ -11,7 +11,7 @@ from typing import Any, Callable, Iterable
 from .errors import ConfigError
 from .protocol.config import TaskConfig
 from .protocol.dataset import AnnotationReader, DatasetReader, SkipLog
-from .protocol.env import TaskEnv, TaskKind
+from .protocol.env import TaskEnv, TaskKind, unroot
 from .protocol.monitor import Progress
 from .protocol.results import InferResult, Stage, TrainingResult, write_mining_result
 from .protocol.tensorboard import LazySummaryWriter
@@ -111,6 +111,8 @@ class TaskContext:
     def write_mining_result(self, scores: Iterable[tuple[str, float]]) -> int:
         """Write result.tsv from ``(image path, score)`` pairs, highest score first (mining only)."""
         self._require(TaskKind.MINING, "write_mining_result")
+        # Under a local root the readers hand out local paths; result.tsv names the candidate index's paths.
+        scores = ((unroot(str(image), self.env.root), score) for image, score in scores)
         count = write_mining_result(self.env.output.mining_result_file, scores)
         self.mining_written = True
         return count

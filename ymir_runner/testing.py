@@ -236,6 +236,23 @@ class TaskTree:
         return RunOutcome(code, stderr.getvalue(), self.out_dir, self.env_file)
 
 
+def cannot_run_as(uid: int) -> str | None:
+    """Why this interpreter cannot run as ``uid`` (not root; a Python under a private home), or None.
+
+    Tests of "the platform may run the image as any uid" start processes as uid 65534 and skip with this
+    reason when they cannot."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return "switching uid needs root"
+    import subprocess
+
+    try:
+        subprocess.run([sys.executable, "-c", ""], user=uid, group=uid, check=True, capture_output=True,
+                       timeout=60)
+    except (OSError, subprocess.SubprocessError) as error:
+        return f"{sys.executable} cannot run as uid {uid}: {error}"
+    return None
+
+
 # --- fake distributions -----------------------------------------------------------------------------------
 
 def make_fake_distribution(site_dir: str, *, dist_name: str, module: str, source: str,

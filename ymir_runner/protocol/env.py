@@ -108,6 +108,17 @@ def reroot(path: str, root: str | None) -> str:
     return path
 
 
+def unroot(path: str, root: str | None) -> str:
+    """The container path of a re-rooted local path (``reroot``'s inverse); other paths are left alone."""
+    if not root or not path:
+        return path
+    for top in ("in", "out"):
+        local = os.path.join(root, top)
+        if path == local or path.startswith(local + os.sep):
+            return "/" + top + path[len(local):].replace(os.sep, "/")
+    return path
+
+
 def _paths(cls: type, raw: Any, root: str | None, section: str) -> Any:
     if raw is None:
         raw = {}

@@ -1,7 +1,7 @@
 """Library-level training loop (no framework imports; progress is reported through callbacks).
 
 Features: AdamW or SGD, linear warmup + cosine decay, gradient clipping, AMP
-on CUDA, weight EMA, an optional wall-clock budget, NaN/inf detection
+on CUDA, weight EMA, an optional time budget (wall clock or a given clock), NaN/inf detection
 (:class:`NonFiniteLossError`), and torch.distributed DDP when a process group
 is initialised (only rank 0 runs the callbacks). :func:`launch_local` spawns N
 local processes (gloo on CPU, nccl on CUDA).

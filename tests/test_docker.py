@@ -1,0 +1,158 @@
+"""The executor image without a docker engine: the Dockerfiles' instructions, and docker/start.sh run as the
+platform runs the image (no arguments, /in and /out redirected to a local tree, any uid, read-only /in)."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import pathlib
+import shlex
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+
+import pytest
+
+from ymir_runner.testing import TaskTree, cannot_run_as, make_fake_distribution
+from ymir_runner.verify import verify_out
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+DOCKERFILES = ["docker/Dockerfile", "docker/Dockerfile.cuda"]
+START_SH = REPO / "docker" / "start.sh"
+NOBODY = 65534
+CANNOT_RUN_AS_NOBODY = cannot_run_as(NOBODY)  # .ci/run makes the interpreter reachable for other uids
+
+
+def instructions(dockerfile: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs with continuation lines joined and comments dropped."""
+    joined, pending = [], ""
+    for line in (REPO / dockerfile).read_text().splitlines():
+        if line.lstrip().startswith("#") or not line.strip():
+            continue
+        pending += line.rstrip()
+        if pending.endswith("\\"):
+            pending = pending[:-1] + " "
+            continue
+        joined.append(pending.strip())
+        pending = ""
+    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1]) for line in joined]
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES)
+def test_the_platform_can_cat_img_man_and_run_the_default_command(dockerfile):
+    steps = instructions(dockerfile)
+    assert not [args for name, args in steps if name == "ENTRYPOINT"], "an ENTRYPOINT swallows `cat /img-man/...`"
+    commands = [json.loads(args) for name, args in steps if name == "CMD"]
+    assert commands == [["bash", "/usr/bin/start.sh"]]
+    copies = [shlex.split(args) for name, args in steps if name == "COPY"]
+    assert ["img-man/*.yaml", "/img-man/"] in copies
+    assert ["docker/start.sh", "/usr/bin/start.sh"] in copies
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES)
+def test_every_copy_source_exists_in_the_build_context(dockerfile):
+    for name, args in instructions(dockerfile):
+        if name != "COPY":
+            continue
+        *sources, _destination = [part for part in shlex.split(args) if not part.startswith("--")]
+        for source in sources:
+            assert glob.glob(str(REPO / source)), f"{dockerfile}: COPY source {source} does not exist"
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES)
+def test_the_image_installs_the_core_and_every_first_party_plugin(dockerfile):
+    installs = " ".join(args for name, args in instructions(dockerfile) if name == "RUN" and "pip install" in args)
+    assert "/src/ymir-runner " in installs + " "
+    for plugin in sorted((REPO / "plugins").glob("*/setup.cfg")):
+        assert f"/src/ymir-runner/plugins/{plugin.parent.name}" in installs, f"{dockerfile} misses {plugin.parent.name}"
+
+
+def test_only_the_cpu_image_pins_the_cpu_build_of_torch():
+    cpu = " ".join(args for name, args in instructions("docker/Dockerfile") if name == "RUN")
+    cuda = " ".join(args for name, args in instructions("docker/Dockerfile.cuda") if name == "RUN")
+    assert "torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu" in cpu
+    assert "whl/cpu" not in cuda and "--gpu-count 1" in cuda
+
+
+def test_the_build_context_leaves_local_environments_out():
+    ignored = (REPO / ".dockerignore").read_text().split()
+    assert {"**/.venv", ".git", "**/__pycache__"} <= set(ignored)
+
+
+@pytest.fixture
+def world_readable_dir():
+    """A temp folder another uid can enter (pytest's tmp_path is private to this user)."""
+    path = tempfile.mkdtemp(prefix="ymir-runner-docker-test-")
+    os.chmod(path, 0o755)
+    yield pathlib.Path(path)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def start_sh_env(extra_path: str = "", **variables: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join(filter(None, [extra_path, os.path.dirname(sys.executable), env["PATH"]]))
+    env.update(variables)
+    return env
+
+
+def test_start_sh_points_every_cache_at_a_writable_temp_folder_and_passes_arguments(world_readable_dir):
+    fake_bin = world_readable_dir / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "ymir-runner").write_text('#!/bin/sh\nenv\necho "ARGS $*"\n')
+    (fake_bin / "ymir-runner").chmod(0o755)
+    done = subprocess.run(["bash", str(START_SH), "--env", "/in/env.yaml"], capture_output=True, text=True,
+                          env=start_sh_env(str(fake_bin), HOME="/nonexistent"), check=True)
+    lines = done.stdout.splitlines()
+    seen = dict(line.split("=", 1) for line in lines if "=" in line and not line.startswith("ARGS"))
+    assert "ARGS run --env /in/env.yaml" in lines
+    for variable in ("HOME", "XDG_CACHE_HOME", "TORCH_HOME", "MPLCONFIGDIR", "PIP_CACHE_DIR"):
+        assert seen[variable].startswith(tempfile.gettempdir()), variable
+    assert os.path.isdir(seen["HOME"]) and os.access(seen["HOME"], os.W_OK)
+    shutil.rmtree(os.path.dirname(seen["HOME"]))
+
+
+def toy_site(site_dir: pathlib.Path) -> str:
+    """The core tests' toy executor as a pip-installed distribution a subprocess discovers by entry point."""
+    make_fake_distribution(str(site_dir), dist_name="ymir-runner-toy", module="toy_plugin",
+                           source=(REPO / "tests" / "toy_plugin.py").read_text(), entry_point="toy")
+    return str(site_dir)
+
+
+def make_read_only(tree: pathlib.Path) -> None:
+    for folder, _dirs, files in os.walk(tree):
+        for name in files:
+            os.chmod(os.path.join(folder, name), 0o444)
+        os.chmod(folder, 0o555)
+
+
+def run_start_sh(tree: TaskTree, site_dir: str, **options) -> subprocess.CompletedProcess:
+    env = start_sh_env(PYTHONPATH=site_dir, YMIR_RUNNER_ROOT=tree.root)
+    return subprocess.run(["bash", str(START_SH)], capture_output=True, text=True, env=env, timeout=120, **options)
+
+
+def test_start_sh_runs_the_task_of_the_redirected_in_tree(world_readable_dir):
+    tree = TaskTree(str(world_readable_dir / "work"), kinds=("mining", "infer"))
+    done = run_start_sh(tree, toy_site(world_readable_dir / "site"))
+    assert done.returncode == 0, done.stderr
+    report = verify_out(tree.out_dir, ["mining", "infer"], candidates=tree.images,
+                        class_names=tree.class_names)
+    assert report.ok, report.findings
+
+
+@pytest.mark.skipif(bool(CANNOT_RUN_AS_NOBODY), reason=str(CANNOT_RUN_AS_NOBODY))
+def test_training_as_uid_65534_on_a_read_only_in_tree_passes_verify(world_readable_dir):
+    tree = TaskTree(str(world_readable_dir / "work"), images=6)
+    make_read_only(pathlib.Path(tree.local("/in")))
+    os.chmod(tree.out_dir, 0o777)
+    done = run_start_sh(tree, toy_site(world_readable_dir / "site"), user=NOBODY, group=NOBODY,
+                        cwd=str(world_readable_dir))
+    assert done.returncode == 0, done.stderr
+    report = verify_out(tree.out_dir, ["training"])
+    assert report.ok, report.findings
+    owners = {os.stat(os.path.join(folder, name)).st_uid
+              for folder, _dirs, files in os.walk(tree.out_dir) for name in files}
+    assert owners == {NOBODY}
+    assert not stat.S_IMODE(os.stat(tree.local("/in")).st_mode) & 0o222  # nothing could have written /in
