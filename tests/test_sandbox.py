@@ -1,0 +1,387 @@
+"""`ymir-runner sandbox`: the /in tree it builds from VOC, YOLO and COCO data is the platform's, and runs."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import xml.etree.ElementTree as ElementTree
+
+import pytest
+import yaml
+
+import toy_plugin
+from ymir_runner import ConfigError, DatasetError
+from ymir_runner.cli import main
+from ymir_runner.dispatcher import run
+from ymir_runner.protocol.config import parse_config
+from ymir_runner.protocol.dataset import AnnotationReader, SkipLog
+from ymir_runner.protocol.env import TaskKind
+from ymir_runner.sandbox import build_sandbox
+from ymir_runner.testing import write_png
+
+
+@pytest.fixture
+def registry(ymir_registry):
+    ymir_registry.register(toy_plugin, "toy")
+    return ymir_registry
+
+
+def sha1_of(path) -> str:
+    with open(path, "rb") as stream:
+        return hashlib.sha1(stream.read()).hexdigest()
+
+
+def read(path) -> str:
+    with open(path, encoding="utf-8") as stream:
+        return stream.read()
+
+
+def read_yaml(path):
+    return yaml.safe_load(read(path))
+
+
+def image(path, width=100, height=80, shade=0) -> str:
+    """A PNG whose content differs with ``shade`` (assets are named by content)."""
+    return write_png(str(path), width, height, color=(shade % 256, 128, 128))
+
+
+def index_lines(work, name):
+    return [line.split("\t") for line in read(work / "in" / name).splitlines()]
+
+
+def annotation_of(work, source_image, ext="txt") -> str:
+    return read(work / "in" / "annotations" / f"{sha1_of(source_image)}.{ext}")
+
+
+def coco_source(tmp_path, bbox=(10, 20, 30, 40)):
+    folder = tmp_path / "coco"
+    first = image(folder / "images" / "a.png", shade=1)
+    image(folder / "images" / "b.png", shade=2)
+    coco = {"images": [{"id": 1, "file_name": "a.png", "width": 100, "height": 80},
+                       {"id": 2, "file_name": "b.png", "width": 100, "height": 80}],
+            "categories": [{"id": 7, "name": "dog"}, {"id": 3, "name": "cat"}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 3, "bbox": list(bbox)}]}
+    (folder / "instances.json").write_text(json.dumps(coco))
+    return folder, first
+
+
+def voc_source(tmp_path, boxes):
+    folder = tmp_path / "voc"
+    first = image(folder / "a.png", shade=1)
+    image(folder / "b.png", shade=2)
+    objects = "".join(f"<object><name>{name}</name><bndbox><xmin>{x1}</xmin><ymin>{y1}</ymin><xmax>{x2}</xmax>"
+                      f"<ymax>{y2}</ymax></bndbox></object>" for name, x1, y1, x2, y2 in boxes)
+    (folder / "a.xml").write_text(f"<annotation><filename>a.png</filename>{objects}</annotation>")
+    return folder, first
+
+
+def yolo_source(tmp_path, names=("cat", "dog"), lines=("1 0.25 0.5 0.2 0.5",)):
+    folder = tmp_path / "yolo"
+    first = image(folder / "images" / "train" / "a.png", shade=1)
+    image(folder / "images" / "train" / "b.png", shade=2)
+    (folder / "labels" / "train").mkdir(parents=True)
+    (folder / "labels" / "train" / "a.txt").write_text("\n".join(lines) + "\n")
+    if names:
+        (folder / "classes.txt").write_text("\n".join(names) + "\n")
+    return folder, first
+
+
+def many_images(tmp_path, count=10):
+    folder = tmp_path / "many"
+    for index in range(count):
+        image(folder / f"{index}.png", width=20, height=16, shade=index)
+    (folder / "data.yaml").write_text("names: [cat]\n")
+    return folder
+
+
+def fake_models(tmp_path):
+    """A previous training's /out/models: two stages, epoch_2 the best."""
+    models = tmp_path / "models"
+    for stage in ("epoch_1", "epoch_2"):
+        (models / stage).mkdir(parents=True)
+        (models / stage / "model.json").write_text(json.dumps({"stage": stage}))
+    (models / "result.yaml").write_text(yaml.safe_dump({
+        "best_stage_name": "epoch_2",
+        "model_stages": {stage: {"stage_name": stage, "files": ["model.json"], "timestamp": 1700000000,
+                                 "mAP": 0.5} for stage in ("epoch_1", "epoch_2")}}))
+    return models
+
+
+# --- assets and annotations --------------------------------------------------------------------------------
+
+def test_coco_box_becomes_inclusive_ark_line_and_asset_is_named_by_content(tmp_path, registry):
+    source, first = coco_source(tmp_path)
+    summary = build_sandbox(str(source), str(tmp_path / "work"), registry=registry)
+    digest = sha1_of(first)
+    stored = tmp_path / "work" / "in" / "assets" / digest[-2:] / f"{digest}.png"
+    assert stored.read_bytes() == open(first, "rb").read()
+    # categories in id order: cat (id 3) is index 0; [x, y, w, h] = [10, 20, 30, 40] ends at 39, 59 inclusive
+    assert summary.class_names == ("cat", "dog")
+    assert annotation_of(tmp_path / "work", first) == "0, 10, 20, 39, 59, -1.0, 0\n"
+    assert (summary.images, summary.boxes, summary.source_format) == (2, 1, "coco")
+
+
+def test_coco_json_given_as_source_and_fractional_boxes_round_their_edges(tmp_path, registry):
+    source, first = coco_source(tmp_path, bbox=(10.4, 19.6, 30.4, 40.2))
+    build_sandbox(str(source / "instances.json"), str(tmp_path / "work"), registry=registry)
+    assert annotation_of(tmp_path / "work", first) == "0, 10, 20, 40, 59, -1.0, 0\n"
+
+
+def test_voc_keeps_inclusive_corners_clips_and_drops_degenerate_boxes(tmp_path, registry):
+    source, first = voc_source(tmp_path, [("Dog", 10, 20, 39, 59), ("cat", 90, 70, 120, 100),
+                                          ("cat", 50, 10, 40, 30), ("cat", 200, 200, 220, 220)])
+    summary = build_sandbox(str(source), str(tmp_path / "work"), registry=registry)
+    assert summary.class_names == ("cat", "dog")  # VOC: sorted names found, lower case
+    assert annotation_of(tmp_path / "work", first) == "1, 10, 20, 39, 59, -1.0, 0\n0, 90, 70, 99, 79, -1.0, 0\n"
+    assert summary.skipped == {"degenerate box": 2}
+    assert "skipped: 2 (2 degenerate box)" in summary.render()
+
+
+def test_yolo_normalised_boxes_become_pixels(tmp_path, registry):
+    source, first = yolo_source(tmp_path)
+    summary = build_sandbox(str(source), str(tmp_path / "work"), registry=registry)
+    # 100x80 image: centre (25, 40), size 20x40 → x 15..34, y 20..59 inclusive
+    assert summary.source_format == "yolo"
+    assert annotation_of(tmp_path / "work", first) == "1, 15, 20, 34, 59, -1.0, 0\n"
+
+
+def test_yolo_without_names_needs_classes_which_name_the_indexes(tmp_path, registry):
+    source, first = yolo_source(tmp_path, names=())
+    with pytest.raises(ConfigError, match="pass --classes"):
+        build_sandbox(str(source), str(tmp_path / "work"), registry=registry)
+    with pytest.raises(ConfigError, match="class index 1, but --classes names only 1"):
+        build_sandbox(str(source), str(tmp_path / "work"), registry=registry, classes=["cat"])
+    build_sandbox(str(source), str(tmp_path / "work"), registry=registry, classes=["cat", "dog"])
+    assert annotation_of(tmp_path / "work", first) == "1, 15, 20, 34, 59, -1.0, 0\n"
+
+
+def test_det_voc_output_is_what_the_protocol_reader_reads(tmp_path, registry):
+    source, first = coco_source(tmp_path)
+    work = tmp_path / "work"
+    build_sandbox(str(source), str(work), registry=registry, annotation_format="det-voc", classes=["Cat", "dog"])
+    digest = sha1_of(first)
+    root = ElementTree.fromstring(annotation_of(work, first, "xml"))
+    assert root.findtext("filename") == f"/in/assets/{digest[-2:]}/{digest}.png"
+    assert root.findtext("object/name") == "cat"
+    corners = [root.findtext(f"object/bndbox/{tag}") for tag in ("xmin", "ymin", "xmax", "ymax")]
+    assert corners == ["10", "20", "39", "59"]
+    assert read_yaml(work / "in" / "config.yaml")["export_format"] == "voc:raw"
+    lines = dict(index_lines(work, "train-index.tsv") + index_lines(work, "val-index.tsv"))
+    assert all(path.endswith(".xml") and os.path.isfile(path) for path in lines.values())
+    empty = [path for path in lines.values() if not read(path)]
+    assert len(empty) == 1  # the image without boxes still has its (empty) annotation file
+    boxes = AnnotationReader(["Cat", "dog"], "det-voc", SkipLog()).read(
+        str(work / "in" / "annotations" / f"{digest}.xml"), "")
+    assert [(box.class_id, box.x1, box.y1, box.x2, box.y2) for box in boxes] == [(0, 10, 20, 40, 60)]
+
+
+def test_duplicates_are_stored_once_and_unreadable_images_are_copied_and_counted(tmp_path, registry):
+    source = many_images(tmp_path, 3)
+    (source / "copy.png").write_bytes((source / "0.png").read_bytes())
+    (source / "broken.jpg").write_bytes(b"not an image")
+    work = tmp_path / "work"
+    summary = build_sandbox(str(source), str(work), registry=registry)
+    assert (summary.images, summary.duplicates, summary.unreadable_images) == (4, 1, 1)
+    digest = hashlib.sha1(b"not an image").hexdigest()
+    assert (work / "in" / "assets" / digest[-2:] / f"{digest}.jpg").is_file()
+    assert "1 PIL cannot open (copied anyway)" in summary.render()
+
+
+# --- index files, env.yaml and config.yaml -----------------------------------------------------------------------
+
+def test_split_sizes_follow_the_ratio_and_the_seed(tmp_path, registry):
+    source = many_images(tmp_path)
+
+    def val_set(work, **options):
+        summary = build_sandbox(str(source), str(tmp_path / work), registry=registry, val_ratio=0.3, **options)
+        assert (summary.train, summary.val) == (7, 3)
+        return {line[0].rsplit("/", 1)[1] for line in index_lines(tmp_path / work, "val-index.tsv")}
+
+    assert val_set("a", seed=1) == val_set("b", seed=1)
+    assert val_set("c", seed=1) != val_set("d", seed=2)
+    train = index_lines(tmp_path / "a", "train-index.tsv")
+    assert len(train) == 7 and all(os.path.isabs(path) and os.path.isfile(path) for line in train for path in line)
+
+
+def test_env_yaml_has_the_protocol_shape_with_absolute_existing_paths(tmp_path, registry):
+    source, _ = coco_source(tmp_path)
+    work = tmp_path / "work"
+    summary = build_sandbox(str(source), str(work), registry=registry)
+    env = read_yaml(summary.env_file)
+    assert env["protocol_version"] == "1.1.0" and env["manifest_file"] == "/img-man/manifest.yaml"
+    assert (env["run_training"], env["run_mining"], env["run_infer"]) == (True, False, False)
+    assert env["task_id"] == read_yaml(work / "in" / "config.yaml")["task_id"]
+    assert env["input"]["candidate_index_file"] == ""
+    used = {key: path for key, path in env["input"].items() if path}
+    assert set(used) == {"root_dir", "assets_dir", "annotations_dir", "models_dir", "training_index_file",
+                         "val_index_file", "config_file"}
+    assert all(os.path.isabs(path) and os.path.exists(path) for path in used.values())
+    assert env["output"]["monitor_file"] == str(work / "out" / "monitor.txt")
+    assert os.path.isdir(env["output"]["root_dir"])
+
+
+def test_config_has_template_and_platform_keys_and_no_pretrained_key(tmp_path, registry):
+    source, _ = coco_source(tmp_path)
+    work = tmp_path / "work"
+    build_sandbox(str(source), str(work), registry=registry, overrides={"epochs": 5}, plugin="toy")
+    config = read_yaml(work / "in" / "config.yaml")
+    template = {"epochs": 5, "learning_rate": 0.01, "use_flip": False, "optimizer": "sgd", "fail_with": ""}
+    assert template.items() <= config.items()
+    assert {"class_names": ["cat", "dog"], "gpu_id": "", "gpu_count": 0, "object_type": 2, "shm_size": "16G",
+            "export_format": "ark:raw", "plugin": "toy"}.items() <= config.items()
+    assert "pretrained_model_params" not in config and "model_params_path" not in config
+    assert not {"run_mining", "run_infer"} & set(config)
+
+
+def test_pretrained_copies_the_best_stage_and_names_it(tmp_path, registry):
+    source, _ = coco_source(tmp_path)
+    work = tmp_path / "work"
+    build_sandbox(str(source), str(work), registry=registry, pretrained=str(fake_models(tmp_path)))
+    config = read_yaml(work / "in" / "config.yaml")
+    assert config["pretrained_model_params"] == [str(work / "in" / "models" / "epoch_2" / "model.json")]
+    assert read_yaml(work / "in" / "models" / "ymir-info.yaml")["best_stage_name"] == "epoch_2"
+    assert not (work / "in" / "models" / "epoch_1").exists()
+
+
+def test_web_ui_strings_round_trip_through_the_config_reader(tmp_path, registry):
+    source, _ = coco_source(tmp_path)
+    work = tmp_path / "work"
+    build_sandbox(str(source), str(work), registry=registry, web_ui_strings=True,
+                  overrides={"use_flip": True, "learning_rate": 0.5})
+    raw = read_yaml(work / "in" / "config.yaml")
+    assert (raw["use_flip"], raw["optimizer"], raw["epochs"], raw["learning_rate"]) == ("true", "sgd", 2, 0.5)
+    assert "fail_with" not in raw  # '' values are dropped
+    assert raw["class_names"] == ["cat", "dog"] and raw["gpu_id"] == ""  # the platform's own keys keep their types
+    defaults = {param.name: param.default for param in toy_plugin.TEMPLATES[TaskKind.TRAINING]}
+    parsed = parse_config(raw, defaults)
+    assert (parsed.hyper.use_flip, parsed.hyper.epochs, parsed.hyper.fail_with) == (True, 2, "")
+    assert parsed.class_names == ("cat", "dog")
+
+
+def test_container_paths_write_in_paths_and_run_with_root(tmp_path, registry):
+    source, _ = coco_source(tmp_path)
+    work = tmp_path / "work"
+    summary = build_sandbox(str(source), str(work), registry=registry, container_paths=True)
+    env = read_yaml(summary.env_file)
+    assert env["input"]["training_index_file"] == "/in/train-index.tsv"
+    assert env["output"]["root_dir"] == "/out"
+    assert all(line[0].startswith("/in/assets/") and line[1].startswith("/in/annotations/")
+               for line in index_lines(work, "train-index.tsv"))
+    assert summary.next_command == f"ymir-runner run --env {work}/in/env.yaml --root {work}"
+    assert quiet_run(summary.env_file, registry, root=str(work)) == 0
+
+
+# --- end to end ---------------------------------------------------------------------------------------------
+
+def quiet_run(env_file, registry, root=None) -> int:
+    with contextlib.redirect_stderr(io.StringIO()):
+        return run(env_file, root=root, registry=registry)
+
+
+def test_training_runs_end_to_end_on_the_sandbox(tmp_path, registry):
+    source, _ = yolo_source(tmp_path)
+    summary = build_sandbox(str(source), str(tmp_path / "work"), registry=registry)
+    assert summary.next_command == f"ymir-runner run --env {summary.env_file}"
+    assert quiet_run(summary.env_file, registry) == 0
+    result = read_yaml(tmp_path / "work" / "out" / "models" / "result.yaml")
+    assert result["best_stage_name"] in result["model_stages"]
+
+
+def test_mining_and_infer_run_end_to_end_with_a_model(tmp_path, registry):
+    source, _ = voc_source(tmp_path, [("cat", 1, 1, 5, 5)])
+    (source / "c.png").write_bytes(open(image(tmp_path / "tmp.png", shade=3), "rb").read())
+    work = tmp_path / "work"
+    summary = build_sandbox(str(source), str(work), registry=registry, tasks=["mining", "infer"],
+                            model=str(fake_models(tmp_path)), classes=["cat"])
+    env = read_yaml(summary.env_file)
+    assert (env["run_training"], env["run_mining"], env["run_infer"]) == (False, True, True)
+    assert env["input"]["training_index_file"] == env["input"]["val_index_file"] == ""
+    candidates = read(work / "in" / "candidate-index.tsv").splitlines()
+    assert len(candidates) == 3 and all(os.path.isabs(path) and os.path.isfile(path) for path in candidates)
+    config = read_yaml(work / "in" / "config.yaml")
+    assert config["model_params_path"] == [str(work / "in" / "models" / "epoch_2" / "model.json")]
+    assert (config["run_mining"], config["run_infer"]) == (True, True)
+    assert "export_format" not in config and "batch_size_per_gpu" in config and "conf_threshold" in config
+    assert quiet_run(summary.env_file, registry) == 0
+    assert len(read(work / "out" / "result.tsv").splitlines()) == 3
+    assert len(json.loads(read(work / "out" / "infer-result.json"))["detection"]) == 3
+
+
+# --- errors ---------------------------------------------------------------------------------------------------
+
+def test_bad_requests_fail_with_a_clear_message(tmp_path, registry):
+    source, _ = coco_source(tmp_path)
+    work = str(tmp_path / "work")
+    with pytest.raises(ConfigError, match="unknown --format 'kitti'"):
+        build_sandbox(str(source), work, registry=registry, format="kitti")
+    with pytest.raises(ConfigError, match=r"classes \['dog'\] of SOURCE are not in --classes \['cat'\]"):
+        build_sandbox(str(source), work, registry=registry, classes=["cat"])
+    with pytest.raises(ConfigError, match="need --model DIR"):
+        build_sandbox(str(source), work, registry=registry, tasks=["mining"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match="no images found"):
+        build_sandbox(str(tmp_path / "empty"), work, registry=registry, tasks=["infer"],
+                      model=str(fake_models(tmp_path)), classes=["cat"])
+    assert not os.path.exists(work)  # nothing written before the checks pass
+
+
+def test_ignore_other_classes_drops_their_boxes(tmp_path, registry):
+    source, first = coco_source(tmp_path)
+    summary = build_sandbox(str(source), str(tmp_path / "work"), registry=registry, classes=["dog"],
+                            ignore_other_classes=True)
+    assert annotation_of(tmp_path / "work", first) == ""
+    assert summary.skipped == {"class not in --classes": 1}
+
+
+def test_cli_refuses_a_non_empty_work_dir_unless_forced(tmp_path, registry, monkeypatch, capsys):
+    monkeypatch.setattr("ymir_runner.plugins.build_plugin_manager", lambda **_: registry)
+    source, _ = coco_source(tmp_path)
+    work = tmp_path / "work"
+    assert main(["sandbox", str(source), "--out", str(work), "--set", "epochs=3"]) == 0
+    output = capsys.readouterr().out
+    assert "images: 2 (train 1, val 1)" in output and f"next: ymir-runner run --env {work}/in/env.yaml" in output
+    assert read_yaml(work / "in" / "config.yaml")["epochs"] == 3
+    assert main(["sandbox", str(source), "--out", str(work)]) == 2
+    error = capsys.readouterr().err
+    assert error.strip() == f"ymir-runner sandbox: error: {work}/in is not empty: pass --force to replace it"
+    assert main(["sandbox", str(source), "--out", str(work), "--force"]) == 0
+    assert read_yaml(work / "in" / "config.yaml")["epochs"] == 2
+
+
+def test_a_work_dir_inside_source_is_not_read_back_and_source_inside_in_is_protected(tmp_path, registry):
+    source = many_images(tmp_path, 4)
+    work = source / "sandbox"
+    build_sandbox(str(source), str(work), registry=registry)
+    summary = build_sandbox(str(source), str(work), registry=registry, force=True)
+    assert summary.images == 4
+    with pytest.raises(ConfigError, match="inside .* which --force would delete"):
+        build_sandbox(str(work / "in" / "assets"), str(work), registry=registry, force=True)
+
+
+def test_plain_images_serve_inference_but_not_training(tmp_path, registry):
+    folder = tmp_path / "plain"
+    for index in range(3):
+        image(folder / "sub" / f"{index}.PNG", shade=index)
+    with pytest.raises(ConfigError, match="found no annotations .* a training task needs them"):
+        build_sandbox(str(folder), str(tmp_path / "work"), registry=registry)
+    summary = build_sandbox(str(folder), str(tmp_path / "work"), registry=registry, tasks=["infer"],
+                            model=str(fake_models(tmp_path)), classes=["cat"])
+    assert (summary.source_format, summary.candidates) == ("images", 3)
+    assert all(path.endswith(".png") for path in read(tmp_path / "work" / "in" / "candidate-index.tsv").split())
+
+
+def test_cli_task_list_and_model_for_mining_with_inference(tmp_path, registry, monkeypatch, capsys):
+    monkeypatch.setattr("ymir_runner.plugins.build_plugin_manager", lambda **_: registry)
+    source, _ = coco_source(tmp_path)
+    work = tmp_path / "work"
+    assert main(["sandbox", "--task", "mining,infer", str(source), "--out", str(work)]) == 2
+    assert "need --model DIR" in capsys.readouterr().err
+    assert main(["sandbox", "--task", "mining,infer", str(source), "--out", str(work), "--model",
+                 str(fake_models(tmp_path)), "--all-stages", "--container-paths"]) == 0
+    assert "images: 2 (candidates 2)" in capsys.readouterr().out
+    config = read_yaml(work / "in" / "config.yaml")
+    assert config["model_params_path"] == ["/in/models/epoch_1/model.json", "/in/models/epoch_2/model.json"]
+    assert set(read_yaml(work / "in" / "models" / "ymir-info.yaml")["model_stages"]) == {"epoch_1", "epoch_2"}
