@@ -16,7 +16,7 @@ import tempfile
 
 import pytest
 
-from ymir_runner.testing import TaskTree, cannot_run_as, make_fake_distribution
+from ymir_runner.testing import TaskTree, cannot_run_as, make_fake_distribution, make_read_only
 from ymir_runner.verify import verify_out
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -82,15 +82,6 @@ def test_the_build_context_leaves_local_environments_out():
     assert {"**/.venv", ".git", "**/__pycache__"} <= set(ignored)
 
 
-@pytest.fixture
-def world_readable_dir():
-    """A temp folder another uid can enter (pytest's tmp_path is private to this user)."""
-    path = tempfile.mkdtemp(prefix="ymir-runner-docker-test-")
-    os.chmod(path, 0o755)
-    yield pathlib.Path(path)
-    shutil.rmtree(path, ignore_errors=True)
-
-
 def start_sh_env(extra_path: str = "", **variables: str) -> dict[str, str]:
     env = dict(os.environ)
     env["PATH"] = os.pathsep.join(filter(None, [extra_path, os.path.dirname(sys.executable), env["PATH"]]))
@@ -98,8 +89,9 @@ def start_sh_env(extra_path: str = "", **variables: str) -> dict[str, str]:
     return env
 
 
-def test_start_sh_points_every_cache_at_a_writable_temp_folder_and_passes_arguments(world_readable_dir):
-    fake_bin = world_readable_dir / "bin"
+def test_start_sh_points_every_cache_at_a_writable_temp_folder_and_passes_arguments(ymir_shared_tmp):
+    shared = pathlib.Path(ymir_shared_tmp)
+    fake_bin = shared / "bin"
     fake_bin.mkdir()
     (fake_bin / "ymir-runner").write_text('#!/bin/sh\nenv\necho "ARGS $*"\n')
     (fake_bin / "ymir-runner").chmod(0o755)
@@ -121,21 +113,15 @@ def toy_site(site_dir: pathlib.Path) -> str:
     return str(site_dir)
 
 
-def make_read_only(tree: pathlib.Path) -> None:
-    for folder, _dirs, files in os.walk(tree):
-        for name in files:
-            os.chmod(os.path.join(folder, name), 0o444)
-        os.chmod(folder, 0o555)
-
-
 def run_start_sh(tree: TaskTree, site_dir: str, **options) -> subprocess.CompletedProcess:
     env = start_sh_env(PYTHONPATH=site_dir, YMIR_RUNNER_ROOT=tree.root)
     return subprocess.run(["bash", str(START_SH)], capture_output=True, text=True, env=env, timeout=120, **options)
 
 
-def test_start_sh_runs_the_task_of_the_redirected_in_tree(world_readable_dir):
-    tree = TaskTree(str(world_readable_dir / "work"), kinds=("mining", "infer"))
-    done = run_start_sh(tree, toy_site(world_readable_dir / "site"))
+def test_start_sh_runs_the_task_of_the_redirected_in_tree(ymir_shared_tmp):
+    shared = pathlib.Path(ymir_shared_tmp)
+    tree = TaskTree(str(shared / "work"), kinds=("mining", "infer"))
+    done = run_start_sh(tree, toy_site(shared / "site"))
     assert done.returncode == 0, done.stderr
     report = verify_out(tree.out_dir, ["mining", "infer"], candidates=tree.images,
                         class_names=tree.class_names)
@@ -143,12 +129,13 @@ def test_start_sh_runs_the_task_of_the_redirected_in_tree(world_readable_dir):
 
 
 @pytest.mark.skipif(bool(CANNOT_RUN_AS_NOBODY), reason=str(CANNOT_RUN_AS_NOBODY))
-def test_training_as_uid_65534_on_a_read_only_in_tree_passes_verify(world_readable_dir):
-    tree = TaskTree(str(world_readable_dir / "work"), images=6)
-    make_read_only(pathlib.Path(tree.local("/in")))
+def test_training_as_uid_65534_on_a_read_only_in_tree_passes_verify(ymir_shared_tmp):
+    shared = pathlib.Path(ymir_shared_tmp)
+    tree = TaskTree(str(shared / "work"), images=6)
+    make_read_only(tree.local("/in"))
     os.chmod(tree.out_dir, 0o777)
-    done = run_start_sh(tree, toy_site(world_readable_dir / "site"), user=NOBODY, group=NOBODY,
-                        cwd=str(world_readable_dir))
+    done = run_start_sh(tree, toy_site(shared / "site"), user=NOBODY, group=NOBODY,
+                        cwd=ymir_shared_tmp)
     assert done.returncode == 0, done.stderr
     report = verify_out(tree.out_dir, ["training"])
     assert report.ok, report.findings

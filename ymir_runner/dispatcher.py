@@ -168,9 +168,9 @@ def _sdk_adapters(context: TaskContext) -> dict[str, Any]:
         context.write_mining_result(result)
 
     def infer(result: Any) -> None:
-        for image, annotations in result.items():
+        for image, sdk_annotations in result.items():
             detections = []
-            for annotation in annotations:
+            for annotation in sdk_annotations:
                 box, name = annotation.box, annotation.class_name
                 detections.append(Detection(box.x, box.y, box.x + box.w, box.y + box.h, annotation.score,
                                             context.class_names.index(name)))

@@ -7,6 +7,8 @@ Fixtures:
 - ``ymir_register``: ``with ymir_register(plugin, "name"): ...`` registers a plugin for one block.
 - ``ymir_fake_entry_point``: installs a real ``ymir_runner`` entry point (a .dist-info folder on sys.path)
   pointing at a module whose source the test gives; discovery then works as for a pip-installed wheel.
+- ``ymir_shared_tmp``: a temp folder another uid can enter, for runs as uid 65534 (with ``make_read_only``
+  and ``cannot_run_as``).
 - ``ymir_task``: builds a tiny /in + /out tree (generated images and annotations) and runs a task on it
   end to end, returning what the platform would see: exit code, monitor line, result files, stderr.
 
@@ -236,6 +238,15 @@ class TaskTree:
         return RunOutcome(code, stderr.getvalue(), self.out_dir, self.env_file)
 
 
+def make_read_only(tree: str) -> None:
+    """chmod a tree like the platform's ``-v <work>/in:/in:ro`` mount: nothing in it can be written (by a
+    non-root uid)."""
+    for folder, _dirs, files in os.walk(tree):
+        for name in files:
+            os.chmod(os.path.join(folder, name), 0o444)
+        os.chmod(folder, 0o555)
+
+
 def cannot_run_as(uid: int) -> str | None:
     """Why this interpreter cannot run as ``uid`` (not root; a Python under a private home), or None.
 
@@ -314,6 +325,18 @@ if pytest is not None:
         yield make
         for module in created:
             sys.modules.pop(module, None)
+
+    @pytest.fixture
+    def ymir_shared_tmp() -> Iterator[str]:
+        """A temp folder other uids can enter (pytest's tmp_path is private to the user running the tests),
+        for trees a test runs as uid 65534 (see :func:`cannot_run_as`)."""
+        import shutil
+        import tempfile
+
+        path = tempfile.mkdtemp(prefix="ymir-runner-shared-")
+        os.chmod(path, 0o755)
+        yield path
+        shutil.rmtree(path, ignore_errors=True)
 
     @pytest.fixture
     def ymir_task(tmp_path: Any) -> Any:

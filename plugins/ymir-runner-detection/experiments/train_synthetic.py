@@ -11,6 +11,7 @@ share of training time spent waiting for data; ``--json`` writes everything.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import resource
@@ -34,6 +35,12 @@ from ymir_runner_detection.engine import (  # noqa: E402
     train,
 )
 from ymir_runner_detection.engine.model import count_parameters  # noqa: E402
+
+
+SCENES = {
+    "hard": synthetic.SceneConfig(),
+    "plain": synthetic.SceneConfig(min_object_size=24.0, max_occlusion=0.0, max_clutter_lines=0),
+}
 
 
 def _cpu_seconds() -> float:
@@ -66,9 +73,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--n-train", type=int, default=600)
     parser.add_argument("--n-val", type=int, default=150)
     parser.add_argument("--img-size", type=int, default=256)
-    parser.add_argument("--min-object-size", type=float, default=12.0, help="scene: smallest shape size, pixels")
-    parser.add_argument("--max-occlusion", type=float, default=0.3, help="scene: max covered fraction of a box")
-    parser.add_argument("--clutter-lines", type=int, default=3, help="scene: max clutter lines per image")
+    parser.add_argument(
+        "--scene", default="hard", choices=sorted(SCENES),
+        help="hard: the generator's default (shapes from 12 px, up to 30%% occluded, clutter lines); plain: "
+        "shapes from 24 px, no occlusion, no clutter (a plain shapes set, as in the issue's prototype)",
+    )
+    parser.add_argument("--min-object-size", type=float, default=None, help="scene: smallest shape size, pixels")
+    parser.add_argument("--max-occlusion", type=float, default=None, help="scene: max covered fraction of a box")
+    parser.add_argument("--clutter-lines", type=int, default=None, help="scene: max clutter lines per image")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--optimizer", default="adamw", choices=["adamw", "sgd"])
@@ -101,9 +113,10 @@ def main() -> None:
     out_dir = Path(args.out_dir or tempfile.mkdtemp(prefix="synthetic-shapes-"))
 
     started = time.perf_counter()
-    scene = synthetic.SceneConfig(
-        min_object_size=args.min_object_size, max_occlusion=args.max_occlusion, max_clutter_lines=args.clutter_lines
-    )
+    scene_overrides = {"min_object_size": args.min_object_size, "max_occlusion": args.max_occlusion,
+                       "max_clutter_lines": args.clutter_lines}
+    scene = dataclasses.replace(SCENES[args.scene], **{k: v for k, v in scene_overrides.items() if v is not None})
+    print(f"scene {args.scene}: {scene}")
     data = synthetic.generate(out_dir, args.n_train, args.n_val, 0, seed=args.data_seed, scene=scene)
     print(f"generated {args.n_train}+{args.n_val} images in {time.perf_counter() - started:.1f}s under {out_dir}")
 

@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import os
 import pathlib
-import shutil
 import subprocess
 import sys
-import tempfile
 
 import pytest
 
-from ymir_runner.testing import cannot_run_as
+from ymir_runner.testing import cannot_run_as, make_read_only
 from ymir_runner.verify import verify_out
 from ymir_runner_detection.demo import write_task
 
@@ -24,32 +22,16 @@ TINY = {"epochs": 2, "save_period": 1, "img_size": 64, "batch_size_per_gpu": 8, 
         "mosaic": 0.0}
 
 
-@pytest.fixture
-def shared_dir():
-    """A temp folder uid 65534 can enter (pytest's tmp_path is private to this user)."""
-    path = tempfile.mkdtemp(prefix="ymir-runner-image-test-")
-    os.chmod(path, 0o755)
-    yield pathlib.Path(path)
-    shutil.rmtree(path, ignore_errors=True)
-
-
-def make_read_only(tree: pathlib.Path) -> None:
-    for folder, _dirs, files in os.walk(tree):
-        for name in files:
-            os.chmod(os.path.join(folder, name), 0o444)
-        os.chmod(folder, 0o555)
-
-
 @pytest.mark.skipif(not START_SH.exists(), reason="docker/start.sh is not beside this plugin (installed from a wheel)")
 @pytest.mark.skipif(bool(CANNOT_RUN_AS_NOBODY), reason=str(CANNOT_RUN_AS_NOBODY))
-def test_training_through_start_sh_as_uid_65534_with_read_only_in(shared_dir):
-    root = shared_dir / "work"
+def test_training_through_start_sh_as_uid_65534_with_read_only_in(ymir_shared_tmp):
+    root = pathlib.Path(ymir_shared_tmp) / "work"
     env_file = write_task(str(root), config=TINY, n_train=16, n_val=8, n_corrupt_train=1)
-    make_read_only(root / "in")
+    make_read_only(str(root / "in"))
     os.chmod(root / "out", 0o777)
     env = dict(os.environ, HOME="/root", PATH=os.pathsep.join([os.path.dirname(sys.executable), os.environ["PATH"]]))
     done = subprocess.run(["bash", str(START_SH), "--env", env_file], capture_output=True, text=True, env=env,
-                          user=NOBODY, group=NOBODY, cwd=str(shared_dir), timeout=300)
+                          user=NOBODY, group=NOBODY, cwd=ymir_shared_tmp, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
 
     report = verify_out(str(root / "out"), ["training"], class_names=["circle", "rectangle", "triangle"])
