@@ -5,9 +5,9 @@
 Prints (1) mAP50 and mAP50-95 on the validation split reached within a fixed training time budget (6 min of
 CPU), from scratch, and (2) training throughput in images/s and the share of step time spent waiting for the
 DataLoader (target <= 10 %). All options of plugins/ymir-runner-detection/experiments/train_synthetic.py
-apply; the defaults are the plugin's training recipe (nano, AdamW lr 0.006, mosaic 0.5, 2 DataLoader workers) at img_size 256 on
-600 training images of the plain 3-class shapes scene, the issue's reference (target 0.998 mAP50 / 0.815
-mAP50-95). ``--scene hard`` adds tiny objects, occlusion and clutter.
+apply. The defaults are the plugin's training recipe (nano, AdamW lr 0.006, mosaic 0.5, 2 DataLoader
+workers) at img_size 256 on 600 training images of the plain 3-class shapes scene, the issue's reference
+(target 0.998 mAP50 / 0.815 mAP50-95); ``--scene hard`` adds tiny objects, occlusion and clutter.
 """
 
 from __future__ import annotations

@@ -257,8 +257,8 @@ def cannot_run_as(uid: int) -> str | None:
     import subprocess
 
     try:
-        subprocess.run([sys.executable, "-c", ""], user=uid, group=uid, check=True, capture_output=True,
-                       timeout=60)
+        subprocess.run([sys.executable, "-c", "import ymir_runner"], user=uid, group=uid, check=True,
+                       capture_output=True, timeout=60)
     except (OSError, subprocess.SubprocessError) as error:
         return f"{sys.executable} cannot run as uid {uid}: {error}"
     return None
