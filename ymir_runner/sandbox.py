@@ -35,6 +35,7 @@ from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
 
 import yaml
 
+from . import imgman
 from .errors import ConfigError, DatasetError, ModelError
 from .protocol.atomic import atomic_write_text
 from .protocol.config import ExportFormat
@@ -44,9 +45,8 @@ from .protocol.env import InputPaths, OutputPaths, TaskKind
 log = logging.getLogger("ymir_runner.sandbox")
 
 PROTOCOL_VERSION = "1.1.0"
-MANIFEST_FILE = "/img-man/manifest.yaml"
+MANIFEST_FILE = "/img-man/" + imgman.MANIFEST_FILE
 DETECTION = 2
-DEFAULT_SHM_SIZE = "16G"
 
 #: Source files taken as images (anything PIL may decode); the asset extension follows ASSET_EXTENSIONS.
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
@@ -798,14 +798,12 @@ def install_model(model: ModelSource, files: Sequence[tuple[str, str, str]], wor
 
 def template_config(registry: Any, kinds: Sequence[TaskKind], plugin: str | None) -> dict[str, Any]:
     """The installed executors' template of each task (mining + inference: merged, mining's value first)."""
-    from .imgman import template_defaults
-
     names = sorted(executor.spec.name for executor in registry.executors())
     if plugin and plugin not in names:
         raise ConfigError(f"--plugin {plugin!r}: no such executor; installed: {', '.join(names) or 'none'}")
     merged: dict[str, Any] = {}
     for kind in kinds:
-        template = template_defaults(registry, kind, object_type=DETECTION)
+        template = imgman.template_defaults(registry, kind, object_type=DETECTION)
         if not template:
             log.warning("no installed executor handles %s: config.yaml holds only the platform's keys", kind)
         for key, value in template.items():
@@ -840,7 +838,7 @@ def build_config(template: Mapping[str, Any], kinds: Sequence[TaskKind], task_id
             hyper["export_format"] = ANNOTATION_FORMATS["det-ark"]
     else:
         hyper.pop("export_format", None)  # the platform writes it for training only
-    hyper.setdefault("shm_size", DEFAULT_SHM_SIZE)
+    hyper.setdefault("shm_size", imgman.DEFAULT_SHM_SIZE)
     config: dict[str, Any] = {"task_id": task_id, "class_names": list(class_names), "gpu_id": "",
                               "gpu_count": 0, "object_type": DETECTION}
     if not training:

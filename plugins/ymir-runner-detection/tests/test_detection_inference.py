@@ -13,6 +13,7 @@ from helpers import TEST_SCENE, last_line, read_result, run
 
 from ymir_runner import ReturnCode
 from ymir_runner.protocol import monitor as monitor_module
+from ymir_runner.verify import verify_out
 from ymir_runner_detection.demo import write_task
 
 SMALL = {"batch_size_per_gpu": 8, "num_workers_per_gpu": 0}
@@ -82,6 +83,9 @@ def test_mining_and_inference_in_one_run(trained, tmp_path, capsys):
     detection = check_infer_result(tmp_path)
     assert sum(1 for entry in detection.values() if entry["boxes"]) >= len(detection) * 0.8  # it detects
     check_result_tsv(tmp_path)
+    report = verify_out(str(tmp_path / "out"), ["mining", "infer"], candidates=candidates(tmp_path),
+                        class_names=["circle", "rectangle", "triangle"], task_id="demo")
+    assert report.ok, report.to_text()
     lines = [text.splitlines() for text in writes]
     percents = [float(line[0].split("\t")[2]) for line in lines]
     assert percents == sorted(percents) and percents[-1] == 1.0

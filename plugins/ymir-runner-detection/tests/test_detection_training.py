@@ -12,6 +12,7 @@ import yaml
 from helpers import FAST, last_line, read_result, run
 
 from ymir_runner import ReturnCode
+from ymir_runner.verify import verify_out
 from ymir_runner_detection.demo import write_task
 
 def test_training_succeeds_with_a_useful_model(trained):
@@ -28,6 +29,8 @@ def test_training_succeeds_with_a_useful_model(trained):
     assert best["tp"] > 0
     assert result["evaluate_config"] == {"iou_thr": 0.5, "conf_thr": 0.3, "map_iou_thr_min": 0.5,
                                          "map_iou_thr_max": 0.95}
+    report = verify_out(os.path.join(root, "out"), ["training"], task_id="demo")
+    assert report.ok, report.to_text()
 
 
 def test_stage_files_exist_and_onnx_loads(trained):
