@@ -89,6 +89,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--stride", type=int, default=None, help="override the model's output stride (4 or 8)")
     parser.add_argument("--box-mode", default=None, choices=["ltrb", "wh_offset"])
     parser.add_argument("--depthwise", action="store_true")
+    parser.add_argument("--widths", default=None, help="override the model's channel widths, e.g. 16,32,64,128,192")
+    parser.add_argument("--depths", default=None, help="override the model's stage depths, e.g. 1,1,2,2")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     parser.add_argument("--mosaic", type=float, default=0.0, help="mosaic probability")
@@ -123,6 +125,9 @@ def main() -> None:
     overrides = {k: v for k, v in {"output_stride": args.stride, "box_mode": args.box_mode}.items() if v}
     if args.depthwise:
         overrides["depthwise"] = True
+    for key in ("widths", "depths"):
+        if getattr(args, key):
+            overrides[key] = tuple(int(value) for value in getattr(args, key).split(","))
     torch.manual_seed(args.seed)
     model = build_model(args.model, len(data.class_names), **overrides)
     print(f"model {args.model} {overrides}: {count_parameters(model) / 1e6:.2f}M params, stride {model.stride}, {model.box_mode}")
