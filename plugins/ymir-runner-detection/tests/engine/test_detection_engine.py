@@ -158,21 +158,6 @@ def test_geometric_augmentations_keep_boxes_on_their_objects():
         np.testing.assert_allclose(_pixel_box(out), out_boxes[0], atol=1.0)
 
 
-def test_training_images_are_decoded_at_most_at_the_largest_augmented_size(tmp_path):
-    image = np.zeros((300, 500, 3), np.uint8)
-    image[100:200, 150:350] = 255
-    Image.fromarray(image).save(tmp_path / "big.png")
-    items = [(tmp_path / "big.png", np.array([[150, 100, 350, 200]], np.float32), np.array([0]))]
-    augment = AugmentConfig(scale_range=(0.5, 1.5))
-    train = DetectionDataset(items, 64, train=True, augment=augment, cache_images=True)
-    decoded, boxes, *_ = train.load_readable(0)
-    assert max(decoded.shape[:2]) == 96  # 64 px letterbox x 1.5, not 500
-    np.testing.assert_allclose(_pixel_box(decoded), boxes[0], atol=1.0)  # the boxes followed the pixels
-    assert train.load_readable(0)[0] is decoded  # cached at that size
-    evaluation = DetectionDataset(items, 64)  # predictions map back to the original pixels: keep them
-    assert evaluation.load_readable(0)[0].shape == (300, 500, 3)
-
-
 def test_images_decode_by_content_and_corrupt_ones_are_skipped_and_counted(tiny_synthetic, tmp_path):
     png_as_jpg = tmp_path / "really_a_png.jpg"
     Image.fromarray(np.full((20, 30, 3), 200, np.uint8)).save(png_as_jpg, format="PNG")

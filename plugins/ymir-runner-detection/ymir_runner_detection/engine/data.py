@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 import os
 from pathlib import Path
 from typing import Sequence
@@ -22,7 +21,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
-from .augment import AugmentConfig, LetterboxInfo, TrainAugmentation, letterbox, resize_image
+from .augment import AugmentConfig, LetterboxInfo, TrainAugmentation, letterbox
 from .targets import TargetConfig, encode_targets
 
 logger = logging.getLogger(__name__)
@@ -66,33 +65,20 @@ class DetectionDataset(Dataset):
         self.augmentation = TrainAugmentation(img_size, augment) if train else None
         self.target_config = target_config
         self.cache_images = cache_images
-        self._cache: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
-        # Training never shows an image larger than the letterbox times the largest scale jitter: decoding
-        # straight to that size makes every later resize (and the cache) smaller. Evaluation keeps the
-        # original pixels, since its predictions are mapped back to them.
-        self.max_side = math.ceil(img_size * self.augmentation.config.scale_range[1]) if train else None
+        self._cache: dict[int, np.ndarray] = {}
         # Per-process view; with workers, count the samples' "corrupt" lists instead.
         self.corrupt_indices: set[int] = set()
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def _read(self, index: int) -> tuple[np.ndarray, np.ndarray | None]:
-        """The decoded image of ``index``, at most ``max_side`` pixels long, and the ``[sx, sy, sx, sy]``
-        factors that map its boxes onto it (None when it kept its size)."""
+    def _read(self, index: int) -> np.ndarray:
         if index in self._cache:
             return self._cache[index]
         image = load_image(self.paths[index])
-        box_scale = None
-        height, width = image.shape[:2]
-        if self.max_side and max(height, width) > self.max_side:
-            scale = self.max_side / max(height, width)
-            new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
-            image = resize_image(image, new_w, new_h)
-            box_scale = np.array([new_w / width, new_h / height] * 2, dtype=np.float32)
         if self.cache_images:
-            self._cache[index] = (image, box_scale)
-        return image, box_scale
+            self._cache[index] = image
+        return image
 
     def load_readable(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, list[int]]:
         """Image, boxes, classes of ``index`` or of the next readable item; plus that item's index and the bad ones."""
@@ -103,14 +89,13 @@ class DetectionDataset(Dataset):
                 corrupt.append(candidate)
                 continue
             try:
-                image, box_scale = self._read(candidate)
+                image = self._read(candidate)
             except Exception as error:  # PIL raises many types (OSError, SyntaxError, ValueError, ...)
                 logger.warning("skipping unreadable image %s: %s", self.paths[candidate], error)
                 self.corrupt_indices.add(candidate)
                 corrupt.append(candidate)
                 continue
-            boxes = self.boxes[candidate] if box_scale is None else self.boxes[candidate] * box_scale
-            return image, boxes, self.classes[candidate], candidate, corrupt
+            return image, self.boxes[candidate], self.classes[candidate], candidate, corrupt
         raise RuntimeError("no readable image in the dataset")
 
     def __getitem__(self, index: int) -> dict:
