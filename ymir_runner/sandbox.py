@@ -39,8 +39,8 @@ from . import imgman
 from .errors import ConfigError, DatasetError, ModelError
 from .protocol.atomic import atomic_write_text
 from .protocol.config import ExportFormat
-from .protocol.dataset import SkipLog
-from .protocol.env import InputPaths, OutputPaths, TaskKind
+from .protocol.dataset import SkipLog, ark_text
+from .protocol.env import TaskKind, env_document, reroot
 
 log = logging.getLogger("ymir_runner.sandbox")
 
@@ -53,7 +53,8 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", "
 #: The platform names assets ``.jpg``, ``.png``, ``.bmp`` or ``.unknown`` (protocol.md section 2).
 ASSET_EXTENSIONS = {".jpg": "jpg", ".jpeg": "jpg", ".png": "png", ".bmp": "bmp"}
 SOURCE_FORMATS = ("auto", "voc", "yolo", "coco", "images")
-ANNOTATION_FORMATS = {"det-ark": "ark:raw", "det-voc": "voc:raw"}
+#: The annotation formats the sandbox writes, with the ``export_format`` that asks the platform for them.
+ANNOTATION_FORMATS = {name: imgman.EXPORT_FORMATS[name] for name in ("det-ark", "det-voc")}
 YOLO_NAME_FILES = ("classes.txt", "obj.names", "data.yaml", "dataset.yaml")
 #: Written by the sandbox itself from --classes / --model / --pretrained, so --set must not change them.
 COMPUTED_KEYS = frozenset({"class_names", "model_params_path", "pretrained_model_params"})
@@ -509,7 +510,7 @@ class WorkTree:
     container_paths: bool
 
     def local(self, container_path: str) -> str:
-        return os.path.join(self.root, container_path.lstrip("/"))
+        return reroot(container_path, self.root)
 
     def shown(self, container_path: str) -> str:
         """The path written into env.yaml, config.yaml and the index files."""
@@ -613,11 +614,6 @@ def assign_boxes(assets: Sequence[Asset], class_index: Callable[[str], int | Non
                 skips.skip("degenerate box", where, repr(tuple(box[1:])))
                 continue
             asset.boxes.append((index, *corners))
-
-
-def ark_text(boxes: Iterable[tuple[int, int, int, int, int]]) -> str:
-    """det-ark: ``class_idx, xmin, ymin, xmax, ymax, quality, angle`` (quality -1.0: unknown)."""
-    return "".join(f"{c}, {x1}, {y1}, {x2}, {y2}, -1.0, 0\n" for c, x1, y1, x2, y2 in boxes)
 
 
 def voc_text(asset: Asset, class_names: Sequence[str]) -> str:
@@ -864,21 +860,9 @@ def annotation_format_of(config: Mapping[str, Any]) -> str:
 
 
 def env_yaml(work: WorkTree, task_id: str, kinds: Sequence[TaskKind]) -> dict[str, Any]:
-    """env.yaml in protocol.md's shape; unused index paths are ''."""
-    training = TaskKind.TRAINING in kinds
-    inputs = InputPaths(training_index_file="/in/train-index.tsv" if training else "",
-                        val_index_file="/in/val-index.tsv" if training else "",
-                        candidate_index_file="" if training else "/in/candidate-index.tsv")
-    return {
-        "task_id": task_id,
-        "protocol_version": PROTOCOL_VERSION,
-        "run_training": training,
-        "run_mining": TaskKind.MINING in kinds,
-        "run_infer": TaskKind.INFER in kinds,
-        "manifest_file": MANIFEST_FILE,
-        "input": {key: work.shown(value) for key, value in dataclasses.asdict(inputs).items()},
-        "output": {key: work.shown(value) for key, value in dataclasses.asdict(OutputPaths()).items()},
-    }
+    """env.yaml in protocol.md's shape, naming this tree's paths; unused index paths are ''."""
+    return env_document(task_id, kinds, protocol_version=PROTOCOL_VERSION, manifest_file=MANIFEST_FILE,
+                        path=work.shown)
 
 
 # --- the whole build -------------------------------------------------------------------------------------------

@@ -31,7 +31,8 @@ from typing import Any, Iterator, Mapping, Sequence
 import yaml
 
 from .plugins import PluginRegistry, build_plugin_manager
-from .protocol.env import TaskKind
+from .protocol.dataset import ark_text
+from .protocol.env import TaskKind, env_document, reroot
 
 try:
     import pytest
@@ -148,7 +149,7 @@ class TaskTree:
 
     def local(self, container_path: str) -> str:
         """Where a container path (/in/..., /out/...) lives in this tree."""
-        return os.path.join(self.root, container_path.lstrip("/"))
+        return reroot(container_path, self.root)
 
     @property
     def env_file(self) -> str:
@@ -185,7 +186,7 @@ class TaskTree:
                 f"<object><name>{self.class_names[c]}</name><bndbox><xmin>{x1}</xmin><ymin>{y1}</ymin>"
                 f"<xmax>{x2}</xmax><ymax>{y2}</ymax></bndbox></object>" for c, x1, y1, x2, y2 in boxes)
             return f"<annotation><filename>/in/assets/x.png</filename>{objects}</annotation>"
-        return "".join(f"{c}, {x1}, {y1}, {x2}, {y2}, -1.0, 0\n" for c, x1, y1, x2, y2 in boxes)
+        return ark_text(boxes)
 
     def write_index_files(self) -> None:
         half = max(len(self.images) // 2, 1)
@@ -198,28 +199,7 @@ class TaskTree:
         self._write("/in/config.yaml", yaml.safe_dump(self.config, sort_keys=False))
 
     def write_env(self) -> None:
-        training = TaskKind.TRAINING in self.kinds
-        env: dict[str, Any] = {
-            "task_id": "t-test",
-            "run_training": training,
-            "run_mining": TaskKind.MINING in self.kinds,
-            "run_infer": TaskKind.INFER in self.kinds,
-            "input": {
-                "root_dir": "/in", "assets_dir": "/in/assets", "annotations_dir": "/in/annotations",
-                "models_dir": "/in/models", "config_file": "/in/config.yaml",
-                "training_index_file": "/in/train-index.tsv" if training else "",
-                "val_index_file": "/in/val-index.tsv" if training else "",
-                "candidate_index_file": "" if training else "/in/candidate-index.tsv",
-            },
-            "output": {
-                "root_dir": "/out", "models_dir": "/out/models", "tensorboard_dir": "/out/tensorboard",
-                "training_result_file": "/out/models/result.yaml", "mining_result_file": "/out/result.tsv",
-                "infer_result_file": "/out/infer-result.json", "monitor_file": "/out/monitor.txt",
-                "executor_log_file": "/out/ymir-executor-out.log",
-            },
-        }
-        if self.protocol_version:
-            env["protocol_version"] = self.protocol_version
+        env = env_document("t-test", self.kinds, protocol_version=self.protocol_version)
         self._write("/in/env.yaml", yaml.safe_dump(env, sort_keys=False))
 
     def _write(self, container_path: str, text: str) -> None:

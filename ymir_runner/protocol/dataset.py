@@ -12,7 +12,7 @@ import logging
 import math
 import os
 import xml.etree.ElementTree as ElementTree
-from typing import Iterator, NamedTuple, Sequence
+from typing import Iterable, Iterator, NamedTuple, Sequence
 
 from ..errors import ConfigError, DatasetError
 from .env import reroot
@@ -165,6 +165,12 @@ def parse_ark_line(line: str, num_classes: int) -> Box:
     if xmax < xmin or ymax < ymin:
         raise _BadBox("inverted box", f"({xmin}, {ymin}, {xmax}, {ymax})")
     return Box(class_id, xmin, ymin, xmax + 1.0, ymax + 1.0, quality, angle)
+
+
+def ark_text(boxes: Iterable[tuple[int, int, int, int, int]]) -> str:
+    """det-ark as the platform exports it, from ``(class_idx, xmin, ymin, xmax, ymax)`` inclusive integer
+    corners: ``class_idx, xmin, ymin, xmax, ymax, quality, angle`` with quality -1.0 (unknown)."""
+    return "".join(f"{c}, {x1}, {y1}, {x2}, {y2}, -1.0, 0\n" for c, x1, y1, x2, y2 in boxes)
 
 
 def _voc_float(node: ElementTree.Element | None, tag: str, default: float | None = None) -> float:

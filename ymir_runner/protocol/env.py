@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import os
-from typing import Any, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import yaml
 
@@ -117,6 +117,31 @@ def unroot(path: str, root: str | None) -> str:
         if path == local or path.startswith(local + os.sep):
             return "/" + top + path[len(local):].replace(os.sep, "/")
     return path
+
+
+def env_document(task_id: str, kinds: Iterable[TaskKind | str], *, protocol_version: str | None = "1.1.0",
+                 manifest_file: str = "/img-man/manifest.yaml",
+                 path: Callable[[str], str] = lambda container_path: container_path) -> dict[str, Any]:
+    """env.yaml as the platform writes it for ``kinds`` (protocol.md section 2): the default container
+    paths, each passed through ``path`` (e.g. to name a local tree), and '' for unused index files.
+    ``protocol_version=None`` leaves the key out, as platforms up to YMIR 1.1.0 did."""
+    kinds = {TaskKind(kind) for kind in kinds}
+    training = TaskKind.TRAINING in kinds
+    inputs = InputPaths(training_index_file="/in/train-index.tsv" if training else "",
+                        val_index_file="/in/val-index.tsv" if training else "",
+                        candidate_index_file="" if training else "/in/candidate-index.tsv")
+    document: dict[str, Any] = {"task_id": task_id}
+    if protocol_version:
+        document["protocol_version"] = protocol_version
+    document.update({
+        "run_training": training,
+        "run_mining": TaskKind.MINING in kinds,
+        "run_infer": TaskKind.INFER in kinds,
+        "manifest_file": manifest_file,
+        "input": {key: path(value) if value else value for key, value in dataclasses.asdict(inputs).items()},
+        "output": {key: path(value) for key, value in dataclasses.asdict(OutputPaths()).items()},
+    })
+    return document
 
 
 def _paths(cls: type, raw: Any, root: str | None, section: str) -> Any:

@@ -12,6 +12,9 @@ from typing import Any, Mapping
 
 import yaml
 
+from ymir_runner.imgman import EXPORT_FORMATS
+from ymir_runner.protocol.env import env_document, reroot
+
 from .plugin import EXECUTOR_NAME
 
 DEMO_CONFIG = {"epochs": 12, "save_period": 4, "img_size": 256, "batch_size_per_gpu": 16}
@@ -31,34 +34,15 @@ def write_task(root: str, *, kinds: tuple[str, ...] = ("training",), config: Map
     in_dir, out_dir = os.path.join(root, "in"), os.path.join(root, "out")
     os.makedirs(out_dir, exist_ok=True)
     training = "training" in kinds
-    env = {
-        "task_id": "demo", "protocol_version": "1.1.0",
-        "run_training": training, "run_mining": "mining" in kinds, "run_infer": "infer" in kinds,
-        "input": {
-            "root_dir": in_dir, "assets_dir": os.path.join(in_dir, "assets"),
-            "annotations_dir": os.path.join(in_dir, "annotations"), "models_dir": os.path.join(in_dir, "models"),
-            "training_index_file": str(dataset.train_index) if training else "",
-            "val_index_file": str(dataset.val_index) if training else "",
-            "candidate_index_file": "" if training else str(dataset.candidate_index),
-            "config_file": os.path.join(in_dir, "config.yaml"),
-        },
-        "output": {
-            "root_dir": out_dir, "models_dir": os.path.join(out_dir, "models"),
-            "tensorboard_dir": os.path.join(out_dir, "tensorboard"),
-            "training_result_file": os.path.join(out_dir, "models", "result.yaml"),
-            "mining_result_file": os.path.join(out_dir, "result.tsv"),
-            "infer_result_file": os.path.join(out_dir, "infer-result.json"),
-            "monitor_file": os.path.join(out_dir, "monitor.txt"),
-            "executor_log_file": os.path.join(out_dir, "ymir-executor-out.log"),
-        },
-    }
+    # The generator wrote the index files where env.yaml names them: <root>/in/{train,val,candidate}-index.tsv.
+    env = env_document("demo", kinds, path=lambda container_path: reroot(container_path, root))
     task_config: dict[str, Any] = {
         "task_id": "demo", "class_names": list(dataset.class_names), "gpu_id": "", "gpu_count": 0,
         "object_type": 2, "shm_size": "16G", "plugin": EXECUTOR_NAME,
         "num_workers_per_gpu": min(2, os.cpu_count() or 1),
     }
     if training:
-        task_config["export_format"] = "ark:raw" if annotation_format == "det-ark" else "voc:raw"
+        task_config["export_format"] = EXPORT_FORMATS[annotation_format]
     task_config.update(config or {})
     with open(os.path.join(in_dir, "config.yaml"), "w", encoding="utf-8") as stream:
         yaml.safe_dump(task_config, stream, sort_keys=False)
