@@ -8,7 +8,8 @@ import pytest
 
 from ymir_runner.errors import ConfigError, DatasetError
 from ymir_runner.protocol.dataset import (MAX_WARNINGS_PER_REASON, AnnotationReader, Box, DatasetReader, SkipLog,
-                                          parse_ark_line, sniff_image_format)
+                                          parse_ark_line)
+from ymir_runner.protocol.images import sniff_image_format
 from ymir_runner.testing import png_bytes, write_png
 
 CLASSES = ("cat", "dog", "person")
@@ -24,10 +25,11 @@ class Tree:
     def local(self, container_path):
         return f"{self.root}{container_path}"
 
-    def image(self, name, *, missing=False):
+    def image(self, name, *, missing=False, width=100, height=80):
+        """A PNG large enough for every box of these tests (boxes are clipped to their image)."""
         path = f"/in/assets/{name}"
         if not missing:
-            write_png(self.local(path), 8, 6)
+            write_png(self.local(path), width, height)
         return path
 
     def annotation(self, name, text=None, *, binary=None):

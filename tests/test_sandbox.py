@@ -11,8 +11,10 @@ import xml.etree.ElementTree as ElementTree
 
 import pytest
 import yaml
+from PIL import Image
 
 import toy_plugin
+from ymir_runner import sandbox
 from ymir_runner import ConfigError, DatasetError
 from ymir_runner.cli import main
 from ymir_runner.dispatcher import run
@@ -78,6 +80,45 @@ def voc_source(tmp_path, boxes):
     return folder, first
 
 
+def exif_photo(path, orientation, width=100, height=80) -> str:
+    """A JPEG whose STORED pixels are ``width`` x ``height`` with a red top-left corner, carrying an EXIF
+    orientation (6: shown turned a quarter clockwise, so the red corner is at the top right)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    picture = Image.new("RGB", (width, height), (40, 40, 200))
+    picture.paste((255, 0, 0), (0, 0, 10, 10))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    picture.save(path, exif=exif)
+    return str(path)
+
+
+def voc_xml(boxes, size=None, declaration="") -> str:
+    """A VOC annotation; ``size`` is the ``<size>`` the labelling tool recorded."""
+    recorded = f"<size><width>{size[0]}</width><height>{size[1]}</height><depth>3</depth></size>" if size else ""
+    objects = "".join(f"<object><name>{name}</name><bndbox><xmin>{x1}</xmin><ymin>{y1}</ymin><xmax>{x2}</xmax>"
+                      f"<ymax>{y2}</ymax></bndbox></object>" for name, x1, y1, x2, y2 in boxes)
+    return f"{declaration}<annotation>{recorded}{objects}</annotation>"
+
+
+@pytest.fixture
+def sandbox_log(caplog, monkeypatch):
+    """The sandbox's warnings, in ``caplog``; the stderr handler a CLI call adds leaves with the test."""
+    monkeypatch.setattr(sandbox.log, "handlers", [caplog.handler])
+    monkeypatch.setattr(sandbox.log, "propagate", False)
+    return caplog
+
+
+def stored_asset(work, source_image=None):
+    """The asset of the only training image (or of ``source_image``) and its annotation lines."""
+    lines = index_lines(work, "train-index.tsv") + index_lines(work, "val-index.tsv")
+    pairs = dict(lines)
+    if source_image is not None:
+        digest = sha1_of(source_image)
+        pairs = {path: note for path, note in pairs.items() if digest in path}
+    (asset, annotation), = set(pairs.items())
+    return asset, read(annotation)
+
+
 def yolo_source(tmp_path, names=("cat", "dog"), lines=("1 0.25 0.5 0.2 0.5",)):
     folder = tmp_path / "yolo"
     first = image(folder / "images" / "train" / "a.png", shade=1)
@@ -136,8 +177,12 @@ def test_voc_keeps_inclusive_corners_clips_and_drops_degenerate_boxes(tmp_path, 
     summary = build_sandbox(str(source), str(tmp_path / "work"), registry=registry)
     assert summary.class_names == ("cat", "dog")  # VOC: sorted names found, lower case
     assert annotation_of(tmp_path / "work", first) == "1, 10, 20, 39, 59, -1.0, 0\n0, 90, 70, 99, 79, -1.0, 0\n"
-    assert summary.skipped == {"degenerate box": 2}
-    assert "skipped: 2 (2 degenerate box)" in summary.render()
+    # inverted (50 > 40) and nothing inside the 100x80 image (200, 200) are told apart; the clipped box is counted
+    assert summary.skipped == {"degenerate box": 1, "box outside image": 1}
+    assert summary.repaired == {"box clipped to image": 1}
+    rendered = summary.render()
+    assert "skipped: 2 (1 box outside image, 1 degenerate box)" in rendered
+    assert "repaired: 1 (1 box clipped to image)" in rendered
 
 
 def test_yolo_normalised_boxes_become_pixels(tmp_path, registry):
@@ -156,6 +201,129 @@ def test_yolo_without_names_needs_classes_which_name_the_indexes(tmp_path, regis
         build_sandbox(str(source), str(tmp_path / "work"), registry=registry, classes=["cat"])
     build_sandbox(str(source), str(tmp_path / "work"), registry=registry, classes=["cat", "dog"])
     assert annotation_of(tmp_path / "work", first) == "1, 15, 20, 34, 59, -1.0, 0\n"
+
+
+def test_voc_in_gbk_is_read_and_undecodable_annotations_are_skipped_with_their_path(
+        tmp_path, registry, monkeypatch, capsys, sandbox_log):
+    monkeypatch.setattr("ymir_runner.plugins.build_plugin_manager", lambda **_: registry)
+    folder = tmp_path / "voc"
+    first = image(folder / "a.png", shade=1)
+    image(folder / "b.png", shade=2)
+    image(folder / "c.png", shade=3)
+    gbk = '<?xml version="1.0" encoding="gbk"?>\n'
+    (folder / "a.xml").write_bytes(voc_xml([("猫", 10, 20, 39, 59)], declaration=gbk).encode("gbk"))
+    (folder / "b.xml").write_bytes(gbk.encode() + b"<annotation><object><name>\xff\xff</name></object></annotation>")
+    (folder / "c.xml").write_bytes(b'<?xml version="1.0" encoding="no-such-encoding"?><annotation/>')
+    work = tmp_path / "work"
+    assert main(["sandbox", str(folder), "--out", str(work)]) == 0
+    output = capsys.readouterr().out
+    assert "classes: 猫" in output and "skipped: 2 (2 unreadable annotation)" in output
+    assert read_yaml(work / "in" / "config.yaml")["class_names"] == ["猫"]
+    assert annotation_of(work, first) == "0, 10, 20, 39, 59, -1.0, 0\n"
+    for broken in ("b.xml", "c.xml"):
+        assert any("unreadable annotation" in line and str(folder / broken) in line for line in sandbox_log.messages)
+
+
+def test_yolo_and_coco_files_with_a_byte_order_mark_are_read(tmp_path, registry):
+    source, first = yolo_source(tmp_path)
+    for path in (source / "labels" / "train" / "a.txt", source / "classes.txt"):
+        path.write_text(path.read_text(), encoding="utf-8-sig")
+    summary = build_sandbox(str(source), str(tmp_path / "yolo-work"), registry=registry)
+    assert summary.class_names == ("cat", "dog") and summary.skipped == {}
+    assert annotation_of(tmp_path / "yolo-work", first) == "1, 15, 20, 34, 59, -1.0, 0\n"
+    source, first = coco_source(tmp_path)
+    (source / "instances.json").write_text((source / "instances.json").read_text(), encoding="utf-8-sig")
+    build_sandbox(str(source / "instances.json"), str(tmp_path / "coco-work"), registry=registry)
+    assert annotation_of(tmp_path / "coco-work", first) == "0, 10, 20, 39, 59, -1.0, 0\n"
+
+
+# --- EXIF orientation ------------------------------------------------------------------------------------------
+
+def rotated_voc(tmp_path):
+    """A photo stored 100x80 with EXIF orientation 6, labelled on its rotated 80x100 pixels."""
+    folder = tmp_path / "voc"
+    photo = exif_photo(folder / "a.jpg", 6)
+    (folder / "a.xml").write_text(voc_xml([("cat", 5, 60, 30, 95)], size=(80, 100)))
+    return folder, photo
+
+
+def rotated_coco(tmp_path):
+    folder = tmp_path / "coco"
+    photo = exif_photo(folder / "a.jpg", 6)
+    coco = {"images": [{"id": 1, "file_name": "a.jpg", "width": 80, "height": 100}],
+            "categories": [{"id": 1, "name": "cat"}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [5, 60, 26, 36]}]}
+    (folder / "instances.json").write_text(json.dumps(coco))
+    return folder, photo
+
+
+@pytest.mark.parametrize("make_source", [rotated_voc, rotated_coco])
+def test_boxes_labelled_on_exif_rotated_pixels_are_warned_about_and_counted(tmp_path, registry, sandbox_log,
+                                                                           make_source):
+    source, photo = make_source(tmp_path)
+    summary = build_sandbox(str(source), str(tmp_path / "work"), registry=registry)
+    assert summary.warned == {"labelled on EXIF-rotated pixels": 1}
+    warning, = [line for line in sandbox_log.messages if "labelled on EXIF-rotated pixels" in line]
+    assert all(part in warning for part in (photo, "orientation 6", "100x80", "80x100", "--exif-transpose"))
+    assert "warnings: 1 (1 labelled on EXIF-rotated pixels)" in summary.render()
+    assert "--exif-transpose" in summary.render()
+    asset, annotation = stored_asset(tmp_path / "work")
+    assert open(asset, "rb").read() == open(photo, "rb").read()  # the platform's stored pixels, unchanged
+
+
+def test_exif_transpose_stores_the_rotated_pixels_unless_the_size_says_the_boxes_are_on_the_stored_ones(
+        tmp_path, registry, sandbox_log):
+    source, photo = rotated_voc(tmp_path)
+    kept = exif_photo(source / "b.jpg", 8, width=60, height=40)
+    (source / "b.xml").write_text(voc_xml([("cat", 1, 2, 30, 39)], size=(60, 40)))  # labelled on stored pixels
+    work = tmp_path / "work"
+    summary = build_sandbox(str(source), str(work), registry=registry, exif_transpose=True)
+    assert summary.repaired == {"EXIF orientation applied to pixels": 1}
+    assert summary.warned == {"labelled on stored pixels (not transposed)": 1}
+    asset, annotation = stored_asset(work, kept)
+    assert open(asset, "rb").read() == open(kept, "rb").read() and annotation == "0, 1, 2, 30, 39, -1.0, 0\n"
+    turned = [path for path, _ in index_lines(work, "train-index.tsv") + index_lines(work, "val-index.tsv")
+              if path != asset]
+    asset, = turned
+    assert os.path.basename(asset) == f"{sha1_of(asset)}.jpg"
+    with Image.open(asset) as stored:
+        assert stored.size == (80, 100) and stored.getexif().get(0x0112) is None
+        red, green, _ = stored.convert("RGB").getpixel((75, 4))  # the red corner, turned to the top right
+        assert red > 200 and green < 60
+    assert read(work / "in" / "annotations" / f"{sha1_of(asset)}.txt") == "0, 5, 60, 30, 95, -1.0, 0\n"
+    assert not any("labelled on EXIF-rotated pixels" in line for line in sandbox_log.messages)
+
+
+def test_yolo_boxes_are_scaled_by_the_rotated_size_only_with_exif_transpose(tmp_path, registry):
+    folder = tmp_path / "yolo"
+    photo = exif_photo(folder / "a.jpg", 6)
+    (folder / "a.txt").write_text("0 0.5 0.5 0.5 0.5\n")
+    (folder / "classes.txt").write_text("cat\n")
+    summary = build_sandbox(str(folder), str(tmp_path / "stored"), registry=registry)
+    assert annotation_of(tmp_path / "stored", photo) == "0, 25, 20, 74, 59, -1.0, 0\n"  # 100x80
+    assert summary.warned == {"boxes may be on EXIF-rotated pixels": 1}  # YOLO records no size
+    summary = build_sandbox(str(folder), str(tmp_path / "turned"), registry=registry, exif_transpose=True)
+    asset, annotation = stored_asset(tmp_path / "turned")
+    assert annotation == "0, 20, 25, 59, 74, -1.0, 0\n"  # 80x100
+    assert summary.warned == {} and summary.repaired == {"EXIF orientation applied to pixels": 1}
+
+
+def test_orientation_that_keeps_the_size_is_warned_about_once_per_image(tmp_path, registry, sandbox_log):
+    folder = tmp_path / "voc"
+    photo = exif_photo(folder / "a.jpg", 3)
+    (folder / "a.xml").write_text(voc_xml([("cat", 1, 1, 9, 9), ("cat", 20, 20, 29, 29)], size=(100, 80)))
+    exif_photo(folder / "b.jpg", 3, width=50)  # no boxes: nothing to warn about
+    summary = build_sandbox(str(folder), str(tmp_path / "work"), registry=registry)
+    assert summary.warned == {"boxes may be on EXIF-rotated pixels": 1}
+    warning, = [line for line in sandbox_log.messages if "EXIF orientation" in line]
+    assert photo in warning and "orientation 3" in warning and "--exif-transpose" in warning
+
+
+def test_cli_exif_transpose_flag(tmp_path, registry, monkeypatch, capsys, sandbox_log):
+    monkeypatch.setattr("ymir_runner.plugins.build_plugin_manager", lambda **_: registry)
+    source, _ = rotated_voc(tmp_path)
+    assert main(["sandbox", str(source), "--out", str(tmp_path / "work"), "--exif-transpose"]) == 0
+    assert "repaired: 1 (1 EXIF orientation applied to pixels)" in capsys.readouterr().out
 
 
 def test_det_voc_output_is_what_the_protocol_reader_reads(tmp_path, registry):

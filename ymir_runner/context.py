@@ -67,9 +67,7 @@ class TaskContext:
 
     def _annotated(self, index_file: str, name: str) -> DatasetReader:
         self._require(TaskKind.TRAINING, name)
-        export = self.config.export_format
-        annotation_format = export.annotation if export else "det-voc"
-        reader = AnnotationReader(self.class_names, annotation_format, self.skips)
+        reader = AnnotationReader(self.class_names, self.config.annotation_format, self.skips)
         return DatasetReader(index_file, annotations=reader, skips=self.skips, name=name, root=self.env.root)
 
     @functools.cached_property

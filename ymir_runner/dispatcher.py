@@ -19,6 +19,7 @@ from typing import Any, Iterator, Sequence
 from . import __version__
 from .context import TaskContext
 from .errors import ConfigError, TaskTerminated, YmirError, classify, one_line
+from .inspection import report_readers
 from .plugins import Executor, PluginRegistry, build_plugin_manager
 from .protocol.config import parse_config, read_config_file
 from .protocol.dataset import SkipLog
@@ -124,6 +125,8 @@ class Run:
         log.info("%s task %s: executor %s", context.kind, self.env.task_id, executor.spec.name)
         context.check_inputs()
         try:
+            if context.kind is TaskKind.TRAINING:
+                self._report_dataset(context)
             self.registry.before_task(context)
             with sdk_writers(**_sdk_adapters(context)):
                 self.registry.run_task(executor, context)
@@ -133,9 +136,20 @@ class Run:
             self.registry.on_task_error(context, error)
             raise
         finally:
-            if context.skips.total:
-                log.warning("%s: skipped %s", context.kind, context.skips.summary())
+            report = context.skips.report()
+            if report:
+                log.warning("%s: %s", context.kind, report)
         context.progress.done()
+
+    def _report_dataset(self, context: TaskContext) -> None:
+        """Read the training and validation sets (the plugin gets what was read, nothing is read twice) and
+        log what they hold and what is wrong with them; the same report goes to tensorboard as text."""
+        report = report_readers([context.training_set, context.validation_set], context.class_names)
+        for line in report.lines():
+            log.info("dataset: %s", line)
+        for warning in report.warnings():
+            log.warning("dataset: %s", warning)
+        self.tensorboard.add_text("ymir-runner/dataset", report.markdown(), 0)
 
     def _finish_outputs(self, context: TaskContext) -> None:
         name = context.executor.name

@@ -7,6 +7,9 @@ platform would write is written the way protocol.md section 2 describes it:
 - assets at ``in/assets/<last 2 hex>/<sha1 of the content>.<jpg|png|bmp|unknown>``, one per content;
 - one annotation file per training image (det-ark ``.txt`` or det-voc ``.xml``, empty without boxes),
   inclusive integer corners clipped to the image;
+- images in their STORED pixels, as the platform measures them and ``ymir-runner run`` decodes them (no EXIF
+  rotation): boxes labelled on EXIF-rotated photos are warned about, and ``--exif-transpose`` writes the
+  rotated pixels into the asset instead;
 - ``train-index.tsv`` / ``val-index.tsv`` (training) or ``candidate-index.tsv`` (mining, inference);
 - ``config.yaml``: the installed executors' template plus the keys the platform fills in;
 - ``models/<stage>/<files>`` + ``models/ymir-info.yaml`` from a previous training's ``/out/models``;
@@ -30,8 +33,9 @@ import random
 import shlex
 import shutil
 import sys
+import tempfile
 import xml.etree.ElementTree as ElementTree
-from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
+from typing import Any, Callable, Collection, Iterable, Mapping, NamedTuple, Sequence
 
 import yaml
 
@@ -39,7 +43,7 @@ from . import imgman
 from .errors import ConfigError, DatasetError, ModelError
 from .protocol.atomic import atomic_write_text
 from .protocol.config import ExportFormat
-from .protocol.dataset import SkipLog, ark_text
+from .protocol.dataset import MAX_WARNINGS_PER_REASON, SkipLog, ark_text, parse_xml
 from .protocol.env import TaskKind, env_document, reroot
 
 log = logging.getLogger("ymir_runner.sandbox")
@@ -63,6 +67,11 @@ PLATFORM_KEYS = frozenset({"task_id", "class_names", "gpu_id", "gpu_count", "obj
                            "pretrained_model_params", "model_params_path", "run_mining", "run_infer"})
 #: result.yaml of protocol < 1.0.0 has no stages; YMIR files its model under this stage name.
 LEGACY_STAGE = "default_best_stage"
+#: The EXIF Orientation tag, and the orientations that turn an image by a quarter (width and height swap).
+EXIF_ORIENTATION = 0x0112
+QUARTER_TURNS = frozenset({5, 6, 7, 8})
+#: Warning reasons that ``--exif-transpose`` answers (the summary then names the option).
+EXIF_HINT_REASONS = frozenset({"labelled on EXIF-rotated pixels", "boxes may be on EXIF-rotated pixels"})
 
 
 # --- the neutral form every reader returns ------------------------------------------------------------------
@@ -80,6 +89,8 @@ class SourceBox(NamedTuple):
 class SourceImage(NamedTuple):
     path: str
     boxes: tuple[SourceBox, ...] = ()
+    #: ``(width, height)`` as the annotation records it (VOC ``<size>``, COCO ``width``/``height``), if it does.
+    size: tuple[int, int] | None = None
 
 
 @dataclasses.dataclass
@@ -92,29 +103,69 @@ class SourceData:
     numeric_classes: bool = False
 
 
-class ImageSizes:
-    """Image sizes read with PIL, cached: YOLO conversion and clipping both need them."""
+class ImageHeader(NamedTuple):
+    """What PIL reads from an image's header: the STORED size and the EXIF orientation (1 when there is none)."""
 
-    def __init__(self) -> None:
-        self._sizes: dict[str, tuple[int, int] | None] = {}
+    width: int
+    height: int
+    orientation: int = 1
+
+    @property
+    def stored(self) -> tuple[int, int]:
+        return self.width, self.height
+
+    @property
+    def rotated(self) -> tuple[int, int]:
+        """The size once the EXIF orientation is applied: orientations 5 to 8 swap width and height."""
+        return (self.height, self.width) if self.orientation in QUARTER_TURNS else self.stored
+
+
+class ImageSizes:
+    """Image headers read with PIL, cached: YOLO conversion, clipping and the EXIF checks all need them.
+
+    ``exif_transpose``: the sandbox stores the EXIF-rotated pixels of every image with an orientation, so YOLO's
+    normalised boxes are scaled by the rotated size.
+    """
+
+    def __init__(self, exif_transpose: bool = False) -> None:
+        self.exif_transpose = exif_transpose
+        self._headers: dict[str, ImageHeader | None] = {}
+
+    def header(self, path: str) -> ImageHeader | None:
+        """The image's header, or None when PIL cannot open the file."""
+        if path not in self._headers:
+            self._headers[path] = _read_header(path)
+        return self._headers[path]
 
     def __call__(self, path: str) -> tuple[int, int] | None:
-        """``(width, height)``, or None when PIL cannot open the file."""
-        if path not in self._sizes:
-            self._sizes[path] = _read_size(path)
-        return self._sizes[path]
+        """``(width, height)`` of the pixels the asset will hold, or None when PIL cannot open the file."""
+        header = self.header(path)
+        if header is None:
+            return None
+        return header.rotated if self.exif_transpose else header.stored
 
 
-def _read_size(path: str) -> tuple[int, int] | None:
+def _read_header(path: str) -> ImageHeader | None:
     try:
         from PIL import Image
     except ImportError:  # Pillow is not a dependency of the core: only the sandbox needs it
         raise ConfigError("ymir-runner sandbox needs Pillow to read image sizes: pip install pillow") from None
     try:
         with Image.open(path) as image:
-            return image.size
+            width, height = image.size
+            orientation = _orientation(image)
     except Exception:  # PIL raises many types for undecodable files; any of them means "cannot open"
         return None
+    return ImageHeader(width, height, orientation)
+
+
+def _orientation(image: Any) -> int:
+    """The EXIF orientation (1 to 8); 1 when absent, invalid or in unreadable EXIF data."""
+    try:
+        value = image.getexif().get(EXIF_ORIENTATION, 1)
+    except Exception:  # noqa: BLE001 - broken EXIF blocks raise anything; the pixels are still usable
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
 @dataclasses.dataclass
@@ -142,7 +193,7 @@ class SourceTree:
         return found
 
 
-def scan_source(source: str, *, exclude: str, skips: SkipLog) -> SourceTree:
+def scan_source(source: str, *, exclude: str, skips: SkipLog, exif_transpose: bool = False) -> SourceTree:
     """List SOURCE (a folder, or a COCO json whose folder is listed) without descending into ``exclude``."""
     source = os.path.abspath(source)
     if not os.path.exists(source):
@@ -154,12 +205,21 @@ def scan_source(source: str, *, exclude: str, skips: SkipLog) -> SourceTree:
         dirs[:] = sorted(name for name in dirs if not name.startswith(".")
                          and os.path.abspath(os.path.join(folder, name)) != exclude)
         files += [os.path.join(folder, name) for name in sorted(names) if not name.startswith(".")]
-    return SourceTree(root, files, ImageSizes(), skips, given)
+    return SourceTree(root, files, ImageSizes(exif_transpose), skips, given)
 
 
 def _pixel(value: float) -> int:
     """Round half up (Python's round() sends 0.5 and 2.5 to the even neighbour, shifting boxes unevenly)."""
     return math.floor(value + 0.5)
+
+
+def _recorded_size(width: Any, height: Any) -> tuple[int, int] | None:
+    """The image size an annotation records; None when absent or not positive (some tools write 0)."""
+    try:
+        size = int(float(width)), int(float(height))
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return size if min(size) > 0 else None
 
 
 # --- readers ---------------------------------------------------------------------------------------------------
@@ -172,7 +232,8 @@ def read_images(tree: SourceTree) -> SourceData:
 def read_voc(tree: SourceTree) -> SourceData:
     """Pascal VOC: one ``.xml`` per image, found beside it, by ``<filename>``, or by stem anywhere in SOURCE.
 
-    VOC corners are already inclusive pixel indexes; they are kept as they are.
+    VOC corners are already inclusive pixel indexes; they are kept as they are. Each file is decoded in the
+    encoding its declaration names (labelling tools on Chinese Windows write ``encoding="gbk"``).
     """
     images = tree.images
     by_stem: dict[str, list[str]] = collections.defaultdict(list)
@@ -180,12 +241,11 @@ def read_voc(tree: SourceTree) -> SourceData:
         by_stem[os.path.splitext(os.path.basename(path))[0]].append(path)
     by_name = tree.by_basename()
     boxes: dict[str, list[SourceBox]] = collections.defaultdict(list)
+    sizes: dict[str, tuple[int, int] | None] = {}
     names: set[str] = set()
     for xml_file in tree.with_suffix(".xml"):
-        try:
-            root = ElementTree.parse(xml_file).getroot()
-        except (ElementTree.ParseError, OSError) as error:
-            tree.skips.skip("unreadable annotation", xml_file, str(error))
+        root = _read_xml(xml_file, tree.skips)
+        if root is None:
             continue
         if root.tag != "annotation":
             continue  # some other XML file next to the data
@@ -193,6 +253,7 @@ def read_voc(tree: SourceTree) -> SourceData:
         if image is None:
             tree.skips.skip("annotation without image", xml_file)
             continue
+        sizes[image] = _recorded_size(root.findtext("size/width"), root.findtext("size/height"))
         for number, obj in enumerate(root.iter("object"), 1):
             box = _voc_box(obj)
             if box is None:
@@ -200,7 +261,18 @@ def read_voc(tree: SourceTree) -> SourceData:
                 continue
             names.add(box.class_name)
             boxes[image].append(box)
-    return SourceData([SourceImage(path, tuple(boxes.get(path, ()))) for path in images], sorted(names))
+    return SourceData([SourceImage(path, tuple(boxes.get(path, ())), sizes.get(path)) for path in images],
+                      sorted(names))
+
+
+def _read_xml(path: str, skips: SkipLog) -> ElementTree.Element | None:
+    """The parsed file, or None (skipped and counted) when it cannot be read, decoded or parsed."""
+    try:
+        with open(path, "rb") as stream:
+            return parse_xml(stream.read())
+    except (OSError, ValueError, ElementTree.ParseError) as error:  # ValueError: not in its declared encoding
+        skips.skip("unreadable annotation", path, str(error))
+        return None
 
 
 def _voc_image(xml_file: str, root: ElementTree.Element, by_stem: Mapping[str, list[str]],
@@ -247,7 +319,7 @@ def _yolo_names(tree: SourceTree) -> list[str] | None:
     # the shallowest names file wins; at one depth, the order of YOLO_NAME_FILES
     path = min(found, key=lambda p: (p.count(os.sep), YOLO_NAME_FILES.index(os.path.basename(p))))
     try:
-        with open(path, encoding="utf-8") as stream:
+        with open(path, encoding="utf-8-sig") as stream:  # -sig: a Windows editor's byte-order mark
             text = stream.read()
         if not path.endswith(".yaml"):
             return [line.strip() for line in text.splitlines() if line.strip()]
@@ -273,7 +345,7 @@ def _yolo_label(image: str, labels: set[str]) -> str | None:
 
 def _yolo_boxes(label: str, image: str, names: list[str] | None, tree: SourceTree) -> tuple[SourceBox, ...]:
     try:
-        with open(label, encoding="utf-8") as stream:
+        with open(label, encoding="utf-8-sig") as stream:
             lines = stream.read().splitlines()
     except (OSError, UnicodeDecodeError) as error:
         tree.skips.skip("unreadable annotation", label, str(error))
@@ -317,7 +389,7 @@ def read_coco(tree: SourceTree) -> SourceData:
     """
     path = _coco_file(tree)
     try:
-        with open(path, encoding="utf-8") as stream:
+        with open(path, encoding="utf-8-sig") as stream:
             coco = json.load(stream)
         categories = sorted(coco.get("categories") or [], key=lambda entry: entry["id"])
         names = {entry["id"]: str(entry["name"]).strip() for entry in categories}
@@ -342,7 +414,8 @@ def read_coco(tree: SourceTree) -> SourceData:
             tree.skips.skip("missing image", path, str(entry.get("file_name")))
         elif image not in seen:
             seen.add(image)
-            items.append(SourceImage(image, tuple(by_id.get(entry.get("id"), ()))))
+            size = _recorded_size(entry.get("width"), entry.get("height"))
+            items.append(SourceImage(image, tuple(by_id.get(entry.get("id"), ())), size))
     return SourceData(items, list(dict.fromkeys(names.values())))  # two ids may share a name
 
 
@@ -360,7 +433,7 @@ def _coco_file(tree: SourceTree) -> str:
 def _looks_like_coco(path: str) -> bool:
     """Peeks at the start only: a COCO file can be hundreds of megabytes."""
     try:
-        with open(path, encoding="utf-8", errors="replace") as stream:
+        with open(path, encoding="utf-8-sig", errors="replace") as stream:
             head = stream.read(1 << 20)
     except OSError:
         return False
@@ -404,7 +477,7 @@ def detect_format(tree: SourceTree) -> str:
 
 def _looks_like_yolo(path: str) -> bool:
     try:
-        with open(path, encoding="utf-8") as stream:
+        with open(path, encoding="utf-8-sig") as stream:
             line = next((line for line in stream if line.strip()), "")
     except (OSError, UnicodeDecodeError):
         return False
@@ -442,6 +515,8 @@ class SandboxOptions:
     container_paths: bool = False
     plugin: str | None = None
     force: bool = False
+    #: Store the EXIF-rotated pixels of images with an EXIF orientation (their boxes were drawn on those).
+    exif_transpose: bool = False
 
 
 @dataclasses.dataclass
@@ -464,6 +539,10 @@ class SandboxSummary:
     skipped: dict[str, int]
     model_files: tuple[str, ...]
     container_paths: bool
+    #: Boxes and images used after a fix (a clipped box, pixels turned by --exif-transpose), by reason.
+    repaired: dict[str, int] = dataclasses.field(default_factory=dict)
+    #: Images used as they are but warned about (boxes that may not match the stored pixels), by reason.
+    warned: dict[str, int] = dataclasses.field(default_factory=dict)
 
     @property
     def boxes(self) -> int:
@@ -491,13 +570,21 @@ class SandboxSummary:
             per_class = ", ".join(f"{name} {count}" for name, count in self.boxes_per_class.items())
             lines.append(f"  boxes: {self.boxes} as {self.annotation_format} ({per_class})")
         lines.append(f"  classes: {', '.join(self.class_names) or '(none)'}")
-        if self.skipped:
-            lines.append(f"  skipped: {self.skipped_total} ("
-                         + ", ".join(f"{count} {reason}" for reason, count in sorted(self.skipped.items())) + ")")
+        for label, counts in (("skipped", self.skipped), ("repaired", self.repaired), ("warnings", self.warned)):
+            if counts:
+                lines.append(f"  {label}: {_counts_line(counts)}")
+        if EXIF_HINT_REASONS.intersection(self.warned):
+            lines.append("  (--exif-transpose stores the EXIF-rotated pixels, so that such boxes match them)")
         if self.model_files:
             lines.append(f"  model: {', '.join(self.model_files)}")
         lines.append(f"next: {self.next_command}")
         return "\n".join(lines)
+
+
+def _counts_line(counts: Mapping[str, int]) -> str:
+    """``3 (2 degenerate box, 1 box outside image)``: the total, then each reason."""
+    reasons = ", ".join(f"{count} {reason}" for reason, count in sorted(counts.items()))
+    return f"{sum(counts.values())} ({reasons})"
 
 
 # --- the work tree -------------------------------------------------------------------------------------------
@@ -545,9 +632,12 @@ class Asset:
     sha1: str
     source: str
     source_boxes: tuple[SourceBox, ...]
+    #: The size of the pixels stored (rotated when ``--exif-transpose`` turned them); None: PIL cannot open it.
     size: tuple[int, int] | None
     #: ``(class index, xmin, ymin, xmax, ymax)``, inclusive integer corners clipped to the image.
     boxes: list[tuple[int, int, int, int, int]] = dataclasses.field(default_factory=list)
+    #: The file whose bytes are stored: ``source``, or its EXIF-transposed copy.
+    content: str = ""
 
     @property
     def extension(self) -> str:
@@ -570,13 +660,22 @@ def file_sha1(path: str) -> str:
     return digest.hexdigest()
 
 
-def collect_assets(images: Sequence[SourceImage], sizes: ImageSizes) -> tuple[list[Asset], int]:
-    """One asset per distinct content (the platform stores an image once); returns (assets, duplicates)."""
+def collect_assets(images: Sequence[SourceImage], sizes: ImageSizes, *, transpose: Collection[str] = (),
+                   scratch: str = "", skips: SkipLog | None = None) -> tuple[list[Asset], int]:
+    """One asset per distinct content (the platform stores an image once); returns (assets, duplicates).
+
+    Images in ``transpose`` are stored with their EXIF orientation applied (copies written under ``scratch``),
+    so their content, sha1 and size are those of the turned pixels.
+    """
     assets: dict[str, Asset] = {}
     duplicates = 0
-    for image in images:
+    for number, image in enumerate(images):
+        header = sizes.header(image.path)
+        turned = os.path.join(scratch, str(number))
+        rotated = write_transposed(image.path, turned) if header and image.path in transpose else None
+        content = turned if rotated else image.path
         try:
-            digest = file_sha1(image.path)
+            digest = file_sha1(content)
         except OSError as error:
             raise DatasetError(f"cannot read image {image.path}: {error.strerror}") from error
         if digest in assets:
@@ -586,19 +685,35 @@ def collect_assets(images: Sequence[SourceImage], sizes: ImageSizes) -> tuple[li
                 log.warning("%s has the same content as %s: only the annotations of the first are kept",
                             image.path, first.source)
             continue
-        assets[digest] = Asset(digest, image.path, image.boxes, sizes(image.path))
+        assets[digest] = Asset(digest, image.path, image.boxes, rotated or (header.stored if header else None),
+                               content=content)
+        if rotated and header and skips is not None:
+            skips.repair("EXIF orientation applied to pixels", image.path,
+                         f"orientation {header.orientation}, stored as {rotated[0]}x{rotated[1]}")
     return list(assets.values()), duplicates
 
 
-def pixel_box(box: SourceBox, size: tuple[int, int] | None) -> tuple[int, int, int, int] | None:
-    """Inclusive integer corners clipped to the image; None for a box with no pixel left."""
-    x1, y1, x2, y2 = (_pixel(value) for value in box[1:])
-    x1, y1 = max(x1, 0), max(y1, 0)
-    if size is not None:
-        x2, y2 = min(x2, size[0] - 1), min(y2, size[1] - 1)
+def pixel_box(box: SourceBox, size: tuple[int, int] | None, skips: SkipLog,
+              where: str) -> tuple[int, int, int, int] | None:
+    """Inclusive integer corners clipped to the image.
+
+    None, skipped and counted, for an inverted box (``degenerate box``) or one with no pixel inside the image
+    (``box outside image``); a box that sticks out is clipped and counted as a repair (``box clipped to image``).
+    """
+    corners = tuple(_pixel(value) for value in box[1:])
+    x1, y1, x2, y2 = corners
     if x2 < x1 or y2 < y1:
+        skips.skip("degenerate box", where, repr(tuple(box[1:])))
         return None
-    return x1, y1, x2, y2
+    right, bottom = (x2, y2) if size is None else (min(x2, size[0] - 1), min(y2, size[1] - 1))
+    clipped = (max(x1, 0), max(y1, 0), right, bottom)
+    in_image = f"{corners} in a {size[0]}x{size[1]} image" if size else str(corners)
+    if clipped[2] < clipped[0] or clipped[3] < clipped[1]:
+        skips.skip("box outside image", where, in_image)
+        return None
+    if clipped != corners:
+        skips.repair("box clipped to image", where, f"{in_image} -> {clipped}")
+    return clipped
 
 
 def assign_boxes(assets: Sequence[Asset], class_index: Callable[[str], int | None], skips: SkipLog) -> None:
@@ -609,11 +724,9 @@ def assign_boxes(assets: Sequence[Asset], class_index: Callable[[str], int | Non
             if index is None:
                 skips.skip("class not in --classes", where, repr(box.class_name))
                 continue
-            corners = pixel_box(box, asset.size)
-            if corners is None:
-                skips.skip("degenerate box", where, repr(tuple(box[1:])))
-                continue
-            asset.boxes.append((index, *corners))
+            corners = pixel_box(box, asset.size, skips, where)
+            if corners is not None:
+                asset.boxes.append((index, *corners))
 
 
 def voc_text(asset: Asset, class_names: Sequence[str]) -> str:
@@ -648,7 +761,7 @@ def write_assets(assets: Sequence[Asset], work: WorkTree, annotation_format: str
     for asset in assets:
         target = work.local(asset.path)
         os.makedirs(os.path.dirname(target), exist_ok=True)
-        shutil.copyfile(asset.source, target)
+        shutil.copyfile(asset.content or asset.source, target)
         if annotation_format is None:
             continue
         text = voc_text(asset, class_names) if annotation_format == "det-voc" else ark_text(asset.boxes)
@@ -676,9 +789,115 @@ class _CountOnly(SkipLog):
     def skip(self, reason: str, where: str, detail: str = "") -> None:
         self.counts[reason] += 1
 
+    def repair(self, reason: str, where: str, detail: str = "") -> None:
+        self.repairs[reason] += 1
+
 
 def _write_lines(path: str, lines: Iterable[str]) -> None:
     atomic_write_text(path, "".join(f"{line}\n" for line in lines))
+
+
+# --- EXIF orientation ------------------------------------------------------------------------------------------
+
+class Notices:
+    """Images used as they are but worth a warning, counted by reason; the first few of each reason are logged
+    (the summary gives the totals), as :class:`SkipLog` does for skips."""
+
+    def __init__(self) -> None:
+        self.counts: collections.Counter[str] = collections.Counter()
+
+    def warn(self, reason: str, message: str) -> None:
+        self.counts[reason] += 1
+        if self.counts[reason] <= MAX_WARNINGS_PER_REASON:
+            log.warning("%s", message)
+            if self.counts[reason] == MAX_WARNINGS_PER_REASON:
+                log.warning("further '%s' are only counted", reason)
+
+
+def labelled_on(image: SourceImage, header: ImageHeader) -> str | None:
+    """``stored`` or ``rotated``: the pixels whose size the annotation records; None when that cannot tell
+    (no recorded size, a square image, an orientation that keeps the size, or a size matching neither)."""
+    if image.size is None or header.stored == header.rotated:
+        return None
+    return {header.stored: "stored", header.rotated: "rotated"}.get(image.size)
+
+
+def exif_plan(images: Sequence[SourceImage], sizes: ImageSizes, *, transpose: bool, training: bool,
+              notices: Notices) -> set[str]:
+    """The images whose EXIF-rotated pixels are stored (``--exif-transpose``: every image with an orientation,
+    except one whose annotation records the stored size: its boxes were drawn on the stored pixels).
+
+    The platform measures and ``ymir-runner run`` decodes the STORED pixels, so in training every image with an
+    EXIF orientation and boxes that may refer to the rotated pixels is warned about.
+    """
+    chosen = set()
+    for image in images:
+        header = sizes.header(image.path)
+        if header is None or header.orientation == 1:
+            continue
+        labelled = labelled_on(image, header) if training and image.boxes else None
+        if transpose and labelled != "stored":
+            chosen.add(image.path)
+        elif training and image.boxes:
+            _warn_orientation(image.path, header, labelled, transpose, notices)
+    return chosen
+
+
+def _warn_orientation(path: str, header: ImageHeader, labelled: str | None, transpose: bool,
+                      notices: Notices) -> None:
+    sizes = (f"EXIF orientation {header.orientation}, stored {header.width}x{header.height}, "
+             f"rotated {header.rotated[0]}x{header.rotated[1]}")
+    if transpose:  # the annotation records the stored size
+        notices.warn("labelled on stored pixels (not transposed)",
+                     f"{path}: {sizes}; its annotation records the stored size, so --exif-transpose leaves it as "
+                     f"stored")
+    elif labelled == "rotated":
+        notices.warn("labelled on EXIF-rotated pixels",
+                     f"{path}: labelled on EXIF-rotated pixels ({sizes}; the annotation records the rotated "
+                     f"size), but the platform uses the stored pixels: its boxes miss their objects; pass "
+                     f"--exif-transpose to store the rotated pixels")
+    elif labelled is None:
+        notices.warn("boxes may be on EXIF-rotated pixels",
+                     f"{path}: {sizes}; its size cannot tell whether the boxes were drawn on the stored pixels "
+                     f"(which the platform uses) or on the rotated ones; if on the rotated ones, pass "
+                     f"--exif-transpose")
+
+
+def write_transposed(source: str, target: str) -> tuple[int, int] | None:
+    """Save ``source`` with its EXIF orientation applied to the pixels (the tag removed), in its own format:
+    JPEG keeps its quantisation tables and chroma subsampling, so its quality stays as it was.
+
+    Returns the new ``(width, height)``, or None (warned) when PIL cannot decode or write the image.
+    """
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(source) as image:
+            format_ = "JPEG" if image.format == "MPO" else image.format  # a phone's JPEG with a depth map
+            options = _save_options(image, format_)
+            turned = ImageOps.exif_transpose(image)
+            exif = turned.getexif()
+            if exif:
+                options["exif"] = exif
+            turned.save(target, format_, **options)
+            return turned.size
+    except Exception as error:  # PIL raises many types for broken data; the original is stored instead
+        log.warning("cannot apply the EXIF orientation of %s (%s): stored as it is", source, error)
+        return None
+
+
+def _save_options(image: Any, format_: str) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    if image.info.get("icc_profile"):
+        options["icc_profile"] = image.info["icc_profile"]
+    if format_ == "JPEG":
+        from PIL import JpegImagePlugin
+
+        options["qtables"] = image.quantization
+        sampling = JpegImagePlugin.get_sampling(image)
+        if sampling != -1:  # -1: not YCbCr (grey, CMYK); the encoder's default is right then
+            options["subsampling"] = sampling
+    return options
 
 
 # --- classes ---------------------------------------------------------------------------------------------------
@@ -904,10 +1123,10 @@ def check_options(options: SandboxOptions, kinds: Sequence[TaskKind]) -> None:
                               "(with result.yaml)")
 
 
-def read_source(source: str, source_format: str, *, exclude: str, skips: SkipLog,
-                training: bool) -> tuple[SourceTree, str, SourceData]:
+def read_source(source: str, source_format: str, *, exclude: str, skips: SkipLog, training: bool,
+                exif_transpose: bool = False) -> tuple[SourceTree, str, SourceData]:
     """SOURCE listed, its format named (auto-detected unless given) and read; refuses an unusable source."""
-    tree = scan_source(source, exclude=exclude, skips=skips)
+    tree = scan_source(source, exclude=exclude, skips=skips, exif_transpose=exif_transpose)
     if tree.given_file and source_format not in ("auto", "coco"):
         raise ConfigError(f"SOURCE {source} is a file: only a COCO .json may be given as a file")
     if source_format == "auto":
@@ -948,22 +1167,27 @@ def build_sandbox(source: str, out: str, *, registry: Any = None, **options: Any
 
     # read and check everything before the work folder is touched
     skips = SkipLog(log) if training else _CountOnly()  # labels do not matter to mining and inference
-    tree, source_format, data = read_source(source, opts.format, exclude=work.root, skips=skips, training=training)
+    tree, source_format, data = read_source(source, opts.format, exclude=work.root, skips=skips, training=training,
+                                            exif_transpose=opts.exif_transpose)
     class_names = resolve_class_names(data, opts, training)
     model = read_model_source(model_dir, "--model" if opts.model else "--pretrained") if model_dir else None
     files = model_files(model, opts.all_stages) if model else []
     task_id = "t-sandbox-" + hashlib.sha1(f"{source}|{'+'.join(kinds)}".encode()).hexdigest()[:12]
     config = build_config(template_config(registry, kinds, opts.plugin), kinds, task_id, class_names, opts)
     annotation_format = annotation_format_of(config) if training else None
-    assets, duplicates = collect_assets(data.images, tree.sizes)
-    unreadable = [asset.source for asset in assets if asset.size is None]
-    for path in unreadable[:10]:
-        log.warning("PIL cannot open %s: copied anyway, as the platform would", path)
-    if training:
-        assign_boxes(assets, class_lookup(data, class_names), skips)
+    notices = Notices()
+    transpose = exif_plan(data.images, tree.sizes, transpose=opts.exif_transpose, training=training, notices=notices)
+    with tempfile.TemporaryDirectory(prefix="ymir-sandbox-") as scratch:  # EXIF-transposed images, until copied
+        assets, duplicates = collect_assets(data.images, tree.sizes, transpose=transpose, scratch=scratch,
+                                            skips=skips)
+        unreadable = [asset.source for asset in assets if asset.size is None]
+        for path in unreadable[:10]:
+            log.warning("PIL cannot open %s: copied anyway, as the platform would", path)
+        if training:
+            assign_boxes(assets, class_lookup(data, class_names), skips)
 
-    _prepare_work_dir(work)
-    write_assets(assets, work, annotation_format, class_names)
+        _prepare_work_dir(work)
+        write_assets(assets, work, annotation_format, class_names)
     train, val = write_index_files(assets, work, annotation_format, opts) if training else ([], [])
     if not training:
         _write_lines(work.local("/in/candidate-index.tsv"),
@@ -984,7 +1208,7 @@ def build_sandbox(source: str, out: str, *, registry: Any = None, **options: Any
         duplicates=duplicates, unreadable_images=len(unreadable),
         boxes_per_class={name: per_class.get(index, 0) for index, name in enumerate(class_names)},
         skipped=dict(skips.counts) if training else {}, model_files=tuple(model_paths),
-        container_paths=opts.container_paths)
+        container_paths=opts.container_paths, repaired=dict(skips.repairs), warned=dict(notices.counts))
 
 
 # --- command line ----------------------------------------------------------------------------------------------
@@ -1028,7 +1252,7 @@ def _cmd_sandbox(args: argparse.Namespace) -> int:
         annotation_format=args.annotation_format, model=args.model, pretrained=args.pretrained,
         all_stages=args.all_stages, web_ui_strings=args.web_ui_strings,
         overrides=dict(parse_override(text) for text in args.set or []), container_paths=args.container_paths,
-        plugin=args.plugin, force=args.force)
+        plugin=args.plugin, force=args.force, exif_transpose=args.exif_transpose)
     print(summary.render())
     return 0
 
@@ -1064,5 +1288,8 @@ def add_command(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--container-paths", action="store_true",
                         help="write /in/... and /out/... paths (for docker -v or `ymir-runner run --root WORK`)")
     parser.add_argument("--plugin", metavar="NAME", help="write `plugin: NAME` (the executor that runs the task)")
+    parser.add_argument("--exif-transpose", action="store_true",
+                        help="store the EXIF-rotated pixels of photos with an EXIF orientation (for boxes drawn on "
+                             "the rotated image); by default assets keep their stored pixels, as the platform's")
     parser.add_argument("--force", action="store_true", help="replace a non-empty WORK/in")
     parser.set_defaults(handler=_cmd_sandbox)

@@ -76,6 +76,11 @@ class TaskConfig:
     def use_gpu(self) -> bool:
         return bool(self.gpu_ids)
 
+    @property
+    def annotation_format(self) -> str:
+        """The annotation format of the training and validation sets (an absent export_format means VOC)."""
+        return self.export_format.annotation if self.export_format else "det-voc"
+
 
 def read_config_file(path: str) -> dict[str, Any]:
     try:

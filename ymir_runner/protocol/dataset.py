@@ -1,21 +1,27 @@
-"""Streaming readers for the dataset index files and annotations the platform writes under /in.
+"""Readers for the dataset index files and annotations the platform writes under /in.
 
 Bad input never crashes a reader: a missing image, an unreadable annotation file or a malformed box is
-skipped, counted in a :class:`SkipLog` and reported with its file and line.
+skipped, counted in a :class:`SkipLog` and reported with its file and line. What can be used after a fix is
+used and counted as a repair: a box sticking out of its image is clipped to it, a truncated image is read as
+far as its data goes. Every image's header is read (by the rules of :mod:`.images`), so boxes are checked
+against the stored size the platform recorded.
 """
 
 from __future__ import annotations
 
+import codecs
 import collections
 import json
 import logging
 import math
 import os
+import re
 import xml.etree.ElementTree as ElementTree
 from typing import Iterable, Iterator, NamedTuple, Sequence
 
 from ..errors import ConfigError, DatasetError
 from .env import reroot
+from .images import ImageProblem, probe_image
 
 log = logging.getLogger("ymir_runner.dataset")
 
@@ -48,28 +54,42 @@ class Box(NamedTuple):
 
 
 class Item(NamedTuple):
-    """One dataset entry: an image, its annotation file ('' for candidates) and its boxes."""
+    """One dataset entry: an image, its annotation file ('' for candidates), its boxes (clipped to the image,
+    exact duplicates removed) and the image's STORED size in pixels (0 when unknown)."""
 
     image: str
     annotation: str = ""
     boxes: tuple[Box, ...] = ()
+    width: int = 0
+    height: int = 0
 
 
 class SkipLog:
-    """Counts what was skipped, by reason, and warns with the location for the first few of each reason."""
+    """Counts what was skipped and what was used after a repair, by reason; warns with the location for the
+    first few of each reason (the summary gives the totals)."""
 
     def __init__(self, logger: logging.Logger = log) -> None:
+        #: Items and boxes left out, by reason.
         self.counts: collections.Counter[str] = collections.Counter()
+        #: Items and boxes used after a fix (a clipped box, a truncated image), by reason.
+        self.repairs: collections.Counter[str] = collections.Counter()
         self._log = logger
 
     def skip(self, reason: str, where: str, detail: str = "") -> None:
-        self.counts[reason] += 1
-        count = self.counts[reason]
+        self._note(self.counts, "skipped", reason, where, detail)
+
+    def repair(self, reason: str, where: str, detail: str = "") -> None:
+        """Count an item or box that is used after a fix (the first few are warned about with ``where``)."""
+        self._note(self.repairs, "repaired", reason, where, detail)
+
+    def _note(self, counter: collections.Counter[str], verb: str, reason: str, where: str, detail: str) -> None:
+        counter[reason] += 1
+        count = counter[reason]
         if count <= MAX_WARNINGS_PER_REASON:
             suffix = f": {detail}" if detail else ""
-            self._log.warning("skipped (%s) at %s%s", reason, where, suffix)
+            self._log.warning("%s (%s) at %s%s", verb, reason, where, suffix)
             if count == MAX_WARNINGS_PER_REASON:
-                self._log.warning("further '%s' skips are only counted", reason)
+                self._log.warning("further '%s' are only counted", reason)
 
     def add(self, reason: str, count: int) -> None:
         """Count ``count`` skips found elsewhere (e.g. images a DataLoader worker could not decode)."""
@@ -81,35 +101,18 @@ class SkipLog:
         return sum(self.counts.values())
 
     def summary(self) -> str:
-        return ", ".join(f"{count} {reason}" for reason, count in sorted(self.counts.items())) or "nothing"
+        """What was skipped, e.g. ``3 missing image, 1 inverted box`` (``nothing`` when nothing was)."""
+        return _counts_text(self.counts) or "nothing"
+
+    def report(self) -> str:
+        """One line for the end of a task: ``skipped ...; repaired ...`` ('' when there is nothing to say)."""
+        parts = [f"{verb} {_counts_text(counter)}" for verb, counter in (("skipped", self.counts),
+                                                                          ("repaired", self.repairs)) if counter]
+        return "; ".join(parts)
 
 
-# --- images ---------------------------------------------------------------------------------------------
-
-_MAGIC = (
-    (b"\xff\xd8\xff", "jpeg"),
-    (b"\x89PNG\r\n\x1a\n", "png"),
-    (b"BM", "bmp"),
-    (b"GIF87a", "gif"),
-    (b"GIF89a", "gif"),
-    (b"II*\x00", "tiff"),
-    (b"MM\x00*", "tiff"),
-)
-
-
-def sniff_image_format(path: str) -> str | None:
-    """The image format from the file's first bytes (YMIR's extensions are unreliable), or None."""
-    try:
-        with open(path, "rb") as stream:
-            head = stream.read(16)
-    except OSError:
-        return None
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "webp"
-    for magic, name in _MAGIC:
-        if head.startswith(magic):
-            return name
-    return None
+def _counts_text(counts: collections.Counter[str]) -> str:
+    return ", ".join(f"{count} {reason}" for reason, count in sorted(counts.items()))
 
 
 # --- annotations ----------------------------------------------------------------------------------------
@@ -173,6 +176,33 @@ def ark_text(boxes: Iterable[tuple[int, int, int, int, int]]) -> str:
     return "".join(f"{c}, {x1}, {y1}, {x2}, {y2}, -1.0, 0\n" for c, x1, y1, x2, y2 in boxes)
 
 
+_XML_DECLARATION = re.compile(rb"\s*<\?xml\b[^>]*?\?>")
+_XML_ENCODING = re.compile(rb"""\bencoding\s*=\s*["']([A-Za-z0-9._:-]+)["']""")
+#: Encodings expat decodes by itself; any other declared encoding is decoded here first.
+_EXPAT_ENCODINGS = frozenset({"utf-8", "utf-16", "utf-16-le", "utf-16-be", "ascii", "latin-1", "iso8859-1"})
+
+
+def parse_xml(content: bytes) -> ElementTree.Element:
+    """An XML document in the encoding its declaration names.
+
+    Python's expat parser only takes UTF-8, UTF-16 and single-byte encodings, so annotation files saved by
+    Windows labelling tools as ``<?xml version="1.0" encoding="gbk"?>`` (also GB2312, Big5, Shift-JIS)
+    fail in it with ``multi-byte encodings are not supported``: those are decoded here and parsed as text.
+    Raises ``ElementTree.ParseError`` for broken XML and ``ValueError`` (``UnicodeDecodeError``, or an
+    unknown encoding name) for text that cannot be decoded as declared.
+    """
+    declaration = _XML_DECLARATION.match(content)
+    named = _XML_ENCODING.search(declaration.group()) if declaration else None
+    if declaration and named:
+        try:
+            codec = codecs.lookup(named.group(1).decode("ascii")).name
+        except LookupError:
+            raise ValueError(f"unknown XML encoding {named.group(1).decode('ascii')!r}") from None
+        if codec not in _EXPAT_ENCODINGS:
+            return ElementTree.fromstring(content[declaration.end():].decode(codec))
+    return ElementTree.fromstring(content)
+
+
 def _voc_float(node: ElementTree.Element | None, tag: str, default: float | None = None) -> float:
     child = None if node is None else node.find(tag)
     if child is None or child.text is None or not child.text.strip():
@@ -204,7 +234,7 @@ class AnnotationReader:
 
     def _read_ark(self, path: str, image: str) -> tuple[Box, ...] | None:
         try:
-            with open(path, encoding="utf-8") as stream:
+            with open(path, encoding="utf-8-sig") as stream:
                 lines = stream.readlines()
         except (OSError, UnicodeDecodeError) as error:
             self.skips.skip("unreadable annotation", path, str(error))
@@ -226,8 +256,8 @@ class AnnotationReader:
                 content = stream.read()
             if not content.strip():  # the platform writes an empty file for an image without boxes
                 return ()
-            root = ElementTree.fromstring(content)
-        except (OSError, ElementTree.ParseError) as error:
+            root = parse_xml(content)
+        except (OSError, ValueError, ElementTree.ParseError) as error:  # ValueError: undecodable text
             self.skips.skip("unreadable annotation", path, str(error))
             return None
         boxes = []
@@ -253,7 +283,7 @@ class AnnotationReader:
 
     def _load_coco(self, path: str) -> dict[str, tuple[Box, ...]]:
         try:
-            with open(path, encoding="utf-8") as stream:
+            with open(path, encoding="utf-8-sig") as stream:
                 coco = json.load(stream)
             images = {entry["id"]: os.path.basename(entry["file_name"]) for entry in coco.get("images", [])}
             names = {entry["id"]: str(entry.get("name", "")).lower() for entry in coco.get("categories", [])}
@@ -284,11 +314,40 @@ class AnnotationReader:
 
 # --- index files ----------------------------------------------------------------------------------------
 
-class DatasetReader:
-    """A training/validation index (``image<TAB>annotation``) or a candidate index (``image``), streamed.
+def fit_boxes(boxes: Sequence[Box], width: int, height: int, skips: SkipLog, where: str) -> tuple[Box, ...]:
+    """Boxes clipped to a ``width`` x ``height`` image (pixel edges ``[0, width]``), as the platform's
+    ground truth can only mean what lies in the image.
 
-    Iterating yields :class:`Item` objects and skips (and counts) lines whose image is missing or whose
-    annotation file cannot be read. ``len()`` counts the index lines without reading annotations.
+    A box that sticks out is clipped and counted (``box clipped to image``); a box with no area left inside
+    is skipped (``box outside image``); an exact duplicate (same class, same corners after clipping) is
+    skipped (``duplicate box``): one object annotated twice would count as a missed object forever.
+    """
+    kept: dict[tuple[int, float, float, float, float], Box] = {}
+    for box in boxes:
+        x1, y1 = max(box.x1, 0.0), max(box.y1, 0.0)
+        x2, y2 = min(box.x2, float(width)), min(box.y2, float(height))
+        corners = f"({box.x1:g}, {box.y1:g}, {box.x2 - 1:g}, {box.y2 - 1:g}) class {box.class_id}"
+        if x2 <= x1 or y2 <= y1:
+            skips.skip("box outside image", where, f"{corners} in a {width}x{height} image")
+            continue
+        if (x1, y1, x2, y2) != (box.x1, box.y1, box.x2, box.y2):
+            skips.repair("box clipped to image", where, f"{corners} in a {width}x{height} image")
+            box = box._replace(x1=x1, y1=y1, x2=x2, y2=y2)
+        key = (box.class_id, x1, y1, x2, y2)
+        if key in kept:
+            skips.skip("duplicate box", where, corners)
+            continue
+        kept[key] = box
+    return tuple(kept.values())
+
+
+class DatasetReader:
+    """A training/validation index (``image<TAB>annotation``) or a candidate index (``image``).
+
+    Iterating yields :class:`Item` objects with the image's stored size; it skips (and counts) lines whose
+    image is missing, unreadable or too large (:func:`~.images.probe_image`) or whose annotation file cannot
+    be read, and fits boxes to their image (:func:`fit_boxes`). ``len()`` counts the index lines without
+    reading anything else.
     """
 
     def __init__(self, index_file: str, *, annotations: AnnotationReader | None, skips: SkipLog,
@@ -300,6 +359,7 @@ class DatasetReader:
         self.skips = skips
         self.name = name
         self._length: int | None = None
+        self._items: list[Item] | None = None
 
     @property
     def annotated(self) -> bool:
@@ -308,8 +368,8 @@ class DatasetReader:
     def _lines(self) -> Iterator[tuple[int, str]]:
         if not self.index_file:
             return
-        try:
-            stream = open(self.index_file, encoding="utf-8")
+        try:  # utf-8-sig: a byte-order mark written by a Windows editor is not part of the first path
+            stream = open(self.index_file, encoding="utf-8-sig")
         except OSError as error:
             raise DatasetError(f"cannot read {self.name} index {self.index_file}: {error.strerror}") from error
         with stream:
@@ -328,17 +388,34 @@ class DatasetReader:
         return self._length
 
     def __iter__(self) -> Iterator[Item]:
-        exists = os.path.exists
+        """The usable items, read once: an annotated set keeps what it read, so a second pass costs nothing
+        and counts nothing twice (candidate indexes, which can be huge, are streamed every time)."""
+        if self._items is not None:
+            yield from self._items
+            return
+        items: list[Item] | None = [] if self.annotations is not None else None
+        for item in self._read():
+            if items is not None:
+                items.append(item)
+            yield item
+        self._items = items
+
+    def _read(self) -> Iterator[Item]:
         local = self._local
         for number, line in self._lines():
             where = f"{self.index_file}:{number}"
             fields = line.split("\t")
             image = local(fields[0].strip())
-            if not exists(image):
-                self.skips.skip("missing image", where, image)
+            try:
+                info = probe_image(image)
+            except ImageProblem as problem:
+                self.skips.skip(problem.reason, where, str(problem))
                 continue
+            if info.truncated:
+                self.skips.repair("truncated image", where, f"{image} ends before its image data does: "
+                                                              "decoded as far as it goes")
             if self.annotations is None:
-                yield Item(image)
+                yield Item(image, width=info.width, height=info.height)
                 continue
             annotation = local(fields[1].strip()) if len(fields) > 1 else ""
             if not annotation:
@@ -346,7 +423,8 @@ class DatasetReader:
                 continue
             boxes = self.annotations.read(annotation, image)
             if boxes is not None:
-                yield Item(image, annotation, boxes)
+                boxes = fit_boxes(boxes, info.width, info.height, self.skips, annotation)
+                yield Item(image, annotation, boxes, info.width, info.height)
 
     def paths(self) -> list[str]:
         """Every image path of the index in file order, without checking anything (for result writers)."""

@@ -52,6 +52,8 @@ class Stage:
     timestamp: int
     metrics: Mapping[str, float]
     counts: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    #: What the best stage is chosen by (not written: the platform has no such key); None: the main metric.
+    fitness: float | None = None
 
     def to_yaml(self) -> dict[str, Any]:
         entry: dict[str, Any] = {"stage_name": self.name, "files": list(self.files), "timestamp": self.timestamp}
@@ -63,8 +65,8 @@ class Stage:
 class TrainingResult:
     """Model stages of a training task → /out/models/result.yaml, rewritten atomically after each stage.
 
-    At most ``max_stages`` are kept: the best (by ``main_metric``) and the latest; a dropped stage's
-    folder is deleted. For protocol < 1.0.0 the legacy ``{model: [...], map: ...}`` form is written instead
+    At most ``max_stages`` are kept: the best (by each stage's ``fitness``, or its ``main_metric`` when the
+    plugin gives none) and the latest; a dropped stage's folder is deleted. For protocol < 1.0.0 the legacy ``{model: [...], map: ...}`` form is written instead
     (never both: the legacy form would win).
     """
 
@@ -88,18 +90,25 @@ class TrainingResult:
         os.makedirs(path, exist_ok=True)
         return path
 
+    def fitness(self, stage: Stage) -> float:
+        """What stages are ranked by: the stage's own fitness, else its main metric."""
+        return stage.metrics[self.main_metric] if stage.fitness is None else stage.fitness
+
     @property
     def best(self) -> Stage | None:
-        """Highest main metric; a tie goes to the later stage (trained longer)."""
+        """Highest fitness; a tie goes to the later stage (trained longer)."""
         best = None
         for stage in self.stages.values():
-            if best is None or stage.metrics[self.main_metric] >= best.metrics[self.main_metric]:
+            if best is None or self.fitness(stage) >= self.fitness(best):
                 best = stage
         return best
 
     def add_stage(self, name: str, files: Sequence[str], metrics: Mapping[str, Any],
-                  counts: Mapping[str, Any] | None = None) -> Stage:
-        """Record a stage whose ``files`` (names in ``stage_dir(name)``) are already written."""
+                  counts: Mapping[str, Any] | None = None, *, fitness: float | None = None) -> Stage:
+        """Record a stage whose ``files`` (names in ``stage_dir(name)``) are already written.
+
+        ``fitness`` ranks the stage for ``best_stage_name`` (higher is better; default: the main metric), e.g.
+        a blend of metrics as ultralytics' ``0.1 * mAP50 + 0.9 * mAP50-95``."""
         self._check_name(name)
         files = tuple(str(file) for file in files)
         if not files:
@@ -111,7 +120,9 @@ class TrainingResult:
         if self.main_metric not in values:
             raise ValueError(f"stage {name!r} has no {self.main_metric!r} metric")
         ints = {key.lower(): count_value(key, value) for key, value in (counts or {}).items()}
-        stage = Stage(name, files, int(time.time()), values, ints)
+        if fitness is not None and not math.isfinite(float(fitness)):
+            raise ValueError(f"stage {name!r}: fitness {fitness!r} is not finite")
+        stage = Stage(name, files, int(time.time()), values, ints, None if fitness is None else float(fitness))
         self.stages.pop(name, None)
         self.stages[name] = stage
         dropped = self._prune()

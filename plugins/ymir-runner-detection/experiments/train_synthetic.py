@@ -174,7 +174,7 @@ def main() -> None:
         "args": vars(args),
         "mAP50": metrics.map50,
         "mAP50_95": metrics.map50_95,
-        "mAR100": metrics.mar100,
+        "mAR50_95": metrics.mar50_95,
         "per_class_AP50_95": metrics.to_dict()["per_class_ap"],
         "tp_fp_fn@0.25": [metrics.true_positives, metrics.false_positives, metrics.false_negatives],
         "train_seconds": result.train_seconds,

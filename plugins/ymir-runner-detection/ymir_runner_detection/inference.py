@@ -101,7 +101,10 @@ def make_job(context: Any, kind: str) -> Job:
     weights = []
     if kind == "mining":
         weights = mining.class_weights(hyper.class_distribution_scores, len(context.class_names)).tolist()
-    return Job(kind=kind, checkpoint_path=checkpoint.path, images=context.candidates.paths(), img_size=img_size,
+    # The core's reader reads each candidate's header: missing, unreadable and too large images are skipped,
+    # counted and named there; the answer for them is an empty entry (inference) or the last rank (mining).
+    readable = [item.image for item in context.candidates]
+    return Job(kind=kind, checkpoint_path=checkpoint.path, images=readable, img_size=img_size,
                batch_size=hyper.batch_size_per_gpu, num_workers=hyper.num_workers_per_gpu, hyper=dict(hyper),
                devices=select_devices(context.config.gpu_ids), weights=weights)
 
@@ -269,16 +272,18 @@ def infer(context: Any) -> None:
                       for b, s, c in zip(boxes, scores, classes)]
         writer.add(image, detections, width, height)
         boxes_found += len(detections)
-    context.logger.info("inference: %d boxes on %d images (%d unreadable)", boxes_found, len(job.images),
-                        len(unreadable))
+    candidates = len(context.candidates)
+    context.logger.info("inference: %d boxes on %d images (%d unreadable)", boxes_found, candidates,
+                        candidates - len(job.images) + len(unreadable))
 
 
 def mine(context: Any) -> None:
     job, results, unreadable = _run(context, "mining")
     # An unreadable image cannot be scored by a model; it goes last rather than being dropped.
     floor = min(results.values(), default=0.0) - 1.0
-    scores = [(image, results.get(index, floor)) for index, image in enumerate(job.images)]
-    context.write_mining_result(scores)
+    scores = {image: results[index] for index, image in enumerate(job.images) if index in results}
+    candidates = context.candidates.paths()
+    context.write_mining_result((image, scores.get(image, floor)) for image in candidates)
     context.logger.info("mining (%s): scored %d images (%d unreadable, ranked last)",
-                        job.hyper["mining_algorithm"], len(job.images), len(unreadable))
+                        job.hyper["mining_algorithm"], len(scores), len(candidates) - len(scores))
 

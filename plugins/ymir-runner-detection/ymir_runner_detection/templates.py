@@ -29,6 +29,13 @@ TRAINING = (
     Param("flip", True, "random horizontal flips"),
     Param("mosaic", 0.5, "probability of a 4-image mosaic per sample (0 disables it)"),
     Param("conf_threshold", 0.3, "score above which a prediction counts for tp/fp/fn in result.yaml"),
+    Param("map_iou_threshold", 0.5,
+          "IoU at which a prediction matches an object for a stage's mAP, mAR and tp/fp/fn (result.yaml "
+          "evaluate_config.iou_thr: the platform labels mAP with it); COCO mAP50-95 is kept beside it as "
+          "mAP50_95. The best stage has the highest 0.1 * mAP + 0.9 * mAP50_95 (ultralytics' fitness)"),
+    Param("max_detections", 100,
+          "most boxes kept per validation image (COCO maxDets); raised automatically to the object count of "
+          "the densest validation image"),
     Param("export_onnx", True, "also write an ONNX export of every stage"),
 )
 

@@ -35,6 +35,9 @@ CPU_WORLD_SIZE_ENV_VAR = "YMIR_RUNNER_DETECTION_CPU_PROCESSES"
 PREPARE_SHARE = 0.03
 #: An evaluation of one image costs about this many training images (forward only, no augmentation).
 EVAL_COST = 0.35
+#: The best stage has the highest ``MAP_WEIGHT * mAP + (1 - MAP_WEIGHT) * mAP50_95`` (ultralytics' fitness:
+#: mostly localisation quality, so a lucky stage at one loose IoU does not win).
+MAP_WEIGHT = 0.1
 
 Item = tuple[str, np.ndarray, np.ndarray]
 
@@ -118,6 +121,10 @@ def _check_hyper(hyper: Any) -> None:
         raise ConfigError(f"config key 'mosaic': {hyper.mosaic} must be a probability in [0, 1]")
     if not hyper.learning_rate > 0:
         raise ConfigError(f"config key 'learning_rate': {hyper.learning_rate} must be positive")
+    if not 0.0 < hyper.map_iou_threshold < 1.0:
+        raise ConfigError(f"config key 'map_iou_threshold': {hyper.map_iou_threshold} must be in (0, 1)")
+    if hyper.max_detections < 1:
+        raise ConfigError(f"config key 'max_detections': {hyper.max_detections} must be at least 1")
 
 
 def _initial_model(context: Any) -> torch.nn.Module:
@@ -196,6 +203,12 @@ class StageWriter:
         val_set = DetectionDataset(val_items, plan.img_size)
         self.val_loader = build_dataloader(val_set, max(plan.batch_size, 16), shuffle=False,
                                            num_workers=0, distributed=False)
+        densest = max(len(classes) for _, _, classes in val_items)
+        self.max_detections = max(int(self.hyper.max_detections), densest)
+        if self.max_detections > self.hyper.max_detections:
+            context.logger.info("max_detections %d per validation image (the densest has %d objects; config "
+                                "key 'max_detections' is %d)", self.max_detections, densest,
+                                self.hyper.max_detections)
         self.val_corrupt = 0
         self.evaluations = sum(1 for epoch in range(plan.epochs) if self._saves(epoch))
         self.eval_steps = EVAL_COST * len(val_items) / plan.batch_size  # in training-step units
@@ -238,34 +251,34 @@ class StageWriter:
         self._report(f"epoch {number}/{self.plan.epochs}")
 
     def save_stage(self, epoch: int, model: torch.nn.Module) -> str:
+        iou = float(self.hyper.map_iou_threshold)
         result, corrupt = evaluate_model(model, self.val_loader, len(self.context.class_names),
-                                         score_threshold=self.hyper.conf_threshold,
+                                         score_threshold=self.hyper.conf_threshold, iou_threshold=iou,
+                                         max_detections=self.max_detections,
                                          class_names=list(self.context.class_names))
         self.val_corrupt = max(self.val_corrupt, corrupt)
         self.evaluated += 1
-        mean_ap, mean_ap50 = result.map50_95 or 0.0, result.map50 or 0.0
         self._log_metrics(epoch, result, model)
         name = f"epoch_{epoch}"
         results = self.context.training_result
         folder = results.stage_dir(name)
-        metrics = {"mAP": mean_ap, "mAP50": mean_ap50, "mAR": result.mar100 or 0.0}
+        # mAP, mAR and tp/fp/fn at evaluate_config.iou_thr (what the platform labels mAP with); mAP50_95 beside.
+        metrics = {"mAP": result.map or 0.0, "mAR": result.mar or 0.0, "mAP50_95": result.map50_95 or 0.0}
         save_checkpoint(model, os.path.join(folder, CHECKPOINT_NAME), class_names=self.context.class_names,
                         img_size=self.plan.img_size, epoch=epoch, metrics=metrics)
         files = [CHECKPOINT_NAME]
         if self.hyper.export_onnx:
             export_onnx(model, os.path.join(folder, ONNX_NAME), self.plan.img_size)
             files.append(ONNX_NAME)
-        # mAP is COCO mAP@[.50:.95]; tp/fp/fn are counted at IoU 0.5 above conf_threshold.
-        results.set_evaluate_config(iou_thr=0.5, conf_thr=float(self.hyper.conf_threshold),
-                                    map_iou_thr_min=0.5, map_iou_thr_max=0.95)
-        results.add_stage(name, files, {"mAP": mean_ap, "mAR": result.mar100 or 0.0},
-                          {"tp": result.true_positives, "fp": result.false_positives,
-                           "fn": result.false_negatives})
-        return f"mAP50-95 {mean_ap:.3f} mAP50 {mean_ap50:.3f} -> {name}"
+        results.set_evaluate_config(iou_thr=iou, conf_thr=float(self.hyper.conf_threshold))
+        results.add_stage(name, files, metrics,
+                          {"tp": result.true_positives, "fp": result.false_positives, "fn": result.false_negatives},
+                          fitness=MAP_WEIGHT * metrics["mAP"] + (1 - MAP_WEIGHT) * metrics["mAP50_95"])
+        return f"mAP@{iou:.2f} {metrics['mAP']:.3f} mAP50-95 {metrics['mAP50_95']:.3f} -> {name}"
 
     def _log_metrics(self, epoch: int, result: Any, model: torch.nn.Module) -> None:
-        scalars = {"mAP50_95": result.map50_95, "mAP50": result.map50, "mAR100": result.mar100,
-                   "precision": result.precision, "recall": result.recall}
+        scalars = {"mAP": result.map, "mAR": result.mar, "mAP50_95": result.map50_95, "mAP50": result.map50,
+                   "mAR50_95": result.mar50_95, "precision": result.precision, "recall": result.recall}
         for key, value in scalars.items():
             if value is not None:
                 self.tb.add_scalar(f"val/{key}", value, epoch)

@@ -189,7 +189,7 @@ def test_evaluation_perfect_empty_and_half_right():
     perfect = [(boxes, np.ones(len(boxes)), classes) for boxes, classes in gts]
     result = evaluate_detections(gts, perfect, num_classes=3, class_names=["a", "b", "c"])
     assert result.map50_95 == pytest.approx(1.0) and result.map50 == pytest.approx(1.0)
-    assert result.mar100 == pytest.approx(1.0)
+    assert result.mar50_95 == pytest.approx(1.0) and result.mar == pytest.approx(1.0)
     assert (result.true_positives, result.false_positives, result.false_negatives) == (3, 0, 0)
     assert result.per_class_ap[2] is None  # class "c" has no ground truth: undefined, excluded from the mean
     assert result.to_dict()["per_class_ap"]["c"] is None
@@ -212,7 +212,7 @@ def test_evaluation_perfect_empty_and_half_right():
     assert result.map50 == pytest.approx(51 / 202, abs=1e-6)
     assert (result.true_positives, result.false_positives, result.false_negatives) == (1, 1, 2)
     assert result.precision == 0.5 and result.recall == pytest.approx(1 / 3)
-    assert all(isinstance(v, float) for v in (result.map50, result.map50_95, result.mar100))
+    assert all(isinstance(v, float) for v in (result.map50, result.map50_95, result.mar50_95, result.map, result.mar))
 
 
 def test_class_aware_nms():

@@ -1,10 +1,12 @@
 """Dataset / DataLoader over ``(image_path, boxes [N,4], classes [N])`` items.
 
-Images are decoded by content with PIL (YMIR file extensions are unreliable)
-and converted to RGB. An unreadable image never crashes training: the sample is
-replaced by the next readable one and the bad index is reported in the
-sample's ``"corrupt"`` list, so consumers can count bad files even when
-decoding happens in DataLoader worker processes.
+Images are decoded by ymir-runner's rules (:func:`ymir_runner.protocol.images.decode_image`: by content,
+stored pixels without EXIF rotation, 16-bit scaled by the full range, truncated files as far as they go, large
+images reduced on decode). Boxes are in STORED-pixel coordinates; an image reduced on decode has its boxes
+scaled with it, and evaluation letterbox infos map predictions back to the stored size. An unreadable image
+never crashes training: the sample is replaced by the next readable one and the bad index is reported in the
+sample's ``"corrupt"`` list, so consumers can count bad files even when decoding happens in DataLoader worker
+processes.
 """
 
 from __future__ import annotations
@@ -13,13 +15,14 @@ import functools
 import logging
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
+
+from ymir_runner.protocol.images import decode_image
 
 from .augment import AugmentConfig, LetterboxInfo, TrainAugmentation, letterbox
 from .targets import TargetConfig, encode_targets
@@ -28,11 +31,25 @@ logger = logging.getLogger(__name__)
 
 Item = tuple[str | Path, np.ndarray, np.ndarray]
 
+#: Images are decoded with their long side at least this many times the network input (room for the scale
+#: augmentation, which enlarges up to 1.4x): a 14000 x 13000 aerial JPEG at img_size 320 decodes at 1/8.
+DECODE_MARGIN = 2
+
 
 def load_image(path: str | Path) -> np.ndarray:
-    """Decode an image file by content (the extension is ignored) into an HxWx3 uint8 RGB array."""
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"))
+    """Decode an image file by ymir-runner's rules into an HxWx3 uint8 RGB array of its stored size.
+    Raises ``ymir_runner.protocol.images.ImageProblem`` when it cannot be used."""
+    return np.asarray(decode_image(str(path)).image)
+
+
+class Decoded(NamedTuple):
+    """A dataset image as decoded: ``image`` HxWx3 uint8, reduced ``factor`` times from the stored
+    ``width`` x ``height`` (stored pixel edge ``x`` lies at ``x / factor``)."""
+
+    image: np.ndarray
+    factor: int
+    width: int
+    height: int
 
 
 class DetectionDataset(Dataset):
@@ -65,23 +82,31 @@ class DetectionDataset(Dataset):
         self.augmentation = TrainAugmentation(img_size, augment) if train else None
         self.target_config = target_config
         self.cache_images = cache_images
-        self._cache: dict[int, np.ndarray] = {}
+        self.min_side = img_size * DECODE_MARGIN
+        self._cache: dict[int, Decoded] = {}
         # Per-process view; with workers, count the samples' "corrupt" lists instead.
         self.corrupt_indices: set[int] = set()
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def _read(self, index: int) -> np.ndarray:
+    def _read(self, index: int) -> Decoded:
         if index in self._cache:
             return self._cache[index]
-        image = load_image(self.paths[index])
+        image = decode_image(self.paths[index], self.min_side)
+        decoded = Decoded(np.asarray(image.image), image.factor, image.width, image.height)
         if self.cache_images:
-            self._cache[index] = image
-        return image
+            self._cache[index] = decoded
+        return decoded
 
     def load_readable(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, list[int]]:
-        """Image, boxes, classes of ``index`` or of the next readable item; plus that item's index and the bad ones."""
+        """Image, boxes, classes of ``index`` or of the next readable item; plus that item's index and the bad ones.
+
+        Boxes are in the pixels of the returned image (stored pixels divided by the decode's reduce factor)."""
+        decoded, boxes, used, corrupt = self._load_readable(index)
+        return decoded.image, boxes, self.classes[used], used, corrupt
+
+    def _load_readable(self, index: int) -> tuple[Decoded, np.ndarray, int, list[int]]:
         corrupt = []
         for attempt in range(len(self)):
             candidate = (index + attempt) % len(self)
@@ -89,17 +114,19 @@ class DetectionDataset(Dataset):
                 corrupt.append(candidate)
                 continue
             try:
-                image = self._read(candidate)
-            except Exception as error:  # PIL raises many types (OSError, SyntaxError, ValueError, ...)
+                decoded = self._read(candidate)
+            except Exception as error:  # ImageProblem, or anything a broken file makes PIL raise
                 logger.warning("skipping unreadable image %s: %s", self.paths[candidate], error)
                 self.corrupt_indices.add(candidate)
                 corrupt.append(candidate)
                 continue
-            return image, self.boxes[candidate], self.classes[candidate], candidate, corrupt
+            boxes = self.boxes[candidate]
+            return decoded, boxes if decoded.factor == 1 else boxes / np.float32(decoded.factor), candidate, corrupt
         raise RuntimeError("no readable image in the dataset")
 
     def __getitem__(self, index: int) -> dict:
-        image, boxes, classes, used_index, corrupt = self.load_readable(index)
+        decoded, boxes, used_index, corrupt = self._load_readable(index)
+        image, classes = decoded.image, self.classes[used_index]
         info = None
         if self.augmentation is not None:
             # Seeding from torch's RNG makes augmentation follow DataLoader worker seeding (reproducible).
@@ -113,6 +140,9 @@ class DetectionDataset(Dataset):
             image, boxes, classes = self.augmentation(image, boxes, classes, rng, draw_extra_sample)
         else:
             image, boxes, info = letterbox(image, self.img_size, boxes)
+            if decoded.factor > 1:  # map predictions back to the STORED pixels the annotations use
+                info = LetterboxInfo(info.scale_x / decoded.factor, info.scale_y / decoded.factor, info.pad_x,
+                                     info.pad_y, decoded.width, decoded.height)
         sample = {
             "image": torch.from_numpy(np.ascontiguousarray(image)),
             "boxes": torch.from_numpy(np.asarray(boxes, dtype=np.float32).reshape(-1, 4)),

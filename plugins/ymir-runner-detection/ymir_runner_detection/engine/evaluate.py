@@ -3,6 +3,13 @@
 Ground truth per image: ``(boxes [N,4], classes [N])``; predictions per image:
 :class:`~.decode.Detections` or ``(boxes [M,4], scores [M], classes [M])``.
 Boxes are ``x1, y1, x2, y2`` pixel-edge coordinates of the same image space.
+
+Definitions (COCO's, from pycocotools' ``COCOeval``, computed by faster-coco-eval): AP is the area under the
+101-point interpolated precision/recall curve of one class, mAP its mean over the classes that have ground
+truth. ``map`` / ``mar`` are AP / recall at ONE IoU threshold (``iou_threshold``, 0.5 by default: the value
+YMIR labels its ``mAP`` with), ``map50_95`` the mean of AP over the IoU thresholds 0.50, 0.55, ..., 0.95.
+Each image contributes at most ``max_detections`` predictions (COCO's maxDets, 100 by default: raise it for
+scenes with more objects).
 """
 
 from __future__ import annotations
@@ -16,14 +23,20 @@ from faster_coco_eval import COCO, COCOeval_faster
 GroundTruth = tuple[np.ndarray, np.ndarray]
 Prediction = tuple[np.ndarray, np.ndarray, np.ndarray]
 
+#: COCO's IoU thresholds for mAP50-95: 0.50, 0.55, ..., 0.95.
+COCO_IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
+DEFAULT_MAX_DETECTIONS = 100
+
 
 @dataclass
 class EvaluationResult:
     """Detection metrics; ``None`` means undefined (no ground truth to measure against)."""
 
+    map: float | None  # AP at iou_threshold, mean over classes
+    mar: float | None  # recall at iou_threshold with max_detections per image, mean over classes
     map50_95: float | None
     map50: float | None
-    mar100: float | None
+    mar50_95: float | None  # recall averaged over the IoUs 0.50:0.95, max_detections per image
     per_class_ap: dict[int, float | None]  # AP@[.50:.95] per class id; None = class has no GT
     per_class_ap50: dict[int, float | None]
     true_positives: int
@@ -33,6 +46,8 @@ class EvaluationResult:
     recall: float
     score_threshold: float
     num_images: int
+    iou_threshold: float = 0.5
+    max_detections: int = DEFAULT_MAX_DETECTIONS
     class_names: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -79,24 +94,40 @@ def _mean_valid(values: np.ndarray) -> float | None:
 
 
 def coco_metrics(
-    ground_truths: Sequence[GroundTruth], predictions: Sequence, num_classes: int, image_sizes=None
+    ground_truths: Sequence[GroundTruth], predictions: Sequence, num_classes: int, image_sizes=None, *,
+    iou_threshold: float = 0.5, max_detections: int = DEFAULT_MAX_DETECTIONS,
 ) -> dict:
-    """mAP@[.5:.95], mAP@.5, AR@100 and per-class APs (COCO definitions, 100 detections per image)."""
+    """AP / recall at ``iou_threshold``, mAP@[.5:.95], mAP@.5, recall@[.5:.95] and per-class APs (COCO
+    definitions, at most ``max_detections`` predictions per image, all object sizes).
+
+    Raises ``ValueError`` for an ``iou_threshold`` outside (0, 1) or ``max_detections`` < 1.
+    """
+    if not 0.0 < iou_threshold < 1.0:
+        raise ValueError(f"iou_threshold must be in (0, 1), got {iou_threshold}")
+    if max_detections < 1:
+        raise ValueError(f"max_detections must be at least 1, got {max_detections}")
     coco_gt, coco_dt = _build_coco(ground_truths, predictions, num_classes, image_sizes)
     evaluator = COCOeval_faster(coco_gt, coco_dt, iouType="bbox", print_function=lambda *args, **kwargs: None)
     evaluator.params.catIds = list(range(1, num_classes + 1))
+    thresholds = np.round(np.union1d(COCO_IOU_THRESHOLDS, [iou_threshold]), 10)
+    evaluator.params.iouThrs = thresholds
+    evaluator.params.maxDets = sorted({1, 10, int(max_detections)})
     evaluator.evaluate()
     evaluator.accumulate()
     # precision: [iou T, recall R, class K, area A, maxDets M]; -1 marks "no GT" entries.
     precision = evaluator.eval["precision"][:, :, :, 0, -1]
     recall = evaluator.eval["recall"][:, :, 0, -1]
-    iou_50 = int(np.argmin(np.abs(evaluator.params.iouThrs - 0.5)))
+    coco = np.isin(thresholds, np.round(COCO_IOU_THRESHOLDS, 10))
+    at = int(np.argmin(np.abs(thresholds - iou_threshold)))
+    at_50 = int(np.argmin(np.abs(thresholds - 0.5)))
     return {
-        "map50_95": _mean_valid(precision),
-        "map50": _mean_valid(precision[iou_50]),
-        "mar100": _mean_valid(recall),
-        "per_class_ap": {c: _mean_valid(precision[:, :, c]) for c in range(num_classes)},
-        "per_class_ap50": {c: _mean_valid(precision[iou_50, :, c]) for c in range(num_classes)},
+        "map": _mean_valid(precision[at]),
+        "mar": _mean_valid(recall[at]),
+        "map50_95": _mean_valid(precision[coco]),
+        "map50": _mean_valid(precision[at_50]),
+        "mar50_95": _mean_valid(recall[coco]),
+        "per_class_ap": {c: _mean_valid(precision[coco][:, :, c]) for c in range(num_classes)},
+        "per_class_ap50": {c: _mean_valid(precision[at_50, :, c]) for c in range(num_classes)},
     }
 
 
@@ -148,17 +179,21 @@ def evaluate_detections(
     *,
     score_threshold: float = 0.25,
     iou_threshold: float = 0.5,
+    max_detections: int = DEFAULT_MAX_DETECTIONS,
     class_names: Sequence[str] | None = None,
     image_sizes: Sequence[tuple[int, int]] | None = None,
 ) -> EvaluationResult:
-    """COCO metrics plus tp/fp/fn (at ``score_threshold``, IoU ``iou_threshold``) over a set of images."""
+    """COCO metrics (see :func:`coco_metrics`) plus tp/fp/fn (at ``score_threshold``, IoU ``iou_threshold``)
+    over a set of images. An image's predictions beyond its ``max_detections`` best are not counted."""
     if len(ground_truths) != len(predictions):
         raise ValueError(f"{len(ground_truths)} ground truths but {len(predictions)} predictions")
     for prediction in predictions:
         classes = np.asarray(_as_prediction(prediction)[2]).reshape(-1)
         if classes.size and (classes.min() < 0 or classes.max() >= num_classes):
             raise ValueError(f"predicted class ids must be in [0, {num_classes})")
-    coco = coco_metrics(ground_truths, predictions, num_classes, image_sizes)
+    coco = coco_metrics(ground_truths, predictions, num_classes, image_sizes, iou_threshold=iou_threshold,
+                        max_detections=max_detections)
+    predictions = [_best(prediction, max_detections) for prediction in predictions]
     tp, fp, fn = match_counts(ground_truths, predictions, score_threshold, iou_threshold)
     return EvaluationResult(
         **coco,
@@ -169,15 +204,28 @@ def evaluate_detections(
         recall=tp / (tp + fn) if tp + fn else 0.0,
         score_threshold=score_threshold,
         num_images=len(ground_truths),
+        iou_threshold=iou_threshold,
+        max_detections=max_detections,
         class_names=list(class_names or []),
     )
 
 
-def evaluate_model(model, loader, num_classes: int, *, score_threshold: float = 0.25, class_names=None, **decode_kwargs):
+def _best(prediction, max_detections: int) -> Prediction:
+    """The ``max_detections`` highest-scoring predictions of one image (as COCO's maxDets keeps them)."""
+    boxes, scores, classes = (np.asarray(a) for a in _as_prediction(prediction))
+    scores = scores.reshape(-1)
+    if scores.size <= max_detections:
+        return boxes, scores, classes
+    keep = np.argsort(-scores, kind="stable")[:max_detections]
+    return boxes.reshape(-1, 4)[keep], scores[keep], classes.reshape(-1)[keep]
+
+
+def evaluate_model(model, loader, num_classes: int, *, score_threshold: float = 0.25, class_names=None,
+                   iou_threshold: float = 0.5, max_detections: int = DEFAULT_MAX_DETECTIONS, **decode_kwargs):
     """Predict over an eval DataLoader (letterboxed dataset) and evaluate against the items' original boxes.
 
-    Images that turned out unreadable are left out (their replacement is only
-    counted once). Returns ``(EvaluationResult, number_of_unreadable_images)``.
+    The decoder keeps up to ``max_detections`` boxes per image. Images that turned out unreadable are left
+    out (their replacement is only counted once). Returns ``(EvaluationResult, number_of_unreadable_images)``.
     """
     from .decode import predict_batch  # torch-dependent; keep this module importable without a model
 
@@ -185,13 +233,14 @@ def evaluate_model(model, loader, num_classes: int, *, score_threshold: float = 
     predictions_by_index, corrupt = {}, set()
     for batch in loader:
         corrupt.update(batch["corrupt"])
-        detections = predict_batch(model, batch["images"], batch["letterbox"], **decode_kwargs)
+        detections = predict_batch(model, batch["images"], batch["letterbox"], top_k=max_detections, **decode_kwargs)
         for index, detection in zip(batch["indices"], detections):
             predictions_by_index[index] = detection
     indices = sorted(predictions_by_index)
     ground_truths = [(dataset.boxes[i], dataset.classes[i]) for i in indices]
     predictions = [predictions_by_index[i] for i in indices]
     result = evaluate_detections(
-        ground_truths, predictions, num_classes, score_threshold=score_threshold, class_names=class_names
+        ground_truths, predictions, num_classes, score_threshold=score_threshold, iou_threshold=iou_threshold,
+        max_detections=max_detections, class_names=class_names,
     )
     return result, len(corrupt)

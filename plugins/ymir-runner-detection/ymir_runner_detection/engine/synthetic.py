@@ -221,8 +221,8 @@ def generate(
     """Write a seeded synthetic dataset under ``<out_dir>/in`` and describe it.
 
     ``scene`` sets the difficulty (``objects_range`` is a shortcut overriding
-    its field). ``n_corrupt_train`` extra train entries point at truncated
-    image files (annotated as empty) to exercise unreadable-image handling.
+    its field). ``n_corrupt_train`` extra train entries point at files no
+    decoder can identify (annotated as empty) to exercise unreadable-image handling.
     """
     scene = scene or SceneConfig()
     if objects_range is not None:
@@ -252,7 +252,8 @@ def generate(
     for _ in range(n_corrupt_train):
         image, _, _ = render_image(rng, img_size_range, scene)
         data = _encode(image, "JPEG")
-        path, sha1 = _write_asset(root, data[: len(data) // 3], ".jpg")
+        # A JPEG start-of-image marker and then garbage: no decoder can identify it.
+        path, sha1 = _write_asset(root, data[:2] + b"not an image" + data[-64:], ".jpg")
         empty = np.zeros((0, 4), np.float32), np.zeros(0, np.int64)
         annotation = _write_annotations(root, sha1, path.name, image.shape, *empty, annotation_formats, result)
         index_lines["train"].append(f"{path}\t{annotation}")

@@ -1,0 +1,255 @@
+"""The images of /in/assets, read the way the platform imported them (protocol.md section 2).
+
+The platform's importer opens each asset with PIL, truncated-image loading on, keeps JPEG, PNG and BMP of any
+bit depth or mode, and records the STORED size (no EXIF rotation, never decoding the pixels, no pixel limit).
+Every image this project decodes follows the same rules, in one place:
+
+- **by content**: the format comes from the file's bytes; the extension is not reliable.
+- **stored pixels**: EXIF orientation is NOT applied, so pixels and boxes share the coordinates the platform
+  recorded.
+- **bit depth**: 16-bit (and 32-bit integer) grey images are scaled to 8 bit by the full 16-bit range,
+  ``v8 = round(v16 * 255 / 65535)`` clipped to [0, 255] (a 16-bit value 20000 becomes 78, 60000 becomes 233);
+  float images are clipped to [0, 255]; every other mode (palette, grey with alpha, RGBA, CMYK, 1-bit) goes
+  through PIL's own conversion to RGB.
+- **truncation**: an image whose data ends early is decoded as far as it goes (PIL fills the rest with grey)
+  and reported as ``truncated image``; it is used in every task, because it is what the platform imported
+  and showed for labelling.
+- **size limit**: at most :data:`MAX_IMAGE_PIXELS` stored pixels (a larger image is a ``image too large``
+  skip, never decoded). Below it, large images are decoded straight to a reduced size (JPEG DCT scaling,
+  otherwise PIL's box reduce) by a power-of-two factor, so memory stays near what the caller needs.
+
+Nothing here imports numpy or torch: callers convert the RGB ``PIL.Image`` themselves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import warnings
+from typing import Iterator, NamedTuple
+
+from PIL import Image, ImageFile
+
+#: The largest image decoded, in stored pixels (width x height). Aerial and satellite tiles of tens of
+#: thousands of pixels a side are routine (a 14000 x 13000 orthophoto is 182 Mpx); a header claiming more than
+#: a gigapixel is refused as a decompression bomb (a tiny PNG can claim 100k x 100k).
+MAX_IMAGE_PIXELS = 1 << 30
+#: Reduction factors tried on decode, largest first (JPEG's DCT scaling offers exactly these).
+REDUCE_FACTORS = (8, 4, 2)
+
+_MAGIC = (
+    (b"\xff\xd8\xff", "jpeg"),
+    (b"\x89PNG\r\n\x1a\n", "png"),
+    (b"BM", "bmp"),
+    (b"GIF87a", "gif"),
+    (b"GIF89a", "gif"),
+    (b"II*\x00", "tiff"),
+    (b"MM\x00*", "tiff"),
+)
+#: How a complete file of each format ends: a mismatch is checked by a strict decode (trailing data such as a
+#: phone's motion-photo video after the JPEG end marker is not truncation).
+_ENDINGS = {"jpeg": b"\xff\xd9", "png": b"IEND\xaeB`\x82"}
+_SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
+
+
+class ImageProblem(ValueError):
+    """An image that cannot be used; ``reason`` is the skip reason (``missing image``, ``unreadable image``,
+    ``image too large``), the message says why."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+class ImageInfo(NamedTuple):
+    """What the header says: stored ``width`` x ``height`` in pixels, the format by content (``jpeg``, ``png``,
+    ...), PIL's mode, and whether the file ends before its image data does."""
+
+    width: int
+    height: int
+    format: str
+    mode: str
+    truncated: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodedImage:
+    """An 8-bit RGB image decoded by the project's rules.
+
+    ``image`` is ``width // factor`` (rounded up) wide: a box corner at stored pixel edge ``x`` lies at
+    ``x / factor`` in it. ``width`` / ``height`` are the STORED size, the coordinates of the annotations.
+    """
+
+    image: Image.Image
+    width: int
+    height: int
+    factor: int
+
+
+def sniff_image_format(path: str) -> str | None:
+    """The image format from the file's first bytes (YMIR's extensions are unreliable), or None."""
+    try:
+        with open(path, "rb") as stream:
+            head = stream.read(16)
+    except OSError:
+        return None
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    for magic, name in _MAGIC:
+        if head.startswith(magic):
+            return name
+    return None
+
+
+@contextlib.contextmanager
+def _pil_rules(load_truncated: bool) -> Iterator[None]:
+    """PIL's two process-wide switches, set to this module's rules for the duration of one open/decode.
+
+    PIL warns above its pixel limit and raises above twice it; the limit is ours, so both become errors.
+    """
+    saved = Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES
+    Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = MAX_IMAGE_PIXELS, load_truncated
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            yield
+    finally:
+        Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = saved
+
+
+def _open(path: str) -> Image.Image:
+    """PIL's lazy open (header only), with every failure turned into an :class:`ImageProblem`."""
+    try:
+        return Image.open(path)
+    except FileNotFoundError:
+        raise ImageProblem("missing image", f"{path} does not exist") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageProblem("image too large", f"{path}: the header claims more than {MAX_IMAGE_PIXELS} pixels "
+                                              f"(ymir_runner.protocol.images.MAX_IMAGE_PIXELS)") from None
+    except Exception as error:  # PIL raises many types (UnidentifiedImageError, SyntaxError, ValueError...)
+        raise ImageProblem("unreadable image", f"{path}: {error}") from None
+
+
+def _check_size(path: str, image: Image.Image) -> None:
+    width, height = image.size
+    if width < 1 or height < 1:
+        raise ImageProblem("unreadable image", f"{path}: size {width}x{height}")
+    if width * height > MAX_IMAGE_PIXELS:  # PIL's own check allows up to its limit; ours is exact
+        raise ImageProblem("image too large", f"{path}: {width}x{height} is more than {MAX_IMAGE_PIXELS} pixels "
+                                              f"(ymir_runner.protocol.images.MAX_IMAGE_PIXELS)")
+
+
+def probe_image(path: str) -> ImageInfo:
+    """Read an image's header (and its last bytes): size, format, mode, truncation. Decodes nothing, except
+    the rare file whose ending does not look complete, which is decoded once to tell truncation apart from
+    trailing data.
+
+    Raises :class:`ImageProblem` for a missing, unreadable or too large image.
+    """
+    with _pil_rules(load_truncated=False):
+        with _open(path) as image:
+            _check_size(path, image)
+            format_ = sniff_image_format(path) or (image.format or "unknown").lower()
+            info = ImageInfo(image.width, image.height, format_, image.mode, False)
+    if _ends_completely(path, info.format):
+        return info
+    return info._replace(truncated=_strict_decode_fails(path))
+
+
+def _ends_completely(path: str, format_: str) -> bool:
+    if format_ == "bmp":
+        return _bmp_complete(path)
+    ending = _ENDINGS.get(format_)
+    if ending is None:
+        return True  # formats the platform never imports: a truncation shows up when decoding
+    try:
+        with open(path, "rb") as stream:
+            stream.seek(-len(ending), os.SEEK_END)
+            return stream.read() == ending
+    except OSError:
+        return False
+
+
+def _bmp_complete(path: str) -> bool:
+    """A BMP's header states its file size (bytes 2-5, little endian; 0 when the writer left it out)."""
+    try:
+        with open(path, "rb") as stream:
+            declared = int.from_bytes(stream.read(6)[2:6], "little")
+        return declared == 0 or os.path.getsize(path) >= declared
+    except OSError:
+        return False
+
+
+def _strict_decode_fails(path: str) -> bool:
+    with _pil_rules(load_truncated=False):
+        try:
+            with Image.open(path) as image:
+                image.draft("RGB", (max(1, image.width // 8), max(1, image.height // 8)))  # JPEG: 64x fewer pixels
+                image.load()
+        except OSError:
+            return True
+        except Exception:  # noqa: BLE001 - any other failure is not truncation; decode_image reports it
+            return False
+    return False
+
+
+def reduce_factor(width: int, height: int, min_side: int | None) -> int:
+    """The largest of :data:`REDUCE_FACTORS` that keeps the image's LONG side at least ``min_side`` pixels
+    (1 when ``min_side`` is None or the image is already small)."""
+    if not min_side:
+        return 1
+    long_side = max(width, height)
+    return next((factor for factor in REDUCE_FACTORS if long_side / factor >= min_side), 1)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """An 8-bit RGB copy of a loaded image, by the bit-depth rule of this module."""
+    if image.mode in _SIXTEEN_BIT_MODES:
+        # I;16 must become I (32-bit) before point(); 65535 -> 255 exactly, rounding to nearest.
+        image = image.convert("I").point(lambda value: value * (255 / 65535) + 0.5).convert("L")
+    elif image.mode == "F":
+        image = image.point(lambda value: min(max(value, 0.0), 255.0)).convert("L")
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def _reduce(image: Image.Image, factor: int) -> Image.Image:
+    """PIL's box reduce (each output pixel is the mean of ``factor`` x ``factor``); palette and 16-bit modes,
+    which it does not take, are converted to RGB first."""
+    try:
+        return image.reduce(factor)
+    except ValueError:
+        return to_rgb(image).reduce(factor)
+
+
+def decode_image(path: str, min_side: int | None = None) -> DecodedImage:
+    """Decode ``path`` into 8-bit RGB by the rules of this module.
+
+    ``min_side``: the long side the caller needs; the image is reduced on decode by the largest power of two
+    (at most 8) that keeps its long side at least this long. JPEG reduces inside the decoder (DCT scaling),
+    so a 14000 x 13000 photo needs about 1/64 of its full-size memory; PNG and BMP are decoded whole, then
+    reduced. None keeps the stored size.
+
+    Raises :class:`ImageProblem` for a missing, unreadable or too large image.
+    """
+    with _pil_rules(load_truncated=True):
+        with _open(path) as image:
+            _check_size(path, image)
+            width, height = image.size
+            factor = reduce_factor(width, height, min_side)
+            try:
+                if factor > 1 and image.format == "JPEG":
+                    mode = "L" if image.mode == "L" else "RGB"
+                    drafted = image.draft(mode, (-(-width // factor), -(-height // factor)))
+                    if drafted is None:
+                        image.load()
+                    else:  # draft may pick a smaller factor than asked: read the one it chose
+                        factor = round(width / drafted[1][2])
+                image.load()
+                if factor > 1 and image.size == (width, height):
+                    image = _reduce(image, factor)
+                return DecodedImage(to_rgb(image), width, height, factor)
+            except ImageProblem:
+                raise
+            except Exception as error:  # PIL raises many types for broken data
+                raise ImageProblem("unreadable image", f"{path}: {error}") from None
