@@ -69,6 +69,10 @@ def _counts(counter: collections.Counter[str]) -> str:
     return ", ".join(f"{count} {reason}" for reason, count in sorted(counter.items()))
 
 
+def _images(count: int) -> str:
+    return "1 image is" if count == 1 else f"{count} images are"
+
+
 def _examples(paths: Sequence[str]) -> str:
     shown = ", ".join(paths[:EXAMPLES])
     return shown + (f" and {len(paths) - EXAMPLES} more" if len(paths) > EXAMPLES else "")
@@ -134,7 +138,7 @@ class DatasetReport:
             validation_ids = validation.asset_ids()
             shared = sorted(path for asset, path in training.asset_ids().items() if asset in validation_ids)
             if shared:
-                warnings.append(f"{len(shared)} images are in both the training and the validation set (same asset: "
+                warnings.append(f"{_images(len(shared))} in both the training and the validation set (same asset: "
                                 f"{_examples(shared)}): validation metrics are optimistic; split the data without "
                                 "overlap")
         for split in self.splits:

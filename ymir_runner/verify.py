@@ -915,7 +915,7 @@ def verify_out(out_dir: str, tasks: Iterable[str], *, candidates: Sequence[str] 
 def read_candidates(path: str) -> list[str]:
     """A candidate index: one image path per line; a TAB-separated second column is ignored."""
     try:
-        with open(path, encoding="utf-8") as stream:
+        with open(path, encoding="utf-8-sig") as stream:  # a byte-order mark is not part of the first path
             return [line.rstrip("\r\n").split("\t")[0] for line in stream if line.strip()]
     except (OSError, UnicodeDecodeError) as error:
         raise UsageError(f"cannot read candidate index {path}: {error}") from None

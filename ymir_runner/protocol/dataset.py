@@ -322,23 +322,30 @@ def fit_boxes(boxes: Sequence[Box], width: int, height: int, skips: SkipLog, whe
     is skipped (``box outside image``); an exact duplicate (same class, same corners after clipping) is
     skipped (``duplicate box``): one object annotated twice would count as a missed object forever.
     """
-    kept: dict[tuple[int, float, float, float, float], Box] = {}
+    seen: set[tuple[int, float, float, float, float]] = set()
+    kept: list[Box] = []
     for box in boxes:
+        corners = f"({box.x1:g}, {box.y1:g}, {box.x2 - 1:g}, {box.y2 - 1:g}) class {box.class_id}"
+        as_written = (box.class_id, box.x1, box.y1, box.x2, box.y2)
+        if as_written in seen:
+            skips.skip("duplicate box", where, corners)
+            continue
+        seen.add(as_written)
         x1, y1 = max(box.x1, 0.0), max(box.y1, 0.0)
         x2, y2 = min(box.x2, float(width)), min(box.y2, float(height))
-        corners = f"({box.x1:g}, {box.y1:g}, {box.x2 - 1:g}, {box.y2 - 1:g}) class {box.class_id}"
         if x2 <= x1 or y2 <= y1:
             skips.skip("box outside image", where, f"{corners} in a {width}x{height} image")
             continue
         if (x1, y1, x2, y2) != (box.x1, box.y1, box.x2, box.y2):
+            clipped = (box.class_id, x1, y1, x2, y2)
+            if clipped in seen:  # two boxes that only differ outside the image
+                skips.skip("duplicate box", where, corners)
+                continue
+            seen.add(clipped)
             skips.repair("box clipped to image", where, f"{corners} in a {width}x{height} image")
             box = box._replace(x1=x1, y1=y1, x2=x2, y2=y2)
-        key = (box.class_id, x1, y1, x2, y2)
-        if key in kept:
-            skips.skip("duplicate box", where, corners)
-            continue
-        kept[key] = box
-    return tuple(kept.values())
+        kept.append(box)
+    return tuple(kept)
 
 
 class DatasetReader:

@@ -240,7 +240,7 @@ def decode_image(path: str, min_side: int | None = None) -> DecodedImage:
             try:
                 if factor > 1 and image.format == "JPEG":
                     mode = "L" if image.mode == "L" else "RGB"
-                    drafted = image.draft(mode, (-(-width // factor), -(-height // factor)))
+                    drafted = image.draft(mode, (max(1, width // factor), max(1, height // factor)))
                     if drafted is None:
                         image.load()
                     else:  # draft may pick a smaller factor than asked: read the one it chose

@@ -26,7 +26,7 @@ def _rerooted_env(env: TaskEnv, folder: str) -> str:
         if not index or not os.path.isfile(index):
             continue
         copy = os.path.join(folder, os.path.basename(index))
-        with open(index, encoding="utf-8") as source, open(copy, "w", encoding="utf-8") as target:
+        with open(index, encoding="utf-8-sig") as source, open(copy, "w", encoding="utf-8") as target:
             for line in source:
                 fields = line.rstrip("\r\n").split("\t")
                 target.write("\t".join(reroot(field.strip(), env.root) for field in fields) + "\n")

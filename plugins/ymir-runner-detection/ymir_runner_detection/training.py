@@ -192,6 +192,12 @@ def train(context: Any) -> None:
                         result.steps, result.train_seconds, result.images_per_second, 100 * result.data_wait_share)
 
 
+def validation_max_detections(configured: int, classes_per_image: Sequence[Any]) -> int:
+    """Detections kept per validation image (and COCO's maxDets): the configured number, raised to the object
+    count of the densest image, so a model that finds every object can score mAP 1.0 on any scene."""
+    return max(int(configured), max((len(classes) for classes in classes_per_image), default=0))
+
+
 class StageWriter:
     """Engine callbacks: progress, logs, tensorboard, and every ``save_period`` epochs an evaluated stage."""
 
@@ -203,12 +209,11 @@ class StageWriter:
         val_set = DetectionDataset(val_items, plan.img_size)
         self.val_loader = build_dataloader(val_set, max(plan.batch_size, 16), shuffle=False,
                                            num_workers=0, distributed=False)
-        densest = max(len(classes) for _, _, classes in val_items)
-        self.max_detections = max(int(self.hyper.max_detections), densest)
+        self.max_detections = validation_max_detections(self.hyper.max_detections,
+                                                        [classes for _, _, classes in val_items])
         if self.max_detections > self.hyper.max_detections:
-            context.logger.info("max_detections %d per validation image (the densest has %d objects; config "
-                                "key 'max_detections' is %d)", self.max_detections, densest,
-                                self.hyper.max_detections)
+            context.logger.info("max_detections %d per validation image (the densest has as many objects; config "
+                                "key 'max_detections' is %d)", self.max_detections, self.hyper.max_detections)
         self.val_corrupt = 0
         self.evaluations = sum(1 for epoch in range(plan.epochs) if self._saves(epoch))
         self.eval_steps = EVAL_COST * len(val_items) / plan.batch_size  # in training-step units

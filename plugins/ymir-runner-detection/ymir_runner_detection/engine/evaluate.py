@@ -8,8 +8,8 @@ Definitions (COCO's, from pycocotools' ``COCOeval``, computed by faster-coco-eva
 101-point interpolated precision/recall curve of one class, mAP its mean over the classes that have ground
 truth. ``map`` / ``mar`` are AP / recall at ONE IoU threshold (``iou_threshold``, 0.5 by default: the value
 YMIR labels its ``mAP`` with), ``map50_95`` the mean of AP over the IoU thresholds 0.50, 0.55, ..., 0.95.
-Each image contributes at most ``max_detections`` predictions (COCO's maxDets, 100 by default: raise it for
-scenes with more objects).
+Each image contributes at most ``max_detections`` predictions, its best whatever their class (100 by default:
+raise it for scenes with more objects; COCO's maxDets, which limits each image and class, is set alike).
 """
 
 from __future__ import annotations
@@ -184,16 +184,17 @@ def evaluate_detections(
     image_sizes: Sequence[tuple[int, int]] | None = None,
 ) -> EvaluationResult:
     """COCO metrics (see :func:`coco_metrics`) plus tp/fp/fn (at ``score_threshold``, IoU ``iou_threshold``)
-    over a set of images. An image's predictions beyond its ``max_detections`` best are not counted."""
+    over a set of images. Only each image's ``max_detections`` best predictions count, whatever their class (as
+    the decoder keeps them; COCO's own maxDets limits each image AND class)."""
     if len(ground_truths) != len(predictions):
         raise ValueError(f"{len(ground_truths)} ground truths but {len(predictions)} predictions")
     for prediction in predictions:
         classes = np.asarray(_as_prediction(prediction)[2]).reshape(-1)
         if classes.size and (classes.min() < 0 or classes.max() >= num_classes):
             raise ValueError(f"predicted class ids must be in [0, {num_classes})")
+    predictions = [_best(prediction, max_detections) for prediction in predictions]
     coco = coco_metrics(ground_truths, predictions, num_classes, image_sizes, iou_threshold=iou_threshold,
                         max_detections=max_detections)
-    predictions = [_best(prediction, max_detections) for prediction in predictions]
     tp, fp, fn = match_counts(ground_truths, predictions, score_threshold, iou_threshold)
     return EvaluationResult(
         **coco,
@@ -211,7 +212,7 @@ def evaluate_detections(
 
 
 def _best(prediction, max_detections: int) -> Prediction:
-    """The ``max_detections`` highest-scoring predictions of one image (as COCO's maxDets keeps them)."""
+    """The ``max_detections`` highest-scoring predictions of one image, whatever their class."""
     boxes, scores, classes = (np.asarray(a) for a in _as_prediction(prediction))
     scores = scores.reshape(-1)
     if scores.size <= max_detections:

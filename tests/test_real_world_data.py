@@ -1,0 +1,281 @@
+"""Real-world dataset quirks in the core: images read by the platform's import rules, boxes as the user gave
+them but only where they lie in the image, index and annotation files in the encodings users' tools write.
+
+Each test is built from a small generated input of one kind of fault (issue: "Real-world datasets in, true
+numbers out")."""
+
+from __future__ import annotations
+
+import codecs
+import logging
+import os
+import struct
+import subprocess
+import sys
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ymir_runner.inspection import inspect_env, report_readers
+from ymir_runner.protocol.dataset import AnnotationReader, Box, DatasetReader, SkipLog
+from ymir_runner.protocol.images import MAX_IMAGE_PIXELS, ImageProblem, decode_image, probe_image
+from ymir_runner.testing import TaskTree, write_png
+
+CLASSES = ("cat", "dog")
+
+
+def jpeg(path, width=64, height=48, *, seed=0, mode="RGB", **options):
+    rng = np.random.default_rng(seed)
+    shape = (height, width, 3) if mode == "RGB" else (height, width)
+    os.makedirs(os.path.dirname(str(path)) or ".", exist_ok=True)
+    Image.fromarray(rng.integers(0, 255, shape, dtype=np.uint8)).save(path, "JPEG", **options)
+    return str(path)
+
+
+def gray16_png(path, width=64, height=48):
+    values = np.linspace(20000, 60000, width * height).reshape(height, width).astype(np.uint16)
+    Image.fromarray(values).save(path)
+    return str(path), values
+
+
+def bomb_png(path, side=100_000):
+    """A tiny PNG whose header claims ``side`` x ``side`` pixels of one colour."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    with open(path, "wb") as stream:
+        stream.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 4096))
+                     + chunk(b"IEND", b""))
+    return str(path)
+
+
+def index(tmp_path, lines, name="train-index.tsv", *, bom=False):
+    path = tmp_path / name
+    path.write_bytes((codecs.BOM_UTF8 if bom else b"") + "".join(line + "\n" for line in lines).encode())
+    return str(path)
+
+
+def reader(index_file, fmt="det-ark", *, annotated=True, skips=None):
+    skips = skips or SkipLog()
+    annotations = AnnotationReader(CLASSES, fmt, skips) if annotated else None
+    return DatasetReader(index_file, annotations=annotations, skips=skips, name="training")
+
+
+# --- 1. bit depth -------------------------------------------------------------------------------------------
+
+def test_16_bit_grey_png_keeps_its_content_scaled_by_the_full_16_bit_range(tmp_path):
+    path, values = gray16_png(tmp_path / "a.png")
+    assert Image.open(path).mode == "I;16"
+    decoded = np.asarray(decode_image(path).image)
+    assert decoded.shape == (48, 64, 3) and decoded.dtype == np.uint8
+    expected = np.floor(values * (255 / 65535) + 0.5).astype(np.uint8)  # 20000 -> 78, 60000 -> 233
+    np.testing.assert_array_equal(decoded[..., 0], expected)
+    assert decoded.min() == 78 and decoded.max() == 233  # not the all-white image PIL's convert("RGB") gives
+
+
+# --- 2. and 3. boxes outside the image, duplicates -----------------------------------------------------------
+
+def test_boxes_are_clipped_to_the_image_and_boxes_outside_it_are_skipped_and_counted(tmp_path, caplog):
+    image = write_png(str(tmp_path / "a.png"), 100, 80)
+    annotation = tmp_path / "a.txt"
+    annotation.write_text("0, -10, -5, 49, 39\n"      # sticks out top-left: clipped to (0, 0, 50, 40)
+                          "1, 80, 60, 129, 99\n"      # sticks out bottom-right: clipped to (80, 60, 100, 80)
+                          "0, 100, 10, 150, 20\n"     # wholly to the right of the image
+                          "1, -30, -30, -1, -1\n"     # wholly above-left
+                          "0, 10, 10, 19, 19\n")      # inside: kept as it is
+    skips = SkipLog()
+    with caplog.at_level(logging.WARNING, logger="ymir_runner.dataset"):
+        (item,) = list(reader(index(tmp_path, [f"{image}\t{annotation}"]), skips=skips))
+    assert [box[:5] for box in item.boxes] == [(0, 0.0, 0.0, 50.0, 40.0), (1, 80.0, 60.0, 100.0, 80.0),
+                                               (0, 10.0, 10.0, 20.0, 20.0)]
+    assert (item.width, item.height) == (100, 80)
+    assert skips.counts["box outside image"] == 2 and skips.repairs["box clipped to image"] == 2
+    assert skips.report() == "skipped 2 box outside image; repaired 2 box clipped to image"
+    messages = [record.getMessage() for record in caplog.records]
+    assert sum(str(annotation) in message and "box outside image" in message for message in messages) == 2
+
+
+def test_exact_duplicate_boxes_are_collapsed_and_counted(tmp_path):
+    image = write_png(str(tmp_path / "a.png"), 100, 80)
+    annotation = tmp_path / "a.txt"
+    annotation.write_text("0, 10, 10, 29, 29, -1.0, 0\n" * 25 + "1, 10, 10, 29, 29, -1.0, 0\n"
+                          + "0, 10, 10, 29, 30, -1.0, 0\n")
+    skips = SkipLog()
+    (item,) = list(reader(index(tmp_path, [f"{image}\t{annotation}"]), skips=skips))
+    # Same corners but another class, or other corners, are different boxes.
+    assert [box[:5] for box in item.boxes] == [(0, 10.0, 10.0, 30.0, 30.0), (1, 10.0, 10.0, 30.0, 30.0),
+                                               (0, 10.0, 10.0, 30.0, 31.0)]
+    assert skips.counts == {"duplicate box": 24}
+
+
+def test_an_annotated_set_is_read_once_and_counted_once(tmp_path):
+    image = write_png(str(tmp_path / "a.png"), 10, 10)
+    annotation = tmp_path / "a.txt"
+    annotation.write_text("0, 0, 0, 3, 3\n0, 0, 0, 3, 3\n")
+    skips = SkipLog()
+    dataset = reader(index(tmp_path, [f"{image}\t{annotation}", f"{tmp_path}/missing.png\t{annotation}"]),
+                     skips=skips)
+    assert list(dataset) == list(dataset)
+    assert skips.counts == {"duplicate box": 1, "missing image": 1}
+
+
+# --- 5. very large images and decompression bombs ------------------------------------------------------------
+
+def test_a_182_megapixel_jpeg_is_read_and_decoded_straight_to_a_reduced_size(tmp_path):
+    path = str(tmp_path / "aerial.jpg")
+    Image.new("L", (14000, 13000), 90).save(path, quality=80)  # PIL's own limit refuses this (> 179 Mpx)
+    assert probe_image(path)[:3] == (14000, 13000, "jpeg")
+    decoded = decode_image(path, min_side=640)
+    assert (decoded.width, decoded.height, decoded.factor) == (14000, 13000, 8)
+    assert decoded.image.size == (1750, 1625) and decoded.image.mode == "RGB"
+    # Memory stays near the output size: a fresh process decoding it peaks far below the 546 MB of full RGB.
+    # (VmHWM, the peak resident size of this process's own memory: ru_maxrss would carry pytest's over exec.)
+    code = ("from ymir_runner.protocol.images import decode_image; "
+            f"decode_image({path!r}, min_side=640); "
+            "print(next(int(line.split()[1]) // 1024 for line in open('/proc/self/status') "
+            "if line.startswith('VmHWM')))")
+    peak_mb = int(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout)
+    assert peak_mb < 150, peak_mb
+
+
+def test_a_95_megapixel_image_is_read_without_a_library_warning(tmp_path, recwarn):
+    path = str(tmp_path / "big.jpg")
+    Image.new("L", (10000, 9500)).save(path)
+    (item,) = list(reader(index(tmp_path, [path]), annotated=False))
+    assert (item.width, item.height) == (10000, 9500)
+    assert decode_image(path, min_side=640).factor == 8
+    assert not [warning for warning in recwarn if "decompression bomb" in str(warning.message).lower()]
+
+
+def test_a_decompression_bomb_is_skipped_counted_and_named(tmp_path, caplog):
+    bomb = bomb_png(tmp_path / "bomb.png")
+    assert os.path.getsize(bomb) < 1000 and 100_000 ** 2 > MAX_IMAGE_PIXELS
+    with pytest.raises(ImageProblem) as problem:
+        decode_image(bomb)
+    assert problem.value.reason == "image too large" and "bomb.png" in str(problem.value)
+    good = write_png(str(tmp_path / "good.png"), 8, 8)
+    skips = SkipLog()
+    with caplog.at_level(logging.WARNING, logger="ymir_runner.dataset"):
+        items = list(reader(index(tmp_path, [bomb, good]), annotated=False, skips=skips))
+    assert [item.image for item in items] == [good]
+    assert skips.counts == {"image too large": 1}
+    assert any("bomb.png" in record.getMessage() and "MAX_IMAGE_PIXELS" in record.getMessage()
+               for record in caplog.records)
+
+
+# --- 6. truncated images ---------------------------------------------------------------------------------------
+
+def test_jpegs_missing_only_their_end_marker_are_used_whole_and_counted(tmp_path, caplog):
+    complete = jpeg(tmp_path / "complete.jpg", seed=1)
+    data = open(complete, "rb").read()
+    assert data.endswith(b"\xff\xd9")
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(data[:-2])
+    info = probe_image(str(cut))
+    assert info.truncated and (info.width, info.height) == (64, 48)
+    np.testing.assert_array_equal(np.asarray(decode_image(str(cut)).image), np.asarray(decode_image(complete).image))
+    skips = SkipLog()
+    with caplog.at_level(logging.WARNING, logger="ymir_runner.dataset"):
+        items = list(reader(index(tmp_path, [complete, str(cut)]), annotated=False, skips=skips))
+    assert len(items) == 2 and skips.repairs == {"truncated image": 1} and not skips.counts
+    assert any("cut.jpg" in record.getMessage() for record in caplog.records)
+
+
+def test_an_image_cut_in_its_pixel_data_is_decoded_as_far_as_it_goes(tmp_path):
+    data = open(jpeg(tmp_path / "complete.jpg", seed=2), "rb").read()
+    cut = tmp_path / "half.jpg"
+    cut.write_bytes(data[: len(data) // 2])
+    assert probe_image(str(cut)).truncated
+    assert decode_image(str(cut)).image.size == (64, 48)
+
+
+def test_trailing_data_after_the_end_marker_is_not_truncation(tmp_path):
+    path = jpeg(tmp_path / "motion.jpg")
+    with open(path, "ab") as stream:
+        stream.write(b"\0\0ftypmp42" + bytes(200))  # a phone's motion-photo video after the JPEG
+    assert not probe_image(path).truncated
+
+
+# --- 7. annotation files in a legacy encoding ------------------------------------------------------------------
+
+def voc_text(*objects, encoding="utf-8"):
+    body = "".join(f"<object><name>{name}</name><bndbox><xmin>{x1}</xmin><ymin>{y1}</ymin><xmax>{x2}</xmax>"
+                   f"<ymax>{y2}</ymax></bndbox></object>" for name, x1, y1, x2, y2 in objects)
+    return f'<?xml version="1.0" encoding="{encoding}"?>\n<annotation><filename>a.jpg</filename>{body}</annotation>'
+
+
+def test_voc_in_its_declared_legacy_encoding_is_parsed_and_undecodable_files_are_skipped_by_path(tmp_path, caplog):
+    image = write_png(str(tmp_path / "a.png"), 100, 80)
+    gbk = tmp_path / "gbk.xml"
+    gbk.write_bytes(voc_text(("猫", 1, 2, 10, 20), ("狗", 5, 5, 9, 9), encoding="gbk").encode("gbk"))
+    big5 = tmp_path / "big5.xml"
+    big5.write_bytes(voc_text(("貓", 3, 3, 7, 7), encoding="big5").encode("big5"))
+    broken = tmp_path / "broken.xml"  # declares GBK, holds bytes that are not GBK
+    broken.write_bytes(voc_text(encoding="gbk").encode() + b"<!-- \x80\xff -->")
+    unknown = tmp_path / "unknown.xml"
+    unknown.write_bytes(voc_text(("猫", 1, 1, 2, 2), encoding="x-no-such-codec").encode())
+    skips = SkipLog()
+    annotations = AnnotationReader(("猫", "狗", "貓"), "det-voc", skips)
+    lines = [f"{image}\t{path}" for path in (gbk, big5, broken, unknown)]
+    dataset = DatasetReader(index(tmp_path, lines), annotations=annotations, skips=skips, name="training")
+    with caplog.at_level(logging.WARNING, logger="ymir_runner.dataset"):
+        items = list(dataset)
+    assert [[box[:5] for box in item.boxes] for item in items] == [
+        [(0, 1.0, 2.0, 11.0, 21.0), (1, 5.0, 5.0, 10.0, 10.0)], [(2, 3.0, 3.0, 8.0, 8.0)]]
+    assert skips.counts == {"unreadable annotation": 2}
+    messages = " ".join(record.getMessage() for record in caplog.records)
+    assert "broken.xml" in messages and "unknown.xml" in messages
+
+
+# --- 8. byte-order marks ---------------------------------------------------------------------------------------
+
+def test_a_utf8_byte_order_mark_is_ignored_in_every_index_and_annotation_file(tmp_path):
+    images = [write_png(str(tmp_path / f"{name}.png"), 20, 20) for name in "ab"]
+    annotation = tmp_path / "a.txt"
+    annotation.write_bytes(codecs.BOM_UTF8 + b"1, 0, 0, 4, 4\n")
+    training = reader(index(tmp_path, [f"{image}\t{annotation}" for image in images], bom=True))
+    assert [item.image for item in training] == images and training.skips.total == 0
+    assert [item.boxes for item in training][0] == (Box(1, 0.0, 0.0, 5.0, 5.0),)
+    candidates = reader(index(tmp_path, images, "candidate-index.tsv", bom=True), annotated=False)
+    assert candidates.paths() == images and [item.image for item in candidates] == images
+
+
+# --- the dataset report ----------------------------------------------------------------------------------------
+
+def test_inspect_reports_what_the_readers_saw_with_actionable_warnings(tmp_path, capsys):
+    from ymir_runner.cli import main
+
+    # Training: images 0 (cat) and 1 (dog); validation: 2 (bird), 3 (cat), and image 0 again (the same asset).
+    tree = TaskTree(str(tmp_path), class_names=("cat", "dog", "bird"), images=4)
+    with open(tree.local("/in/val-index.tsv"), "a") as stream:
+        stream.write(f"{tree.images[0]}\t{tree.annotations[0]}\n")
+    assert main(["inspect", "--env", tree.env_file, "--root", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "training: 2 usable images of 2 index lines" in out
+    assert "validation: 3 usable images of 3 index lines" in out
+    assert "boxes per class (training / validation): cat 1 / 2, dog 1 / 0, bird 0 / 1" in out
+    assert "1 image is in both the training and the validation set" in out
+    assert "classes with no training box: bird: the model cannot learn them" in out
+    assert "classes with no validation box: dog" in out
+
+    report = inspect_env(tree.env_file, str(tmp_path))
+    assert [split.lines for split in report.splits] == [2, 3]
+
+
+def test_a_validation_set_without_boxes_is_called_meaningless(tmp_path):
+    image = write_png(str(tmp_path / "a.png"), 20, 20)
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    boxes = tmp_path / "boxes.txt"
+    boxes.write_text("0, 1, 1, 5, 5\n1, 1, 1, 5, 5\n")
+    skips = SkipLog()
+    annotations = AnnotationReader(CLASSES, "det-ark", skips)
+    training = DatasetReader(index(tmp_path, [f"{image}\t{boxes}"]), annotations=annotations, skips=skips,
+                             name="training")
+    validation = DatasetReader(index(tmp_path, [f"{image}\t{empty}"], "val-index.tsv"), annotations=annotations,
+                               skips=skips, name="validation")
+    warnings = report_readers([training, validation], CLASSES).warnings()
+    assert any(warning.startswith("the validation set has no box at all") for warning in warnings), warnings
