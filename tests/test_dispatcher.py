@@ -33,12 +33,12 @@ def test_training_success_writes_final_monitor_and_result(registry, ymir_task):
     assert glob.glob(os.path.join(outcome.out_dir, "tensorboard", "events.out.tfevents.*"))
 
 
-def test_plugins_and_versions_recorded_in_tensorboard(registry, ymir_task):
+def tensorboard_texts(out_dir):
+    """``(tag, text)`` of every text summary in the run's tensorboard event file."""
     from tensorboardX.proto import event_pb2  # tensorboardX ships the protobuf definitions
     from tensorboardX.event_file_writer import EventFileWriter  # noqa: F401  (imported for its side effects)
 
-    outcome = ymir_task().run(registry)
-    (events_file,) = glob.glob(os.path.join(outcome.out_dir, "tensorboard", "events.out.tfevents.*"))
+    (events_file,) = glob.glob(os.path.join(out_dir, "tensorboard", "events.out.tfevents.*"))
     texts = []
     with open(events_file, "rb") as stream:
         data = stream.read()
@@ -48,8 +48,31 @@ def test_plugins_and_versions_recorded_in_tensorboard(registry, ymir_task):
         event = event_pb2.Event.FromString(data[offset + 12:offset + 12 + length])
         offset += 16 + length
         for value in event.summary.value:
-            texts.append((value.tag, value.tensor.string_val))
-    assert any(tag.startswith("ymir-runner/plugins") and b"toy" in b"".join(strings) for tag, strings in texts)
+            texts.append((value.tag, b"".join(value.tensor.string_val).decode()))
+    return texts
+
+
+def test_plugins_and_versions_recorded_in_tensorboard(registry, ymir_task):
+    outcome = ymir_task().run(registry)
+    texts = tensorboard_texts(outcome.out_dir)
+    assert any(tag.startswith("ymir-runner/plugins") and "toy" in text for tag, text in texts)
+
+
+def test_training_starts_with_the_dataset_report_read_once(registry, ymir_task):
+    tree = ymir_task(images=6)
+    box = tree.boxes_of(0)[0]
+    with open(tree.local(tree.annotations[0]), "a") as stream:  # the image's one box, written twice more
+        stream.write(f"{box[0]}, {box[1]}, {box[2]}, {box[3]}, {box[4]}\n" * 2)
+    outcome = tree.run(registry)
+    assert outcome.exit_code == 0, outcome.stderr
+    assert "dataset: training: 3 usable images of 3 index lines; skipped 2 duplicate box" in outcome.stderr
+    assert "dataset: boxes per class (training / validation): cat 2 / 1, dog 1 / 2" in outcome.stderr
+    # The toy plugin reads the training set again: nothing is read or counted twice.
+    assert outcome.stderr.count("skipped (duplicate box)") == 2
+    assert "training: skipped 2 duplicate box" in outcome.stderr
+    texts = dict(tensorboard_texts(outcome.out_dir))
+    assert "training: 3 usable images of 3 index lines" in next(
+        text for tag, text in texts.items() if tag.startswith("ymir-runner/dataset"))
 
 
 def test_mining_then_infer_share_progress_and_model_cache(registry, ymir_task):

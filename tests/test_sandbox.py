@@ -193,6 +193,17 @@ def test_yolo_normalised_boxes_become_pixels(tmp_path, registry):
     assert annotation_of(tmp_path / "work", first) == "1, 15, 20, 34, 59, -1.0, 0\n"
 
 
+def test_yolo_boxes_of_a_182_megapixel_photo_use_its_size_as_run_reads_it(tmp_path, registry):
+    """PIL's own limit refuses this aerial JPEG (> 179 Mpx); the sandbox reads it by ``ymir-runner run``'s rules."""
+    source, _ = yolo_source(tmp_path)
+    big = source / "images" / "train" / "aerial.jpg"
+    Image.new("L", (14000, 13000), 90).save(big)
+    (source / "labels" / "train" / "aerial.txt").write_text("0 0.5 0.5 0.5 0.5\n")
+    summary = build_sandbox(str(source), str(tmp_path / "work"), registry=registry)
+    assert summary.unreadable_images == 0
+    assert annotation_of(tmp_path / "work", big) == "0, 3500, 3250, 10499, 9749, -1.0, 0\n"
+
+
 def test_yolo_without_names_needs_classes_which_name_the_indexes(tmp_path, registry):
     source, first = yolo_source(tmp_path, names=())
     with pytest.raises(ConfigError, match="pass --classes"):

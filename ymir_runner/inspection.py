@@ -212,6 +212,9 @@ def inspect_env(env_file: str, root: str | None = None) -> DatasetReport:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
+    from .dispatcher import configure_logging
+
+    configure_logging()  # each skipped or repaired item is warned about with its file, as in a run
     report = inspect_env(args.env, args.root)
     print(report.text())
     return 0

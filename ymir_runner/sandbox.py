@@ -45,6 +45,7 @@ from .protocol.atomic import atomic_write_text
 from .protocol.config import ExportFormat
 from .protocol.dataset import MAX_WARNINGS_PER_REASON, SkipLog, ark_text, parse_xml
 from .protocol.env import TaskKind, env_document, reroot
+from .protocol.images import ImageProblem, open_image
 
 log = logging.getLogger("ymir_runner.sandbox")
 
@@ -146,15 +147,12 @@ class ImageSizes:
 
 
 def _read_header(path: str) -> ImageHeader | None:
+    """The header by the rules ``ymir-runner run`` reads images with (no PIL pixel limit, ours instead)."""
     try:
-        from PIL import Image
-    except ImportError:  # Pillow is not a dependency of the core: only the sandbox needs it
-        raise ConfigError("ymir-runner sandbox needs Pillow to read image sizes: pip install pillow") from None
-    try:
-        with Image.open(path) as image:
+        with open_image(path) as image:
             width, height = image.size
             orientation = _orientation(image)
-    except Exception:  # PIL raises many types for undecodable files; any of them means "cannot open"
+    except ImageProblem:
         return None
     return ImageHeader(width, height, orientation)
 
@@ -869,10 +867,10 @@ def write_transposed(source: str, target: str) -> tuple[int, int] | None:
 
     Returns the new ``(width, height)``, or None (warned) when PIL cannot decode or write the image.
     """
-    from PIL import Image, ImageOps
+    from PIL import ImageOps
 
     try:
-        with Image.open(source) as image:
+        with open_image(source) as image:
             format_ = "JPEG" if image.format == "MPO" else image.format  # a phone's JPEG with a depth map
             options = _save_options(image, format_)
             turned = ImageOps.exif_transpose(image)

@@ -26,8 +26,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import warnings
-from typing import Iterator, NamedTuple
+from typing import Any, Iterator, NamedTuple
 
 from PIL import Image, ImageFile
 
@@ -50,6 +49,9 @@ _MAGIC = (
 #: How a complete file of each format ends: a mismatch is checked by a strict decode (trailing data such as a
 #: phone's motion-photo video after the JPEG end marker is not truncation).
 _ENDINGS = {"jpeg": b"\xff\xd9", "png": b"IEND\xaeB`\x82"}
+#: PIL's format names -> the names of :func:`sniff_image_format` (MPO: a JPEG with extra frames, from cameras).
+_FORMATS = {"JPEG": "jpeg", "MPO": "jpeg", "PNG": "png", "BMP": "bmp", "DIB": "bmp", "GIF": "gif", "TIFF": "tiff",
+            "WEBP": "webp"}
 _SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
 
 
@@ -106,29 +108,34 @@ def sniff_image_format(path: str) -> str | None:
 def _pil_rules(load_truncated: bool) -> Iterator[None]:
     """PIL's two process-wide switches, set to this module's rules for the duration of one open/decode.
 
-    PIL warns above its pixel limit and raises above twice it; the limit is ours, so both become errors.
+    PIL's own pixel limit is switched off (it warns from 89 Mpx and refuses from 179 Mpx): the limit is
+    :data:`MAX_IMAGE_PIXELS`, checked by :func:`_check_size` on the header before anything is decoded.
     """
     saved = Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES
-    Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = MAX_IMAGE_PIXELS, load_truncated
+    Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = None, load_truncated
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            yield
+        yield
     finally:
         Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = saved
 
 
-def _open(path: str) -> Image.Image:
-    """PIL's lazy open (header only), with every failure turned into an :class:`ImageProblem`."""
-    try:
-        return Image.open(path)
-    except FileNotFoundError:
-        raise ImageProblem("missing image", f"{path} does not exist") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageProblem("image too large", f"{path}: the header claims more than {MAX_IMAGE_PIXELS} pixels "
-                                              f"(ymir_runner.protocol.images.MAX_IMAGE_PIXELS)") from None
-    except Exception as error:  # PIL raises many types (UnidentifiedImageError, SyntaxError, ValueError...)
-        raise ImageProblem("unreadable image", f"{path}: {error}") from None
+@contextlib.contextmanager
+def open_image(path: str, *, load_truncated: bool = True) -> Iterator[Image.Image]:
+    """PIL's lazy open (the header only) under this module's rules: the size limit is checked before anything
+    is decoded, and a later ``load()`` reads a truncated file as far as it goes (``load_truncated``).
+
+    Raises :class:`ImageProblem` for a missing, unidentifiable or too large image.
+    """
+    with _pil_rules(load_truncated):
+        try:
+            image = Image.open(path)
+        except FileNotFoundError:
+            raise ImageProblem("missing image", f"{path} does not exist") from None
+        except Exception as error:  # PIL raises many types (UnidentifiedImageError, SyntaxError, ValueError...)
+            raise ImageProblem("unreadable image", f"{path}: {error}") from None
+        with image:
+            _check_size(path, image)
+            yield image
 
 
 def _check_size(path: str, image: Image.Image) -> None:
@@ -147,37 +154,26 @@ def probe_image(path: str) -> ImageInfo:
 
     Raises :class:`ImageProblem` for a missing, unreadable or too large image.
     """
-    with _pil_rules(load_truncated=False):
-        with _open(path) as image:
-            _check_size(path, image)
-            format_ = sniff_image_format(path) or (image.format or "unknown").lower()
-            info = ImageInfo(image.width, image.height, format_, image.mode, False)
-    if _ends_completely(path, info.format):
-        return info
-    return info._replace(truncated=_strict_decode_fails(path))
+    with open_image(path, load_truncated=False) as image:
+        format_ = _FORMATS.get(image.format or "", (image.format or "unknown").lower())
+        info = ImageInfo(image.width, image.height, format_, image.mode, False)
+        complete = _ends_completely(image.fp, format_)
+    return info if complete else info._replace(truncated=_strict_decode_fails(path))
 
 
-def _ends_completely(path: str, format_: str) -> bool:
-    if format_ == "bmp":
-        return _bmp_complete(path)
-    ending = _ENDINGS.get(format_)
-    if ending is None:
-        return True  # formats the platform never imports: a truncation shows up when decoding
+def _ends_completely(stream: Any, format_: str) -> bool:
+    """Whether the open file ends as a complete file of its format does (read from PIL's own file object)."""
     try:
-        with open(path, "rb") as stream:
-            stream.seek(-len(ending), os.SEEK_END)
-            return stream.read() == ending
-    except OSError:
-        return False
-
-
-def _bmp_complete(path: str) -> bool:
-    """A BMP's header states its file size (bytes 2-5, little endian; 0 when the writer left it out)."""
-    try:
-        with open(path, "rb") as stream:
-            declared = int.from_bytes(stream.read(6)[2:6], "little")
-        return declared == 0 or os.path.getsize(path) >= declared
-    except OSError:
+        if format_ == "bmp":  # the header states the file size (bytes 2-5; 0 when the writer left it out)
+            stream.seek(2)
+            declared = int.from_bytes(stream.read(4), "little")
+            return declared == 0 or stream.seek(0, os.SEEK_END) >= declared
+        ending = _ENDINGS.get(format_)
+        if ending is None:
+            return True  # formats the platform never imports: a truncation shows up when decoding
+        stream.seek(-len(ending), os.SEEK_END)
+        return stream.read() == ending
+    except (OSError, ValueError):
         return False
 
 
@@ -232,24 +228,18 @@ def decode_image(path: str, min_side: int | None = None) -> DecodedImage:
 
     Raises :class:`ImageProblem` for a missing, unreadable or too large image.
     """
-    with _pil_rules(load_truncated=True):
-        with _open(path) as image:
-            _check_size(path, image)
-            width, height = image.size
-            factor = reduce_factor(width, height, min_side)
-            try:
-                if factor > 1 and image.format == "JPEG":
-                    mode = "L" if image.mode == "L" else "RGB"
-                    drafted = image.draft(mode, (max(1, width // factor), max(1, height // factor)))
-                    if drafted is None:
-                        image.load()
-                    else:  # draft may pick a smaller factor than asked: read the one it chose
-                        factor = round(width / drafted[1][2])
-                image.load()
-                if factor > 1 and image.size == (width, height):
-                    image = _reduce(image, factor)
-                return DecodedImage(to_rgb(image), width, height, factor)
-            except ImageProblem:
-                raise
-            except Exception as error:  # PIL raises many types for broken data
-                raise ImageProblem("unreadable image", f"{path}: {error}") from None
+    with open_image(path) as image:
+        width, height = image.size
+        factor = reduce_factor(width, height, min_side)
+        try:
+            if factor > 1 and image.format == "JPEG":
+                mode = "L" if image.mode == "L" else "RGB"
+                drafted = image.draft(mode, (max(1, width // factor), max(1, height // factor)))
+                if drafted is not None:  # draft may pick a smaller factor than asked: read the one it chose
+                    factor = round(width / drafted[1][2])
+            image.load()
+            if factor > 1 and image.size == (width, height):
+                image = _reduce(image, factor)
+            return DecodedImage(to_rgb(image), width, height, factor)
+        except Exception as error:  # PIL raises many types for broken data
+            raise ImageProblem("unreadable image", f"{path}: {error}") from None
