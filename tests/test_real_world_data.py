@@ -71,9 +71,26 @@ def test_16_bit_grey_png_keeps_its_content_scaled_by_the_full_16_bit_range(tmp_p
     assert Image.open(path).mode == "I;16"
     decoded = np.asarray(decode_image(path).image)
     assert decoded.shape == (48, 64, 3) and decoded.dtype == np.uint8
-    expected = np.floor(values * (255 / 65535) + 0.5).astype(np.uint8)  # 20000 -> 78, 60000 -> 233
+    expected = (values >> 8).astype(np.uint8)  # the high byte: 20000 -> 78, 60000 -> 234
     np.testing.assert_array_equal(decoded[..., 0], expected)
-    assert decoded.min() == 78 and decoded.max() == 233  # not the all-white image PIL's convert("RGB") gives
+    assert decoded.min() == 78 and decoded.max() == 234  # not the all-white image PIL's convert("RGB") gives
+
+
+def test_16_bit_rgb_and_grey_follow_the_same_rule(tmp_path):
+    """PIL reads a 16-bit RGB PNG by keeping each value's high byte; grey gets the same rule, not its own."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    values = np.array([[[0, 20000, 60000], [65535, 511, 256]]], dtype=">u2")  # 1 row, 2 RGB pixels
+    raw = b"\0" + values[0].tobytes()
+    path = tmp_path / "rgb16.png"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 2, 1, 16, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    np.testing.assert_array_equal(np.asarray(decode_image(str(path)).image)[0], values[0] >> 8)
+    grey_values = values[0].astype(np.uint16).reshape(2, 3)  # the same six values as a 2 x 3 grey image
+    Image.fromarray(grey_values).save(tmp_path / "grey16.png")
+    grey = np.asarray(decode_image(str(tmp_path / "grey16.png")).image)[..., 0]
+    np.testing.assert_array_equal(grey, grey_values >> 8)
 
 
 # --- 2. and 3. boxes outside the image, duplicates -----------------------------------------------------------

@@ -7,10 +7,11 @@ Every image this project decodes follows the same rules, in one place:
 - **by content**: the format comes from the file's bytes; the extension is not reliable.
 - **stored pixels**: EXIF orientation is NOT applied, so pixels and boxes share the coordinates the platform
   recorded.
-- **bit depth**: 16-bit (and 32-bit integer) grey images are scaled to 8 bit by the full 16-bit range,
-  ``v8 = round(v16 * 255 / 65535)`` clipped to [0, 255] (a 16-bit value 20000 becomes 78, 60000 becomes 233);
-  float images are clipped to [0, 255]; every other mode (palette, grey with alpha, RGBA, CMYK, 1-bit) goes
-  through PIL's own conversion to RGB.
+- **bit depth**: 16-bit images are scaled to 8 bit by the full 16-bit range, keeping the high byte:
+  ``v8 = v16 >> 8`` (``floor(v16 / 256)``: 0 -> 0, 20000 -> 78, 60000 -> 234, 65535 -> 255). PIL already reads
+  16-bit RGB PNGs this way; 16-bit grey (and 32-bit integer grey, clipped to [0, 255] after the shift) gets the
+  same rule here. Float images are clipped to [0, 255]; every other mode (palette, grey with alpha, RGBA, CMYK,
+  1-bit) goes through PIL's own conversion to RGB.
 - **truncation**: an image whose data ends early is decoded as far as it goes (PIL fills the rest with grey)
   and reported as ``truncated image``; it is used in every task, because it is what the platform imported
   and showed for labelling.
@@ -202,8 +203,8 @@ def reduce_factor(width: int, height: int, min_side: int | None) -> int:
 def to_rgb(image: Image.Image) -> Image.Image:
     """An 8-bit RGB copy of a loaded image, by the bit-depth rule of this module."""
     if image.mode in _SIXTEEN_BIT_MODES:
-        # I;16 must become I (32-bit) before point(); 65535 -> 255 exactly, rounding to nearest.
-        image = image.convert("I").point(lambda value: value * (255 / 65535) + 0.5).convert("L")
+        # I;16 must become I (32-bit) before point(); PIL's I -> L conversion floors and clips to [0, 255].
+        image = image.convert("I").point(lambda value: value / 256).convert("L")
     elif image.mode == "F":
         image = image.point(lambda value: min(max(value, 0.0), 255.0)).convert("L")
     return image if image.mode == "RGB" else image.convert("RGB")

@@ -152,3 +152,12 @@ def test_two_process_cpu_training_with_gloo(tmp_path, monkeypatch):
     assert run(env_file) == 0
     result = read_result(str(tmp_path))
     assert set(result["model_stages"]) == {"epoch_1", "epoch_2"}
+
+
+def test_demo_command_reports_the_best_stage_by_the_metrics_definitions(tmp_path, capsys):
+    from ymir_runner.cli import main
+
+    assert main(["demo", str(tmp_path / "demo"), "--epochs", "1", "--images", "16"]) == 0
+    out = capsys.readouterr().out
+    best = read_result(str(tmp_path / "demo"))["model_stages"]["epoch_1"]
+    assert f"best stage      : epoch_1: mAP@0.5 {best['mAP']:.3f}, mAP50-95 {best['mAP50_95']:.3f}" in out

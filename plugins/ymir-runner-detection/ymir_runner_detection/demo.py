@@ -69,12 +69,10 @@ def run_demo(args: argparse.Namespace) -> int:
     with open(result_file, encoding="utf-8") as stream:
         result = yaml.safe_load(stream)
     best = result["model_stages"][result["best_stage_name"]]
-    from .checkpoint import CHECKPOINT_NAME, load_checkpoint
-
-    metrics = load_checkpoint(os.path.join(out_dir, "models", best["stage_name"], CHECKPOINT_NAME)).metrics
+    iou = result.get("evaluate_config", {}).get("iou_thr", 0.5)
     print("\nymir-runner demo finished")
-    print(f"  best stage      : {best['stage_name']}: mAP50-95 {best['mAP']:.3f}, mAP50 {metrics['mAP50']:.3f}, "
-          f"mAR {best['mAR']:.3f}")
+    print(f"  best stage      : {best['stage_name']}: mAP@{iou:g} {best['mAP']:.3f}, mAP50-95 {best['mAP50_95']:.3f}, "
+          f"mAR@{iou:g} {best['mAR']:.3f}")
     print(f"  weights         : {os.path.join(out_dir, 'models', best['stage_name'])}/ ({', '.join(best['files'])})")
     print(f"  result.yaml     : {result_file}")
     print(f"  monitor.txt     : {os.path.join(out_dir, 'monitor.txt')}")
