@@ -192,7 +192,7 @@ def test_jpegs_missing_only_their_end_marker_are_used_whole_and_counted(tmp_path
     cut = tmp_path / "cut.jpg"
     cut.write_bytes(data[:-2])
     info = probe_image(str(cut))
-    assert info.truncated and (info.width, info.height) == (64, 48)
+    assert info.damage == "truncated image" and (info.width, info.height) == (64, 48)
     np.testing.assert_array_equal(np.asarray(decode_image(str(cut)).image), np.asarray(decode_image(complete).image))
     skips = SkipLog()
     with caplog.at_level(logging.WARNING, logger="ymir_runner.dataset"):
@@ -205,15 +205,16 @@ def test_an_image_cut_in_its_pixel_data_is_decoded_as_far_as_it_goes(tmp_path):
     data = open(jpeg(tmp_path / "complete.jpg", seed=2), "rb").read()
     cut = tmp_path / "half.jpg"
     cut.write_bytes(data[: len(data) // 2])
-    assert probe_image(str(cut)).truncated
-    assert decode_image(str(cut)).image.size == (64, 48)
+    assert probe_image(str(cut)).damage == "truncated image"
+    decoded = decode_image(str(cut))
+    assert decoded.image.size == (64, 48) and decoded.damage == "truncated image"
 
 
 def test_trailing_data_after_the_end_marker_is_not_truncation(tmp_path):
     path = jpeg(tmp_path / "motion.jpg")
     with open(path, "ab") as stream:
         stream.write(b"\0\0ftypmp42" + bytes(200))  # a phone's motion-photo video after the JPEG
-    assert not probe_image(path).truncated
+    assert not probe_image(path).damage
 
 
 # --- 7. annotation files in a legacy encoding ------------------------------------------------------------------
@@ -225,7 +226,6 @@ def voc_text(*objects, encoding="utf-8"):
 
 
 def test_voc_in_its_declared_legacy_encoding_is_parsed_and_undecodable_files_are_skipped_by_path(tmp_path, caplog):
-    image = write_png(str(tmp_path / "a.png"), 100, 80)
     gbk = tmp_path / "gbk.xml"
     gbk.write_bytes(voc_text(("猫", 1, 2, 10, 20), ("狗", 5, 5, 9, 9), encoding="gbk").encode("gbk"))
     big5 = tmp_path / "big5.xml"
@@ -236,7 +236,8 @@ def test_voc_in_its_declared_legacy_encoding_is_parsed_and_undecodable_files_are
     unknown.write_bytes(voc_text(("猫", 1, 1, 2, 2), encoding="x-no-such-codec").encode())
     skips = SkipLog()
     annotations = AnnotationReader(("猫", "狗", "貓"), "det-voc", skips)
-    lines = [f"{image}\t{path}" for path in (gbk, big5, broken, unknown)]
+    lines = [f"{write_png(str(tmp_path / f'{number}.png'), 100, 80)}\t{path}"
+             for number, path in enumerate((gbk, big5, broken, unknown))]
     dataset = DatasetReader(index(tmp_path, lines), annotations=annotations, skips=skips, name="training")
     with caplog.at_level(logging.WARNING, logger="ymir_runner.dataset"):
         items = list(dataset)
@@ -245,6 +246,31 @@ def test_voc_in_its_declared_legacy_encoding_is_parsed_and_undecodable_files_are
     assert skips.counts == {"unreadable annotation": 2}
     messages = " ".join(record.getMessage() for record in caplog.records)
     assert "broken.xml" in messages and "unknown.xml" in messages
+
+
+def test_gb2312_files_holding_gbk_characters_and_a_bom_before_a_declaration_are_read(tmp_path):
+    from ymir_runner.protocol.dataset import parse_xml
+
+    # 鎔 is in GBK but not in GB2312; browsers and Windows tools decode "gb2312" as GBK
+    gbk_only = voc_text(("鎔", 1, 1, 2, 2), encoding="gb2312").encode("gbk")
+    assert parse_xml(gbk_only).findtext("object/name") == "鎔"
+    bom_first = codecs.BOM_UTF8 + voc_text(("猫", 1, 1, 2, 2), encoding="gbk").encode("utf-8")
+    assert parse_xml(bom_first).findtext("object/name") == "猫"  # the byte-order mark wins
+
+
+def test_coco_boxes_narrower_than_a_pixel_are_kept_and_empty_ones_named(tmp_path):
+    import json
+
+    image = write_png(str(tmp_path / "a.png"), 20, 20)
+    coco = {"images": [{"id": 1, "file_name": "a.png"}], "categories": [{"id": 0, "name": "cat"}],
+            "annotations": [{"image_id": 1, "category_id": 0, "bbox": [2, 3, 0.5, 4]},
+                            {"image_id": 1, "category_id": 0, "bbox": [2, 3, 0, 4]}]}
+    annotation = tmp_path / "coco-annotations.json"
+    annotation.write_text(json.dumps(coco))
+    skips = SkipLog()
+    (item,) = list(reader(index(tmp_path, [f"{image}\t{annotation}"]), "seg-coco", skips=skips))
+    assert [box[:5] for box in item.boxes] == [(0, 2.0, 3.0, 2.5, 7.0)]
+    assert skips.counts == {"empty box": 1}
 
 
 # --- 8. byte-order marks ---------------------------------------------------------------------------------------
@@ -258,6 +284,65 @@ def test_a_utf8_byte_order_mark_is_ignored_in_every_index_and_annotation_file(tm
     assert [item.boxes for item in training][0] == (Box(1, 0.0, 0.0, 5.0, 5.0),)
     candidates = reader(index(tmp_path, images, "candidate-index.tsv", bom=True), annotated=False)
     assert candidates.paths() == images and [item.image for item in candidates] == images
+
+
+def test_an_index_in_utf16_is_read_and_a_line_that_is_not_text_is_skipped_by_line(tmp_path, caplog):
+    images = [write_png(str(tmp_path / f"{name}.png"), 8, 8) for name in ("a", "b", "ü")]
+    utf16 = tmp_path / "utf16.tsv"
+    utf16.write_bytes("".join(image + "\r\n" for image in images).encode("utf-16"))  # Notepad's "Unicode"
+    assert [item.image for item in reader(str(utf16), annotated=False)] == images
+    mixed = tmp_path / "mixed.tsv"  # one path saved in Latin-1 by another tool
+    mixed.write_bytes(f"{images[0]}\n".encode() + f"{images[2]}\n".encode("latin-1") + f"{images[1]}\n".encode())
+    skips = SkipLog()
+    with caplog.at_level(logging.WARNING, logger="ymir_runner.dataset"):
+        dataset = reader(str(mixed), annotated=False, skips=skips)
+        assert [item.image for item in dataset] == images[:2]
+    assert skips.counts == {"undecodable index line": 1} and len(dataset) == 3
+    assert any(f"{mixed}:2" in record.getMessage() for record in caplog.records)
+
+
+def test_an_image_listed_twice_is_used_once_and_counted(tmp_path):
+    image = write_png(str(tmp_path / "a.png"), 8, 8)
+    other = write_png(str(tmp_path / "b.png"), 8, 8)
+    skips = SkipLog()
+    dataset = reader(index(tmp_path, [image, other, image], "candidate-index.tsv"), annotated=False, skips=skips)
+    assert [item.image for item in dataset] == [image, other] and dataset.paths() == [image, other]
+    assert skips.counts == {"duplicate image": 1}
+
+
+def png_rows(path, rows, width, *, ending=True):
+    """An 8-bit RGB PNG from raw scanlines (each: a filter byte, then the pixels), CRCs valid."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, len(rows), 8, 2, 0, 0, 0)
+    data = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"".join(rows)))
+    path.write_bytes(data + (chunk(b"IEND", b"") if ending else b""))
+    return str(path)
+
+
+def test_image_data_that_breaks_off_is_counted_where_it_is_found(tmp_path):
+    rows = [b"\0" + bytes([100]) * 96] * 24
+    # A bad filter byte inside a file that ends properly: only decoding finds it; the rest decodes black.
+    broken = png_rows(tmp_path / "filter.png", rows[:10] + [b"\x09" + rows[10][1:]] + rows[11:], 32)
+    assert probe_image(broken).damage == ""
+    decoded = decode_image(broken)
+    assert decoded.damage == "corrupt image data" and decoded.image.size == (32, 24)
+    assert np.asarray(decoded.image)[:10].min() == 100
+    # An interrupted, pre-allocated download: the second half is zeros. Its ending gives it away.
+    good = open(png_rows(tmp_path / "good.png", rows, 32), "rb").read()
+    zeros = tmp_path / "zeros.png"
+    zeros.write_bytes(good[: len(good) // 2] + bytes(len(good) - len(good) // 2))
+    assert probe_image(str(zeros)).damage == "corrupt image data"
+    skips = SkipLog()
+    assert len(list(reader(index(tmp_path, [broken, str(zeros)]), annotated=False, skips=skips))) == 2
+    assert skips.repairs == {"corrupt image data": 1}  # the bad filter byte is only found by decoding
+
+
+def test_float_images_are_clipped_to_8_bit(tmp_path):
+    path = str(tmp_path / "f.tif")
+    Image.fromarray(np.array([[-5.0, 100.4, 300.0]], np.float32)).save(path)
+    assert np.asarray(decode_image(path).image)[0, :, 0].tolist() == [0, 100, 255]
 
 
 # --- the dataset report ----------------------------------------------------------------------------------------
@@ -280,6 +365,21 @@ def test_inspect_reports_what_the_readers_saw_with_actionable_warnings(tmp_path,
 
     report = inspect_env(tree.env_file, str(tmp_path))
     assert [split.lines for split in report.splits] == [2, 3]
+
+
+def test_a_validation_set_without_usable_images_is_not_called_box_less(tmp_path):
+    image = write_png(str(tmp_path / "a.png"), 20, 20)
+    boxes = tmp_path / "boxes.txt"
+    boxes.write_text("0, 1, 1, 5, 5\n")
+    skips = SkipLog()
+    annotations = AnnotationReader(CLASSES, "det-ark", skips)
+    training = DatasetReader(index(tmp_path, [f"{image}\t{boxes}"]), annotations=annotations, skips=skips,
+                             name="training")
+    validation = DatasetReader(index(tmp_path, [f"{tmp_path}/gone.png\t{boxes}"], "val-index.tsv"),
+                               annotations=annotations, skips=skips, name="validation")
+    warnings = report_readers([training, validation], CLASSES).warnings()
+    assert any(warning.startswith("the validation set has no usable image (1 index lines") for warning in warnings)
+    assert not any("no box at all" in warning for warning in warnings)
 
 
 def test_a_validation_set_without_boxes_is_called_meaningless(tmp_path):

@@ -65,10 +65,15 @@ class TaskContext:
 
     # --- readers ------------------------------------------------------------------------------------------
 
+    @functools.cached_property
+    def _annotations(self) -> AnnotationReader:
+        """One annotation reader for both sets: a COCO file they share is read, and its skips counted, once."""
+        return AnnotationReader(self.class_names, self.config.annotation_format, self.skips)
+
     def _annotated(self, index_file: str, name: str) -> DatasetReader:
         self._require(TaskKind.TRAINING, name)
-        reader = AnnotationReader(self.class_names, self.config.annotation_format, self.skips)
-        return DatasetReader(index_file, annotations=reader, skips=self.skips, name=name, root=self.env.root)
+        return DatasetReader(index_file, annotations=self._annotations, skips=self.skips, name=name,
+                             root=self.env.root)
 
     @functools.cached_property
     def training_set(self) -> DatasetReader:

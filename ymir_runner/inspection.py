@@ -125,7 +125,10 @@ class DatasetReport:
             if missing:
                 warnings.append(f"classes with no training box: {', '.join(missing)}: the model cannot learn them; "
                                 "add annotated images or remove them from class_names")
-        if validation is not None and validation.lines and not any(item.boxes for item in validation.items):
+        if validation is not None and validation.lines and not validation.items:
+            warnings.append(f"the validation set has no usable image ({validation.lines} index lines, all skipped): "
+                            "no stage can be measured on held-out data; fix the images named above")
+        elif validation is not None and validation.lines and not any(item.boxes for item in validation.items):
             warnings.append("the validation set has no box at all: every stage's mAP, mAR and tp/fp/fn will be 0 "
                             "and mean nothing; choose a validation dataset with annotations")
         elif validation is not None and validation.items and training is not None:
@@ -169,10 +172,13 @@ class DatasetReport:
         for reason, advice in (("box clipped to image", "check the annotation tool's image size"),
                                ("box outside image", "these objects are not in the image: fix or drop the boxes"),
                                ("duplicate box", "an object annotated twice would count as a miss forever"),
-                               ("truncated image", "re-upload complete copies of these images")):
+                               ("duplicate image", "an image listed twice would count twice"),
+                               ("truncated image", "re-upload complete copies of these images"),
+                               ("corrupt image data", "re-upload intact copies of these images")):
             count = split.repaired[reason] + split.skipped[reason]
             if count:
-                warnings.append(f"{split.name}: {count} {reason}: {advice} (their paths are in the warnings above)")
+                warnings.append(f"{split.name}: {count} {reason}: {advice} (the first ones are named in the "
+                                "warnings above)")
         return warnings
 
     def text(self) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import codecs
 import collections
+import io
 import json
 import logging
 import math
@@ -55,13 +56,15 @@ class Box(NamedTuple):
 
 class Item(NamedTuple):
     """One dataset entry: an image, its annotation file ('' for candidates), its boxes (clipped to the image,
-    exact duplicates removed) and the image's STORED size in pixels (0 when unknown)."""
+    exact duplicates removed), the image's STORED size in pixels (0 when unknown) and the damage already counted
+    for it ('', ``truncated image`` or ``corrupt image data``: used, decoded as far as its data goes)."""
 
     image: str
     annotation: str = ""
     boxes: tuple[Box, ...] = ()
     width: int = 0
     height: int = 0
+    damage: str = ""
 
 
 class SkipLog:
@@ -126,14 +129,16 @@ class _BadBox(ValueError):
 
 
 def _box(class_id: int, xmin: float, ymin: float, xmax: float, ymax: float, num_classes: int,
-         quality: float = -1.0, angle: float = 0.0) -> Box:
+         quality: float = -1.0, angle: float = 0.0, *, inclusive: bool = True) -> Box:
+    """A checked Box from YMIR's inclusive corners (``xmax = x + w - 1``), or from exclusive ones (COCO)."""
     if not all(math.isfinite(value) for value in (xmin, ymin, xmax, ymax)):
         raise _BadBox("non-numeric field", f"({xmin}, {ymin}, {xmax}, {ymax})")
     if not 0 <= class_id < num_classes:
         raise _BadBox("class id outside class_names", f"class id {class_id} with {num_classes} classes")
     if xmax < xmin or ymax < ymin:
         raise _BadBox("inverted box", f"({xmin}, {ymin}, {xmax}, {ymax})")
-    return Box(class_id, xmin, ymin, xmax + 1.0, ymax + 1.0, quality, angle)
+    extra = 1.0 if inclusive else 0.0
+    return Box(class_id, xmin, ymin, xmax + extra, ymax + extra, quality, angle)
 
 
 def _whole_number(text: str) -> int:
@@ -180,6 +185,9 @@ _XML_DECLARATION = re.compile(rb"\s*<\?xml\b[^>]*?\?>")
 _XML_ENCODING = re.compile(rb"""\bencoding\s*=\s*["']([A-Za-z0-9._:-]+)["']""")
 #: Encodings expat decodes by itself; any other declared encoding is decoded here first.
 _EXPAT_ENCODINGS = frozenset({"utf-8", "utf-16", "utf-16-le", "utf-16-be", "ascii", "latin-1", "iso8859-1"})
+#: Labels decoded as a superset, as browsers do (WHATWG Encoding): files declared GB2312 or GBK routinely hold
+#: characters only GBK / GB18030 have.
+_DECODE_AS = {"gb2312": "gb18030", "gbk": "gb18030"}
 
 
 def parse_xml(content: bytes) -> ElementTree.Element:
@@ -187,19 +195,23 @@ def parse_xml(content: bytes) -> ElementTree.Element:
 
     Python's expat parser only takes UTF-8, UTF-16 and single-byte encodings, so annotation files saved by
     Windows labelling tools as ``<?xml version="1.0" encoding="gbk"?>`` (also GB2312, Big5, Shift-JIS)
-    fail in it with ``multi-byte encodings are not supported``: those are decoded here and parsed as text.
-    Raises ``ElementTree.ParseError`` for broken XML and ``ValueError`` (``UnicodeDecodeError``, or an
-    unknown encoding name) for text that cannot be decoded as declared.
+    fail in it with ``multi-byte encodings are not supported``: those are decoded here and parsed as text
+    (GB2312 and GBK as GB18030, their superset). A UTF-8 byte-order mark wins over the declaration, as the XML
+    specification says. Raises ``ElementTree.ParseError`` for broken XML and ``ValueError``
+    (``UnicodeDecodeError``, or an unknown encoding name) for text that cannot be decoded as declared.
     """
+    encoding = None
+    if content.startswith(codecs.BOM_UTF8):
+        content, encoding = content[len(codecs.BOM_UTF8):], "utf-8"
     declaration = _XML_DECLARATION.match(content)
     named = _XML_ENCODING.search(declaration.group()) if declaration else None
-    if declaration and named:
+    if named and encoding is None:
         try:
-            codec = codecs.lookup(named.group(1).decode("ascii")).name
+            encoding = codecs.lookup(named.group(1).decode("ascii")).name
         except LookupError:
             raise ValueError(f"unknown XML encoding {named.group(1).decode('ascii')!r}") from None
-        if codec not in _EXPAT_ENCODINGS:
-            return ElementTree.fromstring(content[declaration.end():].decode(codec))
+    if declaration and encoding is not None and (named or encoding not in _EXPAT_ENCODINGS):
+        return ElementTree.fromstring(content[declaration.end():].decode(_DECODE_AS.get(encoding, encoding)))
     return ElementTree.fromstring(content)
 
 
@@ -226,6 +238,8 @@ class AnnotationReader:
         self._coco: dict[str, tuple[Box, ...]] | None = None
         self._coco_file = ""
         readers = {"det-ark": self._read_ark, "det-voc": self._read_voc, "seg-coco": self._read_coco}
+        #: One annotation file per image (det-ark, det-voc), or one file for all of them (seg-coco).
+        self.per_image = annotation_format != "seg-coco"
         if annotation_format not in readers:
             raise ConfigError(
                 f"config key 'export_format': annotation format {annotation_format!r} is not supported "
@@ -302,8 +316,10 @@ class AnnotationReader:
                 else:  # no category list: ids are 0-based indexes into class_names
                     class_id = category
                 x, y, w, h = (float(value) for value in entry["bbox"])
-                # COCO boxes are [x, y, w, h] with exclusive extent; _box takes inclusive corners.
-                box = _box(int(class_id), x, y, x + w - 1.0, y + h - 1.0, len(self.class_names))
+                if w <= 0 or h <= 0:  # COCO's extent is exclusive: a box under a pixel wide is still a box
+                    raise _BadBox("empty box", f"bbox {entry['bbox']}")
+                # COCO's [x, y, w, h] has an exclusive extent: x2 = x + w.
+                box = _box(int(class_id), x, y, x + w, y + h, len(self.class_names), inclusive=False)
                 by_image[images[entry["image_id"]]].append(box)
             except _BadBox as bad:
                 self.skips.skip(bad.reason, where, str(bad))
@@ -313,6 +329,18 @@ class AnnotationReader:
 
 
 # --- index files ----------------------------------------------------------------------------------------
+
+def _text(raw: bytes | str, first: bool) -> str | None:
+    """One index line as text: UTF-8 (a leading byte-order mark removed), or None when it is not."""
+    if isinstance(raw, str):
+        return raw
+    if first and raw.startswith(codecs.BOM_UTF8):
+        raw = raw[len(codecs.BOM_UTF8):]
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
 
 def fit_boxes(boxes: Sequence[Box], width: int, height: int, skips: SkipLog, where: str) -> tuple[Box, ...]:
     """Boxes clipped to a ``width`` x ``height`` image (pixel edges ``[0, width]``), as the platform's
@@ -372,18 +400,32 @@ class DatasetReader:
     def annotated(self) -> bool:
         return self.annotations is not None
 
-    def _lines(self) -> Iterator[tuple[int, str]]:
+    def _lines(self) -> Iterator[tuple[int, str | None]]:
+        """``(line number, text)`` of each non-blank line; text is None for a line that is not valid text.
+
+        Index files are UTF-8 (a byte-order mark, as Windows editors write, is ignored); a file that starts
+        with a UTF-16 byte-order mark (Notepad's "Unicode") is read as UTF-16.
+        """
         if not self.index_file:
             return
-        try:  # utf-8-sig: a byte-order mark written by a Windows editor is not part of the first path
-            stream = open(self.index_file, encoding="utf-8-sig")
+        try:
+            stream = open(self.index_file, "rb")
         except OSError as error:
             raise DatasetError(f"cannot read {self.name} index {self.index_file}: {error.strerror}") from error
         with stream:
-            for number, line in enumerate(stream, 1):
-                line = line.rstrip("\r\n")
-                if line.strip():
-                    yield number, line
+            head = stream.read(2)
+            stream.seek(0)
+            if head in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
+                lines: Iterable[bytes | str] = io.TextIOWrapper(stream, encoding="utf-16", newline=None)
+            else:
+                lines = stream
+            try:
+                for number, raw in enumerate(lines, 1):
+                    text = _text(raw, first=number == 1)
+                    if text is None or text.strip():
+                        yield number, None if text is None else text.rstrip("\r\n")
+            except (OSError, UnicodeError) as error:
+                raise DatasetError(f"cannot read {self.name} index {self.index_file}: {error}") from error
 
     def is_empty(self) -> bool:
         """True when the index has no line (reads at most one line)."""
@@ -409,20 +451,27 @@ class DatasetReader:
 
     def _read(self) -> Iterator[Item]:
         local = self._local
+        seen: set[str] = set()
         for number, line in self._lines():
             where = f"{self.index_file}:{number}"
+            if line is None:
+                self.skips.skip("undecodable index line", where, "not UTF-8 text")
+                continue
             fields = line.split("\t")
             image = local(fields[0].strip())
+            if image in seen:  # evaluated or ranked twice otherwise
+                self.skips.skip("duplicate image", where, f"{image} is listed on an earlier line")
+                continue
+            seen.add(image)
             try:
                 info = probe_image(image)
             except ImageProblem as problem:
                 self.skips.skip(problem.reason, where, str(problem))
                 continue
-            if info.truncated:
-                self.skips.repair("truncated image", where, f"{image} ends before its image data does: "
-                                                              "decoded as far as it goes")
+            if info.damage:
+                self.skips.repair(info.damage, where, f"{image}: decoded as far as its data goes")
             if self.annotations is None:
-                yield Item(image, width=info.width, height=info.height)
+                yield Item(image, width=info.width, height=info.height, damage=info.damage)
                 continue
             annotation = local(fields[1].strip()) if len(fields) > 1 else ""
             if not annotation:
@@ -430,12 +479,16 @@ class DatasetReader:
                 continue
             boxes = self.annotations.read(annotation, image)
             if boxes is not None:
-                boxes = fit_boxes(boxes, info.width, info.height, self.skips, annotation)
-                yield Item(image, annotation, boxes, info.width, info.height)
+                # one shared COCO file: name the image too
+                about = annotation if self.annotations.per_image else f"{annotation} ({os.path.basename(image)})"
+                boxes = fit_boxes(boxes, info.width, info.height, self.skips, about)
+                yield Item(image, annotation, boxes, info.width, info.height, info.damage)
 
     def paths(self) -> list[str]:
-        """Every image path of the index in file order, without checking anything (for result writers)."""
-        return [self._local(line.split("\t")[0].strip()) for _, line in self._lines()]
+        """Every image path of the index in file order, each once, without checking anything (for result
+        writers); lines that are not valid text are left out."""
+        paths = (self._local(line.split("\t")[0].strip()) for _, line in self._lines() if line is not None)
+        return list(dict.fromkeys(paths))
 
     def _local(self, path: str) -> str:
         return reroot(path, self.root) if self.root else path

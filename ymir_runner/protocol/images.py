@@ -12,9 +12,9 @@ Every image this project decodes follows the same rules, in one place:
   16-bit RGB PNGs this way; 16-bit grey (and 32-bit integer grey, clipped to [0, 255] after the shift) gets the
   same rule here. Float images are clipped to [0, 255]; every other mode (palette, grey with alpha, RGBA, CMYK,
   1-bit) goes through PIL's own conversion to RGB.
-- **truncation**: an image whose data ends early is decoded as far as it goes (PIL fills the rest with grey)
-  and reported as ``truncated image``; it is used in every task, because it is what the platform imported
-  and showed for labelling.
+- **damage**: an image whose data ends early (``truncated image``) or breaks off inside (``corrupt image
+  data``) is decoded as far as it goes (PIL fills the rest: grey for JPEG, black for PNG and BMP) and reported;
+  it is used in every task, because it is what the platform imported and showed for labelling.
 - **size limit**: at most :data:`MAX_IMAGE_PIXELS` stored pixels (a larger image is a ``image too large``
   skip, never decoded). Below it, large images are decoded straight to a reduced size (JPEG DCT scaling,
   otherwise PIL's box reduce) by a power-of-two factor, so memory stays near what the caller needs.
@@ -65,15 +65,20 @@ class ImageProblem(ValueError):
         self.reason = reason
 
 
+#: Damage an image is used with, decoded as far as it goes: its data ends early, or breaks off inside.
+TRUNCATED = "truncated image"
+CORRUPT = "corrupt image data"
+
+
 class ImageInfo(NamedTuple):
-    """What the header says: stored ``width`` x ``height`` in pixels, the format by content (``jpeg``, ``png``,
-    ...), PIL's mode, and whether the file ends before its image data does."""
+    """What the header (and the file's end) say: stored ``width`` x ``height`` in pixels, the format by content
+    (``jpeg``, ``png``, ...), PIL's mode, and ``damage``: '' or :data:`TRUNCATED` / :data:`CORRUPT`."""
 
     width: int
     height: int
     format: str
     mode: str
-    truncated: bool
+    damage: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,12 +87,14 @@ class DecodedImage:
 
     ``image`` is ``width // factor`` (rounded up) wide: a box corner at stored pixel edge ``x`` lies at
     ``x / factor`` in it. ``width`` / ``height`` are the STORED size, the coordinates of the annotations.
+    ``damage``: '' or :data:`TRUNCATED` / :data:`CORRUPT` when the data broke off and the rest was filled.
     """
 
     image: Image.Image
     width: int
     height: int
     factor: int
+    damage: str = ""
 
 
 def sniff_image_format(path: str) -> str | None:
@@ -149,17 +156,17 @@ def _check_size(path: str, image: Image.Image) -> None:
 
 
 def probe_image(path: str) -> ImageInfo:
-    """Read an image's header (and its last bytes): size, format, mode, truncation. Decodes nothing, except
-    the rare file whose ending does not look complete, which is decoded once to tell truncation apart from
-    trailing data.
+    """Read an image's header (and its last bytes): size, format, mode, damage. Decodes nothing, except the
+    rare file whose ending does not look complete, which is decoded once to tell damage apart from trailing
+    data. (Data broken in the middle of a file that ends properly is only found by :func:`decode_image`.)
 
     Raises :class:`ImageProblem` for a missing, unreadable or too large image.
     """
     with open_image(path, load_truncated=False) as image:
         format_ = _FORMATS.get(image.format or "", (image.format or "unknown").lower())
-        info = ImageInfo(image.width, image.height, format_, image.mode, False)
+        info = ImageInfo(image.width, image.height, format_, image.mode)
         complete = _ends_completely(image.fp, format_)
-    return info if complete else info._replace(truncated=_strict_decode_fails(path))
+    return info if complete else info._replace(damage=_damage(path))
 
 
 def _ends_completely(stream: Any, format_: str) -> bool:
@@ -178,17 +185,21 @@ def _ends_completely(stream: Any, format_: str) -> bool:
         return False
 
 
-def _strict_decode_fails(path: str) -> bool:
+def _damage(path: str) -> str:
+    """'' when the image decodes to its end, else why not (:data:`TRUNCATED` or :data:`CORRUPT`).
+    JPEGs are decoded at 1/8 (DCT scaling reads every byte of the data at a 64th of the pixels)."""
     with _pil_rules(load_truncated=False):
         try:
             with Image.open(path) as image:
-                image.draft("RGB", (max(1, image.width // 8), max(1, image.height // 8)))  # JPEG: 64x fewer pixels
+                image.draft("RGB", (max(1, image.width // 8), max(1, image.height // 8)))
                 image.load()
-        except OSError:
-            return True
-        except Exception:  # noqa: BLE001 - any other failure is not truncation; decode_image reports it
-            return False
-    return False
+        except Exception as error:  # noqa: BLE001 - PIL raises OSError, SyntaxError, ValueError... for bad data
+            return _damage_of(error)
+    return ""
+
+
+def _damage_of(error: BaseException) -> str:
+    return TRUNCATED if isinstance(error, OSError) and "truncated" in str(error) else CORRUPT
 
 
 def reduce_factor(width: int, height: int, min_side: int | None) -> int:
@@ -206,13 +217,15 @@ def to_rgb(image: Image.Image) -> Image.Image:
         # I;16 must become I (32-bit) before point(); PIL's I -> L conversion floors and clips to [0, 255].
         image = image.convert("I").point(lambda value: value / 256).convert("L")
     elif image.mode == "F":
-        image = image.point(lambda value: min(max(value, 0.0), 255.0)).convert("L")
+        image = image.convert("L")  # clips to [0, 255]
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
 def _reduce(image: Image.Image, factor: int) -> Image.Image:
-    """PIL's box reduce (each output pixel is the mean of ``factor`` x ``factor``); palette and 16-bit modes,
-    which it does not take, are converted to RGB first."""
+    """PIL's box reduce (each output pixel is the mean of ``factor`` x ``factor``). Modes it does not take are
+    converted first: 1-bit to 8-bit grey (a third of RGB's memory), palette and 16-bit to RGB."""
+    if image.mode == "1":
+        image = image.convert("L")
     try:
         return image.reduce(factor)
     except ValueError:
@@ -225,22 +238,35 @@ def decode_image(path: str, min_side: int | None = None) -> DecodedImage:
     ``min_side``: the long side the caller needs; the image is reduced on decode by the largest power of two
     (at most 8) that keeps its long side at least this long. JPEG reduces inside the decoder (DCT scaling),
     so a 14000 x 13000 photo needs about 1/64 of its full-size memory; PNG and BMP are decoded whole, then
-    reduced. None keeps the stored size.
+    reduced. None keeps the stored size. Data that breaks off is decoded again as far as it goes, and the result
+    says why (``damage``): a good image is decoded once.
 
     Raises :class:`ImageProblem` for a missing, unreadable or too large image.
     """
-    with open_image(path) as image:
+    try:
+        return _decode(path, min_side, load_truncated=False)
+    except ImageProblem:
+        raise
+    except Exception as error:  # noqa: BLE001 - PIL raises OSError, SyntaxError, ValueError... for bad data
+        damage = _damage_of(error)
+    try:
+        return dataclasses.replace(_decode(path, min_side, load_truncated=True), damage=damage)
+    except ImageProblem:
+        raise
+    except Exception as error:  # noqa: BLE001
+        raise ImageProblem("unreadable image", f"{path}: {error}") from None
+
+
+def _decode(path: str, min_side: int | None, load_truncated: bool) -> DecodedImage:
+    with open_image(path, load_truncated=load_truncated) as image:
         width, height = image.size
         factor = reduce_factor(width, height, min_side)
-        try:
-            if factor > 1 and image.format == "JPEG":
-                mode = "L" if image.mode == "L" else "RGB"
-                drafted = image.draft(mode, (max(1, width // factor), max(1, height // factor)))
-                if drafted is not None:  # draft may pick a smaller factor than asked: read the one it chose
-                    factor = round(width / drafted[1][2])
-            image.load()
-            if factor > 1 and image.size == (width, height):
-                image = _reduce(image, factor)
-            return DecodedImage(to_rgb(image), width, height, factor)
-        except Exception as error:  # PIL raises many types for broken data
-            raise ImageProblem("unreadable image", f"{path}: {error}") from None
+        if factor > 1 and image.format == "JPEG":
+            mode = "L" if image.mode == "L" else "RGB"
+            drafted = image.draft(mode, (max(1, width // factor), max(1, height // factor)))
+            if drafted is not None:  # draft may pick a smaller factor than asked: read the one it chose
+                factor = round(width / drafted[1][2])
+        image.load()
+        if factor > 1 and image.size == (width, height):
+            image = _reduce(image, factor)
+        return DecodedImage(to_rgb(image), width, height, factor)

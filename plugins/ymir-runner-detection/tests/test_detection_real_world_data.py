@@ -117,6 +117,18 @@ def sixteen_bit_png(image: np.ndarray) -> bytes:
     return encode(values, "PNG")
 
 
+def broken_png(image: np.ndarray) -> bytes:
+    """A PNG that ends properly but whose middle scanline has an invalid filter byte: only decoding finds it."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    height, width = image.shape[:2]
+    rows = [bytes([9 if y == height // 2 else 0]) + image[y].tobytes() for y in range(height)]
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"".join(rows)))
+            + chunk(b"IEND", b""))
+
+
 def bomb_png(side: int = 100_000) -> bytes:
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
@@ -160,6 +172,8 @@ def build(root: str) -> QuirkySet:
     data.add("train", encode(big, "JPEG", quality=80), aerial, aerial_box)
     del big
     data.add("train", bomb_png(), (1, 1), [(0, 1, 1, 5, 5)])
+    boxes = random_boxes(rng, size, 2)
+    data.add("train", broken_png(data.scene(size, boxes)), size, boxes)  # bad data after a proper header
 
     dense_size = (256, 256)  # 150 objects of 8 x 8 px on a grid
     dense = [(k % 2, 16 * (k % 15) + 4, 16 * (k // 15) + 40, 16 * (k % 15) + 11, 16 * (k // 15) + 47)
@@ -219,9 +233,12 @@ def test_training_on_real_world_quirks_finishes_and_names_every_repair_and_skip(
     summary = next(line for line in err.splitlines() if "training: skipped" in line)
     # train: 1 box outside + 24 duplicates x 2 boxes; val: 24 x 2 duplicates. Clipped: 2 train + 1 val boxes.
     assert ("skipped 1 box outside image, 96 duplicate box, 1 image too large; repaired 3 box clipped to image, "
-            "5 truncated image") in summary, summary
+            "1 corrupt image data, 5 truncated image") in summary, summary
+    broken = data.lines["train"][-1].split("\t")[0]
+    assert f"repaired (corrupt image data) at {broken}: found when decoding it" in err  # named, though only
+    assert err.count("repaired (corrupt image data)") == 1  # decoding found it, once in every epoch
     assert "skipped (box outside image)" in err  # the box wholly outside, named with its file
-    assert "dataset: training: 18 usable images of 19 index lines" in err
+    assert "dataset: training: 19 usable images of 20 index lines" in err
     assert "validation boxes per image: at most 150" in err
     assert "max_detections 150 per validation image" in err
     assert "missing image" not in err and "unreadable" not in err  # no BOM-mangled path, no GBK failure

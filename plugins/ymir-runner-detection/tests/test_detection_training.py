@@ -113,11 +113,15 @@ def test_gpu_asked_on_a_cpu_machine_is_300102(tmp_path, capsys):
     assert last_line(capsys).startswith(f"ymir-runner: error {int(ReturnCode.NO_GPU)}:")
 
 
-def test_bad_img_size_is_a_config_error_naming_the_key(tmp_path, capsys):
-    env_file = write_task(str(tmp_path), config=dict(FAST, img_size="100"), n_train=4, n_val=2)
+@pytest.mark.parametrize("key, value", [
+    ("img_size", "100"), ("conf_threshold", 1.5), ("conf_threshold", -1), ("map_iou_threshold", "1.0"),
+    ("max_detections", 0), ("warmup_epochs", -1.0), ("weight_decay", -0.1),
+])
+def test_bad_hyper_parameters_are_config_errors_naming_the_key(tmp_path, capsys, key, value):
+    env_file = write_task(str(tmp_path), config=dict(FAST, **{key: value}), n_train=4, n_val=2)
     assert run(env_file) != 0
     line = last_line(capsys)
-    assert line.startswith(f"ymir-runner: error {int(ReturnCode.CONFIG)}:") and "'img_size'" in line
+    assert line.startswith(f"ymir-runner: error {int(ReturnCode.CONFIG)}:") and f"'{key}'" in line
 
 
 def test_nan_loss_is_300201(tmp_path, capsys, monkeypatch):

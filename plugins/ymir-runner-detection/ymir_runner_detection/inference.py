@@ -19,7 +19,7 @@ from . import mining
 from .checkpoint import find_checkpoint, load_checkpoint
 from .engine import DetectionDataset, build_dataloader, decode_maps
 from .engine.decode import boxes_to_original
-from .training import _free_port, _init_group, select_devices
+from .training import _free_port, _init_group, report_image_problems, select_devices
 
 MODEL_CACHE_KEY = "ymir_runner_detection.checkpoint"
 NETWORK_CACHE_KEY = "ymir_runner_detection.network"
@@ -27,6 +27,7 @@ NETWORK_CACHE_KEY = "ymir_runner_detection.network"
 CALD_SCALE = 0.8
 CALD_CUTOUTS = 4
 CALD_CUTOUT_FRACTION = 0.1
+UNREADABLE = "unreadable image"
 
 
 @dataclasses.dataclass
@@ -42,6 +43,8 @@ class Job:
     hyper: dict[str, Any]
     devices: list[str]
     weights: list[float]
+    #: Images the core's reader already counted as damaged (used as far as they decode).
+    counted_damage: set[str] = dataclasses.field(default_factory=set)
 
 
 # --- model selection ----------------------------------------------------------------------------------------
@@ -98,15 +101,25 @@ def make_job(context: Any, kind: str) -> Job:
         raise ConfigError(f"config key 'img_size': {img_size} must be a positive multiple of 32 (or 0)")
     if hyper.batch_size_per_gpu < 1:
         raise ConfigError(f"config key 'batch_size_per_gpu': {hyper.batch_size_per_gpu} must be at least 1")
+    if hyper.num_workers_per_gpu < 0:
+        raise ConfigError(f"config key 'num_workers_per_gpu': {hyper.num_workers_per_gpu} must be >= 0")
+    if kind == "infer":
+        if not 0.0 <= hyper.conf_threshold <= 1.0:
+            raise ConfigError(f"config key 'conf_threshold': {hyper.conf_threshold} must be a score in [0, 1]")
+        if not 0.0 < hyper.iou_threshold <= 1.0:
+            raise ConfigError(f"config key 'iou_threshold': {hyper.iou_threshold} must be in (0, 1]")
+        if hyper.max_detections < 1:
+            raise ConfigError(f"config key 'max_detections': {hyper.max_detections} must be at least 1")
     weights = []
     if kind == "mining":
         weights = mining.class_weights(hyper.class_distribution_scores, len(context.class_names)).tolist()
     # The core's reader reads each candidate's header: missing, unreadable and too large images are skipped,
     # counted and named there; the answer for them is an empty entry (inference) or the last rank (mining).
-    readable = [item.image for item in context.candidates]
-    return Job(kind=kind, checkpoint_path=checkpoint.path, images=readable, img_size=img_size,
-               batch_size=hyper.batch_size_per_gpu, num_workers=hyper.num_workers_per_gpu, hyper=dict(hyper),
-               devices=select_devices(context.config.gpu_ids), weights=weights)
+    readable = list(context.candidates)
+    return Job(kind=kind, checkpoint_path=checkpoint.path, images=[item.image for item in readable],
+               img_size=img_size, batch_size=hyper.batch_size_per_gpu, num_workers=hyper.num_workers_per_gpu,
+               hyper=dict(hyper), devices=select_devices(context.config.gpu_ids), weights=weights,
+               counted_damage={item.image for item in readable if item.damage})
 
 
 # --- per-batch work -----------------------------------------------------------------------------------------
@@ -178,17 +191,18 @@ def _cald(model: Any, images: torch.Tensor, plain: tuple, flipped: tuple, job: J
 # --- running a job on one shard --------------------------------------------------------------------------
 
 def run_shard(job: Job, rank: int, world_size: int, device: str, report: Callable[[int, int], None] | None = None,
-              model: Any = None) -> tuple[dict[int, Any], set[int]]:
-    """Results of this process's share of the candidates, keyed by candidate index; and unreadable ones.
-    ``model`` is the network already on ``device`` (loaded from the checkpoint when None)."""
+              model: Any = None) -> tuple[dict[int, Any], dict[int, str]]:
+    """Results of this process's share of the candidates, keyed by candidate index; and the problems decoding
+    found, candidate index -> ``unreadable image`` (no result) or the damage of an image used as far as it
+    decodes. ``model`` is the network already on ``device`` (loaded from the checkpoint when None)."""
     indices = list(range(rank, len(job.images), world_size))
     results: dict[int, Any] = {}
-    unreadable: set[int] = set()
+    problems: dict[int, str] = {}
     if job.kind == "mining" and job.hyper["mining_algorithm"] == "random":
         scores = mining.random_scores(job.images, int(job.hyper.get("seed", 0)))
-        return {index: scores[index] for index in indices}, unreadable
+        return {index: scores[index] for index in indices}, problems
     if not indices:
-        return results, unreadable
+        return results, problems
     if model is None:
         model = load_checkpoint(job.checkpoint_path).build_model().to(device).eval()
     items = [(job.images[i], np.zeros((0, 4), np.float32), np.zeros(0, np.int64)) for i in indices]
@@ -198,18 +212,20 @@ def run_shard(job: Job, rank: int, world_size: int, device: str, report: Callabl
     done = 0
     with torch.inference_mode():
         for batch in loader:
-            unreadable.update(indices[i] for i in batch["corrupt"])
+            problems.update({indices[i]: reason for i, reason in batch["damaged"].items()})
+            problems.update({indices[i]: UNREADABLE for i in batch["corrupt"]})
             for position, value in zip(batch["indices"], work(model, batch, job, device)):
                 results[indices[position]] = value
             done += len(batch["indices"])
             if report is not None:
                 report(done, len(indices))
-    for index in unreadable:  # a replacement image's result must not stand in for the unreadable one
-        results.pop(index, None)
-    return results, unreadable
+    for index, problem in problems.items():  # a replacement image's result must not stand in for it
+        if problem == UNREADABLE:
+            results.pop(index, None)
+    return results, problems
 
 
-def run_job(job: Job, report: Callable[[int, int], None], model: Any) -> tuple[dict[int, Any], set[int]]:
+def run_job(job: Job, report: Callable[[int, int], None], model: Any) -> tuple[dict[int, Any], dict[int, str]]:
     if len(job.devices) == 1:
         return run_shard(job, 0, 1, job.devices[0], report, model)
     world_size, port = len(job.devices), _free_port()
@@ -219,19 +235,19 @@ def run_job(job: Job, report: Callable[[int, int], None], model: Any) -> tuple[d
         process.start()
     _init_group(0, world_size, port, job.devices[0])
     try:
-        results, unreadable = run_shard(job, 0, world_size, job.devices[0], report, model)
+        results, problems = run_shard(job, 0, world_size, job.devices[0], report, model)
         gathered: list[Any] = [None] * world_size
-        torch.distributed.all_gather_object(gathered, (results, unreadable))
+        torch.distributed.all_gather_object(gathered, (results, problems))
     finally:
         torch.distributed.destroy_process_group()
         for process in workers:
             process.join(timeout=60)
             if process.is_alive():
                 process.terminate()
-    for part_results, part_unreadable in gathered[1:]:
+    for part_results, part_problems in gathered[1:]:
         results.update(part_results)
-        unreadable |= part_unreadable
-    return results, unreadable
+        problems.update(part_problems)
+    return results, problems
 
 
 def _worker(job: Job, rank: int, world_size: int, port: int) -> None:
@@ -246,16 +262,19 @@ def _worker(job: Job, rank: int, world_size: int, port: int) -> None:
 # --- the task hooks -------------------------------------------------------------------------------------------
 
 def _run(context: Any, kind: str) -> tuple[Job, dict[int, Any], set[int]]:
+    """The job, its results by candidate index, and the candidates found unreadable when decoding."""
     job = make_job(context, kind)
     progress = context.progress
     model = context.run_cache.get(NETWORK_CACHE_KEY)
     if model is None:  # mining and inference of one run share one network (rank 0's)
         model = model_for(context).build_model().to(job.devices[0]).eval()
         context.run_cache[NETWORK_CACHE_KEY] = model
-    results, unreadable = run_job(job, lambda done, total: progress.steps(done, total, f"{done}/{total} images"),
-                                  model)
-    for index in sorted(unreadable):
-        context.skips.skip("unreadable image", job.images[index])
+    results, problems = run_job(job, lambda done, total: progress.steps(done, total, f"{done}/{total} images"),
+                                model)
+    unreadable = {index for index, problem in problems.items() if problem == UNREADABLE}
+    report_image_problems(context.skips, [job.images[index] for index in unreadable],
+                          {job.images[index]: problem for index, problem in problems.items()
+                           if problem != UNREADABLE}, job.counted_damage)
     return job, results, unreadable
 
 

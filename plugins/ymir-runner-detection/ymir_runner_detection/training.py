@@ -12,7 +12,7 @@ import math
 import os
 import socket
 import time
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -84,6 +84,18 @@ class TrainingPlan:
                             seed=self.seed, **callbacks)
 
 
+def report_image_problems(skips: Any, unreadable: Iterable[str], damaged: dict[str, str], counted: set[str]) -> None:
+    """Count and name, once per image path, what decoding found that the core's reader could not see from the
+    header: images that do not decode are skipped (``unreadable image``); images whose data breaks off were used
+    as far as they decode (``truncated image`` / ``corrupt image data``), unless the reader counted them
+    already (``counted``: their paths)."""
+    for path in sorted(set(unreadable)):
+        skips.skip("unreadable image", path, "found when decoding it")
+    for path, reason in sorted(damaged.items()):
+        if path not in counted:
+            skips.repair(reason, path, "found when decoding it: used as far as its data goes")
+
+
 def read_items(reader: Any) -> list[Item]:
     """The dataset as engine items; boxes are already in pixel-edge coordinates (x2 exclusive)."""
     items = []
@@ -121,6 +133,11 @@ def _check_hyper(hyper: Any) -> None:
         raise ConfigError(f"config key 'mosaic': {hyper.mosaic} must be a probability in [0, 1]")
     if not hyper.learning_rate > 0:
         raise ConfigError(f"config key 'learning_rate': {hyper.learning_rate} must be positive")
+    if not 0.0 <= hyper.conf_threshold <= 1.0:
+        raise ConfigError(f"config key 'conf_threshold': {hyper.conf_threshold} must be a score in [0, 1]")
+    for key in ("warmup_epochs", "weight_decay"):
+        if not hyper[key] >= 0:
+            raise ConfigError(f"config key {key!r}: {hyper[key]} must be >= 0")
     if not 0.0 < hyper.map_iou_threshold < 1.0:
         raise ConfigError(f"config key 'map_iou_threshold': {hyper.map_iou_threshold} must be in (0, 1)")
     if hyper.max_detections < 1:
@@ -162,7 +179,8 @@ def train(context: Any) -> None:
     if not train_items:
         raise DatasetError(f"no usable training image: skipped {context.skips.summary()}")
     if not val_items:
-        context.logger.warning("the validation set is empty: metrics are measured on the training set")
+        context.logger.warning("the validation set has no usable image: stage metrics are measured on the "
+                               "TRAINING set and are optimistic")
         val_items = train_items
     model = _initial_model(context)
     model_config = model.config()
@@ -187,7 +205,13 @@ def train(context: Any) -> None:
                              f"lower config key 'learning_rate' (now {hyper.learning_rate})") from error
     finally:
         stages.close()
-    context.skips.add("unreadable image", result.corrupt_images)
+    counted = {item.image for reader in (context.training_set, context.validation_set) for item in reader
+               if item.damage}
+    unreadable = [train_items[index][0] for index in result.unreadable]
+    unreadable += [val_items[index][0] for index in stages.val_unreadable]
+    damaged = {train_items[index][0]: reason for index, reason in result.damaged.items()}
+    damaged.update({val_items[index][0]: reason for index, reason in stages.val_damaged.items()})
+    report_image_problems(context.skips, unreadable, damaged, counted)
     context.logger.info("trained %d steps in %.0f s: %.1f images/s, %.1f%% of the time waiting for data",
                         result.steps, result.train_seconds, result.images_per_second, 100 * result.data_wait_share)
 
@@ -214,7 +238,8 @@ class StageWriter:
         if self.max_detections > self.hyper.max_detections:
             context.logger.info("max_detections %d per validation image (the densest has as many objects; config "
                                 "key 'max_detections' is %d)", self.max_detections, self.hyper.max_detections)
-        self.val_corrupt = 0
+        self.val_unreadable: set[int] = set()
+        self.val_damaged: dict[int, str] = {}
         self.evaluations = sum(1 for epoch in range(plan.epochs) if self._saves(epoch))
         self.eval_steps = EVAL_COST * len(val_items) / plan.batch_size  # in training-step units
         self.evaluated = 0
@@ -257,11 +282,12 @@ class StageWriter:
 
     def save_stage(self, epoch: int, model: torch.nn.Module) -> str:
         iou = float(self.hyper.map_iou_threshold)
-        result, corrupt = evaluate_model(model, self.val_loader, len(self.context.class_names),
-                                         score_threshold=self.hyper.conf_threshold, iou_threshold=iou,
-                                         max_detections=self.max_detections,
-                                         class_names=list(self.context.class_names))
-        self.val_corrupt = max(self.val_corrupt, corrupt)
+        result, problems = evaluate_model(model, self.val_loader, len(self.context.class_names),
+                                          score_threshold=self.hyper.conf_threshold, iou_threshold=iou,
+                                          max_detections=self.max_detections,
+                                          class_names=list(self.context.class_names))
+        self.val_unreadable.update(problems["unreadable"])
+        self.val_damaged.update(problems["damaged"])
         self.evaluated += 1
         self._log_metrics(epoch, result, model)
         name = f"epoch_{epoch}"
@@ -296,7 +322,6 @@ class StageWriter:
 
     def close(self) -> None:
         self.bar.close()
-        self.context.skips.add("unreadable validation image", self.val_corrupt)
         self.tb.flush()
 
 

@@ -44,12 +44,14 @@ def load_image(path: str | Path) -> np.ndarray:
 
 class Decoded(NamedTuple):
     """A dataset image as decoded: ``image`` HxWx3 uint8, reduced ``factor`` times from the stored
-    ``width`` x ``height`` (stored pixel edge ``x`` lies at ``x / factor``)."""
+    ``width`` x ``height`` (stored pixel edge ``x`` lies at ``x / factor``); ``damage`` '' or why its data
+    broke off (decoded as far as it goes)."""
 
     image: np.ndarray
     factor: int
     width: int
     height: int
+    damage: str
 
 
 class DetectionDataset(Dataset):
@@ -58,8 +60,9 @@ class DetectionDataset(Dataset):
     Each sample is a dict: ``image`` (uint8 HxWx3 tensor), ``boxes`` /
     ``classes`` in network-input pixels, ``index`` (the item actually used),
     ``letterbox`` (:class:`LetterboxInfo`, eval only), ``corrupt`` (indices
-    found unreadable while producing it) and, with a ``target_config``,
-    ``targets`` (see :func:`~.targets.encode_targets`).
+    found unreadable while producing it), ``damaged`` (index -> why its data
+    broke off, for images used as far as they decode) and, with a
+    ``target_config``, ``targets`` (see :func:`~.targets.encode_targets`).
     """
 
     def __init__(
@@ -94,7 +97,7 @@ class DetectionDataset(Dataset):
         if index in self._cache:
             return self._cache[index]
         image = decode_image(self.paths[index], self.min_side)
-        decoded = Decoded(np.asarray(image.image), image.factor, image.width, image.height)
+        decoded = Decoded(np.asarray(image.image), image.factor, image.width, image.height, image.damage)
         if self.cache_images:
             self._cache[index] = decoded
         return decoded
@@ -127,15 +130,18 @@ class DetectionDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         decoded, boxes, used_index, corrupt = self._load_readable(index)
         image, classes = decoded.image, self.classes[used_index]
+        damaged = {used_index: decoded.damage} if decoded.damage else {}
         info = None
         if self.augmentation is not None:
             # Seeding from torch's RNG makes augmentation follow DataLoader worker seeding (reproducible).
             rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
 
             def draw_extra_sample():
-                extra_image, extra_boxes, extra_classes, _, extra_corrupt = self.load_readable(int(rng.integers(len(self))))
+                extra, extra_boxes, extra_index, extra_corrupt = self._load_readable(int(rng.integers(len(self))))
                 corrupt.extend(extra_corrupt)
-                return extra_image, extra_boxes, extra_classes
+                if extra.damage:
+                    damaged[extra_index] = extra.damage
+                return extra.image, extra_boxes, self.classes[extra_index]
 
             image, boxes, classes = self.augmentation(image, boxes, classes, rng, draw_extra_sample)
         else:
@@ -150,6 +156,7 @@ class DetectionDataset(Dataset):
             "index": used_index,
             "letterbox": info,
             "corrupt": sorted(set(corrupt)),
+            "damaged": damaged,
         }
         if self.target_config is not None:
             sample["targets"] = encode_targets(boxes, classes, image.shape[:2], self.target_config)
@@ -166,6 +173,7 @@ def collate_detection(samples: list[dict]) -> dict:
         "indices": [s["index"] for s in samples],
         "letterbox": [s["letterbox"] for s in samples],
         "corrupt": sorted({i for s in samples for i in s["corrupt"]}),
+        "damaged": {i: reason for s in samples for i, reason in s["damaged"].items()},
     }
     if "targets" in samples[0]:
         batch["targets"] = {

@@ -226,14 +226,16 @@ def evaluate_model(model, loader, num_classes: int, *, score_threshold: float = 
     """Predict over an eval DataLoader (letterboxed dataset) and evaluate against the items' original boxes.
 
     The decoder keeps up to ``max_detections`` boxes per image. Images that turned out unreadable are left
-    out (their replacement is only counted once). Returns ``(EvaluationResult, number_of_unreadable_images)``.
+    out (their replacement is only counted once). Returns ``(EvaluationResult, problems)``: ``problems``
+    holds ``unreadable`` (dataset indices) and ``damaged`` (index -> why its data broke off; used as decoded).
     """
     from .decode import predict_batch  # torch-dependent; keep this module importable without a model
 
     dataset = loader.dataset
-    predictions_by_index, corrupt = {}, set()
+    predictions_by_index, corrupt, damaged = {}, set(), {}
     for batch in loader:
         corrupt.update(batch["corrupt"])
+        damaged.update(batch.get("damaged", {}))
         detections = predict_batch(model, batch["images"], batch["letterbox"], top_k=max_detections, **decode_kwargs)
         for index, detection in zip(batch["indices"], detections):
             predictions_by_index[index] = detection
@@ -244,4 +246,4 @@ def evaluate_model(model, loader, num_classes: int, *, score_threshold: float = 
         ground_truths, predictions, num_classes, score_threshold=score_threshold, iou_threshold=iou_threshold,
         max_detections=max_detections, class_names=class_names,
     )
-    return result, len(corrupt)
+    return result, {"unreadable": sorted(corrupt), "damaged": damaged}

@@ -53,6 +53,10 @@ class TrainResult:
     stopped_by_time_budget: bool
     corrupt_images: int
     history: list[dict] = field(default_factory=list)  # per-epoch metrics
+    #: Dataset indices of the images that could not be decoded (skipped), over all ranks.
+    unreadable: list[int] = field(default_factory=list)
+    #: Dataset index -> why its data broke off, for images used as far as they decode, over all ranks.
+    damaged: dict[int, str] = field(default_factory=dict)
 
 
 def is_distributed() -> bool:
@@ -137,12 +141,13 @@ def _synchronise_flags(nonfinite: bool, progress: float, device: torch.device) -
     return bool(flags[0].item()), float(flags[1].item())
 
 
-def _count_corrupt(local: set[int]) -> int:
+def _gather(local: Any) -> list[Any]:
+    """``local`` of every rank (just ``[local]`` without a process group)."""
     if not is_distributed():
-        return len(local)
+        return [local]
     gathered: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, sorted(local))
-    return len({index for part in gathered for index in part})
+    dist.all_gather_object(gathered, local)
+    return gathered
 
 
 def train(
@@ -206,6 +211,7 @@ def train(
 
     step, images_seen, data_wait, epochs_done = 0, 0, 0.0, 0
     corrupt: set[int] = set()
+    damaged: dict[int, str] = {}
     history: list[dict] = []
     stopped_by_time = False
     clock = budget_clock or time.perf_counter
@@ -220,6 +226,7 @@ def train(
         for batch in train_loader:
             epoch_wait += time.perf_counter() - wait_start
             corrupt.update(batch["corrupt"])
+            damaged.update(batch.get("damaged", {}))
             images, targets = _to_device(batch, device)
             with torch.autocast(device.type, enabled=use_amp):
                 outputs = model(images)
@@ -276,6 +283,8 @@ def train(
     if ema is not None:
         base_model.load_state_dict(ema.module.state_dict())
     seconds = time.perf_counter() - start
+    unreadable = sorted({index for part in _gather(sorted(corrupt)) for index in part})
+    damaged = {index: reason for part in _gather(damaged) for index, reason in part.items()}
     return TrainResult(
         steps=step,
         epochs_completed=epochs_done,
@@ -284,8 +293,10 @@ def train(
         images_per_second=images_seen / max(seconds, 1e-9),
         data_wait_share=data_wait / max(seconds, 1e-9),
         stopped_by_time_budget=stopped_by_time,
-        corrupt_images=_count_corrupt(corrupt),
+        corrupt_images=len(unreadable),
         history=history,
+        unreadable=unreadable,
+        damaged=damaged,
     )
 
 
