@@ -119,7 +119,7 @@ class DetectionDataset(Dataset):
             try:
                 decoded = self._read(candidate)
             except Exception as error:  # ImageProblem, or anything a broken file makes PIL raise
-                logger.warning("skipping unreadable image %s: %s", self.paths[candidate], error)
+                logger.debug("skipping unreadable image %s: %s", self.paths[candidate], error)  # named by the caller
                 self.corrupt_indices.add(candidate)
                 corrupt.append(candidate)
                 continue
