@@ -367,32 +367,27 @@ def test_inspect_reports_what_the_readers_saw_with_actionable_warnings(tmp_path,
     assert [split.lines for split in report.splits] == [2, 3]
 
 
-def test_a_validation_set_without_usable_images_is_not_called_box_less(tmp_path):
+def validation_warnings(tmp_path, validation_line):
+    """The report's warnings for a one-image training set with boxes and a validation index of one line."""
     image = write_png(str(tmp_path / "a.png"), 20, 20)
-    boxes = tmp_path / "boxes.txt"
-    boxes.write_text("0, 1, 1, 5, 5\n")
-    skips = SkipLog()
-    annotations = AnnotationReader(CLASSES, "det-ark", skips)
-    training = DatasetReader(index(tmp_path, [f"{image}\t{boxes}"]), annotations=annotations, skips=skips,
-                             name="training")
-    validation = DatasetReader(index(tmp_path, [f"{tmp_path}/gone.png\t{boxes}"], "val-index.tsv"),
-                               annotations=annotations, skips=skips, name="validation")
-    warnings = report_readers([training, validation], CLASSES).warnings()
-    assert any(warning.startswith("the validation set has no usable image (1 index lines") for warning in warnings)
-    assert not any("no box at all" in warning for warning in warnings)
-
-
-def test_a_validation_set_without_boxes_is_called_meaningless(tmp_path):
-    image = write_png(str(tmp_path / "a.png"), 20, 20)
-    empty = tmp_path / "empty.txt"
-    empty.write_text("")
+    (tmp_path / "empty.txt").write_text("")
     boxes = tmp_path / "boxes.txt"
     boxes.write_text("0, 1, 1, 5, 5\n1, 1, 1, 5, 5\n")
     skips = SkipLog()
     annotations = AnnotationReader(CLASSES, "det-ark", skips)
     training = DatasetReader(index(tmp_path, [f"{image}\t{boxes}"]), annotations=annotations, skips=skips,
                              name="training")
-    validation = DatasetReader(index(tmp_path, [f"{image}\t{empty}"], "val-index.tsv"), annotations=annotations,
-                               skips=skips, name="validation")
-    warnings = report_readers([training, validation], CLASSES).warnings()
+    validation = DatasetReader(index(tmp_path, [validation_line.format(tmp=tmp_path)], "val-index.tsv"),
+                               annotations=annotations, skips=skips, name="validation")
+    return report_readers([training, validation], CLASSES).warnings()
+
+
+def test_a_validation_set_without_usable_images_is_not_called_box_less(tmp_path):
+    warnings = validation_warnings(tmp_path, "{tmp}/gone.png\t{tmp}/boxes.txt")
+    assert any(warning.startswith("the validation set has no usable image (1 index lines") for warning in warnings)
+    assert not any("no box at all" in warning for warning in warnings)
+
+
+def test_a_validation_set_without_boxes_is_called_meaningless(tmp_path):
+    warnings = validation_warnings(tmp_path, "{tmp}/a.png\t{tmp}/empty.txt")
     assert any(warning.startswith("the validation set has no box at all") for warning in warnings), warnings
