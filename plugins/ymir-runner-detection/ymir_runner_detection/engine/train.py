@@ -51,12 +51,16 @@ class TrainResult:
     images_per_second: float
     data_wait_share: float  # fraction of wall time spent waiting for the DataLoader
     stopped_by_time_budget: bool
-    corrupt_images: int
     history: list[dict] = field(default_factory=list)  # per-epoch metrics
     #: Dataset indices of the images that could not be decoded (skipped), over all ranks.
     unreadable: list[int] = field(default_factory=list)
     #: Dataset index -> why its data broke off, for images used as far as they decode, over all ranks.
     damaged: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def corrupt_images(self) -> int:
+        """How many images could not be decoded."""
+        return len(self.unreadable)
 
 
 def is_distributed() -> bool:
@@ -293,7 +297,6 @@ def train(
         images_per_second=images_seen / max(seconds, 1e-9),
         data_wait_share=data_wait / max(seconds, 1e-9),
         stopped_by_time_budget=stopped_by_time,
-        corrupt_images=len(unreadable),
         history=history,
         unreadable=unreadable,
         damaged=damaged,
