@@ -8,7 +8,10 @@ pytest_plugins = ["ymir_runner.testing"]
 
 # Plugins pip-installed beside the core (the first-party detection plugin in CI) are blocked in the core's
 # tests: they test discovery, selection and blocking with plugins they create themselves.
-INSTALLED = sorted({entry_point.name for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)})
+# They are blocked by DISTRIBUTION name: an installed plugin whose entry point shares a name with one a test
+# creates must not block the test's own.
+INSTALLED = sorted({entry_point.dist.name for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+                    if entry_point.dist is not None})
 
 
 @pytest.fixture(autouse=True)

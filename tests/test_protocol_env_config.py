@@ -7,6 +7,7 @@ import yaml
 
 from ymir_runner.errors import ConfigError, ReturnCode
 from ymir_runner.protocol.config import RESERVED_KEYS, ExportFormat, parse_config, read_config_file
+from ymir_runner.protocol import env as env_module
 from ymir_runner.protocol.env import (LEGACY_PROTOCOL_VERSION, ROOT_ENV_VAR, InputPaths, OutputPaths, TaskKind,
                                       load_env)
 
@@ -29,6 +30,15 @@ FULL_ENV = {
         "executor_log_file": "/out/ymir-executor-out.log",
     },
 }
+
+
+@pytest.fixture(autouse=True)
+def container_out(tmp_path, monkeypatch):
+    """A stand-in for the container's /out: an env.yaml without an output section writes there."""
+    folder = tmp_path / "container-out"
+    folder.mkdir()
+    monkeypatch.setattr(env_module, "CONTAINER_OUT_DIR", str(folder))
+    return folder
 
 
 @pytest.fixture(autouse=True)

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import yaml
 
-from ymir_runner.errors import ReturnCode
+from ymir_runner.errors import OutputError, ReturnCode
 from ymir_runner.protocol import atomic
+from ymir_runner.protocol import env as env_module
 from ymir_runner.protocol.atomic import atomic_write_text
 from ymir_runner.protocol.dataset import DatasetReader, SkipLog
 from ymir_runner.protocol.env import ROOT_ENV_VAR, load_env
@@ -46,7 +47,7 @@ def test_atomic_write_failing_midway_keeps_the_old_file(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(atomic.os, "fsync", broken_fsync)
-    with pytest.raises(OSError):
+    with pytest.raises(OutputError, match=f"cannot write {path}: no space left on device"):
         atomic_write_text(path, "new content that never lands\n")
     with open(path, encoding="utf-8") as stream:
         assert stream.read() == "old\n"
@@ -654,6 +655,7 @@ def test_sdk_env_sees_the_same_rerooted_task(tmp_path, monkeypatch, sdk, via_var
 def test_sdk_env_without_root_points_at_the_env_file(tmp_path, monkeypatch, sdk):
     settings, sdk_env_module, _ = sdk
     monkeypatch.delenv(ROOT_ENV_VAR, raising=False)
+    monkeypatch.setattr(env_module, "CONTAINER_OUT_DIR", str(tmp_path))  # as if /out were mounted
     env_file = tmp_path / "env.yaml"
     env_file.write_text(yaml.safe_dump({"task_id": "t-plain", "run_mining": True, "protocol_version": "1.1.0",
                                         "input": {"candidate_index_file": "/in/candidate-index.tsv"}}))

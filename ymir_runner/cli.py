@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
 from typing import Any, Sequence
 
@@ -14,8 +16,12 @@ from .protocol.env import DEFAULT_ENV_FILE, ROOT_ENV_VAR
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from .dispatcher import run
+    from .shutdown import silence_output
 
-    return run(args.env, root=args.root, registry=args.registry)
+    code = run(args.env, root=args.root, registry=args.registry)
+    if code:  # the error line must stay the log's last line: nothing printed at exit may follow it
+        silence_output()
+    return code
 
 
 def plugin_table(registry: Any) -> list[dict[str, Any]]:
@@ -101,5 +107,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
+def console_main() -> None:
+    """The ``ymir-runner`` executable: ``main()``, quiet when its reader goes away (``ymir-runner plugins |
+    head -3``), exiting 128 + SIGPIPE as other Unix tools do."""
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)  # Python's recipe: no second error when stdout is flushed at exit
+        os.dup2(devnull, sys.stdout.fileno())
+        code = 128 + signal.SIGPIPE
+    sys.exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    console_main()

@@ -1,20 +1,21 @@
 """env.yaml → tasks → the chosen plugin's hooks → monitor state and exit code.
 
 The dispatcher owns the run's outcome: on success monitor.txt ends at percent 1.0, state 2, and the exit
-code is 0; on any error (SIGTERM included) it writes state 4 with the error's return code, prints the
-one-line reason as the LAST line of stderr (the platform shows users the last 5 log lines) and exits
-non-zero.
+code is 0; on any error (SIGTERM and SIGINT included) it writes state 4 with the error's return code, stops the
+run's child processes, prints the one-line reason as the LAST line of stderr (the platform shows users the
+last 5 log lines) and exits non-zero. See shutdown.py for stop signals.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import shutil
 import signal
 import sys
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 from . import __version__
 from .context import TaskContext
@@ -23,44 +24,22 @@ from .inspection import report_readers
 from .plugins import Executor, PluginRegistry, build_plugin_manager
 from .protocol.config import parse_config, read_config_file
 from .protocol.dataset import SkipLog
-from .protocol.env import DEFAULT_ENV_FILE, TaskEnv, TaskKind, load_env
+from .protocol.env import DEFAULT_ENV_FILE, EnvError, TaskEnv, TaskKind, load_env
 from .protocol.monitor import Monitor, Progress
-from .protocol.results import Detection
+from .protocol.results import Detection, set_aside_previous_results
 from .protocol.sdk import sdk_env, sdk_writers
 from .protocol.tensorboard import LazySummaryWriter
+from .shutdown import StopSignals, child_pids, stop_children
 
 log = logging.getLogger("ymir_runner")
 
 EXIT_FAILED = 1
-EXIT_TERMINATED = 128 + signal.SIGTERM
 
 
 def phase_spans(tasks: Sequence[TaskKind]) -> list[tuple[float, float]]:
     """Equal shares of [0, 1] per task: mining + inference → [0, 0.5] and [0.5, 1]."""
     width = 1.0 / max(len(tasks), 1)
     return [(index * width, (index + 1) * width) for index in range(len(tasks))]
-
-
-@contextlib.contextmanager
-def sigterm_raises() -> Iterator[None]:
-    """Turn SIGTERM into a TaskTerminated exception in the main thread, so the normal error path runs.
-
-    Files are only ever replaced atomically, so an exception raised in the middle of a write leaves the
-    previous complete file in place.
-    """
-    def handler(signum: int, frame: Any) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not interrupt the cleanup
-        raise TaskTerminated("the task was stopped (SIGTERM)")
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -201,42 +180,77 @@ def _sdk_adapters(context: TaskContext) -> dict[str, Any]:
     return {"monitor": monitor, "mining": mining, "infer": infer, "training": training}
 
 
-def run(env_file: str = DEFAULT_ENV_FILE, *, root: str | None = None,
-        registry: PluginRegistry | None = None) -> int:
-    """Run the tasks of ``env_file``; returns the process exit code. Never raises."""
-    configure_logging()
+@dataclasses.dataclass
+class _RunState:
+    """What the error path needs of a run that may have failed at any point."""
+
+    children_before: set[int] = dataclasses.field(default_factory=set)
     monitor: Monitor | None = None
     current: Run | None = None
-    try:
-        with sigterm_raises():
-            env = load_env(env_file, root=root)
-            monitor = Monitor(env.output.monitor_file, env.task_id)
-            monitor.start()
-            with sdk_env(env):
-                registry = registry or build_plugin_manager()
-                current = Run(env, registry, monitor)
-                current.execute()
-                current.close()
-                monitor.succeed()
-        log.info("done")
-        return 0
-    except BaseException as error:  # SystemExit and KeyboardInterrupt too: the platform needs state 4
-        return _fail(error, monitor, current)
 
 
-def _fail(error: BaseException, monitor: Monitor | None, current: Run | None) -> int:
+def run(env_file: str = DEFAULT_ENV_FILE, *, root: str | None = None,
+        registry: PluginRegistry | None = None) -> int:
+    """Run the tasks of ``env_file``; returns the process exit code. Never raises.
+
+    The first SIGTERM or SIGINT stops the run through the error path (state 4, exit 128 + signal); later
+    ones are ignored until the failure is reported and the run's child processes are gone.
+    """
+    configure_logging()
+    state = _RunState(children_before=set(child_pids()))
+    with StopSignals() as stop:
+        try:
+            try:
+                _execute(env_file, root, registry, state)
+                log.info("done")
+                return 0
+            except BaseException as error:  # SystemExit and KeyboardInterrupt too: the platform needs state 4
+                stop.hold()
+                return _fail(error, state)
+        except TaskTerminated as late:  # a stop signal in the instant between another error and hold()
+            stop.hold()
+            return _fail(late, state)
+
+
+def _execute(env_file: str, root: str | None, registry: PluginRegistry | None, state: _RunState) -> None:
+    env = load_env(env_file, root=root)
+    for warning in env.warnings:
+        log.warning("%s", warning)
+    state.monitor = Monitor(env.output.monitor_file, env.task_id)
+    moved_to = set_aside_previous_results(env.output)
+    if moved_to:
+        log.warning("results of an earlier run were in %s: moved to %s (a task publishes only its own outputs)",
+                    env.output.root_dir, moved_to)
+    state.monitor.start()
+    with sdk_env(env):
+        registry = registry or build_plugin_manager()
+        state.current = Run(env, registry, state.monitor)
+        state.current.execute()
+        state.current.close()
+        state.monitor.succeed()
+
+
+def _fail(error: BaseException, state: _RunState) -> int:
+    """Report a failed run: state 4 + code in monitor.txt, children stopped, the error as the LAST line."""
     code = classify(error)
     with contextlib.suppress(BaseException):
-        if current is not None:
-            current.close()
-    if not isinstance(error, YmirError):  # a bug or an unexpected library failure: keep the traceback
-        log.error("unexpected error", exc_info=error)
+        if state.current is not None:
+            state.current.close()
+    monitor = state.monitor
+    if monitor is None and isinstance(error, EnvError) and error.monitor_file:
+        monitor = Monitor(error.monitor_file, error.task_id)  # env.yaml failed, but its monitor path is known
     if monitor is not None:
         with contextlib.suppress(BaseException):
             monitor.fail(code)
+    with contextlib.suppress(BaseException):
+        stop_children(spare=state.children_before)  # a DataLoader worker must not print after the last line
+    if not isinstance(error, YmirError):  # a bug or an unexpected library failure: keep the traceback
+        log.error("unexpected error", exc_info=error)
     for handler in logging.getLogger("ymir_runner").handlers:
         handler.flush()
     sys.stdout.flush()
     sys.stderr.write(f"ymir-runner: error {int(code)}: {one_line(error)}\n")
     sys.stderr.flush()
-    return EXIT_TERMINATED if isinstance(error, TaskTerminated) else EXIT_FAILED
+    if isinstance(error, TaskTerminated):
+        return 128 + error.signum
+    return 128 + signal.SIGINT if isinstance(error, KeyboardInterrupt) else EXIT_FAILED

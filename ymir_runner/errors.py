@@ -7,6 +7,7 @@ the last line of stderr, which is what users see of /out/ymir-executor-out.log (
 from __future__ import annotations
 
 import enum
+import signal
 
 
 class ReturnCode(enum.IntEnum):
@@ -83,7 +84,22 @@ class NetworkError(YmirError):
 
 
 class TaskTerminated(YmirError):
-    """Raised in the main thread when the process receives SIGTERM (the platform stopping the task)."""
+    """Raised in the main thread when the process receives SIGTERM (the platform stopping the task) or SIGINT
+    (Ctrl-C); the run exits with ``128 + signum``."""
+
+    signum: int = signal.SIGTERM
+
+    @classmethod
+    def for_signal(cls, signum: int) -> TaskTerminated:
+        name = signal.Signals(signum).name
+        what = "interrupted" if signum == signal.SIGINT else "stopped"
+        error = cls(f"the task was {what} ({name})")
+        error.signum = signum
+        return error
+
+
+class OutputError(YmirError):
+    """A file under /out could not be written (disk full, quota, permissions); the message names the file."""
 
 
 # Exceptions from libraries we must not import (torch) are recognised by name and message.
@@ -101,6 +117,7 @@ def classify(error: BaseException) -> ReturnCode:
     """The return code for any exception: its own for a YmirError, a best guess for well-known failures."""
     if isinstance(error, YmirError):
         return error.code
+        return error.code
     if type(error).__name__ in _OOM_NAMES:
         return ReturnCode.OUT_OF_MEMORY
     if isinstance(error, ConnectionError) or type(error).__name__ in {"URLError", "gaierror", "Timeout"}:
@@ -116,6 +133,8 @@ def one_line(error: BaseException) -> str:
     """A single human-readable line describing the error, for the last line of stderr."""
     if isinstance(error, YmirError):
         text = error.message
+    elif isinstance(error, KeyboardInterrupt):  # Ctrl-C where no handler could be set (not the main thread)
+        text = "the task was interrupted (SIGINT)"
     else:
         detail = " ".join(str(error).split())
         text = f"{type(error).__name__}: {detail}" if detail else type(error).__name__

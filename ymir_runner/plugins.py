@@ -48,10 +48,13 @@ class PluginInfo:
     executors: list[str] = dataclasses.field(default_factory=list)
 
     @property
+    def source(self) -> str:
+        """``distribution <name> <version>``, or "" when unknown."""
+        return f"distribution {self.distribution} {self.version or ''}".strip() if self.distribution else ""
+
+    @property
     def label(self) -> str:
-        if self.distribution:
-            return f"{self.name!r} (distribution {self.distribution} {self.version or ''})".replace(" )", ")")
-        return repr(self.name)
+        return f"{self.name!r} ({self.source})" if self.distribution else repr(self.name)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,8 +146,12 @@ class PluginRegistry:
             broken = self._failed_matching(requested)
             if broken:
                 raise PluginLoadError(f"config key 'plugin': {broken.label} failed to load: {broken.error}")
+            for info in self._blocked():
+                if requested in {info.name, info.distribution}:
+                    raise ConfigError(f"config key 'plugin': plugin {info.label} is blocked by {DISABLE_ENV_VAR}"
+                                      f"={os.environ.get(DISABLE_ENV_VAR, '')!r}; remove it from that list")
             raise ConfigError(f"config key 'plugin': no executor named {requested!r}; installed: "
-                              f"{self._describe(executors)}")
+                              f"{self._describe(executors)}{self._blocked_note()}")
         for_kind = [executor for executor in executors if kind in executor.spec.tasks]
         fitting = [executor for executor in for_kind if object_type in executor.spec.object_types]
         if len(fitting) == 1:
@@ -153,12 +160,11 @@ class PluginRegistry:
             raise ConfigError(f"several executors can run {kind} for object_type {object_type}: "
                               f"{self._describe(fitting)}; choose one with config key 'plugin'")
         failed = [info for info in self.infos.values() if info.status == "failed"]
-        broken = "; ".join(f"{info.label} failed to load: {info.error}" for info in failed)
+        notes = "".join(f"; {info.label} failed to load: {info.error}" for info in failed) + self._blocked_note()
         if for_kind:
             raise ObjectTypeError(f"no executor handles object_type {object_type} for {kind}; installed: "
-                                  f"{self._describe(for_kind)}" + (f"; {broken}" if broken else ""))
-        raise ConfigError(f"no installed plugin handles {kind} tasks (installed: {self._describe(executors)})"
-                          + (f"; {broken}" if broken else ""))
+                                  f"{self._describe(for_kind)}{notes}")
+        raise ConfigError(f"no installed plugin handles {kind} tasks (installed: {self._describe(executors)}){notes}")
 
     @staticmethod
     def _check_fits(executor: Executor, kind: TaskKind, object_type: int) -> Executor:
@@ -168,6 +174,14 @@ class PluginRegistry:
         if object_type not in executor.spec.object_types:
             raise ObjectTypeError(f"executor {executor.spec.name!r} does not handle object_type {object_type}")
         return executor
+
+    def _blocked(self) -> list[PluginInfo]:
+        return [info for info in self.infos.values() if info.status == "blocked"]
+
+    def _blocked_note(self) -> str:
+        """"; blocked by $YMIR_RUNNER_DISABLE_PLUGINS: ..." when plugins are blocked, else ""."""
+        blocked = self._blocked()
+        return f"; blocked by {DISABLE_ENV_VAR}: {', '.join(info.label for info in blocked)}" if blocked else ""
 
     def _failed_matching(self, requested: str) -> PluginInfo | None:
         for info in self.infos.values():
@@ -279,19 +293,29 @@ def _load_entry_point(registry: PluginRegistry, entry_point: importlib.metadata.
                       blocked: set[str], strict: bool) -> None:
     dist = getattr(entry_point, "dist", None)
     info = PluginInfo(entry_point.name, dist.name if dist else None, dist.version if dist else None)
-    if info.name in registry.infos:  # the same distribution seen twice on sys.path
+    other = registry.infos.get(info.name)
+    if other is not None and other.distribution == info.distribution:  # the same distribution twice on sys.path
         return
+    if other is not None and other.status == "blocked":  # a blocked plugin never takes a name from a loaded one
+        del registry.infos[other.name]
+        other.name = f"{other.distribution}:{other.name}"
+        registry.infos[other.name] = other
+    elif other is not None:
+        # Third parties pick names independently: load both, the later one under a name of its own.
+        info.name = f"{info.distribution}:{entry_point.name}"
+        log.warning("plugin name %r is declared by both %s and %s; both are loaded, the second as %r",
+                    entry_point.name, other.source, info.source, info.name)
     registry.infos[info.name] = info
-    if blocked.intersection({entry_point.name, info.distribution}):
+    if blocked.intersection({entry_point.name, info.name, info.distribution}):
         info.status = "blocked"
         return
     try:
         plugin = entry_point.load()
-        registry.pm.register(plugin, name=entry_point.name)
+        registry.pm.register(plugin, name=info.name)
         registry.pm.check_pending()
     except Exception as error:
-        if registry.pm.get_plugin(entry_point.name) is not None:
-            registry.pm.unregister(name=entry_point.name)
+        if registry.pm.get_plugin(info.name) is not None:
+            registry.pm.unregister(name=info.name)
         info.status, info.error = "failed", f"{type(error).__name__}: {error}"
         if strict:
             raise PluginLoadError(f"plugin {info.label} failed to load: {info.error}") from error

@@ -17,6 +17,11 @@ DEFAULT_ENV_FILE = "/in/env.yaml"
 ROOT_ENV_VAR = "YMIR_RUNNER_ROOT"
 #: Platforms up to YMIR 1.1.0 wrote no protocol_version.
 LEGACY_PROTOCOL_VERSION = "0.0.1"
+#: The versions ../shared/protocol.md describes; another one is run as the nearest known and warned about.
+KNOWN_PROTOCOL_VERSIONS = ("0.0.1", "1.0.0", "1.1.0")
+DEFAULT_TASK_ID = "default-task"
+#: The output folder the platform mounts into the container.
+CONTAINER_OUT_DIR = "/out"
 
 
 class TaskKind(str, enum.Enum):
@@ -77,6 +82,9 @@ class TaskEnv:
     env_file: str = DEFAULT_ENV_FILE
     #: The local folder standing in for "/" (None inside the real container).
     root: str | None = None
+    #: Values read with a guess (a string for a boolean, an unknown protocol_version, a missing section):
+    #: the dispatcher logs each as a warning.
+    warnings: tuple[str, ...] = ()
 
     @property
     def protocol(self) -> tuple[int, ...]:
@@ -93,7 +101,7 @@ class TaskEnv:
     def to_yaml_dict(self) -> dict[str, Any]:
         """env.yaml content with the re-rooted paths (what the ymir-exc SDK is shown during a run)."""
         data = dataclasses.asdict(self)
-        for private in ("env_file", "root"):
+        for private in ("env_file", "root", "warnings"):
             data.pop(private)
         return data
 
@@ -144,7 +152,33 @@ def env_document(task_id: str, kinds: Iterable[TaskKind | str], *, protocol_vers
     return document
 
 
-def _paths(cls: type, raw: Any, root: str | None, section: str) -> Any:
+def _protocol_guess(version: str) -> str | None:
+    """How an unknown protocol_version is read (a warning's end), or None for a known one."""
+    def padded(text: str) -> tuple[int, ...]:
+        numbers = parse_version(text)
+        return numbers + (0,) * (3 - len(numbers))
+
+    newest = KNOWN_PROTOCOL_VERSIONS[-1]
+    if padded(version) in {padded(known) for known in KNOWN_PROTOCOL_VERSIONS}:
+        return None
+    if padded(version) > padded(newest):
+        return f"is newer than this ymir-runner knows: outputs follow protocol {newest}"
+    era = "1.0.0" if padded(version) >= (1, 0, 0) else LEGACY_PROTOCOL_VERSION
+    return f"is none of {', '.join(KNOWN_PROTOCOL_VERSIONS)}: outputs follow protocol {era}"
+
+
+class EnvError(ConfigError):
+    """env.yaml cannot be used (300001). Carries what could still be read of it, so that the failure can be
+    reported in monitor.txt: ``monitor_file`` (None when unknown or its folder does not exist) and
+    ``task_id``."""
+
+    def __init__(self, message: str, *, monitor_file: str | None = None, task_id: str = DEFAULT_TASK_ID) -> None:
+        super().__init__(message)
+        self.monitor_file = monitor_file
+        self.task_id = task_id
+
+
+def _paths(cls: type, raw: Any, root: str | None, section: str, warnings: list[str]) -> Any:
     if raw is None:
         raw = {}
     if not isinstance(raw, Mapping):
@@ -152,15 +186,14 @@ def _paths(cls: type, raw: Any, root: str | None, section: str) -> Any:
     known = {field.name for field in dataclasses.fields(cls)}
     values = {key: reroot(str(value or ""), root) for key, value in raw.items() if key in known}
     defaults = {f.name: reroot(f.default, root) for f in dataclasses.fields(cls) if f.name not in values}
+    named = {key: path for key, path in defaults.items() if path}  # an unused index file is '' anyway
+    if named:
+        what = "no " + section + " section" if not raw else f"{section} without {', '.join(named)}"
+        warnings.append(f"env.yaml has {what}: using " + ", ".join(f"{key} {path}" for key, path in named.items()))
     return cls(**defaults, **values)
 
 
-def load_env(path: str = DEFAULT_ENV_FILE, *, root: str | None = None) -> TaskEnv:
-    """Read env.yaml; ``root`` (or $YMIR_RUNNER_ROOT) re-roots /in and /out paths onto a local tree."""
-    root = root or os.environ.get(ROOT_ENV_VAR) or None
-    if root:
-        root = os.path.abspath(root)
-    env_file = os.path.abspath(path if os.path.exists(path) or not root else reroot(path, root))
+def _read_env_file(env_file: str) -> Mapping[str, Any]:
     try:
         with open(env_file, encoding="utf-8") as stream:
             raw = yaml.safe_load(stream)
@@ -172,24 +205,73 @@ def load_env(path: str = DEFAULT_ENV_FILE, *, root: str | None = None) -> TaskEn
         raise ConfigError(f"env file {env_file} is not UTF-8 text: {error}") from error
     if not isinstance(raw, Mapping):
         raise ConfigError(f"env file {env_file} must hold a YAML mapping")
+    return raw
+
+
+def _monitor_file_guess(raw: Mapping[str, Any], root: str | None) -> str | None:
+    """Where monitor.txt goes for an env.yaml that failed: its own ``output.monitor_file`` when readable,
+    else the container's; None when that folder does not exist (nowhere the platform would look)."""
+    output = raw.get("output")
+    named = output.get("monitor_file") if isinstance(output, Mapping) else None
+    path = reroot(named if isinstance(named, str) and named else OutputPaths.monitor_file, root)
+    return path if os.path.isdir(os.path.dirname(path)) else None
+
+
+def load_env(path: str = DEFAULT_ENV_FILE, *, root: str | None = None) -> TaskEnv:
+    """Read env.yaml; ``root`` (or $YMIR_RUNNER_ROOT) re-roots /in and /out paths onto a local tree.
+
+    Raises:
+        EnvError: the file cannot be read, or a value is invalid; the message names the key.
+    """
+    root = root or os.environ.get(ROOT_ENV_VAR) or None
+    if root:
+        root = os.path.abspath(root)
+    env_file = os.path.abspath(path if os.path.exists(path) or not root else reroot(path, root))
+    raw: Mapping[str, Any] = {}
+    try:
+        raw = _read_env_file(env_file)
+        return _parse_env(raw, env_file, root)
+    except ConfigError as error:
+        task_id = raw.get("task_id")
+        raise EnvError(str(error), monitor_file=_monitor_file_guess(raw, root),
+                       task_id=str(task_id) if isinstance(task_id, (str, int)) and task_id else DEFAULT_TASK_ID
+                       ) from error
+
+
+def _parse_env(raw: Mapping[str, Any], env_file: str, root: str | None) -> TaskEnv:
+    warnings: list[str] = []
 
     def flag(key: str) -> bool:
+        value = raw.get(key, False)
         try:
-            return to_bool(raw.get(key, False))
+            result = to_bool(value)
         except ValueError:
-            raise ConfigError(f"env.yaml: {key} must be a boolean, got {raw.get(key)!r}") from None
+            raise ConfigError(f"env.yaml: {key} must be a boolean, got {value!r}") from None
+        if not isinstance(value, bool):
+            warnings.append(f"env.yaml: {key} is {value!r}, not a boolean; read as {str(result).lower()}")
+        return result
 
     version = str(raw.get("protocol_version") or LEGACY_PROTOCOL_VERSION)
-    parse_version(version)
+    guess = _protocol_guess(version)
+    if guess:
+        warnings.append(f"env.yaml: protocol_version {version} {guess}")
+    task_id = raw.get("task_id")
+    if task_id is None or task_id == "":
+        warnings.append(f"env.yaml has no task_id: monitor.txt names the task {DEFAULT_TASK_ID!r}")
+    if raw.get("output") is None and not root and not os.path.isdir(CONTAINER_OUT_DIR):
+        raise ConfigError(f"env.yaml has no output section and {CONTAINER_OUT_DIR} does not exist (this is not "
+                          f"the platform's container): give the output paths, or run with --root DIR")
+    run_training, run_mining, run_infer = flag("run_training"), flag("run_mining"), flag("run_infer")
     return TaskEnv(
-        task_id=str(raw.get("task_id") or "default-task"),
+        task_id=str(task_id or DEFAULT_TASK_ID),
         protocol_version=version,
-        run_training=flag("run_training"),
-        run_mining=flag("run_mining"),
-        run_infer=flag("run_infer"),
+        run_training=run_training,
+        run_mining=run_mining,
+        run_infer=run_infer,
         manifest_file=str(raw.get("manifest_file") or "/img-man/manifest.yaml"),
-        input=_paths(InputPaths, raw.get("input"), root, "input"),
-        output=_paths(OutputPaths, raw.get("output"), root, "output"),
+        input=_paths(InputPaths, raw.get("input"), root, "input", warnings),
+        output=_paths(OutputPaths, raw.get("output"), root, "output", warnings),
         env_file=env_file,
         root=root,
+        warnings=tuple(warnings),
     )

@@ -8,11 +8,12 @@ the last and any change of state.
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
 from typing import Callable
 
-from ..errors import ReturnCode
+from ..errors import OutputError, ReturnCode
 from .atomic import atomic_write_text
 
 STATE_RUNNING = 2
@@ -78,20 +79,31 @@ class Monitor:
             self._write()
 
     def fail(self, code: int) -> None:
-        """State 4 with a return code: call only right before exiting non-zero."""
+        """State 4 with a return code: call only right before exiting non-zero.
+
+        On a full disk the atomic write (which needs a new file) fails; the line is then written over the
+        existing file in place, which needs no new block: the platform must see state 4."""
         with self._lock:
             self.state = STATE_FAILED
             self.code = int(code) or int(ReturnCode.GENERIC)
-            self._write()
+            try:
+                self._write()
+            except OutputError:
+                self._write(in_place=True)
 
-    def _write(self) -> None:
+    def _write(self, in_place: bool = False) -> None:
         # The platform ignores an update whose timestamp equals the last one IT read, which may be any
         # earlier write: keep the printed timestamps strictly increasing, even if the clock stalls.
         now = max(round(self._clock(), 3), round(self._last_write + 0.001, 3))
         text = monitor_line(self.task_id, now, self.percent, self.state, self.code)
         if self.message:
             text += self.message.replace("\n", " ") + "\n"
-        atomic_write_text(self.path, text)
+        if in_place:
+            with open(self.path, "r+" if os.path.exists(self.path) else "w", encoding="utf-8") as stream:
+                stream.write(text)
+                stream.truncate()
+        else:
+            atomic_write_text(self.path, text)
         self._last_write, self._dirty = now, False
 
 

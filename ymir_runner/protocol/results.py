@@ -18,11 +18,14 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import yaml
 
 from .atomic import atomic_write_text
+from .env import OutputPaths
 
 _STAGE_NAME = re.compile(r"^[A-Za-z0-9_]+$")
 #: The SDK convention the platform follows: the best stage plus the 10 latest.
 MAX_STAGES = 11
 COUNT_KEYS = ("tp", "fp", "fn")
+#: Where results an earlier run left in /out are moved, under the output root.
+PREVIOUS_RUNS_DIR = "previous-runs"
 
 
 def metric_value(name: str, value: Any) -> float:
@@ -269,3 +272,36 @@ class InferResult:
         document = {"detection": {name: {self.key: boxes} for name, boxes in self.images.items()}}
         atomic_write_text(self.path, json.dumps(document))
         return len(self.images)
+
+
+def set_aside_previous_results(output: OutputPaths) -> str | None:
+    """Move what an earlier run published in this /out into ``<root_dir>/previous-runs/<UTC time>/``,
+    keeping relative paths: result.yaml with the whole models folder, result.tsv and infer-result.json.
+    Returns that folder, or None when /out held none of them.
+
+    The platform reads result.yaml even when a task fails, and result.tsv and infer-result.json after it:
+    left in place, an earlier run's files would be published as this task's. Moving (not deleting) keeps
+    a model someone may still want.
+    """
+    root = os.path.abspath(output.root_dir)
+    models = os.path.abspath(output.models_dir)
+    leftovers = [path for path in (output.training_result_file, output.mining_result_file,
+                                   output.infer_result_file) if os.path.lexists(path)]
+    if models != root and not root.startswith(models + os.sep) and os.path.isdir(models):
+        leftovers += [os.path.join(models, name) for name in sorted(os.listdir(models))]
+    if not leftovers:
+        return None
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target = os.path.join(root, PREVIOUS_RUNS_DIR, stamp)
+    suffix = 0
+    while os.path.lexists(target):
+        suffix += 1
+        target = os.path.join(root, PREVIOUS_RUNS_DIR, f"{stamp}-{suffix}")
+    for path in dict.fromkeys(leftovers):
+        if not os.path.lexists(path):  # result.yaml already moved with the models folder's entries
+            continue
+        relative = os.path.relpath(path, root)
+        destination = os.path.join(target, os.path.basename(path) if relative.startswith("..") else relative)
+        os.makedirs(os.path.dirname(destination), exist_ok=True)
+        shutil.move(path, destination)
+    return target

@@ -11,7 +11,7 @@ from typing import Any, Sequence
 
 import torch
 
-from ymir_runner import ModelError
+from ymir_runner import ModelError, atomic_path
 
 FORMAT = "ymir-runner-detection/1"
 CHECKPOINT_NAME = "model.pt"
@@ -43,13 +43,13 @@ class Checkpoint:
 
 def save_checkpoint(model: torch.nn.Module, path: str, *, class_names: Sequence[str], img_size: int,
                     epoch: int, metrics: dict[str, float] | None = None) -> str:
-    """Write the checkpoint atomically (temp file + rename): a stage's file is complete or absent."""
+    """Write the checkpoint atomically (temp file + rename): a stage's file is complete or absent, and a
+    failed write (a full disk: ``OutputError`` naming ``path``) leaves no partial file behind."""
     model = getattr(model, "module", model)  # unwrap DDP
     state = {key: value.detach().cpu() for key, value in model.state_dict().items()}
     checkpoint = Checkpoint(model.config(), state, list(class_names), img_size, epoch, dict(metrics or {}))
-    tmp = f"{path}.tmp"
-    torch.save(checkpoint.to_dict(), tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(checkpoint.to_dict(), tmp)
     return path
 
 

@@ -12,12 +12,12 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from ymir_runner import ConfigError, ModelError
+from ymir_runner import ConfigError, DatasetError, ModelError
 from ymir_runner.protocol.results import Detection
 
 from . import mining
 from .checkpoint import find_checkpoint, load_checkpoint
-from .engine import DetectionDataset, build_dataloader, decode_maps
+from .engine import DetectionDataset, NoReadableImageError, build_dataloader, decode_maps, no_readable_image_message
 from .engine.decode import boxes_to_original
 from .training import _free_port, _init_group, report_image_problems, select_devices
 
@@ -206,7 +206,7 @@ def run_shard(job: Job, rank: int, world_size: int, device: str, report: Callabl
     if model is None:
         model = load_checkpoint(job.checkpoint_path).build_model().to(device).eval()
     items = [(job.images[i], np.zeros((0, 4), np.float32), np.zeros(0, np.int64)) for i in indices]
-    loader = build_dataloader(DetectionDataset(items, job.img_size), job.batch_size, shuffle=False,
+    loader = build_dataloader(DetectionDataset(items, job.img_size, role="candidate"), job.batch_size, shuffle=False,
                               num_workers=job.num_workers, distributed=False)
     work = infer_batch if job.kind == "infer" else mine_batch
     done = 0
@@ -269,8 +269,11 @@ def _run(context: Any, kind: str) -> tuple[Job, dict[int, Any], set[int]]:
     if model is None:  # mining and inference of one run share one network (rank 0's)
         model = model_for(context).build_model().to(job.devices[0]).eval()
         context.run_cache[NETWORK_CACHE_KEY] = model
-    results, problems = run_job(job, lambda done, total: progress.steps(done, total, f"{done}/{total} images"),
-                                model)
+    try:
+        results, problems = run_job(job, lambda done, total: progress.steps(done, total, f"{done}/{total} images"),
+                                    model)
+    except NoReadableImageError as error:  # from a DataLoader worker: its traceback is no use to a user
+        raise DatasetError(no_readable_image_message(error)) from None
     unreadable = {index for index, problem in problems.items() if problem == UNREADABLE}
     report_image_problems(context.skips, [job.images[index] for index in unreadable],
                           {job.images[index]: problem for index, problem in problems.items()

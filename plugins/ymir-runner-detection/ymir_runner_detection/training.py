@@ -10,6 +10,7 @@ import dataclasses
 import datetime
 import math
 import os
+import shutil
 import socket
 import time
 from typing import Any, Iterable, Sequence
@@ -17,13 +18,13 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import torch
 
-from ymir_runner import ConfigError, DatasetError, NonFiniteError
+from ymir_runner import ConfigError, DatasetError, NonFiniteError, atomic_path
 from ymir_runner.errors import GpuMismatchError, NoGpuError
 
 from .checkpoint import CHECKPOINT_NAME, ONNX_NAME, find_checkpoint, load_checkpoint, save_checkpoint
 from .engine import (
-    AugmentConfig, DetectionDataset, NonFiniteLossError, TargetConfig, build_dataloader, build_model,
-    evaluate_model, export_onnx, reset_class_head,
+    AugmentConfig, DetectionDataset, NoReadableImageError, NonFiniteLossError, TargetConfig, build_dataloader,
+    build_model, evaluate_model, export_onnx, no_readable_image_message, reset_class_head,
 )
 from .engine.train import TrainResult, is_distributed, train as training_loop
 from .progress import LogProgressBar
@@ -200,6 +201,8 @@ def train(context: Any) -> None:
             result = plan.run(plan.build_model(), devices[0], **stages.callbacks())
         else:
             result = _run_distributed(plan, stages)
+    except NoReadableImageError as error:  # from a DataLoader worker: its traceback is no use to a user
+        raise DatasetError(no_readable_image_message(error)) from None
     except NonFiniteLossError as error:
         raise NonFiniteError(f"training diverged: the loss became NaN/inf at step {error.step}; "
                              f"lower config key 'learning_rate' (now {hyper.learning_rate})") from error
@@ -295,12 +298,17 @@ class StageWriter:
         folder = results.stage_dir(name)
         # mAP, mAR and tp/fp/fn at evaluate_config.iou_thr (what the platform labels mAP with); mAP50_95 beside.
         metrics = {"mAP": result.map or 0.0, "mAR": result.mar or 0.0, "mAP50_95": result.map50_95 or 0.0}
-        save_checkpoint(model, os.path.join(folder, CHECKPOINT_NAME), class_names=self.context.class_names,
-                        img_size=self.plan.img_size, epoch=epoch, metrics=metrics)
         files = [CHECKPOINT_NAME]
-        if self.hyper.export_onnx:
-            export_onnx(model, os.path.join(folder, ONNX_NAME), self.plan.img_size)
-            files.append(ONNX_NAME)
+        try:
+            save_checkpoint(model, os.path.join(folder, CHECKPOINT_NAME), class_names=self.context.class_names,
+                            img_size=self.plan.img_size, epoch=epoch, metrics=metrics)
+            if self.hyper.export_onnx:
+                with atomic_path(os.path.join(folder, ONNX_NAME)) as tmp:
+                    export_onnx(model, tmp, self.plan.img_size)
+                files.append(ONNX_NAME)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)  # a stage result.yaml does not list only fills the disk
+            raise
         results.set_evaluate_config(iou_thr=iou, conf_thr=float(self.hyper.conf_threshold))
         results.add_stage(name, files, metrics,
                           {"tp": result.true_positives, "fp": result.false_positives, "fn": result.false_negatives},

@@ -16,7 +16,9 @@ Modules:
 """
 
 from .augment import AugmentConfig, LetterboxInfo, letterbox
-from .data import DetectionDataset, build_dataloader, collate_detection, load_image
+from .data import (
+    DetectionDataset, NoReadableImageError, build_dataloader, collate_detection, load_image, no_readable_image_message,
+)
 from .decode import Detections, batched_nms, boxes_to_original, decode_maps, nms, predict_batch
 from .evaluate import EvaluationResult, evaluate_detections, evaluate_model
 from .model import (
@@ -41,6 +43,7 @@ __all__ = [
     "LetterboxInfo",
     "MODEL_SPECS",
     "ModelSpec",
+    "NoReadableImageError",
     "NonFiniteLossError",
     "TargetConfig",
     "TrainResult",
@@ -60,6 +63,7 @@ __all__ = [
     "letterbox",
     "load_image",
     "nms",
+    "no_readable_image_message",
     "predict_batch",
     "reset_class_head",
     "train",

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import re
 from pathlib import Path
 from typing import NamedTuple, Sequence
 
@@ -54,6 +55,22 @@ class Decoded(NamedTuple):
     damage: str
 
 
+class NoReadableImageError(RuntimeError):
+    """Every image of a dataset failed to decode.
+
+    Raised in a DataLoader worker, it reaches the main process re-created with the worker's traceback in
+    its message: :func:`no_readable_image_message` gets the one-line message back."""
+
+
+_NO_READABLE = re.compile(r"none of the \d+ \w+ images can be decoded[^\n]*")
+
+
+def no_readable_image_message(error: BaseException) -> str:
+    """The one-line message of a :class:`NoReadableImageError`, from a worker or not."""
+    match = _NO_READABLE.search(str(error))
+    return match.group(0) if match else str(error)
+
+
 class DetectionDataset(Dataset):
     """Detection samples, augmented (``train=True``) or letterboxed only.
 
@@ -74,10 +91,13 @@ class DetectionDataset(Dataset):
         augment: AugmentConfig | None = None,
         target_config: TargetConfig | None = None,
         cache_images: bool = False,
+        role: str | None = None,
     ):
         if not items:
             raise ValueError("DetectionDataset needs at least one item")
         self.paths = [str(path) for path, _, _ in items]
+        #: What the images are, for messages: training, validation, candidate.
+        self.role = role or ("training" if train else "validation")
         self.boxes = [np.asarray(b, dtype=np.float32).reshape(-1, 4) for _, b, _ in items]
         self.classes = [np.asarray(c, dtype=np.int64).reshape(-1) for _, _, c in items]
         self.img_size = img_size
@@ -125,7 +145,8 @@ class DetectionDataset(Dataset):
                 continue
             boxes = self.boxes[candidate]
             return decoded, boxes if decoded.factor == 1 else boxes / np.float32(decoded.factor), candidate, corrupt
-        raise RuntimeError("no readable image in the dataset")
+        raise NoReadableImageError(f"none of the {len(self)} {self.role} images can be decoded "
+                                   f"(the first is {self.paths[0]})")
 
     def __getitem__(self, index: int) -> dict:
         decoded, boxes, used_index, corrupt = self._load_readable(index)

@@ -1,0 +1,140 @@
+"""How a run ends when it fails or is stopped: stop signals, child processes, and the log's last line.
+
+The platform stops a task with SIGTERM, and docker (or an impatient operator) may send another within
+milliseconds; a terminal sends SIGINT. The first stop signal becomes a :class:`~ymir_runner.errors.TaskTerminated`
+exception in the main thread, so the ordinary error path writes state 4 and the error line. From then on
+stop signals are ignored until the run has reported its failure, terminated its children (DataLoader
+workers, DDP ranks, subprocesses) and printed its last line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import signal
+import sys
+import time
+from typing import Any, Iterable
+
+from .errors import TaskTerminated
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+#: Seconds children get to exit after SIGTERM before they are killed.
+CHILD_GRACE_SECONDS = 3.0
+
+
+class StopSignals:
+    """``with StopSignals() as stop:`` turns the first SIGTERM/SIGINT into ``TaskTerminated``.
+
+    ``hold()`` makes every later stop signal a no-op; call it first thing on the error path. Leaving the
+    block restores the previous handlers. Outside the main thread (where Python cannot set handlers) the
+    block does nothing.
+    """
+
+    def __init__(self) -> None:
+        self.held = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopSignals:
+        try:
+            for signum in STOP_SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._handle)
+        except ValueError:  # not the main thread
+            self._restore()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self._restore()
+
+    def hold(self) -> None:
+        """Ignore stop signals from now until the block ends."""
+        self.held = True
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.held:
+            return
+        self.held = True  # the second SIGTERM (docker's, 50 ms later) must not interrupt the error path
+        raise TaskTerminated.for_signal(signum)
+
+    def _restore(self) -> None:
+        for signum, handler in self._previous.items():
+            with contextlib.suppress(ValueError, TypeError):
+                signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        self._previous.clear()
+
+
+def child_pids() -> list[int]:
+    """Process ids whose parent is this process (Linux ``/proc``; ``[]`` elsewhere)."""
+    me = os.getpid()
+    pids = []
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return []
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as stream:
+                fields = stream.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 1 and int(fields[1]) == me and fields[0] != b"Z":  # state, ppid; a zombie has exited
+            pids.append(int(entry))
+    return [pid for pid in pids if not _is_multiprocessing_helper(pid)]
+
+
+def _is_multiprocessing_helper(pid: int) -> bool:
+    """multiprocessing's resource tracker and fork server ignore SIGTERM and exit by themselves when this
+    process does (their pipe closes); they hold no task work."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as stream:
+            return b"from multiprocessing." in stream.read()
+    except OSError:
+        return False
+
+
+def stop_children(grace: float = CHILD_GRACE_SECONDS, *, spare: Iterable[int] = ()) -> int:
+    """Terminate every child process but those in ``spare`` (children from before the run, when it runs
+    inside a longer-lived process): SIGTERM, up to ``grace`` seconds to exit, then SIGKILL.
+
+    Returns how many children were stopped. Must run in the main thread before the last log line: a
+    DataLoader worker left alive prints after it, and outlives the run if the runner is killed.
+    """
+    with contextlib.suppress(ValueError):
+        # torch's DataLoader installs a SIGCHLD handler that raises in the main thread when a worker dies
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    spared = set(spare)
+    tracked = [child for child in multiprocessing.active_children() if child.pid not in spared]
+    pids = (set(child_pids()) | {child.pid for child in tracked if child.pid}) - spared
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for child in tracked:
+        child.join(max(deadline - time.monotonic(), 0.0))
+    while set(child_pids()) & pids and time.monotonic() < deadline:
+        time.sleep(0.02)
+    for pid in set(child_pids()) & pids:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    for child in tracked:
+        child.join(1.0)
+    return len(pids)
+
+
+def silence_output() -> None:
+    """Send everything this process (or a library's atexit or ``__del__``) would still print to /dev/null.
+
+    Called after the last line of a failed run: the platform shows users the last 5 lines of the log, and
+    a progress bar closed at exit must not push the error out of them.
+    """
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+        sys.stderr.flush()
+    with contextlib.suppress(OSError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        for fd in (1, 2):
+            os.dup2(devnull, fd)
+        os.close(devnull)
