@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -192,6 +193,60 @@ def test_duplicate_executor_names_are_refused_naming_both_distributions(ymir_fak
     registry = build_plugin_manager()
     with pytest.raises(PluginLoadError, match="'same' is registered by both.*ymir-first.*ymir-second"):
         registry.executors()
+
+
+def also_blocking(name):
+    """$YMIR_RUNNER_DISABLE_PLUGINS as the test session set it (plugins installed on the machine), plus ``name``."""
+    return ",".join(filter(None, [os.environ.get(DISABLE_ENV_VAR, ""), name]))
+
+
+def test_two_distributions_with_one_plugin_name_are_both_loaded(ymir_fake_entry_point, caplog):
+    ymir_fake_entry_point("ymir-first", "ymir_first_mod", toy_source("first"), entry_point="same", version="1.0")
+    ymir_fake_entry_point("ymir-second", "ymir_second_mod", toy_source("second"), entry_point="same", version="2.0")
+    registry = build_plugin_manager()
+    assert sorted(executor.spec.name for executor in registry.executors()) == ["first", "second"]
+    names = {info.distribution: info.name for info in registry.infos.values()}
+    plain, renamed = sorted([names["ymir-first"], names["ymir-second"]], key=len)  # sys.path order decides
+    assert plain == "same" and renamed in {"ymir-first:same", "ymir-second:same"}
+    (warning,) = [record.getMessage() for record in caplog.records if "declared by both" in record.getMessage()]
+    assert "distribution ymir-first 1.0" in warning and "distribution ymir-second 2.0" in warning
+
+
+def test_a_blocked_plugin_of_the_same_name_leaves_the_name_to_the_loaded_one(ymir_fake_entry_point, monkeypatch):
+    ymir_fake_entry_point("ymir-first", "ymir_first_mod", toy_source("first"), entry_point="same")
+    ymir_fake_entry_point("ymir-second", "ymir_second_mod", toy_source("second"), entry_point="same")
+    monkeypatch.setenv(DISABLE_ENV_VAR, also_blocking("ymir-first"))
+    registry = build_plugin_manager()
+    assert registry.infos["same"].distribution == "ymir-second"
+    assert registry.infos["ymir-first:same"].status == "blocked"
+    assert [executor.spec.name for executor in registry.executors()] == ["second"]
+
+
+def test_asking_for_a_blocked_plugin_says_it_is_blocked(ymir_fake_entry_point, ymir_task, monkeypatch):
+    ymir_fake_entry_point("ymir-fake-plugin", "ymir_fake_mod", toy_source(), entry_point="fake")
+    blocked = also_blocking("fake")
+    monkeypatch.setenv(DISABLE_ENV_VAR, blocked)
+    outcome = ymir_task(kinds=["mining"], config={"plugin": "fake"}).run(build_plugin_manager())
+    assert outcome.return_code == ReturnCode.CONFIG
+    assert outcome.last_stderr_line == (
+        f"ymir-runner: error {int(ReturnCode.CONFIG)}: config key 'plugin': plugin 'fake' (distribution "
+        f"ymir-fake-plugin 1.0) is blocked by {DISABLE_ENV_VAR}={blocked!r}; remove it from that list")
+    outcome = ymir_task(kinds=["mining"], config={"plugin": "other"}).run(build_plugin_manager())
+    assert f"no executor named 'other'; installed: none; blocked by {DISABLE_ENV_VAR}: " in outcome.last_stderr_line
+    assert "'fake' (distribution ymir-fake-plugin 1.0)" in outcome.last_stderr_line
+
+
+def test_plugins_listing_into_a_closed_pipe_is_quiet(ymir_fake_entry_point):
+    """``ymir-runner plugins | head -3``: the reader goes away before the listing is written."""
+    ymir_fake_entry_point("ymir-fake-plugin", "ymir_fake_mod", toy_source(), entry_point="fake")
+    env = dict(os.environ, PYTHONPATH=ymir_fake_entry_point.site_dir)
+    for command in (["plugins"], ["plugins", "--json"]):
+        process = subprocess.Popen([sys.executable, "-m", "ymir_runner", *command], env=env, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE)
+        process.stdout.close()
+        stderr = process.stderr.read().decode()
+        assert process.wait() == 128 + signal.SIGPIPE
+        assert stderr == ""
 
 
 def test_executor_claiming_a_task_it_does_not_implement_is_left_out(ymir_registry):

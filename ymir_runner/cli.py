@@ -18,7 +18,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .dispatcher import run
     from .shutdown import silence_output
 
-    code = run(args.env, root=args.root, registry=args.registry)
+    code = run(args.env, root=args.root, registry=args.registry, exiting=True)
     if code:  # the error line must stay the log's last line: nothing printed at exit may follow it
         silence_output()
     return code

@@ -190,15 +190,16 @@ class _RunState:
 
 
 def run(env_file: str = DEFAULT_ENV_FILE, *, root: str | None = None,
-        registry: PluginRegistry | None = None) -> int:
+        registry: PluginRegistry | None = None, exiting: bool = False) -> int:
     """Run the tasks of ``env_file``; returns the process exit code. Never raises.
 
     The first SIGTERM or SIGINT stops the run through the error path (state 4, exit 128 + signal); later
-    ones are ignored until the failure is reported and the run's child processes are gone.
+    ones are ignored until the failure is reported and the run's child processes are gone, and after that
+    too when ``exiting`` (the process ends with this run: the command line).
     """
     configure_logging()
     state = _RunState(children_before=set(child_pids()))
-    with StopSignals() as stop:
+    with StopSignals(exiting=exiting) as stop:
         try:
             try:
                 _execute(env_file, root, registry, state)

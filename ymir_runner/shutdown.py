@@ -28,12 +28,15 @@ class StopSignals:
     """``with StopSignals() as stop:`` turns the first SIGTERM/SIGINT into ``TaskTerminated``.
 
     ``hold()`` makes every later stop signal a no-op; call it first thing on the error path. Leaving the
-    block restores the previous handlers. Outside the main thread (where Python cannot set handlers) the
-    block does nothing.
+    block restores the previous handlers, except with ``exiting=True`` after ``hold()``: the process is about
+    to exit non-zero, and a late SIGTERM must not turn that exit into a kill. Outside the main thread
+    (where Python cannot set handlers) the block does nothing.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, exiting: bool = False) -> None:
         self.held = False
+        self.exiting = exiting
+        self._pid = os.getpid()
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> StopSignals:
@@ -45,6 +48,10 @@ class StopSignals:
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
+        if self.held and self.exiting:
+            for signum in self._previous:
+                signal.signal(signum, signal.SIG_IGN)
+            self._previous.clear()
         self._restore()
 
     def hold(self) -> None:
@@ -52,6 +59,10 @@ class StopSignals:
         self.held = True
 
     def _handle(self, signum: int, frame: Any) -> None:
+        if os.getpid() != self._pid:  # a forked child (a DataLoader worker) inherited the handler: default death
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
         if self.held:
             return
         self.held = True  # the second SIGTERM (docker's, 50 ms later) must not interrupt the error path

@@ -69,8 +69,8 @@ class TrainingResult:
     """Model stages of a training task → /out/models/result.yaml, rewritten atomically after each stage.
 
     At most ``max_stages`` are kept: the best (by each stage's ``fitness``, or its ``main_metric`` when the
-    plugin gives none) and the latest; a dropped stage's folder is deleted. For protocol < 1.0.0 the legacy ``{model: [...], map: ...}`` form is written instead
-    (never both: the legacy form would win).
+    plugin gives none) and the latest; a dropped stage's folder is deleted. For protocol < 1.0.0 the legacy
+    ``{model: [...], map: ...}`` form is written instead (never both: the legacy form would win).
     """
 
     def __init__(self, models_dir: str, result_file: str, *, main_metric: str = "mAP",

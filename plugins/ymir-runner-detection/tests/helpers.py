@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 
 import yaml
 
@@ -63,3 +64,29 @@ def train_once(tmp_path_factory):
     return root, code, writes
 
 
+SMALL = {"batch_size_per_gpu": 8, "num_workers_per_gpu": 0}
+
+
+def make_task(trained, folder, kinds, config=None, *, stages=None, info=True, n_candidates=12, seed=5):
+    """A mining/infer task whose /in/models holds stages of the shared trained model."""
+    root, code, _ = trained
+    assert code == 0
+    result = read_result(root)
+    env_file = write_task(str(folder), kinds=kinds, config=dict(SMALL, **(config or {})), n_train=0, n_val=0,
+                          n_candidates=n_candidates, seed=seed, scene=TEST_SCENE)
+    models = folder / "in" / "models"
+    paths = []
+    for stage in stages or [result["best_stage_name"]]:
+        shutil.copytree(os.path.join(root, "out", "models", stage), models / stage)
+        paths += [str(models / stage / name) for name in result["model_stages"][stage]["files"]]
+    if info:
+        (models / "ymir-info.yaml").write_text(yaml.safe_dump({"best_stage_name": result["best_stage_name"]}))
+    config_file = folder / "in" / "config.yaml"
+    task_config = yaml.safe_load(config_file.read_text())
+    task_config["model_params_path"] = paths
+    config_file.write_text(yaml.safe_dump(task_config))
+    return env_file
+
+
+def candidates(folder):
+    return [line.strip() for line in open(folder / "in" / "candidate-index.tsv") if line.strip()]

@@ -1,0 +1,225 @@
+"""The detection plugin on the platform's worst day: real training and mining+inference runs (real processes,
+DataLoader workers) that are killed, stopped twice, run out of disk, or find no decodable image.
+
+Whatever happens, the platform must find parseable protocol files, and a failed run ends at state 4 with a
+specific code, a last stderr line a user can act on, no temp file, and no process left behind. The random
+SIGKILL rounds are marked slow (`python -m pytest -m ""` runs them, as .ci/run does).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+from helpers import make_task
+from PIL import Image
+
+from ymir_runner import ReturnCode
+from ymir_runner_detection.demo import write_task
+
+TINY = {"epochs": 2, "save_period": 1, "img_size": 64, "batch_size_per_gpu": 4, "num_workers_per_gpu": 1,
+        "mosaic": 0.0}
+#: Long enough to be stopped or killed in the middle: many short epochs, a stage every epoch.
+LONG = dict(TINY, epochs=200)
+KILLS = 10
+
+
+def start(env_file: str) -> subprocess.Popen:
+    """``ymir-runner run`` as the image's start.sh runs it."""
+    return subprocess.Popen([sys.executable, "-m", "ymir_runner", "run", "--env", env_file],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def out_of(env_file: str) -> str:
+    return os.path.join(os.path.dirname(os.path.dirname(env_file)), "out")
+
+
+def leftovers(folder: str) -> list[str]:
+    return [os.path.join(path, name) for path, _, names in os.walk(folder) for name in names
+            if name.startswith(".tmp-") or name.endswith(".tmp")]
+
+
+def monitor_of(out_dir: str) -> tuple[float, int, int]:
+    """percent, state, code: every field must parse, or the platform fails the task."""
+    with open(os.path.join(out_dir, "monitor.txt"), encoding="utf-8") as stream:
+        line = stream.readline()
+    assert line.endswith("\n"), repr(line)
+    task_id, timestamp, percent, state, code = line.rstrip("\n").split("\t")
+    float(timestamp)
+    return float(percent), int(state), int(code)
+
+
+def check_protocol_files(out_dir: str) -> None:
+    """What the platform parses after any run, killed or not."""
+    percent, state, _ = monitor_of(out_dir)
+    assert 0.0 <= percent <= 1.0 and state in (2, 4)
+    result_file = os.path.join(out_dir, "models", "result.yaml")
+    if os.path.exists(result_file):
+        with open(result_file, encoding="utf-8") as stream:
+            result = yaml.safe_load(stream)
+        assert result["best_stage_name"] in result["model_stages"]
+        for name, stage in result["model_stages"].items():
+            for file in stage["files"]:
+                assert os.path.getsize(os.path.join(out_dir, "models", name, file)) > 0
+    if os.path.exists(os.path.join(out_dir, "result.tsv")):
+        with open(os.path.join(out_dir, "result.tsv"), encoding="utf-8") as stream:
+            for line in stream:
+                float(line.rstrip("\n").split("\t")[1])
+    if os.path.exists(os.path.join(out_dir, "infer-result.json")):
+        with open(os.path.join(out_dir, "infer-result.json"), encoding="utf-8") as stream:
+            assert "detection" in json.load(stream)
+
+
+def children_of(pid: int) -> list[int]:
+    children = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as stream:
+                    fields = stream.read().rsplit(b")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid and fields[0] != b"Z":
+                children.append(int(entry))
+    return children
+
+
+def wait_for_stage(process: subprocess.Popen, out_dir: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(os.path.join(out_dir, "models", "result.yaml")):
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, "no stage saved in time"
+        time.sleep(0.05)
+
+
+def replace_with_undecodable(index_file: str) -> int:
+    """Overwrite every image of an index with a JPEG whose header reads fine (so the dataset readers keep it)
+    but whose scan data is gone: only decoding finds that nothing can be made of it."""
+    count = 0
+    with open(index_file, encoding="utf-8") as stream:
+        for line in stream:
+            path = line.split("\t")[0].strip()
+            if path:
+                with Image.open(path) as image:
+                    data = undecodable_jpeg(*image.size)
+                with open(path, "wb") as image_file:
+                    image_file.write(data)
+                count += 1
+    return count
+
+
+def undecodable_jpeg(width: int, height: int) -> bytes:
+    encoded = io.BytesIO()
+    Image.new("RGB", (width, height), (90, 120, 150)).save(encoded, "JPEG")
+    data = encoded.getvalue()
+    return data[:data.index(b"\xff\xda")] + bytes(512)  # everything from the start of scan is zeros
+
+
+# --- no decodable image ---------------------------------------------------------------------------------------
+
+def test_no_decodable_training_image_is_a_dataset_error_printed_last(tmp_path):
+    env_file = write_task(str(tmp_path), config=TINY, n_train=6, n_val=4)
+    count = replace_with_undecodable(str(tmp_path / "in" / "train-index.tsv"))
+    process = start(env_file)
+    _, stderr = process.communicate(timeout=300)
+
+    assert process.returncode == 1
+    assert monitor_of(out_of(env_file))[1:] == (4, ReturnCode.DATASET)
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith(f"ymir-runner: error {int(ReturnCode.DATASET)}: none of the {count} training images "
+                           f"can be decoded (the first is {tmp_path}/"), last
+    assert "Traceback" not in stderr
+
+
+def test_no_decodable_candidate_is_a_dataset_error(trained, tmp_path):
+    env_file = make_task(trained, tmp_path, ("mining", "infer"), {"num_workers_per_gpu": 1}, n_candidates=5)
+    replace_with_undecodable(str(tmp_path / "in" / "candidate-index.tsv"))
+    process = start(env_file)
+    _, stderr = process.communicate(timeout=300)
+
+    assert process.returncode == 1
+    assert monitor_of(out_of(env_file))[1:] == (4, ReturnCode.DATASET)
+    assert stderr.strip().splitlines()[-1].startswith(
+        f"ymir-runner: error {int(ReturnCode.DATASET)}: none of the 5 candidate images can be decoded")
+
+
+# --- stopped twice ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("signals, exit_code, line", [
+    ((signal.SIGTERM, signal.SIGTERM), 143, "the task was stopped (SIGTERM)"),
+    ((signal.SIGINT,), 130, "the task was interrupted (SIGINT)"),
+])
+def test_stopped_during_training_with_dataloader_workers(tmp_path, signals, exit_code, line):
+    env_file = write_task(str(tmp_path), config=LONG, n_train=16, n_val=4)
+    process = start(env_file)
+    wait_for_stage(process, out_of(env_file))
+    workers = children_of(process.pid)
+    for signum in signals:
+        process.send_signal(signum)
+        time.sleep(0.05)
+    _, stderr = process.communicate(timeout=120)
+
+    assert process.returncode == exit_code, stderr[-3000:]
+    assert monitor_of(out_of(env_file))[1:] == (4, ReturnCode.GENERIC)
+    assert stderr.strip().splitlines()[-1] == f"ymir-runner: error {int(ReturnCode.GENERIC)}: {line}"
+    assert workers and not [pid for pid in workers if os.path.exists(f"/proc/{pid}")
+                            and open(f"/proc/{pid}/stat", "rb").read().rsplit(b")", 1)[1].split()[0] != b"Z"]
+    assert leftovers(out_of(env_file)) == []
+    check_protocol_files(out_of(env_file))
+
+
+# --- a full disk ------------------------------------------------------------------------------------------------
+
+def test_disk_full_while_saving_a_checkpoint(tmp_path):
+    env_file = write_task(str(tmp_path), config=dict(TINY, epochs=50), n_train=8, n_val=4)
+    out_dir = out_of(env_file)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", out_dir], capture_output=True,
+                             text=True)
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a tmpfs to fill up: {mounted.stderr.strip() or mounted.returncode}")
+    try:
+        process = start(env_file)
+        _, stderr = process.communicate(timeout=600)
+        last = stderr.strip().splitlines()[-1]
+        assert process.returncode == 1, stderr[-3000:]
+        assert monitor_of(out_dir)[1:] == (4, ReturnCode.GENERIC)
+        assert last.startswith(f"ymir-runner: error {int(ReturnCode.GENERIC)}: cannot write {out_dir}/models/epoch_")
+        assert last.endswith(": no space left on device"), last
+        assert leftovers(out_dir) == []
+        check_protocol_files(out_dir)  # the stages saved before the disk filled up are still valid
+    finally:
+        subprocess.run(["umount", "-l", out_dir], check=False)
+
+
+# --- SIGKILL at random moments ----------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_sigkill_at_random_points_of_training(tmp_path):
+    env_file = write_task(str(tmp_path), config=dict(TINY, epochs=6), n_train=16, n_val=4)
+    rng = random.Random(10)
+    for _ in range(KILLS):
+        process = start(env_file)
+        time.sleep(rng.uniform(1.0, 8.0))  # from start-up to the last stages (a run takes ~8 s)
+        process.kill()
+        process.communicate()
+        check_protocol_files(out_of(env_file))
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_points_of_mining_and_inference(trained, tmp_path):
+    env_file = make_task(trained, tmp_path, ("mining", "infer"), {"num_workers_per_gpu": 1}, n_candidates=40)
+    rng = random.Random(11)
+    for _ in range(KILLS):
+        process = start(env_file)
+        time.sleep(rng.uniform(1.5, 8.0))
+        process.kill()
+        process.communicate()
+        check_protocol_files(out_of(env_file))

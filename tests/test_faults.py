@@ -1,0 +1,365 @@
+"""Fault injection: the platform's worst day, as an operator would live it (issue 10).
+
+Every fault ends the same way for the platform: monitor.txt at state 4 with a specific code, a last stderr
+line a user can act on, no temp file left in /out, and no child process outliving the run. Runs that need
+signals or a full disk are real processes (``python -m ymir_runner run``) with a fault plugin installed as a
+fake distribution; a full disk is a tiny tmpfs mounted on /out (skipped, with the reason, where the
+machine cannot mount one).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import yaml
+
+import toy_plugin
+from ymir_runner import ReturnCode
+from ymir_runner.dispatcher import run
+from ymir_runner.errors import TaskTerminated
+from ymir_runner.protocol import env as env_module
+from ymir_runner.protocol.results import PREVIOUS_RUNS_DIR
+from ymir_runner.shutdown import StopSignals, stop_children
+from ymir_runner.testing import TaskTree, cannot_run_as, make_fake_distribution
+
+FAULT_PLUGIN = textwrap.dedent("""
+    import multiprocessing, os, time
+    import ymir_runner
+    from ymir_runner import ExecutorSpec, TaskKind, atomic_path
+
+    @ymir_runner.hookimpl
+    def ymir_runner_register_executors():
+        return [ExecutorSpec(name="endless", tasks={TaskKind.TRAINING}),
+                ExecutorSpec(name="big-stages", tasks={TaskKind.TRAINING}),
+                ExecutorSpec(name="fill-then-publish", tasks={TaskKind.MINING, TaskKind.INFER})]
+
+    def worker():  # stands in for a DataLoader worker: lives until it is stopped
+        while True:
+            time.sleep(1)
+
+    def fill_disk(folder):
+        with open(os.path.join(folder, "filler.bin"), "wb") as stream:
+            try:
+                while True:
+                    stream.write(b"x" * 65536)
+                    stream.flush()
+            except OSError:
+                pass
+
+    def endless(context):
+        child = multiprocessing.get_context("fork").Process(target=worker, daemon=True)
+        child.start()
+        results = context.training_result
+        for epoch in range(1, 60000):
+            with open(os.path.join(results.stage_dir(f"epoch_{epoch}"), "weights.bin"), "wb") as stream:
+                stream.write(os.urandom(4096))
+            results.add_stage(f"epoch_{epoch}", ["weights.bin"], {"mAP": 0.5})
+            context.progress.update(epoch / 60000, f"epoch {epoch}")
+            if epoch == 3:
+                print("READY", child.pid, flush=True)
+            time.sleep(0.001)
+
+    def big_stages(context):  # 1 MiB per stage until the disk is full
+        results = context.training_result
+        for epoch in range(1, 1000):
+            with atomic_path(os.path.join(results.stage_dir(f"epoch_{epoch}"), "model.pt")) as tmp:
+                with open(tmp, "wb") as stream:
+                    stream.write(os.urandom(1 << 20))
+            results.add_stage(f"epoch_{epoch}", ["model.pt"], {"mAP": 0.5})
+
+    @ymir_runner.hookimpl
+    def ymir_runner_train(context):
+        (endless if context.executor.name == "endless" else big_stages)(context)
+
+    @ymir_runner.hookimpl
+    def ymir_runner_mine(context):
+        fill_disk(context.env.output.root_dir)
+        context.write_mining_result((item.image, 1.0) for item in context.candidates)
+
+    @ymir_runner.hookimpl
+    def ymir_runner_infer(context):
+        fill_disk(context.env.output.root_dir)
+        for item in context.candidates:
+            context.infer_result.add_empty(item.image)
+""")
+
+
+def leftovers(folder: str) -> list[str]:
+    """Temp files of atomic writes left anywhere under ``folder``."""
+    return [os.path.join(path, name) for path, _, names in os.walk(folder) for name in names
+            if name.startswith(".tmp-") or name.endswith(".tmp")]
+
+
+def monitor_of(out_dir: str) -> tuple[int, int]:
+    with open(os.path.join(out_dir, "monitor.txt"), encoding="utf-8") as stream:
+        fields = stream.readline().rstrip("\n").split("\t")
+    return int(fields[3]), int(fields[4])
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie has exited and only waits for its parent to read its status)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stream:
+            return stream.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def fault_run(tmp_path):
+    """``fault_run(executor, kinds)`` → (tree, start): ``start()`` launches ``ymir-runner run`` on the tree."""
+    site = str(tmp_path / "site")
+    make_fake_distribution(site, dist_name="ymir-faults", module="ymir_faults_mod", source=FAULT_PLUGIN,
+                           entry_point="faults")
+    env = dict(os.environ, PYTHONPATH=site)
+
+    def make(executor: str, kinds=("training",)):
+        tree = TaskTree(str(tmp_path / "task"), kinds=kinds, config={"plugin": executor})
+
+        def start() -> subprocess.Popen:
+            return subprocess.Popen(
+                [sys.executable, "-m", "ymir_runner", "run", "--env", tree.env_file, "--root", tree.root],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+        return tree, start
+
+    return make
+
+
+@pytest.fixture
+def tiny_out():
+    """``tiny_out(tree, size)`` mounts a tmpfs of ``size`` on the tree's /out (a disk that fills up)."""
+    mounted = []
+
+    def mount(tree: TaskTree, size: str) -> str:
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", tree.out_dir],
+                              capture_output=True, text=True)
+        if done.returncode:
+            pytest.skip(f"cannot mount a tmpfs to fill up: {done.stderr.strip() or done.returncode}")
+        mounted.append(tree.out_dir)
+        return tree.out_dir
+
+    yield mount
+    for folder in mounted:
+        subprocess.run(["umount", "-l", folder], check=False)
+
+
+# --- stop signals ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("signals, exit_code, line", [
+    ([signal.SIGTERM], 143, "the task was stopped (SIGTERM)"),
+    ([signal.SIGTERM, signal.SIGTERM], 143, "the task was stopped (SIGTERM)"),  # the platform's, then docker's
+    ([signal.SIGTERM] * 6, 143, "the task was stopped (SIGTERM)"),              # an impatient operator
+    ([signal.SIGINT], 130, "the task was interrupted (SIGINT)"),
+    ([signal.SIGINT, signal.SIGTERM, signal.SIGINT], 130, "the task was interrupted (SIGINT)"),
+])
+def test_stop_signals_50_ms_apart_end_in_state_4_with_children_stopped(fault_run, signals, exit_code, line):
+    tree, start = fault_run("endless")
+    process = start()
+    ready = process.stdout.readline().split()
+    assert ready[:1] == ["READY"], process.stderr.read()
+    child = int(ready[1])
+    for signum in signals:
+        process.send_signal(signum)
+        time.sleep(0.05)
+    _, stderr = process.communicate(timeout=60)
+
+    assert process.returncode == exit_code, stderr[-2000:]
+    assert monitor_of(tree.out_dir) == (4, ReturnCode.GENERIC)
+    assert stderr.strip().splitlines()[-1] == f"ymir-runner: error {int(ReturnCode.GENERIC)}: {line}"
+    assert "Traceback" not in stderr
+    assert not alive(child), "the run's child process outlived it"
+    assert leftovers(tree.out_dir) == []
+    with open(os.path.join(tree.out_dir, "models", "result.yaml"), encoding="utf-8") as stream:
+        assert len(yaml.safe_load(stream)["model_stages"]) >= 3  # what was committed before stays valid
+
+
+def test_stop_signals_after_the_first_are_ignored_until_the_block_ends():
+    previous = signal.getsignal(signal.SIGTERM)
+    with StopSignals() as stop:
+        with pytest.raises(TaskTerminated, match=r"stopped \(SIGTERM\)") as stopped:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)  # the handler runs on the next bytecode; this sleep is interrupted
+        assert stopped.value.signum == signal.SIGTERM and stop.held
+        os.kill(os.getpid(), signal.SIGTERM)  # the error path: further stops are no-ops
+        os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGTERM) is previous
+
+
+def test_stopping_children_spares_those_from_before_the_run():
+    before = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    during = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        assert stop_children(spare={before.pid}) == 1
+        assert during.wait(timeout=10) == -signal.SIGTERM
+        assert before.poll() is None
+    finally:
+        before.kill()
+        during.kill()
+        before.wait()
+
+
+# --- a full disk ----------------------------------------------------------------------------------------------
+
+def test_disk_full_while_saving_a_stage_names_the_file(fault_run, tiny_out):
+    tree, start = fault_run("big-stages")
+    tiny_out(tree, "3m")
+    process = start()
+    _, stderr = process.communicate(timeout=120)
+
+    assert process.returncode == 1
+    assert monitor_of(tree.out_dir) == (4, ReturnCode.GENERIC)
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith(f"ymir-runner: error {int(ReturnCode.GENERIC)}: cannot write "), last
+    assert "/models/epoch_" in last and last.endswith("model.pt: no space left on device")
+    assert leftovers(tree.out_dir) == []
+    with open(os.path.join(tree.out_dir, "models", "result.yaml"), encoding="utf-8") as stream:
+        stages = yaml.safe_load(stream)["model_stages"]
+    assert stages and all(os.path.getsize(os.path.join(tree.out_dir, "models", name, "model.pt")) == 1 << 20
+                          for name in stages)
+
+
+@pytest.mark.parametrize("kind, name", [("mining", "result.tsv"), ("infer", "infer-result.json")])
+def test_disk_full_while_publishing_results_names_the_file(fault_run, tiny_out, kind, name):
+    tree, start = fault_run("fill-then-publish", kinds=(kind,))
+    tiny_out(tree, "1m")
+    process = start()
+    _, stderr = process.communicate(timeout=120)
+
+    assert process.returncode == 1, stderr[-2000:]
+    assert monitor_of(tree.out_dir) == (4, ReturnCode.GENERIC)  # written in place: no room for a temp file
+    assert stderr.strip().splitlines()[-1] == (f"ymir-runner: error {int(ReturnCode.GENERIC)}: cannot write "
+                                               f"{tree.out_dir}/{name}: no space left on device")
+    assert not os.path.exists(os.path.join(tree.out_dir, name))
+    assert leftovers(tree.out_dir) == []
+
+
+# --- leftovers of an earlier run --------------------------------------------------------------------------------
+
+@pytest.fixture
+def toy_registry(ymir_registry):
+    ymir_registry.register(toy_plugin, "toy")
+    return ymir_registry
+
+
+def test_results_of_an_earlier_run_are_moved_aside_before_a_failing_run(toy_registry, ymir_task):
+    tree = ymir_task(kinds=["training"])
+    earlier = tree.run(toy_registry).result_yaml()
+    for name, text in (("result.tsv", "/in/assets/a.png\t1.0\n"), ("infer-result.json", '{"detection": {}}')):
+        with open(os.path.join(tree.out_dir, name), "w", encoding="utf-8") as stream:
+            stream.write(text)
+    tree.config["gpu_id"] = "zero"  # now a 300001 before any plugin runs
+    tree.write_config()
+
+    outcome = tree.run(toy_registry)
+    assert (outcome.state, outcome.return_code) == (4, ReturnCode.CONFIG)
+    for published in ("models/result.yaml", "result.tsv", "infer-result.json"):
+        assert not os.path.exists(os.path.join(tree.out_dir, published)), published
+    assert os.listdir(os.path.join(tree.out_dir, "models")) == []
+    (moved,) = [line for line in outcome.stderr.splitlines() if "results of an earlier run" in line]
+    folder = moved.rsplit("moved to ", 1)[1].split(" (")[0]
+    assert os.path.dirname(folder) == os.path.join(tree.out_dir, PREVIOUS_RUNS_DIR)
+    with open(os.path.join(folder, "models", "result.yaml"), encoding="utf-8") as stream:
+        assert yaml.safe_load(stream) == earlier
+    assert sorted(os.listdir(folder)) == ["infer-result.json", "models", "result.tsv"]
+
+
+# --- tensorboard never fails a task ------------------------------------------------------------------------------
+
+def test_a_dangling_tensorboard_link_gets_its_target(toy_registry, ymir_task, tmp_path):
+    tree = ymir_task(kinds=["training"])
+    target = tmp_path / "mounted" / "tensorboard"  # the platform's per-task folder, not created yet
+    os.symlink(target, os.path.join(tree.out_dir, "tensorboard"))
+    outcome = tree.run(toy_registry)
+    assert outcome.exit_code == 0, outcome.stderr
+    assert os.path.islink(os.path.join(tree.out_dir, "tensorboard"))
+    assert any(name.startswith("events.out.tfevents") for name in os.listdir(target))
+
+
+def test_an_unwritable_tensorboard_is_one_warning(toy_registry, ymir_task):
+    tree = ymir_task(kinds=["training"])
+    with open(os.path.join(tree.out_dir, "tensorboard"), "w", encoding="utf-8") as stream:
+        stream.write("not a folder")
+    outcome = tree.run(toy_registry)
+    assert outcome.exit_code == 0, outcome.stderr
+    assert outcome.stderr.count("tensorboard is switched off for this run") == 1
+    assert outcome.result_yaml()["model_stages"]
+
+
+CANNOT_RUN_AS_NOBODY = cannot_run_as(65534)
+
+
+@pytest.mark.skipif(bool(CANNOT_RUN_AS_NOBODY), reason=str(CANNOT_RUN_AS_NOBODY))
+def test_a_root_owned_tensorboard_folder_and_another_uid(ymir_shared_tmp):
+    """``docker run --user 1000:1000`` with /out writable and /out/tensorboard created by a root platform."""
+    tree = TaskTree(os.path.join(ymir_shared_tmp, "task"), kinds=["training"])
+    site = os.path.join(ymir_shared_tmp, "site")
+    make_fake_distribution(site, dist_name="ymir-toy", module="toy_plugin_copy",
+                           source=open(toy_plugin.__file__, encoding="utf-8").read(), entry_point="toy")
+    os.chmod(tree.out_dir, 0o777)
+    os.makedirs(os.path.join(tree.out_dir, "tensorboard"), mode=0o755)
+    for path, folders, files in os.walk(ymir_shared_tmp):
+        for name in folders + files:
+            os.chmod(os.path.join(path, name), os.stat(os.path.join(path, name)).st_mode | 0o005)
+    done = subprocess.run([sys.executable, "-m", "ymir_runner", "run", "--env", tree.env_file, "--root", tree.root],
+                          capture_output=True, text=True, user=65534, group=65534, timeout=120,
+                          env=dict(os.environ, PYTHONPATH=site, HOME="/nonexistent"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "tensorboard is switched off for this run" in done.stderr
+    assert "Permission denied" in done.stderr
+
+
+# --- env.yaml -----------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("key, value", [
+    ("run_training", [1, 2]), ("protocol_version", "abc"), ("input", "x")])
+def test_a_bad_env_yaml_still_writes_state_4(toy_registry, ymir_task, key, value):
+    tree = ymir_task(kinds=["training"])
+    with open(tree.env_file, encoding="utf-8") as stream:
+        env = yaml.safe_load(stream)
+    env[key] = value
+    with open(tree.env_file, "w", encoding="utf-8") as stream:
+        yaml.safe_dump(env, stream)
+    outcome = tree.run(toy_registry)
+    assert outcome.exit_code == 1
+    assert (outcome.state, outcome.return_code) == (4, ReturnCode.CONFIG)
+    assert outcome.monitor_fields[0] == "t-test"
+    assert key in outcome.last_stderr_line
+
+
+def test_env_yaml_without_output_on_a_host_is_a_config_error(toy_registry, monkeypatch, tmp_path, capsys):
+    out = tmp_path / "out"  # stands for the container's /out, absent on this host
+    monkeypatch.setattr(env_module, "CONTAINER_OUT_DIR", str(out))
+    env_file = tmp_path / "env.yaml"
+    env_file.write_text("task_id: t-host\nrun_training: true\n", encoding="utf-8")
+
+    assert run(str(env_file), registry=toy_registry) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"ymir-runner: error {int(ReturnCode.CONFIG)}: env.yaml has no output section and {out} does not exist "
+        f"(this is not the platform's container): give the output paths, or run with --root DIR")
+    assert not out.exists()
+
+
+def test_env_yaml_values_read_with_a_guess_are_warned(toy_registry, ymir_task):
+    tree = ymir_task(kinds=["training"])
+    with open(tree.env_file, encoding="utf-8") as stream:
+        env = yaml.safe_load(stream)
+    env.update(run_training="yes", protocol_version="9.9.9")
+    del env["task_id"]
+    del env["output"]["models_dir"]
+    with open(tree.env_file, "w", encoding="utf-8") as stream:
+        yaml.safe_dump(env, stream)
+    outcome = tree.run(toy_registry)
+    assert outcome.exit_code == 0, outcome.stderr
+    warnings = [line.split(": ", 1)[1] for line in outcome.stderr.splitlines() if " WARNING " in line]
+    assert "env.yaml: run_training is 'yes', not a boolean; read as true" in warnings
+    assert ("env.yaml: protocol_version 9.9.9 is newer than this ymir-runner knows: outputs follow protocol "
+            "1.1.0") in warnings
+    assert "env.yaml has no task_id: monitor.txt names the task 'default-task'" in warnings
+    assert f"env.yaml has output without models_dir: using models_dir {tree.out_dir}/models" in warnings
