@@ -25,8 +25,8 @@ from ymir_runner.dispatcher import run
 from ymir_runner.errors import TaskTerminated
 from ymir_runner.protocol import env as env_module
 from ymir_runner.protocol.results import PREVIOUS_RUNS_DIR
-from ymir_runner.shutdown import StopSignals, stop_children
-from ymir_runner.testing import TaskTree, cannot_run_as, make_fake_distribution
+from ymir_runner.shutdown import StopSignals, is_running, stop_children
+from ymir_runner.testing import TaskTree, cannot_run_as, make_fake_distribution, temp_files, torn_protocol_files
 
 FAULT_PLUGIN = textwrap.dedent("""
     import multiprocessing, os, time
@@ -90,25 +90,10 @@ FAULT_PLUGIN = textwrap.dedent("""
 """)
 
 
-def leftovers(folder: str) -> list[str]:
-    """Temp files of atomic writes left anywhere under ``folder``."""
-    return [os.path.join(path, name) for path, _, names in os.walk(folder) for name in names
-            if name.startswith(".tmp-") or name.endswith(".tmp")]
-
-
 def monitor_of(out_dir: str) -> tuple[int, int]:
     with open(os.path.join(out_dir, "monitor.txt"), encoding="utf-8") as stream:
         fields = stream.readline().rstrip("\n").split("\t")
     return int(fields[3]), int(fields[4])
-
-
-def alive(pid: int) -> bool:
-    """Running (a zombie has exited and only waits for its parent to read its status)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stream:
-            return stream.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except OSError:
-        return False
 
 
 @pytest.fixture
@@ -150,6 +135,23 @@ def tiny_out():
         subprocess.run(["umount", "-l", folder], check=False)
 
 
+def test_torn_protocol_files_are_reported(tmp_path):
+    out = tmp_path / "out"
+    (out / "models" / "epoch_1").mkdir(parents=True)
+    (out / "monitor.txt").write_text("t1\t1700000000.000\t0.5", encoding="utf-8")  # cut before the state
+    (out / "models" / "result.yaml").write_text(yaml.safe_dump({
+        "best_stage_name": "epoch_1", "model_stages": {"epoch_1": {"files": ["model.pt"]}}}), encoding="utf-8")
+    (out / "result.tsv").write_text("/in/a.png\t0.5\n/in/b.png\t0.", encoding="utf-8")
+    (out / "infer-result.json").write_text('{"detection": {"a.png": ', encoding="utf-8")
+    problems = torn_protocol_files(str(out))
+    assert [problem.split(":")[0] for problem in problems] == [
+        "monitor.txt", "models/result.yaml", "infer-result.json"]  # "0." still parses as a float
+    (out / "monitor.txt").write_text("t1\t1700000000.000\t0.5000\t4\t160004\n", encoding="utf-8")
+    (out / "models" / "epoch_1" / "model.pt").write_bytes(b"weights")
+    (out / "infer-result.json").write_text('{"detection": {}}', encoding="utf-8")
+    assert torn_protocol_files(str(out)) == []
+
+
 # --- stop signals ---------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("signals, exit_code, line", [
@@ -174,10 +176,28 @@ def test_stop_signals_50_ms_apart_end_in_state_4_with_children_stopped(fault_run
     assert monitor_of(tree.out_dir) == (4, ReturnCode.GENERIC)
     assert stderr.strip().splitlines()[-1] == f"ymir-runner: error {int(ReturnCode.GENERIC)}: {line}"
     assert "Traceback" not in stderr
-    assert not alive(child), "the run's child process outlived it"
-    assert leftovers(tree.out_dir) == []
+    assert not is_running(child), "the run's child process outlived it"
+    assert temp_files(tree.out_dir) == []
     with open(os.path.join(tree.out_dir, "models", "result.yaml"), encoding="utf-8") as stream:
         assert len(yaml.safe_load(stream)["model_stages"]) >= 3  # what was committed before stays valid
+
+
+def test_a_stop_while_plugins_load_is_reported_by_the_run(fault_run, tmp_path):
+    """The platform may stop a task in its first second: plugins are still being imported."""
+    site = str(tmp_path / "site")
+    make_fake_distribution(site, dist_name="ymir-slow-import", module="ymir_slow_mod", entry_point="slow",
+                           source="import time\nprint('LOADING', flush=True)\ntime.sleep(5)\n")
+    tree, start = fault_run("endless")
+    process = start()
+    assert process.stdout.readline().strip() == "LOADING", process.stderr.read()
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+
+    assert process.returncode == 143, stderr[-2000:]
+    assert monitor_of(tree.out_dir) == (4, ReturnCode.GENERIC)
+    assert stderr.strip().splitlines()[-1] == (f"ymir-runner: error {int(ReturnCode.GENERIC)}: "
+                                               f"the task was stopped (SIGTERM)")
+    assert "stage" not in stderr  # stopped before the executor ran
 
 
 def test_stop_signals_after_the_first_are_ignored_until_the_block_ends():
@@ -218,7 +238,7 @@ def test_disk_full_while_saving_a_stage_names_the_file(fault_run, tiny_out):
     last = stderr.strip().splitlines()[-1]
     assert last.startswith(f"ymir-runner: error {int(ReturnCode.GENERIC)}: cannot write "), last
     assert "/models/epoch_" in last and last.endswith("model.pt: no space left on device")
-    assert leftovers(tree.out_dir) == []
+    assert temp_files(tree.out_dir) == []
     with open(os.path.join(tree.out_dir, "models", "result.yaml"), encoding="utf-8") as stream:
         stages = yaml.safe_load(stream)["model_stages"]
     assert stages and all(os.path.getsize(os.path.join(tree.out_dir, "models", name, "model.pt")) == 1 << 20
@@ -237,7 +257,7 @@ def test_disk_full_while_publishing_results_names_the_file(fault_run, tiny_out, 
     assert stderr.strip().splitlines()[-1] == (f"ymir-runner: error {int(ReturnCode.GENERIC)}: cannot write "
                                                f"{tree.out_dir}/{name}: no space left on device")
     assert not os.path.exists(os.path.join(tree.out_dir, name))
-    assert leftovers(tree.out_dir) == []
+    assert temp_files(tree.out_dir) == []
 
 
 # --- leftovers of an earlier run --------------------------------------------------------------------------------
@@ -256,6 +276,11 @@ def test_results_of_an_earlier_run_are_moved_aside_before_a_failing_run(toy_regi
             stream.write(text)
     tree.config["gpu_id"] = "zero"  # now a 300001 before any plugin runs
     tree.write_config()
+    killed_writes = [os.path.join(tree.out_dir, ".tmp-k2j4-monitor.txt"),
+                     os.path.join(tree.out_dir, "models", "epoch_2", ".tmp-x8a1-model.json")]
+    for path in killed_writes:
+        with open(path, "w", encoding="utf-8") as stream:
+            stream.write("half a fi")
 
     outcome = tree.run(toy_registry)
     assert (outcome.state, outcome.return_code) == (4, ReturnCode.CONFIG)
@@ -268,6 +293,7 @@ def test_results_of_an_earlier_run_are_moved_aside_before_a_failing_run(toy_regi
     with open(os.path.join(folder, "models", "result.yaml"), encoding="utf-8") as stream:
         assert yaml.safe_load(stream) == earlier
     assert sorted(os.listdir(folder)) == ["infer-result.json", "models", "result.tsv"]
+    assert temp_files(tree.out_dir) == []  # the writes a SIGKILL cut short are gone too
 
 
 # --- tensorboard never fails a task ------------------------------------------------------------------------------

@@ -110,6 +110,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def console_main() -> None:
     """The ``ymir-runner`` executable: ``main()``, quiet when its reader goes away (``ymir-runner plugins |
     head -3``), exiting 128 + SIGPIPE as other Unix tools do."""
+    if sys.argv[1:2] == ["run"]:
+        from .shutdown import defer_stop_signals
+
+        defer_stop_signals()  # a stop while plugins load is reported by the run, not a silent death
     try:
         code = main()
         sys.stdout.flush()

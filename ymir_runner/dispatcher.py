@@ -194,15 +194,15 @@ def run(env_file: str = DEFAULT_ENV_FILE, *, root: str | None = None,
     """Run the tasks of ``env_file``; returns the process exit code. Never raises.
 
     The first SIGTERM or SIGINT stops the run through the error path (state 4, exit 128 + signal); later
-    ones are ignored until the failure is reported and the run's child processes are gone, and after that
-    too when ``exiting`` (the process ends with this run: the command line).
+    ones are ignored until the failure is reported and the run's child processes are gone, and after the
+    run too when ``exiting`` (the process ends with this run: the command line).
     """
     configure_logging()
     state = _RunState(children_before=set(child_pids()))
     with StopSignals(exiting=exiting) as stop:
         try:
             try:
-                _execute(env_file, root, registry, state)
+                _execute(env_file, root, registry, state, stop)
                 log.info("done")
                 return 0
             except BaseException as error:  # SystemExit and KeyboardInterrupt too: the platform needs state 4
@@ -213,11 +213,13 @@ def run(env_file: str = DEFAULT_ENV_FILE, *, root: str | None = None,
             return _fail(late, state)
 
 
-def _execute(env_file: str, root: str | None, registry: PluginRegistry | None, state: _RunState) -> None:
+def _execute(env_file: str, root: str | None, registry: PluginRegistry | None, state: _RunState,
+             stop: StopSignals) -> None:
     env = load_env(env_file, root=root)
     for warning in env.warnings:
         log.warning("%s", warning)
     state.monitor = Monitor(env.output.monitor_file, env.task_id)
+    stop.raise_deferred()  # stopped while plugins were loading: now that monitor.txt is known
     moved_to = set_aside_previous_results(env.output)
     if moved_to:
         log.warning("results of an earlier run were in %s: moved to %s (a task publishes only its own outputs)",

@@ -24,13 +24,30 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 CHILD_GRACE_SECONDS = 3.0
 
 
+#: Stop signals received before a run installed its handlers (see :func:`defer_stop_signals`).
+_deferred: list[int] = []
+
+
+def defer_stop_signals() -> None:
+    """From now until a run begins, remember a stop signal instead of dying of it.
+
+    ``ymir-runner run`` calls this first thing: a SIGTERM while plugins load would otherwise kill the process
+    before it could write state 4 (and as PID 1 in a container it would be ignored outright). The run then
+    stops at once, through the error path (:meth:`StopSignals.raise_deferred`)."""
+    def remember(signum: int, frame: Any) -> None:
+        _deferred.append(signum)
+
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, remember)
+
+
 class StopSignals:
     """``with StopSignals() as stop:`` turns the first SIGTERM/SIGINT into ``TaskTerminated``.
 
     ``hold()`` makes every later stop signal a no-op; call it first thing on the error path. Leaving the
-    block restores the previous handlers, except with ``exiting=True`` after ``hold()``: the process is about
-    to exit non-zero, and a late SIGTERM must not turn that exit into a kill. Outside the main thread
-    (where Python cannot set handlers) the block does nothing.
+    block restores the previous handlers, except with ``exiting=True``: the process is about to exit with the
+    run's code, and a late SIGTERM must not turn that exit into a kill, so stop signals stay ignored.
+    Outside the main thread (where Python cannot set handlers) the block does nothing.
     """
 
     def __init__(self, *, exiting: bool = False) -> None:
@@ -38,6 +55,7 @@ class StopSignals:
         self.exiting = exiting
         self._pid = os.getpid()
         self._previous: dict[int, Any] = {}
+        self._deferred: list[int] = []
 
     def __enter__(self) -> StopSignals:
         try:
@@ -45,14 +63,21 @@ class StopSignals:
                 self._previous[signum] = signal.signal(signum, self._handle)
         except ValueError:  # not the main thread
             self._restore()
+        self._deferred, _deferred[:] = list(_deferred), []
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
-        if self.held and self.exiting:
+        if self.exiting:
             for signum in self._previous:
                 signal.signal(signum, signal.SIG_IGN)
             self._previous.clear()
         self._restore()
+
+    def raise_deferred(self) -> None:
+        """Raise ``TaskTerminated`` for a stop signal received before the block began, if any."""
+        if self._deferred:
+            self.held = True
+            raise TaskTerminated.for_signal(self._deferred[0])
 
     def hold(self) -> None:
         """Ignore stop signals from now until the block ends."""
@@ -75,23 +100,33 @@ class StopSignals:
         self._previous.clear()
 
 
-def child_pids() -> list[int]:
-    """Process ids whose parent is this process (Linux ``/proc``; ``[]`` elsewhere)."""
-    me = os.getpid()
-    pids = []
+def _stat_fields(pid: int | str) -> list[bytes]:
+    """Fields of /proc/<pid>/stat after the command name: state, ppid, ... ([] when gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stream:
+            return stream.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return []
+
+
+def is_running(pid: int) -> bool:
+    """Whether process ``pid`` exists and has not exited (a zombie has: it only waits to be reaped)."""
+    fields = _stat_fields(pid)
+    return bool(fields) and fields[0] != b"Z"
+
+
+def child_pids(parent: int | None = None) -> list[int]:
+    """Running processes whose parent is ``parent`` (default: this process), multiprocessing's own helper
+    processes left out (Linux ``/proc``; ``[]`` elsewhere)."""
+    parent = os.getpid() if parent is None else parent
     try:
         entries = os.listdir("/proc")
     except OSError:
         return []
+    pids = []
     for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as stream:
-                fields = stream.read().rsplit(b")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if len(fields) > 1 and int(fields[1]) == me and fields[0] != b"Z":  # state, ppid; a zombie has exited
+        fields = _stat_fields(entry) if entry.isdigit() else []
+        if len(fields) > 1 and int(fields[1]) == parent and fields[0] != b"Z":
             pids.append(int(entry))
     return [pid for pid in pids if not _is_multiprocessing_helper(pid)]
 
@@ -125,9 +160,9 @@ def stop_children(grace: float = CHILD_GRACE_SECONDS, *, spare: Iterable[int] = 
     deadline = time.monotonic() + grace
     for child in tracked:
         child.join(max(deadline - time.monotonic(), 0.0))
-    while set(child_pids()) & pids and time.monotonic() < deadline:
+    while any(is_running(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.02)
-    for pid in set(child_pids()) & pids:
+    for pid in [pid for pid in pids if is_running(pid)]:
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
     for child in tracked:

@@ -12,7 +12,8 @@ Fixtures:
 - ``ymir_task``: builds a tiny /in + /out tree (generated images and annotations) and runs a task on it
   end to end, returning what the platform would see: exit code, monitor line, result files, stderr.
 
-The helpers (``write_png``, ``TaskTree``, ``make_fake_distribution``) work without pytest too.
+The helpers (``write_png``, ``TaskTree``, ``make_fake_distribution``, and for fault injection
+``torn_protocol_files`` and ``temp_files``) work without pytest too.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ import zlib
 from typing import Any, Iterator, Mapping, Sequence
 
 import yaml
+
+from .protocol.atomic import TEMP_PREFIX
 
 from .plugins import PluginRegistry, build_plugin_manager
 from .protocol.dataset import ark_text
@@ -242,6 +245,60 @@ def cannot_run_as(uid: int) -> str | None:
     except (OSError, subprocess.SubprocessError) as error:
         return f"{sys.executable} cannot run as uid {uid}: {error}"
     return None
+
+
+# --- fault checks ---------------------------------------------------------------------------------------------
+
+def torn_protocol_files(out_dir: str) -> list[str]:
+    """What the platform could not parse in ``out_dir`` after any run, killed or not: ``[]`` when monitor.txt
+    parses and each of result.yaml (with the non-empty files its stages list), result.tsv and
+    infer-result.json that exists parses too. For checking that a SIGKILL never leaves a torn file."""
+    problems = []
+    try:
+        with open(os.path.join(out_dir, "monitor.txt"), encoding="utf-8") as stream:
+            line = stream.readline()
+        _, timestamp, percent, state, code = line.rstrip("\n").split("\t")
+        float(timestamp), int(code)
+        if not (line.endswith("\n") and 0.0 <= float(percent) <= 1.0 and state in ("2", "4")):
+            problems.append(f"monitor.txt: {line!r}")
+    except (OSError, ValueError) as error:
+        problems.append(f"monitor.txt: {error}")
+    checks = {"models/result.yaml": _check_result_yaml, "result.tsv": _check_result_tsv,
+              "infer-result.json": _check_infer_result}
+    for name, check in checks.items():
+        path = os.path.join(out_dir, name)
+        if os.path.exists(path):
+            try:
+                check(path)
+            except Exception as error:  # any failure to parse is what the check reports
+                problems.append(f"{name}: {type(error).__name__}: {error}")
+    return problems
+
+
+def _check_result_yaml(path: str) -> None:
+    with open(path, encoding="utf-8") as stream:
+        result = yaml.safe_load(stream)
+    assert result["best_stage_name"] in result["model_stages"], "best_stage_name is not a stage"
+    for name, stage in result["model_stages"].items():
+        for file in stage["files"]:
+            assert os.path.getsize(os.path.join(os.path.dirname(path), name, file)) > 0, f"{name}/{file} is empty"
+
+
+def _check_result_tsv(path: str) -> None:
+    with open(path, encoding="utf-8") as stream:
+        for line in stream:
+            float(line.rstrip("\n").split("\t")[1])
+
+
+def _check_infer_result(path: str) -> None:
+    with open(path, encoding="utf-8") as stream:
+        assert isinstance(json.load(stream)["detection"], dict)
+
+
+def temp_files(folder: str) -> list[str]:
+    """Temp files of atomic writes (and any ``*.tmp``) left anywhere under ``folder``."""
+    return [os.path.join(path, name) for path, _, names in os.walk(folder) for name in names
+            if name.startswith(TEMP_PREFIX) or name.endswith(".tmp")]
 
 
 # --- fake distributions -----------------------------------------------------------------------------------

@@ -14,6 +14,8 @@ from ..errors import OutputError
 #: write through C++ streams lose the errno (torch.save says "basic_ios::clear: iostream error").
 FULL_DISK_BYTES = 1 << 20
 _FULL_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
+#: Names of temp files start with this; one left behind is a write a SIGKILL cut short.
+TEMP_PREFIX = ".tmp-"
 
 
 @contextlib.contextmanager
@@ -32,7 +34,7 @@ def atomic_path(path: str) -> Iterator[str]:
     tmp_path = None
     try:
         os.makedirs(directory, exist_ok=True)
-        fd, tmp_path = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix="-" + os.path.basename(path))
+        fd, tmp_path = tempfile.mkstemp(dir=directory, prefix=TEMP_PREFIX, suffix="-" + os.path.basename(path))
         os.close(fd)
         yield tmp_path
         os.chmod(tmp_path, 0o644)
@@ -74,3 +76,15 @@ def _free_bytes(directory: str) -> float:
     except OSError:
         return float("inf")
     return stats.f_bavail * stats.f_frsize
+
+
+def remove_temp_files(folder: str) -> list[str]:
+    """Delete the temp files that killed writes left anywhere under ``folder``; returns their paths."""
+    removed = []
+    for path, _, names in os.walk(folder):
+        for name in names:
+            if name.startswith(TEMP_PREFIX):
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(path, name))
+                    removed.append(os.path.join(path, name))
+    return removed

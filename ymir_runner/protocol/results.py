@@ -6,6 +6,7 @@ replaces its file atomically, so a killed task leaves either the previous valid 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -17,7 +18,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import yaml
 
-from .atomic import atomic_write_text
+from .atomic import TEMP_PREFIX, atomic_write_text, remove_temp_files
 from .env import OutputPaths
 
 _STAGE_NAME = re.compile(r"^[A-Za-z0-9_]+$")
@@ -277,7 +278,8 @@ class InferResult:
 def set_aside_previous_results(output: OutputPaths) -> str | None:
     """Move what an earlier run published in this /out into ``<root_dir>/previous-runs/<UTC time>/``,
     keeping relative paths: result.yaml with the whole models folder, result.tsv and infer-result.json.
-    Returns that folder, or None when /out held none of them.
+    Returns that folder, or None when /out held none of them. Temp files of writes a SIGKILL cut short
+    (in /out itself or among the moved files) are deleted.
 
     The platform reads result.yaml even when a task fails, and result.tsv and infer-result.json after it:
     left in place, an earlier run's files would be published as this task's. Moving (not deleting) keeps
@@ -285,6 +287,11 @@ def set_aside_previous_results(output: OutputPaths) -> str | None:
     """
     root = os.path.abspath(output.root_dir)
     models = os.path.abspath(output.models_dir)
+    if os.path.isdir(root):
+        for name in os.listdir(root):
+            if name.startswith(TEMP_PREFIX):
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(root, name))
     leftovers = [path for path in (output.training_result_file, output.mining_result_file,
                                    output.infer_result_file) if os.path.lexists(path)]
     if models != root and not root.startswith(models + os.sep) and os.path.isdir(models):
@@ -304,4 +311,5 @@ def set_aside_previous_results(output: OutputPaths) -> str | None:
         destination = os.path.join(target, os.path.basename(path) if relative.startswith("..") else relative)
         os.makedirs(os.path.dirname(destination), exist_ok=True)
         shutil.move(path, destination)
+    remove_temp_files(target)
     return target

@@ -9,7 +9,6 @@ SIGKILL rounds are marked slow (`python -m pytest -m ""` runs them, as .ci/run d
 from __future__ import annotations
 
 import io
-import json
 import os
 import random
 import signal
@@ -18,11 +17,12 @@ import sys
 import time
 
 import pytest
-import yaml
 from helpers import make_task
 from PIL import Image
 
 from ymir_runner import ReturnCode
+from ymir_runner.shutdown import child_pids, is_running
+from ymir_runner.testing import temp_files, torn_protocol_files
 from ymir_runner_detection.demo import write_task
 
 TINY = {"epochs": 2, "save_period": 1, "img_size": 64, "batch_size_per_gpu": 4, "num_workers_per_gpu": 1,
@@ -42,11 +42,6 @@ def out_of(env_file: str) -> str:
     return os.path.join(os.path.dirname(os.path.dirname(env_file)), "out")
 
 
-def leftovers(folder: str) -> list[str]:
-    return [os.path.join(path, name) for path, _, names in os.walk(folder) for name in names
-            if name.startswith(".tmp-") or name.endswith(".tmp")]
-
-
 def monitor_of(out_dir: str) -> tuple[float, int, int]:
     """percent, state, code: every field must parse, or the platform fails the task."""
     with open(os.path.join(out_dir, "monitor.txt"), encoding="utf-8") as stream:
@@ -55,41 +50,6 @@ def monitor_of(out_dir: str) -> tuple[float, int, int]:
     task_id, timestamp, percent, state, code = line.rstrip("\n").split("\t")
     float(timestamp)
     return float(percent), int(state), int(code)
-
-
-def check_protocol_files(out_dir: str) -> None:
-    """What the platform parses after any run, killed or not."""
-    percent, state, _ = monitor_of(out_dir)
-    assert 0.0 <= percent <= 1.0 and state in (2, 4)
-    result_file = os.path.join(out_dir, "models", "result.yaml")
-    if os.path.exists(result_file):
-        with open(result_file, encoding="utf-8") as stream:
-            result = yaml.safe_load(stream)
-        assert result["best_stage_name"] in result["model_stages"]
-        for name, stage in result["model_stages"].items():
-            for file in stage["files"]:
-                assert os.path.getsize(os.path.join(out_dir, "models", name, file)) > 0
-    if os.path.exists(os.path.join(out_dir, "result.tsv")):
-        with open(os.path.join(out_dir, "result.tsv"), encoding="utf-8") as stream:
-            for line in stream:
-                float(line.rstrip("\n").split("\t")[1])
-    if os.path.exists(os.path.join(out_dir, "infer-result.json")):
-        with open(os.path.join(out_dir, "infer-result.json"), encoding="utf-8") as stream:
-            assert "detection" in json.load(stream)
-
-
-def children_of(pid: int) -> list[int]:
-    children = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat", "rb") as stream:
-                    fields = stream.read().rsplit(b")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid and fields[0] != b"Z":
-                children.append(int(entry))
-    return children
 
 
 def wait_for_stage(process: subprocess.Popen, out_dir: str, timeout: float = 120) -> None:
@@ -161,7 +121,7 @@ def test_stopped_during_training_with_dataloader_workers(tmp_path, signals, exit
     env_file = write_task(str(tmp_path), config=LONG, n_train=16, n_val=4)
     process = start(env_file)
     wait_for_stage(process, out_of(env_file))
-    workers = children_of(process.pid)
+    workers = child_pids(process.pid)
     for signum in signals:
         process.send_signal(signum)
         time.sleep(0.05)
@@ -170,10 +130,9 @@ def test_stopped_during_training_with_dataloader_workers(tmp_path, signals, exit
     assert process.returncode == exit_code, stderr[-3000:]
     assert monitor_of(out_of(env_file))[1:] == (4, ReturnCode.GENERIC)
     assert stderr.strip().splitlines()[-1] == f"ymir-runner: error {int(ReturnCode.GENERIC)}: {line}"
-    assert workers and not [pid for pid in workers if os.path.exists(f"/proc/{pid}")
-                            and open(f"/proc/{pid}/stat", "rb").read().rsplit(b")", 1)[1].split()[0] != b"Z"]
-    assert leftovers(out_of(env_file)) == []
-    check_protocol_files(out_of(env_file))
+    assert workers and not [pid for pid in workers if is_running(pid)], "DataLoader workers outlived the run"
+    assert temp_files(out_of(env_file)) == []
+    assert torn_protocol_files(out_of(env_file)) == []
 
 
 # --- a full disk ------------------------------------------------------------------------------------------------
@@ -193,8 +152,8 @@ def test_disk_full_while_saving_a_checkpoint(tmp_path):
         assert monitor_of(out_dir)[1:] == (4, ReturnCode.GENERIC)
         assert last.startswith(f"ymir-runner: error {int(ReturnCode.GENERIC)}: cannot write {out_dir}/models/epoch_")
         assert last.endswith(": no space left on device"), last
-        assert leftovers(out_dir) == []
-        check_protocol_files(out_dir)  # the stages saved before the disk filled up are still valid
+        assert temp_files(out_dir) == []
+        assert torn_protocol_files(out_dir) == []  # the stages saved before the disk filled up are still valid
     finally:
         subprocess.run(["umount", "-l", out_dir], check=False)
 
@@ -210,7 +169,7 @@ def test_sigkill_at_random_points_of_training(tmp_path):
         time.sleep(rng.uniform(1.0, 8.0))  # from start-up to the last stages (a run takes ~8 s)
         process.kill()
         process.communicate()
-        check_protocol_files(out_of(env_file))
+        assert torn_protocol_files(out_of(env_file)) == []
 
 
 @pytest.mark.slow
@@ -222,4 +181,4 @@ def test_sigkill_at_random_points_of_mining_and_inference(trained, tmp_path):
         time.sleep(rng.uniform(1.5, 8.0))
         process.kill()
         process.communicate()
-        check_protocol_files(out_of(env_file))
+        assert torn_protocol_files(out_of(env_file)) == []
