@@ -20,11 +20,11 @@ import pytest
 import yaml
 
 import toy_plugin
-from ymir_runner import ReturnCode
+from ymir_runner import ExecutorSpec, OutputError, ReturnCode, TaskKind, hookimpl
 from ymir_runner.dispatcher import run
 from ymir_runner.errors import TaskTerminated
 from ymir_runner.protocol import env as env_module
-from ymir_runner.protocol.results import PREVIOUS_RUNS_DIR
+from ymir_runner.protocol.results import PREVIOUS_RUNS_DIR, TrainingResult
 from ymir_runner.shutdown import StopSignals, is_running, stop_children
 from ymir_runner.testing import TaskTree, cannot_run_as, make_fake_distribution, temp_files, torn_protocol_files
 
@@ -44,11 +44,10 @@ FAULT_PLUGIN = textwrap.dedent("""
             time.sleep(1)
 
     def fill_disk(folder):
-        with open(os.path.join(folder, "filler.bin"), "wb") as stream:
+        with open(os.path.join(folder, "filler.bin"), "wb", buffering=0) as stream:
             try:
                 while True:
-                    stream.write(b"x" * 65536)
-                    stream.flush()
+                    stream.write(b"x" * 4096)
             except OSError:
                 pass
 
@@ -212,6 +211,49 @@ def test_stop_signals_after_the_first_are_ignored_until_the_block_ends():
     assert signal.getsignal(signal.SIGTERM) is previous
 
 
+class Swallower:
+    """A training plugin whose code, like many libraries, catches every Exception around its work."""
+
+    @hookimpl
+    def ymir_runner_register_executors(self):
+        return [ExecutorSpec(name="swallower", tasks={TaskKind.TRAINING})]
+
+    @hookimpl
+    def ymir_runner_train(self, context):
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)  # the platform stops the task while an image decodes
+            time.sleep(2)
+        except Exception:  # "a bad image is skipped"
+            pass
+        folder = context.training_result.stage_dir("epoch_1")
+        with open(os.path.join(folder, "model.bin"), "wb") as stream:
+            stream.write(b"weights")
+        context.training_result.add_stage("epoch_1", ["model.bin"], {"mAP": 0.5})
+
+
+def test_an_except_exception_cannot_swallow_a_stop(ymir_registry, ymir_task):
+    ymir_registry.register(Swallower(), "swallower")
+    outcome = ymir_task(kinds=["training"]).run(ymir_registry)
+    assert outcome.exit_code == 143
+    assert (outcome.state, outcome.return_code) == (4, ReturnCode.GENERIC)
+    assert outcome.last_stderr_line.endswith("the task was stopped (SIGTERM)")
+    assert not os.path.exists(os.path.join(outcome.out_dir, "models", "result.yaml"))
+
+
+def test_a_stop_is_reported_over_the_error_it_caused():
+    """SIGTERM to the process group: torch may report its killed DataLoader worker first."""
+    with StopSignals() as stop:
+        stop.hold()
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.1)
+        worker_killed = RuntimeError("DataLoader worker (pid 7) is killed by signal: Terminated.")
+        reported = stop.cause(worker_killed)
+    assert isinstance(reported, TaskTerminated) and reported.__context__ is worker_killed
+    with StopSignals() as stop:
+        other = ValueError("a bug")
+        assert stop.cause(other) is other  # no stop signal: the error is the reason
+
+
 def test_stopping_children_spares_those_from_before_the_run():
     before = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     during = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
@@ -296,6 +338,41 @@ def test_results_of_an_earlier_run_are_moved_aside_before_a_failing_run(toy_regi
     assert temp_files(tree.out_dir) == []  # the writes a SIGKILL cut short are gone too
 
 
+def test_results_that_cannot_be_moved_aside_are_deleted(toy_registry, ymir_task):
+    tree = ymir_task(kinds=["training"])
+    assert tree.run(toy_registry).exit_code == 0
+    with open(os.path.join(tree.out_dir, PREVIOUS_RUNS_DIR), "w", encoding="utf-8") as stream:
+        stream.write("a file where the folder goes")
+    tree.config["gpu_id"] = "zero"
+    tree.write_config()
+    outcome = tree.run(toy_registry)
+    assert outcome.return_code == ReturnCode.CONFIG
+    assert not os.path.exists(os.path.join(tree.out_dir, "models", "result.yaml"))
+    assert f"could not move {tree.out_dir}/models/result.yaml of an earlier run (Not a directory): deleted it" \
+        in outcome.stderr
+
+
+@pytest.mark.parametrize("folder, warning", [
+    ("models", "results of an earlier run were in"),  # moved aside with the earlier run's results
+    ("tensorboard", "tensorboard is switched off for this run"),  # one warning, the run goes on
+])
+def test_a_file_where_an_out_folder_belongs(toy_registry, ymir_task, folder, warning):
+    tree = ymir_task(kinds=["training"])
+    with open(os.path.join(tree.out_dir, folder), "w", encoding="utf-8") as stream:
+        stream.write("not a folder")
+    outcome = tree.run(toy_registry)
+    assert outcome.exit_code == 0, outcome.stderr
+    assert outcome.stderr.count(warning) == 1
+    assert outcome.result_yaml()["model_stages"]
+
+
+def test_a_stage_folder_that_cannot_be_created_is_named(tmp_path):
+    (tmp_path / "models").write_text("not a folder", encoding="utf-8")
+    results = TrainingResult(str(tmp_path / "models"), str(tmp_path / "models" / "result.yaml"))
+    with pytest.raises(OutputError, match=f"cannot create {tmp_path}/models/epoch_1: not a directory"):
+        results.stage_dir("epoch_1")
+
+
 # --- tensorboard never fails a task ------------------------------------------------------------------------------
 
 def test_a_dangling_tensorboard_link_gets_its_target(toy_registry, ymir_task, tmp_path):
@@ -308,37 +385,67 @@ def test_a_dangling_tensorboard_link_gets_its_target(toy_registry, ymir_task, tm
     assert any(name.startswith("events.out.tfevents") for name in os.listdir(target))
 
 
-def test_an_unwritable_tensorboard_is_one_warning(toy_registry, ymir_task):
-    tree = ymir_task(kinds=["training"])
-    with open(os.path.join(tree.out_dir, "tensorboard"), "w", encoding="utf-8") as stream:
-        stream.write("not a folder")
-    outcome = tree.run(toy_registry)
-    assert outcome.exit_code == 0, outcome.stderr
-    assert outcome.stderr.count("tensorboard is switched off for this run") == 1
-    assert outcome.result_yaml()["model_stages"]
+def test_tensorboard_on_a_nearly_full_device_is_switched_off_before_it_hangs(toy_registry, ymir_task, tmp_path):
+    """The platform mounts /out/tensorboard separately; tensorboardX's writer thread dies on a full disk and
+    its next call would wait forever."""
+    mounted = tmp_path / "tensorboard-mount"
+    mounted.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mounted)], capture_output=True,
+                          text=True)
+    if done.returncode:
+        pytest.skip(f"cannot mount a tmpfs to fill up: {done.stderr.strip() or done.returncode}")
+    try:
+        tree = ymir_task(kinds=["training"])
+        os.symlink(mounted, os.path.join(tree.out_dir, "tensorboard"))
+        outcome = tree.run(toy_registry)
+        assert outcome.exit_code == 0, outcome.stderr
+        assert outcome.stderr.count("tensorboard is switched off for this run") == 1
+        assert "less than 16 MiB left on its device" in outcome.stderr
+    finally:
+        subprocess.run(["umount", "-l", str(mounted)], check=False)
 
 
 CANNOT_RUN_AS_NOBODY = cannot_run_as(65534)
+
+
+def run_as_nobody(shared: str, tree: TaskTree) -> subprocess.CompletedProcess:
+    """``ymir-runner run`` with the toy plugin as uid 65534 (``docker run --user``) on a tree under ``shared``."""
+    site = os.path.join(shared, "site")
+    make_fake_distribution(site, dist_name="ymir-toy", module="toy_plugin_copy",
+                           source=open(toy_plugin.__file__, encoding="utf-8").read(), entry_point="toy")
+    os.chmod(tree.out_dir, 0o777)
+    for path, folders, files in os.walk(shared):
+        for name in folders + files:
+            os.chmod(os.path.join(path, name), os.stat(os.path.join(path, name)).st_mode | 0o005)
+    return subprocess.run([sys.executable, "-m", "ymir_runner", "run", "--env", tree.env_file, "--root", tree.root],
+                          capture_output=True, text=True, user=65534, group=65534, timeout=120,
+                          env=dict(os.environ, PYTHONPATH=site, HOME="/nonexistent"))
 
 
 @pytest.mark.skipif(bool(CANNOT_RUN_AS_NOBODY), reason=str(CANNOT_RUN_AS_NOBODY))
 def test_a_root_owned_tensorboard_folder_and_another_uid(ymir_shared_tmp):
     """``docker run --user 1000:1000`` with /out writable and /out/tensorboard created by a root platform."""
     tree = TaskTree(os.path.join(ymir_shared_tmp, "task"), kinds=["training"])
-    site = os.path.join(ymir_shared_tmp, "site")
-    make_fake_distribution(site, dist_name="ymir-toy", module="toy_plugin_copy",
-                           source=open(toy_plugin.__file__, encoding="utf-8").read(), entry_point="toy")
-    os.chmod(tree.out_dir, 0o777)
     os.makedirs(os.path.join(tree.out_dir, "tensorboard"), mode=0o755)
-    for path, folders, files in os.walk(ymir_shared_tmp):
-        for name in folders + files:
-            os.chmod(os.path.join(path, name), os.stat(os.path.join(path, name)).st_mode | 0o005)
-    done = subprocess.run([sys.executable, "-m", "ymir_runner", "run", "--env", tree.env_file, "--root", tree.root],
-                          capture_output=True, text=True, user=65534, group=65534, timeout=120,
-                          env=dict(os.environ, PYTHONPATH=site, HOME="/nonexistent"))
+    done = run_as_nobody(ymir_shared_tmp, tree)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "tensorboard is switched off for this run" in done.stderr
     assert "Permission denied" in done.stderr
+
+
+@pytest.mark.skipif(bool(CANNOT_RUN_AS_NOBODY), reason=str(CANNOT_RUN_AS_NOBODY))
+def test_an_earlier_result_that_can_be_neither_moved_nor_deleted_stops_the_task(ymir_shared_tmp):
+    tree = TaskTree(os.path.join(ymir_shared_tmp, "task"), kinds=["training"])
+    models = os.path.join(tree.out_dir, "models")
+    os.makedirs(models, mode=0o755)  # root's, as a root platform or an earlier root run left it
+    with open(os.path.join(models, "result.yaml"), "w", encoding="utf-8") as stream:
+        stream.write("best_stage_name: old\nmodel_stages: {old: {stage_name: old, files: [m], timestamp: 1}}\n")
+    done = run_as_nobody(ymir_shared_tmp, tree)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"ymir-runner: error {int(ReturnCode.GENERIC)}: {models}/result.yaml of an earlier run can be neither "
+        f"moved aside (Permission denied) nor deleted (Permission denied): this task would publish it as its own")
+    assert monitor_of(tree.out_dir) == (4, ReturnCode.GENERIC)
 
 
 # --- env.yaml -----------------------------------------------------------------------------------------------------
@@ -389,3 +496,36 @@ def test_env_yaml_values_read_with_a_guess_are_warned(toy_registry, ymir_task):
             "1.1.0") in warnings
     assert "env.yaml has no task_id: monitor.txt names the task 'default-task'" in warnings
     assert f"env.yaml has output without models_dir: using models_dir {tree.out_dir}/models" in warnings
+
+
+def test_a_task_id_with_a_tab_still_gives_a_parseable_monitor_line(toy_registry, ymir_task):
+    tree = ymir_task(kinds=["training"])
+    with open(tree.env_file, encoding="utf-8") as stream:
+        env = yaml.safe_load(stream)
+    env["task_id"] = "t\t1"
+    with open(tree.env_file, "w", encoding="utf-8") as stream:
+        yaml.safe_dump(env, stream)
+    outcome = tree.run(toy_registry)
+    assert outcome.exit_code == 0, outcome.stderr
+    assert outcome.monitor_fields[0] == "t 1" and len(outcome.monitor_fields) == 5
+    assert "task_id 't\\t1' holds a TAB or line break" in outcome.stderr
+
+
+# --- the command line's own output -------------------------------------------------------------------------------
+
+def test_a_run_with_stdout_closed_succeeds(tmp_path):
+    tree = TaskTree(str(tmp_path / "task"), kinds=["training"])
+    site = str(tmp_path / "site")
+    make_fake_distribution(site, dist_name="ymir-toy", module="toy_plugin_copy",
+                           source=open(toy_plugin.__file__, encoding="utf-8").read(), entry_point="toy")
+    done = subprocess.run(f"exec {sys.executable} -m ymir_runner run --env {tree.env_file} --root {tree.root} >&-",
+                          shell=True, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=site))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+
+
+def test_plugins_into_a_full_device_is_one_line():
+    done = subprocess.run(f"exec {sys.executable} -m ymir_runner plugins > /dev/full", shell=True,
+                          capture_output=True, text=True)
+    assert done.returncode == 1
+    assert done.stderr == "ymir-runner: cannot write the output: No space left on device\n"

@@ -116,12 +116,22 @@ def console_main() -> None:
         defer_stop_signals()  # a stop while plugins load is reported by the run, not a silent death
     try:
         code = main()
-        sys.stdout.flush()
+        if sys.stdout is not None:  # None when started with stdout closed (`>&-`)
+            sys.stdout.flush()
     except BrokenPipeError:
-        devnull = os.open(os.devnull, os.O_WRONLY)  # Python's recipe: no second error when stdout is flushed at exit
-        os.dup2(devnull, sys.stdout.fileno())
+        _quiet_stdout()  # Python's recipe: no second error when stdout is flushed at exit
         code = 128 + signal.SIGPIPE
+    except OSError as error:  # stdout on a full disk, /dev/full
+        _quiet_stdout()
+        print(f"ymir-runner: cannot write the output: {error.strerror or error}", file=sys.stderr)
+        code = 1
     sys.exit(code)
+
+
+def _quiet_stdout() -> None:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.close(devnull)
 
 
 if __name__ == "__main__":  # pragma: no cover

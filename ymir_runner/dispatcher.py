@@ -207,7 +207,7 @@ def run(env_file: str = DEFAULT_ENV_FILE, *, root: str | None = None,
                 return 0
             except BaseException as error:  # SystemExit and KeyboardInterrupt too: the platform needs state 4
                 stop.hold()
-                return _fail(error, state)
+                return _fail(stop.cause(error), state)
         except TaskTerminated as late:  # a stop signal in the instant between another error and hold()
             stop.hold()
             return _fail(late, state)
@@ -220,10 +220,8 @@ def _execute(env_file: str, root: str | None, registry: PluginRegistry | None, s
         log.warning("%s", warning)
     state.monitor = Monitor(env.output.monitor_file, env.task_id)
     stop.raise_deferred()  # stopped while plugins were loading: now that monitor.txt is known
-    moved_to = set_aside_previous_results(env.output)
-    if moved_to:
-        log.warning("results of an earlier run were in %s: moved to %s (a task publishes only its own outputs)",
-                    env.output.root_dir, moved_to)
+    for line in set_aside_previous_results(env.output):
+        log.warning("%s", line)
     state.monitor.start()
     with sdk_env(env):
         registry = registry or build_plugin_manager()
@@ -247,13 +245,17 @@ def _fail(error: BaseException, state: _RunState) -> int:
             monitor.fail(code)
     with contextlib.suppress(BaseException):
         stop_children(spare=state.children_before)  # a DataLoader worker must not print after the last line
-    if not isinstance(error, YmirError):  # a bug or an unexpected library failure: keep the traceback
+    if isinstance(error, TaskTerminated) and error.__context__ is not None:
+        log.info("while stopping: %s", one_line(error.__context__))
+    elif not isinstance(error, (YmirError, TaskTerminated)):  # a bug or a library failure: keep the traceback
         log.error("unexpected error", exc_info=error)
-    for handler in logging.getLogger("ymir_runner").handlers:
-        handler.flush()
-    sys.stdout.flush()
-    sys.stderr.write(f"ymir-runner: error {int(code)}: {one_line(error)}\n")
-    sys.stderr.flush()
+    with contextlib.suppress(Exception):  # stdout or stderr closed or on a full disk: the monitor still tells
+        for handler in logging.getLogger("ymir_runner").handlers:
+            handler.flush()
+        if sys.stdout is not None:
+            sys.stdout.flush()
+        sys.stderr.write(f"ymir-runner: error {int(code)}: {one_line(error)}\n")
+        sys.stderr.flush()
     if isinstance(error, TaskTerminated):
         return 128 + error.signum
     return 128 + signal.SIGINT if isinstance(error, KeyboardInterrupt) else EXIT_FAILED

@@ -83,10 +83,15 @@ class NetworkError(YmirError):
     code = ReturnCode.NETWORK
 
 
-class TaskTerminated(YmirError):
+class TaskTerminated(BaseException):
     """Raised in the main thread when the process receives SIGTERM (the platform stopping the task) or SIGINT
-    (Ctrl-C); the run exits with ``128 + signum``."""
+    (Ctrl-C); the run exits with ``128 + signum`` and code 160004.
 
+    Like ``KeyboardInterrupt`` it is not an ``Exception``: the many ``except Exception`` of libraries and
+    plugins (an image that fails to decode is skipped, tensorboard switches itself off) must not swallow a
+    stop and let the task run on."""
+
+    code = ReturnCode.GENERIC
     signum: int = signal.SIGTERM
 
     @classmethod
@@ -96,6 +101,10 @@ class TaskTerminated(YmirError):
         error = cls(f"the task was {what} ({name})")
         error.signum = signum
         return error
+
+    @property
+    def message(self) -> str:
+        return str(self)
 
 
 class OutputError(YmirError):
@@ -115,7 +124,7 @@ _MESSAGE_CODES = (
 
 def classify(error: BaseException) -> ReturnCode:
     """The return code for any exception: its own for a YmirError, a best guess for well-known failures."""
-    if isinstance(error, YmirError):
+    if isinstance(error, (YmirError, TaskTerminated)):
         return error.code
         return error.code
     if type(error).__name__ in _OOM_NAMES:
@@ -131,7 +140,7 @@ def classify(error: BaseException) -> ReturnCode:
 
 def one_line(error: BaseException) -> str:
     """A single human-readable line describing the error, for the last line of stderr."""
-    if isinstance(error, YmirError):
+    if isinstance(error, (YmirError, TaskTerminated)):
         text = error.message
     elif isinstance(error, KeyboardInterrupt):  # Ctrl-C where no handler could be set (not the main thread)
         text = "the task was interrupted (SIGINT)"

@@ -56,6 +56,8 @@ class StopSignals:
         self._pid = os.getpid()
         self._previous: dict[int, Any] = {}
         self._deferred: list[int] = []
+        #: Every stop signal received in the block, held ones included.
+        self.received: list[int] = []
 
     def __enter__(self) -> StopSignals:
         try:
@@ -77,7 +79,19 @@ class StopSignals:
         """Raise ``TaskTerminated`` for a stop signal received before the block began, if any."""
         if self._deferred:
             self.held = True
+            self.received.extend(self._deferred)
             raise TaskTerminated.for_signal(self._deferred[0])
+
+    def cause(self, error: BaseException) -> BaseException:
+        """What a run that failed with ``error`` reports: the stop, when a stop signal came first.
+
+        A SIGTERM sent to the whole process group also kills the DataLoader workers, and torch may report
+        that ("DataLoader worker ... is killed by signal") before the main thread sees its own signal."""
+        if self.received and not isinstance(error, TaskTerminated):
+            stop = TaskTerminated.for_signal(self.received[0])
+            stop.__context__ = error
+            return stop
+        return error
 
     def hold(self) -> None:
         """Ignore stop signals from now until the block ends."""
@@ -88,9 +102,11 @@ class StopSignals:
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
             return
+        self.received.append(signum)
         if self.held:
             return
         self.held = True  # the second SIGTERM (docker's, 50 ms later) must not interrupt the error path
+        _quiet_sigchld()  # torch's DataLoader SIGCHLD handler would raise "worker killed" over the stop
         raise TaskTerminated.for_signal(signum)
 
     def _restore(self) -> None:
@@ -98,6 +114,19 @@ class StopSignals:
             with contextlib.suppress(ValueError, TypeError):
                 signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
         self._previous.clear()
+
+
+def _ignore(signum: int, frame: Any) -> None:
+    pass
+
+
+def _quiet_sigchld() -> None:
+    """Replace torch's DataLoader SIGCHLD handler, which raises in the main thread when a worker dies.
+
+    With a Python no-op, not SIG_DFL: a SIGCHLD already pending when the handler changes would otherwise be
+    reported as "OSError: Signal 17 ignored due to race condition"."""
+    with contextlib.suppress(ValueError):  # not the main thread
+        signal.signal(signal.SIGCHLD, _ignore)
 
 
 def _stat_fields(pid: int | str) -> list[bytes]:
@@ -148,9 +177,7 @@ def stop_children(grace: float = CHILD_GRACE_SECONDS, *, spare: Iterable[int] = 
     Returns how many children were stopped. Must run in the main thread before the last log line: a
     DataLoader worker left alive prints after it, and outlives the run if the runner is killed.
     """
-    with contextlib.suppress(ValueError):
-        # torch's DataLoader installs a SIGCHLD handler that raises in the main thread when a worker dies
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    _quiet_sigchld()
     spared = set(spare)
     tracked = [child for child in multiprocessing.active_children() if child.pid not in spared]
     pids = (set(child_pids()) | {child.pid for child in tracked if child.pid}) - spared
@@ -177,8 +204,9 @@ def silence_output() -> None:
     a progress bar closed at exit must not push the error out of them.
     """
     with contextlib.suppress(Exception):
-        sys.stdout.flush()
-        sys.stderr.flush()
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:
+                stream.flush()
     with contextlib.suppress(OSError):
         devnull = os.open(os.devnull, os.O_WRONLY)
         for fd in (1, 2):

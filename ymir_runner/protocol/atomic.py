@@ -40,12 +40,13 @@ def atomic_path(path: str) -> Iterator[str]:
         os.chmod(tmp_path, 0o644)
         os.replace(tmp_path, path)
     except BaseException as error:
-        reason = _write_failure(error, directory) if isinstance(error, Exception) else None
+        failed = isinstance(error, Exception) and not isinstance(error, OutputError) and (
+            isinstance(error, OSError) or free_bytes(directory) < FULL_DISK_BYTES)
         if tmp_path is not None:
             with contextlib.suppress(OSError):
                 os.unlink(tmp_path)
-        if reason:
-            raise OutputError(f"cannot write {path}: {reason}") from error
+        if failed:
+            raise output_error(path, error) from error
         raise
 
 
@@ -59,18 +60,30 @@ def atomic_write_text(path: str, text: str) -> None:
             os.fsync(stream.fileno())
 
 
-def _write_failure(error: Exception, directory: str) -> str | None:
-    """"no space left on device" when the disk is full, the OS's reason for another OS error, else None."""
-    if isinstance(error, OutputError):
-        return None
-    if isinstance(error, OSError) and error.errno in _FULL_DISK_ERRNOS or _free_bytes(directory) < FULL_DISK_BYTES:
-        return "no space left on device"
-    if isinstance(error, OSError) and error.strerror:
-        return error.strerror[0].lower() + error.strerror[1:]
-    return None
+def output_error(path: str, error: BaseException, verb: str = "write") -> OutputError:
+    """``OutputError("cannot <verb> <path>: <reason>")`` for a failed write of ``path``: "no space left on
+    device" for a full disk or quota (also when a library lost the errno but the device has under 1 MiB
+    left), else the OS's reason."""
+    directory = path if verb == "create" else os.path.dirname(os.path.abspath(path))
+    full = isinstance(error, OSError) and error.errno in _FULL_DISK_ERRNOS
+    if full or free_bytes(_existing(directory)) < FULL_DISK_BYTES:
+        reason = "no space left on device"
+    elif isinstance(error, OSError) and error.strerror:
+        reason = error.strerror[0].lower() + error.strerror[1:]
+    else:
+        reason = f"{type(error).__name__}: {error}"
+    return OutputError(f"cannot {verb} {path}: {reason}")
 
 
-def _free_bytes(directory: str) -> float:
+def _existing(path: str) -> str:
+    """``path`` or its nearest existing parent (what statvfs can be asked about)."""
+    while path and not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    return path
+
+
+def free_bytes(directory: str) -> float:
+    """Bytes an unprivileged writer may still use on ``directory``'s device (inf when it cannot be told)."""
     try:
         stats = os.statvfs(directory)
     except OSError:

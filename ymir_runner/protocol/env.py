@@ -186,6 +186,10 @@ def _paths(cls: type, raw: Any, root: str | None, section: str, warnings: list[s
     known = {field.name for field in dataclasses.fields(cls)}
     values = {key: reroot(str(value or ""), root) for key, value in raw.items() if key in known}
     defaults = {f.name: reroot(f.default, root) for f in dataclasses.fields(cls) if f.name not in values}
+    for key, value in raw.items():
+        if key in known and value and not os.path.isabs(str(value)):
+            warnings.append(f"env.yaml: {section}.{key} {str(value)!r} is not an absolute path: read from "
+                            f"{os.path.abspath(str(value))}")
     named = {key: path for key, path in defaults.items() if path}  # an unused index file is '' anyway
     if named:
         what = "no " + section + " section" if not raw else f"{section} without {', '.join(named)}"
@@ -258,6 +262,8 @@ def _parse_env(raw: Mapping[str, Any], env_file: str, root: str | None) -> TaskE
     task_id = raw.get("task_id")
     if task_id is None or task_id == "":
         warnings.append(f"env.yaml has no task_id: monitor.txt names the task {DEFAULT_TASK_ID!r}")
+    elif any(char in str(task_id) for char in "\t\r\n"):
+        warnings.append(f"env.yaml: task_id {str(task_id)!r} holds a TAB or line break: monitor.txt writes a space")
     if raw.get("output") is None and not root and not os.path.isdir(CONTAINER_OUT_DIR):
         raise ConfigError(f"env.yaml has no output section and {CONTAINER_OUT_DIR} does not exist (this is not "
                           f"the platform's container): give the output paths, or run with --root DIR")

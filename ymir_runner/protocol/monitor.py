@@ -23,6 +23,8 @@ MIN_INTERVAL = 1.0
 
 
 def monitor_line(task_id: str, timestamp: float, percent: float, state: int, code: int) -> str:
+    """Line 1 of monitor.txt; a TAB or line break in ``task_id`` would make it unparseable: each becomes a space."""
+    task_id = " ".join(str(task_id).replace("\t", " ").splitlines())
     return f"{task_id}\t{timestamp:.3f}\t{percent:.4f}\t{state}\t{code}\n"
 
 
@@ -79,19 +81,22 @@ class Monitor:
             self._write()
 
     def fail(self, code: int) -> None:
-        """State 4 with a return code: call only right before exiting non-zero.
-
-        On a full disk the atomic write (which needs a new file) fails; the line is then written over the
-        existing file in place, which needs no new block: the platform must see state 4."""
+        """State 4 with a return code: call only right before exiting non-zero."""
         with self._lock:
             self.state = STATE_FAILED
             self.code = int(code) or int(ReturnCode.GENERIC)
-            try:
-                self._write()
-            except OutputError:
-                self._write(in_place=True)
+            self._write()
 
-    def _write(self, in_place: bool = False) -> None:
+    def _write(self) -> None:
+        """Replace the file atomically; on a full disk (the temp file needs a block the disk does not have)
+        write the line over the existing file in place, which needs none: the platform must see progress
+        and, above all, state 4."""
+        try:
+            self._write_file(in_place=False)
+        except OutputError:
+            self._write_file(in_place=True)
+
+    def _write_file(self, in_place: bool) -> None:
         # The platform ignores an update whose timestamp equals the last one IT read, which may be any
         # earlier write: keep the printed timestamps strictly increasing, even if the clock stalls.
         now = max(round(self._clock(), 3), round(self._last_write + 0.001, 3))

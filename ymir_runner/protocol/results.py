@@ -18,7 +18,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import yaml
 
-from .atomic import TEMP_PREFIX, atomic_write_text, remove_temp_files
+from ..errors import OutputError
+from .atomic import TEMP_PREFIX, atomic_write_text, output_error, remove_temp_files
 from .env import OutputPaths
 
 _STAGE_NAME = re.compile(r"^[A-Za-z0-9_]+$")
@@ -88,10 +89,17 @@ class TrainingResult:
         self._on_stage = on_stage
 
     def stage_dir(self, name: str) -> str:
-        """The folder for a stage's files (created)."""
+        """The folder for a stage's files (created).
+
+        Raises:
+            OutputError: the folder cannot be created (a full disk, a file in the way); names the folder.
+        """
         self._check_name(name)
         path = os.path.join(self.models_dir, name)
-        os.makedirs(path, exist_ok=True)
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError as error:
+            raise output_error(path, error, "create") from error
         return path
 
     def fitness(self, stage: Stage) -> float:
@@ -275,15 +283,18 @@ class InferResult:
         return len(self.images)
 
 
-def set_aside_previous_results(output: OutputPaths) -> str | None:
+def set_aside_previous_results(output: OutputPaths) -> list[str]:
     """Move what an earlier run published in this /out into ``<root_dir>/previous-runs/<UTC time>/``,
     keeping relative paths: result.yaml with the whole models folder, result.tsv and infer-result.json.
-    Returns that folder, or None when /out held none of them. Temp files of writes a SIGKILL cut short
-    (in /out itself or among the moved files) are deleted.
+    Temp files of writes a SIGKILL cut short (in /out itself or among the moved files) are deleted.
+    Returns what was done, one line each for the log; ``[]`` when /out held nothing of an earlier run.
 
     The platform reads result.yaml even when a task fails, and result.tsv and infer-result.json after it:
     left in place, an earlier run's files would be published as this task's. Moving (not deleting) keeps
-    a model someone may still want.
+    a model someone may still want; a published file that cannot be moved is deleted.
+
+    Raises:
+        OutputError: a published file can be neither moved nor deleted.
     """
     root = os.path.abspath(output.root_dir)
     models = os.path.abspath(output.models_dir)
@@ -292,24 +303,45 @@ def set_aside_previous_results(output: OutputPaths) -> str | None:
             if name.startswith(TEMP_PREFIX):
                 with contextlib.suppress(OSError):
                     os.unlink(os.path.join(root, name))
-    leftovers = [path for path in (output.training_result_file, output.mining_result_file,
+    published = [path for path in (output.training_result_file, output.mining_result_file,
                                    output.infer_result_file) if os.path.lexists(path)]
-    if models != root and not root.startswith(models + os.sep) and os.path.isdir(models):
-        leftovers += [os.path.join(models, name) for name in sorted(os.listdir(models))]
-    if not leftovers:
-        return None
+    others = []
+    if models != root and not root.startswith(models + os.sep):
+        if os.path.isdir(models) and not os.path.islink(models):
+            others = [os.path.join(models, name) for name in sorted(os.listdir(models))]
+        elif os.path.lexists(models):  # a file where the models folder belongs
+            others = [models]
+    if not published and not others:
+        return []
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     target = os.path.join(root, PREVIOUS_RUNS_DIR, stamp)
     suffix = 0
     while os.path.lexists(target):
         suffix += 1
         target = os.path.join(root, PREVIOUS_RUNS_DIR, f"{stamp}-{suffix}")
-    for path in dict.fromkeys(leftovers):
+    moved, lines = 0, []
+    for path in dict.fromkeys(published + others):
         if not os.path.lexists(path):  # result.yaml already moved with the models folder's entries
             continue
         relative = os.path.relpath(path, root)
         destination = os.path.join(target, os.path.basename(path) if relative.startswith("..") else relative)
-        os.makedirs(os.path.dirname(destination), exist_ok=True)
-        shutil.move(path, destination)
-    remove_temp_files(target)
-    return target
+        try:
+            os.makedirs(os.path.dirname(destination), exist_ok=True)
+            shutil.move(path, destination)
+            moved += 1
+        except OSError as error:
+            if path not in published:
+                lines.append(f"could not move {path} of an earlier run ({error.strerror}): left in place, "
+                             f"listed by no stage")
+                continue
+            try:
+                shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.unlink(path)
+            except OSError as second:
+                raise OutputError(f"{path} of an earlier run can be neither moved aside ({error.strerror}) nor "
+                                  f"deleted ({second.strerror}): this task would publish it as its own") from second
+            lines.append(f"could not move {path} of an earlier run ({error.strerror}): deleted it")
+    if moved:
+        remove_temp_files(target)
+        lines.insert(0, f"results of an earlier run were in {root}: moved to {target} (a task publishes only "
+                        f"its own outputs)")
+    return lines

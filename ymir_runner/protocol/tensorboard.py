@@ -4,15 +4,26 @@
 dangling link gets its target folder created). Tensorboard is a view of the run, not one of its results:
 if the folder or the events file cannot be written (a root-owned folder and a task run as another uid,
 a full disk), one warning says why and every later call does nothing.
+
+tensorboardX writes from a background thread: on a full disk that thread dies and the next call would wait
+for it forever. So every call first checks the free space, and tensorboard is switched off while
+``MIN_FREE_BYTES`` are still free; closing a broken writer is given ``CLOSE_TIMEOUT`` seconds.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 from typing import Any, Callable
 
+from .atomic import free_bytes
+
 log = logging.getLogger("ymir_runner.tensorboard")
+
+#: Below this much free space on its device, tensorboard is switched off (the models need the room more).
+MIN_FREE_BYTES = 16 << 20
+CLOSE_TIMEOUT = 5.0
 
 
 class LazySummaryWriter:
@@ -33,6 +44,9 @@ class LazySummaryWriter:
             writer = self._open()
             if writer is None:
                 return
+            if free_bytes(self.logdir) < MIN_FREE_BYTES:
+                self._disable(OSError(f"less than {MIN_FREE_BYTES >> 20} MiB left on its device"))
+                return
             try:
                 getattr(writer, name)(*args, **kwargs)
             except Exception as error:
@@ -48,7 +62,7 @@ class LazySummaryWriter:
         writer, self._writer = self._writer, None
         if writer is not None:
             try:
-                writer.close()
+                _close(writer)
             except Exception as error:
                 self._disable(error)
 
@@ -60,6 +74,8 @@ class LazySummaryWriter:
                 # a dangling link is the platform's mount whose folder does not exist yet: create the target
                 target = os.path.realpath(self.logdir) if os.path.islink(self.logdir) else self.logdir
                 os.makedirs(target, exist_ok=True)
+                if free_bytes(target) < MIN_FREE_BYTES:
+                    raise OSError(f"less than {MIN_FREE_BYTES >> 20} MiB left on its device")
                 self._writer = SummaryWriter(logdir=self.logdir)
                 self._writer.file_writer.flush()  # the events file is opened (and may fail) here, not later
             except Exception as error:
@@ -74,6 +90,26 @@ class LazySummaryWriter:
         writer, self._writer = self._writer, None
         if writer is not None:
             try:
-                writer.close()
+                _close(writer)
             except Exception:  # the writer is already broken; its error was reported above
                 pass
+
+
+def _close(writer: Any) -> None:
+    """``writer.close()``, given ``CLOSE_TIMEOUT`` seconds: with its thread dead it would wait forever."""
+    errors: list[Exception] = []
+
+    def close() -> None:
+        try:
+            writer.close()
+        except Exception as error:
+            errors.append(error)
+
+    closer = threading.Thread(target=close, name="tensorboard-close", daemon=True)
+    closer.start()
+    closer.join(CLOSE_TIMEOUT)
+    if closer.is_alive():
+        raise TimeoutError(f"closing the events file took more than {CLOSE_TIMEOUT:.0f} s")
+    if errors:
+        raise errors[0]
+

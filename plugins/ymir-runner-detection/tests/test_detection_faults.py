@@ -33,9 +33,9 @@ KILLS = 10
 
 
 def start(env_file: str) -> subprocess.Popen:
-    """``ymir-runner run`` as the image's start.sh runs it."""
+    """``ymir-runner run`` as the image's start.sh runs it, in a process group of its own (as in a container)."""
     return subprocess.Popen([sys.executable, "-m", "ymir_runner", "run", "--env", env_file],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
 def out_of(env_file: str) -> str:
@@ -113,21 +113,28 @@ def test_no_decodable_candidate_is_a_dataset_error(trained, tmp_path):
 
 # --- stopped twice ---------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("signals, exit_code, line", [
-    ((signal.SIGTERM, signal.SIGTERM), 143, "the task was stopped (SIGTERM)"),
-    ((signal.SIGINT,), 130, "the task was interrupted (SIGINT)"),
+@pytest.mark.parametrize("signals, to_group, exit_code, line", [
+    ((signal.SIGTERM, signal.SIGTERM), False, 143, "the task was stopped (SIGTERM)"),
+    ((signal.SIGINT,), False, 130, "the task was interrupted (SIGINT)"),
+    # to every process of the container, DataLoader workers included (docker stop with an init, Ctrl-C)
+    ((signal.SIGTERM, signal.SIGTERM), True, 143, "the task was stopped (SIGTERM)"),
+    ((signal.SIGINT,), True, 130, "the task was interrupted (SIGINT)"),
 ])
-def test_stopped_during_training_with_dataloader_workers(tmp_path, signals, exit_code, line):
+def test_stopped_during_training_with_dataloader_workers(tmp_path, signals, to_group, exit_code, line):
     env_file = write_task(str(tmp_path), config=LONG, n_train=16, n_val=4)
     process = start(env_file)
     wait_for_stage(process, out_of(env_file))
     workers = child_pids(process.pid)
     for signum in signals:
-        process.send_signal(signum)
+        if to_group:
+            os.killpg(process.pid, signum)
+        else:
+            process.send_signal(signum)
         time.sleep(0.05)
     _, stderr = process.communicate(timeout=120)
 
     assert process.returncode == exit_code, stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
     assert monitor_of(out_of(env_file))[1:] == (4, ReturnCode.GENERIC)
     assert stderr.strip().splitlines()[-1] == f"ymir-runner: error {int(ReturnCode.GENERIC)}: {line}"
     assert workers and not [pid for pid in workers if is_running(pid)], "DataLoader workers outlived the run"
