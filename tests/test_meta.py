@@ -1,8 +1,10 @@
 """Meta-tests: every hook is documented, called by the core, exercised by a test and listed in the README."""
 
+import ast
 import inspect
 import pathlib
 import re
+import sys
 
 import pytest
 
@@ -45,3 +47,60 @@ def test_core_never_imports_torch():
     offenders = [str(path) for path in (ROOT / "ymir_runner").rglob("*.py")
                  if re.search(r"^\s*(import torch|from torch)", path.read_text(), re.M)]
     assert offenders == []
+
+
+# --- the plugin API ---------------------------------------------------------------------------------------------
+
+PUBLIC_MODULES = {"ymir_runner", "ymir_runner.testing"}
+FIRST_PARTY_PACKAGES = sorted(path for path in (ROOT / "plugins").glob("*/*") if (path / "__init__.py").exists())
+
+
+def core_imports(package: pathlib.Path) -> list[tuple[str, str, str]]:
+    """``(file:line, module, name)`` of every import of ymir_runner in ``package`` (name '' for ``import x``)."""
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            where = f"{path.relative_to(ROOT)}:{getattr(node, 'lineno', 0)}"
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("ymir_runner"):
+                if node.module.split(".")[0] == "ymir_runner":
+                    found += [(where, node.module, alias.name) for alias in node.names]
+            elif isinstance(node, ast.Import):
+                found += [(where, alias.name, "") for alias in node.names if alias.name.split(".")[0] == "ymir_runner"]
+    return found
+
+
+def test_there_are_first_party_plugins():
+    assert FIRST_PARTY_PACKAGES
+
+
+@pytest.mark.parametrize("package", FIRST_PARTY_PACKAGES, ids=lambda path: path.name)
+def test_first_party_plugins_use_only_the_plugin_api(package):
+    """The first-party plugins are the proof that the public face is enough: they import nothing else."""
+    import ymir_runner
+    import ymir_runner.testing
+
+    below = [f"{where}: {module}" for where, module, _ in core_imports(package) if module not in PUBLIC_MODULES]
+    assert below == [], "imports below the plugin API"
+    unknown = [f"{where}: {module}.{name}" for where, module, name in core_imports(package)
+               if name and name not in getattr(sys.modules[module], "__all__", ())]
+    assert unknown == [], "names the plugin API does not list in __all__"
+    assert ymir_runner.testing
+
+
+def test_every_public_name_resolves():
+    import ymir_runner
+
+    missing = [name for name in ymir_runner.__all__ if getattr(ymir_runner, name, None) is None]
+    assert missing == []
+
+
+def test_the_readme_plugin_example_loads_as_pasted(ymir_fake_entry_point):
+    from ymir_runner.plugins import build_plugin_manager
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    (source,) = re.findall(r"```python\n(# my_detector/plugin\.py.*?)```", readme, re.S)
+    ymir_fake_entry_point("my-detector", "my_detector_plugin", source, entry_point="my-detector")
+    registry = build_plugin_manager()
+    assert registry.infos["my-detector"].status == "loaded", registry.infos["my-detector"].error
+    (executor,) = [executor for executor in registry.executors() if executor.spec.name == "my-detector"]
+    assert executor.spec.tasks == {"training", "infer"}

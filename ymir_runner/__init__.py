@@ -1,21 +1,88 @@
 """ymir-runner: a plugin-based executor framework for the YMIR computer-vision platform.
 
-Plugin authors need only what this module exports: the ``hookimpl`` marker, the records a plugin returns
-from ``ymir_runner_register_executors``, the task kinds, the errors that carry protocol return codes, and
-``atomic_path`` for files a plugin writes itself (model weights).
+This module is the plugin API: everything a plugin needs is importable from here (and, for its tests, from
+``ymir_runner.testing``); the rest of the package is the core's own and may change. The names:
+
+- declaring a plugin: ``hookimpl``, ``ExecutorSpec``, ``Param``, ``TaskKind``;
+- a task: ``TaskContext`` (what each task hook receives), ``Item`` and ``Box`` (dataset entries), ``Progress``;
+- outputs: ``Detection`` (an inference result box), ``Stage`` (a model stage of result.yaml), ``atomic_path``
+  (for files a plugin writes itself, such as weights);
+- images, read by the project's rules (content, bit depth, damage, size limit): ``decode_image``,
+  ``DecodedImage``, ``probe_image``, ``ImageInfo``, ``ImageProblem``;
+- errors that carry a protocol return code: ``YmirError`` and its subclasses, ``ReturnCode``; ``TaskTerminated``
+  (a stop signal, a ``BaseException``);
+- ``run``: run the tasks of an env.yaml in this process, as ``ymir-runner run`` does (for a plugin's own
+  commands, such as a demo).
+
+The task records and image helpers are imported on first use, so ``import ymir_runner`` stays cheap for the
+entry-point module of every installed plugin.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
 from .errors import (  # noqa: E402
-    ConfigError, DatasetError, ImageFormatError, ModelError, NonFiniteError, OutputError, ReturnCode, YmirError,
+    ConfigError, DatasetError, GpuMismatchError, ImageFormatError, ModelError, NetworkError, NoGpuError,
+    NonFiniteError, ObjectTypeError, OutOfMemoryError, OutputError, ReturnCode, TaskTerminated, YmirError,
 )
 from .hookspecs import hookimpl  # noqa: E402
 from .protocol.atomic import atomic_path  # noqa: E402
 from .protocol.env import TaskKind  # noqa: E402
 from .records import ExecutorSpec, Param  # noqa: E402
 
+if TYPE_CHECKING:
+    from .context import TaskContext
+    from .dispatcher import run
+    from .protocol.dataset import Box, Item
+    from .protocol.images import DecodedImage, ImageInfo, ImageProblem, decode_image, probe_image
+    from .protocol.monitor import Progress
+    from .protocol.results import Detection, Stage
+
+#: Public names defined in modules that import more than a plugin's registration needs: loaded on first use.
+_LAZY = {
+    "TaskContext": ".context",
+    "Box": ".protocol.dataset",
+    "Item": ".protocol.dataset",
+    "DecodedImage": ".protocol.images",
+    "ImageInfo": ".protocol.images",
+    "ImageProblem": ".protocol.images",
+    "decode_image": ".protocol.images",
+    "probe_image": ".protocol.images",
+    "Progress": ".protocol.monitor",
+    "Detection": ".protocol.results",
+    "Stage": ".protocol.results",
+    "run": ".dispatcher",
+}
+
 __all__ = [
-    "__version__", "hookimpl", "ExecutorSpec", "Param", "TaskKind", "ReturnCode", "YmirError", "ConfigError",
-    "DatasetError", "ImageFormatError", "ModelError", "NonFiniteError", "OutputError", "atomic_path",
+    "__version__",
+    # declaring a plugin
+    "hookimpl", "ExecutorSpec", "Param", "TaskKind",
+    # a task and its outputs
+    "TaskContext", "Item", "Box", "Progress", "Detection", "Stage", "atomic_path",
+    # images
+    "decode_image", "DecodedImage", "probe_image", "ImageInfo", "ImageProblem",
+    # errors
+    "ReturnCode", "YmirError", "ConfigError", "DatasetError", "ImageFormatError", "ModelError", "ObjectTypeError",
+    "GpuMismatchError", "NoGpuError", "OutOfMemoryError", "NonFiniteError", "NetworkError", "OutputError",
+    "TaskTerminated",
+    # running a task in this process
+    "run",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ymir_runner' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

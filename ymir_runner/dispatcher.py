@@ -45,7 +45,7 @@ def phase_spans(tasks: Sequence[TaskKind]) -> list[tuple[float, float]]:
 class _StderrHandler(logging.StreamHandler):
     """Writes to whatever ``sys.stderr`` is at the time (tests and tools swap it)."""
 
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> Any:
         return sys.stderr
 

@@ -742,8 +742,8 @@ def voc_text(asset: Asset, class_names: Sequence[str]) -> str:
         ElementTree.SubElement(obj, "name").text = class_names[c].lower()
         ElementTree.SubElement(obj, "difficult").text = "0"
         bndbox = ElementTree.SubElement(obj, "bndbox")
-        for tag, value in (("xmin", x1), ("ymin", y1), ("xmax", x2), ("ymax", y2), ("rotate_angle", 0.0)):
-            ElementTree.SubElement(bndbox, tag).text = str(value)
+        for tag, coordinate in (("xmin", x1), ("ymin", y1), ("xmax", x2), ("ymax", y2), ("rotate_angle", 0.0)):
+            ElementTree.SubElement(bndbox, tag).text = str(coordinate)
         ElementTree.SubElement(obj, "box_quality").text = "-1.0"
     ElementTree.indent(root)
     return ElementTree.tostring(root, encoding="unicode") + "\n"
@@ -884,7 +884,7 @@ def write_transposed(source: str, target: str) -> tuple[int, int] | None:
         return None
 
 
-def _save_options(image: Any, format_: str) -> dict[str, Any]:
+def _save_options(image: Any, format_: str | None) -> dict[str, Any]:
     options: dict[str, Any] = {}
     if image.info.get("icc_profile"):
         options["icc_profile"] = image.info["icc_profile"]
@@ -1186,7 +1186,7 @@ def build_sandbox(source: str, out: str, *, registry: Any = None, **options: Any
 
         _prepare_work_dir(work)
         write_assets(assets, work, annotation_format, class_names)
-    train, val = write_index_files(assets, work, annotation_format, opts) if training else ([], [])
+    train, val = write_index_files(assets, work, annotation_format, opts) if annotation_format else ([], [])
     if not training:
         _write_lines(work.local("/in/candidate-index.tsv"),
                      (work.shown(asset.path) for asset in sorted(assets, key=lambda asset: asset.sha1)))

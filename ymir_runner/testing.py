@@ -37,6 +37,11 @@ from .plugins import PluginRegistry, build_plugin_manager
 from .protocol.dataset import ark_text
 from .protocol.env import TaskKind, env_document, reroot
 
+__all__ = [
+    "png_bytes", "write_png", "RunOutcome", "TaskTree", "write_task_files", "make_read_only", "cannot_run_as",
+    "torn_protocol_files", "temp_files", "make_fake_distribution",
+]
+
 try:
     import pytest
 except ImportError:  # pragma: no cover - the helpers work without pytest
@@ -219,6 +224,32 @@ class TaskTree:
         with contextlib.redirect_stderr(stderr):
             code = run(self.env_file, root=self.root, registry=registry)
         return RunOutcome(code, stderr.getvalue(), self.out_dir, self.env_file)
+
+
+def write_task_files(root: str, kinds: Sequence[TaskKind | str], config: Mapping[str, Any], *,
+                     task_id: str = "t-test", annotation_format: str = "det-ark") -> str:
+    """env.yaml and config.yaml of a task on the local tree ``root`` (``root/in``, ``root/out``), as the platform
+    writes them but with absolute local paths, so ``ymir-runner run --env <returned path>`` needs no ``--root``.
+
+    The index files are expected where the platform puts them: ``root/in/train-index.tsv``, ``val-index.tsv``,
+    ``candidate-index.tsv``. ``config`` is written as given, plus ``task_id`` and, for training, the
+    ``export_format`` of ``annotation_format`` (``det-ark`` or ``det-voc``) unless ``config`` names one.
+    Returns the path of env.yaml."""
+    from .imgman import EXPORT_FORMATS
+
+    root = os.path.abspath(root)
+    os.makedirs(os.path.join(root, "in"), exist_ok=True)
+    os.makedirs(os.path.join(root, "out"), exist_ok=True)
+    document = env_document(task_id, kinds, path=lambda container_path: reroot(container_path, root))
+    task_config = {"task_id": task_id, **config}
+    if TaskKind.TRAINING in {TaskKind(kind) for kind in kinds}:
+        task_config.setdefault("export_format", EXPORT_FORMATS[annotation_format])
+    with open(os.path.join(root, "in", "config.yaml"), "w", encoding="utf-8") as stream:
+        yaml.safe_dump(task_config, stream, sort_keys=False, allow_unicode=True)
+    env_file = os.path.join(root, "in", "env.yaml")
+    with open(env_file, "w", encoding="utf-8") as stream:
+        yaml.safe_dump(document, stream, sort_keys=False)
+    return env_file
 
 
 def make_read_only(tree: str) -> None:

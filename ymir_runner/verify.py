@@ -652,7 +652,7 @@ def _check_unlisted(collector: _Collector, models_dir: str, result_name: str, li
 
 
 def _files_under(folder: str) -> list[str]:
-    found = []
+    found: list[str] = []
     for parent, _, files in os.walk(folder):
         found.extend(os.path.join(parent, name) for name in sorted(files))
     return found

@@ -282,10 +282,11 @@ class AnnotationReader:
                 if name not in self._class_ids:
                     raise _BadBox("class name outside class_names", repr(name))
                 bndbox = obj.find("bndbox")
-                corners = [_voc_float(bndbox, tag) for tag in ("xmin", "ymin", "xmax", "ymax")]
+                xmin, ymin, xmax, ymax = (_voc_float(bndbox, tag) for tag in ("xmin", "ymin", "xmax", "ymax"))
                 quality = _voc_float(obj, "box_quality", -1.0)
                 angle = _voc_float(bndbox, "rotate_angle", _voc_float(obj, "rotate_angle", 0.0))
-                boxes.append(_box(self._class_ids[name], *corners, len(self.class_names), quality, angle))
+                boxes.append(_box(self._class_ids[name], xmin, ymin, xmax, ymax, len(self.class_names), quality,
+                                  angle))
             except _BadBox as bad:
                 self.skips.skip(bad.reason, where, str(bad))
         return tuple(boxes)

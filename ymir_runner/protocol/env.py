@@ -185,7 +185,7 @@ def _paths(cls: type, raw: Any, root: str | None, section: str, warnings: list[s
         raise ConfigError(f"env.yaml: {section} must be a mapping, got {type(raw).__name__}")
     known = {field.name for field in dataclasses.fields(cls)}
     values = {key: reroot(str(value or ""), root) for key, value in raw.items() if key in known}
-    defaults = {f.name: reroot(f.default, root) for f in dataclasses.fields(cls) if f.name not in values}
+    defaults = {f.name: reroot(str(f.default), root) for f in dataclasses.fields(cls) if f.name not in values}
     for key, value in raw.items():
         if key in known and value and not os.path.isabs(str(value)):
             warnings.append(f"env.yaml: {section}.{key} {str(value)!r} is not an absolute path: read from "

@@ -165,7 +165,7 @@ def probe_image(path: str) -> ImageInfo:
     with open_image(path, load_truncated=False) as image:
         format_ = _FORMATS.get(image.format or "", (image.format or "unknown").lower())
         info = ImageInfo(image.width, image.height, format_, image.mode)
-        complete = _ends_completely(image.fp, format_)
+        complete = _ends_completely(getattr(image, "fp", None), format_)  # an ImageFile's open stream
     return info if complete else info._replace(damage=_damage(path))
 
 

@@ -12,9 +12,6 @@ from typing import Any, Mapping
 
 import yaml
 
-from ymir_runner.imgman import EXPORT_FORMATS
-from ymir_runner.protocol.env import env_document, reroot
-
 from .plugin import EXECUTOR_NAME
 
 DEMO_CONFIG = {"epochs": 12, "save_period": 4, "img_size": 256, "batch_size_per_gpu": 16}
@@ -25,35 +22,23 @@ def write_task(root: str, *, kinds: tuple[str, ...] = ("training",), config: Map
                annotation_format: str = "det-ark", n_corrupt_train: int = 0, scene: Any = None) -> str:
     """Generate the synthetic dataset under ``root/in`` and write env.yaml + config.yaml; return env.yaml.
     ``scene`` (an ``engine.synthetic.SceneConfig``) sets how hard the images are."""
+    from ymir_runner.testing import write_task_files  # not at import: `ymir-runner --help` must not load pytest
+
     from .engine.synthetic import generate
 
     formats = (annotation_format, "det-voc" if annotation_format == "det-ark" else "det-ark")
     dataset = generate(root, n_train=n_train, n_val=n_val, n_candidates=n_candidates, seed=seed,
                        annotation_formats=formats, n_corrupt_train=n_corrupt_train, scene=scene)
-    root = os.path.abspath(root)
-    in_dir, out_dir = os.path.join(root, "in"), os.path.join(root, "out")
-    os.makedirs(out_dir, exist_ok=True)
-    training = "training" in kinds
     # The generator wrote the index files where env.yaml names them: <root>/in/{train,val,candidate}-index.tsv.
-    env = env_document("demo", kinds, path=lambda container_path: reroot(container_path, root))
     task_config: dict[str, Any] = {
-        "task_id": "demo", "class_names": list(dataset.class_names), "gpu_id": "", "gpu_count": 0,
-        "object_type": 2, "shm_size": "16G", "plugin": EXECUTOR_NAME,
-        "num_workers_per_gpu": min(2, os.cpu_count() or 1),
-    }
-    if training:
-        task_config["export_format"] = EXPORT_FORMATS[annotation_format]
-    task_config.update(config or {})
-    with open(os.path.join(in_dir, "config.yaml"), "w", encoding="utf-8") as stream:
-        yaml.safe_dump(task_config, stream, sort_keys=False)
-    env_file = os.path.join(in_dir, "env.yaml")
-    with open(env_file, "w", encoding="utf-8") as stream:
-        yaml.safe_dump(env, stream, sort_keys=False)
-    return env_file
+        "class_names": list(dataset.class_names), "gpu_id": "", "gpu_count": 0, "object_type": 2,
+        "shm_size": "16G", "plugin": EXECUTOR_NAME, "num_workers_per_gpu": min(2, os.cpu_count() or 1),
+        **(config or {})}
+    return write_task_files(root, kinds, task_config, task_id="demo", annotation_format=annotation_format)
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from ymir_runner.dispatcher import run
+    from ymir_runner import run
 
     config = dict(DEMO_CONFIG, epochs=args.epochs, save_period=max(1, args.epochs // 3))
     if args.model:

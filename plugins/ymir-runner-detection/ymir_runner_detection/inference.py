@@ -12,8 +12,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from ymir_runner import ConfigError, DatasetError, ModelError
-from ymir_runner.protocol.results import Detection
+from ymir_runner import ConfigError, DatasetError, Detection, ModelError
 
 from . import mining
 from .checkpoint import find_checkpoint, load_checkpoint

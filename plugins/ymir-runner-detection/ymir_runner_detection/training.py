@@ -18,8 +18,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import torch
 
-from ymir_runner import ConfigError, DatasetError, NonFiniteError, atomic_path
-from ymir_runner.errors import GpuMismatchError, NoGpuError
+from ymir_runner import ConfigError, DatasetError, GpuMismatchError, NoGpuError, NonFiniteError, atomic_path
 
 from .checkpoint import CHECKPOINT_NAME, ONNX_NAME, find_checkpoint, load_checkpoint, save_checkpoint
 from .engine import (

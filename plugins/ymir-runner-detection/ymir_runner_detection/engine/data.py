@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
-from ymir_runner.protocol.images import decode_image
+from ymir_runner import decode_image
 
 from .augment import AugmentConfig, LetterboxInfo, TrainAugmentation, letterbox
 from .targets import TargetConfig, encode_targets
