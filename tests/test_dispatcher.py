@@ -269,3 +269,49 @@ def test_run_with_root_env_var(registry, ymir_task, monkeypatch):
     assert run(tree.env_file, registry=registry) == 0
     with open(os.path.join(tree.out_dir, "models", "result.yaml")) as stream:
         assert yaml.safe_load(stream)["best_stage_name"]
+
+
+class PartialMiner:
+    """Scores only the first ``scored`` candidates (none: the plugin forgot to report)."""
+
+    def __init__(self, scored):
+        self.scored = scored
+
+    @ymir_runner.hookimpl
+    def ymir_runner_register_executors(self):
+        return [ymir_runner.ExecutorSpec(name="partial", tasks={TaskKind.MINING})]
+
+    @ymir_runner.hookimpl
+    def ymir_runner_mine(self, context):
+        for item in list(context.candidates)[:self.scored]:
+            context.mining_result.add(item.image, 0.5)
+
+
+def test_mining_candidates_left_without_a_score_are_counted_and_named(ymir_registry, ymir_task):
+    ymir_registry.register(PartialMiner(scored=1), "partial")
+    tree = ymir_task(kinds=["mining"])
+    outcome = tree.run(ymir_registry)
+    assert outcome.exit_code == 0, outcome.stderr
+    assert outcome.result_tsv() == [(tree.images[0], 0.5)]  # the index's container paths, not local ones
+    assert f"mining: 3 candidates have no score and are left out of {tree.out_dir}/result.tsv (never selected), " \
+           f"e.g. {tree.local(tree.images[1])}" in outcome.stderr
+
+
+def test_mining_that_scores_nothing_fails(ymir_registry, ymir_task):
+    ymir_registry.register(PartialMiner(scored=0), "partial")
+    outcome = ymir_task(kinds=["mining"]).run(ymir_registry)
+    assert (outcome.state, outcome.return_code) == (4, ReturnCode.GENERIC)
+    assert outcome.last_stderr_line.endswith("executor 'partial' finished mining without scoring any candidate")
+    assert not os.path.exists(os.path.join(outcome.out_dir, "result.tsv"))
+
+
+def test_a_non_finite_mining_score_is_refused_when_added(tmp_path):
+    from ymir_runner.protocol.results import MiningResult
+
+    result = MiningResult(str(tmp_path / "result.tsv"))
+    with pytest.raises(ValueError, match="not finite"):
+        result.add("/in/assets/a.jpg", float("nan"))
+    result.add("/in/assets/b.jpg", 0.2)
+    result.add("/in/assets/c.jpg", 0.9)
+    assert result.write() == 2
+    assert (tmp_path / "result.tsv").read_text() == "/in/assets/c.jpg\t0.9\n/in/assets/b.jpg\t0.2\n"

@@ -79,7 +79,8 @@ FAULT_PLUGIN = textwrap.dedent("""
     @ymir_runner.hookimpl
     def ymir_runner_mine(context):
         fill_disk(context.env.output.root_dir)
-        context.write_mining_result((item.image, 1.0) for item in context.candidates)
+        for item in context.candidates:
+            context.mining_result.add(item.image, 1.0)
 
     @ymir_runner.hookimpl
     def ymir_runner_infer(context):

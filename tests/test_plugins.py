@@ -25,7 +25,8 @@ def ymir_runner_register_executors():
 
 @ymir_runner.hookimpl
 def ymir_runner_mine(context):
-    context.write_mining_result((item.image, 1.0) for item in context.candidates)
+    for item in context.candidates:
+        context.mining_result.add(item.image, 1.0)
 """
 
 
@@ -136,7 +137,8 @@ class Named:
         return [self.spec]
 
     def ymir_runner_mine(self, context):
-        context.write_mining_result([(item.image, 0.5) for item in context.candidates])
+        for item in context.candidates:
+            context.mining_result.add(item.image, 0.5)
         self.calls += 1
 
 

@@ -69,11 +69,9 @@ def ymir_runner_train(context):
 def ymir_runner_mine(context):
     context.run_cache["model_loads"] = context.run_cache.get("model_loads", 0) + 1
     items = list(context.candidates)
-    scores = []
     for index, item in enumerate(items, 1):
-        scores.append((item.image, os.path.getsize(item.image) / 1e6))
+        context.mining_result.add(item.image, os.path.getsize(item.image) / 1e6)
         context.progress.steps(index, len(items))
-    context.write_mining_result(scores)
 
 
 @ymir_runner.hookimpl

@@ -15,7 +15,7 @@ import os
 import shutil
 import signal
 import sys
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from . import __version__
 from .context import TaskContext
@@ -23,10 +23,11 @@ from .errors import ConfigError, TaskTerminated, YmirError, classify, one_line
 from .inspection import report_readers
 from .plugins import Executor, PluginRegistry, build_plugin_manager
 from .protocol.config import parse_config, read_config_file
-from .protocol.dataset import SkipLog
-from .protocol.env import DEFAULT_ENV_FILE, EnvError, TaskEnv, TaskKind, load_env
+from .protocol.dataset import DatasetReader, SkipLog
+from .protocol.env import DEFAULT_ENV_FILE, EnvError, TaskEnv, TaskKind, load_env, unroot
 from .protocol.monitor import Monitor, Progress
-from .protocol.results import Detection, set_aside_previous_results
+from .protocol.results import (Detection, InferResult, MiningResult, Stage, TrainingResult,
+                               set_aside_previous_results)
 from .protocol.sdk import sdk_env, sdk_writers
 from .protocol.tensorboard import LazySummaryWriter
 from .shutdown import StopSignals, child_pids, stop_children
@@ -83,26 +84,33 @@ class Run:
             raise ConfigError("env.yaml sets none of run_training, run_mining, run_infer: nothing to do")
         self._log_plugins()
         for kind, (start, end) in zip(tasks, phase_spans(tasks)):
-            context = self.build_context(kind, Progress(self.monitor, start, end, kind.value))
-            self.run_task(context)
+            self.run_task(self.build_task(kind, Progress(self.monitor, start, end, kind.value)))
 
-    def build_context(self, kind: TaskKind, progress: Progress) -> TaskContext:
+    def build_task(self, kind: TaskKind, progress: Progress) -> _Task:
         executor = self.registry.select(kind, self.base_config.object_type, self.base_config.plugin)
         params = executor.spec.template(kind)
         config = parse_config(self.raw_config, {p.name: p.default for p in params},
                               {p.name: p.choices for p in params}, root=self.env.root)
+        out, legacy = self.env.output, self.env.protocol < (1, 0, 0)
+        output: TrainingResult | MiningResult | InferResult
+        if kind is TaskKind.TRAINING:
+            output = _CommittedStages(out.models_dir, out.training_result_file, legacy=legacy)
+        elif kind is TaskKind.MINING:
+            output = MiningResult(out.mining_result_file, lambda image: unroot(image, self.env.root))
+        else:
+            output = InferResult(out.infer_result_file, config.class_names, legacy=legacy)
         context = TaskContext(
-            kind=kind, env=self.env, config=config, executor=executor.spec, plugin_name=executor.plugin_name,
-            progress=progress,
+            kind=kind, env=self.env, config=config, executor=executor.spec, progress=progress,
             logger=logging.getLogger(f"ymir_runner.{executor.spec.name}"), tensorboard=self.tensorboard,
-            skips=SkipLog(), run_cache=self.run_cache)
-        context.on_stage = lambda stage: self.registry.stage_saved(context, stage)
-        return context
+            skips=SkipLog(), run_cache=self.run_cache, _output=output)
+        if isinstance(output, _CommittedStages):
+            output.on_commit = lambda stage: self.registry.stage_saved(context, stage)
+        return _Task(context, executor)
 
-    def run_task(self, context: TaskContext) -> None:
-        executor = Executor(context.executor, context.plugin_name)
+    def run_task(self, task: _Task) -> None:
+        context, executor = task.context, task.executor
         log.info("%s task %s: executor %s", context.kind, self.env.task_id, executor.spec.name)
-        context.check_inputs()
+        check_inputs(context)
         try:
             if context.kind is TaskKind.TRAINING:
                 self._report_dataset(context)
@@ -133,11 +141,18 @@ class Run:
     def _finish_outputs(self, context: TaskContext) -> None:
         name = context.executor.name
         if context.kind is TaskKind.TRAINING:
-            if context._training_result is None or not context._training_result.stages:
+            if not context.training_result.stages:
                 raise RuntimeError(f"executor {name!r} finished training without saving a model stage")
         elif context.kind is TaskKind.MINING:
-            if not context.mining_written:
-                raise RuntimeError(f"executor {name!r} finished mining without writing a result")
+            result = context.mining_result
+            if not result.scores:
+                raise RuntimeError(f"executor {name!r} finished mining without scoring any candidate")
+            unscored = [path for path in context.candidates.paths() if unroot(path, self.env.root) not in result.scores]
+            if unscored:
+                log.warning("mining: %d candidates have no score and are left out of %s (never selected), e.g. %s",
+                            len(unscored), self.env.output.mining_result_file, ", ".join(unscored[:3]))
+            count = result.write()
+            log.info("mining: wrote %d scores to %s", count, self.env.output.mining_result_file)
         else:
             count = context.infer_result.write(context.candidates.paths())
             log.info("infer: wrote %d image entries to %s", count, self.env.output.infer_result_file)
@@ -158,7 +173,8 @@ def _sdk_adapters(context: TaskContext) -> dict[str, Any]:
         context.progress.update(percent)
 
     def mining(result: Any) -> None:
-        context.write_mining_result(result)
+        for image, score in result:
+            context.mining_result.add(image, score)
 
     def infer(result: Any) -> None:
         for image, sdk_annotations in result.items():
@@ -178,6 +194,46 @@ def _sdk_adapters(context: TaskContext) -> dict[str, Any]:
         results.add_stage(stage, [os.path.basename(name) for name in model_names], {"mAP": mAP})
 
     return {"monitor": monitor, "mining": mining, "infer": infer, "training": training}
+
+
+@dataclasses.dataclass
+class _Task:
+    """The dispatcher's own record of one task: what the plugin sees, and the plugin that provides it."""
+
+    context: TaskContext
+    executor: Executor
+
+
+class _CommittedStages(TrainingResult):
+    """The training writer a task gets: the core fires ``stage_saved`` once a stage is in result.yaml."""
+
+    on_commit: Callable[[Stage], None] = staticmethod(lambda stage: None)
+
+    def add_stage(self, *args: Any, **kwargs: Any) -> Stage:
+        stage = super().add_stage(*args, **kwargs)
+        self.on_commit(stage)
+        return stage
+
+
+def check_inputs(context: TaskContext) -> None:
+    """Fail early on configuration errors the platform only shows as an empty dataset."""
+    if context.kind is TaskKind.TRAINING:
+        if not context.class_names:
+            raise ConfigError("config key 'class_names' is empty: a training task needs classes")
+        export = context.config.export_format
+        index = DatasetReader(context.env.input.training_index_file, annotations=None, skips=context.skips,
+                              name="training")
+        if index.is_empty():
+            raw = export.raw if export else "(absent)"
+            raise ConfigError(
+                f"training index {context.env.input.training_index_file or '(not set)'} is empty: the platform "
+                f"exported no annotations; check config key 'export_format' (got {raw!r}, e.g. 'ark:raw')")
+        if export is not None and export.annotation not in context.executor.annotation_formats:
+            raise ConfigError(
+                f"config key 'export_format': executor {context.executor.name!r} reads "
+                f"{', '.join(context.executor.annotation_formats)}, not {export.raw!r}")
+    elif not context.env.input.candidate_index_file:
+        raise ConfigError(f"env.yaml: input.candidate_index_file is not set for a {context.kind} task")
 
 
 @dataclasses.dataclass

@@ -60,8 +60,8 @@ def ymir_runner_train(context: TaskContext) -> None:
 
 @hookspec(firstresult=True)
 def ymir_runner_mine(context: TaskContext) -> None:
-    """Run a mining task: score every image of ``context.candidates`` and hand the scores to
-    ``context.write_mining_result`` (higher = more worth labelling).
+    """Run a mining task: score every image of ``context.candidates`` with ``context.mining_result.add(image,
+    score)`` (higher = more worth labelling); the core writes result.tsv, highest first, when the task ends.
 
     Called only on the chosen executor's plugin. When a run does mining and inference, mining comes first
     and ``context.run_cache`` is shared by both tasks (load the model once).
@@ -99,4 +99,5 @@ def ymir_runner_on_task_error(context: TaskContext, error: BaseException) -> Non
 
 @hookspec
 def ymir_runner_stage_saved(context: TaskContext, stage: Stage) -> None:
-    """Called on every plugin right after a model stage was written to result.yaml during training."""
+    """Called on every plugin by the core right after a model stage was committed to result.yaml during
+    training (the stage's files are in place and result.yaml lists it)."""

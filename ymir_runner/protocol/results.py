@@ -76,8 +76,7 @@ class TrainingResult:
     """
 
     def __init__(self, models_dir: str, result_file: str, *, main_metric: str = "mAP",
-                 max_stages: int = MAX_STAGES, legacy: bool = False,
-                 on_stage: Callable[[Stage], None] | None = None) -> None:
+                 max_stages: int = MAX_STAGES, legacy: bool = False) -> None:
         self.models_dir = models_dir
         self.result_file = result_file
         self.main_metric = main_metric
@@ -86,7 +85,6 @@ class TrainingResult:
         self.stages: dict[str, Stage] = {}
         self.attachments: dict[str, list[str]] = {}
         self.evaluate_config: dict[str, float] = {}
-        self._on_stage = on_stage
 
     def stage_dir(self, name: str) -> str:
         """The folder for a stage's files (created).
@@ -141,8 +139,6 @@ class TrainingResult:
         self.write()
         for old in dropped:  # delete files only once result.yaml no longer lists them
             shutil.rmtree(os.path.join(self.models_dir, old), ignore_errors=True)
-        if self._on_stage is not None:
-            self._on_stage(stage)
         return stage
 
     def add_attachment(self, section: str, path: str) -> None:
@@ -207,6 +203,29 @@ def _finite(path: str, score: Any) -> float:
     if not math.isfinite(value):
         raise ValueError(f"mining score for {path} is not finite: {value!r}")
     return value
+
+
+class MiningResult:
+    """result.tsv of a mining task: ``add(image, score)`` for each candidate; the core writes the file when the
+    task ends, highest score first (the platform takes the first top-k lines and never reads the score).
+
+    ``image`` is the candidate's path as the reader gave it; ``unroot`` maps it back to the path the candidate
+    index names (under ``--root``, readers hand out local paths)."""
+
+    def __init__(self, path: str, unroot: Callable[[str], str] = lambda image: image) -> None:
+        self.path = path
+        self._unroot = unroot
+        self.scores: dict[str, float] = {}
+
+    def add(self, image: str, score: Any) -> None:
+        """Record ``image``'s score (a finite number; higher = more worth labelling). Raises ValueError for
+        NaN or inf: one bad score would make the whole ranking meaningless."""
+        path = self._unroot(str(image))
+        self.scores[path] = _finite(path, score)
+
+    def write(self) -> int:
+        """Write result.tsv; returns the line count."""
+        return write_mining_result(self.path, self.scores.items())
 
 
 def write_mining_result(path: str, scores: Iterable[tuple[str, Any]]) -> int:

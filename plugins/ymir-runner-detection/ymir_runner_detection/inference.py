@@ -304,7 +304,8 @@ def mine(context: Any) -> None:
     floor = min(results.values(), default=0.0) - 1.0
     scores = {image: results[index] for index, image in enumerate(job.images) if index in results}
     candidates = context.candidates.paths()
-    context.write_mining_result((image, scores.get(image, floor)) for image in candidates)
+    for image in candidates:
+        context.mining_result.add(image, scores.get(image, floor))
     context.logger.info("mining (%s): scored %d images (%d unreadable, ranked last)",
                         job.hyper["mining_algorithm"], len(scores), len(candidates) - len(scores))
 
