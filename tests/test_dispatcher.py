@@ -315,3 +315,18 @@ def test_a_non_finite_mining_score_is_refused_when_added(tmp_path):
     result.add("/in/assets/c.jpg", 0.9)
     assert result.write() == 2
     assert (tmp_path / "result.tsv").read_text() == "/in/assets/c.jpg\t0.9\n/in/assets/b.jpg\t0.2\n"
+
+
+def test_model_files_are_the_tasks_models_as_local_paths(ymir_registry, ymir_task):
+    seen = {}
+
+    class Recorder(PartialMiner):
+        @ymir_runner.hookimpl
+        def ymir_runner_mine(self, context):
+            seen["files"] = context.model_files
+            super().ymir_runner_mine(context)
+
+    ymir_registry.register(Recorder(scored=4), "partial")
+    tree = ymir_task(kinds=["mining"])
+    assert tree.run(ymir_registry).exit_code == 0
+    assert seen["files"] == (tree.local("/in/models/epoch_1/model.bin"),)

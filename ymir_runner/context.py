@@ -54,6 +54,15 @@ class TaskContext:
         return self.env.protocol < (1, 0, 0)
 
     @property
+    def model_files(self) -> tuple[str, ...]:
+        """The model files this task starts from, as local paths (re-rooted under ``--root``): config key
+        ``pretrained_model_params`` in training (empty: train from scratch), ``model_params_path`` in mining
+        and inference. Each is a file of a stage folder, ``/in/models/<stage>/<file>``."""
+        if self.kind is TaskKind.TRAINING:
+            return self.config.pretrained_model_params
+        return self.config.model_params_path
+
+    @property
     def work_dir(self) -> str:
         """A writable scratch folder for this task (under /out: /in is read-only and $HOME may not exist)."""
         path = os.path.join(self.env.output.root_dir, "tmp", self.kind.value)

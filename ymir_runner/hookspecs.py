@@ -48,7 +48,7 @@ def ymir_runner_add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 # --- tasks: called only on the plugin whose executor was chosen for the task ----------------------------
 
-@hookspec(firstresult=True)
+@hookspec
 def ymir_runner_train(context: TaskContext) -> None:
     """Run a training task: read ``context.training_set`` / ``context.validation_set``, report through
     ``context.progress``, and record each model stage with ``context.training_result.add_stage``.
@@ -58,7 +58,7 @@ def ymir_runner_train(context: TaskContext) -> None:
     """
 
 
-@hookspec(firstresult=True)
+@hookspec
 def ymir_runner_mine(context: TaskContext) -> None:
     """Run a mining task: score every image of ``context.candidates`` with ``context.mining_result.add(image,
     score)`` (higher = more worth labelling); the core writes result.tsv, highest first, when the task ends.
@@ -68,7 +68,7 @@ def ymir_runner_mine(context: TaskContext) -> None:
     """
 
 
-@hookspec(firstresult=True)
+@hookspec
 def ymir_runner_infer(context: TaskContext) -> None:
     """Run an inference task: add each candidate's detections to ``context.infer_result``; the core writes
     infer-result.json afterwards with an empty entry for every candidate the plugin did not add.

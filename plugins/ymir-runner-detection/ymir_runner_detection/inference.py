@@ -80,7 +80,7 @@ def model_for(context: Any) -> Any:
     cached = context.run_cache.get(MODEL_CACHE_KEY)
     if cached is not None:
         return cached
-    path = choose_checkpoint(context.config.model_params_path, context.env.input.models_dir)
+    path = choose_checkpoint(context.model_files, context.env.input.models_dir)
     checkpoint = load_checkpoint(path)
     if list(checkpoint.class_names) != list(context.class_names):
         raise ModelError(f"the model {path} was trained on classes {checkpoint.class_names} but config key "

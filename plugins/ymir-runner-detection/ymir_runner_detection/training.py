@@ -148,7 +148,7 @@ def _initial_model(context: Any) -> torch.nn.Module:
     """From scratch, or from a pretrained checkpoint of this plugin (class head re-initialised when the
     class list changed)."""
     hyper, class_names = context.hyper, list(context.class_names)
-    paths = context.config.pretrained_model_params
+    paths = context.model_files
     if not paths:
         torch.manual_seed(hyper.seed)
         return build_model(hyper.model, len(class_names))
