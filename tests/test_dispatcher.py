@@ -330,3 +330,19 @@ def test_model_files_are_the_tasks_models_as_local_paths(ymir_registry, ymir_tas
     tree = ymir_task(kinds=["mining"])
     assert tree.run(ymir_registry).exit_code == 0
     assert seen["files"] == (tree.local("/in/models/epoch_1/model.bin"),)
+
+
+def test_a_task_tree_can_start_from_a_trained_model(registry, ymir_task):
+    trained = ymir_task(kinds=["training"]).run(registry)
+    models = os.path.join(trained.out_dir, "models")
+    best = trained.result_yaml()["best_stage_name"]
+
+    infer = ymir_task(kinds=["infer"], models_from=models)
+    assert infer.config["model_params_path"] == [f"/in/models/{best}/model.json"]
+    assert os.path.isfile(infer.local(f"/in/models/{best}/model.json"))
+    with open(infer.local("/in/models/ymir-info.yaml"), encoding="utf-8") as stream:
+        assert yaml.safe_load(stream) == {"best_stage_name": best}
+    assert infer.run(registry).exit_code == 0
+
+    finetune = ymir_task(kinds=["training"], models_from=models, stages=["epoch_1"])
+    assert finetune.config["pretrained_model_params"] == ["/in/models/epoch_1/model.json"]

@@ -9,11 +9,13 @@ Fixtures:
   pointing at a module whose source the test gives; discovery then works as for a pip-installed wheel.
 - ``ymir_shared_tmp``: a temp folder another uid can enter, for runs as uid 65534 (with ``make_read_only``
   and ``cannot_run_as``).
-- ``ymir_task``: builds a tiny /in + /out tree (generated images and annotations) and runs a task on it
-  end to end, returning what the platform would see: exit code, monitor line, result files, stderr.
+- ``ymir_task``: ``ymir_task(**options)`` builds a :class:`TaskTree` (a tiny /in + /out tree of generated images
+  and annotations, optionally starting from a trained model) under the test's tmp_path; ``tree.run(registry)``
+  runs its task end to end and returns a :class:`RunOutcome`: exit code, monitor line, result files, stderr.
 
-The helpers (``write_png``, ``TaskTree``, ``make_fake_distribution``, and for fault injection
-``torn_protocol_files`` and ``temp_files``) work without pytest too.
+The helpers (``write_png``, ``TaskTree``, ``write_task_files`` for a tree of your own data, ``install_models``,
+``make_fake_distribution``, and for fault injection ``torn_protocol_files`` and ``temp_files``) work without
+pytest too.
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ from .protocol.dataset import ark_text
 from .protocol.env import TaskKind, env_document, reroot
 
 __all__ = [
-    "png_bytes", "write_png", "RunOutcome", "TaskTree", "write_task_files", "make_read_only", "cannot_run_as",
+    "png_bytes", "write_png", "RunOutcome", "TaskTree", "write_task_files", "install_models", "make_read_only",
+    "cannot_run_as",
     "torn_protocol_files", "temp_files", "make_fake_distribution",
 ]
 
@@ -79,7 +82,10 @@ def write_png(path: str, width: int, height: int, **options: Any) -> str:
 
 @dataclasses.dataclass
 class RunOutcome:
-    """What the platform would observe after a run."""
+    """What the platform would observe after a run: ``exit_code``, ``stderr`` (the log) and its
+    ``last_stderr_line`` (what users see), monitor.txt's ``monitor_fields``, ``percent``, ``state`` and
+    ``return_code``, and the parsed outputs ``result_yaml()``, ``result_tsv()`` (``(path, score)`` pairs in
+    file order) and ``infer_result()``."""
 
     exit_code: int
     stderr: str
@@ -121,16 +127,47 @@ class RunOutcome:
             return json.load(stream)
 
 
+def install_models(models_from: str, models_dir: str, stages: Sequence[str] | None = None) -> list[str]:
+    """Put stages of a trained model where the platform puts them for a mining, inference or fine-tuning task.
+
+    ``models_from`` is the /out/models folder of a training run (with its result.yaml). Each of ``stages``
+    (default: the best stage) is copied to ``models_dir/<stage>/``, and ``models_dir/ymir-info.yaml`` names the
+    best stage, as the platform writes it. Returns the copied files as ``<stage>/<file>``, the form of config
+    keys ``model_params_path`` and ``pretrained_model_params`` under /in/models."""
+    import shutil
+
+    with open(os.path.join(models_from, "result.yaml"), encoding="utf-8") as stream:
+        result = yaml.safe_load(stream)
+    files = []
+    for stage in stages or [result["best_stage_name"]]:
+        shutil.copytree(os.path.join(models_from, stage), os.path.join(models_dir, stage), dirs_exist_ok=True)
+        files += [f"{stage}/{name}" for name in result["model_stages"][stage]["files"]]
+    with open(os.path.join(models_dir, "ymir-info.yaml"), "w", encoding="utf-8") as stream:
+        yaml.safe_dump({"best_stage_name": result["best_stage_name"]}, stream)
+    return files
+
+
 class TaskTree:
     """A YMIR work tree ``<root>/in`` + ``<root>/out`` whose env.yaml uses the container paths /in and /out;
-    runs re-root them onto ``root`` (as ``ymir-runner run --root`` does)."""
+    runs re-root them onto ``root`` (as ``ymir-runner run --root`` does).
+
+    Options: ``kinds`` (the tasks of env.yaml), ``class_names``, ``config`` (config.yaml keys over the
+    defaults), ``protocol_version`` (None: left out, as platforms up to 1.1.0 did), ``images`` generated PNGs
+    of ``size`` with one box each, ``annotation_format`` (det-ark or det-voc) with its ``export_format``, and
+    ``models_from``: the /out/models folder of a training run whose best stage (or ``stages``) the task starts
+    from (``model_params_path`` in mining and inference, ``pretrained_model_params`` in training).
+
+    Attributes: ``root``, ``env_file``, ``out_dir``, ``images`` and ``annotations`` (container paths),
+    ``config`` (change it, then ``write_config()``); ``local(path)`` maps a container path into the tree and
+    ``run(registry)`` runs the task in this process, returning a :class:`RunOutcome`."""
 
     COLORS = [(220, 40, 40), (40, 200, 40), (40, 40, 220), (220, 220, 40)]
 
     def __init__(self, root: str, *, kinds: Sequence[TaskKind | str] = (TaskKind.TRAINING,),
                  class_names: Sequence[str] = ("cat", "dog"), config: Mapping[str, Any] | None = None,
                  protocol_version: str | None = "1.1.0", images: int = 4, size: tuple[int, int] = (64, 48),
-                 annotation_format: str = "det-ark", export_format: str = "ark:raw") -> None:
+                 annotation_format: str = "det-ark", export_format: str = "ark:raw",
+                 models_from: str | None = None, stages: Sequence[str] | None = None) -> None:
         self.root = os.path.abspath(root)
         self.kinds = [TaskKind(kind) for kind in kinds]
         self.class_names = list(class_names)
@@ -150,6 +187,9 @@ class TaskTree:
             self.config["export_format"] = export_format
         else:
             self.config["model_params_path"] = ["/in/models/epoch_1/model.bin"]
+        if models_from:
+            files = [f"/in/models/{file}" for file in install_models(models_from, self.local("/in/models"), stages)]
+            self.config["pretrained_model_params" if training else "model_params_path"] = files
         self.config.update(config or {})
         self.protocol_version = protocol_version
         self.write_config()

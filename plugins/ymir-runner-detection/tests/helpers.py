@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import shutil
 
 import yaml
 
 from ymir_runner.plugins import build_plugin_manager
 from ymir_runner.protocol import monitor as monitor_module
+from ymir_runner.testing import install_models
 from ymir_runner_detection import __version__, plugin
 from ymir_runner_detection.demo import write_task
 from ymir_runner_detection.engine.synthetic import SceneConfig
@@ -71,16 +71,12 @@ def make_task(trained, folder, kinds, config=None, *, stages=None, info=True, n_
     """A mining/infer task whose /in/models holds stages of the shared trained model."""
     root, code, _ = trained
     assert code == 0
-    result = read_result(root)
     env_file = write_task(str(folder), kinds=kinds, config=dict(SMALL, **(config or {})), n_train=0, n_val=0,
                           n_candidates=n_candidates, seed=seed, scene=TEST_SCENE)
     models = folder / "in" / "models"
-    paths = []
-    for stage in stages or [result["best_stage_name"]]:
-        shutil.copytree(os.path.join(root, "out", "models", stage), models / stage)
-        paths += [str(models / stage / name) for name in result["model_stages"][stage]["files"]]
-    if info:
-        (models / "ymir-info.yaml").write_text(yaml.safe_dump({"best_stage_name": result["best_stage_name"]}))
+    paths = [str(models / file) for file in install_models(os.path.join(root, "out", "models"), str(models), stages)]
+    if not info:
+        (models / "ymir-info.yaml").unlink()
     config_file = folder / "in" / "config.yaml"
     task_config = yaml.safe_load(config_file.read_text())
     task_config["model_params_path"] = paths
