@@ -351,6 +351,7 @@ def test_results_that_cannot_be_moved_aside_are_deleted(toy_registry, ymir_task)
     assert not os.path.exists(os.path.join(tree.out_dir, "models", "result.yaml"))
     assert f"could not move {tree.out_dir}/models/result.yaml of an earlier run (Not a directory): deleted it" \
         in outcome.stderr
+    assert os.path.isfile(os.path.join(tree.out_dir, PREVIOUS_RUNS_DIR))  # left as it was
 
 
 @pytest.mark.parametrize("folder, warning", [
@@ -447,6 +448,7 @@ def test_an_earlier_result_that_can_be_neither_moved_nor_deleted_stops_the_task(
         f"ymir-runner: error {int(ReturnCode.GENERIC)}: {models}/result.yaml of an earlier run can be neither "
         f"moved aside (Permission denied) nor deleted (Permission denied): this task would publish it as its own")
     assert monitor_of(tree.out_dir) == (4, ReturnCode.GENERIC)
+    assert not os.path.exists(os.path.join(tree.out_dir, PREVIOUS_RUNS_DIR))  # no empty folder left behind
 
 
 # --- env.yaml -----------------------------------------------------------------------------------------------------
@@ -530,3 +532,13 @@ def test_plugins_into_a_full_device_is_one_line():
                           capture_output=True, text=True)
     assert done.returncode == 1
     assert done.stderr == "ymir-runner: cannot write the output: No space left on device\n"
+
+
+def test_a_monitor_path_that_cannot_be_written_is_named(toy_registry, ymir_task):
+    tree = ymir_task(kinds=["training"])
+    os.makedirs(os.path.join(tree.out_dir, "monitor.txt"))
+    outcome = tree.run(toy_registry)
+    assert outcome.exit_code == 1
+    assert outcome.last_stderr_line == (f"ymir-runner: error {int(ReturnCode.GENERIC)}: cannot write "
+                                        f"{tree.out_dir}/monitor.txt: is a directory")
+    assert "Traceback" not in outcome.stderr

@@ -110,6 +110,9 @@ class TaskTerminated(BaseException):
 class OutputError(YmirError):
     """A file under /out could not be written (disk full, quota, permissions); the message names the file."""
 
+    #: The device is full (or the quota reached): what a write that needs no new block may still get past.
+    disk_full: bool = False
+
 
 # Exceptions from libraries we must not import (torch) are recognised by name and message.
 _OOM_NAMES = {"OutOfMemoryError", "MemoryError"}

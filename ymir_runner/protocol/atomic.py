@@ -66,13 +66,16 @@ def output_error(path: str, error: BaseException, verb: str = "write") -> Output
     left), else the OS's reason."""
     directory = path if verb == "create" else os.path.dirname(os.path.abspath(path))
     full = isinstance(error, OSError) and error.errno in _FULL_DISK_ERRNOS
-    if full or free_bytes(_existing(directory)) < FULL_DISK_BYTES:
+    full = full or free_bytes(_existing(directory)) < FULL_DISK_BYTES
+    if full:
         reason = "no space left on device"
     elif isinstance(error, OSError) and error.strerror:
         reason = error.strerror[0].lower() + error.strerror[1:]
     else:
         reason = f"{type(error).__name__}: {error}"
-    return OutputError(f"cannot {verb} {path}: {reason}")
+    failure = OutputError(f"cannot {verb} {path}: {reason}")
+    failure.disk_full = full
+    return failure
 
 
 def _existing(path: str) -> str:

@@ -93,8 +93,13 @@ class Monitor:
         and, above all, state 4."""
         try:
             self._write_file(in_place=False)
-        except OutputError:
-            self._write_file(in_place=True)
+        except OutputError as error:
+            if not error.disk_full:  # a folder named monitor.txt, no permission: nothing to fall back on
+                raise
+            try:
+                self._write_file(in_place=True)
+            except OSError:
+                raise error from None
 
     def _write_file(self, in_place: bool) -> None:
         # The platform ignores an update whose timestamp equals the last one IT read, which may be any

@@ -339,28 +339,50 @@ def set_aside_previous_results(output: OutputPaths) -> list[str]:
         suffix += 1
         target = os.path.join(root, PREVIOUS_RUNS_DIR, f"{stamp}-{suffix}")
     moved, lines = 0, []
-    for path in dict.fromkeys(published + others):
-        if not os.path.lexists(path):  # result.yaml already moved with the models folder's entries
-            continue
-        relative = os.path.relpath(path, root)
-        destination = os.path.join(target, os.path.basename(path) if relative.startswith("..") else relative)
-        try:
-            os.makedirs(os.path.dirname(destination), exist_ok=True)
-            shutil.move(path, destination)
-            moved += 1
-        except OSError as error:
-            if path not in published:
-                lines.append(f"could not move {path} of an earlier run ({error.strerror}): left in place, "
-                             f"listed by no stage")
+    try:
+        for path in dict.fromkeys(published + others):
+            if not os.path.lexists(path):  # result.yaml already moved with the models folder's entries
                 continue
+            relative = os.path.relpath(path, root)
+            destination = os.path.join(target, os.path.basename(path) if relative.startswith("..") else relative)
             try:
-                shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.unlink(path)
-            except OSError as second:
-                raise OutputError(f"{path} of an earlier run can be neither moved aside ({error.strerror}) nor "
-                                  f"deleted ({second.strerror}): this task would publish it as its own") from second
-            lines.append(f"could not move {path} of an earlier run ({error.strerror}): deleted it")
+                os.makedirs(os.path.dirname(destination), exist_ok=True)
+                shutil.move(path, destination)
+                moved += 1
+            except OSError as error:
+                _remove(destination)  # what a move across devices copied before failing to delete the source
+                if path not in published:
+                    lines.append(f"could not move {path} of an earlier run ({error.strerror}): left in place, "
+                                 f"listed by no stage")
+                    continue
+                try:
+                    _remove(path, strict=True)
+                except OSError as second:
+                    raise OutputError(f"{path} of an earlier run can be neither moved aside ({error.strerror}) "
+                                      f"nor deleted ({second.strerror}): this task would publish it as its own"
+                                      ) from second
+                lines.append(f"could not move {path} of an earlier run ({error.strerror}): deleted it")
+    finally:
+        if not moved:  # nothing could be moved: leave no empty folder behind
+            for folder, _, _ in os.walk(target, topdown=False):
+                with contextlib.suppress(OSError):
+                    os.rmdir(folder)
+            with contextlib.suppress(OSError):
+                os.rmdir(os.path.dirname(target))  # previous-runs, when this was its only entry
     if moved:
         remove_temp_files(target)
         lines.insert(0, f"results of an earlier run were in {root}: moved to {target} (a task publishes only "
                         f"its own outputs)")
     return lines
+
+
+def _remove(path: str, *, strict: bool = False) -> None:
+    """Delete a file, link or folder tree; errors are ignored unless ``strict``."""
+    try:
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        elif os.path.lexists(path):
+            os.unlink(path)
+    except OSError:
+        if strict:
+            raise
