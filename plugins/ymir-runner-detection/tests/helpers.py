@@ -30,7 +30,7 @@ def registry():
 
 
 def run(env_file):
-    from ymir_runner.dispatcher import run as dispatch
+    from ymir_runner import run as dispatch
 
     return dispatch(env_file, registry=registry())
 
