@@ -8,7 +8,6 @@ import yaml
 
 from ymir_runner.plugins import build_plugin_manager
 from ymir_runner.protocol import monitor as monitor_module
-from ymir_runner.testing import install_models
 from ymir_runner_detection import __version__, plugin
 from ymir_runner_detection.demo import write_task
 from ymir_runner_detection.engine.synthetic import SceneConfig
@@ -69,6 +68,8 @@ SMALL = {"batch_size_per_gpu": 8, "num_workers_per_gpu": 0}
 
 def make_task(trained, folder, kinds, config=None, *, stages=None, info=True, n_candidates=12, seed=5):
     """A mining/infer task whose /in/models holds stages of the shared trained model."""
+    from ymir_runner.testing import install_models  # here: conftest imports this module before pytest loads the kit
+
     root, code, _ = trained
     assert code == 0
     env_file = write_task(str(folder), kinds=kinds, config=dict(SMALL, **(config or {})), n_train=0, n_val=0,
