@@ -94,7 +94,9 @@ class Run:
         out, legacy = self.env.output, self.env.protocol < (1, 0, 0)
         output: TrainingResult | MiningResult | InferResult
         if kind is TaskKind.TRAINING:
-            output = _CommittedStages(out.models_dir, out.training_result_file, legacy=legacy)
+            # ``context`` is bound below, before any stage can be added
+            output = _CommittedStages(out.models_dir, out.training_result_file, legacy=legacy,
+                                      on_commit=lambda stage: self.registry.stage_saved(context, stage))
         elif kind is TaskKind.MINING:
             output = MiningResult(out.mining_result_file, lambda image: unroot(image, self.env.root))
         else:
@@ -103,8 +105,6 @@ class Run:
             kind=kind, env=self.env, config=config, executor=executor.spec, progress=progress,
             logger=logging.getLogger(f"ymir_runner.{executor.spec.name}"), tensorboard=self.tensorboard,
             skips=SkipLog(), run_cache=self.run_cache, _output=output)
-        if isinstance(output, _CommittedStages):
-            output.on_commit = lambda stage: self.registry.stage_saved(context, stage)
         return _Task(context, executor)
 
     def run_task(self, task: _Task) -> None:
@@ -207,7 +207,9 @@ class _Task:
 class _CommittedStages(TrainingResult):
     """The training writer a task gets: the core fires ``stage_saved`` once a stage is in result.yaml."""
 
-    on_commit: Callable[[Stage], None] = staticmethod(lambda stage: None)
+    def __init__(self, *args: Any, on_commit: Callable[[Stage], None], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.on_commit = on_commit
 
     def add_stage(self, *args: Any, **kwargs: Any) -> Stage:
         stage = super().add_stage(*args, **kwargs)

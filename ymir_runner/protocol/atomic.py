@@ -94,10 +94,13 @@ def free_bytes(directory: str) -> float:
     return stats.f_bavail * stats.f_frsize
 
 
-def remove_temp_files(folder: str) -> list[str]:
-    """Delete the temp files that killed writes left anywhere under ``folder``; returns their paths."""
+def remove_temp_files(folder: str, *, recursive: bool = True) -> list[str]:
+    """Delete the temp files that killed writes left under ``folder`` (in it only, unless ``recursive``);
+    returns their paths."""
     removed = []
     for path, _, names in os.walk(folder):
+        if not recursive and path != folder:
+            break
         for name in names:
             if name.startswith(TEMP_PREFIX):
                 with contextlib.suppress(OSError):

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import yaml
 
 from ..errors import OutputError
-from .atomic import TEMP_PREFIX, atomic_write_text, output_error, remove_temp_files
+from .atomic import atomic_write_text, output_error, remove_temp_files
 from .env import OutputPaths
 
 _STAGE_NAME = re.compile(r"^[A-Za-z0-9_]+$")
@@ -317,11 +317,7 @@ def set_aside_previous_results(output: OutputPaths) -> list[str]:
     """
     root = os.path.abspath(output.root_dir)
     models = os.path.abspath(output.models_dir)
-    if os.path.isdir(root):
-        for name in os.listdir(root):
-            if name.startswith(TEMP_PREFIX):
-                with contextlib.suppress(OSError):
-                    os.unlink(os.path.join(root, name))
+    remove_temp_files(root, recursive=False)  # not under tensorboard/ (the platform's mount) or previous-runs/
     published = [path for path in (output.training_result_file, output.mining_result_file,
                                    output.infer_result_file) if os.path.lexists(path)]
     others = []
