@@ -11,6 +11,8 @@ This module is the plugin API: everything a plugin needs is importable from here
   ``DecodedImage``, ``probe_image``, ``ImageInfo``, ``ImageProblem``;
 - errors that carry a protocol return code: ``YmirError`` and its subclasses, ``ReturnCode``; ``TaskTerminated``
   (a stop signal, a ``BaseException``);
+- ``mining``: the active-learning scores (``random``, ``entropy``, ``aldd``, ``cald``) for any detector, and
+  ``mining.mine_candidates``, the whole mining task around a plugin's predict function;
 - ``run``: run the tasks of an env.yaml in this process, as ``ymir-runner run`` does (for a plugin's own
   commands, such as a demo).
 
@@ -36,6 +38,7 @@ from .records import ExecutorSpec, Param  # noqa: E402
 
 if TYPE_CHECKING:
     from .context import TaskContext
+    from . import mining
     from .dispatcher import run
     from .protocol.dataset import Box, Item
     from .protocol.images import DecodedImage, ImageInfo, ImageProblem, decode_image, probe_image
@@ -56,6 +59,7 @@ _LAZY = {
     "Detection": ".protocol.results",
     "Stage": ".protocol.results",
     "run": ".dispatcher",
+    "mining": ".mining",  # a module: imports numpy
 }
 
 __all__ = [
@@ -70,6 +74,8 @@ __all__ = [
     "ReturnCode", "YmirError", "ConfigError", "DatasetError", "ImageFormatError", "ModelError", "ObjectTypeError",
     "GpuMismatchError", "NoGpuError", "OutOfMemoryError", "NonFiniteError", "NetworkError", "OutputError",
     "TaskTerminated",
+    # mining scores for any detector (a module)
+    "mining",
     # running a task in this process
     "run",
 ]
@@ -79,7 +85,8 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'ymir_runner' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
+    imported = importlib.import_module(module, __name__)
+    value = imported if module == f".{name}" else getattr(imported, name)
     globals()[name] = value
     return value
 

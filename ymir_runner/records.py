@@ -11,6 +11,9 @@ from .protocol.env import TaskKind
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")
 
+#: The scores of :mod:`ymir_runner.mining` (docs/mining.md), in the order the core lists them.
+MINING_ALGORITHMS = ("aldd", "cald", "entropy", "random")
+
 
 @dataclasses.dataclass(frozen=True)
 class Param:
@@ -46,11 +49,20 @@ class ExecutorSpec:
     description: str = ""
     #: Annotation formats (``export_format`` annotation part) the training task reads.
     annotation_formats: tuple[str, ...] = ("det-ark", "det-voc")
+    #: The :mod:`ymir_runner.mining` algorithms the mining task supports, the default first. The core adds
+    #: ``mining_algorithm``, ``class_distribution_scores`` and ``seed`` to the mining template (each one the
+    #: plugin's template does not declare itself). Empty: the plugin mines its own way.
+    mining_algorithms: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tasks", frozenset(TaskKind(kind) for kind in self.tasks))
         object.__setattr__(self, "object_types", frozenset(int(kind) for kind in self.object_types))
+        object.__setattr__(self, "mining_algorithms", tuple(self.mining_algorithms))
         templates = {TaskKind(kind): tuple(params) for kind, params in self.templates.items()}
+        if self.mining_algorithms and TaskKind.MINING in self.tasks:
+            declared = {param.name for param in templates.get(TaskKind.MINING, ())}
+            added = tuple(param for param in mining_params(self.mining_algorithms) if param.name not in declared)
+            templates[TaskKind.MINING] = templates.get(TaskKind.MINING, ()) + added
         object.__setattr__(self, "templates", templates)
         self.validate()
 
@@ -59,6 +71,12 @@ class ExecutorSpec:
             raise ValueError(f"executor name {self.name!r} must start with a letter and use [A-Za-z0-9_.-]")
         if not self.tasks:
             raise ValueError(f"executor {self.name!r} handles no task")
+        unknown = [name for name in self.mining_algorithms if name not in MINING_ALGORITHMS]
+        if unknown or len(set(self.mining_algorithms)) != len(self.mining_algorithms):
+            raise ValueError(f"executor {self.name!r}: mining_algorithms {list(self.mining_algorithms)} must be "
+                             f"distinct names among {', '.join(MINING_ALGORITHMS)}")
+        if self.mining_algorithms and TaskKind.MINING not in self.tasks:
+            raise ValueError(f"executor {self.name!r} declares mining_algorithms but does not handle mining")
         extra = set(self.templates) - self.tasks
         if extra:
             raise ValueError(f"executor {self.name!r} has templates for tasks it does not handle: {sorted(extra)}")
@@ -76,3 +94,14 @@ class ExecutorSpec:
 
     def defaults(self, kind: TaskKind) -> dict[str, Any]:
         return {param.name: param.default for param in self.template(kind)}
+
+
+def mining_params(algorithms: tuple[str, ...]) -> tuple[Param, ...]:
+    """The mining template keys of :mod:`ymir_runner.mining`, for an executor supporting ``algorithms``."""
+    return (
+        Param("mining_algorithm", algorithms[0], f"active-learning score: {', '.join(algorithms)} (docs/mining.md)",
+              choices=tuple(algorithms)),
+        Param("class_distribution_scores", "",
+              "comma-separated per-class weights w_c of entropy, aldd and cald, padded with 1.0"),
+        Param("seed", 0, "seed of random and of CALD's cutouts"),
+    )

@@ -4,17 +4,17 @@ devices are given, results merged by rank 0 and written through the core's write
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 import yaml
 
-from ymir_runner import ConfigError, DatasetError, Detection, ModelError
+from ymir_runner import ConfigError, DatasetError, Detection, ModelError, mining
+from ymir_runner.mining import MiningSettings
 
-from . import mining
 from .checkpoint import find_checkpoint, load_checkpoint
 from .engine import DetectionDataset, NoReadableImageError, build_dataloader, decode_maps, no_readable_image_message
 from .engine.decode import boxes_to_original
@@ -22,10 +22,6 @@ from .training import _free_port, _init_group, report_image_problems, select_dev
 
 MODEL_CACHE_KEY = "ymir_runner_detection.checkpoint"
 NETWORK_CACHE_KEY = "ymir_runner_detection.network"
-#: CALD's augmentations: horizontal flip, cutout of small patches, rescale.
-CALD_SCALE = 0.8
-CALD_CUTOUTS = 4
-CALD_CUTOUT_FRACTION = 0.1
 UNREADABLE = "unreadable image"
 
 
@@ -41,7 +37,8 @@ class Job:
     num_workers: int
     hyper: dict[str, Any]
     devices: list[str]
-    weights: list[float]
+    #: The mining keys of the config (mining jobs only).
+    mining: MiningSettings | None = None
     #: Images the core's reader already counted as damaged (used as far as they decode).
     counted_damage: set[str] = dataclasses.field(default_factory=set)
 
@@ -109,15 +106,13 @@ def make_job(context: Any, kind: str) -> Job:
             raise ConfigError(f"config key 'iou_threshold': {hyper.iou_threshold} must be in (0, 1]")
         if hyper.max_detections < 1:
             raise ConfigError(f"config key 'max_detections': {hyper.max_detections} must be at least 1")
-    weights = []
-    if kind == "mining":
-        weights = mining.class_weights(hyper.class_distribution_scores, len(context.class_names)).tolist()
     # The core's reader reads each candidate's header: missing, unreadable and too large images are skipped,
     # counted and named there; the answer for them is an empty entry (inference) or the last rank (mining).
     readable = list(context.candidates)
     return Job(kind=kind, checkpoint_path=checkpoint.path, images=[item.image for item in readable],
                img_size=img_size, batch_size=hyper.batch_size_per_gpu, num_workers=hyper.num_workers_per_gpu,
-               hyper=dict(hyper), devices=select_devices(context.config.gpu_ids), weights=weights,
+               hyper=dict(hyper), devices=select_devices(context.config.gpu_ids),
+               mining=MiningSettings.from_context(context) if kind == "mining" else None,
                counted_damage={item.image for item in readable if item.damage})
 
 
@@ -142,49 +137,27 @@ def infer_batch(model: Any, batch: dict, job: Job, device: str) -> list[Any]:
     return results
 
 
+def _predict(model: Any, job: Job, device: str, images: Sequence[np.ndarray]) -> list[mining.Prediction]:
+    """The mining library's ``predict``: every peak scoring at least ``mining.MIN_SCORE``, after NMS, in the
+    pixels of the (letterboxed) images given."""
+    scores, boxes = model.predict_maps(_to_input(torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2), device))
+    return [mining.Prediction(b.cpu().numpy(), s.cpu().numpy(), c.cpu().numpy())
+            for b, s, c in _decode(scores, boxes, job.hyper, mining.MIN_SCORE)]
+
+
+def _probability_maps(model: Any, device: str, images: Sequence[np.ndarray]) -> list[list[np.ndarray]]:
+    """ALDD's K = 2 maps per class: the image's heatmap and its mirror's, mirrored back onto the same grid."""
+    inputs = _to_input(torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2), device)
+    scores, _ = model.predict_maps(inputs)
+    mirrored, _ = model.predict_maps(inputs.flip(3))
+    return [[s.float().cpu().numpy(), m.flip(2).float().cpu().numpy()] for s, m in zip(scores, mirrored)]
+
+
 def mine_batch(model: Any, batch: dict, job: Job, device: str) -> list[float]:
-    algorithm = job.hyper["mining_algorithm"]
-    images = _to_input(batch["images"], device)
-    weights = torch.tensor(job.weights, device=device)
-    scores, boxes = model.predict_maps(images)
-    if algorithm == "entropy":
-        return [mining.entropy_score(s, weights) for s in scores]
-    flipped_scores, flipped_boxes = model.predict_maps(images.flip(3))
-    if algorithm == "aldd":
-        # K = 2 maps per class: the image's and its mirror's, mirrored back onto the same grid.
-        return [mining.aldd_score([s, f.flip(2)], weights) for s, f in zip(scores, flipped_scores)]
-    return _cald(model, images, (scores, boxes), (flipped_scores, flipped_boxes), job)
-
-
-def _cald(model: Any, images: torch.Tensor, plain: tuple, flipped: tuple, job: Job) -> list[float]:
-    """CALD on the letterboxed input: flip, cutout and rescale; reference boxes transformed alike."""
-    size = images.shape[-1]
-    threshold = mining.PEAK_FLOOR
-    generator = torch.Generator().manual_seed(int(job.hyper.get("seed", 0)))
-    cut = images.clone()
-    side = max(1, int(size * CALD_CUTOUT_FRACTION))
-    for _ in range(CALD_CUTOUTS):
-        x, y = (int(v) for v in torch.randint(0, size - side + 1, (2,), generator=generator))
-        cut[:, :, y:y + side, x:x + side] = 0.5
-    scaled_size = int(size * CALD_SCALE) // 32 * 32 or 32
-    scaled = F.pad(F.interpolate(images, size=(scaled_size, scaled_size), mode="bilinear", align_corners=False),
-                   (0, size - scaled_size, 0, size - scaled_size), value=114 / 255)
-    factor = scaled_size / size
-    decoded = {name: _decode(*maps, job.hyper, threshold)
-               for name, maps in (("plain", plain), ("flip", flipped), ("cutout", model.predict_maps(cut)),
-                                  ("scale", model.predict_maps(scaled)))}
-    results = []
-    for index in range(images.shape[0]):
-        ref_boxes, ref_scores, _ = (t.cpu().numpy() for t in decoded["plain"][index])
-        if len(ref_scores) == 0:
-            results.append(mining.cald_score(None))
-            continue
-        mirrored = ref_boxes.copy()
-        mirrored[:, [0, 2]] = size - ref_boxes[:, [2, 0]]
-        references = [mirrored, ref_boxes, ref_boxes * factor]
-        augmented = [tuple(t.cpu().numpy() for t in decoded[name][index][:2]) for name in ("flip", "cutout", "scale")]
-        results.append(mining.cald_score(mining.cald_consistency(references, ref_scores, augmented)))
-    return results
+    assert job.mining is not None
+    images = list(batch["images"].permute(0, 2, 3, 1).numpy())
+    return job.mining.score(images, predict=functools.partial(_predict, model, job, device),
+                            probability_maps=functools.partial(_probability_maps, model, device))
 
 
 # --- running a job on one shard --------------------------------------------------------------------------
@@ -197,9 +170,9 @@ def run_shard(job: Job, rank: int, world_size: int, device: str, report: Callabl
     indices = list(range(rank, len(job.images), world_size))
     results: dict[int, Any] = {}
     problems: dict[int, str] = {}
-    if job.kind == "mining" and job.hyper["mining_algorithm"] == "random":
-        scores = mining.random_scores(job.images, int(job.hyper.get("seed", 0)))
-        return {index: scores[index] for index in indices}, problems
+    if job.mining is not None and not job.mining.uses_model:
+        scores = mining.random_scores([job.images[index] for index in indices], job.mining.seed)
+        return dict(zip(indices, scores)), problems
     if not indices:
         return results, problems
     if model is None:
@@ -307,5 +280,5 @@ def mine(context: Any) -> None:
     for image in candidates:
         context.mining_result.add(image, scores.get(image, floor))
     context.logger.info("mining (%s): scored %d images (%d unreadable, ranked last)",
-                        job.hyper["mining_algorithm"], len(scores), len(candidates) - len(scores))
+                        job.mining.algorithm if job.mining else "", len(scores), len(candidates) - len(scores))
 

@@ -18,6 +18,7 @@ def ymir_runner_register_executors():
         tasks={TaskKind.TRAINING, TaskKind.MINING, TaskKind.INFER},
         object_types={2},
         templates=templates.TEMPLATES,
+        mining_algorithms=templates.MINING_ALGORITHMS,
         description="anchor-free CenterNet-style detector in pure PyTorch (COCO mAP, ONNX export)",
     )]
 

@@ -51,12 +51,9 @@ INFER = (
     Param("max_detections", 100, "most boxes reported per image"),
 )
 
-MINING = (
-    *_INFERENCE,
-    Param("mining_algorithm", "aldd", "random, entropy, aldd or cald (see the plugin README)",
-          choices=("random", "entropy", "aldd", "cald")),
-    Param("class_distribution_scores", "", "comma-separated per-class weights, padded with 1.0"),
-    Param("seed", 0, "seed of the random algorithm and of CALD's cutout"),
-)
+#: The core adds mining_algorithm, class_distribution_scores and seed (ymir_runner.mining) to this template.
+MINING = _INFERENCE
+#: The ymir_runner.mining algorithms this executor supports, its default first.
+MINING_ALGORITHMS = ("aldd", "entropy", "cald", "random")
 
 TEMPLATES = {TaskKind.TRAINING: TRAINING, TaskKind.INFER: INFER, TaskKind.MINING: MINING}
