@@ -51,7 +51,7 @@ def test_core_never_imports_torch():
 
 # --- the plugin API ---------------------------------------------------------------------------------------------
 
-PUBLIC_MODULES = {"ymir_runner", "ymir_runner.testing", "ymir_runner.mining"}
+PUBLIC_MODULES = {"ymir_runner", "ymir_runner.testing", "ymir_runner.mining", "ymir_runner.evaluation"}
 FIRST_PARTY_PACKAGES = sorted(path for path in (ROOT / "plugins").glob("*/*") if (path / "__init__.py").exists())
 
 
@@ -77,6 +77,7 @@ def test_there_are_first_party_plugins():
 def test_first_party_plugins_use_only_the_plugin_api(package):
     """The first-party plugins are the proof that the public face is enough: they import nothing else."""
     import ymir_runner
+    import ymir_runner.evaluation
     import ymir_runner.mining
     import ymir_runner.testing
 

@@ -11,6 +11,8 @@ This module is the plugin API: everything a plugin needs is importable from here
   ``DecodedImage``, ``probe_image``, ``ImageInfo``, ``ImageProblem``;
 - errors that carry a protocol return code: ``YmirError`` and its subclasses, ``ReturnCode``; ``TaskTerminated``
   (a stop signal, a ``BaseException``);
+- ``evaluation``: a stage's metrics (COCO mAP via faster-coco-eval, tp/fp/fn) from ground truth and
+  predictions, in the keys result.yaml takes;
 - ``mining``: the active-learning scores (``random``, ``entropy``, ``aldd``, ``cald``) for any detector, and
   ``mining.mine_candidates``, the whole mining task around a plugin's predict function;
 - ``run``: run the tasks of an env.yaml in this process, as ``ymir-runner run`` does (for a plugin's own
@@ -38,7 +40,7 @@ from .records import ExecutorSpec, Param  # noqa: E402
 
 if TYPE_CHECKING:
     from .context import TaskContext
-    from . import mining
+    from . import evaluation, mining
     from .dispatcher import run
     from .protocol.dataset import Box, Item
     from .protocol.images import DecodedImage, ImageInfo, ImageProblem, decode_image, probe_image
@@ -60,6 +62,7 @@ _LAZY = {
     "Stage": ".protocol.results",
     "run": ".dispatcher",
     "mining": ".mining",  # a module: imports numpy
+    "evaluation": ".evaluation",  # a module: imports numpy and faster-coco-eval
 }
 
 __all__ = [
@@ -74,8 +77,8 @@ __all__ = [
     "ReturnCode", "YmirError", "ConfigError", "DatasetError", "ImageFormatError", "ModelError", "ObjectTypeError",
     "GpuMismatchError", "NoGpuError", "OutOfMemoryError", "NonFiniteError", "NetworkError", "OutputError",
     "TaskTerminated",
-    # mining scores for any detector (a module)
-    "mining",
+    # stage metrics and mining scores for any detector (modules)
+    "evaluation", "mining",
     # running a task in this process
     "run",
 ]

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 import numpy as np
 
 from .errors import ConfigError, DatasetError
+from .evaluation import box_iou
 from .records import MINING_ALGORITHMS
 
 if TYPE_CHECKING:
@@ -193,17 +194,6 @@ def aldd_score(maps: Sequence[np.ndarray], weights: np.ndarray | None = None, *,
     per_class = padded.reshape(classes, rows, cell, cols, cell).max(axis=(2, 4)).reshape(classes, -1).mean(1)
     w = np.ones(classes) if weights is None else np.asarray(weights, np.float64)
     return float((per_class * w).sum())
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU matrix ``[N,M]`` of pixel-edge boxes ``a [N,4]`` and ``b [M,4]`` (``x1, y1, x2, y2``)."""
-    a, b = np.asarray(a, np.float64).reshape(-1, 4), np.asarray(b, np.float64).reshape(-1, 4)
-    top_left = np.maximum(a[:, None, :2], b[None, :, :2])
-    bottom_right = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(bottom_right - top_left, 0, None).prod(-1)
-    area_a = (a[:, 2:] - a[:, :2]).clip(0).prod(-1)
-    area_b = (b[:, 2:] - b[:, :2]).clip(0).prod(-1)
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-12)
 
 
 def js_divergence(p: np.ndarray, q: np.ndarray) -> np.ndarray:

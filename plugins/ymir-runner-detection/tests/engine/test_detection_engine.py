@@ -24,7 +24,6 @@ from ymir_runner_detection.engine import (
     build_model,
     decode_maps,
     encode_targets,
-    evaluate_detections,
     evaluate_model,
     export_onnx,
     launch_local,
@@ -178,41 +177,6 @@ def test_images_decode_by_content_and_corrupt_ones_are_skipped_and_counted(tiny_
     # In-process use records it on the dataset too.
     dataset[corrupt_index]
     assert dataset.corrupt_indices == {corrupt_index}
-
-
-def test_evaluation_perfect_empty_and_half_right():
-    gts = [
-        (np.array([[10, 10, 50, 50], [60, 60, 90, 100]], np.float32), np.array([0, 1])),
-        (np.zeros((0, 4), np.float32), np.zeros(0, np.int64)),  # image without objects
-        (np.array([[5, 5, 40, 30]], np.float32), np.array([0])),
-    ]
-    perfect = [(boxes, np.ones(len(boxes)), classes) for boxes, classes in gts]
-    result = evaluate_detections(gts, perfect, num_classes=3, class_names=["a", "b", "c"])
-    assert result.map50_95 == pytest.approx(1.0) and result.map50 == pytest.approx(1.0)
-    assert result.mar50_95 == pytest.approx(1.0) and result.mar == pytest.approx(1.0)
-    assert (result.true_positives, result.false_positives, result.false_negatives) == (3, 0, 0)
-    assert result.per_class_ap[2] is None  # class "c" has no ground truth: undefined, excluded from the mean
-    assert result.to_dict()["per_class_ap"]["c"] is None
-
-    empty = [(np.zeros((0, 4)), np.zeros(0), np.zeros(0, np.int64)) for _ in gts]
-    result = evaluate_detections(gts, empty, num_classes=3)
-    assert result.map50_95 == 0.0 and result.map50 == 0.0
-    assert (result.true_positives, result.false_positives, result.false_negatives) == (0, 0, 3)
-
-    # Class 0: one of two objects found (the other prediction is misplaced); class 1 missed.
-    half = [
-        (np.array([[10, 10, 50, 50]], np.float32), np.array([0.9]), np.array([0])),
-        (np.zeros((0, 4)), np.zeros(0), np.zeros(0, np.int64)),
-        (np.array([[200, 200, 240, 230]], np.float32), np.array([0.8]), np.array([0])),
-    ]
-    result = evaluate_detections(gts, half, num_classes=3, score_threshold=0.5)
-    # COCO's 101-point interpolation: precision 1 up to recall 0.5 -> 51/101.
-    assert result.per_class_ap50[0] == pytest.approx(51 / 101, abs=1e-6)
-    assert result.per_class_ap50[1] == 0.0
-    assert result.map50 == pytest.approx(51 / 202, abs=1e-6)
-    assert (result.true_positives, result.false_positives, result.false_negatives) == (1, 1, 2)
-    assert result.precision == 0.5 and result.recall == pytest.approx(1 / 3)
-    assert all(isinstance(v, float) for v in (result.map50, result.map50_95, result.mar50_95, result.map, result.mar))
 
 
 def test_class_aware_nms():

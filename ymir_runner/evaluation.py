@@ -1,0 +1,247 @@
+"""Detection metrics for a model stage: COCO mAP (faster-coco-eval) plus tp/fp/fn at an operating point.
+
+For any plugin: give ground truth and predictions per validation image, get an :class:`EvaluationResult`
+whose :meth:`~EvaluationResult.stage_metrics` and :meth:`~EvaluationResult.stage_counts` go straight into
+``context.training_result.add_stage(name, files, metrics, counts)``.
+
+Ground truth per image: ``(boxes [N,4], classes [N])``; predictions per image:
+:class:`~.decode.Detections` or ``(boxes [M,4], scores [M], classes [M])``.
+Boxes are ``x1, y1, x2, y2`` pixel-edge coordinates of the same image space.
+
+Definitions (COCO's, from pycocotools' ``COCOeval``, computed by faster-coco-eval): AP is the area under the
+101-point interpolated precision/recall curve of one class, mAP its mean over the classes that have ground
+truth. ``map`` / ``mar`` are AP / recall at ONE IoU threshold (``iou_threshold``, 0.5 by default: the value
+YMIR labels its ``mAP`` with), ``map50_95`` the mean of AP over the IoU thresholds 0.50, 0.55, ..., 0.95.
+Each image contributes at most ``max_detections`` predictions, its best whatever their class (100 by default:
+raise it for scenes with more objects; COCO's maxDets, which limits each image and class, is set alike).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+__all__ = ["EvaluationResult", "evaluate_detections", "coco_metrics", "match_counts", "box_iou", "COCO_IOU_THRESHOLDS",
+           "DEFAULT_MAX_DETECTIONS"]
+
+GroundTruth = tuple[np.ndarray, np.ndarray]
+Prediction = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+#: COCO's IoU thresholds for mAP50-95: 0.50, 0.55, ..., 0.95.
+COCO_IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
+DEFAULT_MAX_DETECTIONS = 100
+
+
+@dataclass
+class EvaluationResult:
+    """Detection metrics; ``None`` means undefined (no ground truth to measure against)."""
+
+    map: float | None  # AP at iou_threshold, mean over classes
+    mar: float | None  # recall at iou_threshold with max_detections per image, mean over classes
+    map50_95: float | None
+    map50: float | None
+    mar50_95: float | None  # recall averaged over the IoUs 0.50:0.95, max_detections per image
+    per_class_ap: dict[int, float | None]  # AP@[.50:.95] per class id; None = class has no GT
+    per_class_ap50: dict[int, float | None]
+    true_positives: int
+    false_positives: int
+    false_negatives: int
+    precision: float
+    recall: float
+    score_threshold: float
+    num_images: int
+    iou_threshold: float = 0.5
+    max_detections: int = DEFAULT_MAX_DETECTIONS
+    class_names: list[str] = field(default_factory=list)
+
+    def stage_metrics(self) -> dict[str, float]:
+        """The metrics of a model stage in result.yaml: ``mAP`` and ``mAR`` at ``iou_threshold`` (the IoU the
+        platform labels ``mAP`` with: record it with ``set_evaluate_config(iou_thr=...)``) and COCO
+        ``mAP50_95``; an undefined value (no ground truth) is 0."""
+        return {"mAP": self.map or 0.0, "mAR": self.mar or 0.0, "mAP50_95": self.map50_95 or 0.0}
+
+    def stage_counts(self) -> dict[str, int]:
+        """``tp``, ``fp`` and ``fn`` at ``score_threshold`` and ``iou_threshold``, for result.yaml."""
+        return {"tp": self.true_positives, "fp": self.false_positives, "fn": self.false_negatives}
+
+    def to_dict(self) -> dict:
+        """Plain-Python dict (JSON-serialisable; per-class keys are class names when known)."""
+        result = asdict(self)
+        if self.class_names:
+            for key in ("per_class_ap", "per_class_ap50"):
+                result[key] = {self.class_names[c]: ap for c, ap in result[key].items()}
+        return result
+
+
+def _as_prediction(prediction: Any) -> Prediction:
+    if hasattr(prediction, "boxes"):
+        return prediction.boxes, prediction.scores, prediction.classes
+    return prediction
+
+
+def _xywh(boxes: np.ndarray) -> np.ndarray:
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    return np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
+
+
+def _build_coco(ground_truths: Sequence[GroundTruth], predictions: Sequence[Any], num_classes: int,
+                image_sizes: Sequence[tuple[int, int]] | None) -> tuple[Any, Any]:
+    images: list[dict[str, Any]] = []
+    gt_anns: list[dict[str, Any]] = []
+    dt_anns: list[dict[str, Any]] = []
+    for image_id, ((gt_boxes, gt_classes), prediction) in enumerate(zip(ground_truths, predictions), start=1):
+        width, height = image_sizes[image_id - 1] if image_sizes else (100000, 100000)
+        images.append({"id": image_id, "width": int(width), "height": int(height)})
+        for box, cls in zip(_xywh(gt_boxes), np.asarray(gt_classes).reshape(-1)):
+            gt_anns.append({
+                "id": len(gt_anns) + 1, "image_id": image_id, "category_id": int(cls) + 1,
+                "bbox": box.tolist(), "area": float(box[2] * box[3]), "iscrowd": 0,
+            })
+        boxes, scores, classes = _as_prediction(prediction)
+        for box, score, cls in zip(_xywh(boxes), np.asarray(scores).reshape(-1), np.asarray(classes).reshape(-1)):
+            dt_anns.append({"image_id": image_id, "category_id": int(cls) + 1, "bbox": box.tolist(), "score": float(score)})
+    from faster_coco_eval import COCO
+
+    categories = [{"id": c + 1, "name": str(c)} for c in range(num_classes)]
+    coco_gt = COCO({"images": images, "annotations": gt_anns, "categories": categories})
+    return coco_gt, coco_gt.loadRes(dt_anns)
+
+
+def _mean_valid(values: np.ndarray) -> float | None:
+    valid = values[values > -1]
+    return float(valid.mean()) if valid.size else None
+
+
+def coco_metrics(
+    ground_truths: Sequence[GroundTruth], predictions: Sequence[Any], num_classes: int,
+    image_sizes: Sequence[tuple[int, int]] | None = None, *,
+    iou_threshold: float = 0.5, max_detections: int = DEFAULT_MAX_DETECTIONS,
+) -> dict:
+    """AP / recall at ``iou_threshold``, mAP@[.5:.95], mAP@.5, recall@[.5:.95] and per-class APs (COCO
+    definitions, at most ``max_detections`` predictions per image, all object sizes).
+
+    Raises ``ValueError`` for an ``iou_threshold`` outside (0, 1) or ``max_detections`` < 1.
+    """
+    if not 0.0 < iou_threshold < 1.0:
+        raise ValueError(f"iou_threshold must be in (0, 1), got {iou_threshold}")
+    if max_detections < 1:
+        raise ValueError(f"max_detections must be at least 1, got {max_detections}")
+    from faster_coco_eval import COCOeval_faster
+
+    coco_gt, coco_dt = _build_coco(ground_truths, predictions, num_classes, image_sizes)
+    evaluator = COCOeval_faster(coco_gt, coco_dt, iouType="bbox", print_function=lambda *args, **kwargs: None)
+    evaluator.params.catIds = list(range(1, num_classes + 1))
+    thresholds = np.round(np.union1d(COCO_IOU_THRESHOLDS, [iou_threshold]), 10)
+    evaluator.params.iouThrs = thresholds
+    evaluator.params.maxDets = sorted({1, 10, int(max_detections)})
+    evaluator.evaluate()
+    evaluator.accumulate()
+    # precision: [iou T, recall R, class K, area A, maxDets M]; -1 marks "no GT" entries.
+    precision = evaluator.eval["precision"][:, :, :, 0, -1]
+    recall = evaluator.eval["recall"][:, :, 0, -1]
+    coco = np.isin(thresholds, np.round(COCO_IOU_THRESHOLDS, 10))
+    at = int(np.argmin(np.abs(thresholds - iou_threshold)))
+    at_50 = int(np.argmin(np.abs(thresholds - 0.5)))
+    return {
+        "map": _mean_valid(precision[at]),
+        "mar": _mean_valid(recall[at]),
+        "map50_95": _mean_valid(precision[coco]),
+        "map50": _mean_valid(precision[at_50]),
+        "mar50_95": _mean_valid(recall[coco]),
+        "per_class_ap": {c: _mean_valid(precision[coco][:, :, c]) for c in range(num_classes)},
+        "per_class_ap50": {c: _mean_valid(precision[at_50, :, c]) for c in range(num_classes)},
+    }
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU matrix ``[N,M]`` of pixel-edge boxes ``a [N,4]`` and ``b [M,4]`` (``x1, y1, x2, y2``)."""
+    a, b = np.asarray(a, np.float64).reshape(-1, 4), np.asarray(b, np.float64).reshape(-1, 4)
+    top_left = np.maximum(a[:, None, :2], b[None, :, :2])
+    bottom_right = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(bottom_right - top_left, 0, None).prod(-1)
+    area_a = (a[:, 2:] - a[:, :2]).clip(0).prod(-1)
+    area_b = (b[:, 2:] - b[:, :2]).clip(0).prod(-1)
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-12)
+
+
+def match_counts(
+    ground_truths: Sequence[GroundTruth], predictions: Sequence, score_threshold: float, iou_threshold: float = 0.5
+) -> tuple[int, int, int]:
+    """(tp, fp, fn): per image and class, predictions above the threshold greedily matched by score."""
+    tp = fp = fn = 0
+    for (gt_boxes, gt_classes), prediction in zip(ground_truths, predictions):
+        boxes, scores, classes = (np.asarray(a) for a in _as_prediction(prediction))
+        gt_boxes = np.asarray(gt_boxes, dtype=np.float64).reshape(-1, 4)
+        gt_classes = np.asarray(gt_classes).reshape(-1)
+        confident = np.asarray(scores).reshape(-1) >= score_threshold
+        boxes, scores, classes = boxes.reshape(-1, 4)[confident], scores.reshape(-1)[confident], classes.reshape(-1)[confident]
+        for cls in np.union1d(np.unique(gt_classes), np.unique(classes)):
+            cls_gt = gt_boxes[gt_classes == cls]
+            order = np.argsort(-scores[classes == cls], kind="stable")
+            cls_pred = boxes[classes == cls][order].astype(np.float64)
+            matched = np.zeros(len(cls_gt), dtype=bool)
+            iou = box_iou(cls_pred, cls_gt) if len(cls_gt) and len(cls_pred) else None
+            for p in range(len(cls_pred)):
+                if iou is None:
+                    fp += 1
+                    continue
+                candidates = np.where(matched, -1.0, iou[p])
+                best = int(np.argmax(candidates))
+                if candidates[best] >= iou_threshold:
+                    matched[best] = True
+                    tp += 1
+                else:
+                    fp += 1
+            fn += int((~matched).sum())
+    return tp, fp, fn
+
+
+def evaluate_detections(
+    ground_truths: Sequence[GroundTruth],
+    predictions: Sequence,
+    num_classes: int,
+    *,
+    score_threshold: float = 0.25,
+    iou_threshold: float = 0.5,
+    max_detections: int = DEFAULT_MAX_DETECTIONS,
+    class_names: Sequence[str] | None = None,
+    image_sizes: Sequence[tuple[int, int]] | None = None,
+) -> EvaluationResult:
+    """COCO metrics (see :func:`coco_metrics`) plus tp/fp/fn (at ``score_threshold``, IoU ``iou_threshold``)
+    over a set of images. Only each image's ``max_detections`` best predictions count, whatever their class (as
+    the decoder keeps them; COCO's own maxDets limits each image AND class)."""
+    if len(ground_truths) != len(predictions):
+        raise ValueError(f"{len(ground_truths)} ground truths but {len(predictions)} predictions")
+    for prediction in predictions:
+        classes = np.asarray(_as_prediction(prediction)[2]).reshape(-1)
+        if classes.size and (classes.min() < 0 or classes.max() >= num_classes):
+            raise ValueError(f"predicted class ids must be in [0, {num_classes})")
+    predictions = [_best(prediction, max_detections) for prediction in predictions]
+    coco = coco_metrics(ground_truths, predictions, num_classes, image_sizes, iou_threshold=iou_threshold,
+                        max_detections=max_detections)
+    tp, fp, fn = match_counts(ground_truths, predictions, score_threshold, iou_threshold)
+    return EvaluationResult(
+        **coco,
+        true_positives=tp,
+        false_positives=fp,
+        false_negatives=fn,
+        precision=tp / (tp + fp) if tp + fp else 0.0,
+        recall=tp / (tp + fn) if tp + fn else 0.0,
+        score_threshold=score_threshold,
+        num_images=len(ground_truths),
+        iou_threshold=iou_threshold,
+        max_detections=max_detections,
+        class_names=list(class_names or []),
+    )
+
+
+def _best(prediction: Any, max_detections: int) -> Prediction:
+    """The ``max_detections`` highest-scoring predictions of one image, whatever their class."""
+    boxes, scores, classes = (np.asarray(a) for a in _as_prediction(prediction))
+    scores = scores.reshape(-1)
+    if scores.size <= max_detections:
+        return boxes, scores, classes
+    keep = np.argsort(-scores, kind="stable")[:max_detections]
+    return boxes.reshape(-1, 4)[keep], scores[keep], classes.reshape(-1)[keep]
