@@ -346,3 +346,23 @@ def test_a_task_tree_can_start_from_a_trained_model(registry, ymir_task):
 
     finetune = ymir_task(kinds=["training"], models_from=models, stages=["epoch_1"])
     assert finetune.config["pretrained_model_params"] == ["/in/models/epoch_1/model.json"]
+
+
+def test_run_outcome_verify_checks_what_the_run_was_asked(registry, ymir_task):
+    training = ymir_task().run(registry)
+    report = training.verify()
+    assert report.ok, report.to_text()
+    assert report.tasks == ("training",)
+    models = training.out_dir + "/models"
+    tree = ymir_task(kinds=("mining", "infer"), models_from=models)
+    both = tree.run(registry)
+    report = both.verify()
+    assert report.ok and report.tasks == ("mining", "infer"), report.to_text()
+    # a candidate left out of result.tsv is what verify exists to catch
+    with open(tree.local("/out/result.tsv"), encoding="utf-8") as stream:
+        lines = stream.readlines()
+    with open(tree.local("/out/result.tsv"), "w", encoding="utf-8") as stream:
+        stream.writelines(lines[1:])
+    assert not both.verify().ok
+    failed = ymir_task(config={"fail_with": "config"}).run(registry)
+    assert failed.exit_code and failed.verify().ok  # a failure that monitor.txt reports is what the platform expects

@@ -83,9 +83,9 @@ def build_parser(registry: Any = None) -> argparse.ArgumentParser:
     plugins.add_argument("--json", action="store_true", help="machine-readable output")
     plugins.set_defaults(handler=_cmd_plugins)
 
-    from . import imgman, inspection, sandbox, verify  # light modules: heavy imports happen in the handlers
+    from . import imgman, inspection, sandbox, scaffold, verify  # light modules: heavy imports happen in the handlers
 
-    for module in (imgman, inspection, sandbox, verify):
+    for module in (imgman, inspection, sandbox, scaffold, verify):
         module.add_command(commands)
     if registry is not None:
         registry.add_commands(commands)

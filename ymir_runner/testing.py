@@ -84,13 +84,36 @@ def write_png(path: str, width: int, height: int, **options: Any) -> str:
 class RunOutcome:
     """What the platform would observe after a run: ``exit_code``, ``stderr`` (the log) and its
     ``last_stderr_line`` (what users see), monitor.txt's ``monitor_fields``, ``percent``, ``state`` and
-    ``return_code``, and the parsed outputs ``result_yaml()``, ``result_tsv()`` (``(path, score)`` pairs in
-    file order) and ``infer_result()``."""
+    ``return_code``, the parsed outputs ``result_yaml()``, ``result_tsv()`` (``(path, score)`` pairs in
+    file order) and ``infer_result()``, and ``verify()``: what ``ymir-runner verify`` finds in the outputs."""
 
     exit_code: int
     stderr: str
     out_dir: str
     env_file: str
+    #: The local folder the run re-rooted '/' onto (``--root``); None when env.yaml holds local paths.
+    root: str | None = None
+
+    def verify(self) -> Any:
+        """Check this run's outputs as ``ymir-runner verify`` does: every task env.yaml runs, every line of the
+        candidate index covered, only config.yaml's class names, its task_id in monitor.txt; a run that exited
+        non-zero must report the failure in monitor.txt. Returns a ``Report``: ``ok``, ``errors``,
+        ``to_text()`` (assert ``report.ok, report.to_text()``)."""
+        from .protocol.config import read_config_file
+        from .protocol.env import load_env
+        from .verify import verify_out
+
+        env = load_env(self.env_file, root=self.root)
+        config = read_config_file(env.input.config_file)
+        candidates = None
+        if env.input.candidate_index_file and not env.run_training:
+            with open(env.input.candidate_index_file, encoding="utf-8-sig") as stream:
+                candidates = [line.split("\t")[0].strip() for line in stream if line.strip()]
+        class_names = config.get("class_names")
+        return verify_out(self.out_dir, [kind.value for kind in env.tasks], candidates=candidates,
+                          class_names=list(class_names) if isinstance(class_names, list) else None,
+                          protocol_version=env.protocol_version, expect_failure=self.exit_code != 0,
+                          task_id=str(config.get("task_id", env.task_id)), root=self.root)
 
     @property
     def monitor_fields(self) -> list[str]:
@@ -128,22 +151,35 @@ class RunOutcome:
 
 
 def install_models(models_from: str, models_dir: str, stages: Sequence[str] | None = None) -> list[str]:
-    """Put stages of a trained model where the platform puts them for a mining, inference or fine-tuning task.
+    """Put stages of a model where the platform puts them for a mining, inference or fine-tuning task.
 
-    ``models_from`` is the /out/models folder of a training run (with its result.yaml). Each of ``stages``
-    (default: the best stage) is copied to ``models_dir/<stage>/``, and ``models_dir/ymir-info.yaml`` names the
-    best stage, as the platform writes it. Returns the copied files as ``<stage>/<file>``, the form of config
-    keys ``model_params_path`` and ``pretrained_model_params`` under /in/models."""
+    ``models_from`` is either the /out/models folder of a training run (with its result.yaml): each of
+    ``stages`` (default: the best stage) is copied to ``models_dir/<stage>/``; or a folder of model files
+    without result.yaml (a model a test made by hand): it is copied as one stage named after the folder.
+    ``models_dir/ymir-info.yaml`` names the best stage, as the platform writes it. Returns the copied files as
+    ``<stage>/<file>``, the form of config keys ``model_params_path`` and ``pretrained_model_params`` under
+    /in/models. Raises ``FileNotFoundError`` for a missing folder."""
     import shutil
 
-    with open(os.path.join(models_from, "result.yaml"), encoding="utf-8") as stream:
-        result = yaml.safe_load(stream)
+    result_file = os.path.join(models_from, "result.yaml")
+    if os.path.exists(result_file):
+        with open(result_file, encoding="utf-8") as stream:
+            result = yaml.safe_load(stream)
+        best = result["best_stage_name"]
+        listed = {stage: result["model_stages"][stage]["files"] for stage in stages or [best]}
+    elif os.path.isdir(models_from):
+        best = os.path.basename(os.path.normpath(models_from))
+        listed = {best: sorted(name for name in os.listdir(models_from)
+                               if os.path.isfile(os.path.join(models_from, name)))}
+        models_from = os.path.dirname(os.path.normpath(models_from))
+    else:
+        raise FileNotFoundError(f"no model folder {models_from}")
     files = []
-    for stage in stages or [result["best_stage_name"]]:
+    for stage, names in listed.items():
         shutil.copytree(os.path.join(models_from, stage), os.path.join(models_dir, stage), dirs_exist_ok=True)
-        files += [f"{stage}/{name}" for name in result["model_stages"][stage]["files"]]
+        files += [f"{stage}/{name}" for name in names]
     with open(os.path.join(models_dir, "ymir-info.yaml"), "w", encoding="utf-8") as stream:
-        yaml.safe_dump({"best_stage_name": result["best_stage_name"]}, stream)
+        yaml.safe_dump({"best_stage_name": best}, stream)
     return files
 
 
@@ -155,7 +191,8 @@ class TaskTree:
     defaults), ``protocol_version`` (None: left out, as platforms up to 1.1.0 did), ``images`` generated PNGs
     of ``size`` with one box each, ``annotation_format`` (det-ark or det-voc) with its ``export_format``, and
     ``models_from``: the /out/models folder of a training run whose best stage (or ``stages``) the task starts
-    from (``model_params_path`` in mining and inference, ``pretrained_model_params`` in training).
+    from, or a folder of model files made by the test (one stage; see :func:`install_models`): they become
+    ``model_params_path`` in mining and inference, ``pretrained_model_params`` in training.
 
     Attributes: ``root``, ``env_file``, ``out_dir``, ``images`` and ``annotations`` (container paths),
     ``config`` (change it, then ``write_config()``); ``local(path)`` maps a container path into the tree and
@@ -263,7 +300,7 @@ class TaskTree:
         stderr = io.StringIO()
         with contextlib.redirect_stderr(stderr):
             code = run(self.env_file, root=self.root, registry=registry)
-        return RunOutcome(code, stderr.getvalue(), self.out_dir, self.env_file)
+        return RunOutcome(code, stderr.getvalue(), self.out_dir, self.env_file, self.root)
 
 
 def write_task_files(root: str, kinds: Sequence[TaskKind | str], config: Mapping[str, Any], *,

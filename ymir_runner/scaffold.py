@@ -1,0 +1,126 @@
+"""``ymir-runner new-plugin NAME``: write a complete, installable plugin distribution to start from.
+
+The distribution (``ymir-runner-NAME``, package ``ymir_runner_NAME``) declares the executor NAME through the
+``ymir_runner`` entry point, implements the chosen tasks on a small numpy model that really learns (a
+colour-prior detector: replace ``model.py``), uses the core's evaluation and mining libraries, and ships
+tests written with ``ymir_runner.testing`` that pass as generated. The files come from
+``ymir_runner/templates/new-plugin`` (``$name``-style placeholders, :class:`string.Template`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import string
+from typing import Sequence
+
+from . import __version__
+from .errors import ConfigError
+from .protocol.env import TaskKind
+from .records import MINING_ALGORITHMS
+
+TEMPLATE_DIR = os.path.join(os.path.dirname(__file__), "templates", "new-plugin")
+#: Executor names the scaffold accepts: they also become a distribution and a package name.
+NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
+TASKS = (TaskKind.TRAINING, TaskKind.MINING, TaskKind.INFER)
+
+#: Per task: the hook, the template keys, the task module and its test.
+_HOOKS = {
+    TaskKind.TRAINING: ("ymir_runner_train", "training", "train"),
+    TaskKind.MINING: ("ymir_runner_mine", "mining", "mine"),
+    TaskKind.INFER: ("ymir_runner_infer", "inference", "infer"),
+}
+_TEMPLATE_KEYS = {
+    TaskKind.TRAINING: ('Param("tolerance", 3.0, "a pixel is of a class within this many colour spreads of its '
+                        'colour")',
+                        'Param("conf_threshold", 0.3, "score above which a box counts for tp/fp/fn in result.yaml")'),
+    TaskKind.MINING: ('Param("batch_size", 8, "images scored together")',),
+    TaskKind.INFER: ('Param("conf_threshold", 0.25, "minimum score of a reported box")',),
+}
+
+
+def package_name(name: str) -> str:
+    return "ymir_runner_" + name.replace("-", "_")
+
+
+def _hook(kind: TaskKind) -> str:
+    hook, module, function = _HOOKS[kind]
+    return (f"\n\n@ymir_runner.hookimpl\ndef {hook}(context):\n    from .{module} import {function}\n\n"
+            f"    {function}(context)\n")
+
+
+def _values(name: str, tasks: Sequence[TaskKind]) -> dict[str, str]:
+    package = package_name(name)
+    templates = "".join(f"    TaskKind.{kind.name}: (\n" + "".join(f"        {param},\n" for param in _TEMPLATE_KEYS[kind])
+                        + "    ),\n" for kind in tasks)
+    names = ", ".join(f'"{name}"' for name in MINING_ALGORITHMS)
+    algorithms = ("\n        # ymir_runner.mining adds mining_algorithm, class_distribution_scores and seed\n"
+                  f"        mining_algorithms=({names})," if TaskKind.MINING in tasks else "")
+    words = {TaskKind.TRAINING: "training", TaskKind.MINING: "mining", TaskKind.INFER: "inference"}
+    rows = "".join(f"| `{package}/{_HOOKS[kind][1]}.py` | the {words[kind]} task |\n" for kind in tasks)
+    return {
+        "name": name, "package": package, "dist": f"ymir-runner-{name}", "core_version": __version__,
+        "tasks": ", ".join(f"TaskKind.{kind.name}" for kind in tasks), "templates": templates,
+        "algorithms": algorithms, "hooks": "".join(_hook(kind) for kind in tasks),
+        "task_words": ", ".join(words[kind] for kind in tasks), "file_rows": rows,
+    }
+
+
+def _files(tasks: Sequence[TaskKind]) -> list[str]:
+    """Template files (relative to :data:`TEMPLATE_DIR`, without ``.tmpl``) for ``tasks``."""
+    files = ["setup.cfg", "pyproject.toml", "README.md", "package/__init__.py", "package/plugin.py",
+             "package/model.py", "package/data.py", "tests/conftest.py"]
+    for kind in tasks:
+        module = _HOOKS[kind][1]
+        files += [f"package/{module}.py", f"tests/test_{'inference' if kind is TaskKind.INFER else module}.py"]
+    return files
+
+
+def parse_tasks(text: str) -> list[TaskKind]:
+    """``training,mining,infer`` (any subset, any order) → task kinds in protocol order.
+
+    Raises :class:`ConfigError` for an unknown or empty list."""
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [part for part in names if part not in {kind.value for kind in TASKS}]
+    if unknown or not names:
+        raise ConfigError(f"--tasks {text!r}: give some of {', '.join(kind.value for kind in TASKS)}, "
+                          "comma-separated")
+    return [kind for kind in TASKS if kind.value in names]
+
+
+def new_plugin(name: str, tasks: Sequence[TaskKind] = TASKS, out: str = ".") -> str:
+    """Write the distribution of executor ``name`` handling ``tasks`` into ``out/ymir-runner-NAME``.
+
+    Returns the folder written. Raises :class:`ConfigError` for a name that cannot be a package name or a
+    folder that already exists (nothing is overwritten).
+    """
+    if not NAME.match(name):
+        raise ConfigError(f"plugin name {name!r} must start with a lowercase letter and use only [a-z0-9_-]")
+    values = _values(name, tasks)
+    folder = os.path.join(out, values["dist"])
+    if os.path.exists(folder):
+        raise ConfigError(f"{folder} already exists: choose another --out or remove it")
+    for relative in _files(tasks):
+        with open(os.path.join(TEMPLATE_DIR, relative + ".tmpl"), encoding="utf-8") as stream:
+            text = string.Template(stream.read()).substitute(values)
+        target = os.path.join(folder, relative.replace("package/", values["package"] + "/", 1))
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with open(target, "w", encoding="utf-8") as stream:
+            stream.write(text)
+    return folder
+
+
+def _cmd_new_plugin(args: argparse.Namespace) -> int:
+    folder = new_plugin(args.name, parse_tasks(args.tasks), args.out)
+    print(f"wrote {folder}: `pip install -e '{folder}[test]'`, then `python -m pytest {folder}`")
+    return 0
+
+
+def add_command(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("new-plugin", help="write a new plugin distribution (executor NAME) to start from")
+    parser.add_argument("name", metavar="NAME", help="the executor's name, e.g. my-detector")
+    parser.add_argument("--tasks", default="training,mining,infer",
+                        help="the tasks it handles, comma-separated (default: training,mining,infer)")
+    parser.add_argument("--out", default=".", help="the folder to write ymir-runner-NAME into (default: here)")
+    parser.set_defaults(handler=_cmd_new_plugin)
