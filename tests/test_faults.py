@@ -90,12 +90,6 @@ FAULT_PLUGIN = textwrap.dedent("""
 """)
 
 
-def monitor_of(out_dir: str) -> tuple[int, int]:
-    with open(os.path.join(out_dir, "monitor.txt"), encoding="utf-8") as stream:
-        fields = stream.readline().rstrip("\n").split("\t")
-    return int(fields[3]), int(fields[4])
-
-
 @pytest.fixture
 def fault_run(tmp_path):
     """``fault_run(executor, kinds)`` → (tree, start): ``start()`` launches ``ymir-runner run`` on the tree."""
@@ -109,7 +103,7 @@ def fault_run(tmp_path):
 
         def start() -> subprocess.Popen:
             return subprocess.Popen(
-                [sys.executable, "-m", "ymir_runner", "run", "--env", tree.env_file, "--root", tree.root],
+                tree.command(),
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
         return tree, start
@@ -173,7 +167,8 @@ def test_stop_signals_50_ms_apart_end_in_state_4_with_children_stopped(fault_run
     _, stderr = process.communicate(timeout=60)
 
     assert process.returncode == exit_code, stderr[-2000:]
-    assert monitor_of(tree.out_dir) == (4, ReturnCode.GENERIC)
+    outcome = tree.outcome(process.returncode, stderr)
+    assert (outcome.state, outcome.return_code) == (4, ReturnCode.GENERIC)
     assert stderr.strip().splitlines()[-1] == f"ymir-runner: error {int(ReturnCode.GENERIC)}: {line}"
     assert "Traceback" not in stderr
     assert not is_running(child), "the run's child process outlived it"
@@ -194,7 +189,8 @@ def test_a_stop_while_plugins_load_is_reported_by_the_run(fault_run, tmp_path):
     _, stderr = process.communicate(timeout=60)
 
     assert process.returncode == 143, stderr[-2000:]
-    assert monitor_of(tree.out_dir) == (4, ReturnCode.GENERIC)
+    outcome = tree.outcome(process.returncode, stderr)
+    assert (outcome.state, outcome.return_code) == (4, ReturnCode.GENERIC)
     assert stderr.strip().splitlines()[-1] == (f"ymir-runner: error {int(ReturnCode.GENERIC)}: "
                                                f"the task was stopped (SIGTERM)")
     assert "stage" not in stderr  # stopped before the executor ran
@@ -277,7 +273,8 @@ def test_disk_full_while_saving_a_stage_names_the_file(fault_run, tiny_out):
     _, stderr = process.communicate(timeout=120)
 
     assert process.returncode == 1
-    assert monitor_of(tree.out_dir) == (4, ReturnCode.GENERIC)
+    outcome = tree.outcome(process.returncode, stderr)
+    assert (outcome.state, outcome.return_code) == (4, ReturnCode.GENERIC)
     last = stderr.strip().splitlines()[-1]
     assert last.startswith(f"ymir-runner: error {int(ReturnCode.GENERIC)}: cannot write "), last
     assert "/models/epoch_" in last and last.endswith("model.pt: no space left on device")
@@ -296,7 +293,8 @@ def test_disk_full_while_publishing_results_names_the_file(fault_run, tiny_out, 
     _, stderr = process.communicate(timeout=120)
 
     assert process.returncode == 1, stderr[-2000:]
-    assert monitor_of(tree.out_dir) == (4, ReturnCode.GENERIC)  # written in place: no room for a temp file
+    outcome = tree.outcome(process.returncode, stderr)  # monitor.txt written in place: no room for a temp file
+    assert (outcome.state, outcome.return_code) == (4, ReturnCode.GENERIC)
     assert stderr.strip().splitlines()[-1] == (f"ymir-runner: error {int(ReturnCode.GENERIC)}: cannot write "
                                                f"{tree.out_dir}/{name}: no space left on device")
     assert not os.path.exists(os.path.join(tree.out_dir, name))
@@ -419,7 +417,7 @@ def run_as_nobody(shared: str, tree: TaskTree) -> subprocess.CompletedProcess:
     for path, folders, files in os.walk(shared):
         for name in folders + files:
             os.chmod(os.path.join(path, name), os.stat(os.path.join(path, name)).st_mode | 0o005)
-    return subprocess.run([sys.executable, "-m", "ymir_runner", "run", "--env", tree.env_file, "--root", tree.root],
+    return subprocess.run(tree.command(),
                           capture_output=True, text=True, user=65534, group=65534, timeout=120,
                           env=dict(os.environ, PYTHONPATH=site, HOME="/nonexistent"))
 
@@ -447,7 +445,8 @@ def test_an_earlier_result_that_can_be_neither_moved_nor_deleted_stops_the_task(
     assert done.stderr.strip().splitlines()[-1] == (
         f"ymir-runner: error {int(ReturnCode.GENERIC)}: {models}/result.yaml of an earlier run can be neither "
         f"moved aside (Permission denied) nor deleted (Permission denied): this task would publish it as its own")
-    assert monitor_of(tree.out_dir) == (4, ReturnCode.GENERIC)
+    outcome = tree.outcome(done.returncode, done.stderr)
+    assert (outcome.state, outcome.return_code) == (4, ReturnCode.GENERIC)
     assert not os.path.exists(os.path.join(tree.out_dir, PREVIOUS_RUNS_DIR))  # no empty folder left behind
 
 

@@ -293,6 +293,15 @@ class TaskTree:
         with open(path, "w", encoding="utf-8") as stream:
             stream.write(text)
 
+    def command(self) -> list[str]:
+        """The command that runs this tree's task in a process of its own (``ymir-runner run --env ...
+        --root ...``), with the interpreter running the tests; read its result with :meth:`outcome`."""
+        return [sys.executable, "-m", "ymir_runner", "run", "--env", self.env_file, "--root", self.root]
+
+    def outcome(self, exit_code: int, stderr: str = "") -> RunOutcome:
+        """The :class:`RunOutcome` of a run of this tree in another process (see :meth:`command`)."""
+        return RunOutcome(exit_code, stderr, self.out_dir, self.env_file, self.root)
+
     def run(self, registry: PluginRegistry | None = None) -> RunOutcome:
         """Run the task in this process, as ``ymir-runner run --env <tree>/in/env.yaml --root <tree>``."""
         from .dispatcher import run
@@ -300,7 +309,7 @@ class TaskTree:
         stderr = io.StringIO()
         with contextlib.redirect_stderr(stderr):
             code = run(self.env_file, root=self.root, registry=registry)
-        return RunOutcome(code, stderr.getvalue(), self.out_dir, self.env_file, self.root)
+        return self.outcome(code, stderr.getvalue())
 
 
 def write_task_files(root: str, kinds: Sequence[TaskKind | str], config: Mapping[str, Any], *,
