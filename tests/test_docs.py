@@ -24,7 +24,19 @@ def test_the_guide_has_examples_of_both_kinds():
     assert sum(not FILE.match(block) for block in blocks) >= 3
 
 
-def test_the_guide_snippets_run():
+def write_files(folder: pathlib.Path) -> None:
+    """The guide's `# file:` blocks, written under ``folder``."""
+    for block in python_blocks("plugins.md"):
+        match = FILE.match(block)
+        if match:
+            path = folder / match.group(1)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(block[match.end():], encoding="utf-8")
+
+
+def test_the_guide_snippets_run(tmp_path, monkeypatch):
+    write_files(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))  # the snippets import the guide's plugin (spawned ranks too)
     namespace: dict = {}
     for block in python_blocks("plugins.md"):
         if not FILE.match(block):
@@ -32,12 +44,7 @@ def test_the_guide_snippets_run():
 
 
 def test_the_guide_plugin_trains_infers_and_mines_with_every_algorithm(tmp_path):
-    for block in python_blocks("plugins.md"):
-        match = FILE.match(block)
-        if match:
-            path = tmp_path / match.group(1)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(block[match.end():], encoding="utf-8")
+    write_files(tmp_path)
     tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"], cwd=tmp_path,
                            env={**os.environ, "PYTHONPATH": str(tmp_path)}, capture_output=True, text=True,
                            timeout=600)

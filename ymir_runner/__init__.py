@@ -15,6 +15,8 @@ This module is the plugin API: everything a plugin needs is importable from here
   predictions, in the keys result.yaml takes;
 - ``mining``: the active-learning scores (``random``, ``entropy``, ``aldd``, ``cald``) for any detector, and
   ``mining.mine_candidates``, the whole mining task around a plugin's predict function;
+- ``launch``: run a function on several ranks (CPU processes or GPUs) with rank 0 in this process, the
+  environment ``torch.distributed`` reads set for each (``RankError`` when a rank fails);
 - ``run``: run the tasks of an env.yaml in this process, as ``ymir-runner run`` does (for a plugin's own
   commands, such as a demo).
 
@@ -42,6 +44,7 @@ if TYPE_CHECKING:
     from .context import TaskContext
     from . import evaluation, mining
     from .dispatcher import run
+    from .ranks import RankError, launch
     from .protocol.dataset import Box, Item
     from .protocol.images import DecodedImage, ImageInfo, ImageProblem, decode_image, probe_image
     from .protocol.monitor import Progress
@@ -61,9 +64,11 @@ _LAZY = {
     "Detection": ".protocol.results",
     "Stage": ".protocol.results",
     "run": ".dispatcher",
-    "mining": ".mining",  # a module: imports numpy
-    "evaluation": ".evaluation",  # a module: imports numpy and faster-coco-eval
+    "launch": ".ranks",
+    "RankError": ".ranks",
 }
+#: Public modules, imported on first use: ``from ymir_runner import mining``.
+_MODULES = {"mining", "evaluation"}  # numpy; numpy and faster-coco-eval
 
 __all__ = [
     "__version__",
@@ -79,17 +84,20 @@ __all__ = [
     "TaskTerminated",
     # stage metrics and mining scores for any detector (modules)
     "evaluation", "mining",
+    # ranks in several processes (CPU or GPU), rank 0 here
+    "launch", "RankError",
     # running a task in this process
     "run",
 ]
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
+    if name in _MODULES:
+        value: Any = importlib.import_module(f".{name}", __name__)
+    elif name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    else:
         raise AttributeError(f"module 'ymir_runner' has no attribute {name!r}")
-    imported = importlib.import_module(module, __name__)
-    value = imported if module == f".{name}" else getattr(imported, name)
     globals()[name] = value
     return value
 
