@@ -1,10 +1,12 @@
 """ymir_runner.mining against hand-computed values on tiny constructed inputs (docs/mining.md)."""
 
 import math
+import os
 
 import numpy as np
 import pytest
 
+import ymir_runner
 from ymir_runner import ConfigError, ExecutorSpec, Param, TaskKind, mining
 from ymir_runner.mining import Prediction
 
@@ -246,3 +248,37 @@ def test_settings_from_context_name_the_bad_key():
         mining.MiningSettings.from_context(Context({"seed": "x"}))
     with pytest.raises(ValueError, match="needs probability_maps"):
         mining.MiningSettings("aldd", np.ones(2)).score([np.zeros((4, 4, 3), np.uint8)], predict=StableModel())
+
+
+class MiningPlugin:
+    """Mines with the library around a predict function that sees the pixels: brighter images are surer."""
+
+    @staticmethod
+    @ymir_runner.hookimpl
+    def ymir_runner_register_executors():
+        return [ExecutorSpec(name="brightness", tasks={TaskKind.MINING}, mining_algorithms=("entropy", "random"))]
+
+    @staticmethod
+    @ymir_runner.hookimpl
+    def ymir_runner_mine(context):
+        def predict(images):
+            return [prediction([[0, 0, 4, 4]], [min(0.5 + image.mean() / 510, 1.0)]) for image in images]
+
+        mining.mine_candidates(context, predict=predict, batch_size=3)
+
+
+@pytest.mark.parametrize("algorithm", ["entropy", "random"])
+def test_mine_candidates_ranks_an_unreadable_candidate_last_and_names_it(ymir_registry, ymir_task, algorithm):
+    ymir_registry.register(MiningPlugin, "brightness")
+    tree = ymir_task(kinds=("mining",), images=5, config={"mining_algorithm": algorithm})
+    broken = tree.local(tree.images[2])
+    with open(broken, "r+b") as stream:
+        stream.write(b"not an image at all")
+    outcome = tree.run(ymir_registry)
+    assert outcome.exit_code == 0, outcome.stderr
+    assert outcome.verify().ok, outcome.verify().to_text()
+    ranked = outcome.result_tsv()
+    assert len(ranked) == 5 and ranked[-1][0].endswith(os.path.basename(broken))
+    assert ranked[-1][1] < min(score for _, score in ranked[:-1])
+    assert "unreadable image" in outcome.stderr and os.path.basename(broken) in outcome.stderr
+    assert f"mining ({algorithm}): scored 4 images, 1 unusable ranked last" in outcome.stderr

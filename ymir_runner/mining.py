@@ -428,11 +428,12 @@ def mine_candidates(context: TaskContext, *, predict: Predict | None = None,
                 scores.update(zip(paths, settings.score(images, predict=predict, probability_maps=probability_maps)))
             done = min(start + batch_size, len(items))
             context.progress.steps(done, len(items), f"{done}/{len(items)} images")
-    if not scores and len(context.candidates):
+    paths = context.candidates.paths()
+    if not scores and paths:
         raise DatasetError(f"no candidate of {context.env.input.candidate_index_file} could be read")
     last = min(scores.values(), default=0.0) - 1.0
-    for image in context.candidates.paths():
+    for image in paths:
         context.mining_result.add(image, scores.get(image, last))
     context.logger.info("mining (%s): scored %d images, %d unusable ranked last", settings.algorithm, len(scores),
-                        len(context.candidates) - len(scores))
+                        len(paths) - len(scores))
     return scores
