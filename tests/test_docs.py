@@ -57,3 +57,13 @@ def test_relative_links_resolve(name):
     text = (DOCS / name).read_text(encoding="utf-8")
     for target in re.findall(r"\]\(([^)\s#:]+)(?:#[^)]*)?\)", text):
         assert (DOCS / target).exists(), f"docs/{name} links to a missing {target}"
+
+
+SHARED = DOCS.parent.parent / "shared" / "protocol.md"
+
+
+@pytest.mark.skipif(not SHARED.exists(), reason="no ../shared/protocol.md beside this checkout")
+def test_the_protocol_copy_users_read_follows_the_contract():
+    """docs/protocol.md is ../shared/protocol.md (users of the package never see ../shared) below its intro."""
+    ours = (DOCS / "protocol.md").read_text(encoding="utf-8").split("\n## 1. ", 1)[1]
+    assert ours == SHARED.read_text(encoding="utf-8").split("\n## 1. ", 1)[1]

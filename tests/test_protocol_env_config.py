@@ -1,4 +1,4 @@
-"""env.yaml and config.yaml as the platform writes them (../shared/protocol.md section 2)."""
+"""env.yaml and config.yaml as the platform writes them (docs/protocol.md section 2)."""
 
 import os
 

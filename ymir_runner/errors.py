@@ -11,7 +11,7 @@ import signal
 
 
 class ReturnCode(enum.IntEnum):
-    """Return codes of ../shared/protocol.md section 3 (monitor.txt, 5th field)."""
+    """Return codes of docs/protocol.md section 3 (monitor.txt, 5th field)."""
 
     CONFIG = 300001
     DATASET = 300002

@@ -1,1 +1,1 @@
-"""Everything about the files of ../shared/protocol.md: readers for /in, writers for /out."""
+"""Everything about the files of docs/protocol.md: readers for /in, writers for /out."""

@@ -17,7 +17,7 @@ DEFAULT_ENV_FILE = "/in/env.yaml"
 ROOT_ENV_VAR = "YMIR_RUNNER_ROOT"
 #: Platforms up to YMIR 1.1.0 wrote no protocol_version.
 LEGACY_PROTOCOL_VERSION = "0.0.1"
-#: The versions ../shared/protocol.md describes; another one is run as the nearest known and warned about.
+#: The versions docs/protocol.md describes; another one is run as the nearest known and warned about.
 KNOWN_PROTOCOL_VERSIONS = ("0.0.1", "1.0.0", "1.1.0")
 DEFAULT_TASK_ID = "default-task"
 #: The output folder the platform mounts into the container.

@@ -1,6 +1,6 @@
 """Writers for what the platform reads after a task: result.yaml, result.tsv and infer-result.json.
 
-Each writer validates its values against ../shared/protocol.md before anything reaches the disk, and
+Each writer validates its values against docs/protocol.md before anything reaches the disk, and
 replaces its file atomically, so a killed task leaves either the previous valid file or the new one.
 """
 
