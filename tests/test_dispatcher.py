@@ -4,9 +4,9 @@ import glob
 import os
 
 import pytest
+import toy_plugin
 import yaml
 
-import toy_plugin
 import ymir_runner
 from ymir_runner import ReturnCode
 from ymir_runner.dispatcher import phase_spans
@@ -35,8 +35,8 @@ def test_training_success_writes_final_monitor_and_result(registry, ymir_task):
 
 def tensorboard_texts(out_dir):
     """``(tag, text)`` of every text summary in the run's tensorboard event file."""
-    from tensorboardX.proto import event_pb2  # tensorboardX ships the protobuf definitions
     from tensorboardX.event_file_writer import EventFileWriter  # noqa: F401  (imported for its side effects)
+    from tensorboardX.proto import event_pb2  # tensorboardX ships the protobuf definitions
 
     (events_file,) = glob.glob(os.path.join(out_dir, "tensorboard", "events.out.tfevents.*"))
     texts = []

@@ -17,9 +17,9 @@ import textwrap
 import time
 
 import pytest
+import toy_plugin
 import yaml
 
-import toy_plugin
 from ymir_runner import ExecutorSpec, OutputError, ReturnCode, TaskKind, hookimpl
 from ymir_runner.dispatcher import run
 from ymir_runner.errors import TaskTerminated

@@ -8,6 +8,7 @@ import os
 import pathlib
 
 import pytest
+import toy_plugin
 import yaml
 
 import ymir_runner
@@ -16,8 +17,6 @@ from ymir_runner.cli import main
 from ymir_runner.imgman import PLATFORM_FILLED_KEYS, TEMPLATE_FILES, template_entries, write_img_man
 from ymir_runner.plugins import DISABLE_ENV_VAR, build_plugin_manager
 from ymir_runner.protocol.config import parse_config
-
-import toy_plugin
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 IMG_MAN = REPO / "img-man"

@@ -1,11 +1,12 @@
-"""ymir_runner.launch (ymir_runner/ranks.py): ranks, their environment, their results, their failures; no rank outlives the call."""
+"""ymir_runner.launch (ymir_runner/ranks.py): ranks, their environment, their results, their failures;
+no rank outlives the call."""
 
 import glob
 import os
 
+import launch_ranks
 import pytest
 
-import launch_ranks
 from ymir_runner import RankError, launch
 from ymir_runner.shutdown import is_running
 

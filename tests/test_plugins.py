@@ -8,8 +8,8 @@ import sys
 import textwrap
 
 import pytest
-
 import toy_plugin
+
 from ymir_runner import ConfigError, ExecutorSpec, Param, ReturnCode, TaskKind
 from ymir_runner.cli import plugin_table
 from ymir_runner.errors import ObjectTypeError

@@ -6,10 +6,9 @@ import pytest
 import yaml
 
 from ymir_runner.errors import ConfigError, ReturnCode
-from ymir_runner.protocol.config import RESERVED_KEYS, ExportFormat, parse_config, read_config_file
 from ymir_runner.protocol import env as env_module
-from ymir_runner.protocol.env import (LEGACY_PROTOCOL_VERSION, ROOT_ENV_VAR, InputPaths, OutputPaths, TaskKind,
-                                      load_env)
+from ymir_runner.protocol.config import RESERVED_KEYS, ExportFormat, parse_config, read_config_file
+from ymir_runner.protocol.env import LEGACY_PROTOCOL_VERSION, ROOT_ENV_VAR, InputPaths, OutputPaths, TaskKind, load_env
 
 FULL_ENV = {
     "task_id": "t0000002000002abc",

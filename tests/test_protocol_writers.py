@@ -16,8 +16,7 @@ from ymir_runner.protocol.atomic import atomic_write_text
 from ymir_runner.protocol.dataset import DatasetReader, SkipLog
 from ymir_runner.protocol.env import ROOT_ENV_VAR, load_env
 from ymir_runner.protocol.monitor import STATE_FAILED, STATE_RUNNING, Monitor, Progress
-from ymir_runner.protocol.results import (MAX_STAGES, Detection, InferResult, TrainingResult,
-                                          write_mining_result)
+from ymir_runner.protocol.results import MAX_STAGES, Detection, InferResult, TrainingResult, write_mining_result
 from ymir_runner.protocol.sdk import sdk_env
 from ymir_runner.testing import TaskTree
 
@@ -611,7 +610,8 @@ def test_infer_result_legacy_uses_annotations_key(tmp_path):
 @pytest.fixture
 def sdk():
     settings = pytest.importorskip("ymir_exc.settings")
-    from ymir_exc import dataset_reader, env as sdk_env_module
+    from ymir_exc import dataset_reader
+    from ymir_exc import env as sdk_env_module
     return settings, sdk_env_module, dataset_reader
 
 

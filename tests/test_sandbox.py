@@ -10,12 +10,11 @@ import os
 import xml.etree.ElementTree as ElementTree
 
 import pytest
+import toy_plugin
 import yaml
 from PIL import Image
 
-import toy_plugin
-from ymir_runner import sandbox
-from ymir_runner import ConfigError, DatasetError
+from ymir_runner import ConfigError, DatasetError, sandbox
 from ymir_runner.cli import main
 from ymir_runner.dispatcher import run
 from ymir_runner.protocol.config import parse_config

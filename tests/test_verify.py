@@ -13,9 +13,9 @@ import os
 from typing import Any, Sequence
 
 import pytest
+import toy_plugin
 import yaml
 
-import toy_plugin
 import ymir_runner.verify
 from ymir_runner.cli import main
 from ymir_runner.verify import FINDINGS_PER_RULE, Finding, verify_out

@@ -32,8 +32,20 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 from .errors import (  # noqa: E402
-    ConfigError, DatasetError, GpuMismatchError, ImageFormatError, ModelError, NetworkError, NoGpuError,
-    NonFiniteError, ObjectTypeError, OutOfMemoryError, OutputError, ReturnCode, TaskTerminated, YmirError,
+    ConfigError,
+    DatasetError,
+    GpuMismatchError,
+    ImageFormatError,
+    ModelError,
+    NetworkError,
+    NoGpuError,
+    NonFiniteError,
+    ObjectTypeError,
+    OutOfMemoryError,
+    OutputError,
+    ReturnCode,
+    TaskTerminated,
+    YmirError,
 )
 from .hookspecs import hookimpl  # noqa: E402
 from .protocol.atomic import atomic_path  # noqa: E402
@@ -41,14 +53,14 @@ from .protocol.env import TaskKind  # noqa: E402
 from .records import ExecutorSpec, Param  # noqa: E402
 
 if TYPE_CHECKING:
-    from .context import TaskContext
     from . import evaluation, mining
+    from .context import TaskContext
     from .dispatcher import run
-    from .ranks import RankError, launch
     from .protocol.dataset import Box, Item
     from .protocol.images import DecodedImage, ImageInfo, ImageProblem, decode_image, probe_image
     from .protocol.monitor import Progress
     from .protocol.results import Detection, Stage
+    from .ranks import RankError, launch
 
 #: Public names defined in modules that import more than a plugin's registration needs: loaded on first use.
 _LAZY = {

@@ -16,7 +16,6 @@ from .protocol.results import InferResult, MiningResult, TrainingResult
 from .protocol.tensorboard import LazySummaryWriter
 from .records import ExecutorSpec
 
-
 _Writer = TypeVar("_Writer", TrainingResult, MiningResult, InferResult)
 
 

@@ -26,8 +26,7 @@ from .protocol.config import parse_config, read_config_file
 from .protocol.dataset import DatasetReader, SkipLog
 from .protocol.env import DEFAULT_ENV_FILE, EnvError, TaskEnv, TaskKind, load_env, unroot
 from .protocol.monitor import Monitor, Progress
-from .protocol.results import (Detection, InferResult, MiningResult, Stage, TrainingResult,
-                               set_aside_previous_results)
+from .protocol.results import Detection, InferResult, MiningResult, Stage, TrainingResult, set_aside_previous_results
 from .protocol.sdk import sdk_env, sdk_writers
 from .protocol.tensorboard import LazySummaryWriter
 from .shutdown import StopSignals, child_pids, stop_children

@@ -101,7 +101,8 @@ def _build_coco(ground_truths: Sequence[GroundTruth], predictions: Sequence[Any]
             })
         boxes, scores, classes = _as_prediction(prediction)
         for box, score, cls in zip(_xywh(boxes), np.asarray(scores).reshape(-1), np.asarray(classes).reshape(-1)):
-            dt_anns.append({"image_id": image_id, "category_id": int(cls) + 1, "bbox": box.tolist(), "score": float(score)})
+            dt_anns.append({"image_id": image_id, "category_id": int(cls) + 1, "bbox": box.tolist(),
+                            "score": float(score)})
     from faster_coco_eval import COCO
 
     categories = [{"id": c + 1, "name": str(c)} for c in range(num_classes)]
@@ -176,7 +177,8 @@ def match_counts(
         gt_boxes = np.asarray(gt_boxes, dtype=np.float64).reshape(-1, 4)
         gt_classes = np.asarray(gt_classes).reshape(-1)
         confident = np.asarray(scores).reshape(-1) >= score_threshold
-        boxes, scores, classes = boxes.reshape(-1, 4)[confident], scores.reshape(-1)[confident], classes.reshape(-1)[confident]
+        boxes, scores = boxes.reshape(-1, 4)[confident], scores.reshape(-1)[confident]
+        classes = classes.reshape(-1)[confident]
         for cls in np.union1d(np.unique(gt_classes), np.unique(classes)):
             cls_gt = gt_boxes[gt_classes == cls]
             order = np.argsort(-scores[classes == cls], kind="stable")

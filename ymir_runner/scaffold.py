@@ -52,7 +52,7 @@ def _hook(kind: TaskKind) -> str:
 
 def _values(name: str, tasks: Sequence[TaskKind]) -> dict[str, str]:
     package = package_name(name)
-    templates = "".join(f"    TaskKind.{kind.name}: (\n" + "".join(f"        {param},\n" for param in _TEMPLATE_KEYS[kind])
+    templates = "".join(f"    TaskKind.{kind.name}: (\n" + "".join(f"        {key},\n" for key in _TEMPLATE_KEYS[kind])
                         + "    ),\n" for kind in tasks)
     names = ", ".join(f'"{name}"' for name in MINING_ALGORITHMS)
     algorithms = ("\n        # ymir_runner.mining adds mining_algorithm, class_distribution_scores and seed\n"

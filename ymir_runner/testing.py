@@ -33,9 +33,8 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import yaml
 
-from .protocol.atomic import TEMP_PREFIX
-
 from .plugins import PluginRegistry, build_plugin_manager
+from .protocol.atomic import TEMP_PREFIX
 from .protocol.dataset import ark_text
 from .protocol.env import TaskKind, env_document, reroot
 

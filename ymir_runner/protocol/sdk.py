@@ -2,8 +2,9 @@
 
 During a run, code written against ``ymir_exc.env`` / ``ymir_exc.dataset_reader`` sees the same task as
 ymir-runner: the SDK's env path points at the run's env.yaml (in a local run with a root, a copy whose
-paths, index files included, point into the local tree). The SDK's writers would write protocol files the old way (two-decimal monitor, no return code,
-legacy result.yaml, ``annotations`` key, no atomicity), so they are routed to ymir-runner's writers instead.
+paths, index files included, point into the local tree). The SDK's writers would write protocol files the
+old way (two-decimal monitor, no return code, legacy result.yaml, ``annotations`` key, no atomicity), so they
+are routed to ymir-runner's writers instead.
 """
 
 from __future__ import annotations
