@@ -21,7 +21,7 @@ import torch
 from ymir_runner_detection.checkpoint import save_checkpoint
 from ymir_runner_detection.engine import DetectionDataset, build_dataloader, build_model
 from ymir_runner_detection.engine.synthetic import generate
-from ymir_runner_detection.inference import Job, run_shard
+from ymir_runner_detection.inference import Job, run_job
 
 
 def main() -> None:
@@ -39,11 +39,11 @@ def main() -> None:
                                      img_size=args.img_size, epoch=0)
         images = [str(path) for path in data.candidate_paths]
         hyper = {"conf_threshold": 0.01, "iou_threshold": 0.6, "max_detections": 100}
-        job = Job("infer", checkpoint, images, args.img_size, args.batch, args.workers, hyper, ["cpu"], [])
+        job = Job("infer", checkpoint, images, args.img_size, args.batch, args.workers, hyper, ["cpu"])
 
-        run_shard(job, 0, 1, "cpu", model=model)  # warm-up: worker start, first-call allocations
+        run_job(job, model=model)  # warm-up: worker start, first-call allocations
         start = time.perf_counter()
-        results, _ = run_shard(job, 0, 1, "cpu", model=model)
+        results, _ = run_job(job, model=model)
         pipeline = time.perf_counter() - start
 
         loader = build_dataloader(DetectionDataset([(p, [], []) for p in images], args.img_size), args.batch,

@@ -1,5 +1,7 @@
-"""Inference and mining tasks: one model load per run, candidates sharded over processes when several
-devices are given, results merged by rank 0 and written through the core's writers."""
+"""Inference and mining: one candidate runner for both (the checkpoint loaded once per run, the candidates
+sharded over one process per device, rank 0 merging), and what each task does with a batch: boxes for
+inference; for mining, the ``predict`` and ``probability_maps`` functions :mod:`ymir_runner.mining` scores with.
+Results are written through the core's writers."""
 
 from __future__ import annotations
 
@@ -18,7 +20,8 @@ from ymir_runner.mining import MiningSettings
 from .checkpoint import find_checkpoint, load_checkpoint
 from .engine import DetectionDataset, NoReadableImageError, build_dataloader, decode_maps, no_readable_image_message
 from .engine.decode import boxes_to_original
-from .training import _free_port, _init_group, report_image_problems, select_devices
+from .launch import run_on_devices, select_devices
+from .training import report_image_problems
 
 MODEL_CACHE_KEY = "ymir_runner_detection.checkpoint"
 NETWORK_CACHE_KEY = "ymir_runner_detection.network"
@@ -160,13 +163,19 @@ def mine_batch(model: Any, batch: dict, job: Job, device: str) -> list[float]:
                             probability_maps=functools.partial(_probability_maps, model, device))
 
 
-# --- running a job on one shard --------------------------------------------------------------------------
+# --- the candidate runner: one model load per process, candidates sharded over the devices ----------------
 
-def run_shard(job: Job, rank: int, world_size: int, device: str, report: Callable[[int, int], None] | None = None,
+def network(checkpoint: Any, device: str) -> torch.nn.Module:
+    """The checkpoint's network on ``device`` in eval mode: the one way a network for candidates is built."""
+    return checkpoint.build_model().to(device).eval()
+
+
+def run_shard(rank: int, world_size: int, device: str, job: Job, report: Callable[[int, int], None] | None = None,
               model: Any = None) -> tuple[dict[int, Any], dict[int, str]]:
-    """Results of this process's share of the candidates, keyed by candidate index; and the problems decoding
-    found, candidate index -> ``unreadable image`` (no result) or the damage of an image used as far as it
-    decodes. ``model`` is the network already on ``device`` (loaded from the checkpoint when None)."""
+    """Results of rank ``rank``'s share of the candidates (every ``world_size``-th, from index ``rank``), keyed by
+    candidate index; and the problems decoding found, candidate index -> ``unreadable image`` (no result) or the
+    damage of an image used as far as it decodes. ``model`` is the network already on ``device`` (loaded from
+    the job's checkpoint when None); ``report(done, total)`` is called after each batch."""
     indices = list(range(rank, len(job.images), world_size))
     results: dict[int, Any] = {}
     problems: dict[int, str] = {}
@@ -176,7 +185,7 @@ def run_shard(job: Job, rank: int, world_size: int, device: str, report: Callabl
     if not indices:
         return results, problems
     if model is None:
-        model = load_checkpoint(job.checkpoint_path).build_model().to(device).eval()
+        model = network(load_checkpoint(job.checkpoint_path), device)
     items = [(job.images[i], np.zeros((0, 4), np.float32), np.zeros(0, np.int64)) for i in indices]
     loader = build_dataloader(DetectionDataset(items, job.img_size, role="candidate"), job.batch_size, shuffle=False,
                               num_workers=job.num_workers, distributed=False)
@@ -197,38 +206,18 @@ def run_shard(job: Job, rank: int, world_size: int, device: str, report: Callabl
     return results, problems
 
 
-def run_job(job: Job, report: Callable[[int, int], None], model: Any) -> tuple[dict[int, Any], dict[int, str]]:
-    if len(job.devices) == 1:
-        return run_shard(job, 0, 1, job.devices[0], report, model)
-    world_size, port = len(job.devices), _free_port()
-    spawn = torch.multiprocessing.get_context("spawn")
-    workers = [spawn.Process(target=_worker, args=(job, rank, world_size, port)) for rank in range(1, world_size)]
-    for process in workers:
-        process.start()
-    _init_group(0, world_size, port, job.devices[0])
-    try:
-        results, problems = run_shard(job, 0, world_size, job.devices[0], report, model)
-        gathered: list[Any] = [None] * world_size
-        torch.distributed.all_gather_object(gathered, (results, problems))
-    finally:
-        torch.distributed.destroy_process_group()
-        for process in workers:
-            process.join(timeout=60)
-            if process.is_alive():
-                process.terminate()
-    for part_results, part_problems in gathered[1:]:
-        results.update(part_results)
-        problems.update(part_problems)
+def run_job(job: Job, report: Callable[[int, int], None] | None = None,
+            model: Any = None) -> tuple[dict[int, Any], dict[int, str]]:
+    """Every candidate's result and the decoding problems (as :func:`run_shard` gives them), the candidates
+    sharded over ``job.devices``: rank 0 runs here with ``report`` and ``model`` (the network already on
+    ``job.devices[0]``, or None), the other ranks load the checkpoint themselves; rank 0 merges the shards."""
+    shards = run_on_devices(run_shard, job.devices, job, local_kwargs={"report": report, "model": model})
+    results: dict[int, Any] = {}
+    problems: dict[int, str] = {}
+    for shard_results, shard_problems in shards:
+        results.update(shard_results)
+        problems.update(shard_problems)
     return results, problems
-
-
-def _worker(job: Job, rank: int, world_size: int, port: int) -> None:
-    _init_group(rank, world_size, port, job.devices[rank])
-    try:
-        shard = run_shard(job, rank, world_size, job.devices[rank])
-        torch.distributed.all_gather_object([None] * world_size, shard)
-    finally:
-        torch.distributed.destroy_process_group()
 
 
 # --- the task hooks -------------------------------------------------------------------------------------------
@@ -239,7 +228,7 @@ def _run(context: Any, kind: str) -> tuple[Job, dict[int, Any], set[int]]:
     progress = context.progress
     model = context.run_cache.get(NETWORK_CACHE_KEY)
     if model is None:  # mining and inference of one run share one network (rank 0's)
-        model = model_for(context).build_model().to(job.devices[0]).eval()
+        model = network(model_for(context), job.devices[0])
         context.run_cache[NETWORK_CACHE_KEY] = model
     try:
         results, problems = run_job(job, lambda done, total: progress.steps(done, total, f"{done}/{total} images"),

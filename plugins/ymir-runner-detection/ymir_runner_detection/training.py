@@ -11,14 +11,13 @@ import datetime
 import math
 import os
 import shutil
-import socket
 import time
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
 
-from ymir_runner import ConfigError, DatasetError, GpuMismatchError, NoGpuError, NonFiniteError, atomic_path
+from ymir_runner import ConfigError, DatasetError, NonFiniteError, atomic_path
 
 from .checkpoint import CHECKPOINT_NAME, ONNX_NAME, find_checkpoint, load_checkpoint, save_checkpoint
 from .engine import (
@@ -26,11 +25,10 @@ from .engine import (
     build_model, evaluate_model, export_onnx, no_readable_image_message, reset_class_head,
 )
 from .engine.train import TrainResult, is_distributed, train as training_loop
+from .launch import run_on_devices, select_devices
 from .progress import LogProgressBar
 from .visualize import draw_detections
 
-#: Tests and multi-core CPU servers: train on the CPU with this many processes (torch.distributed, gloo).
-CPU_WORLD_SIZE_ENV_VAR = "YMIR_RUNNER_DETECTION_CPU_PROCESSES"
 #: Shares of the task's progress: reading the dataset, then training + evaluations.
 PREPARE_SHARE = 0.03
 #: An evaluation of one image costs about this many training images (forward only, no augmentation).
@@ -44,7 +42,7 @@ Item = tuple[str, np.ndarray, np.ndarray]
 
 @dataclasses.dataclass
 class TrainingPlan:
-    """Everything a training process needs, picklable for the DDP worker processes."""
+    """Everything a training rank needs, picklable for the spawned ranks."""
 
     model_config: dict[str, Any]
     initial_state: dict[str, torch.Tensor]
@@ -60,7 +58,6 @@ class TrainingPlan:
     seed: int
     flip: bool
     mosaic: float
-    devices: list[str]
 
     def build_model(self) -> torch.nn.Module:
         from .engine import build_model_from_config
@@ -84,6 +81,11 @@ class TrainingPlan:
                             seed=self.seed, **callbacks)
 
 
+def _train_rank(rank: int, world_size: int, device: str, plan: TrainingPlan, **callbacks: Any) -> TrainResult:
+    """One rank of the training (the only one on a single device); only rank 0 gets the stage callbacks."""
+    return plan.run(plan.build_model(), device, **callbacks)
+
+
 def report_image_problems(skips: Any, unreadable: Iterable[str], damaged: dict[str, str], counted: set[str]) -> None:
     """Count and name, once per image path, what decoding found that the core's reader could not see from the
     header: images that do not decode are skipped (``unreadable image``); images whose data breaks off were used
@@ -104,21 +106,6 @@ def read_items(reader: Any) -> list[Item]:
         classes = np.array([box.class_id for box in item.boxes], dtype=np.int64)
         items.append((item.image, boxes, classes))
     return items
-
-
-def select_devices(gpu_ids: Sequence[int]) -> list[str]:
-    """``gpu_id`` '' → the CPU (or several CPU processes, see CPU_WORLD_SIZE_ENV_VAR); ids → one GPU each."""
-    if not gpu_ids:
-        processes = int(os.environ.get(CPU_WORLD_SIZE_ENV_VAR, "1") or 1)
-        return ["cpu"] * max(processes, 1)
-    if not torch.cuda.is_available():
-        raise NoGpuError(f"config key 'gpu_id' asks for GPU {','.join(map(str, gpu_ids))} but no CUDA GPU is "
-                         "usable in this container")
-    count = torch.cuda.device_count()
-    missing = [gpu for gpu in gpu_ids if not 0 <= gpu < count]
-    if missing:
-        raise GpuMismatchError(f"config key 'gpu_id' names GPU {missing} but the container sees {count} GPU(s)")
-    return [f"cuda:{gpu}" for gpu in gpu_ids]
 
 
 def _check_hyper(hyper: Any) -> None:
@@ -188,18 +175,15 @@ def train(context: Any) -> None:
         model_config=model_config, initial_state=model.state_dict(), train_items=train_items, img_size=hyper.img_size,
         epochs=hyper.epochs, batch_size=hyper.batch_size_per_gpu, num_workers=hyper.num_workers_per_gpu,
         learning_rate=hyper.learning_rate, optimizer=hyper.optimizer, weight_decay=hyper.weight_decay,
-        warmup_epochs=hyper.warmup_epochs, seed=hyper.seed, flip=hyper.flip, mosaic=hyper.mosaic,
-        devices=devices)
+        warmup_epochs=hyper.warmup_epochs, seed=hyper.seed, flip=hyper.flip, mosaic=hyper.mosaic)
     context.logger.info("training %s (%d classes) on %d images, validating on %d, %d epochs, img_size %d, "
                         "device%s %s", model_config.get("size"), len(context.class_names), len(train_items),
                         len(val_items), hyper.epochs, hyper.img_size, "s" if len(devices) > 1 else "",
                         ", ".join(devices))
     stages = StageWriter(context, plan, val_items)
     try:
-        if len(devices) == 1:
-            result = plan.run(plan.build_model(), devices[0], **stages.callbacks())
-        else:
-            result = _run_distributed(plan, stages)
+        # Rank 0 (this process) reports progress and writes the stages; the other ranks train in lockstep.
+        result = run_on_devices(_train_rank, devices, plan, process_group=True, local_kwargs=stages.callbacks())[0]
     except NoReadableImageError as error:  # from a DataLoader worker: its traceback is no use to a user
         raise DatasetError(no_readable_image_message(error)) from None
     except NonFiniteLossError as error:
@@ -334,57 +318,4 @@ class StageWriter:
 
 def _duration(seconds: float) -> str:
     return str(datetime.timedelta(seconds=int(seconds))) if math.isfinite(seconds) else "?"
-
-
-# --- several processes: torch.distributed, this process is rank 0 ---------------------------------------
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _init_group(rank: int, world_size: int, port: int, device: str) -> None:
-    os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)
-    backend = "nccl" if device.startswith("cuda") else "gloo"
-    if device.startswith("cuda"):
-        torch.cuda.set_device(torch.device(device))
-    torch.distributed.init_process_group(backend, rank=rank, world_size=world_size,
-                                         timeout=datetime.timedelta(minutes=30))
-
-
-def _worker(rank: int, world_size: int, port: int, plan: TrainingPlan) -> None:
-    """Ranks 1..N-1: train in lockstep with rank 0, write nothing."""
-    device = plan.devices[rank]
-    if device == "cpu":
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
-    _init_group(rank, world_size, port, device)
-    try:
-        plan.run(plan.build_model(), device)
-    finally:
-        torch.distributed.destroy_process_group()
-
-
-def _run_distributed(plan: TrainingPlan, stages: StageWriter) -> TrainResult:
-    world_size, port = len(plan.devices), _free_port()
-    spawn = torch.multiprocessing.get_context("spawn")
-    workers = [spawn.Process(target=_worker, args=(rank, world_size, port, plan), daemon=False)
-               for rank in range(1, world_size)]
-    for process in workers:
-        process.start()
-    if plan.devices[0] == "cpu":
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
-    _init_group(0, world_size, port, plan.devices[0])
-    try:
-        result = plan.run(plan.build_model(), plan.devices[0], **stages.callbacks())
-    finally:
-        torch.distributed.destroy_process_group()
-        for process in workers:
-            process.join(timeout=60)
-            if process.is_alive():  # an error or SIGTERM on rank 0: the others must not linger
-                process.terminate()
-    failed = [process.exitcode for process in workers if process.exitcode]
-    if failed:
-        raise RuntimeError(f"{len(failed)} training worker process(es) failed with exit codes {failed}")
-    return result
 

@@ -26,7 +26,6 @@ from ymir_runner_detection.engine import (
     encode_targets,
     evaluate_model,
     export_onnx,
-    launch_local,
     letterbox,
     load_image,
     reset_class_head,
@@ -35,6 +34,7 @@ from ymir_runner_detection.engine import (
 from ymir_runner_detection.engine.augment import horizontal_flip, mosaic, random_scale_translate
 from ymir_runner_detection.engine.loss import DetectionLoss
 from ymir_runner_detection.engine.model import raw_to_boxes
+from ymir_runner_detection.launch import run_on_devices
 
 # One thread: small tensors gain little from two, and OpenMP threads thrash badly when
 # another CPU-heavy process shares the (2-core) machine.
@@ -262,15 +262,16 @@ def test_time_budget_stops_training(tiny_synthetic):
     assert result.stopped_by_time_budget and result.train_seconds < 10
 
 
-def _ddp_worker(rank: int, world_size: int, items, out_dir: str) -> None:
+def _ddp_worker(rank: int, world_size: int, device: str, items, out_dir: str) -> None:
     torch.set_num_threads(1)
     torch.manual_seed(0)
     model = build_model("nano", num_classes=3)
     dataset = DetectionDataset(items, 64, train=True, target_config=TargetConfig.for_model(model))
     loader = build_dataloader(dataset, 2, shuffle=True, seed=0)  # DistributedSampler: the group is up
     calls = []
-    result = train(model, loader, epochs=2, seed=0, on_step=lambda step, total, info: calls.append(step))
-    checksum = float(sum(p.double().sum() for p in model.parameters()))
+    result = train(model, loader, epochs=2, seed=0, device=device,
+                   on_step=lambda step, total, info: calls.append(step))
+    checksum = float(sum(p.detach().double().sum() for p in model.parameters()))
     Path(out_dir, f"rank{rank}.json").write_text(
         json.dumps({"checksum": checksum, "callbacks": len(calls), "steps": result.steps,
                     "sampler": type(loader.sampler).__name__, "corrupt": result.corrupt_images})
@@ -279,7 +280,7 @@ def _ddp_worker(rank: int, world_size: int, items, out_dir: str) -> None:
 
 def test_ddp_two_gloo_processes_stay_in_sync(tiny_synthetic, tmp_path):
     items = tiny_synthetic.train_items[:8]  # includes no corrupt file
-    launch_local(_ddp_worker, 2, items, str(tmp_path), backend="gloo")
+    run_on_devices(_ddp_worker, ["cpu", "cpu"], items, str(tmp_path), process_group=True)  # gloo
     rank0, rank1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     assert rank0["sampler"] == "DistributedSampler"
     assert rank0["steps"] == rank1["steps"] == 4  # 8 items / 2 ranks / batch 2, 2 epochs

@@ -12,7 +12,7 @@ Modules:
     data       -- Dataset (content-sniffed decoding, corrupt-image tolerance), collate, DataLoader
     evaluate   -- COCO metrics via faster-coco-eval, tp/fp/fn at a threshold
     synthetic  -- seeded synthetic shapes dataset in YMIR's /in layout
-    train      -- training loop with callbacks, EMA, time budget, DDP helpers
+    train      -- training loop with callbacks, EMA, time budget, DDP
 """
 
 from .augment import AugmentConfig, LetterboxInfo, letterbox
@@ -32,7 +32,7 @@ from .model import (
     reset_class_head,
 )
 from .targets import TargetConfig, encode_targets
-from .train import NonFiniteLossError, TrainResult, launch_local, train
+from .train import NonFiniteLossError, TrainResult, train
 
 __all__ = [
     "AugmentConfig",
@@ -59,7 +59,6 @@ __all__ = [
     "evaluate_detections",
     "evaluate_model",
     "export_onnx",
-    "launch_local",
     "letterbox",
     "load_image",
     "nms",

@@ -3,17 +3,14 @@
 Features: AdamW or SGD, linear warmup + cosine decay, gradient clipping, AMP
 on CUDA, weight EMA, an optional time budget (wall clock or a given clock), NaN/inf detection
 (:class:`NonFiniteLossError`), and torch.distributed DDP when a process group
-is initialised (only rank 0 runs the callbacks). :func:`launch_local` spawns N
-local processes (gloo on CPU, nccl on CUDA).
+is initialised (only rank 0 runs the callbacks).
 """
 
 from __future__ import annotations
 
 import copy
 import math
-import os
 import random
-import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -21,7 +18,6 @@ from typing import Any, Callable
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
@@ -301,31 +297,3 @@ def train(
         unreadable=unreadable,
         damaged=damaged,
     )
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _distributed_worker(rank: int, fn: Callable, world_size: int, port: int, backend: str, args: tuple) -> None:
-    os.environ["MASTER_ADDR"] = "127.0.0.1"
-    os.environ["MASTER_PORT"] = str(port)
-    if backend == "nccl":
-        torch.cuda.set_device(rank % torch.cuda.device_count())
-    dist.init_process_group(backend, rank=rank, world_size=world_size)
-    try:
-        fn(rank, world_size, *args)
-    finally:
-        dist.destroy_process_group()
-
-
-def launch_local(fn: Callable, world_size: int, *args, backend: str | None = None) -> None:
-    """Run ``fn(rank, world_size, *args)`` in ``world_size`` spawned processes with a process group.
-
-    ``fn`` must be importable (module level). The backend defaults to nccl
-    when CUDA is available, gloo otherwise. Raises if any process fails.
-    """
-    backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
-    mp.spawn(_distributed_worker, args=(fn, world_size, _free_port(), backend, args), nprocs=world_size, join=True)
