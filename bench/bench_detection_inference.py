@@ -22,15 +22,17 @@ from ymir_runner_detection.checkpoint import save_checkpoint
 from ymir_runner_detection.engine import DetectionDataset, build_dataloader, build_model
 from ymir_runner_detection.engine.synthetic import generate
 from ymir_runner_detection.inference import Job, run_job
+from ymir_runner_detection.templates import INFER_DEFAULTS, TRAINING_DEFAULTS
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=200)
-    parser.add_argument("--img-size", type=int, default=320)
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--model", default="nano")
+    # The plugin's template defaults: the size models are trained at, the batch and workers inference uses.
+    parser.add_argument("--img-size", type=int, default=TRAINING_DEFAULTS["img_size"])
+    parser.add_argument("--batch", type=int, default=INFER_DEFAULTS["batch_size_per_gpu"])
+    parser.add_argument("--workers", type=int, default=INFER_DEFAULTS["num_workers_per_gpu"])
+    parser.add_argument("--model", default=TRAINING_DEFAULTS["model"])
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as root:
         data = generate(root, n_train=0, n_val=0, n_candidates=args.images, seed=0)
@@ -38,7 +40,7 @@ def main() -> None:
         checkpoint = save_checkpoint(model, f"{root}/model.pt", class_names=data.class_names,
                                      img_size=args.img_size, epoch=0)
         images = [str(path) for path in data.candidate_paths]
-        hyper = {"conf_threshold": 0.01, "iou_threshold": 0.6, "max_detections": 100}
+        hyper = dict(INFER_DEFAULTS, conf_threshold=0.01)  # nearly every peak: the most NMS work
         job = Job("infer", checkpoint, images, args.img_size, args.batch, args.workers, hyper, ["cpu"])
 
         run_job(job, model=model)  # warm-up: worker start, first-call allocations

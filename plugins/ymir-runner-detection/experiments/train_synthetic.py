@@ -35,6 +35,8 @@ from ymir_runner_detection.engine import (  # noqa: E402
     train,
 )
 from ymir_runner_detection.engine.model import count_parameters  # noqa: E402
+from ymir_runner_detection.engine.train import EMA_DECAY  # noqa: E402
+from ymir_runner_detection.templates import TRAINING_DEFAULTS  # noqa: E402
 
 
 SCENES = {
@@ -81,27 +83,29 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--min-object-size", type=float, default=None, help="scene: smallest shape size, pixels")
     parser.add_argument("--max-occlusion", type=float, default=None, help="scene: max covered fraction of a box")
     parser.add_argument("--clutter-lines", type=int, default=None, help="scene: max clutter lines per image")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--optimizer", default="adamw", choices=["adamw", "sgd"])
-    parser.add_argument("--weight-decay", type=float, default=0.05)
-    parser.add_argument("--model", default="nano")
+    # The recipe's defaults are the plugin's training template (templates.py), the image size is the benchmark's.
+    parser.add_argument("--batch-size", type=int, default=TRAINING_DEFAULTS["batch_size_per_gpu"])
+    parser.add_argument("--lr", type=float, default=TRAINING_DEFAULTS["learning_rate"])
+    parser.add_argument("--optimizer", default=TRAINING_DEFAULTS["optimizer"], choices=["adamw", "sgd"])
+    parser.add_argument("--weight-decay", type=float, default=TRAINING_DEFAULTS["weight_decay"])
+    parser.add_argument("--model", default=TRAINING_DEFAULTS["model"])
     parser.add_argument("--stride", type=int, default=None, help="override the model's output stride (4 or 8)")
     parser.add_argument("--box-mode", default=None, choices=["ltrb", "wh_offset"])
     parser.add_argument("--depthwise", action="store_true")
     parser.add_argument("--widths", default=None, help="override the model's channel widths, e.g. 16,32,64,128,192")
     parser.add_argument("--depths", default=None, help="override the model's stage depths, e.g. 1,1,2,2")
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=TRAINING_DEFAULTS["num_workers_per_gpu"])
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
-    parser.add_argument("--mosaic", type=float, default=0.0, help="mosaic probability")
-    parser.add_argument("--mosaic-tile-scale", type=float, default=0.5, help="mosaic tile size vs a full letterbox")
-    parser.add_argument("--scale-min", type=float, default=0.6)
-    parser.add_argument("--scale-max", type=float, default=1.4)
-    parser.add_argument("--ema", type=float, default=0.998, help="EMA decay, 0 disables")
+    parser.add_argument("--mosaic", type=float, default=TRAINING_DEFAULTS["mosaic"], help="mosaic probability")
+    parser.add_argument("--mosaic-tile-scale", type=float, default=AugmentConfig.mosaic_tile_scale,
+                        help="mosaic tile size vs a full letterbox")
+    parser.add_argument("--scale-min", type=float, default=AugmentConfig.scale_range[0])
+    parser.add_argument("--scale-max", type=float, default=AugmentConfig.scale_range[1])
+    parser.add_argument("--ema", type=float, default=EMA_DECAY, help="EMA decay, 0 disables")
     parser.add_argument("--no-cache", action="store_true", help="do not cache decoded images in the workers")
     parser.add_argument("--worker-nice", type=int, default=10, help="CPU priority decrement of data workers")
-    parser.add_argument("--warmup", type=int, default=100, help="warmup steps")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--warmup", type=int, default=100, help="warmup steps (the plugin's template counts it in epochs)")
+    parser.add_argument("--seed", type=int, default=TRAINING_DEFAULTS["seed"])
     parser.add_argument("--data-seed", type=int, default=1)
     parser.add_argument("--out-dir", default=None, help="dataset directory (default: a temporary one)")
     parser.add_argument("--json", default=None, help="write results to this JSON file")

@@ -13,8 +13,10 @@ from typing import Any, Mapping
 import yaml
 
 from .plugin import EXECUTOR_NAME
+from .templates import TRAINING_DEFAULTS
 
-DEMO_CONFIG = {"epochs": 12, "save_period": 4, "img_size": 256, "batch_size_per_gpu": 16}
+#: The demo's changes to the training template (a short run on small images).
+DEMO_CONFIG = {"epochs": 12, "save_period": 4, "img_size": 256}
 
 
 def write_task(root: str, *, kinds: tuple[str, ...] = ("training",), config: Mapping[str, Any] | None = None,
@@ -32,7 +34,8 @@ def write_task(root: str, *, kinds: tuple[str, ...] = ("training",), config: Map
     # The generator wrote the index files where env.yaml names them: <root>/in/{train,val,candidate}-index.tsv.
     task_config: dict[str, Any] = {
         "class_names": list(dataset.class_names), "gpu_id": "", "gpu_count": 0, "object_type": 2,
-        "shm_size": "16G", "plugin": EXECUTOR_NAME, "num_workers_per_gpu": min(2, os.cpu_count() or 1),
+        "shm_size": "16G", "plugin": EXECUTOR_NAME,
+        "num_workers_per_gpu": min(TRAINING_DEFAULTS["num_workers_per_gpu"], os.cpu_count() or 1),
         **(config or {})}
     return write_task_files(root, kinds, task_config, task_id="demo", annotation_format=annotation_format)
 

@@ -21,6 +21,7 @@ from .checkpoint import find_checkpoint, load_checkpoint
 from .engine import DetectionDataset, NoReadableImageError, build_dataloader, decode_maps, no_readable_image_message
 from .engine.decode import boxes_to_original
 from .launch import run_on_devices, select_devices
+from .templates import INFER_DEFAULTS
 from .training import report_image_problems
 
 MODEL_CACHE_KEY = "ymir_runner_detection.checkpoint"
@@ -126,8 +127,10 @@ def _to_input(images: torch.Tensor, device: str) -> torch.Tensor:
 
 
 def _decode(scores: torch.Tensor, boxes: torch.Tensor, hyper: dict[str, Any], threshold: float) -> list:
-    return decode_maps(scores.float(), boxes.float(), int(hyper.get("max_detections", 100)), threshold,
-                       nms_iou=hyper.get("iou_threshold", 0.6))
+    """Peaks -> NMS -> top-k by the task's infer keys; a mining task without them uses the infer defaults."""
+    limits = {key: hyper.get(key, INFER_DEFAULTS[key]) for key in ("max_detections", "iou_threshold")}
+    return decode_maps(scores.float(), boxes.float(), int(limits["max_detections"]), threshold,
+                       nms_iou=limits["iou_threshold"])
 
 
 def infer_batch(model: Any, batch: dict, job: Job, device: str) -> list[Any]:

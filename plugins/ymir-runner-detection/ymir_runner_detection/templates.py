@@ -6,6 +6,9 @@ when a task runs mining and inference together.
 
 from __future__ import annotations
 
+import types
+from typing import Any, Mapping, Sequence
+
 from ymir_runner import Param, TaskKind
 
 MODEL_SIZES = ("nano", "small", "medium")
@@ -57,3 +60,15 @@ MINING = _INFERENCE
 MINING_ALGORITHMS = ("aldd", "entropy", "cald", "random")
 
 TEMPLATES = {TaskKind.TRAINING: TRAINING, TaskKind.INFER: INFER, TaskKind.MINING: MINING}
+
+
+def _defaults(params: Sequence[Param]) -> Mapping[str, Any]:
+    return types.MappingProxyType({param.name: param.default for param in params})
+
+
+#: ``key -> default`` of the training template: the one home of the training recipe (learning rate, optimizer,
+#: weight decay, model size, batch size, mosaic, ...). The engine's functions take these values as arguments
+#: without defaults; the demo, the experiments and the benchmarks read them here.
+TRAINING_DEFAULTS = _defaults(TRAINING)
+#: ``key -> default`` of the infer template (mining's ``predict`` keeps boxes by the same NMS and top-k).
+INFER_DEFAULTS = _defaults(INFER)

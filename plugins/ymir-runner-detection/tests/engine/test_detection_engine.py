@@ -35,6 +35,11 @@ from ymir_runner_detection.engine.augment import horizontal_flip, mosaic, random
 from ymir_runner_detection.engine.loss import DetectionLoss
 from ymir_runner_detection.engine.model import raw_to_boxes
 from ymir_runner_detection.launch import run_on_devices
+from ymir_runner_detection.templates import TRAINING_DEFAULTS
+
+#: The plugin's training recipe in the engine's words; warm-up in steps, as these runs are short.
+RECIPE = {"lr": TRAINING_DEFAULTS["learning_rate"], "optimizer": TRAINING_DEFAULTS["optimizer"],
+          "weight_decay": TRAINING_DEFAULTS["weight_decay"], "warmup_steps": 100}
 
 # One thread: small tensors gain little from two, and OpenMP threads thrash badly when
 # another CPU-heavy process shares the (2-core) machine.
@@ -226,7 +231,7 @@ def test_short_training_overfits_a_few_images(tiny_synthetic):
     model = build_model("nano", num_classes=3)
     train_set = DetectionDataset(items, 128, target_config=TargetConfig.for_model(model))  # letterbox only
     loader = build_dataloader(train_set, 6, shuffle=True, seed=0)
-    result = train(model, loader, epochs=150, lr=4e-3, warmup_steps=10, ema_decay=None, seed=0)
+    result = train(model, loader, epochs=150, **dict(RECIPE, lr=4e-3, warmup_steps=10), ema_decay=None, seed=0)
     assert result.steps == 150 and result.corrupt_images == 0
     metrics, _ = evaluate_model(model, build_dataloader(DetectionDataset(items, 128), 6, shuffle=False), 3)
     assert metrics.map50 > 0.5, metrics
@@ -239,7 +244,7 @@ def test_training_is_deterministic_for_a_seed(tiny_synthetic):
         torch.manual_seed(0)
         model = build_model("nano", num_classes=3)
         dataset = DetectionDataset(items, 96, train=True, target_config=TargetConfig.for_model(model))
-        train(model, build_dataloader(dataset, 3, shuffle=True, seed=3), epochs=2, seed=3)
+        train(model, build_dataloader(dataset, 3, shuffle=True, seed=3), epochs=2, seed=3, **RECIPE)
         return torch.cat([p.detach().flatten() for p in model.parameters()])
 
     assert torch.equal(run(), run())
@@ -251,14 +256,14 @@ def test_nan_loss_raises_non_finite_loss_error(tiny_synthetic):
         model.heatmap_head.predict.bias.fill_(float("nan"))
     dataset = DetectionDataset(_overfit_items(tiny_synthetic), 64, target_config=TargetConfig.for_model(model))
     with pytest.raises(NonFiniteLossError) as error:
-        train(model, build_dataloader(dataset, 2, shuffle=False), epochs=1)
+        train(model, build_dataloader(dataset, 2, shuffle=False), epochs=1, **RECIPE)
     assert error.value.step == 0
 
 
 def test_time_budget_stops_training(tiny_synthetic):
     model = build_model("nano", num_classes=3)
     dataset = DetectionDataset(_overfit_items(tiny_synthetic), 64, target_config=TargetConfig.for_model(model))
-    result = train(model, build_dataloader(dataset, 2, shuffle=True), epochs=10_000, time_budget_s=1.5)
+    result = train(model, build_dataloader(dataset, 2, shuffle=True), epochs=10_000, time_budget_s=1.5, **RECIPE)
     assert result.stopped_by_time_budget and result.train_seconds < 10
 
 
@@ -269,7 +274,7 @@ def _ddp_worker(rank: int, world_size: int, device: str, items, out_dir: str) ->
     dataset = DetectionDataset(items, 64, train=True, target_config=TargetConfig.for_model(model))
     loader = build_dataloader(dataset, 2, shuffle=True, seed=0)  # DistributedSampler: the group is up
     calls = []
-    result = train(model, loader, epochs=2, seed=0, device=device,
+    result = train(model, loader, epochs=2, seed=0, device=device, **RECIPE,
                    on_step=lambda step, total, info: calls.append(step))
     checksum = float(sum(p.detach().double().sum() for p in model.parameters()))
     Path(out_dir, f"rank{rank}.json").write_text(

@@ -23,6 +23,9 @@ from torch.nn.parallel import DistributedDataParallel
 
 from .loss import DetectionLoss
 
+#: Decay of the weights' moving average (the EMA model is what is evaluated and saved).
+EMA_DECAY = 0.998
+
 StepCallback = Callable[[int, int, dict], None]
 EpochCallback = Callable[[int, dict, nn.Module], None]
 
@@ -83,7 +86,7 @@ class ModelEMA:
     weights through instead of averaging in the random initialisation.
     """
 
-    def __init__(self, model: nn.Module, decay: float = 0.998, ramp_steps: int = 100):
+    def __init__(self, model: nn.Module, decay: float = EMA_DECAY, ramp_steps: int = 100):
         self.module = copy.deepcopy(model).eval()
         for parameter in self.module.parameters():
             parameter.requires_grad_(False)
@@ -155,14 +158,14 @@ def train(
     train_loader,
     *,
     epochs: int,
-    lr: float = 6e-3,
-    optimizer: str = "adamw",
-    weight_decay: float = 0.05,
+    lr: float,
+    optimizer: str,
+    weight_decay: float,
+    warmup_steps: int,
     momentum: float = 0.9,
-    warmup_steps: int = 100,
     min_lr_ratio: float = 0.02,
     grad_clip: float | None = 10.0,
-    ema_decay: float | None = 0.998,
+    ema_decay: float | None = EMA_DECAY,
     device: str | torch.device | None = None,
     amp: bool | None = None,
     seed: int = 0,
@@ -177,8 +180,11 @@ def train(
     * The schedule runs over ``progress`` in [0, 1]: steps / (epochs * batches),
       or, with ``time_budget_s``, the larger of that and elapsed / budget (the
       run stops when progress reaches 1; it is then not bit-reproducible).
-    * ``lr`` 6e-3 with AdamW and batch 16 measured best for ``nano`` from scratch
-      (4e-3: -2.6, 1e-2: -2.4 points mAP50-95 on the synthetic benchmark, mosaic 0.5).
+    * The recipe (``lr``, ``optimizer``, ``weight_decay``, warm-up) has no default here: the plugin's training
+      template (``ymir_runner_detection/templates.py``) is its one home. Its learning rate, 6e-3 with AdamW
+      and batch 16, measured best for ``nano`` from scratch (4e-3: -2.6, 1e-2: -2.4 points mAP50-95 on the
+      synthetic benchmark, mosaic 0.5; ``experiments/README.md``).
+    * ``warmup_steps``: linear warm-up length in optimizer steps (0: none).
     * Wall time of callbacks (e.g. evaluations in ``on_epoch_end``) counts
       against ``time_budget_s`` and into ``TrainResult.train_seconds``.
     * ``budget_clock`` (seconds, default ``time.perf_counter``) measures the
