@@ -12,7 +12,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from .plugin import EXECUTOR_NAME
+from . import EXECUTOR_NAME
 from .templates import TRAINING_DEFAULTS
 
 #: The demo's changes to the training template (a short run on small images).

@@ -6,9 +6,7 @@ from __future__ import annotations
 import ymir_runner
 from ymir_runner import ExecutorSpec, TaskKind
 
-from . import templates
-
-EXECUTOR_NAME = "detection"
+from . import EXECUTOR_NAME, templates
 
 
 @ymir_runner.hookimpl
