@@ -24,6 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from ymir_runner_detection import synthetic  # noqa: E402
 from ymir_runner_detection.engine import (  # noqa: E402
     AugmentConfig,
     DetectionDataset,
@@ -31,7 +32,6 @@ from ymir_runner_detection.engine import (  # noqa: E402
     build_dataloader,
     build_model,
     evaluate_model,
-    synthetic,
     train,
 )
 from ymir_runner_detection.engine.model import count_parameters  # noqa: E402

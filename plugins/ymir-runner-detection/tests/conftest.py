@@ -28,3 +28,14 @@ def _only_this_plugin(monkeypatch):
 def trained(tmp_path_factory):
     """One real training run (root, exit code, monitor writes), shared by training, inference and mining tests."""
     return train_once(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def tiny_synthetic(tmp_path_factory):
+    """A small synthetic dataset (small images) shared by the engine and generator tests."""
+    from ymir_runner_detection import synthetic
+
+    return synthetic.generate(
+        tmp_path_factory.mktemp("synthetic"), n_train=12, n_val=6, n_candidates=3,
+        img_size_range=(96, 160), seed=7, objects_range=(1, 3), n_corrupt_train=1,
+    )

@@ -10,7 +10,7 @@ from ymir_runner.plugins import build_plugin_manager
 from ymir_runner.protocol import monitor as monitor_module
 from ymir_runner_detection import __version__, plugin
 from ymir_runner_detection.demo import write_task
-from ymir_runner_detection.engine.synthetic import SceneConfig
+from ymir_runner_detection.synthetic import SceneConfig
 
 #: The end-to-end training test measures that the pipeline learns, on a moderate scene (no tiny objects):
 #: the hard default scene is the benchmark's job.

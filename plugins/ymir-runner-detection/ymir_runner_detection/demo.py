@@ -23,10 +23,10 @@ def write_task(root: str, *, kinds: tuple[str, ...] = ("training",), config: Map
                n_train: int = 160, n_val: int = 40, n_candidates: int = 20, seed: int = 0,
                annotation_format: str = "det-ark", n_corrupt_train: int = 0, scene: Any = None) -> str:
     """Generate the synthetic dataset under ``root/in`` and write env.yaml + config.yaml; return env.yaml.
-    ``scene`` (an ``engine.synthetic.SceneConfig``) sets how hard the images are."""
+    ``scene`` (a :class:`~.synthetic.SceneConfig`) sets how hard the images are."""
     from ymir_runner.testing import write_task_files  # not at import: `ymir-runner --help` must not load pytest
 
-    from .engine.synthetic import generate
+    from .synthetic import generate
 
     formats = (annotation_format, "det-voc" if annotation_format == "det-ark" else "det-ark")
     dataset = generate(root, n_train=n_train, n_val=n_val, n_candidates=n_candidates, seed=seed,

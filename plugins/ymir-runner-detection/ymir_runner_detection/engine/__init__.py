@@ -1,4 +1,5 @@
-"""Pure-PyTorch CenterNet-family detection engine (no dependency on the ymir_runner core).
+"""Pure-PyTorch CenterNet-family detection engine. It knows nothing of YMIR's /in + /out layout or protocol: it
+uses only ymir-runner's image decoding (``ymir_runner.decode_image``) and stage metrics (``ymir_runner.evaluation``).
 
 Box convention everywhere: float ``[x1, y1, x2, y2]`` in pixel-edge
 coordinates (x2 exclusive, width = x2 - x1); class ids are 0-based.
@@ -11,7 +12,6 @@ Modules:
     augment    -- letterbox, flip, scale/translate jitter, colour jitter, mosaic
     data       -- Dataset (content-sniffed decoding, corrupt-image tolerance), collate, DataLoader
     evaluate   -- COCO metrics via faster-coco-eval, tp/fp/fn at a threshold
-    synthetic  -- seeded synthetic shapes dataset in YMIR's /in layout
     train      -- training loop with callbacks, EMA, time budget, DDP
 """
 

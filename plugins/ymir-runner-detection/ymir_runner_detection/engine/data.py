@@ -1,6 +1,6 @@
 """Dataset / DataLoader over ``(image_path, boxes [N,4], classes [N])`` items.
 
-Images are decoded by ymir-runner's rules (:func:`ymir_runner.protocol.images.decode_image`: by content,
+Images are decoded by ymir-runner's rules (:func:`ymir_runner.decode_image`: by content,
 stored pixels without EXIF rotation, 16-bit scaled by the full range, truncated files as far as they go, large
 images reduced on decode). Boxes are in STORED-pixel coordinates; an image reduced on decode has its boxes
 scaled with it, and evaluation letterbox infos map predictions back to the stored size. An unreadable image
@@ -39,7 +39,7 @@ DECODE_MARGIN = 2
 
 def load_image(path: str | Path) -> np.ndarray:
     """Decode an image file by ymir-runner's rules into an HxWx3 uint8 RGB array of its stored size.
-    Raises ``ymir_runner.protocol.images.ImageProblem`` when it cannot be used."""
+    Raises ``ymir_runner.ImageProblem`` when it cannot be used."""
     return np.asarray(decode_image(str(path)).image)
 
 

@@ -1,4 +1,5 @@
-"""Deterministic synthetic detection dataset in YMIR's ``/in`` layout.
+"""Deterministic synthetic detection dataset in YMIR's ``/in`` layout (for the demo, tests and benchmarks; the
+engine only sees the ``(path, boxes, classes)`` items it describes).
 
 Coloured shapes (circle, rectangle, triangle) of various sizes, aspect ratios
 and rotations on noisy, low-frequency textured backgrounds with clutter lines;
