@@ -28,8 +28,7 @@ import time
 
 import yaml
 
-from ymir_runner.shutdown import child_pids, is_running
-from ymir_runner.testing import temp_files, torn_protocol_files
+from ymir_runner.testing import RunOutcome, child_pids, install_models, is_running, temp_files, torn_protocol_files
 from ymir_runner_detection.demo import write_task
 
 TINY = {"epochs": 4, "save_period": 1, "img_size": 64, "batch_size_per_gpu": 4, "num_workers_per_gpu": 1,
@@ -52,18 +51,15 @@ def timed_run(env_file: str) -> float:
 
 def mining_tree(work: str, trained_root: str) -> str:
     """A mining + inference task on 40 candidates with the best stage of the trained model."""
-    with open(os.path.join(trained_root, "out", "models", "result.yaml"), encoding="utf-8") as stream:
-        result = yaml.safe_load(stream)
     root = os.path.join(work, "mine")
     env_file = write_task(root, kinds=("mining", "infer"), config={"batch_size_per_gpu": 8, "num_workers_per_gpu": 1},
                           n_train=0, n_val=0, n_candidates=40)
-    best = result["best_stage_name"]
-    shutil.copytree(os.path.join(trained_root, "out", "models", best), os.path.join(root, "in", "models", best))
+    models = os.path.join(root, "in", "models")
+    files = install_models(os.path.join(trained_root, "out", "models"), models)
     config_file = os.path.join(root, "in", "config.yaml")
     with open(config_file, encoding="utf-8") as stream:
         config = yaml.safe_load(stream)
-    config["model_params_path"] = [os.path.join(root, "in", "models", best, name)
-                                   for name in result["model_stages"][best]["files"]]
+    config["model_params_path"] = [os.path.join(models, file) for file in files]
     with open(config_file, "w", encoding="utf-8") as stream:
         yaml.safe_dump(config, stream)
     return env_file
@@ -98,16 +94,14 @@ def stop_round(env_file: str, stops: int, duration: float, rng: random.Random) -
         time.sleep(0.05)
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate()
-        with open(os.path.join(out_dir, "monitor.txt"), encoding="utf-8") as stream:
-            fields = stream.readline().rstrip("\n").split("\t")
-        last = stderr.strip().splitlines()[-1] if stderr.strip() else ""
+        outcome = RunOutcome(process.returncode, stderr, out_dir, env_file)
         problems = []
-        if process.returncode != 128 + signal.SIGTERM:
-            problems.append(f"exit {process.returncode}")
-        if fields[3:] != ["4", "160004"]:
-            problems.append(f"monitor {fields}")
-        if last != "ymir-runner: error 160004: the task was stopped (SIGTERM)":
-            problems.append(f"last line {last!r}")
+        if outcome.exit_code != 128 + signal.SIGTERM:
+            problems.append(f"exit {outcome.exit_code}")
+        if outcome.monitor_fields[3:] != ["4", "160004"]:
+            problems.append(f"monitor {outcome.monitor_fields}")
+        if outcome.last_stderr_line != "ymir-runner: error 160004: the task was stopped (SIGTERM)":
+            problems.append(f"last line {outcome.last_stderr_line!r}")
         problems += [f"temp file {path}" for path in temp_files(out_dir)]
         problems += [f"worker {pid} still running" for pid in workers if is_running(pid)]
         if problems:

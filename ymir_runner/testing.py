@@ -14,8 +14,8 @@ Fixtures:
   runs its task end to end and returns a :class:`RunOutcome`: exit code, monitor line, result files, stderr.
 
 The helpers (``write_png``, ``TaskTree``, ``write_task_files`` for a tree of your own data, ``install_models``,
-``make_fake_distribution``, and for fault injection ``torn_protocol_files`` and ``temp_files``) work without
-pytest too.
+``plugin_registry`` and ``monitor_writes`` for runs in this process, ``make_fake_distribution``, and for fault
+injection ``torn_protocol_files``, ``temp_files``, ``child_pids`` and ``is_running``) work without pytest too.
 """
 
 from __future__ import annotations
@@ -37,11 +37,13 @@ from .plugins import PluginRegistry, build_plugin_manager
 from .protocol.atomic import TEMP_PREFIX
 from .protocol.dataset import ark_text
 from .protocol.env import TaskKind, env_document, reroot
+from .shutdown import child_pids, is_running
 
 __all__ = [
     "png_bytes", "write_png", "RunOutcome", "TaskTree", "write_task_files", "install_models", "make_read_only",
     "cannot_run_as",
     "torn_protocol_files", "temp_files", "make_fake_distribution",
+    "plugin_registry", "monitor_writes", "child_pids", "is_running",
 ]
 
 try:
@@ -361,6 +363,46 @@ def cannot_run_as(uid: int) -> str | None:
     except (OSError, subprocess.SubprocessError) as error:
         return f"{sys.executable} cannot run as uid {uid}: {error}"
     return None
+
+
+# --- runs in this process ----------------------------------------------------------------------------------
+
+def plugin_registry(plugins: Mapping[str, Any]) -> PluginRegistry:
+    """A plugin registry holding exactly ``plugins`` (name -> plugin module or object, registered in that
+    order) and the core's own, entry-point autoload off: the ``ymir_registry`` fixture for code that cannot
+    take a fixture, such as a helper or a session-scoped fixture that runs a task once for many tests. Pass it
+    to ``ymir_runner.run(env_file, registry=...)`` or ``TaskTree.run(registry)``.
+
+    Raises pluggy's ``PluginValidationError`` when a plugin's hook implementations do not match the hook
+    specifications (a misspelt hook, an unknown argument), ``ValueError`` when one plugin object is given under
+    two names."""
+    registry = build_plugin_manager(autoload=False)
+    for name, plugin in plugins.items():
+        registry.register(plugin, name)
+    return registry
+
+
+@contextlib.contextmanager
+def monitor_writes() -> Iterator[list[str]]:
+    """``with monitor_writes() as writes:`` records every monitor.txt the runs in the block write, in order:
+    each entry is the file's whole text (first line ``task_id, timestamp, percent, state, return code``
+    tab-separated, then the progress message when there is one, e.g. ``mining: 3/12 images``). For checking
+    progress as the platform polls it (monotonic, ending at 1.0). Only atomic writes of runs in this process are
+    seen (``ymir_runner.run``, ``TaskTree.run``): not a subprocess, not the in-place fallback of a full disk."""
+    from .protocol import monitor
+
+    writes: list[str] = []
+    original = monitor.atomic_write_text
+
+    def recording(path: str, text: str) -> None:
+        writes.append(text)
+        original(path, text)
+
+    monitor.atomic_write_text = recording
+    try:
+        yield writes
+    finally:
+        monitor.atomic_write_text = original
 
 
 # --- fault checks ---------------------------------------------------------------------------------------------

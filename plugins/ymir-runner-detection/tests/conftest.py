@@ -4,24 +4,24 @@ import sys
 
 import pytest
 
-from ymir_runner.plugins import DISABLE_ENV_VAR, ENTRY_POINT_GROUP
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from helpers import train_once  # noqa: E402
 
 pytest_plugins = ["ymir_runner.testing"]
 
-# Other plugin distributions installed on the machine are blocked, in this process and in the runs it starts:
-# their executors must not change which executor a task here selects.
-OTHERS = sorted({entry_point.dist.name for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+# Other plugin distributions installed on the machine are blocked in the runs these tests start (`ymir-runner
+# run` loads every distribution of the `ymir_runner` entry-point group but those YMIR_RUNNER_DISABLE_PLUGINS
+# names, see the README): their executors must not change which executor a task here selects. Runs in this
+# process use a registry of this plugin alone (helpers.registry).
+OTHERS = sorted({entry_point.dist.name for entry_point in importlib.metadata.entry_points(group="ymir_runner")
                  if entry_point.dist is not None and entry_point.dist.name != "ymir-runner-detection"})
 
 
 @pytest.fixture(autouse=True)
 def _only_this_plugin(monkeypatch):
     if OTHERS:
-        monkeypatch.setenv(DISABLE_ENV_VAR, ",".join(OTHERS))
+        monkeypatch.setenv("YMIR_RUNNER_DISABLE_PLUGINS", ",".join(OTHERS))
 
 
 @pytest.fixture(scope="session")

@@ -6,9 +6,7 @@ import os
 
 import yaml
 
-from ymir_runner.plugins import build_plugin_manager
-from ymir_runner.protocol import monitor as monitor_module
-from ymir_runner_detection import __version__, plugin
+from ymir_runner_detection import EXECUTOR_NAME, plugin
 from ymir_runner_detection.demo import write_task
 from ymir_runner_detection.synthetic import SceneConfig
 
@@ -22,16 +20,18 @@ FAST = {"epochs": 40, "save_period": 20, "img_size": 192, "batch_size_per_gpu": 
         "warmup_epochs": 2.0, "mosaic": 0.0}
 
 
-def registry():
-    registry = build_plugin_manager(autoload=False)
-    registry.register(plugin, "detection", distribution="ymir-runner-detection", version=__version__)
-    return registry
+def registry(**others):
+    """This plugin alone (plus ``others``: name -> plugin, e.g. an observer of the context)."""
+    from ymir_runner.testing import plugin_registry  # here: conftest imports this module before pytest loads the kit
+
+    return plugin_registry({EXECUTOR_NAME: plugin, **others})
 
 
-def run(env_file):
+def run(env_file, **others):
+    """Run the task of ``env_file`` in this process with :func:`registry`; returns the exit code."""
     from ymir_runner import run as dispatch
 
-    return dispatch(env_file, registry=registry())
+    return dispatch(env_file, registry=registry(**others))
 
 
 def read_result(root):
@@ -45,21 +45,13 @@ def last_line(capsys):
 
 def train_once(tmp_path_factory):
     """One real training run shared by the checks below; monitor writes are recorded as they happen."""
+    from ymir_runner.testing import monitor_writes
+
     root = str(tmp_path_factory.mktemp("train"))
     env_file = write_task(root, config=FAST, n_train=160, n_val=24, n_corrupt_train=1,
                           scene=TEST_SCENE)
-    writes = []
-    original = monitor_module.atomic_write_text
-
-    def recording(path, text):
-        writes.append(text)
-        original(path, text)
-
-    monitor_module.atomic_write_text = recording
-    try:
+    with monitor_writes() as writes:
         code = run(env_file)
-    finally:
-        monitor_module.atomic_write_text = original
     return root, code, writes
 
 

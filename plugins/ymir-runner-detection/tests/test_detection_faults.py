@@ -21,8 +21,7 @@ from helpers import make_task
 from PIL import Image
 
 from ymir_runner import ReturnCode
-from ymir_runner.shutdown import child_pids, is_running
-from ymir_runner.testing import temp_files, torn_protocol_files
+from ymir_runner.testing import RunOutcome, child_pids, is_running, temp_files, torn_protocol_files
 from ymir_runner_detection.demo import write_task
 
 TINY = {"epochs": 2, "save_period": 1, "img_size": 64, "batch_size_per_gpu": 4, "num_workers_per_gpu": 1,
@@ -44,14 +43,10 @@ def out_of(env_file: str) -> str:
     return os.path.join(os.path.dirname(os.path.dirname(env_file)), "out")
 
 
-def monitor_of(out_dir: str) -> tuple[float, int, int]:
-    """percent, state, code: every field must parse, or the platform fails the task."""
-    with open(os.path.join(out_dir, "monitor.txt"), encoding="utf-8") as stream:
-        line = stream.readline()
-    assert line.endswith("\n"), repr(line)
-    task_id, timestamp, percent, state, code = line.rstrip("\n").split("\t")
-    float(timestamp)
-    return float(percent), int(state), int(code)
+def finish(process: subprocess.Popen, env_file: str, timeout: float) -> RunOutcome:
+    """Wait for a run started by :func:`start`: what the platform observes then."""
+    _, stderr = process.communicate(timeout=timeout)
+    return RunOutcome(process.returncode, stderr, out_of(env_file), env_file)
 
 
 def wait_for_stage(process: subprocess.Popen, out_dir: str, timeout: float = 120) -> None:
@@ -90,26 +85,26 @@ def undecodable_jpeg(width: int, height: int) -> bytes:
 def test_no_decodable_training_image_is_a_dataset_error_printed_last(tmp_path):
     env_file = write_task(str(tmp_path), config=TINY, n_train=6, n_val=4)
     count = replace_with_undecodable(str(tmp_path / "in" / "train-index.tsv"))
-    process = start(env_file)
-    _, stderr = process.communicate(timeout=300)
+    outcome = finish(start(env_file), env_file, timeout=300)
 
-    assert process.returncode == 1
-    assert monitor_of(out_of(env_file))[1:] == (4, ReturnCode.DATASET)
-    last = stderr.strip().splitlines()[-1]
+    assert outcome.exit_code == 1
+    assert torn_protocol_files(outcome.out_dir) == []  # every monitor.txt field parses, or the platform fails
+    assert (outcome.state, outcome.return_code) == (4, ReturnCode.DATASET)
+    last = outcome.last_stderr_line
     assert last.startswith(f"ymir-runner: error {int(ReturnCode.DATASET)}: none of the {count} training images "
                            f"can be decoded (the first is {tmp_path}/"), last
-    assert "Traceback" not in stderr
+    assert "Traceback" not in outcome.stderr
 
 
 def test_no_decodable_candidate_is_a_dataset_error(trained, tmp_path):
     env_file = make_task(trained, tmp_path, ("mining", "infer"), {"num_workers_per_gpu": 1}, n_candidates=5)
     replace_with_undecodable(str(tmp_path / "in" / "candidate-index.tsv"))
-    process = start(env_file)
-    _, stderr = process.communicate(timeout=300)
+    outcome = finish(start(env_file), env_file, timeout=300)
 
-    assert process.returncode == 1
-    assert monitor_of(out_of(env_file))[1:] == (4, ReturnCode.DATASET)
-    assert stderr.strip().splitlines()[-1].startswith(
+    assert outcome.exit_code == 1
+    assert torn_protocol_files(outcome.out_dir) == []
+    assert (outcome.state, outcome.return_code) == (4, ReturnCode.DATASET)
+    assert outcome.last_stderr_line.startswith(
         f"ymir-runner: error {int(ReturnCode.DATASET)}: none of the 5 candidate images can be decoded")
 
 
@@ -133,12 +128,12 @@ def test_stopped_during_training_with_dataloader_workers(tmp_path, signals, to_g
         else:
             process.send_signal(signum)
         time.sleep(0.05)
-    _, stderr = process.communicate(timeout=120)
+    outcome = finish(process, env_file, timeout=120)
 
-    assert process.returncode == exit_code, stderr[-3000:]
-    assert "Traceback" not in stderr, stderr[-3000:]
-    assert monitor_of(out_of(env_file))[1:] == (4, ReturnCode.GENERIC)
-    assert stderr.strip().splitlines()[-1] == f"ymir-runner: error {int(ReturnCode.GENERIC)}: {line}"
+    assert outcome.exit_code == exit_code, outcome.stderr[-3000:]
+    assert "Traceback" not in outcome.stderr, outcome.stderr[-3000:]
+    assert (outcome.state, outcome.return_code) == (4, ReturnCode.GENERIC)
+    assert outcome.last_stderr_line == f"ymir-runner: error {int(ReturnCode.GENERIC)}: {line}"
     assert workers and not [pid for pid in workers if is_running(pid)], "DataLoader workers outlived the run"
     assert temp_files(out_of(env_file)) == []
     assert torn_protocol_files(out_of(env_file)) == []
@@ -154,11 +149,10 @@ def test_disk_full_while_saving_a_checkpoint(tmp_path):
     if mounted.returncode:
         pytest.skip(f"cannot mount a tmpfs to fill up: {mounted.stderr.strip() or mounted.returncode}")
     try:
-        process = start(env_file)
-        _, stderr = process.communicate(timeout=600)
-        last = stderr.strip().splitlines()[-1]
-        assert process.returncode == 1, stderr[-3000:]
-        assert monitor_of(out_dir)[1:] == (4, ReturnCode.GENERIC)
+        outcome = finish(start(env_file), env_file, timeout=600)
+        last = outcome.last_stderr_line
+        assert outcome.exit_code == 1, outcome.stderr[-3000:]
+        assert (outcome.state, outcome.return_code) == (4, ReturnCode.GENERIC)
         assert last.startswith(f"ymir-runner: error {int(ReturnCode.GENERIC)}: cannot write {out_dir}/models/epoch_")
         assert last.endswith(": no space left on device"), last
         assert temp_files(out_dir) == []

@@ -11,8 +11,7 @@ import sys
 
 import pytest
 
-from ymir_runner.testing import cannot_run_as, make_read_only
-from ymir_runner.verify import verify_out
+from ymir_runner.testing import RunOutcome, cannot_run_as, make_read_only
 from ymir_runner_detection.demo import write_task
 
 START_SH = pathlib.Path(__file__).resolve().parents[3] / "docker" / "start.sh"
@@ -34,7 +33,8 @@ def test_training_through_start_sh_as_uid_65534_with_read_only_in(ymir_shared_tm
                           user=NOBODY, group=NOBODY, cwd=ymir_shared_tmp, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
 
-    report = verify_out(str(root / "out"), ["training"], class_names=["circle", "rectangle", "triangle"])
+    # ymir-runner verify: training outputs, config.yaml's classes ("circle", "rectangle", "triangle") only
+    report = RunOutcome(done.returncode, done.stderr, str(root / "out"), env_file).verify()
     assert report.ok, report.findings
     assert sorted(os.listdir(root / "out" / "models" / "epoch_2")) == ["model.onnx", "model.pt"]
     assert any(name.startswith("events.out.tfevents") for name in os.listdir(root / "out" / "tensorboard"))

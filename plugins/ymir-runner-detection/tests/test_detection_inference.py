@@ -11,8 +11,7 @@ import yaml
 from helpers import candidates, last_line, make_task, read_result, run
 
 from ymir_runner import ReturnCode
-from ymir_runner.protocol import monitor as monitor_module
-from ymir_runner.verify import verify_out
+from ymir_runner.testing import RunOutcome, monitor_writes
 
 
 def check_infer_result(folder):
@@ -42,20 +41,15 @@ def check_result_tsv(folder):
 
 def test_mining_and_inference_in_one_run(trained, tmp_path, capsys):
     env_file = make_task(trained, tmp_path, ("mining", "infer"), {"mining_algorithm": "aldd"})
-    writes = []
-    original = monitor_module.atomic_write_text
-    monitor_module.atomic_write_text = lambda path, text: (writes.append(text), original(path, text))
-    try:
+    with monitor_writes() as writes:
         assert run(env_file) == 0
-    finally:
-        monitor_module.atomic_write_text = original
     err = capsys.readouterr().err
     assert err.count("model /") == 1  # one model load for both tasks
     detection = check_infer_result(tmp_path)
     assert sum(1 for entry in detection.values() if entry["boxes"]) >= len(detection) * 0.8  # it detects
     check_result_tsv(tmp_path)
-    report = verify_out(str(tmp_path / "out"), ["mining", "infer"], candidates=candidates(tmp_path),
-                        class_names=["circle", "rectangle", "triangle"], task_id="demo")
+    # ymir-runner verify: mining and infer outputs covering every candidate, config.yaml's classes, task_id demo
+    report = RunOutcome(0, err, str(tmp_path / "out"), env_file).verify()
     assert report.ok, report.to_text()
     lines = [text.splitlines() for text in writes]
     percents = [float(line[0].split("\t")[2]) for line in lines]

@@ -20,13 +20,12 @@ import zlib
 
 import numpy as np
 import pytest
-import yaml
 from helpers import read_result, run
 from PIL import Image
 
-from ymir_runner.inspection import inspect_env
-from ymir_runner.protocol.env import env_document, reroot
-from ymir_runner.verify import verify_out
+import ymir_runner
+from ymir_runner import TaskKind
+from ymir_runner.testing import RunOutcome, write_task_files
 from ymir_runner_detection.engine import DetectionDataset, evaluate_detections
 from ymir_runner_detection.training import validation_max_detections
 
@@ -34,6 +33,11 @@ CLASSES = ["猫", "狗"]  # VOC files name classes; these are written in GBK
 COLORS = [(230, 60, 60), (60, 60, 230)]
 CONFIG = {"epochs": 2, "save_period": 1, "img_size": 128, "batch_size_per_gpu": 4, "num_workers_per_gpu": 1,
           "mosaic": 0.0, "export_onnx": False, "max_detections": 100}
+
+
+def reroot(container_path: str, root: str) -> str:
+    """Where a container path (/in/..., /out/...) lies in the local tree ``root``."""
+    return os.path.join(root, container_path.lstrip("/"))
 
 
 class QuirkySet:
@@ -198,16 +202,22 @@ def build(root: str) -> QuirkySet:
 
 
 def write_env(root: str, kinds, config) -> str:
-    env = env_document("quirks", kinds, path=lambda container_path: reroot(container_path, root))
-    task_config = {"task_id": "quirks", "class_names": CLASSES, "gpu_id": "", "gpu_count": 0, "object_type": 2,
-                   "shm_size": "16G", "plugin": "detection", **config}
-    with open(reroot("/in/config.yaml", root), "w", encoding="utf-8") as stream:
-        yaml.safe_dump(task_config, stream, sort_keys=False, allow_unicode=True)
-    env_file = reroot("/in/env.yaml", root)
-    with open(env_file, "w", encoding="utf-8") as stream:
-        yaml.safe_dump(env, stream, sort_keys=False)
-    os.makedirs(reroot("/out", root), exist_ok=True)
-    return env_file
+    task_config = {"class_names": CLASSES, "gpu_id": "", "gpu_count": 0, "object_type": 2, "shm_size": "16G",
+                   "plugin": "detection", **config}
+    return write_task_files(root, kinds, task_config, task_id="quirks")
+
+
+class ValidationRecorder:
+    """An observer plugin: keeps the validation items the core's readers give the training task (boxes
+    clipped to the image, duplicates removed), which is the ground truth the stage metrics are measured on."""
+
+    def __init__(self) -> None:
+        self.items: list = []
+
+    @ymir_runner.hookimpl
+    def ymir_runner_before_task(self, context):
+        if context.kind == TaskKind.TRAINING:
+            self.items = list(context.validation_set)
 
 
 @pytest.fixture(scope="module")
@@ -220,15 +230,17 @@ def quirky(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trained_on_quirks(quirky):
+    """The training run: root, data, exit code, stderr, and the validation items the task was given."""
     root, data, env_file = quirky
+    recorder = ValidationRecorder()
     stderr = io.StringIO()
     with contextlib.redirect_stderr(stderr):
-        code = run(env_file)
-    return root, data, code, stderr.getvalue()
+        code = run(env_file, recorder=recorder)
+    return root, data, code, stderr.getvalue(), recorder.items
 
 
 def test_training_on_real_world_quirks_finishes_and_names_every_repair_and_skip(trained_on_quirks):
-    root, data, code, err = trained_on_quirks
+    root, data, code, err, _ = trained_on_quirks
     assert code == 0, err[-3000:]
     summary = next(line for line in err.splitlines() if "training: skipped" in line)
     # train: 1 box outside + 24 duplicates x 2 boxes; val: 24 x 2 duplicates. Clipped: 2 train + 1 val boxes.
@@ -246,15 +258,15 @@ def test_training_on_real_world_quirks_finishes_and_names_every_repair_and_skip(
     best = result["model_stages"][result["best_stage_name"]]
     assert set(best) >= {"mAP", "mAR", "mAP50_95", "tp", "fp", "fn"}
     assert result["evaluate_config"] == {"iou_thr": 0.5, "conf_thr": 0.3}
-    report = verify_out(os.path.join(root, "out"), ["training"], task_id="quirks")
+    # ymir-runner verify: training outputs, config.yaml's classes, task_id quirks
+    report = RunOutcome(code, err, os.path.join(root, "out"), os.path.join(root, "in", "env.yaml")).verify()
     assert report.ok, report.to_text()
 
 
-def test_a_model_predicting_the_visible_ground_truth_scores_map_1(quirky):
+def test_a_model_predicting_the_visible_ground_truth_scores_map_1(trained_on_quirks):
     """The evaluator gets the ground truth the readers produce (clipped, deduplicated) and the detection cap the
     training task uses: predicting exactly what is visible in each image scores 1.0 at every IoU."""
-    root, data, env_file = quirky
-    validation = inspect_env(env_file).split("validation").items
+    root, data, _, _, validation = trained_on_quirks
     assert len(validation) == 4
     ground_truth, perfect = [], []
     for item in validation:
@@ -300,7 +312,7 @@ def test_every_task_decodes_the_quirky_images_by_the_same_rules(quirky):
 
 
 def test_mining_and_inference_answer_for_every_quirky_candidate(trained_on_quirks, tmp_path):
-    root, data, code, _ = trained_on_quirks
+    root, data, code, _, _ = trained_on_quirks
     assert code == 0
     task = str(tmp_path)
     shutil.copytree(reroot("/in", root), reroot("/in", task), ignore=shutil.ignore_patterns("models"))

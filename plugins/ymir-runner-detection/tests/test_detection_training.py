@@ -5,6 +5,8 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -12,7 +14,7 @@ import yaml
 from helpers import FAST, last_line, read_result, run
 
 from ymir_runner import ReturnCode
-from ymir_runner.verify import verify_out
+from ymir_runner.testing import RunOutcome
 from ymir_runner_detection.demo import write_task
 
 def test_training_succeeds_with_a_useful_model(trained):
@@ -29,7 +31,8 @@ def test_training_succeeds_with_a_useful_model(trained):
     assert all(isinstance(best[key], int) for key in ("tp", "fp", "fn"))
     assert best["tp"] > 0
     assert result["evaluate_config"] == {"iou_thr": 0.5, "conf_thr": 0.3}
-    report = verify_out(os.path.join(root, "out"), ["training"], task_id="demo")
+    # ymir-runner verify: training outputs, config.yaml's classes, task_id demo
+    report = RunOutcome(code, "", os.path.join(root, "out"), os.path.join(root, "in", "env.yaml")).verify()
     assert report.ok, report.to_text()
 
 
@@ -158,10 +161,10 @@ def test_two_process_cpu_training_with_gloo(tmp_path, monkeypatch):
     assert set(result["model_stages"]) == {"epoch_1", "epoch_2"}
 
 
-def test_demo_command_reports_the_best_stage_by_the_metrics_definitions(tmp_path, capsys):
-    from ymir_runner.cli import main
-
-    assert main(["demo", str(tmp_path / "demo"), "--epochs", "1", "--images", "16"]) == 0
-    out = capsys.readouterr().out
+def test_demo_command_reports_the_best_stage_by_the_metrics_definitions(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "ymir_runner", "demo", str(tmp_path / "demo"), "--epochs", "1",
+                           "--images", "16"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout
     best = read_result(str(tmp_path / "demo"))["model_stages"]["epoch_1"]
     assert f"best stage      : epoch_1: mAP@0.5 {best['mAP']:.3f}, mAP50-95 {best['mAP50_95']:.3f}" in out
