@@ -20,8 +20,8 @@ import torch
 
 from ymir_runner_detection.checkpoint import save_checkpoint
 from ymir_runner_detection.engine import DetectionDataset, build_dataloader, build_model
-from ymir_runner_detection.synthetic import generate
 from ymir_runner_detection.inference import Job, run_job
+from ymir_runner_detection.synthetic import generate
 from ymir_runner_detection.templates import INFER_DEFAULTS, TRAINING_DEFAULTS
 
 

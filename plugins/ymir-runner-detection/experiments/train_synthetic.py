@@ -38,7 +38,6 @@ from ymir_runner_detection.engine.model import count_parameters  # noqa: E402
 from ymir_runner_detection.engine.train import EMA_DECAY  # noqa: E402
 from ymir_runner_detection.templates import TRAINING_DEFAULTS  # noqa: E402
 
-
 SCENES = {
     "hard": synthetic.SceneConfig(),
     "plain": synthetic.SceneConfig(min_object_size=24.0, max_occlusion=0.0, max_clutter_lines=0),
@@ -62,7 +61,8 @@ def _cpu_seconds() -> float:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--time-budget", type=float, default=360.0, help="training budget in seconds (see --budget-clock)")
+    parser.add_argument("--time-budget", type=float, default=360.0,
+                        help="training budget in seconds (see --budget-clock)")
     parser.add_argument(
         "--budget-clock", default="cpu", choices=["cpu", "wall"],
         help="cpu: CPU seconds of this process and its workers divided by the core count, i.e. wall seconds "
@@ -104,7 +104,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--ema", type=float, default=EMA_DECAY, help="EMA decay, 0 disables")
     parser.add_argument("--no-cache", action="store_true", help="do not cache decoded images in the workers")
     parser.add_argument("--worker-nice", type=int, default=10, help="CPU priority decrement of data workers")
-    parser.add_argument("--warmup", type=int, default=100, help="warmup steps (the plugin's template counts it in epochs)")
+    parser.add_argument("--warmup", type=int, default=100,
+                        help="warmup steps (the plugin's template counts it in epochs)")
     parser.add_argument("--seed", type=int, default=TRAINING_DEFAULTS["seed"])
     parser.add_argument("--data-seed", type=int, default=1)
     parser.add_argument("--out-dir", default=None, help="dataset directory (default: a temporary one)")
@@ -134,7 +135,8 @@ def main() -> None:
             overrides[key] = tuple(int(value) for value in getattr(args, key).split(","))
     torch.manual_seed(args.seed)
     model = build_model(args.model, len(data.class_names), **overrides)
-    print(f"model {args.model} {overrides}: {count_parameters(model) / 1e6:.2f}M params, stride {model.stride}, {model.box_mode}")
+    print(f"model {args.model} {overrides}: {count_parameters(model) / 1e6:.2f}M params, stride {model.stride}, "
+          f"{model.box_mode}")
 
     augment = AugmentConfig(
         mosaic_prob=args.mosaic, mosaic_tile_scale=args.mosaic_tile_scale, scale_range=(args.scale_min, args.scale_max)
@@ -153,7 +155,8 @@ def main() -> None:
     def on_epoch_end(epoch: int, metrics: dict, _model) -> None:
         print(
             f"epoch {epoch:3d} loss {metrics['loss']:.3f} (heat {metrics['heatmap']:.3f} box {metrics['box']:.3f}) "
-            f"lr {metrics['lr']:.2e} {metrics['images_per_second']:.1f} img/s data-wait {metrics['data_wait_share']:.1%}",
+            f"lr {metrics['lr']:.2e} {metrics['images_per_second']:.1f} img/s "
+            f"data-wait {metrics['data_wait_share']:.1%}",
             flush=True,
         )
 
@@ -164,8 +167,9 @@ def main() -> None:
     cores = os.cpu_count() or 1
     budget_clock = (lambda: _cpu_seconds() / cores) if args.budget_clock == "cpu" else None
     result = train(
-        model, train_loader, epochs=args.epochs or 10_000, lr=args.lr, optimizer=args.optimizer, weight_decay=args.weight_decay,
-        ema_decay=args.ema or None, seed=args.seed, time_budget_s=None if args.epochs else args.time_budget, on_epoch_end=on_epoch_end,
+        model, train_loader, epochs=args.epochs or 10_000, lr=args.lr, optimizer=args.optimizer,
+        weight_decay=args.weight_decay, ema_decay=args.ema or None, seed=args.seed,
+        time_budget_s=None if args.epochs else args.time_budget, on_epoch_end=on_epoch_end,
         warmup_steps=args.warmup, budget_clock=budget_clock,
     )
     cpu_seconds = _cpu_seconds() - cpu_started

@@ -193,8 +193,8 @@ def build(root: str) -> QuirkySet:
     for name in ("plain", "16-bit", "truncated"):
         boxes = random_boxes(rng, size, 1)
         image = data.scene(size, boxes)
-        blob = {"plain": lambda: encode(image, "PNG"), "16-bit": lambda: sixteen_bit_png(image),
-                "truncated": lambda: encode(image, "JPEG")[:-2]}[name]()
+        blob = {"plain": lambda image: encode(image, "PNG"), "16-bit": sixteen_bit_png,
+                "truncated": lambda image: encode(image, "JPEG")[:-2]}[name](image)
         data.add("candidate", blob, size, boxes)
     data.add("candidate", bomb_png(), (1, 1))
     data.write_indexes()

@@ -17,6 +17,7 @@ from ymir_runner import ReturnCode
 from ymir_runner.testing import RunOutcome
 from ymir_runner_detection.demo import write_task
 
+
 def test_training_succeeds_with_a_useful_model(trained):
     root, code, _ = trained
     assert code == 0

@@ -71,8 +71,10 @@ def run_demo(args: argparse.Namespace) -> int:
 
 def add_demo_command(subparsers: Any) -> None:
     parser = subparsers.add_parser("demo", help="train the detection plugin on generated data (a real, short run)")
-    parser.add_argument("folder", nargs="?", default="demo-run", help="where to build /in and /out (default ./demo-run)")
-    parser.add_argument("--epochs", type=int, default=DEMO_CONFIG["epochs"], help="training epochs (default %(default)s)")
+    parser.add_argument("folder", nargs="?", default="demo-run",
+                        help="where to build /in and /out (default ./demo-run)")
+    parser.add_argument("--epochs", type=int, default=DEMO_CONFIG["epochs"],
+                        help="training epochs (default %(default)s)")
     parser.add_argument("--images", type=int, default=160, help="training images to generate (default %(default)s)")
     parser.add_argument("--model", default="", help="model size (default: the template's)")
     parser.set_defaults(handler=run_demo)

@@ -76,12 +76,14 @@ def _background(rng: np.random.Generator, width: int, height: int, max_lines: in
     return texture
 
 
-def _shape_polygon(class_name: str, rng: np.random.Generator, width: float, height: float) -> list[tuple[float, float]] | None:
+def _shape_polygon(class_name: str, rng: np.random.Generator, width: float,
+                   height: float) -> list[tuple[float, float]] | None:
     """Polygon (relative to the box centre) for rectangles/triangles; None for circles (drawn as ellipse)."""
     if class_name == "circle":
         return None
     if class_name == "rectangle":
-        corners = [(-width / 2, -height / 2), (width / 2, -height / 2), (width / 2, height / 2), (-width / 2, height / 2)]
+        corners = [(-width / 2, -height / 2), (width / 2, -height / 2), (width / 2, height / 2),
+                   (-width / 2, height / 2)]
         angle = rng.uniform(0, math.pi / 2) if rng.random() < 0.3 else 0.0
     else:
         start = rng.uniform(0, 2 * math.pi)
@@ -103,7 +105,8 @@ def _render_shape(class_name: str, rng: np.random.Generator, size: float) -> Ima
     polygon = _shape_polygon(class_name, rng, width, height)
     if polygon is None:
         radius = size / 2
-        draw.ellipse([round(centre - radius), round(centre - radius), round(centre + radius) - 1, round(centre + radius) - 1], fill=255)
+        low, high = round(centre - radius), round(centre + radius) - 1
+        draw.ellipse([low, low, high, high], fill=255)
     else:
         draw.polygon([(round(centre + x), round(centre + y)) for x, y in polygon], fill=255)
     return mask.crop(mask.getbbox())
@@ -167,11 +170,13 @@ def ark_lines(boxes: np.ndarray, classes: np.ndarray) -> str:
     """det-ark text: ``class, xmin, ymin, xmax, ymax, quality, angle`` with inclusive integer max coords."""
     lines = []
     for (x1, y1, x2, y2), cls in zip(np.asarray(boxes).reshape(-1, 4), classes):
-        lines.append(f"{int(cls)}, {int(round(x1))}, {int(round(y1))}, {int(round(x2)) - 1}, {int(round(y2)) - 1}, -1.0, 0.0")
+        lines.append(f"{int(cls)}, {int(round(x1))}, {int(round(y1))}, {int(round(x2)) - 1}, {int(round(y2)) - 1}, "
+                     "-1.0, 0.0")
     return "".join(line + "\n" for line in lines)
 
 
-def voc_xml(filename: str, width: int, height: int, boxes: np.ndarray, classes: np.ndarray, class_names: Sequence[str]) -> str:
+def voc_xml(filename: str, width: int, height: int, boxes: np.ndarray, classes: np.ndarray,
+            class_names: Sequence[str]) -> str:
     """det-voc (Pascal VOC) XML with inclusive integer bndbox coordinates and lowercase names."""
     objects = []
     for (x1, y1, x2, y2), cls in zip(np.asarray(boxes).reshape(-1, 4), classes):
@@ -179,7 +184,8 @@ def voc_xml(filename: str, width: int, height: int, boxes: np.ndarray, classes: 
             f"  <object>\n    <name>{escape(class_names[int(cls)].lower())}</name>\n    <pose>Unspecified</pose>\n"
             f"    <truncated>0</truncated>\n    <difficult>0</difficult>\n    <bndbox>\n"
             f"      <xmin>{int(round(x1))}</xmin>\n      <ymin>{int(round(y1))}</ymin>\n"
-            f"      <xmax>{int(round(x2)) - 1}</xmax>\n      <ymax>{int(round(y2)) - 1}</ymax>\n    </bndbox>\n  </object>\n"
+            f"      <xmax>{int(round(x2)) - 1}</xmax>\n      <ymax>{int(round(y2)) - 1}</ymax>\n"
+            "    </bndbox>\n  </object>\n"
         )
     return (
         f"<annotation>\n  <folder>assets</folder>\n  <filename>{escape(filename)}</filename>\n"
@@ -247,7 +253,8 @@ def generate(
             image, boxes, classes = render_image(rng, img_size_range, scene)
             image_format, extension = _choose_encoding(rng, misleading_extension_rate)
             path, sha1 = _write_asset(root, _encode(image, image_format), extension)
-            annotation = _write_annotations(root, sha1, path.name, image.shape, boxes, classes, annotation_formats, result)
+            annotation = _write_annotations(root, sha1, path.name, image.shape, boxes, classes, annotation_formats,
+                                            result)
             index_lines[split].append(f"{path}\t{annotation}")
             getattr(result, f"{split}_items").append((path, boxes, classes))
     for _ in range(n_corrupt_train):
@@ -277,7 +284,10 @@ def _write_annotations(root, sha1, filename, shape, boxes, classes, formats, res
         folder = root / ("annotations" if position == 0 else f"annotations-{fmt}")
         folder.mkdir(parents=True, exist_ok=True)
         path = (folder / f"{sha1}{ANNOTATION_SUFFIX[fmt]}").resolve()
-        text = ark_lines(boxes, classes) if fmt == "det-ark" else voc_xml(filename, shape[1], shape[0], boxes, classes, CLASS_NAMES)
+        if fmt == "det-ark":
+            text = ark_lines(boxes, classes)
+        else:
+            text = voc_xml(filename, shape[1], shape[0], boxes, classes, CLASS_NAMES)
         path.write_text(text)
         result.annotation_paths[fmt].append(path)
         primary = primary or path

@@ -21,10 +21,20 @@ from ymir_runner import ConfigError, DatasetError, NonFiniteError, atomic_path
 
 from .checkpoint import CHECKPOINT_NAME, ONNX_NAME, find_checkpoint, load_checkpoint, save_checkpoint
 from .engine import (
-    AugmentConfig, DetectionDataset, NoReadableImageError, NonFiniteLossError, TargetConfig, build_dataloader,
-    build_model, evaluate_model, export_onnx, no_readable_image_message, reset_class_head,
+    AugmentConfig,
+    DetectionDataset,
+    NonFiniteLossError,
+    NoReadableImageError,
+    TargetConfig,
+    build_dataloader,
+    build_model,
+    evaluate_model,
+    export_onnx,
+    no_readable_image_message,
+    reset_class_head,
 )
-from .engine.train import TrainResult, is_distributed, train as training_loop
+from .engine.train import TrainResult, is_distributed
+from .engine.train import train as training_loop
 from .launch import run_on_devices, select_devices
 from .progress import LogProgressBar
 from .visualize import draw_detections

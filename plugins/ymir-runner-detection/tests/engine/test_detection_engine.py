@@ -155,7 +155,8 @@ def test_geometric_augmentations_keep_boxes_on_their_objects():
     tiles = [(np.full((64, 64, 3), 0, np.uint8), np.zeros((0, 4), np.float32), np.zeros(0, np.int64)) for _ in range(3)]
     image = np.zeros((64, 64, 3), np.uint8)
     image[20:40, 16:48] = 255
-    out, out_boxes, _ = mosaic([(image, np.array([[16, 20, 48, 40]], np.float32), np.array([1]))] + tiles, 128, rng, AugmentConfig(fill=0, min_visible=0.0))
+    out, out_boxes, _ = mosaic([(image, np.array([[16, 20, 48, 40]], np.float32), np.array([1]))] + tiles, 128, rng,
+                               AugmentConfig(fill=0, min_visible=0.0))
     if len(out_boxes):
         np.testing.assert_allclose(_pixel_box(out), out_boxes[0], atol=1.0)
 

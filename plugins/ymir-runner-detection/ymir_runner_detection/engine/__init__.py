@@ -17,7 +17,12 @@ Modules:
 
 from .augment import AugmentConfig, LetterboxInfo, letterbox
 from .data import (
-    DetectionDataset, NoReadableImageError, build_dataloader, collate_detection, load_image, no_readable_image_message,
+    DetectionDataset,
+    NoReadableImageError,
+    build_dataloader,
+    collate_detection,
+    load_image,
+    no_readable_image_message,
 )
 from .decode import Detections, batched_nms, boxes_to_original, decode_maps, nms, predict_batch
 from .evaluate import EvaluationResult, evaluate_detections, evaluate_model

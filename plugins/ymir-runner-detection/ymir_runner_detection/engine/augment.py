@@ -94,7 +94,8 @@ def paste_resized(
         (visible_x0 - offset_x) / scale_x, (visible_y0 - offset_y) / scale_y,
         (visible_x1 - offset_x) / scale_x, (visible_y1 - offset_y) / scale_y,
     )
-    patch = Image.fromarray(image).resize((visible_x1 - visible_x0, visible_y1 - visible_y0), Image.BILINEAR, box=source_box)
+    patch = Image.fromarray(image).resize((visible_x1 - visible_x0, visible_y1 - visible_y0), Image.BILINEAR,
+                                          box=source_box)
     canvas[visible_y0:visible_y1, visible_x0:visible_x1] = np.asarray(patch)
 
 
@@ -116,7 +117,8 @@ def letterbox(
     pad_x, pad_y = (img_size - new_w) // 2, (img_size - new_h) // 2
     canvas = place_on_canvas(resize_image(image, new_w, new_h), img_size, pad_x, pad_y, fill)
     info = LetterboxInfo(new_w / width, new_h / height, pad_x, pad_y, width, height)
-    out_boxes = np.zeros((0, 4), np.float32) if boxes is None else scale_boxes(boxes, info.scale_x, info.scale_y, pad_x, pad_y)
+    out_boxes = (np.zeros((0, 4), np.float32) if boxes is None
+                 else scale_boxes(boxes, info.scale_x, info.scale_y, pad_x, pad_y))
     return canvas, out_boxes, info
 
 
@@ -165,7 +167,8 @@ def color_jitter(image: np.ndarray, rng: np.random.Generator, config: AugmentCon
 
 
 def random_scale_translate(
-    image: np.ndarray, boxes: np.ndarray, classes: np.ndarray, img_size: int, rng: np.random.Generator, config: AugmentConfig
+    image: np.ndarray, boxes: np.ndarray, classes: np.ndarray, img_size: int, rng: np.random.Generator,
+    config: AugmentConfig,
 ) -> Sample:
     """Letterbox with random scale jitter and random placement (objects may be cut at the border)."""
     height, width = image.shape[:2]
@@ -177,7 +180,8 @@ def random_scale_translate(
     canvas = np.full((img_size, img_size, 3), config.fill, dtype=np.uint8)
     paste_resized(canvas, image, (new_w, new_h), (offset_x, offset_y))
     moved = scale_boxes(boxes, new_w / width, new_h / height, offset_x, offset_y)
-    out_boxes, out_classes = clip_and_filter(moved, classes, img_size, img_size, config.min_box_size, config.min_visible)
+    out_boxes, out_classes = clip_and_filter(moved, classes, img_size, img_size, config.min_box_size,
+                                             config.min_visible)
     return canvas, out_boxes, out_classes
 
 
@@ -199,7 +203,8 @@ def mosaic(samples: list[Sample], img_size: int, rng: np.random.Generator, confi
         all_boxes.append(scale_boxes(boxes, new_w / width, new_h / height, offset_x, offset_y))
         all_classes.append(np.asarray(classes, dtype=np.int64).reshape(-1))
     out_boxes, out_classes = clip_and_filter(
-        np.concatenate(all_boxes), np.concatenate(all_classes), img_size, img_size, config.min_box_size, config.min_visible
+        np.concatenate(all_boxes), np.concatenate(all_classes), img_size, img_size, config.min_box_size,
+        config.min_visible,
     )
     return canvas, out_boxes, out_classes
 

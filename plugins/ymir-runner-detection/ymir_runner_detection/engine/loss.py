@@ -9,7 +9,8 @@ from torch import nn
 from .model import raw_to_boxes
 
 
-def heatmap_focal_loss(logits: torch.Tensor, target: torch.Tensor, alpha: float = 2.0, beta: float = 4.0) -> torch.Tensor:
+def heatmap_focal_loss(logits: torch.Tensor, target: torch.Tensor, alpha: float = 2.0,
+                       beta: float = 4.0) -> torch.Tensor:
     """CenterNet penalty-reduced pixel-wise focal loss, normalised by the number of peaks.
 
     Works on logits (log-sigmoid) for numerical stability; a batch without any

@@ -54,7 +54,8 @@ class ModelSpec:
 
 
 MODEL_SPECS: dict[str, ModelSpec] = {
-    # CPU-friendly (the training template's default); stride 8 measured far better than 4 in a fixed CPU budget (0.94 vs 0.65 mAP50).
+    # CPU-friendly (the training template's default); stride 8 measured far better than 4 in a fixed CPU
+    # budget (0.94 vs 0.65 mAP50).
     "nano": ModelSpec(widths=(16, 32, 64, 96, 128), depths=(1, 1, 2, 1), neck_width=48, head_width=48,
                       output_stride=8),
     "small": ModelSpec(widths=(32, 64, 128, 192, 256), depths=(1, 2, 3, 1), neck_width=96, head_width=96),
