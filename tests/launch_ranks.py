@@ -37,3 +37,19 @@ def rank_zero_fails_while_others_wait(rank, world_size, marker):
         stream.write(str(os.getpid()))
     os.replace(f"{marker}.{rank}.tmp", f"{marker}.{rank}")
     time.sleep(60)
+
+
+def rank_zero_fails_while_others_hold_a_queue(rank, world_size, marker):
+    """Rank 1 holds a multiprocessing queue (semaphores, as a DataLoader does) when rank 0 fails."""
+    import multiprocessing
+    import time
+
+    if rank == 0:
+        deadline = time.monotonic() + 30
+        while not os.path.exists(marker) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        raise KeyError("rank zero failed")
+    queue = multiprocessing.get_context("spawn").Queue()
+    queue.put(1)
+    open(marker, "w").close()
+    time.sleep(60)

@@ -3,6 +3,8 @@ no rank outlives the call."""
 
 import glob
 import os
+import subprocess
+import sys
 
 import launch_ranks
 import pytest
@@ -45,3 +47,21 @@ def test_rank_zero_failing_stops_the_others(tmp_path):
         with open(path) as stream:
             pids.append(int(stream.read()))
     assert len(pids) == 2 and not any(is_running(pid) for pid in pids)
+
+
+def test_stopped_ranks_clean_up_so_nothing_follows_the_error_line(tmp_path):
+    """A rank terminated without clean-up leaves semaphores the resource tracker reports on stderr at exit,
+    after the task's error line (the platform shows the last 5 lines)."""
+    script = (
+        "import sys, launch_ranks\n"
+        "from ymir_runner import launch\n"
+        "if __name__ == '__main__':\n"
+        "    try:\n"
+        f"        launch(launch_ranks.rank_zero_fails_while_others_hold_a_queue, 2, ({str(tmp_path / 'up')!r},))\n"
+        "    except KeyError:\n"
+        "        print('THE ERROR LINE', file=sys.stderr)\n")
+    (tmp_path / "main.py").write_text(script)
+    done = subprocess.run([sys.executable, str(tmp_path / "main.py")], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": os.path.dirname(launch_ranks.__file__)})
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == "THE ERROR LINE", done.stderr

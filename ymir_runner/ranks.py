@@ -15,12 +15,15 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import signal
 import socket
 import traceback
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 __all__ = ["launch", "RankError", "JOIN_SECONDS"]
 
+#: Seconds a stopped rank gets to clean up (SIGTERM) before it is killed.
+STOP_SECONDS = 10.0
 #: Seconds a spawned rank gets to exit once it sent its result, before it is terminated.
 JOIN_SECONDS = 60.0
 
@@ -61,9 +64,19 @@ def _environment(values: Mapping[str, str]) -> Iterator[None]:
                 os.environ[key] = value
 
 
+def _stop_rank(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
 def _spawned_rank(fn: Callable[..., Any], rank: int, world_size: int, args: tuple, connection: Any) -> None:
+    # Stopped by the launcher (rank 0 failed, the task was stopped): exit through Python's clean-up, so what the
+    # rank created (queues and DataLoader workers, whose semaphores the shared resource tracker would otherwise
+    # report as leaked on stderr after the task's error line) is released.
+    signal.signal(signal.SIGTERM, _stop_rank)
     try:
         result = fn(rank, world_size, *args)
+    except SystemExit:
+        raise
     except BaseException:
         connection.send(("error", traceback.format_exc()))
         raise
@@ -114,7 +127,10 @@ def launch(fn: Callable[..., Any], world_size: int, args: Sequence[Any] = (), *,
         for process in processes:
             if process.is_alive():
                 process.terminate()
-            process.join()
+            process.join(STOP_SECONDS)
+            if process.is_alive():  # stuck where Python cannot run its clean-up (a collective, native code)
+                process.kill()
+                process.join()
         for connection in connections:
             connection.close()
 
