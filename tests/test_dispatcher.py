@@ -366,3 +366,17 @@ def test_run_outcome_verify_checks_what_the_run_was_asked(registry, ymir_task):
     assert not both.verify().ok
     failed = ymir_task(config={"fail_with": "config"}).run(registry)
     assert failed.exit_code and failed.verify().ok  # a failure that monitor.txt reports is what the platform expects
+
+
+def test_plugin_registry_and_monitor_writes_from_the_testing_kit(ymir_task):
+    from ymir_runner.testing import monitor_writes, plugin_registry
+
+    registry = plugin_registry({"toy": toy_plugin})
+    with monitor_writes() as writes:
+        outcome = ymir_task(config={"epochs": 3}).run(registry)
+    assert outcome.exit_code == 0, outcome.stderr
+    percents = [float(text.split("\t")[2]) for text in writes]
+    assert len(percents) >= 3 and percents == sorted(percents) and percents[-1] == 1.0
+    assert writes[-1].split("\n")[0].split("\t")[3] == "2"
+    with pytest.raises(ValueError):
+        plugin_registry({"a": toy_plugin, "b": toy_plugin})

@@ -10,7 +10,7 @@ import launch_ranks
 import pytest
 
 from ymir_runner import RankError, launch
-from ymir_runner.shutdown import is_running
+from ymir_runner.testing import is_running
 
 
 def test_one_rank_runs_here_without_environment():
