@@ -15,8 +15,9 @@ import ymir_runner
 from ymir_runner import ExecutorSpec, Param, TaskKind
 from ymir_runner.cli import main
 from ymir_runner.imgman import PLATFORM_FILLED_KEYS, TEMPLATE_FILES, template_entries, write_img_man
-from ymir_runner.plugins import DISABLE_ENV_VAR, build_plugin_manager
+from ymir_runner.plugins import DISABLE_ENV_VAR
 from ymir_runner.protocol.config import parse_config
+from ymir_runner.testing import plugin_registry
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 IMG_MAN = REPO / "img-man"
@@ -38,13 +39,13 @@ def first_party_plugins() -> list[tuple[str, str]]:
 @pytest.fixture
 def first_party_registry(monkeypatch):
     monkeypatch.delenv(DISABLE_ENV_VAR, raising=False)  # conftest blocks installed plugins for the core tests
-    registry = build_plugin_manager(autoload=False)
+    plugins = {}
     for name, module in first_party_plugins():
         try:
-            registry.register(importlib.import_module(module), name)
+            plugins[name] = importlib.import_module(module)
         except ImportError as error:  # a core-only checkout: the plugin is not installed
             pytest.skip(f"first-party plugin {module} is not installed: {error}")
-    return registry
+    return plugin_registry(plugins)
 
 
 def web_ui_round_trip(template: dict, bool_text=str.lower) -> dict:

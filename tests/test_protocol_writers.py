@@ -160,22 +160,20 @@ def test_monitor_throttled_to_about_one_write_per_second(monitor, clock):
     assert float(fields[1]) == pytest.approx(clock.now, abs=0.002)
 
 
-def test_monitor_counts_writes(tmp_path, clock, monkeypatch):
-    from ymir_runner.protocol import monitor as monitor_module
+def test_monitor_counts_writes(tmp_path, clock):
+    from ymir_runner.testing import monitor_writes
 
-    writes = []
-    real = monitor_module.atomic_write_text
-    monkeypatch.setattr(monitor_module, "atomic_write_text", lambda path, text: (writes.append(text), real(path, text)))
-    monitor = Monitor(str(tmp_path / "monitor.txt"), "t", clock=clock)
-    for step in range(1, 501):  # 5 s of updates every 10 ms
-        clock.advance(0.01)
-        monitor.update(step / 1000)
-    assert 5 <= len(writes) <= 6
-    monitor.flush()
-    assert read_monitor(monitor.path)[0][2] == "0.5000"
-    count = len(writes)
-    monitor.flush()  # nothing pending: no write
-    assert len(writes) == count
+    with monitor_writes() as writes:
+        monitor = Monitor(str(tmp_path / "monitor.txt"), "t", clock=clock)
+        for step in range(1, 501):  # 5 s of updates every 10 ms
+            clock.advance(0.01)
+            monitor.update(step / 1000)
+        assert 5 <= len(writes) <= 6
+        monitor.flush()
+        assert read_monitor(monitor.path)[0][2] == "0.5000"
+        count = len(writes)
+        monitor.flush()  # nothing pending: no write
+        assert len(writes) == count
 
 
 def test_monitor_flush_writes_pending_update(monitor, clock):

@@ -486,7 +486,7 @@ if pytest is not None:
     @pytest.fixture
     def ymir_registry() -> PluginRegistry:
         """A registry with entry-point autoload off: only the plugins a test registers."""
-        return build_plugin_manager(autoload=False)
+        return plugin_registry({})
 
     @pytest.fixture
     def ymir_register(ymir_registry: PluginRegistry) -> Any:
