@@ -41,7 +41,8 @@ def main() -> None:
                                      img_size=args.img_size, epoch=0)
         images = [str(path) for path in data.candidate_paths]
         hyper = dict(INFER_DEFAULTS, conf_threshold=0.01)  # nearly every peak: the most NMS work
-        job = Job("infer", checkpoint, images, args.img_size, args.batch, args.workers, hyper, ["cpu"])
+        job = Job("infer", checkpoint, images, args.img_size, args.batch, args.workers, torch.get_num_threads(), hyper,
+                  ["cpu"])
 
         run_job(job, model=model)  # warm-up: worker start, first-call allocations
         start = time.perf_counter()

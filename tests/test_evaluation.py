@@ -63,3 +63,33 @@ def test_box_iou_hand_computed():
     iou = box_iou(np.array([[0, 0, 10, 10]]), np.array([[5, 0, 15, 10], [20, 20, 30, 30], [0, 0, 10, 10]]))
     assert iou.tolist() == [[pytest.approx(1 / 3), 0.0, 1.0]]
     assert box_iou(np.zeros((0, 4)), np.zeros((2, 4))).shape == (0, 2)
+
+
+def test_f1_optimal_threshold_is_the_score_that_maximises_f1_and_counts_follow_it():
+    from ymir_runner.evaluation import f1_optimal_threshold, match_counts
+
+    gts = [(np.array([[0, 0, 10, 10], [20, 20, 30, 30], [40, 40, 50, 50]], np.float32), np.array([0, 0, 0]))]
+    # Scores squeezed into 0.30-0.36 as after a short run: 0.36, 0.35, 0.34 hit; 0.33 and 0.30 are false.
+    boxes = np.array([[0, 0, 10, 10], [20, 20, 30, 30], [40, 40, 50, 50], [60, 60, 70, 70], [80, 80, 90, 90]])
+    scores = np.array([0.36, 0.35, 0.34, 0.33, 0.30])
+    predictions = [(boxes, scores, np.zeros(5, np.int64))]
+    threshold, f1 = f1_optimal_threshold(gts, predictions)
+    # Kept at 0.34: tp 3, fp 0, fn 0 -> F1 1.0; at 0.30: tp 3, fp 2 -> 6/8.
+    assert threshold == pytest.approx(0.34) and f1 == pytest.approx(1.0)
+    assert match_counts(gts, predictions, threshold) == (3, 0, 0)
+    assert match_counts(gts, predictions, 0.25) == (3, 2, 0)  # a fixed 0.25 decides the count instead
+
+    result = evaluate_detections(gts, predictions, num_classes=1, score_threshold=None)
+    assert result.score_threshold == pytest.approx(0.34)
+    assert (result.true_positives, result.false_positives, result.false_negatives) == (3, 0, 0)
+
+    # Hand-computed F1 per threshold when the best is in the middle: hits at 0.9 and 0.5, a miss at 0.7.
+    predictions = [(boxes[[0, 3, 1]], np.array([0.9, 0.7, 0.5]), np.zeros(3, np.int64))]
+    # 0.9: 2*1/(1+3)=0.5; 0.7: 2*1/(2+3)=0.4; 0.5: 2*2/(3+3)=0.667
+    assert f1_optimal_threshold(gts, predictions) == (pytest.approx(0.5), pytest.approx(2 / 3))
+    # Equal scores are one threshold: both boxes at 0.8 are kept or neither.
+    predictions = [(boxes[[0, 3]], np.array([0.8, 0.8]), np.zeros(2, np.int64))]
+    assert f1_optimal_threshold(gts, predictions) == (pytest.approx(0.8), pytest.approx(2 / 5))
+    # Nothing to measure against: the default operating point, F1 0.
+    empty_gt = [(np.zeros((0, 4)), np.zeros(0, np.int64))]
+    assert f1_optimal_threshold(empty_gt, predictions, default=0.25) == (0.25, 0.0)

@@ -51,7 +51,8 @@ def test_core_never_imports_torch():
 
 # --- the plugin API ---------------------------------------------------------------------------------------------
 
-PUBLIC_MODULES = {"ymir_runner", "ymir_runner.testing", "ymir_runner.mining", "ymir_runner.evaluation"}
+PUBLIC_MODULES = {"ymir_runner", "ymir_runner.testing", "ymir_runner.mining", "ymir_runner.evaluation",
+                  "ymir_runner.cpus"}
 FIRST_PARTY_PACKAGES = sorted(path for path in (ROOT / "plugins").glob("*/*") if (path / "__init__.py").exists())
 
 
@@ -77,6 +78,7 @@ def test_there_are_first_party_plugins():
 def test_first_party_plugins_use_only_the_plugin_api(package):
     """The first-party plugins are the proof that the public face is enough: they import nothing else."""
     import ymir_runner
+    import ymir_runner.cpus
     import ymir_runner.evaluation
     import ymir_runner.mining
     import ymir_runner.testing

@@ -17,6 +17,8 @@ This module is the plugin API: everything a plugin needs is importable from here
   ``mining.mine_candidates``, the whole mining task around a plugin's predict function;
 - ``launch``: run a function on several ranks (CPU processes or GPUs) with rank 0 in this process, the
   environment ``torch.distributed`` reads set for each (``RankError`` when a rank fails);
+- ``cpus``: the CPUs the task may really use (affinity mask and cgroup quota, not ``os.cpu_count()``) and
+  ``cpus.share_cpus``, how a rank splits them between compute threads and DataLoader workers;
 - ``run``: run the tasks of an env.yaml in this process, as ``ymir-runner run`` does (for a plugin's own
   commands, such as a demo).
 
@@ -53,7 +55,7 @@ from .protocol.env import TaskKind  # noqa: E402
 from .records import ExecutorSpec, Param  # noqa: E402
 
 if TYPE_CHECKING:
-    from . import evaluation, mining
+    from . import cpus, evaluation, mining
     from .context import TaskContext
     from .dispatcher import run
     from .protocol.dataset import Box, Item
@@ -80,7 +82,7 @@ _LAZY = {
     "RankError": ".ranks",
 }
 #: Public modules, imported on first use: ``from ymir_runner import mining``.
-_MODULES = {"mining", "evaluation"}  # numpy; numpy and faster-coco-eval
+_MODULES = {"mining", "evaluation", "cpus"}  # numpy; numpy and faster-coco-eval; the standard library
 
 __all__ = [
     "__version__",
@@ -96,8 +98,8 @@ __all__ = [
     "TaskTerminated",
     # stage metrics and mining scores for any detector (modules)
     "evaluation", "mining",
-    # ranks in several processes (CPU or GPU), rank 0 here
-    "launch", "RankError",
+    # ranks in several processes (CPU or GPU), rank 0 here; the CPUs a task may use and how to share them
+    "launch", "RankError", "cpus",
     # running a task in this process
     "run",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -94,8 +95,11 @@ def build_parser(registry: Any = None) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from .cpus import configure_openmp
     from .plugins import build_plugin_manager
 
+    with contextlib.suppress(YmirError):  # a bad $YMIR_RUNNER_CPUS: `run` reports it through the protocol
+        configure_openmp()  # before any plugin can import torch or numpy: their OpenMP runtime reads it once
     registry = build_plugin_manager()
     args = build_parser(registry).parse_args(argv)
     if args.handler is _cmd_run:  # the dispatcher reports its errors through the protocol itself

@@ -19,6 +19,7 @@ from typing import Any, Callable, Sequence
 
 from . import __version__
 from .context import TaskContext
+from .cpus import cpu_limits, openmp_settings
 from .errors import ConfigError, TaskTerminated, YmirError, classify, one_line
 from .inspection import report_readers
 from .plugins import Executor, PluginRegistry, build_plugin_manager
@@ -159,6 +160,7 @@ class Run:
     def _log_plugins(self) -> None:
         versions = ", ".join(self.registry.versions()) or "none"
         log.info("ymir-runner %s, protocol %s, plugins: %s", __version__, self.env.protocol_version, versions)
+        log.info("CPUs: %s; %s", cpu_limits().describe(), openmp_settings())
         self.tensorboard.add_text("ymir-runner/plugins", f"ymir-runner {__version__}; {versions}", 0)
 
     def close(self) -> None:

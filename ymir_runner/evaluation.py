@@ -23,8 +23,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["EvaluationResult", "evaluate_detections", "coco_metrics", "match_counts", "box_iou", "COCO_IOU_THRESHOLDS",
-           "DEFAULT_MAX_DETECTIONS"]
+__all__ = ["EvaluationResult", "evaluate_detections", "coco_metrics", "match_predictions", "match_counts",
+           "f1_optimal_threshold", "box_iou", "COCO_IOU_THRESHOLDS", "DEFAULT_MAX_DETECTIONS",
+           "DEFAULT_SCORE_THRESHOLD"]
 
 GroundTruth = tuple[np.ndarray, np.ndarray]
 Prediction = tuple[np.ndarray, np.ndarray, np.ndarray]
@@ -32,6 +33,8 @@ Prediction = tuple[np.ndarray, np.ndarray, np.ndarray]
 #: COCO's IoU thresholds for mAP50-95: 0.50, 0.55, ..., 0.95.
 COCO_IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
 DEFAULT_MAX_DETECTIONS = 100
+#: The operating point of tp/fp/fn when nothing better is known (no ground truth to choose one from).
+DEFAULT_SCORE_THRESHOLD = 0.25
 
 
 @dataclass
@@ -167,37 +170,78 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-12)
 
 
+def match_predictions(
+    ground_truths: Sequence[GroundTruth], predictions: Sequence, iou_threshold: float = 0.5
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Every prediction's score and whether it is a true positive, and the number of ground-truth boxes.
+
+    Per image and class, predictions are matched greedily in decreasing score order to the unmatched ground
+    truth box of highest IoU, when that IoU is at least ``iou_threshold`` (COCO's and the VOC devkit's rule).
+    A prediction's match never depends on lower-scored ones, so the tp/fp/fn of any score threshold follow
+    from one matching: see :func:`match_counts` and :func:`f1_optimal_threshold`.
+
+    Returns ``(scores [P], true_positive [P] bool, ground_truth_count)``.
+    """
+    all_scores, all_flags, total_gt = [], [], 0
+    for (gt_boxes, gt_classes), prediction in zip(ground_truths, predictions):
+        boxes, scores, classes = (np.asarray(a) for a in _as_prediction(prediction))
+        boxes, scores, classes = boxes.reshape(-1, 4), scores.reshape(-1), classes.reshape(-1)
+        gt_boxes = np.asarray(gt_boxes, dtype=np.float64).reshape(-1, 4)
+        gt_classes = np.asarray(gt_classes).reshape(-1)
+        total_gt += len(gt_classes)
+        for cls in np.unique(classes):
+            cls_gt = gt_boxes[gt_classes == cls]
+            cls_scores = scores[classes == cls]
+            order = np.argsort(-cls_scores, kind="stable")
+            cls_pred = boxes[classes == cls][order].astype(np.float64)
+            flags = np.zeros(len(cls_pred), dtype=bool)
+            if len(cls_gt):
+                matched = np.zeros(len(cls_gt), dtype=bool)
+                iou = box_iou(cls_pred, cls_gt)
+                for p in range(len(cls_pred)):
+                    candidates = np.where(matched, -1.0, iou[p])
+                    best = int(np.argmax(candidates))
+                    if candidates[best] >= iou_threshold:
+                        matched[best] = flags[p] = True
+            all_scores.append(cls_scores[order].astype(np.float64))
+            all_flags.append(flags)
+    if not all_scores:
+        return np.zeros(0), np.zeros(0, dtype=bool), total_gt
+    return np.concatenate(all_scores), np.concatenate(all_flags), total_gt
+
+
 def match_counts(
     ground_truths: Sequence[GroundTruth], predictions: Sequence, score_threshold: float, iou_threshold: float = 0.5
 ) -> tuple[int, int, int]:
-    """(tp, fp, fn): per image and class, predictions above the threshold greedily matched by score."""
-    tp = fp = fn = 0
-    for (gt_boxes, gt_classes), prediction in zip(ground_truths, predictions):
-        boxes, scores, classes = (np.asarray(a) for a in _as_prediction(prediction))
-        gt_boxes = np.asarray(gt_boxes, dtype=np.float64).reshape(-1, 4)
-        gt_classes = np.asarray(gt_classes).reshape(-1)
-        confident = np.asarray(scores).reshape(-1) >= score_threshold
-        boxes, scores = boxes.reshape(-1, 4)[confident], scores.reshape(-1)[confident]
-        classes = classes.reshape(-1)[confident]
-        for cls in np.union1d(np.unique(gt_classes), np.unique(classes)):
-            cls_gt = gt_boxes[gt_classes == cls]
-            order = np.argsort(-scores[classes == cls], kind="stable")
-            cls_pred = boxes[classes == cls][order].astype(np.float64)
-            matched = np.zeros(len(cls_gt), dtype=bool)
-            iou = box_iou(cls_pred, cls_gt) if len(cls_gt) and len(cls_pred) else None
-            for p in range(len(cls_pred)):
-                if iou is None:
-                    fp += 1
-                    continue
-                candidates = np.where(matched, -1.0, iou[p])
-                best = int(np.argmax(candidates))
-                if candidates[best] >= iou_threshold:
-                    matched[best] = True
-                    tp += 1
-                else:
-                    fp += 1
-            fn += int((~matched).sum())
-    return tp, fp, fn
+    """(tp, fp, fn) of the predictions scoring at least ``score_threshold`` (matching: :func:`match_predictions`)."""
+    scores, true_positive, total_gt = match_predictions(ground_truths, predictions, iou_threshold)
+    kept = scores >= score_threshold
+    tp = int(true_positive[kept].sum())
+    return tp, int(kept.sum()) - tp, total_gt - tp
+
+
+def f1_optimal_threshold(
+    ground_truths: Sequence[GroundTruth], predictions: Sequence, iou_threshold: float = 0.5,
+    default: float = DEFAULT_SCORE_THRESHOLD,
+) -> tuple[float, float]:
+    """The score threshold that maximises F1 = 2 tp / (2 tp + fp + fn) over the images, and that F1.
+
+    The candidates are the predictions' own scores (a box counts when its score >= the threshold); of equal
+    F1, the highest threshold wins (fewer boxes, same quality). ``(default, 0.0)`` when there is no ground
+    truth or no true positive at all: then no threshold is better than another.
+    """
+    scores, true_positive, total_gt = match_predictions(ground_truths, predictions, iou_threshold)
+    if total_gt == 0 or not true_positive.any():
+        return float(default), 0.0
+    order = np.argsort(-scores, kind="stable")
+    scores, true_positive = scores[order], true_positive[order]
+    tp = np.cumsum(true_positive)
+    kept = np.arange(1, len(scores) + 1)
+    # Only the last box of a run of equal scores is a threshold: the others cannot be kept without it.
+    last_of_score = np.append(scores[1:] != scores[:-1], True)
+    f1 = np.where(last_of_score, 2.0 * tp / (kept + total_gt), -1.0)
+    best = int(np.argmax(f1))
+    return float(scores[best]), float(f1[best])
 
 
 def evaluate_detections(
@@ -205,7 +249,7 @@ def evaluate_detections(
     predictions: Sequence,
     num_classes: int,
     *,
-    score_threshold: float = 0.25,
+    score_threshold: float | None = DEFAULT_SCORE_THRESHOLD,
     iou_threshold: float = 0.5,
     max_detections: int = DEFAULT_MAX_DETECTIONS,
     class_names: Sequence[str] | None = None,
@@ -213,7 +257,9 @@ def evaluate_detections(
 ) -> EvaluationResult:
     """COCO metrics (see :func:`coco_metrics`) plus tp/fp/fn (at ``score_threshold``, IoU ``iou_threshold``)
     over a set of images. Only each image's ``max_detections`` best predictions count, whatever their class (as
-    the decoder keeps them; COCO's own maxDets limits each image AND class)."""
+    the decoder keeps them; COCO's own maxDets limits each image AND class). ``score_threshold=None`` counts
+    tp/fp/fn at the F1-optimal threshold of these images (:func:`f1_optimal_threshold`); the result's
+    ``score_threshold`` is the one used."""
     if len(ground_truths) != len(predictions):
         raise ValueError(f"{len(ground_truths)} ground truths but {len(predictions)} predictions")
     for prediction in predictions:
@@ -223,6 +269,8 @@ def evaluate_detections(
     predictions = [_best(prediction, max_detections) for prediction in predictions]
     coco = coco_metrics(ground_truths, predictions, num_classes, image_sizes, iou_threshold=iou_threshold,
                         max_detections=max_detections)
+    if score_threshold is None:
+        score_threshold = f1_optimal_threshold(ground_truths, predictions, iou_threshold)[0]
     tp, fp, fn = match_counts(ground_truths, predictions, score_threshold, iou_threshold)
     return EvaluationResult(
         **coco,

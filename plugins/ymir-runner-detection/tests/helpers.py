@@ -16,7 +16,8 @@ TEST_SCENE = SceneConfig(objects_range=(1, 4), min_object_size=32.0)
 
 # Small enough to train in about two minutes on 2 CPU cores (400 steps), enough for a working detector to be
 # far above chance: synthetic shapes, letterboxed to 192 px; the template's learning rate and optimizer.
-FAST = {"epochs": 40, "save_period": 20, "img_size": 192, "batch_size_per_gpu": 16, "num_workers_per_gpu": 1,
+FAST = {"epochs": 40, "min_steps": 0,
+        "save_period": 20, "img_size": 192, "batch_size_per_gpu": 16, "num_workers_per_gpu": 1,
         "warmup_epochs": 2.0, "mosaic": 0.0}
 
 

@@ -21,10 +21,12 @@ from helpers import make_task
 from PIL import Image
 
 from ymir_runner import ReturnCode
+from ymir_runner.cpus import CPUS_ENV_VAR
 from ymir_runner.testing import RunOutcome, child_pids, is_running, temp_files, torn_protocol_files
 from ymir_runner_detection.demo import write_task
 
-TINY = {"epochs": 2, "save_period": 1, "img_size": 64, "batch_size_per_gpu": 4, "num_workers_per_gpu": 1,
+TINY = {"epochs": 2, "min_steps": 0,
+        "save_period": 1, "img_size": 64, "batch_size_per_gpu": 4, "num_workers_per_gpu": 1,
         "mosaic": 0.0}
 #: Long enough to be stopped or killed in the middle: many short epochs, a stage every epoch. No ONNX export:
 #: torch's exporter prints its whole IR graph (a traceback-like dump) when a stop interrupts it, before the
@@ -35,8 +37,11 @@ KILLS = 10
 
 def start(env_file: str) -> subprocess.Popen:
     """``ymir-runner run`` as the image's start.sh runs it, in a process group of its own (as in a container)."""
+    # 4 CPUs: the task then loads with a DataLoader worker (on 2 it loads in the main process), whose clean-up
+    # these tests check.
     return subprocess.Popen([sys.executable, "-m", "ymir_runner", "run", "--env", env_file],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env={**os.environ, CPUS_ENV_VAR: "4"})
 
 
 def out_of(env_file: str) -> str:

@@ -17,7 +17,8 @@ from ymir_runner_detection.demo import write_task
 START_SH = pathlib.Path(__file__).resolve().parents[3] / "docker" / "start.sh"
 NOBODY = 65534
 CANNOT_RUN_AS_NOBODY = cannot_run_as(NOBODY)  # .ci/run makes the interpreter reachable for other uids
-TINY = {"epochs": 2, "save_period": 1, "img_size": 64, "batch_size_per_gpu": 8, "num_workers_per_gpu": 1,
+TINY = {"epochs": 2, "min_steps": 0,
+        "save_period": 1, "img_size": 64, "batch_size_per_gpu": 8, "num_workers_per_gpu": 1,
         "mosaic": 0.0}
 
 

@@ -68,6 +68,25 @@ def test_inference_boxes_match_the_generated_objects(trained, tmp_path):
     assert sum(len(entry["boxes"]) for entry in detection.values()) >= len(detection)
 
 
+def test_inference_uses_the_models_f1_optimal_threshold_unless_one_is_set(trained, tmp_path, capsys):
+    from ymir_runner_detection.checkpoint import load_checkpoint
+
+    root, _, _ = trained
+    result = read_result(root)
+    best = result["best_stage_name"]
+    threshold = result["model_stages"][best]["conf_thr"]
+    assert load_checkpoint(os.path.join(root, "out", "models", best, "model.pt")).score_threshold == threshold
+    env_file = make_task(trained, tmp_path / "auto", ("infer",))  # the template's conf_threshold: 0
+    assert run(env_file) == 0
+    assert f"boxes scoring at least {threshold:.3f} (the model's F1-optimal threshold" in capsys.readouterr().err
+    scores = [box["score"] for entry in check_infer_result(tmp_path / "auto").values() for box in entry["boxes"]]
+    assert scores and min(scores) >= threshold - 1e-6
+    env_file = make_task(trained, tmp_path / "set", ("infer",), {"conf_threshold": 0.01})
+    assert run(env_file) == 0
+    low = [box["score"] for entry in check_infer_result(tmp_path / "set").values() for box in entry["boxes"]]
+    assert len(low) > len(scores) and min(low) < threshold
+
+
 @pytest.mark.parametrize("algorithm", ["random", "entropy", "aldd", "cald"])
 def test_every_mining_algorithm_scores_every_candidate(trained, tmp_path, algorithm):
     env_file = make_task(trained, tmp_path, ("mining",), {"mining_algorithm": algorithm}, n_candidates=6)

@@ -31,7 +31,11 @@ def test_training_succeeds_with_a_useful_model(trained):
     assert type(best["mAP"]) is float and type(best["mAP50_95"]) is float and type(best["timestamp"]) is int
     assert all(isinstance(best[key], int) for key in ("tp", "fp", "fn"))
     assert best["tp"] > 0
-    assert result["evaluate_config"] == {"iou_thr": 0.5, "conf_thr": 0.3}
+    # conf_threshold 0 (the default): tp/fp/fn at each stage's F1-optimal score on the validation set, which
+    # evaluate_config states for the best stage (the one the platform shows).
+    assert result["evaluate_config"] == {"iou_thr": 0.5, "conf_thr": best["conf_thr"]} and 0 < best["conf_thr"] < 1
+    stages = result["model_stages"].values()
+    assert len({stage["conf_thr"] for stage in stages}) == 2  # each stage its own operating point
     # ymir-runner verify: training outputs, config.yaml's classes, task_id demo
     report = RunOutcome(code, "", os.path.join(root, "out"), os.path.join(root, "in", "env.yaml")).verify()
     assert report.ok, report.to_text()
@@ -119,7 +123,7 @@ def test_gpu_asked_on_a_cpu_machine_is_300102(tmp_path, capsys):
 
 @pytest.mark.parametrize("key, value", [
     ("img_size", "100"), ("conf_threshold", 1.5), ("conf_threshold", -1), ("map_iou_threshold", "1.0"),
-    ("max_detections", 0), ("warmup_epochs", -1.0), ("weight_decay", -0.1),
+    ("max_detections", 0), ("warmup_epochs", -1.0), ("weight_decay", -0.1), ("min_steps", -1), ("save_period", -1),
 ])
 def test_bad_hyper_parameters_are_config_errors_naming_the_key(tmp_path, capsys, key, value):
     env_file = write_task(str(tmp_path), config=dict(FAST, **{key: value}), n_train=4, n_val=2)
@@ -169,3 +173,38 @@ def test_demo_command_reports_the_best_stage_by_the_metrics_definitions(tmp_path
     out = done.stdout
     best = read_result(str(tmp_path / "demo"))["model_stages"]["epoch_1"]
     assert f"best stage      : epoch_1: mAP@0.5 {best['mAP']:.3f}, mAP50-95 {best['mAP50_95']:.3f}" in out
+
+
+def test_a_resnet18_starts_from_imagenet_weights_in_a_folder(tmp_path, capsys):
+    import torch
+
+    from ymir_runner_detection.engine import build_model
+
+    weights = tmp_path / "weights"  # as baked into an image: torchvision's file name
+    weights.mkdir()
+    backbone = build_model("resnet18", 1).backbone.state_dict()
+    torch.save({**backbone, "fc.weight": torch.zeros(1000, 512), "fc.bias": torch.zeros(1000)},
+               weights / "resnet18-f37072fd.pth")
+    env_file = write_task(str(tmp_path / "task"), config=dict(FAST, epochs=1, save_period=1, model="resnet18",
+                                                               img_size=64, pretrained_backbone=str(weights)),
+                          n_train=4, n_val=2)
+    assert run(env_file) == 0
+    assert f"backbone: 120 ImageNet tensors from {weights / 'resnet18-f37072fd.pth'}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("model, setting, code, fragment", [
+    ("nano", "weights", ReturnCode.CONFIG, "needs model resnet18 or resnet34, not 'nano'"),
+    ("resnet18", "missing.pth", ReturnCode.CONFIG, "is not a file or a folder"),
+    ("resnet34", "weights", ReturnCode.CONFIG, "holds 0 files named resnet34-*.pth"),
+    ("resnet18", "weights/resnet18-f37072fd.pth", ReturnCode.MODEL, "cannot be loaded into resnet18"),
+])
+def test_unusable_backbone_weights_stop_the_task_naming_the_key(tmp_path, capsys, model, setting, code, fragment):
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    (weights / "resnet18-f37072fd.pth").write_bytes(b"not a state_dict")
+    env_file = write_task(str(tmp_path / "task"), config=dict(FAST, epochs=1, model=model,
+                                                               pretrained_backbone=str(tmp_path / setting)),
+                          n_train=4, n_val=2)
+    assert run(env_file) != 0
+    line = last_line(capsys)
+    assert line.startswith(f"ymir-runner: error {int(code)}:") and "'pretrained_backbone'" in line and fragment in line

@@ -27,11 +27,14 @@ class Checkpoint:
     epoch: int = 0
     metrics: dict[str, float] = dataclasses.field(default_factory=dict)
     path: str = ""
+    #: The F1-optimal score threshold on the validation set of its training (None: older checkpoints).
+    score_threshold: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": FORMAT, "model_config": self.model_config, "state_dict": self.state_dict,
                 "class_names": list(self.class_names), "img_size": int(self.img_size), "epoch": int(self.epoch),
-                "metrics": {key: float(value) for key, value in self.metrics.items()}}
+                "metrics": {key: float(value) for key, value in self.metrics.items()},
+                "score_threshold": None if self.score_threshold is None else float(self.score_threshold)}
 
     def build_model(self) -> torch.nn.Module:
         from .engine.model import build_model_from_config
@@ -42,12 +45,13 @@ class Checkpoint:
 
 
 def save_checkpoint(model: torch.nn.Module, path: str, *, class_names: Sequence[str], img_size: int,
-                    epoch: int, metrics: dict[str, float] | None = None) -> str:
+                    epoch: int, metrics: dict[str, float] | None = None, score_threshold: float | None = None) -> str:
     """Write the checkpoint atomically (temp file + rename): a stage's file is complete or absent, and a
     failed write (a full disk: ``OutputError`` naming ``path``) leaves no partial file behind."""
     model = getattr(model, "module", model)  # unwrap DDP
     state = {key: value.detach().cpu() for key, value in model.state_dict().items()}
-    checkpoint = Checkpoint(model.config(), state, list(class_names), img_size, epoch, dict(metrics or {}))
+    checkpoint = Checkpoint(model.config(), state, list(class_names), img_size, epoch, dict(metrics or {}),
+                            score_threshold=score_threshold)
     with atomic_path(path) as tmp:
         torch.save(checkpoint.to_dict(), tmp)
     return path
@@ -67,9 +71,14 @@ def load_checkpoint(path: str) -> Checkpoint:
                          f"{data.get('format') if isinstance(data, dict) else type(data).__name__!r})")
     try:
         return Checkpoint(data["model_config"], data["state_dict"], list(data["class_names"]),
-                          int(data["img_size"]), int(data.get("epoch", 0)), dict(data.get("metrics", {})), path)
+                          int(data["img_size"]), int(data.get("epoch", 0)), dict(data.get("metrics", {})), path,
+                          _optional_float(data.get("score_threshold")))
     except (KeyError, TypeError, ValueError) as error:
         raise ModelError(f"model file {path} is an incomplete checkpoint ({error})") from error
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def find_checkpoint(paths: Sequence[str], what: str) -> str:

@@ -16,7 +16,7 @@ from . import EXECUTOR_NAME
 from .templates import TRAINING_DEFAULTS
 
 #: The demo's changes to the training template (a short run on small images).
-DEMO_CONFIG = {"epochs": 12, "save_period": 4, "img_size": 256}
+DEMO_CONFIG = {"epochs": 12, "min_steps": 0, "save_period": 4, "img_size": 256}
 
 
 def write_task(root: str, *, kinds: tuple[str, ...] = ("training",), config: Mapping[str, Any] | None = None,

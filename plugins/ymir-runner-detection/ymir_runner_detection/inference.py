@@ -15,12 +15,13 @@ import torch
 import yaml
 
 from ymir_runner import ConfigError, DatasetError, Detection, ModelError, mining
+from ymir_runner.evaluation import DEFAULT_SCORE_THRESHOLD
 from ymir_runner.mining import MiningSettings
 
 from .checkpoint import find_checkpoint, load_checkpoint
 from .engine import DetectionDataset, NoReadableImageError, build_dataloader, decode_maps, no_readable_image_message
 from .engine.decode import boxes_to_original
-from .launch import run_on_devices, select_devices
+from .launch import cpu_share, run_on_devices, select_devices
 from .templates import INFER_DEFAULTS
 from .training import report_image_problems
 
@@ -39,6 +40,8 @@ class Job:
     img_size: int
     batch_size: int
     num_workers: int
+    #: torch intra-op threads per rank (``num_workers`` + ``threads`` stay within the rank's CPUs).
+    threads: int
     hyper: dict[str, Any]
     devices: list[str]
     #: The mining keys of the config (mining jobs only).
@@ -112,10 +115,21 @@ def make_job(context: Any, kind: str) -> Job:
             raise ConfigError(f"config key 'max_detections': {hyper.max_detections} must be at least 1")
     # The core's reader reads each candidate's header: missing, unreadable and too large images are skipped,
     # counted and named there; the answer for them is an empty entry (inference) or the last rank (mining).
+    job_hyper = dict(hyper)
+    if kind == "infer" and not hyper.conf_threshold:
+        job_hyper["conf_threshold"] = (DEFAULT_SCORE_THRESHOLD if checkpoint.score_threshold is None
+                                       else checkpoint.score_threshold)
+        context.logger.info("infer: boxes scoring at least %.3f (%s; config key 'conf_threshold' is 0)",
+                            job_hyper["conf_threshold"], "no threshold stored in the model, the default"
+                            if checkpoint.score_threshold is None else "the model's F1-optimal threshold on its "
+                            "validation set")
     readable = list(context.candidates)
+    devices = select_devices(context.config.gpu_ids)
+    share = cpu_share(devices, hyper.num_workers_per_gpu)
+    context.logger.info("%s: %s per rank", kind, share.describe())
     return Job(kind=kind, checkpoint_path=checkpoint.path, images=[item.image for item in readable],
-               img_size=img_size, batch_size=hyper.batch_size_per_gpu, num_workers=hyper.num_workers_per_gpu,
-               hyper=dict(hyper), devices=select_devices(context.config.gpu_ids),
+               img_size=img_size, batch_size=hyper.batch_size_per_gpu, num_workers=share.workers,
+               threads=share.threads, hyper=job_hyper, devices=devices,
                mining=MiningSettings.from_context(context) if kind == "mining" else None,
                counted_damage={item.image for item in readable if item.damage})
 
@@ -214,7 +228,8 @@ def run_job(job: Job, report: Callable[[int, int], None] | None = None,
     """Every candidate's result and the decoding problems (as :func:`run_shard` gives them), the candidates
     sharded over ``job.devices``: rank 0 runs here with ``report`` and ``model`` (the network already on
     ``job.devices[0]``, or None), the other ranks load the checkpoint themselves; rank 0 merges the shards."""
-    shards = run_on_devices(run_shard, job.devices, job, local_kwargs={"report": report, "model": model})
+    shards = run_on_devices(run_shard, job.devices, job, threads=job.threads,
+                            local_kwargs={"report": report, "model": model})
     results: dict[int, Any] = {}
     problems: dict[int, str] = {}
     for shard_results, shard_problems in shards:

@@ -9,15 +9,17 @@ nothing of their own.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 import torch.distributed as dist
 
 import ymir_runner
 from ymir_runner import GpuMismatchError, NoGpuError
+from ymir_runner.cpus import CpuShare, share_cpus
 
 #: Tests and multi-core CPU servers: run on the CPU with this many processes (training: DDP over gloo).
 CPU_WORLD_SIZE_ENV_VAR = "YMIR_RUNNER_DETECTION_CPU_PROCESSES"
@@ -42,38 +44,55 @@ def select_devices(gpu_ids: Sequence[int]) -> list[str]:
     return [f"cuda:{gpu}" for gpu in gpu_ids]
 
 
-def run_on_devices(fn: Callable[..., Any], devices: Sequence[str], *args: Any, process_group: bool = False,
-                   local_kwargs: Mapping[str, Any] | None = None) -> list[Any]:
-    """Run ``fn(rank, world_size, device, *args)`` once per device (``device = devices[rank]``) and return what
-    each rank returned, in rank order.
+def cpu_share(devices: Sequence[str], workers: int) -> CpuShare:
+    """Compute threads and DataLoader workers of each rank: the CPUs available to the task (affinity and cgroup
+    quota, not ``os.cpu_count()``) split evenly over the ranks, then between ``workers`` (capped) and threads
+    (``ymir_runner.cpus.share_cpus``)."""
+    return share_cpus(workers, ranks=len(devices), accelerator=devices[0].startswith("cuda"))
+
+
+@contextlib.contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """``torch.set_num_threads(count)`` for the block; the previous count is restored after it."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(max(1, count))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def run_on_devices(fn: Callable[..., Any], devices: Sequence[str], *args: Any, threads: int,
+                   process_group: bool = False, local_kwargs: Mapping[str, Any] | None = None) -> list[Any]:
+    """Run ``fn(rank, world_size, device, *args)`` once per device (``device = devices[rank]``) with ``threads``
+    torch intra-op threads (see :func:`cpu_share`), and return what each rank returned, in rank order.
 
     * One device: ``fn`` runs here, nothing else happens.
     * Several: :func:`ymir_runner.launch` runs rank 0 here with ``local_kwargs`` (need not pickle: progress
       callbacks, a network already on ``devices[0]``) and spawns the others (``fn`` must be a module-level
-      function; ``args`` and the results must pickle). Each rank first selects its GPU, or, on the CPU, takes
-      ``os.cpu_count() // N`` torch threads (this process's count is restored afterwards). With
+      function; ``args`` and the results must pickle). Each rank first selects its GPU. With
       ``process_group`` the ranks join one ``torch.distributed`` group (nccl on GPUs, gloo on the CPU) around
       ``fn``, as DDP needs.
+
+    This process's torch thread count is restored afterwards.
 
     Errors: an exception of rank 0 (a stop signal turned into one included) stops the other ranks and
     propagates; a spawned rank that fails raises ``ymir_runner.RankError`` naming it. No rank outlives the call.
     """
     if len(devices) == 1:
-        return [fn(0, 1, devices[0], *args, **(local_kwargs or {}))]
-    return ymir_runner.launch(_on_device, len(devices), (fn, list(devices), process_group, args),
-                              local_kwargs=local_kwargs)
+        with torch_threads(threads):
+            return [fn(0, 1, devices[0], *args, **(local_kwargs or {}))]
+    return ymir_runner.launch(_on_device, len(devices), (fn, list(devices), threads, process_group, args),
+                              local_kwargs=local_kwargs, environment={"OMP_NUM_THREADS": str(threads)})
 
 
-def _on_device(rank: int, world_size: int, fn: Callable[..., Any], devices: list[str], process_group: bool,
-               args: tuple, **local_kwargs: Any) -> Any:
+def _on_device(rank: int, world_size: int, fn: Callable[..., Any], devices: list[str], threads: int,
+               process_group: bool, args: tuple, **local_kwargs: Any) -> Any:
     """One rank of :func:`run_on_devices` (several devices), in this process (rank 0) or a spawned one."""
     device = devices[rank]
-    threads = torch.get_num_threads()
     if device.startswith("cuda"):
         torch.cuda.set_device(torch.device(device))
-    else:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
-    try:
+    with torch_threads(threads):
         if not process_group:
             return fn(rank, world_size, device, *args, **local_kwargs)
         # MASTER_ADDR, MASTER_PORT, RANK and WORLD_SIZE come from ymir_runner.launch.
@@ -83,5 +102,3 @@ def _on_device(rank: int, world_size: int, fn: Callable[..., Any], devices: list
             return fn(rank, world_size, device, *args, **local_kwargs)
         finally:
             dist.destroy_process_group()
-    finally:
-        torch.set_num_threads(threads)

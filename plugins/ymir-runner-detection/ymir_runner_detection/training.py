@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import glob
 import math
 import os
 import shutil
@@ -17,7 +18,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import torch
 
-from ymir_runner import ConfigError, DatasetError, NonFiniteError, atomic_path
+from ymir_runner import ConfigError, DatasetError, ModelError, NonFiniteError, atomic_path
 
 from .checkpoint import CHECKPOINT_NAME, ONNX_NAME, find_checkpoint, load_checkpoint, save_checkpoint
 from .engine import (
@@ -30,22 +31,28 @@ from .engine import (
     build_model,
     evaluate_model,
     export_onnx,
+    load_backbone_weights,
     no_readable_image_message,
     reset_class_head,
 )
 from .engine.train import TrainResult, is_distributed
 from .engine.train import train as training_loop
-from .launch import run_on_devices, select_devices
+from .launch import cpu_share, run_on_devices, select_devices
 from .progress import LogProgressBar
+from .recipe import Schedule, plan_schedule
 from .visualize import draw_detections
 
 #: Shares of the task's progress: reading the dataset, then training + evaluations.
 PREPARE_SHARE = 0.03
 #: An evaluation of one image costs about this many training images (forward only, no augmentation).
 EVAL_COST = 0.35
-#: The best stage has the highest ``MAP_WEIGHT * mAP + (1 - MAP_WEIGHT) * mAP50_95`` (ultralytics' fitness:
-#: mostly localisation quality, so a lucky stage at one loose IoU does not win).
+#: A stage's fitness is ``MAP_WEIGHT * mAP + (1 - MAP_WEIGHT) * mAP50_95`` (ultralytics' fitness: mostly
+#: localisation quality, so a lucky stage at one loose IoU does not win).
 MAP_WEIGHT = 0.1
+#: The best stage has the highest mean fitness over itself and the ``SELECTION_WINDOW - 1`` stages before it
+#: (fewer at the start of a run): on a small validation set one evaluation can be lucky by several points, a run
+#: of three rarely is. The window looks back only, so a stage's rank never changes once it is written.
+SELECTION_WINDOW = 3
 
 Item = tuple[str, np.ndarray, np.ndarray]
 
@@ -58,13 +65,12 @@ class TrainingPlan:
     initial_state: dict[str, torch.Tensor]
     train_items: list[Item]
     img_size: int
-    epochs: int
+    schedule: Schedule
     batch_size: int
     num_workers: int
     learning_rate: float
     optimizer: str
     weight_decay: float
-    warmup_epochs: float
     seed: int
     flip: bool
     mosaic: float
@@ -81,14 +87,16 @@ class TrainingPlan:
         dataset = DetectionDataset(self.train_items, self.img_size, train=True, augment=augment,
                                    target_config=TargetConfig.for_model(model))
         return build_dataloader(dataset, self.batch_size, shuffle=True, num_workers=self.num_workers,
-                                drop_last=len(dataset) >= self.batch_size, seed=self.seed, distributed=distributed)
+                                full_batches=True, seed=self.seed, distributed=distributed)
 
     def run(self, model: torch.nn.Module, device: str, **callbacks: Any) -> TrainResult:
         loader = self.loader(model, is_distributed())
-        warmup_steps = int(round(self.warmup_epochs * len(loader)))
-        return training_loop(model, loader, epochs=self.epochs, lr=self.learning_rate, optimizer=self.optimizer,
-                            weight_decay=self.weight_decay, warmup_steps=warmup_steps, device=device,
-                            seed=self.seed, **callbacks)
+        if len(loader) != self.schedule.steps_per_epoch:  # one formula for the plan and the loader, or a bug
+            raise RuntimeError(f"the schedule planned {self.schedule.steps_per_epoch} steps per epoch, the "
+                               f"DataLoader has {len(loader)}")
+        return training_loop(model, loader, epochs=self.schedule.epochs, lr=self.learning_rate,
+                             optimizer=self.optimizer, weight_decay=self.weight_decay,
+                             warmup_steps=self.schedule.warmup_steps, device=device, seed=self.seed, **callbacks)
 
 
 def _train_rank(rank: int, world_size: int, device: str, plan: TrainingPlan, **callbacks: Any) -> TrainResult:
@@ -121,9 +129,12 @@ def read_items(reader: Any) -> list[Item]:
 def _check_hyper(hyper: Any) -> None:
     if hyper.img_size < 32 or hyper.img_size % 32:
         raise ConfigError(f"config key 'img_size': {hyper.img_size} must be a positive multiple of 32")
-    for key in ("epochs", "batch_size_per_gpu", "save_period"):
+    for key in ("epochs", "batch_size_per_gpu"):
         if hyper[key] < 1:
             raise ConfigError(f"config key {key!r}: {hyper[key]} must be at least 1")
+    for key in ("min_steps", "save_period"):
+        if hyper[key] < 0:
+            raise ConfigError(f"config key {key!r}: {hyper[key]} must be >= 0")
     if hyper.num_workers_per_gpu < 0:
         raise ConfigError(f"config key 'num_workers_per_gpu': {hyper.num_workers_per_gpu} must be >= 0")
     if not 0.0 <= hyper.mosaic <= 1.0:
@@ -148,7 +159,18 @@ def _initial_model(context: Any) -> torch.nn.Module:
     paths = context.model_files
     if not paths:
         torch.manual_seed(hyper.seed)
-        return build_model(hyper.model, len(class_names))
+        model = build_model(hyper.model, len(class_names))
+        if hyper.pretrained_backbone:
+            path = backbone_weights_file(hyper.pretrained_backbone, hyper.model)
+            try:
+                count = load_backbone_weights(model, torch.load(path, map_location="cpu", weights_only=True))
+            except Exception as error:  # not a state_dict, another architecture, an unreadable file
+                raise ModelError(f"config key 'pretrained_backbone': {path} cannot be loaded into {hyper.model} "
+                                 f"({error})") from error
+            context.logger.info("backbone: %d ImageNet tensors from %s", count, path)
+        return model
+    if hyper.pretrained_backbone:
+        context.logger.info("config key 'pretrained_backbone' is not used: training starts from %s", paths[0])
     checkpoint = load_checkpoint(find_checkpoint(paths, "pretrained_model_params"))
     model = checkpoint.build_model()
     if checkpoint.class_names != class_names:
@@ -162,6 +184,22 @@ def _initial_model(context: Any) -> torch.nn.Module:
         context.logger.info("model size %r comes from the pretrained checkpoint (config asks for %r)",
                             checkpoint.model_config.get("size"), hyper.model)
     return model
+
+
+def backbone_weights_file(setting: str, model: str) -> str:
+    """The weights file of config key ``pretrained_backbone``: the path itself, or in a folder the one file named
+    ``<model>-*.pth`` (torchvision's published names, e.g. ``resnet18-f37072fd.pth``). ConfigError otherwise."""
+    if model not in ("resnet18", "resnet34"):
+        raise ConfigError(f"config key 'pretrained_backbone' needs model resnet18 or resnet34, not {model!r}")
+    if os.path.isdir(setting):
+        found = sorted(glob.glob(os.path.join(glob.escape(setting), f"{model}-*.pth")))
+        if len(found) != 1:
+            raise ConfigError(f"config key 'pretrained_backbone': {setting} holds {len(found)} files named "
+                              f"{model}-*.pth, expected one")
+        return found[0]
+    if not os.path.isfile(setting):
+        raise ConfigError(f"config key 'pretrained_backbone': {setting} is not a file or a folder")
+    return setting
 
 
 def train(context: Any) -> None:
@@ -181,19 +219,26 @@ def train(context: Any) -> None:
         val_items = train_items
     model = _initial_model(context)
     model_config = model.config()
+    schedule = plan_schedule(len(train_items), hyper.batch_size_per_gpu, epochs=hyper.epochs,
+                             min_steps=hyper.min_steps, warmup_epochs=hyper.warmup_epochs,
+                             save_period=hyper.save_period, world_size=len(devices))
+    share = cpu_share(devices, hyper.num_workers_per_gpu)
     plan = TrainingPlan(
         model_config=model_config, initial_state=model.state_dict(), train_items=train_items, img_size=hyper.img_size,
-        epochs=hyper.epochs, batch_size=hyper.batch_size_per_gpu, num_workers=hyper.num_workers_per_gpu,
+        schedule=schedule, batch_size=hyper.batch_size_per_gpu, num_workers=share.workers,
         learning_rate=hyper.learning_rate, optimizer=hyper.optimizer, weight_decay=hyper.weight_decay,
-        warmup_epochs=hyper.warmup_epochs, seed=hyper.seed, flip=hyper.flip, mosaic=hyper.mosaic)
-    context.logger.info("training %s (%d classes) on %d images, validating on %d, %d epochs, img_size %d, "
-                        "device%s %s", model_config.get("size"), len(context.class_names), len(train_items),
-                        len(val_items), hyper.epochs, hyper.img_size, "s" if len(devices) > 1 else "",
-                        ", ".join(devices))
+        seed=hyper.seed, flip=hyper.flip, mosaic=hyper.mosaic)
+    context.logger.info("training %s (%d classes) on %d images, validating on %d, img_size %d, device%s %s, %s "
+                        "per rank", model_config.get("size"), len(context.class_names), len(train_items),
+                        len(val_items), hyper.img_size, "s" if len(devices) > 1 else "", ", ".join(devices),
+                        share.describe())
+    for line in schedule.describe():
+        context.logger.info("schedule: %s", line)
     stages = StageWriter(context, plan, val_items)
     try:
         # Rank 0 (this process) reports progress and writes the stages; the other ranks train in lockstep.
-        result = run_on_devices(_train_rank, devices, plan, process_group=True, local_kwargs=stages.callbacks())[0]
+        result = run_on_devices(_train_rank, devices, plan, threads=share.threads, process_group=True,
+                                local_kwargs=stages.callbacks())[0]
     except NoReadableImageError as error:  # from a DataLoader worker: its traceback is no use to a user
         raise DatasetError(no_readable_image_message(error)) from None
     except NonFiniteLossError as error:
@@ -236,20 +281,19 @@ class StageWriter:
                                 "key 'max_detections' is %d)", self.max_detections, self.hyper.max_detections)
         self.val_unreadable: set[int] = set()
         self.val_damaged: dict[int, str] = {}
-        self.evaluations = sum(1 for epoch in range(plan.epochs) if self._saves(epoch))
+        self.schedule = plan.schedule
+        self.evaluations = len(self.schedule.stage_epochs)
+        self.fitness_history: list[float] = []
         self.eval_steps = EVAL_COST * len(val_items) / plan.batch_size  # in training-step units
         self.evaluated = 0
         self.total_steps = 1
         self.steps_done = 0
         self.started = time.monotonic()
-        self.bar = LogProgressBar(context.logger, total=plan.epochs, unit="epoch")
+        self.bar = LogProgressBar(context.logger, total=self.schedule.epochs, unit="epoch")
         self.tb = context.tensorboard
 
     def callbacks(self) -> dict[str, Any]:
         return {"on_step": self.on_step, "on_epoch_end": self.on_epoch_end}
-
-    def _saves(self, epoch: int) -> bool:
-        return (epoch + 1) % self.hyper.save_period == 0 or epoch + 1 == self.plan.epochs
 
     def _report(self, message: str | None = None) -> None:
         work = self.total_steps + self.evaluations * self.eval_steps
@@ -269,17 +313,18 @@ class StageWriter:
         self.tb.add_scalar("epoch/images_per_second", metrics["images_per_second"], number)
         self.tb.add_scalar("epoch/data_wait_share", metrics["data_wait_share"], number)
         summary = f"loss {metrics['loss']:.3f} lr {metrics['lr']:.2e} {metrics['images_per_second']:.1f} img/s"
-        if self._saves(epoch):
+        if self.schedule.is_stage(number):
             summary += " " + self.save_stage(number, model)
         elapsed = time.monotonic() - self.started
-        remaining = elapsed / number * (self.plan.epochs - number)
+        remaining = elapsed / number * (self.schedule.epochs - number)
         self.bar.update(number, f"{summary} ETA {_duration(remaining)}")
-        self._report(f"epoch {number}/{self.plan.epochs}")
+        self._report(f"epoch {number}/{self.schedule.epochs}")
 
     def save_stage(self, epoch: int, model: torch.nn.Module) -> str:
         iou = float(self.hyper.map_iou_threshold)
+        # conf_threshold 0: tp/fp/fn at this stage's F1-optimal threshold on the validation set.
         result, problems = evaluate_model(model, self.val_loader, len(self.context.class_names),
-                                          score_threshold=self.hyper.conf_threshold, iou_threshold=iou,
+                                          score_threshold=self.hyper.conf_threshold or None, iou_threshold=iou,
                                           max_detections=self.max_detections,
                                           class_names=list(self.context.class_names))
         self.val_unreadable.update(problems["unreadable"])
@@ -290,11 +335,13 @@ class StageWriter:
         results = self.context.training_result
         folder = results.stage_dir(name)
         # mAP, mAR and tp/fp/fn at evaluate_config.iou_thr (what the platform labels mAP with); mAP50_95 beside.
-        metrics = {"mAP": result.map or 0.0, "mAR": result.mar or 0.0, "mAP50_95": result.map50_95 or 0.0}
+        # conf_thr: the score threshold this stage's tp/fp/fn were counted at (in the model's ymir-info.yaml).
+        metrics = {**result.stage_metrics(), "conf_thr": result.score_threshold}
         files = [CHECKPOINT_NAME]
         try:
             save_checkpoint(model, os.path.join(folder, CHECKPOINT_NAME), class_names=self.context.class_names,
-                            img_size=self.plan.img_size, epoch=epoch, metrics=metrics)
+                            img_size=self.plan.img_size, epoch=epoch, metrics=metrics,
+                            score_threshold=result.score_threshold)
             if self.hyper.export_onnx:
                 with atomic_path(os.path.join(folder, ONNX_NAME)) as tmp:
                     export_onnx(model, tmp, self.plan.img_size)
@@ -302,11 +349,18 @@ class StageWriter:
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)  # a stage result.yaml does not list only fills the disk
             raise
-        results.set_evaluate_config(iou_thr=iou, conf_thr=float(self.hyper.conf_threshold))
-        results.add_stage(name, files, metrics,
-                          {"tp": result.true_positives, "fp": result.false_positives, "fn": result.false_negatives},
-                          fitness=MAP_WEIGHT * metrics["mAP"] + (1 - MAP_WEIGHT) * metrics["mAP50_95"])
-        return f"mAP@{iou:.2f} {metrics['mAP']:.3f} mAP50-95 {metrics['mAP50_95']:.3f} -> {name}"
+        self.fitness_history.append(MAP_WEIGHT * metrics["mAP"] + (1 - MAP_WEIGHT) * metrics["mAP50_95"])
+        window = self.fitness_history[-SELECTION_WINDOW:]
+        fitness = sum(window) / len(window)
+        # evaluate_config labels the best stage's tp/fp/fn (what the platform shows): its IoU and threshold.
+        best = results.best
+        best_is_new = best is None or fitness >= results.fitness(best)  # a tie goes to the later stage
+        results.set_evaluate_config(iou_thr=iou, conf_thr=result.score_threshold if best_is_new or best is None
+                                    else float(best.metrics["conf_thr"]))
+        results.add_stage(name, files, metrics, result.stage_counts(), fitness=fitness)
+        return (f"mAP@{iou:.2f} {metrics['mAP']:.3f} mAP50-95 {metrics['mAP50_95']:.3f} "
+                f"tp/fp/fn {result.true_positives}/{result.false_positives}/{result.false_negatives} at score "
+                f"{result.score_threshold:.3f} -> {name}")
 
     def _log_metrics(self, epoch: int, result: Any, model: torch.nn.Module) -> None:
         scalars = {"mAP": result.map, "mAR": result.mar, "mAP50_95": result.map50_95, "mAP50": result.map50,
@@ -318,7 +372,7 @@ class StageWriter:
             if ap is not None:
                 self.tb.add_scalar(f"val_AP50_95/{self.context.class_names[class_id]}", ap, epoch)
         for index, image in enumerate(draw_detections(model, self.val_loader, self.context.class_names,
-                                                      self.hyper.conf_threshold, count=4)):
+                                                      result.score_threshold, count=4)):
             self.tb.add_image(f"val_predictions/{index}", image, epoch, dataformats="HWC")
 
     def close(self) -> None:

@@ -161,6 +161,22 @@ def test_geometric_augmentations_keep_boxes_on_their_objects():
         np.testing.assert_allclose(_pixel_box(out), out_boxes[0], atol=1.0)
 
 
+def test_full_batches_show_every_image_each_epoch_and_no_short_batch(tiny_synthetic):
+    corrupt = {str(path) for path in tiny_synthetic.corrupt_paths}
+    items = [item for item in tiny_synthetic.train_items if str(item[0]) not in corrupt]  # 11 images
+    dataset = DetectionDataset(items, 64, train=True, target_config=TargetConfig(3, 4))
+    loader = build_dataloader(dataset, 4, shuffle=True, full_batches=True, seed=1)
+    assert len(loader) == 3  # ceil(11 / 4)
+    epochs = []
+    for _ in range(2):
+        batches = [batch["indices"] for batch in loader]
+        assert [len(indices) for indices in batches] == [4, 4, 4]
+        drawn = [index for indices in batches for index in indices]
+        assert set(drawn) == set(range(len(items)))  # drop_last would leave 3 images out of every epoch
+        epochs.append(drawn)
+    assert epochs[0] != epochs[1]  # reshuffled
+
+
 def test_images_decode_by_content_and_corrupt_ones_are_skipped_and_counted(tiny_synthetic, tmp_path):
     png_as_jpg = tmp_path / "really_a_png.jpg"
     Image.fromarray(np.full((20, 30, 3), 200, np.uint8)).save(png_as_jpg, format="PNG")
@@ -267,7 +283,6 @@ def test_time_budget_stops_training(tiny_synthetic):
 
 
 def _ddp_worker(rank: int, world_size: int, device: str, items, out_dir: str) -> None:
-    torch.set_num_threads(1)
     torch.manual_seed(0)
     model = build_model("nano", num_classes=3)
     dataset = DetectionDataset(items, 64, train=True, target_config=TargetConfig.for_model(model))
@@ -284,7 +299,7 @@ def _ddp_worker(rank: int, world_size: int, device: str, items, out_dir: str) ->
 
 def test_ddp_two_gloo_processes_stay_in_sync(tiny_synthetic, tmp_path):
     items = tiny_synthetic.train_items[:8]  # includes no corrupt file
-    run_on_devices(_ddp_worker, ["cpu", "cpu"], items, str(tmp_path), process_group=True)  # gloo
+    run_on_devices(_ddp_worker, ["cpu", "cpu"], items, str(tmp_path), threads=1, process_group=True)  # gloo
     rank0, rank1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     assert rank0["sampler"] == "DistributedSampler"
     assert rank0["steps"] == rank1["steps"] == 4  # 8 items / 2 ranks / batch 2, 2 epochs

@@ -34,6 +34,7 @@ from .model import (
     build_model,
     build_model_from_config,
     export_onnx,
+    load_backbone_weights,
     reset_class_head,
 )
 from .targets import TargetConfig, encode_targets
@@ -65,6 +66,7 @@ __all__ = [
     "evaluate_model",
     "export_onnx",
     "letterbox",
+    "load_backbone_weights",
     "load_image",
     "nms",
     "no_readable_image_message",

@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import os
 import re
 from pathlib import Path
-from typing import NamedTuple, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, RandomSampler
 from torch.utils.data.distributed import DistributedSampler
 
 from ymir_runner import decode_image
@@ -214,8 +215,14 @@ def build_dataloader(
     distributed: bool | None = None,
     worker_nice: int = 0,
     prefetch_factor: int = 4,
+    full_batches: bool = False,
 ) -> DataLoader:
     """DataLoader with :func:`collate_detection`; uses a ``DistributedSampler`` when a process group is up.
+
+    ``full_batches`` (training): each epoch shows every image at least once in ``ceil(N / batch_size)``
+    batches that are all full: a shuffled sampler draws that many batches' worth of indices from back-to-back
+    permutations, so no image is left out (as ``drop_last`` would) and no step sees a short batch. Under DDP
+    the ``DistributedSampler`` pads its shards by repeating images, and the last batch of a shard may be short.
 
     ``distributed=None`` auto-detects an initialised ``torch.distributed``
     process group. Workers are persistent (keeps per-worker image caches).
@@ -226,7 +233,14 @@ def build_dataloader(
     """
     if distributed is None:
         distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-    sampler = DistributedSampler(dataset, shuffle=shuffle, seed=seed, drop_last=drop_last) if distributed else None
+    generator = torch.Generator().manual_seed(seed)
+    sampler: Any = None
+    if distributed:
+        sampler = DistributedSampler(dataset, shuffle=shuffle, seed=seed, drop_last=drop_last and not full_batches)
+    elif full_batches:
+        draws = math.ceil(len(dataset) / batch_size) * batch_size
+        sampler = RandomSampler(dataset, num_samples=draws, generator=generator)
+        drop_last = True
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -234,8 +248,8 @@ def build_dataloader(
         sampler=sampler,
         num_workers=num_workers,
         collate_fn=collate_detection,
-        drop_last=drop_last,
-        generator=torch.Generator().manual_seed(seed),
+        drop_last=drop_last and not (distributed and full_batches),
+        generator=generator,
         persistent_workers=num_workers > 0,
         prefetch_factor=prefetch_factor if num_workers > 0 else None,
         pin_memory=torch.cuda.is_available(),

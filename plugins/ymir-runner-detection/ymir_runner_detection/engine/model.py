@@ -51,6 +51,9 @@ class ModelSpec:
     output_stride: int = 4
     depthwise: bool = False  # depthwise-separable 3x3 convs in blocks, neck and heads
     box_mode: str = "ltrb"
+    #: ``"csp"`` (this module's, from scratch) or ``"resnet"`` (torchvision's ResNet layout, ``depths`` blocks
+    #: per stage: ImageNet weights load into it, see :func:`load_backbone_weights`).
+    backbone: str = "csp"
 
 
 MODEL_SPECS: dict[str, ModelSpec] = {
@@ -60,7 +63,18 @@ MODEL_SPECS: dict[str, ModelSpec] = {
                       output_stride=8),
     "small": ModelSpec(widths=(32, 64, 128, 192, 256), depths=(1, 2, 3, 1), neck_width=96, head_width=96),
     "medium": ModelSpec(widths=(48, 96, 192, 384, 512), depths=(2, 3, 4, 2), neck_width=128, head_width=128),
+    # torchvision's resnet18 / resnet34 as the backbone (11.2 M / 21.3 M parameters without fc), for starts from
+    # ImageNet weights (config key 'pretrained_backbone').
+    "resnet18": ModelSpec(widths=(64, 64, 128, 256, 512), depths=(2, 2, 2, 2), neck_width=96, head_width=96,
+                          output_stride=8, backbone="resnet"),
+    "resnet34": ModelSpec(widths=(64, 64, 128, 256, 512), depths=(3, 4, 6, 3), neck_width=96, head_width=96,
+                          output_stride=8, backbone="resnet"),
 }
+BACKBONES = ("csp", "resnet")
+#: ImageNet statistics the torchvision weights were trained with (RGB in [0, 1]); the resnet backbone
+#: normalises its input with them inside the network, so callers and the ONNX export keep [0, 1] inputs.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class ConvBNAct(nn.Sequential):
@@ -152,6 +166,57 @@ class Backbone(nn.Module):
         return features
 
 
+class BasicBlock(nn.Module):
+    """ResNet's basic block (He et al., "Deep Residual Learning for Image Recognition", 2016) with torchvision's
+    attribute names: ``conv1``, ``bn1``, ``conv2``, ``bn2`` and ``downsample`` (1x1 conv + BN) when the shape
+    changes."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.downsample: nn.Module | None = None
+        if stride != 1 or c_in != c_out:
+            self.downsample = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        return self.relu(self.bn2(self.conv2(out)) + identity)
+
+
+class ResNetBackbone(nn.Module):
+    """ResNet-18/34 up to ``layer4`` (no pooling, no ``fc``), state_dict keys as torchvision's ``resnet18`` /
+    ``resnet34`` (``conv1.weight``, ``bn1.*``, ``layer1.0.conv1.weight``, ..., ``layer4.1.downsample.0.weight``),
+    so torchvision's published ImageNet weights load into it. Input: RGB in [0, 1], normalised here with the
+    ImageNet mean and std. Returns feature maps at strides 4, 8, 16, 32 with 64, 128, 256, 512 channels."""
+
+    def __init__(self, depths: tuple[int, int, int, int]):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        widths = (64, 64, 128, 256, 512)
+        for index, depth in enumerate(depths):
+            blocks = [BasicBlock(widths[index], widths[index + 1], 1 if index == 0 else 2)]
+            blocks += [BasicBlock(widths[index + 1], widths[index + 1], 1) for _ in range(depth - 1)]
+            self.add_module(f"layer{index + 1}", nn.Sequential(*blocks))
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = self.maxpool(self.relu(self.bn1(self.conv1((x - self.mean) / self.std))))
+        features = []
+        for name in ("layer1", "layer2", "layer3", "layer4"):
+            x = getattr(self, name)(x)
+            features.append(x)
+        return features
+
+
 class FPNNeck(nn.Module):
     """Top-down FPN that fuses strides 32..output_stride into one map."""
 
@@ -218,12 +283,14 @@ class CenterNetDetector(nn.Module):
             raise ValueError("num_classes must be >= 1")
         if spec.box_mode not in BOX_MODES:
             raise ValueError(f"unknown box_mode {spec.box_mode!r}, expected one of {BOX_MODES}")
+        if spec.backbone not in BACKBONES:
+            raise ValueError(f"unknown backbone {spec.backbone!r}, expected one of {BACKBONES}")
         self.spec = spec
         self.size_name = size_name
         self.num_classes = num_classes
         self.stride = spec.output_stride
         self.box_mode = spec.box_mode
-        self.backbone = Backbone(spec)
+        self.backbone: nn.Module = ResNetBackbone(spec.depths) if spec.backbone == "resnet" else Backbone(spec)
         self.neck = FPNNeck(spec.widths[1:], spec.neck_width, spec.output_stride, spec.depthwise)
         self.heatmap_head = Head(spec.neck_width, spec.head_width, num_classes, spec.depthwise)
         self.box_head = Head(spec.neck_width, spec.head_width, 4, spec.depthwise)
@@ -331,6 +398,32 @@ def export_onnx(model: CenterNetDetector, path: str | Path, img_size: int, opset
     finally:
         model.train(was_training)
     return path
+
+
+def load_backbone_weights(model: CenterNetDetector, state_dict: dict[str, torch.Tensor]) -> int:
+    """Load ImageNet weights of torchvision's layout (``torchvision.models.resnet18(weights=...).state_dict()``,
+    as published, e.g. ``resnet18-f37072fd.pth``) into a ``resnet`` model's backbone; ``fc.*`` is dropped and a
+    ``module.`` prefix (DataParallel) removed. Returns how many tensors were loaded.
+
+    Raises ValueError naming the first missing, unexpected or mis-shaped keys: weights of another architecture
+    (a resnet50, a model for another depth) never load partially.
+    """
+    if model.spec.backbone != "resnet":
+        raise ValueError(f"model {model.size_name!r} has no ResNet backbone; ImageNet weights need resnet18 or "
+                         "resnet34")
+    weights = {key.removeprefix("module."): value for key, value in state_dict.items()}
+    weights = {key: value for key, value in weights.items() if not key.startswith("fc.")}
+    own = model.backbone.state_dict()
+    missing = sorted(set(own) - set(weights))
+    unexpected = sorted(set(weights) - set(own))
+    shapes = sorted(key for key in set(own) & set(weights) if tuple(own[key].shape) != tuple(weights[key].shape))
+    if missing or unexpected or shapes:
+        problems = [f"{label}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
+                    for label, keys in (("missing", missing), ("unexpected", unexpected), ("other shape", shapes))
+                    if keys]
+        raise ValueError(f"not {model.size_name} weights of torchvision's layout ({'; '.join(problems)})")
+    model.backbone.load_state_dict(weights)
+    return len(weights)
 
 
 def count_parameters(model: nn.Module) -> int:
