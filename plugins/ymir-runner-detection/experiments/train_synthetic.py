@@ -90,7 +90,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--weight-decay", type=float, default=TRAINING_DEFAULTS["weight_decay"])
     parser.add_argument("--model", default=TRAINING_DEFAULTS["model"])
     parser.add_argument("--stride", type=int, default=None, help="override the model's output stride (4 or 8)")
-    parser.add_argument("--box-mode", default=None, choices=["ltrb", "wh_offset"])
+    parser.add_argument("--box-mode", default=None, choices=["ltrb", "ltrb_log", "wh_offset"])
     parser.add_argument("--depthwise", action="store_true")
     parser.add_argument("--widths", default=None, help="override the model's channel widths, e.g. 16,32,64,128,192")
     parser.add_argument("--depths", default=None, help="override the model's stage depths, e.g. 1,1,2,2")

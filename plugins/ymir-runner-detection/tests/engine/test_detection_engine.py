@@ -57,10 +57,10 @@ def _perfect_raw(targets: dict, stride: int, box_mode: str) -> torch.Tensor:
     xs = torch.arange(width).view(1, width).expand(height, width).float()
     ys = torch.arange(height).view(height, 1).expand(height, width).float()
     x1, y1, x2, y2 = box_target
-    if box_mode == "ltrb":
+    if box_mode in ("ltrb", "ltrb_log"):
         cx, cy = (xs + 0.5) * stride, (ys + 0.5) * stride
-        distances = torch.stack([cx - x1, cy - y1, x2 - cx, y2 - cy]) / stride
-        raw = torch.log(torch.expm1(distances.clamp(min=1e-4)))  # inverse softplus
+        distances = (torch.stack([cx - x1, cy - y1, x2 - cx, y2 - cy]) / stride).clamp(min=1e-4)
+        raw = torch.log(torch.expm1(distances)) if box_mode == "ltrb" else torch.log(distances)  # inverses
     else:
         raw = torch.stack([
             (x1 + x2) / 2 / stride - xs, (y1 + y2) / 2 / stride - ys,
@@ -69,7 +69,7 @@ def _perfect_raw(targets: dict, stride: int, box_mode: str) -> torch.Tensor:
     return raw.unsqueeze(0)
 
 
-@pytest.mark.parametrize("box_mode", ["ltrb", "wh_offset"])
+@pytest.mark.parametrize("box_mode", ["ltrb", "ltrb_log", "wh_offset"])
 @pytest.mark.parametrize("stride", [4, 8])
 def test_targets_decode_back_to_the_encoded_boxes(box_mode, stride):
     boxes = np.array([[10.5, 20, 60, 90], [100, 100, 141, 120], [200, 30, 250, 200], [5, 5, 17, 17]], np.float32)

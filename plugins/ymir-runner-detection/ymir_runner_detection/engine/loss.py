@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .model import raw_to_boxes
+from .model import EDGE_MODES, raw_to_boxes
 
 
 def heatmap_focal_loss(logits: torch.Tensor, target: torch.Tensor, alpha: float = 2.0,
@@ -54,7 +54,7 @@ class DetectionLoss(nn.Module):
         self.heatmap_weight = heatmap_weight
         # GIoU is bounded in [0, 2] and sparse -> TTFNet's weight 5; L1 on
         # offsets/log-sizes is already on a comparable scale.
-        self.box_weight = box_weight if box_weight is not None else (5.0 if box_mode == "ltrb" else 1.0)
+        self.box_weight = box_weight if box_weight is not None else (5.0 if box_mode in EDGE_MODES else 1.0)
 
     @classmethod
     def for_model(cls, model, **kwargs) -> "DetectionLoss":
@@ -74,7 +74,7 @@ class DetectionLoss(nn.Module):
             return box_raw.sum() * 0.0
         weights = box_weight[mask]
         target = box_target.permute(0, 2, 3, 1)[mask]
-        if self.box_mode == "ltrb":
+        if self.box_mode in EDGE_MODES:
             pred = raw_to_boxes(box_raw, self.stride, self.box_mode).permute(0, 2, 3, 1)[mask]
             return ((1.0 - generalized_iou(pred, target)) * weights).sum() / weights.sum()
         return self._wh_offset_l1(box_raw, target, mask, weights)

@@ -8,10 +8,18 @@ on that map:
   (sigmoid, bias initialised to -2.19 so that the initial probability is 0.1);
 * box head: 4 channels whose meaning depends on ``box_mode``:
 
-  - ``"ltrb"`` (default, TTFNet style): distances from the cell centre to the
-    left/top/right/bottom box edges, ``softplus(raw) * stride`` pixels. The
-    sub-pixel offset is implicit: the box is anchored at the cell centre and
-    its edges are regressed directly.
+  - ``"ltrb_log"`` (default): distances from the cell centre to the
+    left/top/right/bottom box edges, ``exp(raw) * stride`` pixels (FCOS's
+    parametrisation, Tian et al. 2019). The sub-pixel offset is implicit: the
+    box is anchored at the cell centre and its edges are regressed directly.
+    A step of the raw value changes a distance by a factor, so 15 px and
+    120 px objects learn their size at the same pace.
+  - ``"ltrb"`` (TTFNet style, models before 0.3): the same distances as
+    ``softplus(raw) * stride``. Linear in the raw value, a large object's edges
+    move a few pixels per step and short runs predict every box near the mean
+    size: on objects of 15-120 px after 300 steps, 74 % / 85 % / 95 % of the
+    small / medium / large objects were found at IoU > 0.5, against
+    97 % / 100 % / 100 % with ``ltrb_log`` (``tests/engine/test_box_scales.py``).
   - ``"wh_offset"`` (classic CenterNet): ``(off_x, off_y, log_w, log_h)``, the
     sub-pixel centre offset in cells and the log box size in cells.
 
@@ -35,7 +43,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-BOX_MODES = ("ltrb", "wh_offset")
+BOX_MODES = ("ltrb", "ltrb_log", "wh_offset")
+#: Box modes that regress the four edge distances of every cell near an object's centre (GIoU loss).
+EDGE_MODES = ("ltrb", "ltrb_log")
+#: ``ltrb_log`` clamps the raw distance at this value: exp(8) * stride is far beyond any input.
+LOG_DISTANCE_MAX = 8.0
 HEATMAP_PRIOR_PROBABILITY = 0.1
 HEATMAP_BIAS_INIT = -math.log((1.0 - HEATMAP_PRIOR_PROBABILITY) / HEATMAP_PRIOR_PROBABILITY)  # -2.197
 
@@ -50,7 +62,7 @@ class ModelSpec:
     head_width: int
     output_stride: int = 4
     depthwise: bool = False  # depthwise-separable 3x3 convs in blocks, neck and heads
-    box_mode: str = "ltrb"
+    box_mode: str = "ltrb_log"
     #: ``"csp"`` (this module's, from scratch) or ``"resnet"`` (torchvision's ResNet layout, ``depths`` blocks
     #: per stage: ImageNet weights load into it, see :func:`load_backbone_weights`).
     backbone: str = "csp"
@@ -261,8 +273,11 @@ def raw_to_boxes(box_raw: torch.Tensor, stride: int, box_mode: str) -> torch.Ten
     """Convert the raw box head map [B,4,H,W] into per-cell boxes x1,y1,x2,y2 in input pixels."""
     _, _, height, width = box_raw.shape
     cx, cy = cell_centers(height, width, stride, box_raw.device, box_raw.dtype)
-    if box_mode == "ltrb":
-        dist = F.softplus(box_raw) * stride
+    if box_mode in EDGE_MODES:
+        if box_mode == "ltrb":
+            dist = F.softplus(box_raw) * stride
+        else:
+            dist = torch.exp(box_raw.clamp(max=LOG_DISTANCE_MAX)) * stride
         return torch.stack([cx - dist[:, 0], cy - dist[:, 1], cx + dist[:, 2], cy + dist[:, 3]], dim=1)
     if box_mode == "wh_offset":
         # Offsets are relative to the cell's top-left corner (cx - stride/2).

@@ -10,7 +10,7 @@ the cell containing the box centre, max-merged per class.
 Box targets (``box_target [4,H,W]``, the GT box in input pixels) and weights
 (``box_weight [H,W]``):
 
-* ``ltrb`` mode: every cell inside the central ``beta``-scaled part of the box
+* ``ltrb`` / ``ltrb_log`` modes: every cell inside the central ``beta``-scaled part of the box
   is a regression sample, weighted by a Gaussian normalised per object to sum
   to ``log(area)`` (TTFNet). More samples per object -> faster convergence.
   Where objects overlap, the smaller one wins (it has fewer cells to spare).
@@ -32,7 +32,7 @@ class TargetConfig:
 
     num_classes: int
     stride: int
-    box_mode: str = "ltrb"
+    box_mode: str = "ltrb_log"
     gaussian_alpha: float = 0.54
     regression_beta: float = 0.54
 
