@@ -92,6 +92,15 @@ def evaluate(checkpoint: str, val: list[tuple[str, np.ndarray]]) -> tuple[float,
     return result.map50 or 0.0, result.map50_95 or 0.0
 
 
+def evaluate_stages(root: Path, val: list[tuple[str, np.ndarray]]) -> tuple[tuple[float, float], tuple[float, float]]:
+    """(mAP50, mAP50-95) of the stage the platform would deploy (``best_stage_name``) and of the last stage."""
+    models = root / "out" / "models"
+    result = yaml.safe_load((models / "result.yaml").read_text())
+    last = list(result["model_stages"])[-1]
+    return (evaluate(str(models / result["best_stage_name"] / "model.pt"), val),
+            evaluate(str(models / last / "model.pt"), val))
+
+
 def yolo_runs(cache: Path) -> list[dict]:
     """Per YOLO budget run: CPU s, last epoch and best epoch (by 0.1 mAP50 + 0.9 mAP50-95)."""
     runs = []
@@ -118,10 +127,9 @@ def main() -> None:
         root = cache / f"ymir_neon_{steps}"
         env_file = write_tree(root, truth, steps)
         cpu = train(env_file)
+        deployed, last = evaluate_stages(root, truth["val"])
         result = yaml.safe_load((root / "out" / "models" / "result.yaml").read_text())
         stages = list(result["model_stages"])
-        deployed = evaluate(str(root / "out" / "models" / result["best_stage_name"] / "model.pt"), truth["val"])
-        last = evaluate(str(root / "out" / "models" / stages[-1] / "model.pt"), truth["val"])
         label = f"built-in, {steps} steps"
         print(f"{label:24} {cpu:6.0f} {deployed[0]:15.3f} {deployed[1]:9.3f} {last[0]:11.3f} "
               f"{last[1]:9.3f}   (deployed: {result['best_stage_name']} of {len(stages)} stages)", flush=True)

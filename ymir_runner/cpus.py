@@ -12,9 +12,10 @@ and a torch or numpy run with 64 OpenMP threads then fights itself for 2 CPUs. W
 OpenMP's default wait policy lets an idle thread spin on its core for a while before it sleeps. On a machine
 with spare cores this hides a few microseconds of wake-up; whenever DataLoader workers or another program
 need the same cores, the spinning threads burn the CPU time the work needs. Measured on 2 cores with the
-detection plugin's training loop (``bench/bench_cpu_threads.py``): with two other busy processes on the
-machine, 3 epochs cost 88 CPU s and 137 s wall with the default policy, 19 CPU s and 30 s with
-``OMP_WAIT_POLICY=PASSIVE``; on a quiet machine the two are within 10 %. Hence :func:`configure_openmp`,
+detection plugin's training loop (``bench/bench_cpu_threads.py``, 3 epochs, the old settings against
+:func:`configure_openmp` + :func:`share_cpus`): with two other busy processes on the machine, 9.2 against 5.4
+CPU s and 8.7 against 5.8 s wall per epoch; on a quiet machine 5.7 against 4.9 CPU s, 2.8 against 3.1 s wall.
+Hence :func:`configure_openmp`,
 which ``ymir-runner`` calls before any plugin is imported (the OpenMP runtime reads these variables once,
 when torch or numpy loads it).
 """
@@ -212,9 +213,9 @@ def share_cpus(workers: int, ranks: int = 1, cpus: int | None = None, *, acceler
       compute threads. On 2 CPUs that is no worker: images are loaded in the main process while the compute
       threads sleep (with the passive wait policy they do not spin).
 
-    Measured on 2 CPUs, 3 epochs of the detection plugin's training (``bench/bench_cpu_threads.py``): 2 threads
-    and no worker 10 s wall / 15 CPU s, 1 thread + 1 worker 13 s / 14 CPU s, 2 threads + 2 workers 17 s /
-    18 CPU s with one other busy program on the machine.
+    Measured on 2 CPUs with one other busy program on the machine, 3 epochs of the detection plugin's training
+    loop: 2 threads and no worker 10 s wall / 15 CPU s, 1 thread + 1 worker 13 s / 14 CPU s, 2 threads + 2
+    workers 17 s / 18 CPU s.
     """
     if workers < 0 or ranks < 1:
         raise ValueError(f"workers must be >= 0 and ranks >= 1, got {workers} and {ranks}")

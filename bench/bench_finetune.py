@@ -1,0 +1,72 @@
+"""Fine-tuning from a model of the detection plugin trained on another dataset, against training from scratch.
+
+    python bench/bench_finetune.py [--pretrain-steps 400] [--steps 150] [--cache bench/.cache]
+
+1. Pretraining: the product trains on generated shapes (3 classes: circle, rectangle, triangle; 160 images of
+   256-416 px, the synthetic "hard" scene) for ``--pretrain-steps`` optimizer steps at img_size 256.
+2. Fine-tuning: the real tree-crown set of ``bench_real_data.py`` (1 class) starts from that run's best stage
+   through ``pretrained_model_params``: the class head is re-initialised, the backbone, neck and box head are
+   kept, as a platform task that chooses a pretrained model does. Same config as the from-scratch run of
+   ``bench_real_data.py`` (``--steps`` optimizer steps, img_size 416).
+3. Both are evaluated on the validation tiles as ``bench_real_data.py`` does; the from-scratch run is trained
+   here too, with the same seed, so the two differ only in their start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+import yaml
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import bench_real_data  # noqa: E402
+import real_dataset  # noqa: E402
+
+from ymir_runner_detection.demo import write_task  # noqa: E402
+from ymir_runner_detection.synthetic import SceneConfig  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--pretrain-steps", type=int, default=400)
+    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--cache", default=str(HERE / ".cache"))
+    args = parser.parse_args()
+    cache = Path(args.cache).resolve()
+    truth = bench_real_data.ground_truth(real_dataset.prepare(cache))
+
+    shapes = cache / "finetune_shapes"
+    shutil.rmtree(shapes, ignore_errors=True)
+    env_file = write_task(str(shapes), config={"img_size": 256, "epochs": 1, "min_steps": args.pretrain_steps,
+                                               "export_onnx": False}, n_train=160, n_val=40, n_candidates=0,
+                          scene=SceneConfig())
+    cpu = bench_real_data.train(env_file)
+    result = yaml.safe_load((shapes / "out" / "models" / "result.yaml").read_text())
+    pretrained = shapes / "out" / "models" / result["best_stage_name"] / "model.pt"
+    print(f"pretrained on shapes: {args.pretrain_steps} steps, {cpu:.0f} CPU s, best stage "
+          f"{result['best_stage_name']} mAP50-95 {result['model_stages'][result['best_stage_name']]['mAP50_95']:.3f}")
+
+    print(f"{'trees, ' + str(args.steps) + ' steps':24} {'CPU s':>6} {'deployed mAP50':>15} {'mAP50-95':>9} "
+          f"{'last mAP50':>11} {'mAP50-95':>9}")
+    for start in ("from scratch", "fine-tuned"):
+        root = cache / f"finetune_trees_{start.replace(' ', '_')}"
+        shutil.rmtree(root, ignore_errors=True)
+        env_file = bench_real_data.write_tree(root, truth, args.steps)
+        if start == "fine-tuned":
+            config_file = root / "in" / "config.yaml"
+            config = yaml.safe_load(config_file.read_text())
+            config["pretrained_model_params"] = [str(pretrained)]
+            config_file.write_text(yaml.safe_dump(config, sort_keys=False))
+        cpu = bench_real_data.train(env_file)
+        deployed, last = bench_real_data.evaluate_stages(root, truth["val"])
+        print(f"{start:24} {cpu:6.0f} {deployed[0]:15.3f} {deployed[1]:9.3f} {last[0]:11.3f} {last[1]:9.3f}",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()
