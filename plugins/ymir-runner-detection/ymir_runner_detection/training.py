@@ -354,9 +354,11 @@ class StageWriter:
         fitness = sum(window) / len(window)
         # evaluate_config labels the best stage's tp/fp/fn (what the platform shows): its IoU and threshold.
         best = results.best
-        best_is_new = best is None or fitness >= results.fitness(best)  # a tie goes to the later stage
-        results.set_evaluate_config(iou_thr=iou, conf_thr=result.score_threshold if best_is_new or best is None
-                                    else float(best.metrics["conf_thr"]))
+        if best is not None and fitness < results.fitness(best):  # the core's rule: a tie goes to the later stage
+            conf_thr = float(best.metrics["conf_thr"])
+        else:
+            conf_thr = result.score_threshold
+        results.set_evaluate_config(iou_thr=iou, conf_thr=conf_thr)
         results.add_stage(name, files, metrics, result.stage_counts(), fitness=fitness)
         return (f"mAP@{iou:.2f} {metrics['mAP']:.3f} mAP50-95 {metrics['mAP50_95']:.3f} "
                 f"tp/fp/fn {result.true_positives}/{result.false_positives}/{result.false_negatives} at score "

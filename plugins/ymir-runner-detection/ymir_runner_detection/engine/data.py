@@ -234,13 +234,14 @@ def build_dataloader(
     if distributed is None:
         distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
     generator = torch.Generator().manual_seed(seed)
+    if full_batches:
+        drop_last = False  # the sampler below draws whole batches; a DistributedSampler pads instead of dropping
     sampler: Any = None
     if distributed:
-        sampler = DistributedSampler(dataset, shuffle=shuffle, seed=seed, drop_last=drop_last and not full_batches)
+        sampler = DistributedSampler(dataset, shuffle=shuffle, seed=seed, drop_last=drop_last)
     elif full_batches:
         draws = math.ceil(len(dataset) / batch_size) * batch_size
         sampler = RandomSampler(dataset, num_samples=draws, generator=generator)
-        drop_last = True
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -248,7 +249,7 @@ def build_dataloader(
         sampler=sampler,
         num_workers=num_workers,
         collate_fn=collate_detection,
-        drop_last=drop_last and not (distributed and full_batches),
+        drop_last=drop_last,
         generator=generator,
         persistent_workers=num_workers > 0,
         prefetch_factor=prefetch_factor if num_workers > 0 else None,
