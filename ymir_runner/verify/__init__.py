@@ -1,0 +1,73 @@
+"""``ymir-runner verify``: an independent checker of an executor's /out tree against the YMIR protocol.
+
+It checks what the platform reads from /out (protocol.md, section 3): monitor.txt, the training
+result.yaml, the mining result.tsv and infer-result.json, one module each (:mod:`.monitor`,
+:mod:`.result_yaml`, :mod:`.mining`, :mod:`.infer`); :mod:`.findings` holds the findings and their report,
+:mod:`.api` runs the checkers on one tree (:func:`verify_out`), :mod:`.env` reads a task's env.yaml and
+:mod:`.cli` is the subcommand. It reads the files with PyYAML's safe loader and json only, and no module of
+this package imports anything of the project outside the package, least of all its writers
+(``ymir_runner.protocol.results``, ``.monitor``, ``.atomic``): it must catch their bugs, and it must judge
+images built with any other SDK, so it checks the contract, not this project's conventions.
+
+Findings are errors (the platform fails the task, drops data or misreads it) or warnings (legal but
+suspicious). Rule ids, stable for scripts and tests (W = warning):
+
+monitor.txt
+    monitor.missing, monitor.empty, monitor.encoding, monitor.tabs, monitor.fields,
+    monitor.return-code-missing (W), monitor.task-id, monitor.timestamp, monitor.timestamp-ms (W),
+    monitor.percent, monitor.percent-range, monitor.state, monitor.return-code, monitor.failure-code,
+    monitor.unknown-code (W), monitor.code-without-failure, monitor.failed, monitor.expected-failure,
+    monitor.final-state (error for state 1, W for state 3), monitor.final-percent
+models/result.yaml
+    result-yaml.missing, result-yaml.encoding, result-yaml.parse, result-yaml.python-tag,
+    result-yaml.duplicate-key (W), result-yaml.mapping, result-yaml.legacy-and-stages,
+    result-yaml.legacy-form, result-yaml.model-stages, result-yaml.best-stage, result-yaml.stage-count (W),
+    result-yaml.stage-identifier (W), result-yaml.stage, result-yaml.stage-name, result-yaml.files,
+    result-yaml.file-missing, result-yaml.timestamp-int, result-yaml.timestamp-range,
+    result-yaml.metric-missing, result-yaml.metric-type, result-yaml.metric-range,
+    result-yaml.metric-finite, result-yaml.metric-case (W), result-yaml.count, result-yaml.stage-key (W),
+    result-yaml.attachments, result-yaml.attachment-missing, result-yaml.evaluate-config,
+    result-yaml.evaluate-config-int (W), result-yaml.unlisted (W)
+result.tsv
+    mining.missing, mining.encoding, mining.empty (W), mining.blank-line (W), mining.tabs, mining.fields,
+    mining.path, mining.score, mining.order, mining.duplicate, mining.unknown-path,
+    mining.path-differs (W), mining.missing-candidate
+infer-result.json
+    infer.missing, infer.encoding, infer.json, infer.mapping, infer.detection, infer.entry-key,
+    infer.entry, infer.boxes-key, infer.missing-entry, infer.extra-entry (W), infer.box-item, infer.box,
+    infer.box-keys, infer.box-int, infer.box-size (W), infer.score-missing, infer.score, infer.class-name,
+    infer.class-unknown, infer.box-extra-key (W)
+
+At most :data:`FINDINGS_PER_RULE` findings per rule and file are listed, then one "... more" line.
+"""
+
+from .api import DEFAULT_PROTOCOL, TASKS, default_paths, parse_version, verify_out
+from .cli import add_command
+from .env import UNVERSIONED_PROTOCOL, read_candidates, settings_from_env
+from .findings import ERROR, FINDINGS_PER_RULE, WARNING, Finding, Report, UsageError
+from .helpers import map_container_path
+from .infer import BOX_ENTRY_KEYS, BOX_KEYS, check_infer
+from .mining import asset_id, check_mining
+from .monitor import KNOWN_FAILURE_CODES, STATE_DONE, STATE_FAILED, STATE_RUNNING, STATES, check_monitor
+from .result_yaml import (
+    COUNT_METRICS,
+    DETECTION,
+    INT32_MAX,
+    INT32_MIN,
+    MAX_STAGES,
+    MISCASED_METRICS,
+    MODELS_DIR_EXTRAS,
+    STAGE_FIELDS,
+    STAGE_NAME,
+    UNIT_METRICS,
+    check_training,
+)
+
+__all__ = [
+    "BOX_ENTRY_KEYS", "BOX_KEYS", "COUNT_METRICS", "DEFAULT_PROTOCOL", "DETECTION", "ERROR", "FINDINGS_PER_RULE",
+    "INT32_MAX", "INT32_MIN", "KNOWN_FAILURE_CODES", "MAX_STAGES", "MISCASED_METRICS", "MODELS_DIR_EXTRAS",
+    "STAGE_FIELDS", "STAGE_NAME", "STATES", "STATE_DONE", "STATE_FAILED", "STATE_RUNNING", "TASKS",
+    "UNIT_METRICS", "UNVERSIONED_PROTOCOL", "WARNING", "Finding", "Report", "UsageError", "add_command",
+    "asset_id", "check_infer", "check_mining", "check_monitor", "check_training", "default_paths",
+    "map_container_path", "parse_version", "read_candidates", "settings_from_env", "verify_out",
+]

@@ -1,0 +1,320 @@
+"""models/result.yaml, the training result: model stages, their files and metrics, attachments and
+evaluate_config, loaded with PyYAML's safe loader as the platform does (rules ``result-yaml.*``)."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from typing import Any, Sequence
+
+import yaml
+
+from .findings import Collector
+from .helpers import is_int, is_number, key_path, read_text, type_name, version_text
+
+MAX_STAGES = 11
+INT32_MIN, INT32_MAX = -2 ** 31, 2 ** 31 - 1
+#: Metrics that are ratios in [0, 1]; ``mAP`` is required for detection (object_type 2).
+UNIT_METRICS = ("mAP", "mAR", "mIoU", "mAcc", "maskAP", "boxAP")
+COUNT_METRICS = ("tp", "fp", "fn")
+STAGE_FIELDS = ("stage_name", "files", "timestamp")
+MISCASED_METRICS = {"TP": "tp", "FP": "fp", "FN": "fn", "map": "mAP", "MAP": "mAP", "mar": "mAR",
+                    "MAR": "mAR", "Map": "mAP"}
+STAGE_NAME = re.compile(r"[A-Za-z0-9_]+")
+#: Files in the models folder that are not model files and that the platform handles itself.
+MODELS_DIR_EXTRAS = ("attachments", "ymir-info.yaml")
+#: The object_type of detection, whose main metric mAP every stage must carry.
+DETECTION = 2
+
+
+class _YamlDoc:
+    """A loaded result.yaml plus the line of each key path, to point findings at the right line."""
+
+    def __init__(self, path: str, data: Any, lines: dict[tuple[Any, ...], int]) -> None:
+        self.path = path
+        self.data = data
+        self.lines = lines
+
+    def line(self, *keys: Any) -> int | None:
+        while keys and keys not in self.lines:
+            keys = keys[:-1]
+        return self.lines.get(keys)
+
+
+class _LenientLoader(yaml.SafeLoader):
+    """safe_load's rules, except that a Python tag loads as a placeholder string: after reporting the tag, the
+    rest of the file can still be checked."""
+
+
+_LenientLoader.add_multi_constructor("tag:yaml.org,2002:python/", lambda loader, suffix, node: f"!!python/{suffix}")
+
+
+def _load_yaml(collector: Collector, path: str, text: str) -> _YamlDoc | None:
+    """safe_load, as the platform does: python tags (a numpy scalar dumped by yaml.dump) are refused."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        if not isinstance(error, yaml.constructor.ConstructorError) or "python/" not in str(error):
+            collector.error("result-yaml.parse", path, f"not valid YAML: {' '.join(str(error).split())}", line)
+            return None
+        problem = " ".join((error.problem or str(error)).split())
+        collector.error("result-yaml.python-tag", path, f"the platform's safe_load refuses the whole file: a "
+                        f"numpy value? convert metrics with float() ({problem})", line)
+        try:
+            data = yaml.load(text, Loader=_LenientLoader)  # noqa: S506 - only python/ tags differ, as strings
+        except yaml.YAMLError:
+            return None
+    node = yaml.compose(text, Loader=yaml.SafeLoader)
+    lines: dict[tuple[Any, ...], int] = {}
+    _node_lines(collector, path, node, (), lines)
+    return _YamlDoc(path, data, lines)
+
+
+def _node_lines(collector: Collector, path: str, node: Any, keys: tuple[Any, ...],
+                lines: dict[tuple[Any, ...], int]) -> None:
+    """Record the line of every key path; a duplicate key silently keeps the last value, so warn."""
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else repr(key_node.value)
+            if key in seen:
+                collector.warning("result-yaml.duplicate-key", path, f"{key_path(*keys, key)} appears twice: "
+                                  "the last value silently wins", key_node.start_mark.line + 1)
+            seen.add(key)
+            lines[keys + (key,)] = key_node.start_mark.line + 1
+            _node_lines(collector, path, value_node, keys + (key,), lines)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            lines[keys + (index,)] = item.start_mark.line + 1
+            _node_lines(collector, path, item, keys + (index,), lines)
+
+
+def check_training(collector: Collector, path: str, *, protocol: tuple[int, ...], object_type: int,
+                   expect_failure: bool) -> None:
+    """result.yaml: parsed even when the container fails, so it must be valid at every moment."""
+    text = read_text(collector, path, "result-yaml", required=not expect_failure)
+    if text is None:
+        return
+    doc = _load_yaml(collector, path, text)
+    if doc is None:
+        return
+    if not isinstance(doc.data, dict):
+        collector.error("result-yaml.mapping", path, f"the document is {type_name(doc.data)}, not a mapping")
+        return
+    models_dir = os.path.dirname(path)
+    legacy = "model" in doc.data or "map" in doc.data
+    if legacy and "model_stages" in doc.data:
+        collector.error("result-yaml.legacy-and-stages", path, "legacy keys model/map AND model_stages: the "
+                        "legacy form wins on the platform; never write both", doc.line("model"))
+    elif legacy:
+        if protocol >= (1, 0, 0):
+            collector.error("result-yaml.legacy-form", path, "legacy form {model: [...], map: x} is only for "
+                            f"protocol < 1.0.0 (checking {version_text(protocol)}): write model_stages",
+                            doc.line("model"))
+        listed = _check_legacy(collector, doc, models_dir)
+        _check_unlisted(collector, models_dir, os.path.basename(path), listed)
+        return
+    listed = _check_stages(collector, doc, models_dir, object_type)
+    _check_attachments(collector, doc, models_dir)
+    _check_evaluate_config(collector, doc)
+    _check_unlisted(collector, models_dir, os.path.basename(path), listed)
+
+
+def _check_legacy(collector: Collector, doc: _YamlDoc, models_dir: str) -> set[str]:
+    """{model: [files], map: float}: files looked up in the models folder."""
+    listed = _check_files(collector, doc, ("model",), doc.data.get("model"), [models_dir])
+    _check_unit_metric(collector, doc, ("map",), doc.data.get("map"), required=True)
+    return listed
+
+
+def _check_stages(collector: Collector, doc: _YamlDoc, models_dir: str, object_type: int) -> set[str]:
+    """model_stages and best_stage_name; returns the real paths of the listed files that exist."""
+    stages = doc.data.get("model_stages")
+    if not isinstance(stages, dict) or not stages:
+        what = "empty" if isinstance(stages, dict) else "missing" if stages is None else type_name(stages)
+        collector.error("result-yaml.model-stages", doc.path, f"model_stages must be a non-empty mapping "
+                        f"(found {what})", doc.line("model_stages"))
+        stages = {}
+    best = doc.data.get("best_stage_name")
+    if best is None:
+        collector.error("result-yaml.best-stage", doc.path, "best_stage_name is missing")
+    elif stages and (not isinstance(best, str) or best not in stages):
+        collector.error("result-yaml.best-stage", doc.path, f"best_stage_name {best!r} is not a key of "
+                        f"model_stages ({', '.join(map(str, stages))})", doc.line("best_stage_name"))
+    if len(stages) > MAX_STAGES:
+        collector.warning("result-yaml.stage-count", doc.path, f"{len(stages)} stages: the SDK convention is "
+                          f"at most {MAX_STAGES} (best + 10 latest)", doc.line("model_stages"))
+    listed: set[str] = set()
+    for name, stage in stages.items():
+        listed |= _check_stage(collector, doc, models_dir, name, stage, object_type)
+    return listed
+
+
+def _check_stage(collector: Collector, doc: _YamlDoc, models_dir: str, name: Any, stage: Any,
+                 object_type: int) -> set[str]:
+    keys = ("model_stages", name)
+    if not isinstance(name, str) or not STAGE_NAME.fullmatch(name):
+        collector.warning("result-yaml.stage-identifier", doc.path, f"stage name {name!r} should use only "
+                          "letters, digits and '_'", doc.line(*keys))
+    if not isinstance(stage, dict):
+        collector.error("result-yaml.stage", doc.path, f"{key_path(*keys)} is {type_name(stage)}, "
+                        "not a mapping", doc.line(*keys))
+        return set()
+    if stage.get("stage_name") != name:
+        collector.error("result-yaml.stage-name", doc.path, f"{key_path(*keys, 'stage_name')} is "
+                        f"{stage.get('stage_name')!r}, must equal its key {name!r}", doc.line(*keys, "stage_name"))
+    folders = [os.path.join(models_dir, str(name)), models_dir]
+    listed = _check_files(collector, doc, keys + ("files",), stage.get("files"), folders)
+    _check_timestamp(collector, doc, keys, stage.get("timestamp"))
+    _check_metrics(collector, doc, keys, stage, object_type)
+    return listed
+
+
+def _check_files(collector: Collector, doc: _YamlDoc, keys: tuple[Any, ...], files: Any,
+                 folders: Sequence[str]) -> set[str]:
+    """A non-empty list of names, each found in one of ``folders`` (a listed file that is missing fails)."""
+    where = key_path(*keys)
+    if not isinstance(files, list) or not files:
+        found = "missing" if files is None else "empty" if isinstance(files, list) else type_name(files)
+        collector.error("result-yaml.files", doc.path, f"{where} must be a non-empty list of file names "
+                        f"(found {found})", doc.line(*keys))
+        return set()
+    listed = set()
+    for index, name in enumerate(files):
+        if not isinstance(name, str) or not name:
+            collector.error("result-yaml.files", doc.path, f"{where}[{index}] is {name!r}, not a file name",
+                            doc.line(*keys, index))
+            continue
+        hits = [os.path.join(folder, name) for folder in folders if os.path.exists(os.path.join(folder, name))]
+        if hits:
+            listed.add(os.path.realpath(hits[0]))
+        else:
+            collector.error("result-yaml.file-missing", doc.path, f"{where}[{index}] {name!r} is in none of "
+                            f"{', '.join(collector.rel(folder) + '/' for folder in folders)}: the task fails",
+                            doc.line(*keys, index))
+    return listed
+
+
+def _check_timestamp(collector: Collector, doc: _YamlDoc, keys: tuple[Any, ...], value: Any) -> None:
+    where = key_path(*keys, "timestamp")
+    line = doc.line(*keys, "timestamp")
+    if not is_int(value):
+        found = "missing" if value is None else f"{type_name(value)} {value!r}"
+        collector.error("result-yaml.timestamp-int", doc.path, f"{where} must be an integer (seconds), "
+                        f"found {found}", line)
+    elif not INT32_MIN <= value <= INT32_MAX:
+        collector.error("result-yaml.timestamp-range", doc.path, f"{where} {value} overflows int32: "
+                        "milliseconds? the platform needs integer SECONDS", line)
+
+
+def _check_metrics(collector: Collector, doc: _YamlDoc, keys: tuple[Any, ...], stage: dict[Any, Any],
+                   object_type: int) -> None:
+    """mAP (detection) and other ratios in [0, 1]; tp/fp/fn counts; anything else numeric must be finite."""
+    if object_type == DETECTION and "mAP" not in stage:
+        collector.error("result-yaml.metric-missing", doc.path, f"{key_path(*keys)} has no mAP "
+                        "(the detection main metric)", doc.line(*keys))
+    for name, value in stage.items():
+        if name in STAGE_FIELDS:
+            continue
+        if name in UNIT_METRICS:
+            _check_unit_metric(collector, doc, keys + (name,), value)
+        elif name in COUNT_METRICS:
+            if not is_int(value) or value < 0:
+                collector.error("result-yaml.count", doc.path, f"{key_path(*keys, name)} must be an integer "
+                                f">= 0, found {value!r}", doc.line(*keys, name))
+        else:
+            _check_other_stage_key(collector, doc, keys, name, value)
+
+
+def _check_unit_metric(collector: Collector, doc: _YamlDoc, keys: tuple[Any, ...], value: Any,
+                       required: bool = False) -> None:
+    where, line = key_path(*keys), doc.line(*keys)
+    if value is None and required:
+        collector.error("result-yaml.metric-missing", doc.path, f"{where} is missing", line)
+    elif not is_number(value):
+        collector.error("result-yaml.metric-type", doc.path, f"{where} must be a plain float, found "
+                        f"{type_name(value)} {value!r}", line)
+    elif not 0.0 <= value <= 1.0:
+        hint = " (a percentage?)" if math.isfinite(value) and 1.0 < value <= 100.0 else ""
+        collector.error("result-yaml.metric-range", doc.path, f"{where} {value!r} is outside [0, 1]{hint}", line)
+
+
+def _check_other_stage_key(collector: Collector, doc: _YamlDoc, keys: tuple[Any, ...], name: Any,
+                           value: Any) -> None:
+    where, line = key_path(*keys, name), doc.line(*keys, name)
+    if name in MISCASED_METRICS:
+        collector.warning("result-yaml.metric-case", doc.path, f"{where}: the platform reads "
+                          f"{MISCASED_METRICS[name]!r}, not {name!r}", line)
+    if is_number(value):
+        if not math.isfinite(value):
+            collector.error("result-yaml.metric-finite", doc.path, f"{where} is {value!r}: metrics must be "
+                            "finite", line)
+    elif name not in MISCASED_METRICS:
+        collector.warning("result-yaml.stage-key", doc.path, f"{where} is {type_name(value)}, not a metric "
+                          "number: the platform does not expect it", line)
+
+
+def _check_attachments(collector: Collector, doc: _YamlDoc, models_dir: str) -> None:
+    """attachments: {section: [names]} with files at models/attachments/<section>/<name>."""
+    attachments = doc.data.get("attachments")
+    if attachments is None:
+        return
+    if not isinstance(attachments, dict):
+        collector.error("result-yaml.attachments", doc.path, f"attachments is {type_name(attachments)}, "
+                        "not a mapping of section → file names", doc.line("attachments"))
+        return
+    for section, names in attachments.items():
+        keys = ("attachments", section)
+        if not isinstance(names, list) or not all(isinstance(name, str) and name for name in names):
+            collector.error("result-yaml.attachments", doc.path, f"{key_path(*keys)} must be a list of file "
+                            f"names, found {names!r}", doc.line(*keys))
+            continue
+        for index, name in enumerate(names):
+            if not os.path.isfile(os.path.join(models_dir, "attachments", str(section), name)):
+                collector.error("result-yaml.attachment-missing", doc.path, f"{key_path(*keys, index)} "
+                                f"{name!r} is not at attachments/{section}/{name}", doc.line(*keys, index))
+
+
+def _check_evaluate_config(collector: Collector, doc: _YamlDoc) -> None:
+    """evaluate_config: "values must be floats"; an int is tolerated with a warning."""
+    config = doc.data.get("evaluate_config")
+    if config is None:
+        return
+    if not isinstance(config, dict):
+        collector.error("result-yaml.evaluate-config", doc.path, f"evaluate_config is {type_name(config)}, "
+                        "not a mapping", doc.line("evaluate_config"))
+        return
+    for key, value in config.items():
+        where, line = key_path("evaluate_config", key), doc.line("evaluate_config", key)
+        if is_int(value):
+            collector.warning("result-yaml.evaluate-config-int", doc.path, f"{where} is the integer {value}: "
+                              "values must be floats", line)
+        elif not isinstance(value, float) or not math.isfinite(value):
+            collector.error("result-yaml.evaluate-config", doc.path, f"{where} must be a finite float, found "
+                            f"{type_name(value)} {value!r}", line)
+
+
+def _check_unlisted(collector: Collector, models_dir: str, result_name: str, listed: set[str]) -> None:
+    """Anything in the models folder that no stage lists is discarded by the platform: say so."""
+    skip = {result_name, *MODELS_DIR_EXTRAS}
+    for entry in sorted(os.listdir(models_dir)):
+        path = os.path.join(models_dir, entry)
+        if entry in skip or os.path.realpath(path) in listed:
+            continue
+        if os.path.isdir(path) and not os.path.islink(path):
+            for found in _files_under(path):
+                if os.path.realpath(found) not in listed:
+                    collector.warning("result-yaml.unlisted", found, "listed by no stage: discarded by the "
+                                      "platform")
+        else:
+            collector.warning("result-yaml.unlisted", path, "listed by no stage: discarded by the platform")
+
+
+def _files_under(folder: str) -> list[str]:
+    found: list[str] = []
+    for parent, _, files in os.walk(folder):
+        found.extend(os.path.join(parent, name) for name in sorted(files))
+    return found
