@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -39,9 +40,9 @@ sys.path.insert(0, str(HERE))
 
 import real_dataset  # noqa: E402
 
-from ymir_runner.testing import write_task_files  # noqa: E402
+from ymir_runner.testing import ark_text, write_task_files  # noqa: E402
 from ymir_runner_detection import EXECUTOR_NAME  # noqa: E402
-from ymir_runner_detection.synthetic import ark_lines  # noqa: E402
+from ymir_runner_detection.synthetic import inclusive_corners  # noqa: E402
 
 IMG_SIZE = 416
 MAX_DETECTIONS = 300
@@ -55,7 +56,8 @@ def ground_truth(dataset: Path) -> dict[str, list[tuple[str, np.ndarray]]]:
                     for name, b in sorted(boxes[split].items())] for split in ("train", "val")}
 
 
-def write_tree(root: Path, truth: dict[str, list[tuple[str, np.ndarray]]], steps: int) -> str:
+def write_tree(root: Path, truth: dict[str, list[tuple[str, np.ndarray]]], steps: int,
+               overrides: dict | None = None) -> str:
     """A training task under ``root/in`` (det-ark annotations next to the index files); returns env.yaml."""
     annotations = root / "in" / "annotations"
     annotations.mkdir(parents=True, exist_ok=True)
@@ -63,11 +65,11 @@ def write_tree(root: Path, truth: dict[str, list[tuple[str, np.ndarray]]], steps
         lines = []
         for image, boxes in items:
             annotation = annotations / (Path(image).stem + ".txt")
-            annotation.write_text(ark_lines(boxes, np.zeros(len(boxes), np.int64)))
+            annotation.write_text(ark_text(inclusive_corners(boxes, np.zeros(len(boxes), np.int64))))
             lines.append(f"{image}\t{annotation}\n")
         (root / "in" / f"{split}-index.tsv").write_text("".join(lines))
     config = {"class_names": ["tree"], "gpu_id": "", "gpu_count": 0, "object_type": 2, "plugin": EXECUTOR_NAME,
-              "img_size": IMG_SIZE, "epochs": 1, "min_steps": steps, "export_onnx": False}
+              "img_size": IMG_SIZE, "epochs": 1, "min_steps": steps, "export_onnx": False, **(overrides or {})}
     return write_task_files(str(root), ["training"], config, task_id=f"neon-{steps}")
 
 
@@ -117,7 +119,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", default="150,230,400", help="optimizer steps of each run (comma-separated)")
     parser.add_argument("--cache", default=str(HERE / ".cache"))
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a training config key (YAML value), e.g. --set mosaic=0")
     args = parser.parse_args()
+    overrides = {key: yaml.safe_load(value) for key, _, value in (item.partition("=") for item in args.set)}
     cache = Path(args.cache).resolve()
     dataset = real_dataset.prepare(cache)
     truth = ground_truth(dataset)
@@ -125,7 +130,8 @@ def main() -> None:
     print(f"{'system':24} {'CPU s':>6} {'deployed mAP50':>15} {'mAP50-95':>9} {'last mAP50':>11} {'mAP50-95':>9}")
     for steps in (int(value) for value in args.steps.split(",")):
         root = cache / f"ymir_neon_{steps}"
-        env_file = write_tree(root, truth, steps)
+        shutil.rmtree(root, ignore_errors=True)
+        env_file = write_tree(root, truth, steps, overrides)
         cpu = train(env_file)
         deployed, last = evaluate_stages(root, truth["val"])
         result = yaml.safe_load((root / "out" / "models" / "result.yaml").read_text())

@@ -7,13 +7,12 @@ import os
 import pytest
 
 from ymir_runner.errors import ConfigError, DatasetError
+from ymir_runner.protocol.annotations import Box, parse_ark_line
 from ymir_runner.protocol.dataset import (
     MAX_WARNINGS_PER_REASON,
     AnnotationReader,
-    Box,
     DatasetReader,
     SkipLog,
-    parse_ark_line,
 )
 from ymir_runner.protocol.images import sniff_image_format
 from ymir_runner.testing import png_bytes, write_png

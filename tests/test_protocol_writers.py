@@ -17,7 +17,7 @@ from ymir_runner.protocol.dataset import DatasetReader, SkipLog
 from ymir_runner.protocol.env import ROOT_ENV_VAR, load_env
 from ymir_runner.protocol.monitor import STATE_FAILED, STATE_RUNNING, Monitor, Progress
 from ymir_runner.protocol.results import MAX_STAGES, Detection, InferResult, TrainingResult, write_mining_result
-from ymir_runner.protocol.sdk import sdk_env
+from ymir_runner.sdk import sdk_env
 from ymir_runner.testing import TaskTree
 
 

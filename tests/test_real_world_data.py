@@ -19,7 +19,8 @@ import pytest
 from PIL import Image
 
 from ymir_runner.inspection import inspect_env, report_readers
-from ymir_runner.protocol.dataset import AnnotationReader, Box, DatasetReader, SkipLog
+from ymir_runner.protocol.annotations import Box
+from ymir_runner.protocol.dataset import AnnotationReader, DatasetReader, SkipLog
 from ymir_runner.protocol.images import MAX_IMAGE_PIXELS, ImageProblem, decode_image, probe_image
 from ymir_runner.testing import TaskTree, write_png
 
@@ -249,7 +250,7 @@ def test_voc_in_its_declared_legacy_encoding_is_parsed_and_undecodable_files_are
 
 
 def test_gb2312_files_holding_gbk_characters_and_a_bom_before_a_declaration_are_read(tmp_path):
-    from ymir_runner.protocol.dataset import parse_xml
+    from ymir_runner.protocol.annotations import parse_xml
 
     # 鎔 is in GBK but not in GB2312; browsers and Windows tools decode "gb2312" as GBK
     gbk_only = voc_text(("鎔", 1, 1, 2, 2), encoding="gb2312").encode("gbk")

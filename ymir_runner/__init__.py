@@ -58,7 +58,8 @@ if TYPE_CHECKING:
     from . import cpus, evaluation, mining
     from .context import TaskContext
     from .dispatcher import run
-    from .protocol.dataset import Box, Item
+    from .protocol.annotations import Box
+    from .protocol.dataset import Item
     from .protocol.images import DecodedImage, ImageInfo, ImageProblem, decode_image, probe_image
     from .protocol.monitor import Progress
     from .protocol.results import Detection, Stage
@@ -67,7 +68,7 @@ if TYPE_CHECKING:
 #: Public names defined in modules that import more than a plugin's registration needs: loaded on first use.
 _LAZY = {
     "TaskContext": ".context",
-    "Box": ".protocol.dataset",
+    "Box": ".protocol.annotations",
     "Item": ".protocol.dataset",
     "DecodedImage": ".protocol.images",
     "ImageInfo": ".protocol.images",

@@ -11,8 +11,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import os
-import shutil
 import signal
 import sys
 from typing import Any, Callable, Sequence
@@ -27,9 +25,9 @@ from .protocol.config import parse_config, read_config_file
 from .protocol.dataset import DatasetReader, SkipLog
 from .protocol.env import DEFAULT_ENV_FILE, EnvError, TaskEnv, TaskKind, load_env, unroot
 from .protocol.monitor import Monitor, Progress
-from .protocol.results import Detection, InferResult, MiningResult, Stage, TrainingResult, set_aside_previous_results
-from .protocol.sdk import sdk_env, sdk_writers
+from .protocol.results import InferResult, MiningResult, Stage, TrainingResult, set_aside_previous_results
 from .protocol.tensorboard import LazySummaryWriter
+from .sdk import sdk_env, sdk_writers
 from .shutdown import StopSignals, child_pids, stop_children
 
 log = logging.getLogger("ymir_runner")
@@ -115,7 +113,7 @@ class Run:
             if context.kind is TaskKind.TRAINING:
                 self._report_dataset(context)
             self.registry.before_task(context)
-            with sdk_writers(**_sdk_adapters(context)):
+            with sdk_writers(context):
                 self.registry.run_task(executor, context)
             self._finish_outputs(context)
             self.registry.after_task(context)
@@ -165,36 +163,6 @@ class Run:
 
     def close(self) -> None:
         self.tensorboard.close()
-
-
-def _sdk_adapters(context: TaskContext) -> dict[str, Any]:
-    """ymir-exc writer functions re-implemented on the context's writers (see protocol/sdk.py)."""
-
-    def monitor(percent: float) -> None:
-        context.progress.update(percent)
-
-    def mining(result: Any) -> None:
-        for image, score in result:
-            context.mining_result.add(image, score)
-
-    def infer(result: Any) -> None:
-        for image, sdk_annotations in result.items():
-            detections = []
-            for annotation in sdk_annotations:
-                box, name = annotation.box, annotation.class_name
-                detections.append(Detection(box.x, box.y, box.x + box.w, box.y + box.h, annotation.score,
-                                            context.class_names.index(name)))
-            context.infer_result.add(image, detections)
-
-    def training(model_names: list, mAP: float, classAPs: Any = None, **kwargs: Any) -> None:
-        results = context.training_result
-        stage = f"stage_{len(results.stages)}"
-        folder = results.stage_dir(stage)
-        for name in model_names:
-            shutil.copy2(os.path.join(context.env.output.models_dir, name), folder)
-        results.add_stage(stage, [os.path.basename(name) for name in model_names], {"mAP": mAP})
-
-    return {"monitor": monitor, "mining": mining, "infer": infer, "training": training}
 
 
 @dataclasses.dataclass

@@ -26,7 +26,9 @@ from typing import Any, Sequence
 import yaml
 
 from .errors import ConfigError
+from .protocol.annotations import export_format_of
 from .protocol.atomic import atomic_write_text
+from .protocol.config import PLATFORM_FILLED_KEYS
 from .protocol.env import TaskKind
 
 TEMPLATE_FILES = {
@@ -35,13 +37,6 @@ TEMPLATE_FILES = {
     TaskKind.INFER: "infer-template.yaml",
 }
 MANIFEST_FILE = "manifest.yaml"
-
-#: Keys the platform fills into every config.yaml (never declared in a template).
-PLATFORM_FILLED_KEYS = ("task_id", "class_names", "gpu_id", "object_type", "pretrained_model_params",
-                        "model_params_path", "run_infer", "run_mining")
-
-#: ``export_format`` written for an executor's first annotation format (exactly one colon, never empty).
-EXPORT_FORMATS = {"det-ark": "ark:raw", "det-voc": "voc:raw", "seg-coco": "seg-coco:raw", "seg-mask": "seg-mask:raw"}
 
 DEFAULT_SHM_SIZE = "16G"
 
@@ -95,8 +90,8 @@ def template_entries(registry: Any, kind: TaskKind, *, gpu_count: int = 0,
                                  ("shared memory of the container (DataLoader workers pass batches through it)",)))
     if kind is TaskKind.TRAINING:
         formats = executors[0].spec.annotation_formats
-        export = EXPORT_FORMATS.get(formats[0], f"{formats[0]}:raw") if formats else "ark:raw"
-        readable = ", ".join(EXPORT_FORMATS.get(name, name) for name in formats)
+        export = export_format_of(formats[0] if formats else "det-ark")
+        readable = ", ".join(export_format_of(name) for name in formats)
         entries.append(TemplateEntry("export_format", export,
                                      (f"annotation and image format the platform exports: {readable}",)))
     return entries

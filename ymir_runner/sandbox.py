@@ -41,9 +41,10 @@ import yaml
 
 from . import imgman
 from .errors import ConfigError, DatasetError, ModelError
+from .protocol.annotations import annotation_suffix, annotation_text, export_format_of, parse_xml
 from .protocol.atomic import atomic_write_text
 from .protocol.config import ExportFormat
-from .protocol.dataset import MAX_WARNINGS_PER_REASON, SkipLog, ark_text, parse_xml
+from .protocol.dataset import MAX_WARNINGS_PER_REASON, SkipLog
 from .protocol.env import TaskKind, env_document, reroot
 from .protocol.images import ImageProblem, open_image
 
@@ -59,7 +60,7 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", "
 ASSET_EXTENSIONS = {".jpg": "jpg", ".jpeg": "jpg", ".png": "png", ".bmp": "bmp"}
 SOURCE_FORMATS = ("auto", "voc", "yolo", "coco", "images")
 #: The annotation formats the sandbox writes, with the ``export_format`` that asks the platform for them.
-ANNOTATION_FORMATS = {name: imgman.EXPORT_FORMATS[name] for name in ("det-ark", "det-voc")}
+ANNOTATION_FORMATS = {name: export_format_of(name) for name in ("det-ark", "det-voc")}
 YOLO_NAME_FILES = ("classes.txt", "obj.names", "data.yaml", "dataset.yaml")
 #: Written by the sandbox itself from --classes / --model / --pretrained, so --set must not change them.
 COMPUTED_KEYS = frozenset({"class_names", "model_params_path", "pretrained_model_params"})
@@ -647,7 +648,7 @@ class Asset:
         return f"/in/assets/{self.sha1[-2:]}/{self.sha1}.{self.extension}"
 
     def annotation_path(self, annotation_format: str) -> str:
-        return f"/in/annotations/{self.sha1}.{'xml' if annotation_format == 'det-voc' else 'txt'}"
+        return f"/in/annotations/{self.sha1}{annotation_suffix(annotation_format)}"
 
 
 def file_sha1(path: str) -> str:
@@ -727,28 +728,6 @@ def assign_boxes(assets: Sequence[Asset], class_index: Callable[[str], int | Non
                 asset.boxes.append((index, *corners))
 
 
-def voc_text(asset: Asset, class_names: Sequence[str]) -> str:
-    """det-voc as the platform writes it: ``<filename>`` is the container path, names lower case."""
-    if not asset.boxes:
-        return ""  # the platform writes an empty file for an image without boxes
-    root = ElementTree.Element("annotation")
-    ElementTree.SubElement(root, "filename").text = asset.path
-    if asset.size is not None:
-        size = ElementTree.SubElement(root, "size")
-        for tag, value in (("width", asset.size[0]), ("height", asset.size[1]), ("depth", 3)):
-            ElementTree.SubElement(size, tag).text = str(value)
-    for c, x1, y1, x2, y2 in asset.boxes:
-        obj = ElementTree.SubElement(root, "object")
-        ElementTree.SubElement(obj, "name").text = class_names[c].lower()
-        ElementTree.SubElement(obj, "difficult").text = "0"
-        bndbox = ElementTree.SubElement(obj, "bndbox")
-        for tag, coordinate in (("xmin", x1), ("ymin", y1), ("xmax", x2), ("ymax", y2), ("rotate_angle", 0.0)):
-            ElementTree.SubElement(bndbox, tag).text = str(coordinate)
-        ElementTree.SubElement(obj, "box_quality").text = "-1.0"
-    ElementTree.indent(root)
-    return ElementTree.tostring(root, encoding="unicode") + "\n"
-
-
 def write_assets(assets: Sequence[Asset], work: WorkTree, annotation_format: str | None,
                  class_names: Sequence[str]) -> None:
     """Copy each image; in training, write its annotation file too (empty without boxes).
@@ -762,7 +741,8 @@ def write_assets(assets: Sequence[Asset], work: WorkTree, annotation_format: str
         shutil.copyfile(asset.content or asset.source, target)
         if annotation_format is None:
             continue
-        text = voc_text(asset, class_names) if annotation_format == "det-voc" else ark_text(asset.boxes)
+        text = annotation_text(annotation_format, asset.boxes, filename=asset.path, size=asset.size,
+                               class_names=class_names)
         with open(work.local(asset.annotation_path(annotation_format)), "w", encoding="utf-8") as stream:
             stream.write(text)
 

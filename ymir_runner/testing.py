@@ -13,7 +13,9 @@ Fixtures:
   and annotations, optionally starting from a trained model) under the test's tmp_path; ``tree.run(registry)``
   runs its task end to end and returns a :class:`RunOutcome`: exit code, monitor line, result files, stderr.
 
-The helpers (``write_png``, ``TaskTree``, ``write_task_files`` for a tree of your own data, ``install_models``,
+The helpers (``write_png``, ``TaskTree``, ``write_task_files`` for a tree of your own data with ``ark_text``,
+``voc_text``, ``annotation_text`` and ``annotation_suffix`` (the protocol's own annotation writers) for its
+annotation files, ``install_models``,
 ``plugin_registry`` and ``monitor_writes`` for runs in this process, ``make_fake_distribution``, and for fault
 injection ``torn_protocol_files``, ``temp_files``, ``child_pids`` and ``is_running``) work without pytest too.
 """
@@ -34,14 +36,14 @@ from typing import Any, Iterator, Mapping, Sequence
 import yaml
 
 from .plugins import PluginRegistry, build_plugin_manager
+from .protocol.annotations import annotation_suffix, annotation_text, ark_text, export_format_of, voc_text
 from .protocol.atomic import TEMP_PREFIX
-from .protocol.dataset import ark_text
 from .protocol.env import TaskKind, env_document, reroot
 from .shutdown import child_pids, is_running
 
 __all__ = [
     "png_bytes", "write_png", "RunOutcome", "TaskTree", "write_task_files", "install_models", "make_read_only",
-    "cannot_run_as",
+    "cannot_run_as", "ark_text", "voc_text", "annotation_text", "annotation_suffix",
     "torn_protocol_files", "temp_files", "make_fake_distribution",
     "plugin_registry", "monitor_writes", "child_pids", "is_running",
 ]
@@ -256,23 +258,17 @@ class TaskTree:
     def add_image(self, index: int) -> str:
         name = f"{index:040x}"
         image = f"/in/assets/{name[-2:]}/{name}.png"
-        boxes = [(x1, y1, x2 + 1, y2 + 1, self.COLORS[c % 4]) for c, x1, y1, x2, y2 in self.boxes_of(index)]
-        write_png(self.local(image), *self.size, boxes=boxes)
-        annotation = f"/in/annotations/{name}." + ("xml" if self.annotation_format == "det-voc" else "txt")
+        boxes = self.boxes_of(index)
+        write_png(self.local(image), *self.size,
+                  boxes=[(x1, y1, x2 + 1, y2 + 1, self.COLORS[c % 4]) for c, x1, y1, x2, y2 in boxes])
+        annotation = f"/in/annotations/{name}{annotation_suffix(self.annotation_format)}"
         os.makedirs(os.path.dirname(self.local(annotation)), exist_ok=True)
         with open(self.local(annotation), "w", encoding="utf-8") as stream:
-            stream.write(self._annotation_text(self.boxes_of(index)))
+            stream.write(annotation_text(self.annotation_format, boxes, filename=image, size=self.size,
+                                         class_names=self.class_names))
         self.images.append(image)
         self.annotations.append(annotation)
         return image
-
-    def _annotation_text(self, boxes: Sequence[tuple[int, int, int, int, int]]) -> str:
-        if self.annotation_format == "det-voc":
-            objects = "".join(
-                f"<object><name>{self.class_names[c]}</name><bndbox><xmin>{x1}</xmin><ymin>{y1}</ymin>"
-                f"<xmax>{x2}</xmax><ymax>{y2}</ymax></bndbox></object>" for c, x1, y1, x2, y2 in boxes)
-            return f"<annotation><filename>/in/assets/x.png</filename>{objects}</annotation>"
-        return ark_text(boxes)
 
     def write_index_files(self) -> None:
         half = max(len(self.images) // 2, 1)
@@ -322,7 +318,6 @@ def write_task_files(root: str, kinds: Sequence[TaskKind | str], config: Mapping
     ``candidate-index.tsv``. ``config`` is written as given, plus ``task_id`` and, for training, the
     ``export_format`` of ``annotation_format`` (``det-ark`` or ``det-voc``) unless ``config`` names one.
     Returns the path of env.yaml."""
-    from .imgman import EXPORT_FORMATS
 
     root = os.path.abspath(root)
     os.makedirs(os.path.join(root, "in"), exist_ok=True)
@@ -330,7 +325,7 @@ def write_task_files(root: str, kinds: Sequence[TaskKind | str], config: Mapping
     document = env_document(task_id, kinds, path=lambda container_path: reroot(container_path, root))
     task_config = {"task_id": task_id, **config}
     if TaskKind.TRAINING in {TaskKind(kind) for kind in kinds}:
-        task_config.setdefault("export_format", EXPORT_FORMATS[annotation_format])
+        task_config.setdefault("export_format", export_format_of(annotation_format))
     with open(os.path.join(root, "in", "config.yaml"), "w", encoding="utf-8") as stream:
         yaml.safe_dump(task_config, stream, sort_keys=False, allow_unicode=True)
     env_file = os.path.join(root, "in", "env.yaml")

@@ -9,23 +9,51 @@ import yaml
 from easydict import EasyDict
 
 from ..errors import ConfigError
+from .annotations import ANNOTATION_FORMATS, canonical_format
 from .coerce import coerce_like, to_int, to_list, type_name
 from .env import reroot
 
-#: Keys the platform fills in config.yaml itself, plus `plugin` (ours). They are typed fields of TaskConfig
-#: (or, for the run flags, only in ``raw``), never hyper-parameters, and a template must not declare them.
-RESERVED_KEYS = frozenset({
-    "task_id", "class_names", "gpu_id", "gpu_count", "object_type", "shm_size", "pretrained_model_params",
-    "model_params_path", "export_format", "run_infer", "run_mining", "openpai_enable", "plugin",
-})
 
-#: export_format annotation part → the canonical name the dataset readers use.
-ANNOTATION_FORMATS = {
-    "ark": "det-ark", "det-ark": "det-ark",
-    "voc": "det-voc", "det-voc": "det-voc",
-    "seg-coco": "seg-coco", "coco": "seg-coco",
-    "seg-mask": "seg-mask",
-}
+@dataclasses.dataclass(frozen=True)
+class ReservedKey:
+    """A config.yaml key that is not a hyper-parameter of a plugin (protocol.md section 2)."""
+
+    name: str
+    #: The platform writes the value itself, with its real type (a list, an int, a bool), over any template value;
+    #: the web UI's string conversion never touches it.
+    platform_typed: bool
+    #: An image's template declares the key (its default is edited in the web UI like a hyper-parameter, and
+    #: turned into a string like one).
+    in_template: bool
+    #: The value follows the task's dataset or chosen model (class list, model files), not a user's choice.
+    from_task_data: bool = False
+
+
+#: The one table of config.yaml's reserved keys. Each is a typed field of :class:`TaskConfig` (or, for the run
+#: flags, only in ``raw``), never a hyper-parameter, and a plugin's template must not declare it: ``ymir-runner
+#: img-man`` writes ``gpu_count``, ``shm_size`` and ``export_format`` itself. ``plugin`` is ymir-runner's own.
+CONFIG_KEYS: Mapping[str, ReservedKey] = {key.name: key for key in (
+    ReservedKey("task_id", platform_typed=True, in_template=False),
+    ReservedKey("class_names", platform_typed=True, in_template=False, from_task_data=True),
+    ReservedKey("gpu_id", platform_typed=True, in_template=False),
+    ReservedKey("gpu_count", platform_typed=True, in_template=True),
+    ReservedKey("object_type", platform_typed=True, in_template=False),
+    ReservedKey("pretrained_model_params", platform_typed=True, in_template=False, from_task_data=True),
+    ReservedKey("model_params_path", platform_typed=True, in_template=False, from_task_data=True),
+    ReservedKey("run_infer", platform_typed=True, in_template=False),
+    ReservedKey("run_mining", platform_typed=True, in_template=False),
+    ReservedKey("shm_size", platform_typed=False, in_template=True),
+    ReservedKey("export_format", platform_typed=False, in_template=True),
+    ReservedKey("openpai_enable", platform_typed=False, in_template=False),
+    ReservedKey("plugin", platform_typed=False, in_template=False),
+)}
+RESERVED_KEYS = frozenset(CONFIG_KEYS)
+#: Keys the platform fills into every config.yaml and no template declares (img-man lists them in a comment).
+PLATFORM_FILLED_KEYS = tuple(key.name for key in CONFIG_KEYS.values() if key.platform_typed and not key.in_template)
+#: Keys written with their real types: the web UI's string conversion only touches the others.
+PLATFORM_TYPED_KEYS = frozenset(key.name for key in CONFIG_KEYS.values() if key.platform_typed)
+#: Keys whose value follows the task's dataset or model (``ymir-runner sandbox`` computes them; --set may not).
+TASK_DATA_KEYS = frozenset(key.name for key in CONFIG_KEYS.values() if key.from_task_data)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,11 +72,11 @@ class ExportFormat:
         if raw.count(":") != 1:
             raise ConfigError(f"config key 'export_format': {raw!r} must be '<annotation>:<asset>', e.g. 'ark:raw'")
         annotation, asset = (part.strip().lower() for part in raw.split(":"))
-        return cls(ANNOTATION_FORMATS.get(annotation, annotation), asset or "raw", raw)
+        return cls(canonical_format(annotation), asset or "raw", raw)
 
     @property
     def known(self) -> bool:
-        return self.annotation in ANNOTATION_FORMATS.values()
+        return self.annotation in ANNOTATION_FORMATS
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,15 +12,23 @@ from __future__ import annotations
 import codecs
 import collections
 import io
-import json
 import logging
 import math
 import os
-import re
 import xml.etree.ElementTree as ElementTree
 from typing import Iterable, Iterator, NamedTuple, Sequence
 
 from ..errors import ConfigError, DatasetError
+from .annotations import (
+    ANNOTATION_FORMATS,
+    BadBox,
+    Box,
+    coco_box,
+    parse_ark_line,
+    parse_voc_object,
+    parse_xml,
+    read_coco,
+)
 from .env import reroot
 from .images import ImageProblem, probe_image
 
@@ -28,30 +36,6 @@ log = logging.getLogger("ymir_runner.dataset")
 
 #: Warnings logged per skip reason before only counting; the summary gives the totals.
 MAX_WARNINGS_PER_REASON = 10
-
-
-class Box(NamedTuple):
-    """An axis-aligned box in pixel-edge coordinates: ``x2`` is exclusive, so ``width == x2 - x1``.
-
-    YMIR's files use inclusive corners (``xmax = x + w - 1``); readers add 1, the writers subtract it.
-    (A NamedTuple: datasets hold millions of boxes, and tuples are the cheapest immutable record.)
-    """
-
-    class_id: int
-    x1: float
-    y1: float
-    x2: float
-    y2: float
-    quality: float = -1.0
-    angle: float = 0.0
-
-    @property
-    def width(self) -> float:
-        return self.x2 - self.x1
-
-    @property
-    def height(self) -> float:
-        return self.y2 - self.y1
 
 
 class Item(NamedTuple):
@@ -120,111 +104,17 @@ def _counts_text(counts: collections.Counter[str]) -> str:
 
 # --- annotations ----------------------------------------------------------------------------------------
 
-class _BadBox(ValueError):
-    """A box line or object that cannot be used; the message is the skip reason's detail."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-
-
 def _box(class_id: int, xmin: float, ymin: float, xmax: float, ymax: float, num_classes: int,
          quality: float = -1.0, angle: float = 0.0, *, inclusive: bool = True) -> Box:
     """A checked Box from YMIR's inclusive corners (``xmax = x + w - 1``), or from exclusive ones (COCO)."""
     if not all(math.isfinite(value) for value in (xmin, ymin, xmax, ymax)):
-        raise _BadBox("non-numeric field", f"({xmin}, {ymin}, {xmax}, {ymax})")
+        raise BadBox("non-numeric field", f"({xmin}, {ymin}, {xmax}, {ymax})")
     if not 0 <= class_id < num_classes:
-        raise _BadBox("class id outside class_names", f"class id {class_id} with {num_classes} classes")
+        raise BadBox("class id outside class_names", f"class id {class_id} with {num_classes} classes")
     if xmax < xmin or ymax < ymin:
-        raise _BadBox("inverted box", f"({xmin}, {ymin}, {xmax}, {ymax})")
+        raise BadBox("inverted box", f"({xmin}, {ymin}, {xmax}, {ymax})")
     extra = 1.0 if inclusive else 0.0
     return Box(class_id, xmin, ymin, xmax + extra, ymax + extra, quality, angle)
-
-
-def _whole_number(text: str) -> int:
-    """'1.0' → 1; '1.5', 'nan' and 'inf' are errors (int(float(...)) would truncate or overflow)."""
-    value = float(text)
-    if not value.is_integer():
-        raise ValueError(text)
-    return int(value)
-
-
-def parse_ark_line(line: str, num_classes: int) -> Box:
-    """``class_idx, xmin, ymin, xmax, ymax[, quality[, angle]]`` (comma or comma+space, inclusive corners).
-
-    This is the hot loop of reading a large training set, hence the inlined checks.
-    """
-    fields = line.split(",")
-    count = len(fields)
-    if count < 5 or count > 7:
-        raise _BadBox("malformed line", f"{count} fields in {line.strip()!r}")
-    try:
-        class_text = fields[0]
-        class_id = int(class_text) if class_text.strip().isdigit() else _whole_number(class_text)
-        xmin, ymin, xmax, ymax = float(fields[1]), float(fields[2]), float(fields[3]), float(fields[4])
-        quality = float(fields[5]) if count > 5 else -1.0
-        angle = float(fields[6]) if count > 6 else 0.0
-        if not math.isfinite(xmin + ymin + xmax + ymax):  # 'nan' and 'inf' parse as floats
-            raise ValueError(line)
-    except ValueError:
-        raise _BadBox("non-numeric field", repr(line.strip())) from None
-    if class_id < 0 or class_id >= num_classes:
-        raise _BadBox("class id outside class_names", f"class id {class_id} with {num_classes} classes")
-    if xmax < xmin or ymax < ymin:
-        raise _BadBox("inverted box", f"({xmin}, {ymin}, {xmax}, {ymax})")
-    return Box(class_id, xmin, ymin, xmax + 1.0, ymax + 1.0, quality, angle)
-
-
-def ark_text(boxes: Iterable[tuple[int, int, int, int, int]]) -> str:
-    """det-ark as the platform exports it, from ``(class_idx, xmin, ymin, xmax, ymax)`` inclusive integer
-    corners: ``class_idx, xmin, ymin, xmax, ymax, quality, angle`` with quality -1.0 (unknown)."""
-    return "".join(f"{c}, {x1}, {y1}, {x2}, {y2}, -1.0, 0\n" for c, x1, y1, x2, y2 in boxes)
-
-
-_XML_DECLARATION = re.compile(rb"\s*<\?xml\b[^>]*?\?>")
-_XML_ENCODING = re.compile(rb"""\bencoding\s*=\s*["']([A-Za-z0-9._:-]+)["']""")
-#: Encodings expat decodes by itself; any other declared encoding is decoded here first.
-_EXPAT_ENCODINGS = frozenset({"utf-8", "utf-16", "utf-16-le", "utf-16-be", "ascii", "latin-1", "iso8859-1"})
-#: Labels decoded as a superset, as browsers do (WHATWG Encoding): files declared GB2312 or GBK routinely hold
-#: characters only GBK / GB18030 have.
-_DECODE_AS = {"gb2312": "gb18030", "gbk": "gb18030"}
-
-
-def parse_xml(content: bytes) -> ElementTree.Element:
-    """An XML document in the encoding its declaration names.
-
-    Python's expat parser only takes UTF-8, UTF-16 and single-byte encodings, so annotation files saved by
-    Windows labelling tools as ``<?xml version="1.0" encoding="gbk"?>`` (also GB2312, Big5, Shift-JIS)
-    fail in it with ``multi-byte encodings are not supported``: those are decoded here and parsed as text
-    (GB2312 and GBK as GB18030, their superset). A UTF-8 byte-order mark wins over the declaration, as the XML
-    specification says. Raises ``ElementTree.ParseError`` for broken XML and ``ValueError``
-    (``UnicodeDecodeError``, or an unknown encoding name) for text that cannot be decoded as declared.
-    """
-    encoding = None
-    if content.startswith(codecs.BOM_UTF8):
-        content, encoding = content[len(codecs.BOM_UTF8):], "utf-8"
-    declaration = _XML_DECLARATION.match(content)
-    named = _XML_ENCODING.search(declaration.group()) if declaration else None
-    if named and encoding is None:
-        try:
-            encoding = codecs.lookup(named.group(1).decode("ascii")).name
-        except LookupError:
-            raise ValueError(f"unknown XML encoding {named.group(1).decode('ascii')!r}") from None
-    if declaration and encoding is not None and (named or encoding not in _EXPAT_ENCODINGS):
-        return ElementTree.fromstring(content[declaration.end():].decode(_DECODE_AS.get(encoding, encoding)))
-    return ElementTree.fromstring(content)
-
-
-def _voc_float(node: ElementTree.Element | None, tag: str, default: float | None = None) -> float:
-    child = None if node is None else node.find(tag)
-    if child is None or child.text is None or not child.text.strip():
-        if default is None:
-            raise _BadBox("malformed object", f"missing <{tag}>")
-        return default
-    try:
-        return float(child.text)
-    except ValueError:
-        raise _BadBox("non-numeric field", f"<{tag}>{child.text}</{tag}>") from None
 
 
 class AnnotationReader:
@@ -238,12 +128,12 @@ class AnnotationReader:
         self._coco: dict[str, tuple[Box, ...]] | None = None
         self._coco_file = ""
         readers = {"det-ark": self._read_ark, "det-voc": self._read_voc, "seg-coco": self._read_coco}
-        #: One annotation file per image (det-ark, det-voc), or one file for all of them (seg-coco).
-        self.per_image = annotation_format != "seg-coco"
         if annotation_format not in readers:
             raise ConfigError(
                 f"config key 'export_format': annotation format {annotation_format!r} is not supported "
                 f"(supported: {', '.join(readers)})")
+        #: One annotation file per image (det-ark, det-voc), or one file for all of them (seg-coco).
+        self.per_image = ANNOTATION_FORMATS[annotation_format].per_image
         self.read = readers[annotation_format]
 
     def _read_ark(self, path: str, image: str) -> tuple[Box, ...] | None:
@@ -260,7 +150,7 @@ class AnnotationReader:
                 continue
             try:
                 boxes.append(parse_ark_line(line, num_classes))
-            except _BadBox as bad:
+            except BadBox as bad:
                 self.skips.skip(bad.reason, f"{path}:{number}", str(bad))
         return tuple(boxes)
 
@@ -275,20 +165,15 @@ class AnnotationReader:
             self.skips.skip("unreadable annotation", path, str(error))
             return None
         boxes = []
-        for number, obj in enumerate(root.iter("object"), 1):
-            where = f"{path}:object {number}"
+        for number, element in enumerate(root.iter("object"), 1):
             try:
-                name = (obj.findtext("name") or "").strip().lower()
-                if name not in self._class_ids:
-                    raise _BadBox("class name outside class_names", repr(name))
-                bndbox = obj.find("bndbox")
-                xmin, ymin, xmax, ymax = (_voc_float(bndbox, tag) for tag in ("xmin", "ymin", "xmax", "ymax"))
-                quality = _voc_float(obj, "box_quality", -1.0)
-                angle = _voc_float(bndbox, "rotate_angle", _voc_float(obj, "rotate_angle", 0.0))
-                boxes.append(_box(self._class_ids[name], xmin, ymin, xmax, ymax, len(self.class_names), quality,
-                                  angle))
-            except _BadBox as bad:
-                self.skips.skip(bad.reason, where, str(bad))
+                obj = parse_voc_object(element)
+                if obj.name not in self._class_ids:
+                    raise BadBox("class name outside class_names", repr(obj.name))
+                boxes.append(_box(self._class_ids[obj.name], obj.xmin, obj.ymin, obj.xmax, obj.ymax,
+                                  len(self.class_names), obj.quality, obj.angle))
+            except BadBox as bad:
+                self.skips.skip(bad.reason, f"{path}:object {number}", str(bad))
         return tuple(boxes)
 
     def _read_coco(self, path: str, image: str) -> tuple[Box, ...] | None:
@@ -297,32 +182,27 @@ class AnnotationReader:
         return self._coco.get(os.path.basename(image), ())
 
     def _load_coco(self, path: str) -> dict[str, tuple[Box, ...]]:
-        try:
-            with open(path, encoding="utf-8-sig") as stream:
-                coco = json.load(stream)
-            images = {entry["id"]: os.path.basename(entry["file_name"]) for entry in coco.get("images", [])}
-            names = {entry["id"]: str(entry.get("name", "")).lower() for entry in coco.get("categories", [])}
-            annotations = coco.get("annotations", [])
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
-            raise DatasetError(f"cannot read COCO annotations {path}: {error}") from error
+        coco = read_coco(path)
+        images = {image.id: os.path.basename(image.file_name) for image in coco.images}
+        names = {category: name.lower() for category, name in coco.categories.items()}
         by_image: dict[str, list[Box]] = collections.defaultdict(list)
-        for number, entry in enumerate(annotations):
+        for number, entry in enumerate(coco.annotations):
             where = f"{path}:annotations[{number}]"
             try:
-                category = entry["category_id"]
+                found = coco_box(entry)
                 if names:  # match by name: the json's category list need not follow class_names
-                    if names.get(category) not in self._class_ids:
-                        raise _BadBox("class name outside class_names", repr(names.get(category, category)))
-                    class_id = self._class_ids[names[category]]
+                    if names.get(found.category_id) not in self._class_ids:
+                        raise BadBox("class name outside class_names",
+                                     repr(names.get(found.category_id, found.category_id)))
+                    class_id = self._class_ids[names[found.category_id]]
                 else:  # no category list: ids are 0-based indexes into class_names
-                    class_id = category
-                x, y, w, h = (float(value) for value in entry["bbox"])
-                if w <= 0 or h <= 0:  # COCO's extent is exclusive: a box under a pixel wide is still a box
-                    raise _BadBox("empty box", f"bbox {entry['bbox']}")
-                # COCO's [x, y, w, h] has an exclusive extent: x2 = x + w.
-                box = _box(int(class_id), x, y, x + w, y + h, len(self.class_names), inclusive=False)
-                by_image[images[entry["image_id"]]].append(box)
-            except _BadBox as bad:
+                    class_id = found.category_id
+                if found.x2 <= found.x1 or found.y2 <= found.y1:  # a box under a pixel wide is still a box
+                    raise BadBox("empty box", f"bbox {entry['bbox']}")
+                box = _box(int(class_id), found.x1, found.y1, found.x2, found.y2, len(self.class_names),
+                           inclusive=False)
+                by_image[images[found.image_id]].append(box)
+            except BadBox as bad:
                 self.skips.skip(bad.reason, where, str(bad))
             except (KeyError, TypeError, ValueError) as error:
                 self.skips.skip("malformed object", where, repr(error))

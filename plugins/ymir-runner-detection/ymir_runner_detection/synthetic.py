@@ -28,13 +28,15 @@ import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
-from xml.sax.saxutils import escape
 
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ymir_runner.testing import annotation_suffix, annotation_text
+
 CLASS_NAMES = ("circle", "rectangle", "triangle")
-ANNOTATION_SUFFIX = {"det-ark": ".txt", "det-voc": ".xml"}
+#: The annotation formats the generator writes.
+WRITABLE_FORMATS = ("det-ark", "det-voc")
 
 
 @dataclass(frozen=True)
@@ -166,33 +168,11 @@ def _encode(image: np.ndarray, image_format: str) -> bytes:
     return buffer.getvalue()
 
 
-def ark_lines(boxes: np.ndarray, classes: np.ndarray) -> str:
-    """det-ark text: ``class, xmin, ymin, xmax, ymax, quality, angle`` with inclusive integer max coords."""
-    lines = []
-    for (x1, y1, x2, y2), cls in zip(np.asarray(boxes).reshape(-1, 4), classes):
-        lines.append(f"{int(cls)}, {int(round(x1))}, {int(round(y1))}, {int(round(x2)) - 1}, {int(round(y2)) - 1}, "
-                     "-1.0, 0.0")
-    return "".join(line + "\n" for line in lines)
-
-
-def voc_xml(filename: str, width: int, height: int, boxes: np.ndarray, classes: np.ndarray,
-            class_names: Sequence[str]) -> str:
-    """det-voc (Pascal VOC) XML with inclusive integer bndbox coordinates and lowercase names."""
-    objects = []
-    for (x1, y1, x2, y2), cls in zip(np.asarray(boxes).reshape(-1, 4), classes):
-        objects.append(
-            f"  <object>\n    <name>{escape(class_names[int(cls)].lower())}</name>\n    <pose>Unspecified</pose>\n"
-            f"    <truncated>0</truncated>\n    <difficult>0</difficult>\n    <bndbox>\n"
-            f"      <xmin>{int(round(x1))}</xmin>\n      <ymin>{int(round(y1))}</ymin>\n"
-            f"      <xmax>{int(round(x2)) - 1}</xmax>\n      <ymax>{int(round(y2)) - 1}</ymax>\n"
-            "    </bndbox>\n  </object>\n"
-        )
-    return (
-        f"<annotation>\n  <folder>assets</folder>\n  <filename>{escape(filename)}</filename>\n"
-        f"  <size>\n    <width>{width}</width>\n    <height>{height}</height>\n    <depth>3</depth>\n  </size>\n"
-        + "".join(objects)
-        + "</annotation>\n"
-    )
+def inclusive_corners(boxes: np.ndarray, classes: np.ndarray) -> list[tuple[int, int, int, int, int]]:
+    """``(class, xmin, ymin, xmax, ymax)`` inclusive integer corners, as YMIR's annotation files hold them, from
+    float pixel-edge boxes ``[N, 4]`` (x2 exclusive) and their class ids ``[N]``."""
+    return [(int(cls), int(round(x1)), int(round(y1)), int(round(x2)) - 1, int(round(y2)) - 1)
+            for (x1, y1, x2, y2), cls in zip(np.asarray(boxes).reshape(-1, 4), classes)]
 
 
 def _write_asset(root: Path, data: bytes, extension: str) -> tuple[Path, str]:
@@ -234,9 +214,9 @@ def generate(
     scene = scene or SceneConfig()
     if objects_range is not None:
         scene = replace(scene, objects_range=tuple(objects_range))
-    unknown = set(annotation_formats) - set(ANNOTATION_SUFFIX)
+    unknown = set(annotation_formats) - set(WRITABLE_FORMATS)
     if not annotation_formats or unknown:
-        raise ValueError(f"annotation_formats must be a non-empty subset of {sorted(ANNOTATION_SUFFIX)}")
+        raise ValueError(f"annotation_formats must be a non-empty subset of {sorted(WRITABLE_FORMATS)}")
     root = Path(out_dir) / "in"
     rng = np.random.default_rng(seed)
     result = SyntheticDataset(
@@ -283,12 +263,9 @@ def _write_annotations(root, sha1, filename, shape, boxes, classes, formats, res
     for position, fmt in enumerate(formats):
         folder = root / ("annotations" if position == 0 else f"annotations-{fmt}")
         folder.mkdir(parents=True, exist_ok=True)
-        path = (folder / f"{sha1}{ANNOTATION_SUFFIX[fmt]}").resolve()
-        if fmt == "det-ark":
-            text = ark_lines(boxes, classes)
-        else:
-            text = voc_xml(filename, shape[1], shape[0], boxes, classes, CLASS_NAMES)
-        path.write_text(text)
+        path = (folder / f"{sha1}{annotation_suffix(fmt)}").resolve()
+        path.write_text(annotation_text(fmt, inclusive_corners(boxes, classes), filename=filename,
+                                        size=(shape[1], shape[0]), class_names=CLASS_NAMES))
         result.annotation_paths[fmt].append(path)
         primary = primary or path
     return primary
