@@ -41,9 +41,9 @@ import yaml
 
 from . import imgman
 from .errors import ConfigError, DatasetError, ModelError
-from .protocol.annotations import annotation_suffix, annotation_text, export_format_of, parse_xml
+from .protocol.annotations import WRITABLE_FORMATS, annotation_suffix, annotation_text, export_format_of, parse_xml
 from .protocol.atomic import atomic_write_text
-from .protocol.config import ExportFormat
+from .protocol.config import PLATFORM_TYPED_KEYS, TASK_DATA_KEYS, ExportFormat
 from .protocol.dataset import MAX_WARNINGS_PER_REASON, SkipLog
 from .protocol.env import TaskKind, env_document, reroot
 from .protocol.images import ImageProblem, open_image
@@ -60,13 +60,8 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", "
 ASSET_EXTENSIONS = {".jpg": "jpg", ".jpeg": "jpg", ".png": "png", ".bmp": "bmp"}
 SOURCE_FORMATS = ("auto", "voc", "yolo", "coco", "images")
 #: The annotation formats the sandbox writes, with the ``export_format`` that asks the platform for them.
-ANNOTATION_FORMATS = {name: export_format_of(name) for name in ("det-ark", "det-voc")}
+ANNOTATION_FORMATS = {name: export_format_of(name) for name in WRITABLE_FORMATS}
 YOLO_NAME_FILES = ("classes.txt", "obj.names", "data.yaml", "dataset.yaml")
-#: Written by the sandbox itself from --classes / --model / --pretrained, so --set must not change them.
-COMPUTED_KEYS = frozenset({"class_names", "model_params_path", "pretrained_model_params"})
-#: Keys the platform writes with their real types; the web UI's string conversion only touches the rest.
-PLATFORM_KEYS = frozenset({"task_id", "class_names", "gpu_id", "gpu_count", "object_type",
-                           "pretrained_model_params", "model_params_path", "run_mining", "run_infer"})
 #: result.yaml of protocol < 1.0.0 has no stages; YMIR files its model under this stage name.
 LEGACY_STAGE = "default_best_stage"
 #: The EXIF Orientation tag, and the orientations that turn an image by a quarter (width and height swap).
@@ -1038,9 +1033,9 @@ def build_config(template: Mapping[str, Any], kinds: Sequence[TaskKind], task_id
         config["run_mining"] = TaskKind.MINING in kinds
         config["run_infer"] = TaskKind.INFER in kinds
     for key, value in hyper.items():
-        if key in PLATFORM_KEYS and key not in options.overrides:
+        if key in PLATFORM_TYPED_KEYS and key not in options.overrides:
             continue  # the platform's value wins over a template default (gpu_count 1 in a CUDA image)
-        if options.web_ui_strings and key not in PLATFORM_KEYS:
+        if options.web_ui_strings and key not in PLATFORM_TYPED_KEYS:
             value = web_ui_value(value)
             if value == "":
                 continue  # the web UI drops keys whose value is ''
@@ -1086,7 +1081,7 @@ def check_options(options: SandboxOptions, kinds: Sequence[TaskKind]) -> None:
                           f"one of {', '.join(ANNOTATION_FORMATS)}")
     if not 0 <= options.val_ratio < 1:
         raise ConfigError(f"--val-ratio {options.val_ratio} must be in [0, 1)")
-    computed = COMPUTED_KEYS.intersection(options.overrides)
+    computed = TASK_DATA_KEYS.intersection(options.overrides)
     if computed:
         raise ConfigError(f"--set {', '.join(sorted(computed))}: written by the sandbox; "
                           f"use --classes, --model or --pretrained")
