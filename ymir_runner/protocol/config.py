@@ -5,13 +5,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Iterable, Mapping
 
-import yaml
 from easydict import EasyDict
 
 from ..errors import ConfigError
 from .annotations import ANNOTATION_FORMATS, canonical_format
 from .coerce import coerce_like, to_int, to_list, type_name
 from .env import reroot
+from .yaml_file import read_yaml_mapping
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,20 +111,8 @@ class TaskConfig:
 
 
 def read_config_file(path: str) -> dict[str, Any]:
-    try:
-        with open(path, encoding="utf-8") as stream:
-            raw = yaml.safe_load(stream)
-    except OSError as error:
-        raise ConfigError(f"cannot read config file {path}: {error.strerror}") from error
-    except yaml.YAMLError as error:
-        raise ConfigError(f"config file {path} is not valid YAML: {' '.join(str(error).split())}") from error
-    except UnicodeDecodeError as error:
-        raise ConfigError(f"config file {path} is not UTF-8 text: {error}") from error
-    if raw is None:
-        return {}
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"config file {path} must hold a YAML mapping, got {type(raw).__name__}")
-    return dict(raw)
+    """config.yaml's mapping (an empty file is an empty mapping); ConfigError naming the file otherwise."""
+    return read_yaml_mapping(path, "config file", empty_ok=True)
 
 
 def _reserved(raw: Mapping[str, Any], key: str, convert, expected: str, default: Any) -> Any:

@@ -7,10 +7,9 @@ import enum
 import os
 from typing import Any, Callable, Iterable, Mapping
 
-import yaml
-
 from ..errors import ConfigError
 from .coerce import to_bool
+from .yaml_file import read_yaml_mapping
 
 DEFAULT_ENV_FILE = "/in/env.yaml"
 #: Points the same run at a local tree: absolute paths under /in and /out are read under $ROOT/in, $ROOT/out.
@@ -197,21 +196,6 @@ def _paths(cls: type, raw: Any, root: str | None, section: str, warnings: list[s
     return cls(**defaults, **values)
 
 
-def _read_env_file(env_file: str) -> Mapping[str, Any]:
-    try:
-        with open(env_file, encoding="utf-8") as stream:
-            raw = yaml.safe_load(stream)
-    except OSError as error:
-        raise ConfigError(f"cannot read env file {env_file}: {error.strerror}") from error
-    except yaml.YAMLError as error:
-        raise ConfigError(f"env file {env_file} is not valid YAML: {error}") from error
-    except UnicodeDecodeError as error:
-        raise ConfigError(f"env file {env_file} is not UTF-8 text: {error}") from error
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"env file {env_file} must hold a YAML mapping")
-    return raw
-
-
 def _monitor_file_guess(raw: Mapping[str, Any], root: str | None) -> str | None:
     """Where monitor.txt goes for an env.yaml that failed: its own ``output.monitor_file`` when readable,
     else the container's; None when that folder does not exist (nowhere the platform would look)."""
@@ -233,7 +217,7 @@ def load_env(path: str = DEFAULT_ENV_FILE, *, root: str | None = None) -> TaskEn
     env_file = os.path.abspath(path if os.path.exists(path) or not root else reroot(path, root))
     raw: Mapping[str, Any] = {}
     try:
-        raw = _read_env_file(env_file)
+        raw = read_yaml_mapping(env_file, "env file")
         return _parse_env(raw, env_file, root)
     except ConfigError as error:
         task_id = raw.get("task_id")
