@@ -222,7 +222,7 @@ def test_config_reserved_keys_typed():
     config = parse_config(BASE)
     assert config.task_id == "t1"
     assert config.class_names == ("cat", "dog")
-    assert config.gpu_ids == (0, 1) and config.use_gpu
+    assert config.gpu_ids == (0, 1)
     assert config.gpu_count == 2 and isinstance(config.gpu_count, int)
     assert config.object_type == 2
     assert config.shm_size == "32G"
@@ -238,7 +238,6 @@ def test_config_reserved_keys_typed():
 def test_config_gpu_id(gpu_id, expected):
     config = parse_config({**BASE, "gpu_id": gpu_id})
     assert config.gpu_ids == expected
-    assert config.use_gpu is bool(expected)
 
 
 def test_config_gpu_id_absent_is_cpu():
@@ -402,7 +401,7 @@ def test_reserved_keys_never_in_hyper():
 def test_reserved_keys_are_not_coerced_as_hyper():
     # gpu_id '' must not be turned into a hyper-parameter error, even with an int default elsewhere
     config = parse_config({**BASE, "gpu_id": "", "gpu_count": 0}, DEFAULTS)
-    assert config.gpu_ids == () and config.gpu_count == 0 and not config.use_gpu
+    assert config.gpu_ids == () and config.gpu_count == 0 
 
 
 # --- config.yaml: the file ---------------------------------------------------------------------------------

@@ -101,10 +101,6 @@ class TaskConfig:
     raw: Mapping[str, Any]
 
     @property
-    def use_gpu(self) -> bool:
-        return bool(self.gpu_ids)
-
-    @property
     def annotation_format(self) -> str:
         """The annotation format of the training and validation sets (an absent export_format means VOC)."""
         return self.export_format.annotation if self.export_format else "det-voc"
