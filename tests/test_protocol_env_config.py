@@ -401,7 +401,7 @@ def test_reserved_keys_never_in_hyper():
 def test_reserved_keys_are_not_coerced_as_hyper():
     # gpu_id '' must not be turned into a hyper-parameter error, even with an int default elsewhere
     config = parse_config({**BASE, "gpu_id": "", "gpu_count": 0}, DEFAULTS)
-    assert config.gpu_ids == () and config.gpu_count == 0 
+    assert config.gpu_ids == () and config.gpu_count == 0
 
 
 # --- config.yaml: the file ---------------------------------------------------------------------------------
