@@ -9,6 +9,7 @@ import textwrap
 
 import pytest
 import toy_plugin
+from conftest import INSTALLED
 
 from ymir_runner import ConfigError, ExecutorSpec, Param, ReturnCode, TaskKind
 from ymir_runner.cli import plugin_table
@@ -345,14 +346,24 @@ def test_plugin_table_lists_hooks_and_tasks(ymir_registry):
     assert "ymir_runner_train" in row["hooks"]
 
 
-def test_listing_plugins_does_not_import_torch(ymir_fake_entry_point):
+def test_listing_plugins_does_not_import_torch():
+    """With the installed plugins really loaded (the detection plugin in CI), not the blocked ones of the
+    autouse fixture: listing them must not import torch, which only their task hooks may import."""
+    if not INSTALLED:
+        pytest.skip("no plugin distribution is installed beside the core")
     code = textwrap.dedent("""
         import sys
         from ymir_runner.cli import main
         main(["plugins", "--json"])
         assert "torch" not in sys.modules, "torch was imported"
     """)
-    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+    env = {key: value for key, value in os.environ.items() if key != DISABLE_ENV_VAR}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr
+    listed = {row["distribution"]: row for row in json.loads(result.stdout)}
+    for distribution in INSTALLED:
+        assert listed[distribution]["status"] == "loaded", listed[distribution]["error"]
+        assert listed[distribution]["executors"], f"{distribution} registered no executor"
 
 
 def test_builtin_observer_logs_stages_and_can_be_blocked(ymir_task):
