@@ -14,7 +14,8 @@ import toy_plugin
 import yaml
 from PIL import Image
 
-from ymir_runner import ConfigError, DatasetError, sandbox
+import ymir_runner
+from ymir_runner import ConfigError, DatasetError, ExecutorSpec, Param, sandbox
 from ymir_runner.cli import main
 from ymir_runner.dispatcher import run
 from ymir_runner.protocol.config import parse_config
@@ -450,6 +451,172 @@ def test_container_paths_write_in_paths_and_run_with_root(tmp_path, registry):
                for line in index_lines(work, "train-index.tsv"))
     assert summary.next_command == f"ymir-runner run --env {work}/in/env.yaml --root {work}"
     assert quiet_run(summary.env_file, registry, root=str(work)) == 0
+
+
+# --- the source's own train/val split ---------------------------------------------------------------------------
+
+def split_of(work) -> dict[str, set[str]]:
+    """The sha1s of the assets in train-index.tsv and val-index.tsv."""
+    return {part: {os.path.basename(line[0]).split(".")[0] for line in index_lines(work, f"{part}-index.tsv")}
+            for part in ("train", "val")}
+
+
+def sha1s(*paths) -> set[str]:
+    return {sha1_of(path) for path in paths}
+
+
+def yolo_split_source(tmp_path):
+    """Ultralytics' layout: images/train (3 images), images/val (2), labels/ beside them."""
+    folder = tmp_path / "yolo"
+    parts = {"train": [], "val": []}
+    for number, part in enumerate(["train", "train", "train", "val", "val"]):
+        parts[part].append(image(folder / "images" / part / f"{number}.png", shade=number))
+        (folder / "labels" / part).mkdir(parents=True, exist_ok=True)
+        (folder / "labels" / part / f"{number}.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    (folder / "data.yaml").write_text("names: [cat]\n")
+    return folder, parts
+
+
+def test_a_yolo_dataset_keeps_its_images_train_and_images_val_split(tmp_path, registry):
+    source, parts = yolo_split_source(tmp_path)
+    summary = build_sandbox(str(source), str(tmp_path / "work"), registry=registry)
+    assert split_of(tmp_path / "work") == {"train": sha1s(*parts["train"]), "val": sha1s(*parts["val"])}
+    assert "images: 5 (train 3, val 2)" in summary.render()
+    assert "split: kept from SOURCE (folders images/train + images/val): train 3, val 2" in summary.render()
+
+
+def test_a_yolo_data_yaml_names_the_split_with_list_files(tmp_path, registry):
+    source, parts = yolo_split_source(tmp_path)
+    chosen = parts["train"][:2] + parts["val"][:1]  # the lists, not the folders, decide
+    (source / "train.txt").write_text("".join(f"./images/train/{os.path.basename(path)}\n" for path in chosen[:2]))
+    (source / "val.txt").write_text(f"images/val/{os.path.basename(chosen[2])}\n")
+    (source / "data.yaml").write_text("path: .\ntrain: train.txt\nval: val.txt\nnames: [cat]\n")
+    summary = build_sandbox(str(source), str(tmp_path / "work"), registry=registry, seed=3)
+    kept = split_of(tmp_path / "work")
+    assert sha1s(*chosen[:2]) <= kept["train"] and sha1s(chosen[2]) <= kept["val"]
+    assert ("split: kept from SOURCE (data.yaml train: train.txt, val: val.txt): train 2, val 1; 2 in neither part "
+            "shared at random (--val-ratio 0.2, --seed 3): train 2, val 0") in summary.render()
+
+
+def voc_split_source(tmp_path):
+    """The Pascal VOC layout: JPEGImages, Annotations, ImageSets/Main/train.txt + val.txt; 'e' is in neither."""
+    folder = tmp_path / "VOC2012"
+    paths = {}
+    for number, stem in enumerate("abcde"):
+        paths[stem] = image(folder / "JPEGImages" / f"{stem}.png", shade=number)
+        (folder / "Annotations").mkdir(exist_ok=True)
+        (folder / "Annotations" / f"{stem}.xml").write_text(voc_xml([("cat", 10, 10, 30, 30)]))
+    (folder / "ImageSets" / "Main").mkdir(parents=True)
+    (folder / "ImageSets" / "Main" / "train.txt").write_text("a\nb\nc\n")
+    (folder / "ImageSets" / "Main" / "val.txt").write_text("d\n")
+    return folder, paths
+
+
+def test_a_voc_dataset_keeps_its_image_sets_and_shares_out_the_others(tmp_path, registry):
+    source, paths = voc_split_source(tmp_path)
+    work = tmp_path / "work"
+    summary = build_sandbox(str(source), str(work), registry=registry, split="keep", val_ratio=0.9)
+    assert split_of(work) == {"train": sha1s(paths["a"], paths["b"], paths["c"]), "val": sha1s(paths["d"], paths["e"])}
+    assert (summary.train, summary.val) == (3, 2)
+    assert ("split: kept from SOURCE (ImageSets/Main/train.txt + val.txt): train 3, val 1; 1 in neither part "
+            "shared at random (--val-ratio 0.9, --seed 0): train 0, val 1") in summary.render()
+
+
+def test_val_ratio_alone_is_refused_when_the_source_has_a_split(tmp_path, registry, monkeypatch, capsys):
+    monkeypatch.setattr("ymir_runner.plugins.build_plugin_manager", lambda **_: registry)
+    source, _ = voc_split_source(tmp_path)
+    work = tmp_path / "work"
+    assert main(["sandbox", str(source), "--out", str(work), "--val-ratio", "0.5"]) == 2
+    error = capsys.readouterr().err
+    assert ("--val-ratio 0.5: SOURCE comes with its own train/val split (ImageSets/Main/train.txt + val.txt), "
+            "kept by default; pass --split random") in error
+    assert not work.exists()
+
+
+def test_coco_files_per_split_keep_their_split(tmp_path, registry):
+    folder = tmp_path / "coco"
+    files = {}
+    for part, names in (("train", ["a.png", "b.png"]), ("val", ["c.png"])):
+        entries = []
+        for number, name in enumerate(names, 1):
+            files[name] = image(folder / f"{part}2017" / name, shade=len(files))
+            entries.append({"id": number, "file_name": name, "width": 100, "height": 80})
+        coco = {"images": entries, "categories": [{"id": 1, "name": "cat"}, {"id": 2, "name": f"{part} dog"}],
+                "annotations": [{"id": 1, "image_id": 1, "category_id": 2, "bbox": [10, 20, 30, 40]}]}
+        (folder / "annotations").mkdir(exist_ok=True)
+        (folder / "annotations" / f"instances_{part}2017.json").write_text(json.dumps(coco))
+    work = tmp_path / "work"
+    summary = build_sandbox(str(folder), str(work), registry=registry)
+    assert split_of(work) == {"train": sha1s(files["a.png"], files["b.png"]), "val": sha1s(files["c.png"])}
+    assert summary.class_names == ("cat", "train dog", "val dog")
+    assert annotation_of(work, files["a.png"]) == "1, 10, 20, 39, 59, -1.0, 0\n"
+    assert annotation_of(work, files["c.png"]) == "2, 10, 20, 39, 59, -1.0, 0\n"  # ids are per file
+    assert ("split: kept from SOURCE (annotations/instances_train2017.json + annotations/instances_val2017.json): "
+            "train 2, val 1") in summary.render()
+    (folder / "annotations" / "instances_test2017.json").write_text(json.dumps({"images": []}))
+    with pytest.raises(ConfigError, match="several COCO files"):
+        build_sandbox(str(folder), str(tmp_path / "other"), registry=registry)
+
+
+def test_a_coco_category_without_a_name_fails_the_read_naming_the_file(tmp_path, registry):
+    source, _ = coco_source(tmp_path)
+    coco = json.loads((source / "instances.json").read_text())
+    del coco["categories"][0]["name"]
+    (source / "instances.json").write_text(json.dumps(coco))
+    with pytest.raises(DatasetError, match=f"cannot read COCO file {source / 'instances.json'}: category 7"):
+        build_sandbox(str(source), str(tmp_path / "work"), registry=registry)
+
+
+def test_split_random_re_splits_a_source_with_its_own_split(tmp_path, registry, monkeypatch, capsys):
+    monkeypatch.setattr("ymir_runner.plugins.build_plugin_manager", lambda **_: registry)
+    source, parts = yolo_split_source(tmp_path)
+    work = tmp_path / "work"
+    assert main(["sandbox", str(source), "--out", str(work), "--split", "random", "--val-ratio", "0.6",
+                 "--seed", "1"]) == 0
+    output = capsys.readouterr().out
+    assert "images: 5 (train 2, val 3)" in output
+    assert ("split: at random (--split random, --val-ratio 0.6, --seed 1); SOURCE's own split "
+            "(folders images/train + images/val) not used") in output
+    assert split_of(work)["val"] != sha1s(*parts["val"])
+
+
+def test_a_source_without_a_split_is_split_at_random_as_before(tmp_path, registry):
+    source, _ = yolo_source(tmp_path)  # images/train only: no val part, so no split
+    summary = build_sandbox(str(source), str(tmp_path / "work"), registry=registry, val_ratio=0.5)
+    assert (summary.train, summary.val) == (1, 1)
+    assert "split: at random (--val-ratio 0.5, --seed 0)" in summary.render()
+
+
+# --- --plugin ---------------------------------------------------------------------------------------------------
+
+class Other:
+    """A second executor declaring the toy executor's keys with other defaults (an optimizer toy refuses)."""
+
+    @ymir_runner.hookimpl
+    def ymir_runner_register_executors(self):
+        return [ExecutorSpec(name="other", tasks={TaskKind.TRAINING}, annotation_formats=("det-voc",),
+                             templates={TaskKind.TRAINING: (Param("epochs", 50, "epochs of other"),
+                                                            Param("optimizer", "lion", "other's optimizer"),
+                                                            Param("depth", 3, "layers"))})]
+
+    @ymir_runner.hookimpl
+    def ymir_runner_train(self, context):
+        raise NotImplementedError
+
+
+def test_plugin_takes_only_its_own_template_when_another_executor_declares_the_same_keys(tmp_path, registry):
+    registry.register(Other(), "other")
+    source, _ = yolo_source(tmp_path)
+    merged = build_sandbox(str(source), str(tmp_path / "merged"), registry=registry)
+    config = read_yaml(tmp_path / "merged" / "in" / "config.yaml")
+    assert (config["plugin"], config["epochs"], config["optimizer"]) == ("other", 50, "lion")  # img-man's merge
+    summary = build_sandbox(str(source), str(tmp_path / "work"), registry=registry, plugin="toy")
+    config = read_yaml(tmp_path / "work" / "in" / "config.yaml")
+    assert (config["plugin"], config["epochs"], config["optimizer"], config["export_format"]) == (
+        "toy", 2, "sgd", "ark:raw")
+    assert "depth" not in config
+    assert merged.annotation_format == "det-voc" and summary.annotation_format == "det-ark"
+    assert quiet_run(summary.env_file, registry) == 0
 
 
 # --- end to end ---------------------------------------------------------------------------------------------

@@ -57,10 +57,12 @@ def _executors_for(registry: Any, kind: TaskKind, object_type: int | None) -> li
     return sorted(executors, key=lambda executor: executor.spec.name)
 
 
-def template_entries(registry: Any, kind: TaskKind, *, gpu_count: int = 0,
-                     object_type: int | None = None) -> list[TemplateEntry]:
-    """The merged template of every installed executor handling ``kind``; empty when none does."""
-    executors = _executors_for(registry, TaskKind(kind), object_type)
+def template_entries(registry: Any, kind: TaskKind, *, gpu_count: int = 0, object_type: int | None = None,
+                     executor_name: str | None = None) -> list[TemplateEntry]:
+    """The merged template of every installed executor handling ``kind`` (with ``executor_name``, that
+    executor's own template, as ``ymir-runner sandbox --plugin`` writes it); empty when none does."""
+    executors = [found for found in _executors_for(registry, TaskKind(kind), object_type)
+                 if executor_name is None or found.spec.name == executor_name]
     if not executors:
         return []
     entries: list[TemplateEntry] = []
@@ -97,11 +99,12 @@ def template_entries(registry: Any, kind: TaskKind, *, gpu_count: int = 0,
     return entries
 
 
-def template_defaults(registry: Any, kind: TaskKind, *, gpu_count: int = 0,
-                      object_type: int | None = None) -> dict[str, Any]:
+def template_defaults(registry: Any, kind: TaskKind, *, gpu_count: int = 0, object_type: int | None = None,
+                      executor_name: str | None = None) -> dict[str, Any]:
     """The template of ``kind`` as a plain mapping (what ``config.yaml`` holds before the platform's keys)."""
-    return {entry.key: entry.value
-            for entry in template_entries(registry, kind, gpu_count=gpu_count, object_type=object_type)}
+    return {entry.key: entry.value for entry in template_entries(registry, kind, gpu_count=gpu_count,
+                                                                 object_type=object_type,
+                                                                 executor_name=executor_name)}
 
 
 def render_template(kind: TaskKind, entries: Sequence[TemplateEntry]) -> str:

@@ -1,0 +1,161 @@
+"""Assets and their annotation files: one stored image per content, named by its sha1 as the platform names it.
+
+Boxes end as ``(class index, xmin, ymin, xmax, ymax)``: INCLUSIVE integer corners clipped to the image, the
+corners of YMIR's det-ark and det-voc files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import math
+import os
+import shutil
+from typing import Callable, Collection, Sequence
+
+from ..errors import DatasetError
+from ..protocol.annotations import annotation_suffix, annotation_text
+from ..protocol.dataset import SkipLog
+from .exif import ImageSizes, write_transposed
+from .sources import SourceBox, SourceImage
+from .worktree import WorkTree
+
+log = logging.getLogger("ymir_runner.sandbox")
+
+#: The platform names assets ``.jpg``, ``.png``, ``.bmp`` or ``.unknown`` (protocol.md section 2).
+ASSET_EXTENSIONS = {".jpg": "jpg", ".jpeg": "jpg", ".png": "png", ".bmp": "bmp"}
+
+
+@dataclasses.dataclass
+class Asset:
+    """One stored image: named by the sha1 of its content, as the platform names assets."""
+
+    sha1: str
+    source: str
+    source_boxes: tuple[SourceBox, ...]
+    #: The size of the pixels stored (rotated when ``--exif-transpose`` turned them); None: PIL cannot open it.
+    size: tuple[int, int] | None
+    #: ``(class index, xmin, ymin, xmax, ymax)``, inclusive integer corners clipped to the image.
+    boxes: list[tuple[int, int, int, int, int]] = dataclasses.field(default_factory=list)
+    #: The file whose bytes are stored: ``source``, or its EXIF-transposed copy.
+    content: str = ""
+
+    @property
+    def extension(self) -> str:
+        """``jpg``, ``png``, ``bmp`` or ``unknown``, from the source's file name."""
+        return ASSET_EXTENSIONS.get(os.path.splitext(self.source)[1].lower(), "unknown")
+
+    @property
+    def path(self) -> str:
+        """The container path, /in/assets/<last 2 hex>/<sha1>.<ext>."""
+        return f"/in/assets/{self.sha1[-2:]}/{self.sha1}.{self.extension}"
+
+    def annotation_path(self, annotation_format: str) -> str:
+        """The container path of its annotation file, /in/annotations/<sha1>.<txt|xml>."""
+        return f"/in/annotations/{self.sha1}{annotation_suffix(annotation_format)}"
+
+
+def file_sha1(path: str) -> str:
+    """The sha1 of a file's bytes, in hex; raises OSError when it cannot be read."""
+    digest = hashlib.sha1()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def collect_assets(images: Sequence[SourceImage], sizes: ImageSizes, *, transpose: Collection[str] = (),
+                   scratch: str = "", skips: SkipLog | None = None) -> tuple[list[Asset], int]:
+    """One asset per distinct content (the platform stores an image once); returns (assets, duplicates).
+
+    Images in ``transpose`` are stored with their EXIF orientation applied (copies written under ``scratch``),
+    so their content, sha1 and size are those of the turned pixels. Raises
+    :class:`~ymir_runner.errors.DatasetError` for an image that cannot be read.
+    """
+    assets: dict[str, Asset] = {}
+    duplicates = 0
+    for number, image in enumerate(images):
+        header = sizes.header(image.path)
+        turned = os.path.join(scratch, str(number))
+        rotated = write_transposed(image.path, turned) if header and image.path in transpose else None
+        content = turned if rotated else image.path
+        try:
+            digest = file_sha1(content)
+        except OSError as error:
+            raise DatasetError(f"cannot read image {image.path}: {error.strerror}") from error
+        if digest in assets:
+            duplicates += 1
+            first = assets[digest]
+            if set(image.boxes) != set(first.source_boxes):
+                log.warning("%s has the same content as %s: only the annotations of the first are kept",
+                            image.path, first.source)
+            continue
+        assets[digest] = Asset(digest, image.path, image.boxes, rotated or (header.stored if header else None),
+                               content=content)
+        if rotated and header and skips is not None:
+            skips.repair("EXIF orientation applied to pixels", image.path,
+                         f"orientation {header.orientation}, stored as {rotated[0]}x{rotated[1]}")
+    return list(assets.values()), duplicates
+
+
+def _pixel(value: float) -> int:
+    """Round half up (Python's round() sends 0.5 and 2.5 to the even neighbour, shifting boxes unevenly)."""
+    return math.floor(value + 0.5)
+
+
+def pixel_box(box: SourceBox, size: tuple[int, int] | None, skips: SkipLog,
+              where: str) -> tuple[int, int, int, int] | None:
+    """Inclusive integer corners clipped to the image.
+
+    None, skipped and counted, for an inverted box (``degenerate box``) or one with no pixel inside the image
+    (``box outside image``); a box that sticks out is clipped and counted as a repair (``box clipped to image``).
+    """
+    corners = tuple(_pixel(value) for value in box[1:])
+    x1, y1, x2, y2 = corners
+    if x2 < x1 or y2 < y1:
+        skips.skip("degenerate box", where, repr(tuple(box[1:])))
+        return None
+    right, bottom = (x2, y2) if size is None else (min(x2, size[0] - 1), min(y2, size[1] - 1))
+    clipped = (max(x1, 0), max(y1, 0), right, bottom)
+    in_image = f"{corners} in a {size[0]}x{size[1]} image" if size else str(corners)
+    if clipped[2] < clipped[0] or clipped[3] < clipped[1]:
+        skips.skip("box outside image", where, in_image)
+        return None
+    if clipped != corners:
+        skips.repair("box clipped to image", where, f"{in_image} -> {clipped}")
+    return clipped
+
+
+def assign_boxes(assets: Sequence[Asset], class_index: Callable[[str], int | None], skips: SkipLog) -> None:
+    """Fill each asset's ``boxes`` from its source boxes: class names through ``class_index`` (None: skipped as
+    ``class not in --classes``), corners through :func:`pixel_box`."""
+    for asset in assets:
+        for number, box in enumerate(asset.source_boxes, 1):
+            where = f"{asset.source}: box {number}"
+            index = class_index(box.class_name)
+            if index is None:
+                skips.skip("class not in --classes", where, repr(box.class_name))
+                continue
+            corners = pixel_box(box, asset.size, skips, where)
+            if corners is not None:
+                asset.boxes.append((index, *corners))
+
+
+def write_assets(assets: Sequence[Asset], work: WorkTree, annotation_format: str | None,
+                 class_names: Sequence[str]) -> None:
+    """Copy each image; in training, write its annotation file too (empty without boxes).
+
+    Annotation files are written plainly, not atomically: nothing reads them while the sandbox runs (env.yaml,
+    written last, makes the tree usable) and an fsync per file would make large datasets slow to build.
+    """
+    for asset in assets:
+        target = work.local(asset.path)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        shutil.copyfile(asset.content or asset.source, target)
+        if annotation_format is None:
+            continue
+        text = annotation_text(annotation_format, asset.boxes, filename=asset.path, size=asset.size,
+                               class_names=class_names)
+        with open(work.local(asset.annotation_path(annotation_format)), "w", encoding="utf-8") as stream:
+            stream.write(text)

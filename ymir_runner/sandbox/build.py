@@ -1,0 +1,192 @@
+"""The whole build: SOURCE read and checked, then ``<out>/in`` written, env.yaml last; and its summary."""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import hashlib
+import logging
+import os
+import shlex
+import tempfile
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+from ..protocol.atomic import atomic_write_text
+from ..protocol.dataset import SkipLog
+from ..protocol.env import TaskKind
+from .assets import Asset, assign_boxes, collect_assets, write_assets
+from .classes import class_lookup, resolve_class_names
+from .config import annotation_format_of, build_config, env_yaml, template_config
+from .exif import EXIF_HINT_REASONS, Notices, exif_plan
+from .models import install_model, model_files, read_model_source
+from .options import SandboxOptions, check_options, task_kinds
+from .sources import SourceSplit, read_source
+from .splits import TrainVal, check_split_request, split_assets
+from .worktree import WorkTree, check_work_dir, prepare_work_dir, write_lines
+
+log = logging.getLogger("ymir_runner.sandbox")
+
+
+@dataclasses.dataclass
+class SandboxSummary:
+    """What was built; ``render()`` is what the command prints."""
+
+    work_dir: str
+    env_file: str
+    tasks: tuple[str, ...]
+    source_format: str
+    annotation_format: str | None
+    class_names: tuple[str, ...]
+    images: int
+    train: int
+    val: int
+    candidates: int
+    duplicates: int
+    unreadable_images: int
+    boxes_per_class: dict[str, int]
+    skipped: dict[str, int]
+    model_files: tuple[str, ...]
+    container_paths: bool
+    #: Boxes and images used after a fix (a clipped box, pixels turned by --exif-transpose), by reason.
+    repaired: dict[str, int] = dataclasses.field(default_factory=dict)
+    #: Images used as they are but warned about (boxes that may not match the stored pixels), by reason.
+    warned: dict[str, int] = dataclasses.field(default_factory=dict)
+    #: How train and val were chosen (training): SOURCE's own split kept, or at random; '' for mining/infer.
+    split: str = ""
+
+    @property
+    def boxes(self) -> int:
+        """Boxes written, all classes together."""
+        return sum(self.boxes_per_class.values())
+
+    @property
+    def next_command(self) -> str:
+        """The command that runs an executor on the tree."""
+        if self.container_paths:
+            return f"ymir-runner run --env {shlex.quote(self.env_file)} --root {shlex.quote(self.work_dir)}"
+        return f"ymir-runner run --env {shlex.quote(self.env_file)}"
+
+    def render(self) -> str:
+        """The lines the command prints."""
+        layout = "container paths /in, /out" if self.container_paths else "host paths"
+        splits = (f"train {self.train}, val {self.val}" if "training" in self.tasks
+                  else f"candidates {self.candidates}")
+        lines = [f"sandbox {self.work_dir}: {' + '.join(self.tasks)} from {self.source_format} data ({layout})",
+                 f"  images: {self.images} ({splits})"
+                 + (f", {self.duplicates} duplicate(s) stored once" if self.duplicates else "")
+                 + (f", {self.unreadable_images} PIL cannot open (copied anyway)" if self.unreadable_images else "")]
+        if self.split:
+            lines.append(f"  split: {self.split}")
+        if self.annotation_format:
+            per_class = ", ".join(f"{name} {count}" for name, count in self.boxes_per_class.items())
+            lines.append(f"  boxes: {self.boxes} as {self.annotation_format} ({per_class})")
+        lines.append(f"  classes: {', '.join(self.class_names) or '(none)'}")
+        for label, counts in (("skipped", self.skipped), ("repaired", self.repaired), ("warnings", self.warned)):
+            if counts:
+                lines.append(f"  {label}: {_counts_line(counts)}")
+        if EXIF_HINT_REASONS.intersection(self.warned):
+            lines.append("  (--exif-transpose stores the EXIF-rotated pixels, so that such boxes match them)")
+        if self.model_files:
+            lines.append(f"  model: {', '.join(self.model_files)}")
+        lines.append(f"next: {self.next_command}")
+        return "\n".join(lines)
+
+
+def _counts_line(counts: Mapping[str, int]) -> str:
+    """``3 (2 degenerate box, 1 box outside image)``: the total, then each reason."""
+    reasons = ", ".join(f"{count} {reason}" for reason, count in sorted(counts.items()))
+    return f"{sum(counts.values())} ({reasons})"
+
+
+class _CountOnly(SkipLog):
+    """Counts without warning: a mining or inference sandbox ignores the labels the readers still parse."""
+
+    def skip(self, reason: str, where: str, detail: str = "") -> None:
+        self.counts[reason] += 1
+
+    def repair(self, reason: str, where: str, detail: str = "") -> None:
+        self.repairs[reason] += 1
+
+
+def write_index_files(assets: Sequence[Asset], work: WorkTree, annotation_format: str,
+                      source_split: SourceSplit | None, opts: SandboxOptions) -> TrainVal:
+    """train-index.tsv and val-index.tsv: ``<image>\t<annotation>`` per line (:func:`.splits.split_assets`)."""
+    chosen = split_assets(assets, source_split, opts)
+    for name, part in (("/in/train-index.tsv", chosen.train), ("/in/val-index.tsv", chosen.val)):
+        write_lines(work.local(name), (f"{work.shown(asset.path)}\t"
+                                       f"{work.shown(asset.annotation_path(annotation_format))}" for asset in part))
+    return chosen
+
+
+def build_sandbox(source: str, out: str, *, registry: Any = None, **options: Any) -> SandboxSummary:
+    """Build ``<out>/in`` (and an empty ``<out>/out``) from SOURCE; see :class:`SandboxOptions` for options.
+
+    ``registry``: the plugin registry whose executors' templates fill config.yaml (default: the installed
+    plugins). Everything is read and checked before the work folder is touched. Raises
+    :class:`~ymir_runner.errors.ConfigError` for a bad request or unusable SOURCE,
+    :class:`~ymir_runner.errors.DatasetError` for unreadable data, :class:`~ymir_runner.errors.ModelError` for
+    a bad model folder.
+    """
+    opts = SandboxOptions(**options)
+    kinds = task_kinds(opts.tasks)
+    check_options(opts, kinds)
+    training = TaskKind.TRAINING in kinds
+    work = WorkTree(os.path.abspath(out), opts.container_paths)
+    source = os.path.abspath(source)
+    model_dir = opts.model or opts.pretrained
+    check_work_dir(work, [source, os.path.abspath(model_dir) if model_dir else ""], opts.force)
+    if registry is None:
+        from ..plugins import build_plugin_manager
+
+        registry = build_plugin_manager()
+
+    # read and check everything before the work folder is touched
+    skips = SkipLog(log) if training else _CountOnly()  # labels do not matter to mining and inference
+    tree, source_format, data = read_source(source, opts.format, exclude=work.root, skips=skips, training=training,
+                                            exif_transpose=opts.exif_transpose)
+    if training:
+        check_split_request(data.split, opts)
+    class_names = resolve_class_names(data, opts, training)
+    model = read_model_source(model_dir, "--model" if opts.model else "--pretrained") if model_dir else None
+    files = model_files(model, opts.all_stages) if model else []
+    task_id = "t-sandbox-" + hashlib.sha1(f"{source}|{'+'.join(kinds)}".encode()).hexdigest()[:12]
+    config = build_config(template_config(registry, kinds, opts.plugin), kinds, task_id, class_names, opts)
+    annotation_format = annotation_format_of(config) if training else None
+    notices = Notices()
+    transpose = exif_plan(data.images, tree.sizes, transpose=opts.exif_transpose, training=training, notices=notices)
+    with tempfile.TemporaryDirectory(prefix="ymir-sandbox-") as scratch:  # EXIF-transposed images, until copied
+        assets, duplicates = collect_assets(data.images, tree.sizes, transpose=transpose, scratch=scratch,
+                                            skips=skips)
+        unreadable = [asset.source for asset in assets if asset.size is None]
+        for path in unreadable[:10]:
+            log.warning("PIL cannot open %s: copied anyway, as the platform would", path)
+        if training:
+            assign_boxes(assets, class_lookup(data, class_names), skips)
+
+        prepare_work_dir(work)
+        write_assets(assets, work, annotation_format, class_names)
+    chosen = (write_index_files(assets, work, annotation_format, data.split, opts) if annotation_format
+              else TrainVal([], [], ""))
+    if not training:
+        write_lines(work.local("/in/candidate-index.tsv"),
+                    (work.shown(asset.path) for asset in sorted(assets, key=lambda asset: asset.sha1)))
+    model_paths = install_model(model, files, work) if model else []
+    if model_paths:
+        config["pretrained_model_params" if training else "model_params_path"] = model_paths
+    atomic_write_text(work.local("/in/config.yaml"), yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
+    env_file = work.local("/in/env.yaml")
+    atomic_write_text(env_file, yaml.safe_dump(env_yaml(work, str(config.get("task_id", task_id)), kinds),
+                                               sort_keys=False))
+
+    per_class = collections.Counter(box[0] for asset in assets for box in asset.boxes)
+    return SandboxSummary(
+        work_dir=work.root, env_file=env_file, tasks=tuple(str(kind) for kind in kinds),
+        source_format=source_format, annotation_format=annotation_format, class_names=class_names,
+        images=len(assets), train=len(chosen.train), val=len(chosen.val), candidates=0 if training else len(assets),
+        duplicates=duplicates, unreadable_images=len(unreadable),
+        boxes_per_class={name: per_class.get(index, 0) for index, name in enumerate(class_names)},
+        skipped=dict(skips.counts) if training else {}, model_files=tuple(model_paths),
+        container_paths=opts.container_paths, repaired=dict(skips.repairs), warned=dict(notices.counts),
+        split=chosen.description)

@@ -1,0 +1,100 @@
+"""config.yaml and env.yaml as the platform writes them (protocol.md section 2)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+from .. import imgman
+from ..errors import ConfigError
+from ..protocol.config import PLATFORM_TYPED_KEYS, ExportFormat
+from ..protocol.env import TaskKind, env_document
+from .options import ANNOTATION_FORMATS, SandboxOptions
+from .worktree import WorkTree
+
+log = logging.getLogger("ymir_runner.sandbox")
+
+PROTOCOL_VERSION = "1.1.0"
+MANIFEST_FILE = "/img-man/" + imgman.MANIFEST_FILE
+DETECTION = 2
+
+
+def template_config(registry: Any, kinds: Sequence[TaskKind], plugin: str | None) -> dict[str, Any]:
+    """The template of each task (mining + inference: merged, mining's value first): the one ``ymir-runner
+    img-man`` writes for the installed executors, or with ``plugin`` that executor's own (so another executor's
+    default for a key both declare never reaches it). Raises :class:`~ymir_runner.errors.ConfigError` for a
+    ``plugin`` no installed executor is named."""
+    names = sorted(executor.spec.name for executor in registry.executors())
+    if plugin and plugin not in names:
+        raise ConfigError(f"--plugin {plugin!r}: no such executor; installed: {', '.join(names) or 'none'}")
+    merged: dict[str, Any] = {}
+    for kind in kinds:
+        template = imgman.template_defaults(registry, kind, object_type=DETECTION, executor_name=plugin)
+        if not template:
+            handler = f"executor {plugin} does not handle" if plugin else "no installed executor handles"
+            log.warning("%s %s: config.yaml holds only the platform's keys", handler, kind)
+        for key, value in template.items():
+            merged.setdefault(key, value)
+    return merged
+
+
+def web_ui_value(value: Any) -> Any:
+    """A template value as the web UI sends it back: numbers stay numbers, everything else a string."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return value
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple, dict)):  # the reader parses YAML flow text back into a list/mapping
+        return yaml.safe_dump(value, default_flow_style=True, width=1 << 16).strip()
+    return str(value)
+
+
+def build_config(template: Mapping[str, Any], kinds: Sequence[TaskKind], task_id: str,
+                 class_names: Sequence[str], options: SandboxOptions) -> dict[str, Any]:
+    """Template + overrides + the keys the platform writes (protocol.md section 2); no model paths yet."""
+    training = TaskKind.TRAINING in kinds
+    hyper = {**template, **options.overrides}
+    if options.plugin:
+        hyper["plugin"] = options.plugin
+    if training:
+        if options.annotation_format:
+            hyper["export_format"] = ANNOTATION_FORMATS[options.annotation_format]
+        elif not hyper.get("export_format"):
+            hyper["export_format"] = ANNOTATION_FORMATS["det-ark"]
+    else:
+        hyper.pop("export_format", None)  # the platform writes it for training only
+    hyper.setdefault("shm_size", imgman.DEFAULT_SHM_SIZE)
+    config: dict[str, Any] = {"task_id": task_id, "class_names": list(class_names), "gpu_id": "",
+                              "gpu_count": 0, "object_type": DETECTION}
+    if not training:
+        config["run_mining"] = TaskKind.MINING in kinds
+        config["run_infer"] = TaskKind.INFER in kinds
+    for key, value in hyper.items():
+        if key in PLATFORM_TYPED_KEYS and key not in options.overrides:
+            continue  # the platform's value wins over a template default (gpu_count 1 in a CUDA image)
+        if options.web_ui_strings and key not in PLATFORM_TYPED_KEYS:
+            value = web_ui_value(value)
+            if value == "":
+                continue  # the web UI drops keys whose value is ''
+        config[key] = value
+    return config
+
+
+def annotation_format_of(config: Mapping[str, Any]) -> str:
+    """The annotation format config.yaml's ``export_format`` asks for: det-ark or det-voc; ConfigError for
+    another."""
+    export = ExportFormat.parse(config.get("export_format"))
+    if export.annotation not in ANNOTATION_FORMATS:
+        raise ConfigError(f"export_format {export.raw!r}: the sandbox writes det-ark (ark:raw) or det-voc "
+                          f"(voc:raw) annotations; choose one with --annotation-format")
+    return export.annotation
+
+
+def env_yaml(work: WorkTree, task_id: str, kinds: Sequence[TaskKind]) -> dict[str, Any]:
+    """env.yaml in protocol.md's shape, naming this tree's paths; unused index paths are ''."""
+    return env_document(task_id, kinds, protocol_version=PROTOCOL_VERSION, manifest_file=MANIFEST_FILE,
+                        path=work.shown)

@@ -1,0 +1,88 @@
+"""``--model`` / ``--pretrained``: a previous training's ``/out/models``, read through its result.yaml and
+installed as the platform installs a model (``in/models/<stage>/<files>`` + ``in/models/ymir-info.yaml``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+from ..errors import ConfigError, ModelError
+from ..protocol.atomic import atomic_write_text
+from .worktree import WorkTree
+
+#: result.yaml of protocol < 1.0.0 has no stages; YMIR files its model under this stage name.
+LEGACY_STAGE = "default_best_stage"
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSource:
+    """A training's /out/models folder, read through its result.yaml."""
+
+    folder: str
+    best_stage: str
+    stages: Mapping[str, Mapping[str, Any]]
+
+    def file(self, stage: str, name: str) -> str:
+        """Where a listed file is: the stage folder first, then the models folder (protocol.md section 3).
+
+        Raises :class:`~ymir_runner.errors.ModelError` when it is in neither."""
+        for path in (os.path.join(self.folder, stage, name), os.path.join(self.folder, name)):
+            if os.path.isfile(path):
+                return path
+        raise ModelError(f"{self.folder}/result.yaml lists {name!r} in stage {stage!r}, but the file is missing")
+
+
+def read_model_source(folder: str, flag: str) -> ModelSource:
+    """The model in ``folder`` (``flag`` names the option in messages). Raises
+    :class:`~ymir_runner.errors.ConfigError` without a result.yaml, :class:`~ymir_runner.errors.ModelError` for
+    one that is not valid YAML, names no usable best stage, or has a stage without files."""
+    folder = os.path.abspath(folder)
+    path = os.path.join(folder, "result.yaml")
+    try:
+        with open(path, encoding="utf-8") as stream:
+            result = yaml.safe_load(stream)
+    except OSError:
+        raise ConfigError(f"{flag} {folder}: no result.yaml there (expected a training's /out/models folder)") from None
+    except yaml.YAMLError as error:
+        raise ModelError(f"{path} is not valid YAML: {' '.join(str(error).split())}") from error
+    if not isinstance(result, Mapping):
+        raise ModelError(f"{path} must hold a mapping")
+    if "model" in result:  # legacy {model: [files], map: x}: the platform files it as one stage
+        stages = {LEGACY_STAGE: {"stage_name": LEGACY_STAGE, "files": list(result.get("model") or [])}}
+        best = LEGACY_STAGE
+    else:
+        stages = dict(result.get("model_stages") or {})
+        best = str(result.get("best_stage_name") or "")
+    if best not in stages:
+        raise ModelError(f"{path}: best_stage_name {best!r} is not one of model_stages {sorted(stages)}")
+    for name, stage in stages.items():
+        if not str(name).isidentifier() or not isinstance(stage, Mapping) or not stage.get("files"):
+            raise ModelError(f"{path}: stage {name!r} must be an identifier with a non-empty 'files' list")
+    return ModelSource(folder, best, stages)
+
+
+def model_files(model: ModelSource, all_stages: bool) -> list[tuple[str, str, str]]:
+    """``(stage, file name, source path)`` of the stages to copy: the best one, or all; checked up front so a
+    missing file fails before the work folder is touched."""
+    chosen = list(model.stages) if all_stages else [model.best_stage]
+    return [(stage, os.path.basename(str(name)), model.file(stage, str(name)))
+            for stage in chosen for name in model.stages[stage]["files"]]
+
+
+def install_model(model: ModelSource, files: Sequence[tuple[str, str, str]], work: WorkTree) -> list[str]:
+    """Copy ``files`` to in/models/<stage>/ and write ymir-info.yaml; returns the paths for config.yaml."""
+    paths = []
+    for stage, name, source in files:
+        container = f"/in/models/{stage}/{name}"
+        os.makedirs(os.path.dirname(work.local(container)), exist_ok=True)
+        shutil.copyfile(source, work.local(container))
+        paths.append(work.shown(container))
+    stages = list(dict.fromkeys(stage for stage, _, _ in files))
+    info = {"best_stage_name": model.best_stage,
+            "model_stages": {stage: dict(model.stages[stage]) for stage in stages}}
+    atomic_write_text(work.local("/in/models/ymir-info.yaml"), yaml.safe_dump(info, sort_keys=False))
+    return paths

@@ -1,0 +1,84 @@
+"""The source readers, one module per format (:mod:`.voc`, :mod:`.yolo`, :mod:`.coco`, :mod:`.images`), on top
+of the protocol's annotation formats (:mod:`ymir_runner.protocol.annotations`).
+
+Each reader takes SOURCE listed once (:class:`SourceTree`) and returns the same neutral :class:`SourceData`:
+image paths with named boxes in INCLUSIVE pixel corners, the class names in the source's own order, and the
+train/val split the source declares, if it declares one (:class:`SourceSplit`).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+from ...errors import ConfigError, DatasetError
+from ...protocol.dataset import SkipLog
+from .base import (
+    IMAGE_EXTENSIONS,
+    SourceBox,
+    SourceData,
+    SourceImage,
+    SourceSplit,
+    SourceTree,
+    scan_source,
+    source_split,
+    split_kind,
+)
+from .coco import coco_files, looks_like_coco, read_coco
+from .images import read_images
+from .voc import read_voc
+from .yolo import YOLO_NAME_FILES, looks_like_yolo, read_yolo, yolo_split
+
+SOURCE_FORMATS = ("auto", "voc", "yolo", "coco", "images")
+
+READERS: dict[str, Callable[[SourceTree], SourceData]] = {
+    "voc": read_voc, "yolo": read_yolo, "coco": read_coco, "images": read_images,
+}
+
+__all__ = [
+    "IMAGE_EXTENSIONS", "READERS", "SOURCE_FORMATS", "YOLO_NAME_FILES", "SourceBox", "SourceData", "SourceImage",
+    "SourceSplit", "SourceTree", "coco_files", "detect_format", "looks_like_coco", "looks_like_yolo",
+    "read_coco", "read_images", "read_source", "read_voc", "read_yolo", "scan_source", "source_split",
+    "split_kind", "yolo_split",
+]
+
+
+def detect_format(tree: SourceTree) -> str:
+    """coco (a json given or found) > voc (xml files) > yolo (label txt or a names file) > plain images.
+
+    Raises :class:`~ymir_runner.errors.ConfigError` when SOURCE is a file other than a ``.json``.
+    """
+    if tree.given_file:
+        if tree.given_file.lower().endswith(".json"):
+            return "coco"
+        raise ConfigError(f"SOURCE {tree.given_file} must be a folder or a COCO .json file")
+    if any(looks_like_coco(path) for path in tree.with_suffix(".json")):
+        return "coco"
+    if tree.with_suffix(".xml"):
+        return "voc"
+    if any(os.path.basename(path) in YOLO_NAME_FILES for path in tree.files):
+        return "yolo"
+    if any(looks_like_yolo(path) for path in tree.with_suffix(".txt")):
+        return "yolo"
+    return "images"
+
+
+def read_source(source: str, source_format: str, *, exclude: str, skips: SkipLog, training: bool,
+                exif_transpose: bool = False) -> tuple[SourceTree, str, SourceData]:
+    """SOURCE listed, its format named (auto-detected unless given) and read.
+
+    Raises :class:`~ymir_runner.errors.ConfigError` for a SOURCE file that is not a COCO json and for a training
+    task on a source without annotations, :class:`~ymir_runner.errors.DatasetError` when it holds no image.
+    """
+    tree = scan_source(source, exclude=exclude, skips=skips, exif_transpose=exif_transpose)
+    if tree.given_file and source_format not in ("auto", "coco"):
+        raise ConfigError(f"SOURCE {source} is a file: only a COCO .json may be given as a file")
+    if source_format == "auto":
+        source_format = detect_format(tree)
+    if source_format == "images" and training:
+        raise ConfigError(f"found no annotations in {source} (COCO .json, VOC .xml or YOLO .txt) and a training "
+                          f"task needs them; pass --format to name the format")
+    data = READERS[source_format](tree)
+    if not data.images:
+        raise DatasetError(f"no images found in {source} (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
+    return tree, source_format, data

@@ -1,0 +1,145 @@
+"""The neutral form every source reader returns, SOURCE listed once, and the train/val split a source declares.
+
+Coordinates: a :class:`SourceBox` holds INCLUSIVE pixel corners (``x2`` is the last pixel column inside the
+box, as in VOC and YMIR's own files), possibly fractional: a YOLO or COCO reader converts its format's
+extent to them, and :func:`~ymir_runner.sandbox.assets.pixel_box` rounds and clips them later.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import os
+import re
+from typing import Iterable, Mapping, NamedTuple
+
+from ...errors import ConfigError
+from ...protocol.dataset import SkipLog
+from ..exif import ImageSizes
+
+#: Source files taken as images (anything PIL may decode); the asset extension follows ASSET_EXTENSIONS.
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
+#: Names that put a folder or a file in a source's own split: ``train``, ``train2017``, ``val``, ``valid``, ...
+SPLIT_NAMES = {"train": re.compile(r"train(ing)?\d*"), "val": re.compile(r"val(id|idation)?\d*")}
+
+
+class SourceBox(NamedTuple):
+    """A box as the source names it: class name and INCLUSIVE corners in pixels (may still be fractional)."""
+
+    class_name: str
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+
+
+class SourceImage(NamedTuple):
+    """One image of SOURCE: its path, its boxes (empty: none, or not annotated) and the size its annotation
+    records."""
+
+    path: str
+    boxes: tuple[SourceBox, ...] = ()
+    #: ``(width, height)`` as the annotation records it (VOC ``<size>``, COCO ``width``/``height``), if it does.
+    size: tuple[int, int] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceSplit:
+    """The train/val split a dataset comes with: image path -> ``"train"`` or ``"val"`` (images in neither part
+    are not listed), and where the split was found, as the summary names it."""
+
+    subsets: Mapping[str, str]
+    origin: str
+
+    def count(self, subset: str) -> int:
+        """How many images the source puts in ``subset``."""
+        return sum(1 for value in self.subsets.values() if value == subset)
+
+
+def source_split(train: Iterable[str], val: Iterable[str], origin: str) -> SourceSplit | None:
+    """A :class:`SourceSplit` of image paths; None unless both parts hold an image. An image the source puts
+    in both parts is taken as val: it is evaluated on, never trained on."""
+    subsets = dict.fromkeys(train, "train")
+    subsets.update(dict.fromkeys(val, "val"))
+    if set(subsets.values()) != {"train", "val"}:
+        return None
+    return SourceSplit(subsets, origin)
+
+
+def split_kind(names: Iterable[str]) -> str | None:
+    """``train`` or ``val`` when exactly one of the two kinds is among ``names`` (folder names, or the words of
+    a file name: ``instances_val2017`` -> ``val``); None for neither or both."""
+    kinds = {kind for name in names for kind, pattern in SPLIT_NAMES.items() if pattern.fullmatch(name.lower())}
+    return kinds.pop() if len(kinds) == 1 else None
+
+
+@dataclasses.dataclass
+class SourceData:
+    """What a reader found: images in a stable order, and the class names in the source's own order."""
+
+    images: list[SourceImage]
+    class_names: list[str]
+    #: YOLO labels without a names file: class names are the label indexes ("0", "1", ...).
+    numeric_classes: bool = False
+    #: The train/val split the source declares (None: it declares none).
+    split: SourceSplit | None = None
+
+
+@dataclasses.dataclass
+class SourceTree:
+    """The files of SOURCE, listed once (sorted absolute paths, hidden files and the work folder left out)."""
+
+    root: str
+    files: list[str]
+    sizes: ImageSizes
+    skips: SkipLog
+    #: SOURCE itself when it is a file (a COCO json).
+    given_file: str | None = None
+
+    @property
+    def images(self) -> list[str]:
+        """The files with an image extension (:data:`IMAGE_EXTENSIONS`, any case)."""
+        return [path for path in self.files if os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS]
+
+    def with_suffix(self, suffix: str) -> list[str]:
+        """The files whose name ends with ``suffix`` (lower case), in any case."""
+        return [path for path in self.files if path.lower().endswith(suffix)]
+
+    def by_basename(self) -> dict[str, list[str]]:
+        """Image file name -> the images of that name."""
+        found: dict[str, list[str]] = collections.defaultdict(list)
+        for path in self.images:
+            found[os.path.basename(path)].append(path)
+        return found
+
+    def relative(self, path: str) -> str:
+        """``path`` relative to the root, with ``/`` separators (how the summary names it)."""
+        return os.path.relpath(path, self.root).replace(os.sep, "/")
+
+    def read_list(self, path: str) -> list[str] | None:
+        """The non-empty lines of a list file (a split's image list), stripped; None (skipped and counted as
+        ``unreadable split list``) when it cannot be read."""
+        try:
+            with open(path, encoding="utf-8-sig") as stream:
+                return [line.strip() for line in stream if line.strip()]
+        except (OSError, UnicodeDecodeError) as error:
+            self.skips.skip("unreadable split list", path, str(error))
+            return None
+
+
+def scan_source(source: str, *, exclude: str, skips: SkipLog, exif_transpose: bool = False) -> SourceTree:
+    """List SOURCE (a folder, or a COCO json whose folder is listed) without descending into ``exclude``.
+
+    Raises :class:`~ymir_runner.errors.ConfigError` when SOURCE does not exist.
+    """
+    source = os.path.abspath(source)
+    if not os.path.exists(source):
+        raise ConfigError(f"SOURCE {source} does not exist")
+    given = source if os.path.isfile(source) else None
+    root = os.path.dirname(source) if given else source
+    files = []
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = sorted(name for name in dirs if not name.startswith(".")
+                         and os.path.abspath(os.path.join(folder, name)) != exclude)
+        files += [os.path.join(folder, name) for name in sorted(names) if not name.startswith(".")]
+    return SourceTree(root, files, ImageSizes(exif_transpose), skips, given)

@@ -1,0 +1,109 @@
+"""COCO sources: one json read by :mod:`ymir_runner.protocol.annotations`, or one per split
+(``instances_train2017.json`` + ``instances_val2017.json``, ``train.json`` + ``val.json``)."""
+
+from __future__ import annotations
+
+import collections
+import os
+import re
+from typing import Mapping
+
+from ...errors import ConfigError, DatasetError
+from ...protocol import annotations as formats
+from .base import SourceBox, SourceData, SourceImage, SourceTree, source_split, split_kind
+
+
+def read_coco(tree: SourceTree) -> SourceData:
+    """COCO: ``bbox`` is ``[x, y, w, h]`` with an exclusive extent, so the inclusive corner is x + w - 1.
+
+    Class names are the categories in id order; the images are those the json lists (found relative to
+    the json, to SOURCE, in an ``images/`` folder beside either, or by file name anywhere in SOURCE). With one
+    json per split (see :func:`coco_files`) the images of both are read, the train file's first, and the class
+    names are the train file's followed by any the val file adds. Raises
+    :class:`~ymir_runner.errors.DatasetError` naming the file when a json cannot be read or a category has no
+    name; a bad ``annotations`` entry is skipped as ``malformed box``.
+    """
+    files = coco_files(tree)
+    by_name = tree.by_basename()
+    items: list[SourceImage] = []
+    names: list[str] = []
+    parts: dict[str | None, list[str]] = collections.defaultdict(list)
+    seen: set[str] = set()
+    for path, subset in files:
+        document = formats.read_coco(path)
+        unnamed = [key for key, name in document.categories.items() if not name]
+        if unnamed:
+            raise DatasetError(f"cannot read COCO file {path}: category {unnamed[0]!r} has no 'name'")
+        names += document.categories.values()
+        boxes = _coco_boxes(document, tree)
+        for entry in document.images:
+            image = _coco_image(path, tree.root, entry.file_name, by_name)
+            if image is None:
+                tree.skips.skip("missing image", path, entry.file_name)
+                continue
+            parts[subset].append(image)  # listed in both parts: val (source_split); the first listing's boxes
+            if image not in seen:
+                seen.add(image)
+                items.append(SourceImage(image, tuple(boxes.get(entry.id, ())), entry.size))
+    split = None
+    if len(files) > 1:
+        split = source_split(parts["train"], parts["val"], " + ".join(tree.relative(path) for path, _ in files))
+    return SourceData(items, list(dict.fromkeys(names)), split=split)  # two ids may share a name
+
+
+def _coco_boxes(document: formats.CocoDocument, tree: SourceTree) -> dict[object, list[SourceBox]]:
+    """Image id -> its boxes, named by category, with inclusive corners (``x2 - 1``)."""
+    by_id: dict[object, list[SourceBox]] = collections.defaultdict(list)
+    for number, entry in enumerate(document.annotations):
+        try:
+            box = formats.coco_box(entry)
+            by_id[box.image_id].append(SourceBox(document.categories[box.category_id], box.x1, box.y1,
+                                                 box.x2 - 1, box.y2 - 1))
+        except (KeyError, TypeError, ValueError) as error:
+            tree.skips.skip("malformed box", f"{document.path}:annotations[{number}]", repr(error))
+    return by_id
+
+
+def coco_files(tree: SourceTree) -> list[tuple[str, str | None]]:
+    """The COCO json(s) to read, each with its part of the source's split (None: no split).
+
+    SOURCE given as a file: that file. A folder: its one COCO json, or exactly two whose paths below SOURCE
+    name one train part and one val part (``annotations/instances_train2017.json``, ``val.json``,
+    ``valid/_annotations.coco.json``), train first. Raises :class:`~ymir_runner.errors.ConfigError` for a folder
+    without a COCO json, or with several that are not such a pair.
+    """
+    if tree.given_file:
+        return [(tree.given_file, None)]
+    found = [path for path in tree.with_suffix(".json") if looks_like_coco(path)]
+    if not found:
+        raise ConfigError(f"no COCO .json file in {tree.root}")
+    if len(found) == 1:
+        return [(found[0], None)]
+    kinds = [split_kind(re.split(r"[^0-9a-z]+", os.path.splitext(tree.relative(path))[0].lower()))
+             for path in found]
+    if sorted(kinds, key=str) != ["train", "val"]:
+        raise ConfigError(f"several COCO files in {tree.root} ({', '.join(found)}): pass one of them as SOURCE")
+    return sorted(zip(found, kinds), key=lambda pair: str(pair[1]))
+
+
+def looks_like_coco(path: str) -> bool:
+    """Peeks at the start only: a COCO file can be hundreds of megabytes."""
+    try:
+        with open(path, encoding="utf-8-sig", errors="replace") as stream:
+            head = stream.read(1 << 20)
+    except OSError:
+        return False
+    return '"images"' in head or '"annotations"' in head or '"categories"' in head
+
+
+def _coco_image(json_file: str, root: str, file_name: str, by_name: Mapping[str, list[str]]) -> str | None:
+    if not file_name:
+        return None
+    here, parent = os.path.dirname(json_file), os.path.dirname(os.path.dirname(json_file))
+    for folder in (here, root, os.path.join(here, "images"), os.path.join(root, "images"), parent,
+                   os.path.join(parent, "images")):
+        path = os.path.join(folder, file_name)
+        if os.path.isfile(path):
+            return os.path.abspath(path)
+    candidates = by_name.get(os.path.basename(file_name), [])
+    return candidates[0] if len(candidates) == 1 else None
