@@ -4,6 +4,7 @@
 import os
 import pathlib
 import re
+import shlex
 import subprocess
 import sys
 
@@ -67,3 +68,58 @@ def test_the_protocol_copy_users_read_follows_the_contract():
     """docs/protocol.md is ../shared/protocol.md (users of the package never see ../shared) below its intro."""
     ours = (DOCS / "protocol.md").read_text(encoding="utf-8").split("\n## 1. ", 1)[1]
     assert ours == SHARED.read_text(encoding="utf-8").split("\n## 1. ", 1)[1]
+
+
+# --- README ---------------------------------------------------------------------------------------------------
+
+README = DOCS.parent / "README.md"
+
+
+def readme_block(after: str, language: str = "bash") -> str:
+    """The first ``language`` block of README.md after the line ``after``."""
+    text = README.read_text(encoding="utf-8")
+    return re.search(rf"^```{language}\n(.*?)^```", text[text.index(after):], re.M | re.S).group(1)
+
+
+def write_voc_folder(folder: pathlib.Path, count: int) -> None:
+    """A user's Pascal-VOC folder: PNG photos with person and car boxes in .xml files beside them."""
+    from ymir_runner.testing import voc_text, write_png
+
+    folder.mkdir(parents=True)
+    for index in range(count):
+        boxes = [(index % 2, 4 + index, 6, 30 + index, 40)]
+        write_png(str(folder / f"photo{index}.png"), 64, 48, boxes=[(x1, y1, x2 + 1, y2 + 1, (200, 40, 40))
+                                                                 for _, x1, y1, x2, y2 in boxes])
+        (folder / f"photo{index}.xml").write_text(voc_text(f"photo{index}.png", (64, 48), boxes, ["person", "car"]))
+
+
+def test_the_readme_sandbox_workflow_runs_as_written(tmp_path, ymir_fake_entry_point):
+    """README's sandbox -> run -> verify commands, run as written (an executor installed from a wheel: the toy
+    plugin through a real entry point) on a VOC folder and a folder of new images."""
+    toy = (pathlib.Path(__file__).parent / "toy_plugin.py").read_text(encoding="utf-8")
+    ymir_fake_entry_point("ymir-readme-toy", "ymir_readme_toy", toy, entry_point="toy")
+    write_voc_folder(tmp_path / "my-data", 6)
+    write_voc_folder(tmp_path / "new-images", 3)
+    for xml_file in (tmp_path / "new-images").glob("*.xml"):
+        xml_file.unlink()
+    paths = [ymir_fake_entry_point.site_dir, os.environ.get("PYTHONPATH", "")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, paths))}
+    block = readme_block("### Trying an executor on your own data")
+    commands = [line.split("  #")[0].strip() for line in block.splitlines() if line.startswith("ymir-runner ")]
+    assert len(commands) == 5
+    for command in commands:
+        done = subprocess.run([sys.executable, "-m", "ymir_runner", *shlex.split(command)[1:]], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, f"{command}\n{done.stdout}\n{done.stderr[-2000:]}"
+    assert (tmp_path / "work" / "out" / "models" / "result.yaml").is_file()
+    assert len((tmp_path / "work-mine" / "out" / "result.tsv").read_text().splitlines()) == 3
+    assert (tmp_path / "work-mine" / "out" / "infer-result.json").is_file()
+
+
+def test_the_readme_plugin_example_is_the_entry_point_it_declares():
+    """README's setup.cfg block names the module README's plugin example says it is."""
+    entry_points = readme_block("## Writing a plugin", "ini")
+    (name, module) = re.findall(r"^\s+(\S+) = (\S+)$", entry_points, re.M)[0]
+    example = readme_block("## Writing a plugin", "python")
+    assert example.startswith(f"# {module.replace('.', '/')}.py")
+    assert f'name="{name}"' in example

@@ -40,7 +40,7 @@ from ymir_runner_detection.templates import TRAINING_DEFAULTS  # noqa: E402
 
 SCENES = {
     "hard": synthetic.SceneConfig(),
-    "plain": synthetic.SceneConfig(min_object_size=24.0, max_occlusion=0.0, max_clutter_lines=0),
+    "plain": synthetic.PLAIN_SCENE,
 }
 
 

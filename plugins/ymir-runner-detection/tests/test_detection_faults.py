@@ -3,7 +3,7 @@ DataLoader workers) that are killed, stopped twice, run out of disk, or find no 
 
 Whatever happens, the platform must find parseable protocol files, and a failed run ends at state 4 with a
 specific code, a last stderr line a user can act on, no temp file, and no process left behind. The random
-SIGKILL rounds are marked slow (`python -m pytest -m ""` runs them, as .ci/run does).
+SIGKILL rounds are marked slow (`python -m pytest --slow` runs them, as .ci/run does).
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import yaml
 from helpers import FAST, last_line, read_result, run
+from PIL import Image
 
 from ymir_runner import ReturnCode
 from ymir_runner.testing import RunOutcome
@@ -173,6 +174,13 @@ def test_demo_command_reports_the_best_stage_by_the_metrics_definitions(tmp_path
     out = done.stdout
     best = read_result(str(tmp_path / "demo"))["model_stages"]["epoch_1"]
     assert f"best stage      : epoch_1: mAP@0.5 {best['mAP']:.3f}, mAP50-95 {best['mAP50_95']:.3f}" in out
+    assert "with its defaults the demo reaches mAP@0.5 >= 0.90; these settings differ" in out
+    picture = tmp_path / "demo" / "demo-predictions.png"
+    assert f"picture         : {picture}" in out
+    with Image.open(picture) as image:  # validation images: ground truth (green boxes) left, predictions right
+        pixels = np.asarray(image.convert("RGB"))
+    truth_green = (pixels == (0, 200, 0)).all(axis=-1)
+    assert truth_green[:, : pixels.shape[1] // 2].any() and not truth_green[:, pixels.shape[1] // 2 + 1:].any()
 
 
 def test_a_resnet18_starts_from_imagenet_weights_in_a_folder(tmp_path, capsys):

@@ -51,6 +51,10 @@ class SceneConfig:
     noise_std_range: tuple[float, float] = (2.0, 14.0)  # per-pixel Gaussian noise
 
 
+#: Shapes from 24 px, no occlusion, no clutter: the demo's scene and the training benchmark's reference.
+PLAIN_SCENE = SceneConfig(min_object_size=24.0, max_occlusion=0.0, max_clutter_lines=0)
+
+
 @dataclass
 class SyntheticDataset:
     """What :func:`generate` wrote. Items hold engine-convention boxes (x2 exclusive floats)."""
