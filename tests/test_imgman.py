@@ -14,9 +14,10 @@ import yaml
 import ymir_runner
 from ymir_runner import ExecutorSpec, Param, TaskKind
 from ymir_runner.cli import main
-from ymir_runner.imgman import TEMPLATE_FILES, template_entries, write_img_man
+from ymir_runner.imgman import template_entries, write_img_man
 from ymir_runner.plugins import DISABLE_ENV_VAR
 from ymir_runner.protocol.config import PLATFORM_FILLED_KEYS, parse_config
+from ymir_runner.protocol.env import TEMPLATE_FILES
 from ymir_runner.testing import plugin_registry
 
 REPO = pathlib.Path(__file__).resolve().parents[1]

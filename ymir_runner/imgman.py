@@ -28,17 +28,8 @@ import yaml
 from .errors import ConfigError
 from .protocol.annotations import export_format_of
 from .protocol.atomic import atomic_write_text
-from .protocol.config import PLATFORM_FILLED_KEYS
-from .protocol.env import TaskKind
-
-TEMPLATE_FILES = {
-    TaskKind.TRAINING: "training-template.yaml",
-    TaskKind.MINING: "mining-template.yaml",
-    TaskKind.INFER: "infer-template.yaml",
-}
-MANIFEST_FILE = "manifest.yaml"
-
-DEFAULT_SHM_SIZE = "16G"
+from .protocol.config import DEFAULT_SHM_SIZE, OBJECT_TYPES, PLATFORM_FILLED_KEYS
+from .protocol.env import MANIFEST_FILE, TEMPLATE_FILES, TaskKind
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,7 +124,7 @@ def object_types(registry: Any, object_type: int | None = None) -> list[int]:
 
 def render_manifest(object_type: int) -> str:
     return ("# Read by the platform when the image is registered (written by `ymir-runner img-man`).\n"
-            "# object_type: 2 detection, 3 semantic segmentation, 4 instance segmentation.\n"
+            "# object_type: " + ", ".join(f"{value} {name}" for value, name in OBJECT_TYPES.items()) + ".\n"
             + yaml.safe_dump({"object_type": object_type, "enable_livecode": False}, sort_keys=False))
 
 

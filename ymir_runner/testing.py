@@ -38,7 +38,7 @@ import yaml
 from .plugins import PluginRegistry, build_plugin_manager
 from .protocol.annotations import annotation_suffix, annotation_text, ark_text, export_format_of, voc_text
 from .protocol.atomic import TEMP_PREFIX
-from .protocol.env import TaskKind, env_document, reroot
+from .protocol.env import PROTOCOL_VERSION, TaskKind, env_document, reroot
 from .shutdown import child_pids, is_running
 
 __all__ = [
@@ -205,7 +205,7 @@ class TaskTree:
 
     def __init__(self, root: str, *, kinds: Sequence[TaskKind | str] = (TaskKind.TRAINING,),
                  class_names: Sequence[str] = ("cat", "dog"), config: Mapping[str, Any] | None = None,
-                 protocol_version: str | None = "1.1.0", images: int = 4, size: tuple[int, int] = (64, 48),
+                 protocol_version: str | None = PROTOCOL_VERSION, images: int = 4, size: tuple[int, int] = (64, 48),
                  annotation_format: str = "det-ark", export_format: str = "ark:raw",
                  models_from: str | None = None, stages: Sequence[str] | None = None) -> None:
         self.root = os.path.abspath(root)

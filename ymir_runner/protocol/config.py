@@ -48,6 +48,11 @@ CONFIG_KEYS: Mapping[str, ReservedKey] = {key.name: key for key in (
     ReservedKey("plugin", platform_typed=False, in_template=False),
 )}
 RESERVED_KEYS = frozenset(CONFIG_KEYS)
+#: ``object_type`` values (protocol.md section 2).
+OBJECT_TYPES = {2: "detection", 3: "semantic segmentation", 4: "instance segmentation"}
+DETECTION = 2
+#: The ``shm_size`` ymir-runner writes into an image's templates (DataLoader workers pass batches through it).
+DEFAULT_SHM_SIZE = "16G"
 #: Keys the platform fills into every config.yaml and no template declares (img-man lists them in a comment).
 PLATFORM_FILLED_KEYS = tuple(key.name for key in CONFIG_KEYS.values() if key.platform_typed and not key.in_template)
 #: Keys written with their real types: the web UI's string conversion only touches the others.
@@ -165,7 +170,7 @@ def parse_config(raw: Mapping[str, Any], defaults: Mapping[str, Any] | None = No
         class_names=_reserved(raw, "class_names", _class_names, "a list of class names", ()),
         gpu_ids=_reserved(raw, "gpu_id", _gpu_ids, "a comma-separated list of GPU ids", ()),
         gpu_count=_reserved(raw, "gpu_count", to_int, "an integer", 0),
-        object_type=_reserved(raw, "object_type", to_int, "an integer", 2),
+        object_type=_reserved(raw, "object_type", to_int, "an integer", DETECTION),
         shm_size=_reserved(raw, "shm_size", str, "a size", None),
         pretrained_model_params=_reserved(raw, "pretrained_model_params", lambda v: _paths(v, root),
                                           "a list of paths", ()),

@@ -18,6 +18,8 @@ ROOT_ENV_VAR = "YMIR_RUNNER_ROOT"
 LEGACY_PROTOCOL_VERSION = "0.0.1"
 #: The versions docs/protocol.md describes; another one is run as the nearest known and warned about.
 KNOWN_PROTOCOL_VERSIONS = ("0.0.1", "1.0.0", "1.1.0")
+#: The protocol version ymir-runner implements, and writes into the env.yaml files it makes.
+PROTOCOL_VERSION = "1.1.0"
 DEFAULT_TASK_ID = "default-task"
 #: The output folder the platform mounts into the container.
 CONTAINER_OUT_DIR = "/out"
@@ -32,6 +34,17 @@ class TaskKind(str, enum.Enum):
 
     def __str__(self) -> str:
         return self.value
+
+
+#: An executor image's /img-man folder: the manifest and the hyper-parameter template of each task kind, which
+#: the platform reads with ``docker run --rm IMAGE cat /img-man/<file>``.
+IMG_MAN_DIR = "/img-man"
+MANIFEST_FILE = "manifest.yaml"
+TEMPLATE_FILES = {
+    TaskKind.TRAINING: "training-template.yaml",
+    TaskKind.MINING: "mining-template.yaml",
+    TaskKind.INFER: "infer-template.yaml",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,8 +139,8 @@ def unroot(path: str, root: str | None) -> str:
     return path
 
 
-def env_document(task_id: str, kinds: Iterable[TaskKind | str], *, protocol_version: str | None = "1.1.0",
-                 manifest_file: str = "/img-man/manifest.yaml",
+def env_document(task_id: str, kinds: Iterable[TaskKind | str], *, protocol_version: str | None = PROTOCOL_VERSION,
+                 manifest_file: str = IMG_MAN_DIR + "/" + MANIFEST_FILE,
                  path: Callable[[str], str] = lambda container_path: container_path) -> dict[str, Any]:
     """env.yaml as the platform writes it for ``kinds`` (protocol.md section 2): the default container
     paths, each passed through ``path`` (e.g. to name a local tree), and '' for unused index files.
@@ -258,7 +271,7 @@ def _parse_env(raw: Mapping[str, Any], env_file: str, root: str | None) -> TaskE
         run_training=run_training,
         run_mining=run_mining,
         run_infer=run_infer,
-        manifest_file=str(raw.get("manifest_file") or "/img-man/manifest.yaml"),
+        manifest_file=str(raw.get("manifest_file") or IMG_MAN_DIR + "/" + MANIFEST_FILE),
         input=_paths(InputPaths, raw.get("input"), root, "input", warnings),
         output=_paths(OutputPaths, raw.get("output"), root, "output", warnings),
         env_file=env_file,

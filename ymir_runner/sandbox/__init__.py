@@ -31,7 +31,7 @@ from .assets import ASSET_EXTENSIONS, Asset, assign_boxes, collect_assets, file_
 from .build import SandboxSummary, build_sandbox, log
 from .classes import class_lookup, resolve_class_names
 from .cli import add_command, parse_override
-from .config import DETECTION, MANIFEST_FILE, PROTOCOL_VERSION, build_config, env_yaml, template_config, web_ui_value
+from .config import build_config, env_yaml, template_config, web_ui_value
 from .exif import ImageHeader, ImageSizes, exif_plan, write_transposed
 from .models import LEGACY_STAGE, ModelSource, install_model, model_files, read_model_source
 from .options import ANNOTATION_FORMATS, DEFAULT_VAL_RATIO, SPLIT_MODES, SandboxOptions, check_options, task_kinds
@@ -52,8 +52,8 @@ from .splits import TrainVal, split, split_assets
 from .worktree import WorkTree
 
 __all__ = [
-    "ANNOTATION_FORMATS", "ASSET_EXTENSIONS", "DEFAULT_VAL_RATIO", "DETECTION", "IMAGE_EXTENSIONS", "LEGACY_STAGE",
-    "MANIFEST_FILE", "PROTOCOL_VERSION", "READERS", "SOURCE_FORMATS", "SPLIT_MODES", "Asset", "ImageHeader",
+    "ANNOTATION_FORMATS", "ASSET_EXTENSIONS", "DEFAULT_VAL_RATIO", "IMAGE_EXTENSIONS", "LEGACY_STAGE",
+    "READERS", "SOURCE_FORMATS", "SPLIT_MODES", "Asset", "ImageHeader",
     "ImageSizes", "ModelSource", "SandboxOptions", "SandboxSummary", "SourceBox", "SourceData", "SourceImage",
     "SourceSplit", "SourceTree", "TrainVal", "WorkTree", "add_command", "assign_boxes", "build_config",
     "build_sandbox", "check_options", "class_lookup", "collect_assets", "detect_format", "env_yaml", "exif_plan",

@@ -9,16 +9,12 @@ import yaml
 
 from .. import imgman
 from ..errors import ConfigError
-from ..protocol.config import PLATFORM_TYPED_KEYS, ExportFormat
+from ..protocol.config import DEFAULT_SHM_SIZE, DETECTION, PLATFORM_TYPED_KEYS, ExportFormat
 from ..protocol.env import TaskKind, env_document
 from .options import ANNOTATION_FORMATS, SandboxOptions
 from .worktree import WorkTree
 
 log = logging.getLogger("ymir_runner.sandbox")
-
-PROTOCOL_VERSION = "1.1.0"
-MANIFEST_FILE = "/img-man/" + imgman.MANIFEST_FILE
-DETECTION = 2
 
 
 def template_config(registry: Any, kinds: Sequence[TaskKind], plugin: str | None) -> dict[str, Any]:
@@ -67,7 +63,7 @@ def build_config(template: Mapping[str, Any], kinds: Sequence[TaskKind], task_id
             hyper["export_format"] = ANNOTATION_FORMATS["det-ark"]
     else:
         hyper.pop("export_format", None)  # the platform writes it for training only
-    hyper.setdefault("shm_size", imgman.DEFAULT_SHM_SIZE)
+    hyper.setdefault("shm_size", DEFAULT_SHM_SIZE)
     config: dict[str, Any] = {"task_id": task_id, "class_names": list(class_names), "gpu_id": "",
                               "gpu_count": 0, "object_type": DETECTION}
     if not training:
@@ -96,5 +92,4 @@ def annotation_format_of(config: Mapping[str, Any]) -> str:
 
 def env_yaml(work: WorkTree, task_id: str, kinds: Sequence[TaskKind]) -> dict[str, Any]:
     """env.yaml in protocol.md's shape, naming this tree's paths; unused index paths are ''."""
-    return env_document(task_id, kinds, protocol_version=PROTOCOL_VERSION, manifest_file=MANIFEST_FILE,
-                        path=work.shown)
+    return env_document(task_id, kinds, path=work.shown)

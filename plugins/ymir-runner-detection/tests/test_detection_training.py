@@ -179,7 +179,7 @@ def test_demo_command_reports_the_best_stage_by_the_metrics_definitions(tmp_path
     assert f"picture         : {picture}" in out
     with Image.open(picture) as image:  # validation images: ground truth (green boxes) left, predictions right
         pixels = np.asarray(image.convert("RGB"))
-    truth_green = (pixels == (0, 200, 0)).all(axis=-1)
+    truth_green = (pixels == (0, 160, 0)).all(axis=-1)
     assert truth_green[:, : pixels.shape[1] // 2].any() and not truth_green[:, pixels.shape[1] // 2 + 1:].any()
 
 

@@ -30,6 +30,7 @@ EXPECTED_MAP50 = 0.9
 PICTURE_IMAGES = 4
 PICTURE_FILE = "demo-predictions.png"
 GAP = 6
+TRUTH_COLOR, PREDICTION_COLOR = (0, 160, 0), (220, 0, 0)
 
 
 def write_task(root: str, **options: Any) -> str:
@@ -109,7 +110,7 @@ def save_picture(checkpoint_file: str, items: Sequence[tuple[Any, Any, Any]], pa
     generator's ``(image path, boxes [N,4] float pixel-edge x1 y1 x2 y2, classes [N])``. Returns ``path``."""
     import numpy as np
     import torch
-    from PIL import Image, ImageDraw
+    from PIL import Image
 
     from .checkpoint import load_checkpoint
     from .engine import letterbox, load_image, predict_batch
@@ -126,13 +127,9 @@ def save_picture(checkpoint_file: str, items: Sequence[tuple[Any, Any, Any]], pa
     for image, (_, boxes, classes), found in zip(images, items, predictions):
         truth, predicted = Image.fromarray(image), Image.fromarray(image)
         for box, cls in zip(boxes, classes):
-            ImageDraw.Draw(truth).rectangle([float(v) for v in box], outline=(0, 200, 0), width=2)
-            ImageDraw.Draw(truth).text((float(box[0]) + 2, float(box[1]) + 1), checkpoint.class_names[int(cls)],
-                                       fill=(0, 200, 0))
+            _label(truth, box, checkpoint.class_names[int(cls)], TRUTH_COLOR)
         for box, score, cls in zip(found.boxes, found.scores, found.classes):
-            ImageDraw.Draw(predicted).rectangle([float(v) for v in box], outline=(230, 0, 0), width=2)
-            ImageDraw.Draw(predicted).text((float(box[0]) + 2, float(box[1]) + 1),
-                                           f"{checkpoint.class_names[int(cls)]} {score:.2f}", fill=(230, 0, 0))
+            _label(predicted, box, f"{checkpoint.class_names[int(cls)]} {score:.2f}", PREDICTION_COLOR)
         row = Image.new("RGB", (truth.width * 2 + GAP, truth.height), "white")
         row.paste(truth, (0, 0))
         row.paste(predicted, (truth.width + GAP, 0))
@@ -144,6 +141,19 @@ def save_picture(checkpoint_file: str, items: Sequence[tuple[Any, Any, Any]], pa
         top += row.height + GAP
     sheet.save(path)
     return path
+
+
+def _label(image: Any, box: Any, text: str, color: tuple[int, int, int]) -> None:
+    """A box outline and its label, white on the box's colour above its top-left corner."""
+    from PIL import ImageDraw
+
+    draw = ImageDraw.Draw(image)
+    x1, y1, x2, y2 = (float(value) for value in box)
+    draw.rectangle([x1, y1, x2, y2], outline=color, width=2)
+    left, top, right, bottom = draw.textbbox((x1, y1), text)
+    lift = min(bottom - top + 2, y1)
+    draw.rectangle([left, top - lift, right + 2, bottom - lift], fill=color)
+    draw.text((x1 + 1, y1 - lift), text, fill=(255, 255, 255))
 
 
 def add_demo_command(subparsers: Any) -> None:
