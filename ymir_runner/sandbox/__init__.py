@@ -34,7 +34,7 @@ from .cli import add_command, parse_override
 from .config import build_config, env_yaml, template_config, web_ui_value
 from .exif import ImageHeader, ImageSizes, exif_plan, write_transposed
 from .models import LEGACY_STAGE, ModelSource, install_model, model_files, read_model_source
-from .options import ANNOTATION_FORMATS, DEFAULT_VAL_RATIO, SPLIT_MODES, SandboxOptions, check_options, task_kinds
+from .options import DEFAULT_VAL_RATIO, SPLIT_MODES, SandboxOptions, check_options, task_kinds
 from .sources import (
     IMAGE_EXTENSIONS,
     READERS,
@@ -52,7 +52,7 @@ from .splits import TrainVal, split, split_assets
 from .worktree import WorkTree
 
 __all__ = [
-    "ANNOTATION_FORMATS", "ASSET_EXTENSIONS", "DEFAULT_VAL_RATIO", "IMAGE_EXTENSIONS", "LEGACY_STAGE",
+    "ASSET_EXTENSIONS", "DEFAULT_VAL_RATIO", "IMAGE_EXTENSIONS", "LEGACY_STAGE",
     "READERS", "SOURCE_FORMATS", "SPLIT_MODES", "Asset", "ImageHeader",
     "ImageSizes", "ModelSource", "SandboxOptions", "SandboxSummary", "SourceBox", "SourceData", "SourceImage",
     "SourceSplit", "SourceTree", "TrainVal", "WorkTree", "add_command", "assign_boxes", "build_config",

@@ -10,9 +10,10 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError
+from ..protocol.annotations import WRITABLE_FORMATS
 from ..protocol.env import TaskKind
 from .build import build_sandbox
-from .options import ANNOTATION_FORMATS, DEFAULT_VAL_RATIO, SPLIT_MODES
+from .options import DEFAULT_VAL_RATIO, SPLIT_MODES
 from .sources import SOURCE_FORMATS
 
 log = logging.getLogger("ymir_runner.sandbox")
@@ -89,7 +90,7 @@ def add_command(commands: argparse._SubParsersAction) -> None:
                         help=f"share of the images split at random that go to val-index.tsv ({DEFAULT_VAL_RATIO}); "
                              f"with a split in SOURCE, pass --split too")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random train/val split (0)")
-    parser.add_argument("--annotation-format", choices=list(ANNOTATION_FORMATS), default=None,
+    parser.add_argument("--annotation-format", choices=list(WRITABLE_FORMATS), default=None,
                         help="annotation files to write (default: the template's export_format, else det-ark)")
     parser.add_argument("--model", metavar="DIR", help="mining/infer: a previous training's /out/models folder")
     parser.add_argument("--pretrained", metavar="DIR", help="training: a previous training's /out/models folder")

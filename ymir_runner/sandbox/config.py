@@ -9,9 +9,10 @@ import yaml
 
 from .. import imgman
 from ..errors import ConfigError
+from ..protocol.annotations import WRITABLE_FORMATS, export_format_of
 from ..protocol.config import DEFAULT_SHM_SIZE, DETECTION, PLATFORM_TYPED_KEYS, ExportFormat
 from ..protocol.env import TaskKind, env_document
-from .options import ANNOTATION_FORMATS, SandboxOptions
+from .options import SandboxOptions
 from .worktree import WorkTree
 
 log = logging.getLogger("ymir_runner.sandbox")
@@ -58,9 +59,9 @@ def build_config(template: Mapping[str, Any], kinds: Sequence[TaskKind], task_id
         hyper["plugin"] = options.plugin
     if training:
         if options.annotation_format:
-            hyper["export_format"] = ANNOTATION_FORMATS[options.annotation_format]
+            hyper["export_format"] = export_format_of(options.annotation_format)
         elif not hyper.get("export_format"):
-            hyper["export_format"] = ANNOTATION_FORMATS["det-ark"]
+            hyper["export_format"] = export_format_of("det-ark")
     else:
         hyper.pop("export_format", None)  # the platform writes it for training only
     hyper.setdefault("shm_size", DEFAULT_SHM_SIZE)
@@ -84,7 +85,7 @@ def annotation_format_of(config: Mapping[str, Any]) -> str:
     """The annotation format config.yaml's ``export_format`` asks for: det-ark or det-voc; ConfigError for
     another."""
     export = ExportFormat.parse(config.get("export_format"))
-    if export.annotation not in ANNOTATION_FORMATS:
+    if export.annotation not in WRITABLE_FORMATS:
         raise ConfigError(f"export_format {export.raw!r}: the sandbox writes det-ark (ark:raw) or det-voc "
                           f"(voc:raw) annotations; choose one with --annotation-format")
     return export.annotation

@@ -7,13 +7,12 @@ import dataclasses
 from typing import Any, Mapping, Sequence
 
 from ..errors import ConfigError
-from ..protocol.annotations import WRITABLE_FORMATS, export_format_of
+from ..protocol.annotations import WRITABLE_FORMATS
 from ..protocol.config import TASK_DATA_KEYS
 from ..protocol.env import TaskKind
 from .sources import SOURCE_FORMATS
 
 #: The annotation formats the sandbox writes, with the ``export_format`` that asks the platform for them.
-ANNOTATION_FORMATS = {name: export_format_of(name) for name in WRITABLE_FORMATS}
 #: ``--split``: keep the train/val split SOURCE comes with (the default), or re-split at random.
 SPLIT_MODES = ("keep", "random")
 DEFAULT_VAL_RATIO = 0.2
@@ -77,9 +76,9 @@ def check_options(options: SandboxOptions, kinds: Sequence[TaskKind]) -> None:
     """Refuse bad combinations before anything is read or written (ConfigError)."""
     if options.format not in SOURCE_FORMATS:
         raise ConfigError(f"unknown --format {options.format!r}: one of {', '.join(SOURCE_FORMATS)}")
-    if options.annotation_format not in (None, *ANNOTATION_FORMATS):
+    if options.annotation_format not in (None, *WRITABLE_FORMATS):
         raise ConfigError(f"unknown --annotation-format {options.annotation_format!r}: "
-                          f"one of {', '.join(ANNOTATION_FORMATS)}")
+                          f"one of {', '.join(WRITABLE_FORMATS)}")
     if options.split not in (None, *SPLIT_MODES):
         raise ConfigError(f"unknown --split {options.split!r}: one of {', '.join(SPLIT_MODES)}")
     if not 0 <= options.ratio < 1:
