@@ -484,6 +484,19 @@ def test_attachments_and_evaluate_config(models, tmp_path):
     assert all(type(value) is float for value in document["evaluate_config"].values())
 
 
+def test_the_best_stage_labels_the_threshold_its_counts_were_made_at(models):
+    """A stage's conf_thr metric (its tp/fp/fn's score threshold) labels evaluate_config while it is the best."""
+    result = training_result(models)
+    result.set_evaluate_config(iou_thr=0.5)
+    save(result, "epoch_1", {"mAP": 0.4, "conf_thr": 0.31}, counts={"tp": 1, "fp": 0, "fn": 1})
+    assert load_result(models)["evaluate_config"] == {"iou_thr": 0.5, "conf_thr": 0.31}
+    save(result, "epoch_2", {"mAP": 0.3, "conf_thr": 0.12}, counts={"tp": 1, "fp": 3, "fn": 1})
+    assert load_result(models)["evaluate_config"]["conf_thr"] == 0.31  # epoch_1 is still the best
+    save(result, "epoch_3", {"mAP": 0.6, "conf_thr": 0.27}, counts={"tp": 2, "fp": 0, "fn": 0})
+    document = load_result(models)
+    assert document["best_stage_name"] == "epoch_3" and document["evaluate_config"]["conf_thr"] == 0.27
+
+
 def test_result_rewritten_atomically(models):
     result = training_result(models)
     for epoch in range(1, 4):

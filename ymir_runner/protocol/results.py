@@ -26,6 +26,8 @@ _STAGE_NAME = re.compile(r"^[A-Za-z0-9_]+$")
 #: The SDK convention the platform follows: the best stage plus the 10 latest.
 MAX_STAGES = 11
 COUNT_KEYS = ("tp", "fp", "fn")
+#: A stage metric: the score threshold its tp/fp/fn were counted at; the best stage's labels evaluate_config.
+STAGE_CONF_THR = "conf_thr"
 #: Where results an earlier run left in /out are moved, under the output root.
 PREVIOUS_RUNS_DIR = "previous-runs"
 
@@ -153,6 +155,9 @@ class TrainingResult:
             self.write()
 
     def set_evaluate_config(self, **values: float) -> None:
+        """``evaluate_config`` of result.yaml (the platform reads ``iou_thr``, labelling mAP with it, and
+        ``conf_thr``). A stage whose metrics hold ``conf_thr`` (the score its tp/fp/fn were counted at, e.g. an
+        F1-optimal threshold per stage) labels ``conf_thr`` itself while it is the best stage."""
         self.evaluate_config.update({key: float(value) for key, value in values.items()})
         if self.stages:
             self.write()
@@ -169,8 +174,11 @@ class TrainingResult:
         }
         if self.attachments:
             document["attachments"] = {key: list(value) for key, value in self.attachments.items()}
-        if self.evaluate_config:
-            document["evaluate_config"] = dict(self.evaluate_config)
+        evaluate_config = dict(self.evaluate_config)
+        if STAGE_CONF_THR in best.metrics:  # the platform shows the best stage's tp/fp/fn: label its threshold
+            evaluate_config["conf_thr"] = float(best.metrics[STAGE_CONF_THR])
+        if evaluate_config:
+            document["evaluate_config"] = evaluate_config
         return document
 
     def write(self) -> None:

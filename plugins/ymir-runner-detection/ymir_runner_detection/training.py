@@ -352,13 +352,8 @@ class StageWriter:
         self.fitness_history.append(MAP_WEIGHT * metrics["mAP"] + (1 - MAP_WEIGHT) * metrics["mAP50_95"])
         window = self.fitness_history[-SELECTION_WINDOW:]
         fitness = sum(window) / len(window)
-        # evaluate_config labels the best stage's tp/fp/fn (what the platform shows): its IoU and threshold.
-        best = results.best
-        if best is not None and fitness < results.fitness(best):  # the core's rule: a tie goes to the later stage
-            conf_thr = float(best.metrics["conf_thr"])
-        else:
-            conf_thr = result.score_threshold
-        results.set_evaluate_config(iou_thr=iou, conf_thr=conf_thr)
+        # evaluate_config labels mAP with its IoU; the core labels conf_thr from the best stage's conf_thr metric.
+        results.set_evaluate_config(iou_thr=iou)
         results.add_stage(name, files, metrics, result.stage_counts(), fitness=fitness)
         return (f"mAP@{iou:.2f} {metrics['mAP']:.3f} mAP50-95 {metrics['mAP50_95']:.3f} "
                 f"tp/fp/fn {result.true_positives}/{result.false_positives}/{result.false_negatives} at score "
