@@ -9,8 +9,8 @@ import textwrap
 
 import pytest
 import toy_plugin
-from conftest import INSTALLED
 
+from conftest import INSTALLED
 from ymir_runner import ConfigError, ExecutorSpec, Param, ReturnCode, TaskKind
 from ymir_runner.cli import plugin_table
 from ymir_runner.errors import ObjectTypeError
