@@ -14,6 +14,12 @@ INSTALLED = sorted({entry_point.dist.name for entry_point in importlib.metadata.
                     if entry_point.dist is not None})
 
 
+@pytest.fixture
+def installed_plugin_distributions() -> list[str]:
+    """The plugin distributions pip-installed beside the core (blocked in every other test)."""
+    return INSTALLED
+
+
 @pytest.fixture(autouse=True)
 def _only_test_plugins(monkeypatch):
     if INSTALLED:

@@ -10,7 +10,6 @@ import textwrap
 import pytest
 import toy_plugin
 
-from conftest import INSTALLED
 from ymir_runner import ConfigError, ExecutorSpec, Param, ReturnCode, TaskKind
 from ymir_runner.cli import plugin_table
 from ymir_runner.errors import ObjectTypeError
@@ -346,10 +345,10 @@ def test_plugin_table_lists_hooks_and_tasks(ymir_registry):
     assert "ymir_runner_train" in row["hooks"]
 
 
-def test_listing_plugins_does_not_import_torch():
+def test_listing_plugins_does_not_import_torch(installed_plugin_distributions):
     """With the installed plugins really loaded (the detection plugin in CI), not the blocked ones of the
     autouse fixture: listing them must not import torch, which only their task hooks may import."""
-    if not INSTALLED:
+    if not installed_plugin_distributions:
         pytest.skip("no plugin distribution is installed beside the core")
     code = textwrap.dedent("""
         import sys
@@ -361,7 +360,7 @@ def test_listing_plugins_does_not_import_torch():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr
     listed = {row["distribution"]: row for row in json.loads(result.stdout)}
-    for distribution in INSTALLED:
+    for distribution in installed_plugin_distributions:
         assert listed[distribution]["status"] == "loaded", listed[distribution]["error"]
         assert listed[distribution]["executors"], f"{distribution} registered no executor"
 
