@@ -1,0 +1,153 @@
+"""The training and validation sets in the layout ultralytics reads, written once under the task's work dir:
+
+    <root>/images/{train,val}/<n>_<name>.<ext>   a link to the asset, or a converted copy (see below)
+    <root>/labels/{train,val}/<n>_<name>.txt     one ``class cx cy w h`` line per box, normalised to the image
+    <root>/data.yaml                             path, train, val, names
+
+The boxes come from the core's readers in pixel-edge coordinates of the image's STORED pixels (``x2``
+exclusive). ultralytics reads images with OpenCV, which applies the EXIF orientation, and it rewrites a JPEG
+without an end marker in place, rotated the same way; its name decides the format it expects. So an asset is
+linked (with the extension of its real format: YMIR's extensions are unreliable) only when OpenCV reads it as it is
+stored: JPEG, PNG or BMP, 8-bit RGB or grey, orientation 1 (or none), complete. Any other image is written as a
+PNG copy of the core's decode (:func:`ymir_runner.decode_image`: stored pixels, 16-bit and palette to 8-bit RGB,
+a damaged file as far as it goes), counted by reason and logged.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import os
+from typing import Any, Iterable, Sequence
+
+import yaml
+
+from ymir_runner import ImageProblem, decode_image, probe_image
+
+#: Image formats (by content) OpenCV reads and the name ultralytics must see for each.
+SUFFIXES = {"jpeg": ".jpg", "png": ".png", "bmp": ".bmp"}
+#: PIL modes OpenCV decodes to the same pixels as the core's decoder.
+LINKABLE_MODES = {"RGB", "L"}
+#: The EXIF tag of the orientation: 1 (or absent) means the stored pixels are shown as they are.
+EXIF_ORIENTATION = 0x0112
+#: ultralytics drops images whose side is shorter than this (its check_image).
+MIN_SIDE = 10
+
+
+def yolo_box(x1: float, y1: float, x2: float, y2: float, width: int, height: int) -> tuple[float, float, float, float]:
+    """A pixel-edge box (``x2``, ``y2`` exclusive) of a ``width`` x ``height`` image as ultralytics' normalised
+    ``cx, cy, w, h``: ``((x1 + x2) / 2 / W, (y1 + y2) / 2 / H, (x2 - x1) / W, (y2 - y1) / H)``. A det-ark box
+    ``xmin, ymin, xmax, ymax`` (inclusive) is ``x1 = xmin, x2 = xmax + 1`` here (the core's readers convert)."""
+    return ((x1 + x2) / 2 / width, (y1 + y2) / 2 / height, (x2 - x1) / width, (y2 - y1) / height)
+
+
+def label_text(boxes: Iterable[Any], width: int, height: int) -> str:
+    """The label file of one image: ``class cx cy w h`` per box (``Box(class_id, x1, y1, x2, y2)``)."""
+    lines = []
+    for box in boxes:
+        cx, cy, w, h = yolo_box(box.x1, box.y1, box.x2, box.y2, width, height)
+        lines.append(f"{box.class_id} {cx:.10f} {cy:.10f} {w:.10f} {h:.10f}\n")
+    return "".join(lines)
+
+
+def why_convert(path: str, damage: str = "") -> tuple[str, str]:
+    """``(format, reason)``: the image's format by content and why it cannot be linked as it is ('' when it can).
+    Raises :class:`ymir_runner.ImageProblem` for an image that cannot be read at all."""
+    from PIL import Image
+
+    info = probe_image(path)
+    if damage or info.damage:
+        return info.format, damage or info.damage
+    if info.format not in SUFFIXES:
+        return info.format, f"{info.format} format"
+    if info.mode not in LINKABLE_MODES:
+        return info.format, f"{info.mode} pixels"
+    try:
+        with Image.open(path) as image:
+            orientation = image.getexif().get(EXIF_ORIENTATION, 1)
+    except Exception:  # noqa: BLE001 - an EXIF block PIL cannot parse: decode it by the core's rules
+        return info.format, "unreadable EXIF"
+    if orientation not in (0, 1):
+        return info.format, "EXIF orientation"
+    if info.format == "jpeg" and not _ends_with(path, b"\xff\xd9"):
+        return info.format, "JPEG without end marker"
+    return info.format, ""
+
+
+def _ends_with(path: str, tail: bytes) -> bool:
+    with open(path, "rb") as stream:
+        stream.seek(0, os.SEEK_END)
+        if stream.tell() < len(tail):
+            return False
+        stream.seek(-len(tail), os.SEEK_END)
+        return stream.read() == tail
+
+
+@dataclasses.dataclass
+class Layout:
+    """The written dataset: ``data_yaml``; per split the images used, in order, as ``(source path, stored width,
+    stored height, boxes)``; the copies made by reason and the images left out by reason."""
+
+    root: str
+    data_yaml: str
+    splits: dict[str, list[tuple[str, int, int, tuple[Any, ...]]]]
+    converted: collections.Counter
+    skipped: collections.Counter
+
+    def describe(self) -> str:
+        sizes = ", ".join(f"{len(items)} {split}" for split, items in self.splits.items())
+        text = f"{sizes} images in {self.root}"
+        if self.converted:
+            text += "; converted copies (OpenCV would not read them as stored): " + ", ".join(
+                f"{count} {reason}" for reason, count in sorted(self.converted.items()))
+        return text
+
+
+def write_layout(root: str, splits: dict[str, Iterable[Any]], class_names: Sequence[str], skips: Any) -> Layout:
+    """Write ``splits`` (name -> the core's ``Item`` records) under ``root`` and return the layout. Images the core
+    cannot decode, or smaller than ultralytics accepts, are left out and counted in ``skips``."""
+    layout = Layout(root, os.path.join(root, "data.yaml"), {}, collections.Counter(), collections.Counter())
+    for split, items in splits.items():
+        images, labels = os.path.join(root, "images", split), os.path.join(root, "labels", split)
+        os.makedirs(images, exist_ok=True)
+        os.makedirs(labels, exist_ok=True)
+        used = layout.splits.setdefault(split, [])
+        for item in items:
+            name = f"{len(used):06d}_{os.path.splitext(os.path.basename(item.image))[0]}"
+            try:
+                width, height = stored_size(item)
+                if min(width, height) < MIN_SIDE:
+                    skips.skip("image smaller than 10 pixels", item.image, f"{width}x{height}: ultralytics needs 10")
+                    layout.skipped["image smaller than 10 pixels"] += 1
+                    continue
+                _place_image(item, os.path.join(images, name), layout.converted)
+            except ImageProblem as problem:
+                skips.skip(problem.reason, item.image, str(problem))
+                layout.skipped[problem.reason] += 1
+                continue
+            with open(os.path.join(labels, f"{name}.txt"), "w", encoding="utf-8") as stream:
+                stream.write(label_text(item.boxes, width, height))
+            used.append((item.image, width, height, tuple(item.boxes)))
+    data = {"path": root, **{split: f"images/{split}" for split in splits},
+            "names": {index: name for index, name in enumerate(class_names)}}
+    with open(layout.data_yaml, "w", encoding="utf-8") as stream:
+        yaml.safe_dump(data, stream, sort_keys=False, allow_unicode=True)
+    return layout
+
+
+def stored_size(item: Any) -> tuple[int, int]:
+    """The image's stored width and height: the reader's, else its header's."""
+    if item.width and item.height:
+        return item.width, item.height
+    info = probe_image(item.image)
+    return info.width, info.height
+
+
+def _place_image(item: Any, stem: str, converted: collections.Counter) -> None:
+    """Link ``item.image`` to ``stem`` + the suffix of its format, or write a converted PNG copy."""
+    format_, reason = why_convert(item.image, item.damage)
+    if not reason:
+        os.symlink(os.path.abspath(item.image), stem + SUFFIXES[format_])
+        return
+    decode_image(item.image).image.convert("RGB").save(stem + ".png")
+    converted[reason] += 1

@@ -1,0 +1,74 @@
+"""The ``ultralytics`` entry point: thin on purpose. Neither ultralytics nor torch is imported here: the task hooks
+import them, after :func:`.environment.prepare` has made ultralytics offline, and listing plugins stays fast."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ymir_runner
+from ymir_runner import ExecutorSpec, TaskKind
+
+from . import EXECUTOR_NAME, templates
+
+#: The weights `ymir-runner ultralytics-weights` downloads when no model is named (the image's defaults).
+DEFAULT_DOWNLOADS = ("yolo26n", "yolo26s", "yolo26m")
+
+
+@ymir_runner.hookimpl
+def ymir_runner_register_executors():
+    return [ExecutorSpec(
+        name=EXECUTOR_NAME,
+        tasks={TaskKind.TRAINING, TaskKind.MINING, TaskKind.INFER},
+        object_types={2},
+        templates=templates.TEMPLATES,
+        mining_algorithms=templates.MINING_ALGORITHMS,
+        description="ultralytics YOLO26 / YOLO11 / YOLOv8 detectors (AGPL-3.0; COCO mAP by the core, ONNX export)",
+    )]
+
+
+@ymir_runner.hookimpl
+def ymir_runner_train(context):
+    from .training import train
+
+    train(context)
+
+
+@ymir_runner.hookimpl
+def ymir_runner_mine(context):
+    from .inference import mine
+
+    mine(context)
+
+
+@ymir_runner.hookimpl
+def ymir_runner_infer(context):
+    from .inference import infer
+
+    infer(context)
+
+
+@ymir_runner.hookimpl
+def ymir_runner_add_commands(subparsers):
+    from .environment import WEIGHTS_ENV_VAR, weights_dir
+
+    parser = subparsers.add_parser(
+        "ultralytics-weights",
+        help="download ultralytics' official weights into a folder (when an image is built; tasks never download)")
+    parser.add_argument("models", nargs="*", default=list(DEFAULT_DOWNLOADS),
+                        help=f"model names (default: {' '.join(DEFAULT_DOWNLOADS)})")
+    parser.add_argument("--out", default=weights_dir(), help=f"the folder (default ${WEIGHTS_ENV_VAR} or %(default)s)")
+    parser.set_defaults(handler=_download_weights)
+
+
+def _download_weights(args: Any) -> int:
+    import os
+    import tempfile
+
+    # ultralytics' settings of this command go to a temporary folder, not to $HOME.
+    with tempfile.TemporaryDirectory(prefix="ymir-runner-ultralytics-") as settings:
+        os.environ.setdefault("YOLO_CONFIG_DIR", settings)
+        from .weights import download_weights
+
+        for path in download_weights(args.models, args.out):
+            print(path)
+    return 0

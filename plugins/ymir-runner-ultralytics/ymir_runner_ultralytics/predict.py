@@ -1,0 +1,133 @@
+"""One way to get boxes from a YOLO network, for the stage evaluation, inference and mining alike: images decoded
+by the core (:func:`ymir_runner.decode_image`: stored pixels, no EXIF rotation) are letterboxed here, run through
+the network and decoded by ultralytics' own NMS (YOLO26 is end-to-end: its top-k needs none); the boxes come back
+in the pixels of the images given, and :func:`decode` scales them to the stored pixels.
+
+The network gets RGB in [0, 1], what ultralytics' predictor makes of the BGR arrays it is given (it flips them):
+the flip is skipped, not the colour order changed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+import numpy as np
+
+from ymir_runner import decode_image
+
+#: The grey ultralytics pads letterboxed images with.
+PAD_VALUE = 114
+
+
+@dataclasses.dataclass(frozen=True)
+class Letterbox:
+    """How an image was fitted into the square input: scaled by ``ratio_x``, ``ratio_y`` (equal but for the rounding
+    of the new size to whole pixels), then shifted by ``pad_x``, ``pad_y``."""
+
+    ratio_x: float
+    ratio_y: float
+    pad_x: int
+    pad_y: int
+
+    def to_image(self, boxes: np.ndarray) -> np.ndarray:
+        """Input-pixel boxes ``[N,4]`` → the image's pixels (pixel-edge coordinates)."""
+        boxes = np.asarray(boxes, np.float64).reshape(-1, 4).copy()
+        boxes[:, [0, 2]] = (boxes[:, [0, 2]] - self.pad_x) / self.ratio_x
+        boxes[:, [1, 3]] = (boxes[:, [1, 3]] - self.pad_y) / self.ratio_y
+        return boxes
+
+
+def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, Letterbox]:
+    """``image [H,W,3]`` uint8 scaled to fit ``size`` x ``size`` (aspect kept, up or down as ultralytics does) and
+    centred on grey."""
+    import cv2
+
+    height, width = image.shape[:2]
+    ratio = min(size / height, size / width)
+    new_w, new_h = max(1, round(width * ratio)), max(1, round(height * ratio))
+    if (new_w, new_h) != (width, height):
+        image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    pad_x, pad_y = (size - new_w) // 2, (size - new_h) // 2
+    canvas = np.full((size, size, 3), PAD_VALUE, np.uint8)
+    canvas[pad_y:pad_y + new_h, pad_x:pad_x + new_w] = image
+    return canvas, Letterbox(new_w / width, new_h / height, pad_x, pad_y)
+
+
+@dataclasses.dataclass(frozen=True)
+class Boxes:
+    """What the network found on one image: ``boxes [N,4]`` (x1, y1, x2, y2 pixel edges), ``scores [N]``,
+    ``classes [N]``."""
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    classes: np.ndarray
+
+    def scaled(self, factor: float) -> Boxes:
+        return Boxes(self.boxes * factor, self.scores, self.classes)
+
+    def above(self, threshold: float) -> Boxes:
+        keep = self.scores >= threshold
+        return Boxes(self.boxes[keep], self.scores[keep], self.classes[keep])
+
+
+class Predictor:
+    """A YOLO network (an ultralytics ``DetectionModel``, e.g. the trainer's EMA model) on ``device``, in eval mode
+    and never switched out of it, fed ``img_size`` letterboxes."""
+
+    def __init__(self, network: Any, device: str, img_size: int) -> None:
+        self.network = network
+        self.device = device
+        self.img_size = img_size
+        self.end2end = bool(getattr(network, "end2end", False))
+        self.dtype = next(network.parameters()).dtype
+
+    def __call__(self, images: Sequence[np.ndarray], *, conf: float, iou: float, max_det: int) -> list[Boxes]:
+        """Per image (``[H,W,3]`` uint8 RGB), the boxes scoring at least ``conf`` after NMS at ``iou``, at most
+        ``max_det``, in that image's pixels."""
+        import torch
+        from ultralytics.utils import nms
+
+        if not images:
+            return []
+        fitted = [letterbox(image, self.img_size) for image in images]
+        batch = torch.from_numpy(np.stack([canvas for canvas, _ in fitted])).to(self.device)
+        batch = batch.permute(0, 3, 1, 2).to(self.dtype).div_(255.0)
+        head = self.network.model[-1]
+        saved_max_det = getattr(head, "max_det", None)
+        if self.end2end and saved_max_det is not None:
+            head.max_det = max_det  # the end-to-end head keeps its top max_det boxes itself
+        try:
+            with torch.inference_mode():
+                outputs = nms.non_max_suppression(self.network(batch), conf, iou, max_det=max_det,
+                                                  end2end=self.end2end)
+        finally:
+            if self.end2end and saved_max_det is not None:
+                head.max_det = saved_max_det
+        found = []
+        for output, (_, fit) in zip(outputs, fitted):
+            output = output.float().cpu().numpy()
+            found.append(Boxes(fit.to_image(output[:, :4]), output[:, 4].astype(np.float64),
+                               output[:, 5].astype(np.int64)))
+        return found
+
+
+@dataclasses.dataclass(frozen=True)
+class Decoded:
+    """An image decoded by the core's rules: ``pixels [H,W,3]`` uint8 RGB, the reduction ``factor`` (boxes found on
+    it times the factor are stored pixels), the STORED ``width`` x ``height`` and the ``damage`` found ('')."""
+
+    pixels: np.ndarray
+    factor: int
+    width: int
+    height: int
+    damage: str
+
+
+def decode(path: str, img_size: int) -> Decoded:
+    """``path`` decoded by the core's rules, reduced on decode while its long side stays at least ``img_size``.
+    Raises :class:`ymir_runner.ImageProblem` (its ``reason`` is the skip reason)."""
+    decoded = decode_image(path, img_size)
+    return Decoded(np.asarray(decoded.image.convert("RGB")), decoded.factor, decoded.width, decoded.height,
+                   decoded.damage)
+

@@ -1,0 +1,93 @@
+"""Hyper-parameter templates of the ultralytics executor, per task (no ultralytics, no torch here: the CLI lists
+them).
+
+Keys shared by the mining and infer templates mean the same in both: YMIR merges them into one config when a
+task runs mining and inference together.
+"""
+
+from __future__ import annotations
+
+import types
+from typing import Any, Mapping, Sequence
+
+from ymir_runner import Param, TaskKind
+
+#: The architectures config key ``model`` names (ultralytics' own names; ``<name>.yaml`` is the architecture,
+#: ``<name>.pt`` its official COCO weights). YOLO26 is the family of ultralytics 8.4.
+FAMILIES = ("yolo26", "yolo11", "yolov8")
+SCALES = ("n", "s", "m", "l", "x")
+MODEL_NAMES = tuple(family + scale for family in FAMILIES for scale in SCALES)
+
+_SHARED_RUNTIME = (
+    Param("batch_size_per_gpu", 16, "images per batch on the GPU (or on the CPU)"),
+)
+
+TRAINING = (
+    Param("model", "yolo26n",
+          "the architecture: yolo26n/s/m/l/x (ultralytics 8.4's YOLO26), yolo11n..x, yolov8n..x, started from the "
+          "official weights baked into the image when it has them, else from scratch; or the path of your own "
+          "ultralytics .pt. Not used when pretrained_model_params names a model of this plugin"),
+    Param("img_size", 640, "input size: images are letterboxed to img_size x img_size (a multiple of 32)"),
+    Param("epochs", 100, "passes over the training set"),
+    *_SHARED_RUNTIME,
+    Param("num_workers_per_gpu", 4,
+          "DataLoader worker processes on a GPU (ultralytics loads in the training process on the CPU)"),
+    Param("optimizer", "auto",
+          "ultralytics' optimizer: auto (AdamW or MuSGD, with its own learning rate by run length), SGD, AdamW, "
+          "Adam, MuSGD", choices=("auto", "SGD", "AdamW", "Adam", "MuSGD")),
+    Param("learning_rate", 0.01, "initial learning rate (lr0); not used by optimizer auto, which picks its own"),
+    Param("save_period", 0,
+          "evaluate on the validation set and write a model stage every N epochs; 0: 10 stages evenly spaced "
+          "over the run. The last epoch is always a stage"),
+    Param("seed", 0, "random seed of initialisation, sampling and augmentation"),
+    Param("mosaic", 1.0, "probability of a 4-image mosaic per sample (ultralytics' default 1.0)"),
+    Param("close_mosaic", 10, "turn mosaic off for the last N epochs"),
+    Param("flip", True, "random horizontal flips"),
+    Param("cache", False, "keep the decoded training images in memory (faster epochs, more RAM)"),
+    Param("amp", True,
+          "mixed precision on a GPU (never on the CPU); ultralytics' AMP check runs offline on the image's yolo26n.pt "
+          "or is skipped (logged)"),
+    Param("conf_threshold", 0.0,
+          "score above which a prediction counts for a stage's tp/fp/fn; 0: each stage's F1-optimal threshold on "
+          "the validation set (stored in the model: inference uses it by default)"),
+    Param("map_iou_threshold", 0.5,
+          "IoU at which a prediction matches an object for a stage's mAP, mAR and tp/fp/fn (result.yaml "
+          "evaluate_config.iou_thr: the platform labels mAP with it); COCO mAP50-95 is kept beside it as mAP50_95"),
+    Param("max_detections", 100,
+          "most boxes kept per validation image (COCO maxDets); raised automatically to the object count of the "
+          "densest validation image"),
+    Param("export_onnx", True, "also write an ONNX export of the best stage when training ends"),
+    Param("ultralytics_args", "",
+          "further ultralytics training arguments as a YAML mapping, e.g. '{degrees: 5, mixup: 0.1, cos_lr: true}'; "
+          "keys this template sets or the runner owns (data, device, project...) are refused"),
+)
+
+_INFERENCE = (
+    Param("img_size", 0, "input size; 0 uses the size the model was trained with"),
+    *_SHARED_RUNTIME,
+)
+
+INFER = (
+    *_INFERENCE,
+    Param("conf_threshold", 0.0,
+          "minimum score of a reported box; 0 uses the model's F1-optimal threshold on its validation set "
+          "(0.25 for a model that has none); a small value such as 0.001 reports nearly every box"),
+    Param("iou_threshold", 0.7, "NMS IoU threshold (YOLO26 is NMS-free: its boxes are not suppressed again)"),
+    Param("max_detections", 300, "most boxes reported per image"),
+)
+
+#: The core adds mining_algorithm, class_distribution_scores and seed (ymir_runner.mining) to this template.
+MINING = _INFERENCE
+#: The ymir_runner.mining algorithms this executor supports, its default first. ``aldd`` needs per-class score
+#: maps on a grid, which the YOLO heads do not expose in a form that fits: not declared.
+MINING_ALGORITHMS = ("entropy", "cald", "random")
+
+TEMPLATES = {TaskKind.TRAINING: TRAINING, TaskKind.INFER: INFER, TaskKind.MINING: MINING}
+
+
+def _defaults(params: Sequence[Param]) -> Mapping[str, Any]:
+    return types.MappingProxyType({param.name: param.default for param in params})
+
+
+TRAINING_DEFAULTS = _defaults(TRAINING)
+INFER_DEFAULTS = _defaults(INFER)

@@ -1,0 +1,423 @@
+"""The training task: the core's datasets in ultralytics' layout, ultralytics' trainer, this executor's stages.
+
+ultralytics trains (its recipe: optimizer, warm-up, augmentation, EMA, loss); this module decides everything the
+platform sees. Every ``save_period`` epochs (and at the last one) the EMA model predicts the validation set through
+:mod:`.predict` (as inference will) and the core's evaluator measures it (:func:`ymir_runner.evaluation.
+evaluate_detections`, the same as the built-in detection plugin's, not ultralytics' own numbers); the stage's
+checkpoint is written and added to result.yaml. Progress comes from the trainer's batch callbacks; the best stage
+is exported to ONNX at the end.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import os
+import time
+from typing import Any
+
+import numpy as np
+import yaml
+
+from ymir_runner import ConfigError, DatasetError, ImageProblem, ModelError, NonFiniteError, atomic_path, evaluation
+
+from . import dataset, environment, weights
+from .predict import Decoded, Predictor, decode
+
+#: Shares of the task's progress: writing the dataset layout, training (batches and stage evaluations), ONNX export.
+PREPARE_END = 0.03
+TRAINING_END = 0.9
+#: An evaluated image costs about this many trained images (forward only, no augmentation, no backward pass).
+EVAL_COST = 0.35
+#: A stage's fitness (the best stage has the highest): ultralytics' own, mostly localisation quality.
+MAP_WEIGHT = 0.1
+#: Scores down to this count for the stage's COCO mAP (ultralytics validates at 0.001 too).
+EVAL_MIN_SCORE = 0.001
+#: The NMS IoU of the stage evaluation (ultralytics' validation default).
+EVAL_NMS_IOU = 0.7
+#: Decoded validation images kept in memory between stage evaluations, at most (bytes).
+EVAL_CACHE_BYTES = 512 * 1024 * 1024
+#: The stage checkpoint and its ONNX export, in each stage's folder.
+CHECKPOINT_NAME = "last.pt"
+ONNX_NAME = "last.onnx"
+#: Training arguments the runner sets itself: refused in config key ``ultralytics_args``.
+RUNNER_ARGS = {"data", "device", "project", "name", "exist_ok", "epochs", "imgsz", "batch", "workers", "seed", "lr0",
+               "optimizer", "mosaic", "close_mosaic", "fliplr", "cache", "amp", "save", "save_period", "val", "plots",
+               "resume", "model", "task", "mode", "pretrained", "verbose", "patience", "time", "fraction", "cfg",
+               "single_cls", "classes"}
+
+
+def check_hyper(hyper: Any) -> dict[str, Any]:
+    """Refuse bad values naming the key; returns the parsed ``ultralytics_args``."""
+    if hyper.img_size < 32 or hyper.img_size % 32:
+        raise ConfigError(f"config key 'img_size': {hyper.img_size} must be a positive multiple of 32")
+    for key in ("epochs", "batch_size_per_gpu"):
+        if hyper[key] < 1:
+            raise ConfigError(f"config key {key!r}: {hyper[key]} must be at least 1")
+    for key in ("save_period", "num_workers_per_gpu", "close_mosaic"):
+        if hyper[key] < 0:
+            raise ConfigError(f"config key {key!r}: {hyper[key]} must be >= 0")
+    if not hyper.learning_rate > 0:
+        raise ConfigError(f"config key 'learning_rate': {hyper.learning_rate} must be positive")
+    if not 0.0 <= hyper.mosaic <= 1.0:
+        raise ConfigError(f"config key 'mosaic': {hyper.mosaic} must be a probability in [0, 1]")
+    if not 0.0 <= hyper.conf_threshold <= 1.0:
+        raise ConfigError(f"config key 'conf_threshold': {hyper.conf_threshold} must be a score in [0, 1]")
+    if not 0.0 < hyper.map_iou_threshold < 1.0:
+        raise ConfigError(f"config key 'map_iou_threshold': {hyper.map_iou_threshold} must be in (0, 1)")
+    if hyper.max_detections < 1:
+        raise ConfigError(f"config key 'max_detections': {hyper.max_detections} must be at least 1")
+    return extra_args(hyper.ultralytics_args)
+
+
+def extra_args(text: Any) -> dict[str, Any]:
+    """Config key ``ultralytics_args``: a YAML mapping of further training arguments ('' for none)."""
+    if isinstance(text, dict):
+        extra = text
+    elif not str(text).strip():
+        return {}
+    else:
+        try:
+            extra = yaml.safe_load(str(text))
+        except yaml.YAMLError as error:
+            raise ConfigError(f"config key 'ultralytics_args': not YAML ({str(error).splitlines()[0]})") from None
+    if not isinstance(extra, dict):
+        raise ConfigError(f"config key 'ultralytics_args': {text!r} is not a mapping such as '{{degrees: 5}}'")
+    owned = sorted(str(key) for key in extra if key in RUNNER_ARGS)
+    if owned:
+        raise ConfigError(f"config key 'ultralytics_args': {', '.join(owned)} cannot be set there (the template or the "
+                          "runner sets them)")
+    from ultralytics.cfg import DEFAULT_CFG_DICT
+
+    unknown = sorted(str(key) for key in extra if key not in DEFAULT_CFG_DICT)
+    if unknown:
+        raise ConfigError(f"config key 'ultralytics_args': {', '.join(unknown)} are not ultralytics arguments")
+    return {str(key): value for key, value in extra.items()}
+
+
+def stage_epochs(epochs: int, save_period: int) -> set[int]:
+    """The epochs (1-based) that end with a stage: every ``save_period``-th, or 10 evenly spaced when it is 0; and
+    always the last."""
+    if save_period > 0:
+        chosen = set(range(save_period, epochs + 1, save_period))
+    else:
+        chosen = {math.ceil(epochs * k / 10) for k in range(1, 11)}
+    return {epoch for epoch in chosen if 1 <= epoch <= epochs} | {epochs}
+
+
+def train(context: Any) -> None:
+    hyper = context.hyper
+    device = environment.select_device(context.config.gpu_ids)
+    environment.prepare(context.work_dir)  # before ultralytics is imported
+    extra = check_hyper(hyper)
+    with environment.task_log(), environment.out_of_memory_as_error():
+        _train(context, device, extra)
+
+
+def _train(context: Any, device: str, extra: dict[str, Any]) -> None:
+    hyper, logger = context.hyper, context.logger
+    prepare = context.progress.span(0.0, PREPARE_END, "preparing data")
+    start = weights.resolve_start(hyper.model, context.model_files, environment.weights_dir(),
+                                  context.env.input.models_dir)
+    training_items = list(context.training_set)
+    prepare.update(0.3)
+    validation_items = list(context.validation_set)
+    if not training_items:
+        raise DatasetError(f"no usable training image: skipped {context.skips.summary()}")
+    if not validation_items:
+        logger.warning("the validation set has no usable image: stage metrics are measured on the TRAINING set and "
+                       "are optimistic")
+        validation_items = training_items
+    layout = dataset.write_layout(os.path.join(context.work_dir, "dataset"),
+                                  {"train": training_items, "val": validation_items}, context.class_names,
+                                  context.skips)
+    if not layout.splits["train"] or not layout.splits["val"]:
+        raise DatasetError(f"no usable training or validation image: skipped {context.skips.summary()}")
+    logger.info("dataset: %s", layout.describe())
+    prepare.done()
+
+    model = _initial_model(context, start)
+    stages = StageWriter(context, layout, device)
+    for event, callback in stages.callbacks().items():
+        model.add_callback(event, callback)
+    arguments = {**training_arguments(hyper, layout.data_yaml, device, context.work_dir), **extra}
+    logger.info("training %s on %s: %d epochs, img_size %d, batch %d, stages at epochs %s", start.path, device,
+                hyper.epochs, hyper.img_size, hyper.batch_size_per_gpu, sorted(stages.epochs))
+    try:
+        model.train(trainer=trainer_class(stages), **arguments)
+    finally:
+        stages.close()
+    stages.export_best()
+
+
+def _initial_model(context: Any, start: weights.Start) -> Any:
+    from ultralytics import YOLO
+
+    logger = context.logger
+    if start.source == weights.SCRATCH:
+        logger.warning("no pretrained weights: config key 'pretrained_model_params' is not set and %s has no %s.pt "
+                       "(%s); training %s from SCRATCH, which needs far more epochs and data",
+                       environment.weights_dir(), start.path[:-len(".yaml")], environment.WEIGHTS_ENV_VAR, start.path)
+        return YOLO(start.path, task="detect")
+    key = weights.PRETRAINED if start.source == weights.PRETRAINED else "model"
+    network, checkpoint = weights.load_checkpoint(start.path, key)  # ModelError naming the key for a bad file
+    names = weights.class_names_of(network, checkpoint)
+    logger.info("starting from %s", start.describe())
+    if names != list(context.class_names):
+        logger.info("its classes %s differ from the task's %s: ultralytics keeps every layer whose shape still fits "
+                    "(the class outputs are new)", names if len(names) <= 10 else f"({len(names)})",
+                    list(context.class_names))
+    try:
+        return YOLO(start.path, task="detect")
+    except Exception as error:  # noqa: BLE001 - the file loaded above but ultralytics cannot build from it
+        raise ModelError(f"config key {key!r}: {start.path} cannot be trained from ({error})") from error
+
+
+def training_arguments(hyper: Any, data_yaml: str, device: str, work_dir: str) -> dict[str, Any]:
+    """ultralytics' ``model.train`` arguments from the template's keys."""
+    return dict(
+        data=data_yaml, device=device, project=os.path.join(work_dir, "runs"), name="train", exist_ok=True,
+        epochs=hyper.epochs, imgsz=hyper.img_size, batch=hyper.batch_size_per_gpu, workers=hyper.num_workers_per_gpu,
+        seed=hyper.seed, optimizer=hyper.optimizer, lr0=hyper.learning_rate, mosaic=hyper.mosaic,
+        close_mosaic=hyper.close_mosaic, fliplr=0.5 if hyper.flip else 0.0, cache="ram" if hyper.cache else False,
+        amp=bool(hyper.amp) and device != "cpu",
+        # The stages are this executor's (validate() below); ultralytics saves only its final last.pt/best.pt.
+        save=False, save_period=-1, val=True, plots=False, patience=0, verbose=True, pretrained=True)
+
+
+def trainer_class(stages: StageWriter) -> type:
+    """ultralytics' DetectionTrainer whose validation is this executor's stage evaluation."""
+    from ultralytics.models.yolo.detect import DetectionTrainer
+
+    class YmirTrainer(DetectionTrainer):  # type: ignore[misc,valid-type]
+        def validate(self) -> tuple[dict, float | None]:
+            """At a stage epoch: the EMA model evaluated by the core, the stage written; other epochs: the last
+            stage's metrics again (results.csv keeps its columns) and no fitness (ultralytics' best.pt and early
+            stopping are not used)."""
+            return stages.on_validate(self)
+
+        def final_eval(self) -> None:
+            """ultralytics re-validates best.pt here; every stage was evaluated already."""
+
+        def progress_string(self) -> str:
+            return ""  # the bar's header, logged every epoch: the bars themselves are off
+
+    return YmirTrainer
+
+
+class StageWriter:
+    """Trainer callbacks: progress, log and tensorboard; stage evaluation and writing (from ``validate``)."""
+
+    def __init__(self, context: Any, layout: dataset.Layout, device: str) -> None:
+        self.context = context
+        self.hyper = context.hyper
+        self.device = environment.torch_device(device)
+        self.progress = context.progress.span(PREPARE_END, TRAINING_END, "training")
+        self.epochs = stage_epochs(self.hyper.epochs, self.hyper.save_period)
+        self.validation = layout.splits["val"]
+        self.truth = [(np.array([[b.x1, b.y1, b.x2, b.y2] for b in boxes], np.float64).reshape(-1, 4),
+                       np.array([b.class_id for b in boxes], np.int64)) for _, _, _, boxes in self.validation]
+        self.sizes = [(width, height) for _, width, height, _ in self.validation]
+        densest = max((len(classes) for _, classes in self.truth), default=0)
+        self.max_detections = max(int(self.hyper.max_detections), densest)
+        if self.max_detections > self.hyper.max_detections:
+            context.logger.info("max_detections %d per validation image (the densest has as many objects; config key "
+                                "'max_detections' is %d)", self.max_detections, self.hyper.max_detections)
+        self.cache: dict[int, Decoded] = {}
+        self.cache_bytes = 0
+        self.unreadable: set[int] = set()
+        self.batches_done = 0
+        self.evaluated = 0
+        self.started = time.monotonic()
+        self.epoch_started = self.started
+        self.last_metrics: dict[str, float] = {}
+        self.tb = context.tensorboard
+
+    def callbacks(self) -> dict[str, Any]:
+        return {"on_train_batch_end": self.on_train_batch_end, "on_train_epoch_start": self.on_train_epoch_start,
+                "on_train_epoch_end": self.on_train_epoch_end}
+
+    # --- progress ------------------------------------------------------------------------------------------
+
+    def _report(self, trainer: Any, message: str | None = None) -> None:
+        batches = len(trainer.train_loader)
+        eval_batches = EVAL_COST * len(self.validation) / max(trainer.batch_size, 1)
+        work = trainer.epochs * batches + len(self.epochs) * eval_batches
+        self.progress.update(min(1.0, (self.batches_done + self.evaluated * eval_batches) / max(work, 1e-9)), message)
+
+    def on_train_epoch_start(self, trainer: Any) -> None:
+        self.epoch_started = time.monotonic()
+
+    def on_train_batch_end(self, trainer: Any) -> None:
+        loss = trainer.loss
+        if loss is not None and not bool(loss.detach().isfinite().all()):
+            raise NonFiniteError(f"training diverged: the loss became NaN/inf in epoch {trainer.epoch + 1}; lower "
+                                 f"config key 'learning_rate' (now {self.hyper.learning_rate}) or set optimizer SGD")
+        self.batches_done += 1
+        self._report(trainer)
+
+    def on_train_epoch_end(self, trainer: Any) -> None:
+        epoch = trainer.epoch + 1
+        losses = trainer.label_loss_items(trainer.tloss, prefix="train") if trainer.tloss else {}
+        for key, value in {**losses, **trainer.lr}.items():
+            self.tb.add_scalar(key, value, epoch)
+        seconds = time.monotonic() - self.epoch_started
+        images = len(trainer.train_loader.dataset)
+        elapsed = time.monotonic() - self.started
+        remaining = elapsed / max(epoch - trainer.start_epoch, 1) * (trainer.epochs - epoch)
+        self.context.logger.info("epoch %d/%d: %s, lr %.2e, %.1f images/s, ETA %s", epoch, trainer.epochs,
+                                 " ".join(f"{key.split('/')[-1]} {value:.4f}" for key, value in losses.items()),
+                                 next(iter(trainer.lr.values()), 0.0), images / max(seconds, 1e-9),
+                                 _duration(remaining))
+        self._report(trainer, f"epoch {epoch}/{trainer.epochs}")
+
+    # --- stages --------------------------------------------------------------------------------------------
+
+    def on_validate(self, trainer: Any) -> tuple[dict, float | None]:
+        epoch = trainer.epoch + 1
+        if epoch not in self.epochs and not (trainer.stop or epoch >= trainer.epochs):
+            return dict(self.last_metrics), None
+        network = trainer.ema.ema
+        result = self.evaluate(network)
+        self.evaluated += 1
+        fitness = MAP_WEIGHT * (result.map or 0.0) + (1 - MAP_WEIGHT) * (result.map50_95 or 0.0)
+        self.write_stage(trainer, epoch, network, result, fitness)
+        self.last_metrics = {"metrics/mAP": result.map or 0.0, "metrics/mAP50_95": result.map50_95 or 0.0}
+        self._report(trainer)
+        return dict(self.last_metrics), fitness
+
+    def evaluate(self, network: Any) -> evaluation.EvaluationResult:
+        """The network's predictions on the validation set, measured by the core's evaluator in stored pixels."""
+        predictor = Predictor(network, self.device, self.hyper.img_size)
+        batch = max(int(self.hyper.batch_size_per_gpu), 1)
+        predictions = []
+        for start in range(0, len(self.validation), batch):
+            indices = [index for index in range(start, min(start + batch, len(self.validation)))]
+            decoded = {index: self._decoded(index) for index in indices}
+            usable = [index for index in indices if decoded[index] is not None]
+            found = predictor([decoded[i].pixels for i in usable], conf=EVAL_MIN_SCORE, iou=EVAL_NMS_IOU,
+                              max_det=self.max_detections)
+            by_index = {index: boxes.scaled(decoded[index].factor) for index, boxes in zip(usable, found)}
+            for index in indices:
+                boxes = by_index.get(index)
+                predictions.append((np.zeros((0, 4)), np.zeros(0), np.zeros(0, np.int64)) if boxes is None else
+                                   (boxes.boxes, boxes.scores, boxes.classes))
+        return evaluation.evaluate_detections(
+            self.truth, predictions, len(self.context.class_names),
+            score_threshold=self.hyper.conf_threshold or None, iou_threshold=float(self.hyper.map_iou_threshold),
+            max_detections=self.max_detections, class_names=list(self.context.class_names), image_sizes=self.sizes)
+
+    def _decoded(self, index: int) -> Decoded | None:
+        if index in self.cache:
+            return self.cache[index]
+        if index in self.unreadable:
+            return None
+        path = self.validation[index][0]
+        try:
+            decoded = decode(path, self.hyper.img_size)
+        except ImageProblem as problem:  # written to the layout earlier, so this is rare (a file that changed)
+            self.context.skips.skip(problem.reason, path, str(problem))
+            self.unreadable.add(index)
+            return None
+        if self.cache_bytes + decoded.pixels.nbytes <= EVAL_CACHE_BYTES:
+            self.cache[index] = decoded
+            self.cache_bytes += decoded.pixels.nbytes
+        return decoded
+
+    def write_stage(self, trainer: Any, epoch: int, network: Any, result: evaluation.EvaluationResult,
+                    fitness: float) -> None:
+        iou = float(self.hyper.map_iou_threshold)
+        name = f"epoch_{epoch}"
+        results = self.context.training_result
+        metrics = {**result.stage_metrics(), "conf_thr": result.score_threshold}
+        path = os.path.join(results.stage_dir(name), CHECKPOINT_NAME)
+        save_checkpoint(path, trainer, network, {
+            "class_names": list(self.context.class_names), "img_size": int(self.hyper.img_size), "epoch": epoch,
+            "conf_thr": float(result.score_threshold), "metrics": {key: float(v) for key, v in metrics.items()},
+            "iou_thr": iou})
+        results.set_evaluate_config(iou_thr=iou)  # the core labels conf_thr from the best stage's conf_thr metric
+        results.add_stage(name, [CHECKPOINT_NAME], metrics, result.stage_counts(), fitness=fitness)
+        self._log_stage(epoch, name, result)
+
+    def _log_stage(self, epoch: int, name: str, result: evaluation.EvaluationResult) -> None:
+        scalars = {"mAP": result.map, "mAR": result.mar, "mAP50_95": result.map50_95, "mAP50": result.map50,
+                   "precision": result.precision, "recall": result.recall}
+        for key, value in scalars.items():
+            if value is not None:
+                self.tb.add_scalar(f"val/{key}", value, epoch)
+        for class_id, ap in result.per_class_ap.items():
+            if ap is not None:
+                self.tb.add_scalar(f"val_AP50_95/{self.context.class_names[class_id]}", ap, epoch)
+        self.context.logger.info(
+            "stage %s: mAP@%.2f %.4f, mAP50-95 %.4f, tp/fp/fn %d/%d/%d at score %.3f", name, result.iou_threshold,
+            result.map or 0.0, result.map50_95 or 0.0, result.true_positives, result.false_positives,
+            result.false_negatives, result.score_threshold)
+
+    def export_best(self) -> None:
+        """The best stage's checkpoint exported to ONNX (the last 10 % of the progress) and added to its files. An
+        export that fails is logged and leaves the stage as it was: the checkpoint is the model."""
+        results = self.context.training_result
+        best = results.best
+        export = self.context.progress.span(TRAINING_END, 1.0, "ONNX export")
+        if best is None or not self.hyper.export_onnx:
+            export.done()
+            return
+        folder = results.stage_dir(best.name)
+        try:
+            with atomic_path(os.path.join(folder, ONNX_NAME)) as target:
+                export_onnx(os.path.join(folder, CHECKPOINT_NAME), target, int(self.hyper.img_size),
+                            os.path.join(self.context.work_dir, "export"))
+        except Exception as error:  # noqa: BLE001 - onnx missing, an operator it cannot export
+            self.context.logger.warning("ONNX export of stage %s failed, the stage keeps %s only: %s", best.name,
+                                        CHECKPOINT_NAME, error)
+        else:
+            results.add_stage(best.name, [*best.files, ONNX_NAME], best.metrics, best.counts, fitness=best.fitness)
+            self.context.logger.info("stage %s: ONNX export %s (input 'images' 1x3x%d x%d RGB in [0, 1])", best.name,
+                                     ONNX_NAME, self.hyper.img_size, self.hyper.img_size)
+        export.done()
+
+    def close(self) -> None:
+        self.tb.flush()
+
+
+def save_checkpoint(path: str, trainer: Any, network: Any, metadata: dict[str, Any]) -> None:
+    """An ultralytics checkpoint of ``network`` (fp16, no optimizer: what ultralytics' strip_optimizer leaves) with
+    this executor's ``metadata``; written atomically. ultralytics loads it (``YOLO(path)``) for prediction, export
+    and fine-tuning."""
+    import copy
+
+    import torch
+    from ultralytics import __version__ as ultralytics_version
+
+    snapshot = copy.deepcopy(network).half()
+    if hasattr(snapshot, "criterion"):
+        snapshot.criterion = None
+    for parameter in snapshot.parameters():
+        parameter.requires_grad = False
+    arguments = {key: (str(value) if isinstance(value, os.PathLike) else value)
+                 for key, value in vars(trainer.args).items()}
+    checkpoint = {"epoch": -1, "best_fitness": None, "model": snapshot, "ema": None, "updates": None,
+                  "optimizer": None, "train_args": arguments, "date": datetime.datetime.now().astimezone().isoformat(),
+                  "version": ultralytics_version, "license": "AGPL-3.0 (https://ultralytics.com/license)",
+                  weights.METADATA_KEY: metadata}
+    with atomic_path(path) as target:
+        torch.save(checkpoint, target)
+
+
+def export_onnx(checkpoint: str, target: str, img_size: int, scratch: str) -> None:
+    """ultralytics' ONNX export of ``checkpoint`` on the CPU (static ``img_size`` input; not simplified: onnxslim
+    is not a requirement), made in ``scratch`` and moved to ``target``."""
+    import shutil
+
+    from ultralytics import YOLO
+
+    os.makedirs(scratch, exist_ok=True)
+    source = shutil.copyfile(checkpoint, os.path.join(scratch, os.path.basename(checkpoint)))
+    written = YOLO(source, task="detect").export(format="onnx", imgsz=img_size, device="cpu", simplify=False,
+                                                 dynamic=False, verbose=False)
+    shutil.move(str(written), target)
+
+
+def _duration(seconds: float) -> str:
+    return str(datetime.timedelta(seconds=int(seconds))) if math.isfinite(seconds) else "?"
+
