@@ -405,8 +405,10 @@ def save_checkpoint(path: str, trainer: Any, network: Any, metadata: dict[str, A
 
 
 def export_onnx(checkpoint: str, target: str, img_size: int, scratch: str) -> None:
-    """ultralytics' ONNX export of ``checkpoint`` on the CPU (static ``img_size`` input; not simplified: onnxslim
-    is not a requirement), made in ``scratch`` and moved to ``target``."""
+    """ultralytics' ONNX export of ``checkpoint`` on the CPU, made in ``scratch`` and moved to ``target``: a static
+    ``images [1,3,S,S]`` input (RGB in [0, 1], letterboxed) and ultralytics' default output ``[1, 4 + classes,
+    anchors]`` (cx, cy, w, h in input pixels, then the class scores), the one-to-many head that the stage metrics and
+    inference use, with NMS outside the graph. Not simplified: onnxslim is not a requirement."""
     import shutil
 
     from ultralytics import YOLO
