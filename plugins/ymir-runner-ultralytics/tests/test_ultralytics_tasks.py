@@ -104,7 +104,7 @@ def test_tensorboard_has_the_losses_and_metrics(trained):
 
 # --- mining and inference ---------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("algorithm", ["entropy", "cald", "random"])
+@pytest.mark.parametrize("algorithm", ["aldd", "entropy", "cald", "random"])
 def test_mining_and_inference_from_the_trained_model(trained, shared_root, algorithm):
     tree = infer_tree(os.path.join(shared_root, f"mine-{algorithm}"), models_of(trained),
                       {"mining_algorithm": algorithm, "conf_threshold": 0.001})

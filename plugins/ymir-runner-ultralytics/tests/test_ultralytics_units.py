@@ -123,6 +123,7 @@ def test_the_start_of_a_training_is_pretrained_then_the_user_file_then_the_image
     assert start("yolo26s") == weights.Start(weights.IMAGE_WEIGHTS, str(folder / "yolo26s.pt"))
     assert start("yolo26m") == weights.Start(weights.SCRATCH, "yolo26m.yaml")
     assert start("yolov8n").source == start("yolo11x").source == weights.SCRATCH
+    assert start("small") == weights.Start(weights.IMAGE_WEIGHTS, str(folder / "yolo26s.pt"))  # the built-in's word
     with pytest.raises(ConfigError, match="config key 'model'"):
         start("yolo27n")
     with pytest.raises(ConfigError, match="config key 'model': .*missing.pt is not a file"):
@@ -177,7 +178,7 @@ def test_the_entry_point_imports_neither_torch_nor_ultralytics_and_lists_the_exe
             "print(specs[0].name, sorted(specs[0].mining_algorithms), 'torch' in sys.modules, "
             "'ultralytics' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert done.stdout.split() == ["ultralytics", "['cald',", "'entropy',", "'random']", "False", "False"]
+    assert done.stdout.split() == ["ultralytics", "['aldd',", "'cald',", "'entropy',", "'random']", "False", "False"]
 
 
 def test_img_man_writes_the_templates_with_their_help(tmp_path):
@@ -186,5 +187,26 @@ def test_img_man_writes_the_templates_with_their_help(tmp_path):
     assert done.returncode == 0, done.stderr
     training = (tmp_path / "training-template.yaml").read_text()
     assert "model: yolo26n\n" in training and "# the architecture: yolo26n/s/m/l/x" in training
-    assert yaml.safe_load((tmp_path / "mining-template.yaml").read_text())["mining_algorithm"] == "entropy"
+    assert yaml.safe_load((tmp_path / "mining-template.yaml").read_text())["mining_algorithm"] == "aldd"
     assert yaml.safe_load((tmp_path / "infer-template.yaml").read_text())["iou_threshold"] == 0.7
+
+
+def test_aldd_maps_are_the_class_scores_of_the_finest_grid_in_row_major_order(tmp_path, monkeypatch):
+    monkeypatch.setenv("YOLO_CONFIG_DIR", str(tmp_path))
+    environment.prepare(str(tmp_path))
+    from ultralytics.nn.tasks import DetectionModel
+    from ymir_runner_ultralytics.predict import Predictor
+
+    network = DetectionModel("yolo26n.yaml", nc=3, verbose=False).eval()
+    images = [np.full((40, 64, 3), 200, np.uint8), np.zeros((64, 30, 3), np.uint8)]
+    maps = Predictor(network, "cpu", 64).class_maps(images)
+    assert len(maps) == 2 and all(len(views) == 2 for views in maps)  # K = 2: the image and its mirror
+    for views in maps:
+        for view in views:
+            assert view.shape == (3, 8, 8) and 0.0 <= view.min() and view.max() <= 1.0
+    # the head's first 8 x 8 anchors are the stride-8 grid, row by row: what the reshape assumes
+    head = network.model[-1]
+    assert int(head.stride[0]) == 8
+    anchors = head.anchors[:, :64].T.numpy()  # (x, y) centres in grid cells
+    np.testing.assert_array_equal(anchors[:, 0], np.tile(np.arange(8) + 0.5, 8))
+    np.testing.assert_array_equal(anchors[:, 1], np.repeat(np.arange(8) + 0.5, 8))

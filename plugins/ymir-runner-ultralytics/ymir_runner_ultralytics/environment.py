@@ -50,7 +50,7 @@ def prepare(work_dir: str) -> None:
     os.environ.setdefault("MPLCONFIGDIR", os.path.join(work_dir, "matplotlib"))
     os.makedirs(os.environ["YOLO_CONFIG_DIR"], exist_ok=True)
     os.makedirs(os.environ["MPLCONFIGDIR"], exist_ok=True)
-    _import_quietly()
+    import_quietly()
 
     import ultralytics.data.utils
     import ultralytics.engine.trainer
@@ -70,7 +70,7 @@ def prepare(work_dir: str) -> None:
     ultralytics.utils.torch_utils.NUM_THREADS = cpus.available_cpus()
 
 
-def _import_quietly() -> None:
+def import_quietly() -> None:
     """Import ultralytics with its import-time messages (a new settings file, "Update Settings with 'yolo
     settings'...") kept out of stdout, which the platform appends to the task log; its logger's handler is given
     the real stdout back afterwards (the task hooks replace it by :func:`task_log` anyway)."""

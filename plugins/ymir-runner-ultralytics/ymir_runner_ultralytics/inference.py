@@ -1,6 +1,7 @@
 """Inference and mining: the model of ``model_params_path`` loaded once per run (mining and inference of one run
 share it), candidates decoded by the core's rules (stored pixels) and predicted in batches by :mod:`.predict`;
-results through the core's writers, mining through :func:`ymir_runner.mining.mine_candidates`."""
+results through the core's writers, mining through :func:`ymir_runner.mining.mine_candidates` (``predict`` for
+entropy and cald, the head's class-score maps for aldd)."""
 
 from __future__ import annotations
 
@@ -152,4 +153,5 @@ def mine(context: Any) -> None:
             return [mining.Prediction(found.boxes, found.scores, found.classes)
                     for found in predictor(list(images), conf=mining.MIN_SCORE, iou=iou, max_det=max_det)]
 
-        mining.mine_candidates(context, predict=predict, batch_size=int(hyper.batch_size_per_gpu), min_side=img_size)
+        mining.mine_candidates(context, predict=predict, probability_maps=predictor.class_maps,
+                               batch_size=int(hyper.batch_size_per_gpu), min_side=img_size)

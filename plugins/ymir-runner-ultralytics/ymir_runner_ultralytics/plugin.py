@@ -64,10 +64,13 @@ def _download_weights(args: Any) -> int:
     import os
     import tempfile
 
-    # ultralytics' settings of this command go to a temporary folder, not to $HOME.
+    # ultralytics' settings of this command go to a temporary folder, not to $HOME; its import chatter not to stdout.
     with tempfile.TemporaryDirectory(prefix="ymir-runner-ultralytics-") as settings:
-        os.environ.setdefault("YOLO_CONFIG_DIR", settings)
+        os.environ["YOLO_CONFIG_DIR"] = settings
+        from .environment import import_quietly
         from .weights import download_weights
+
+        import_quietly()
 
         for path in download_weights(args.models, args.out):
             print(path)

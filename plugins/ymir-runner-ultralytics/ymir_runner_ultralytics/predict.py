@@ -82,6 +82,13 @@ class Predictor:
         self.end2end = bool(getattr(network, "end2end", False))
         self.dtype = next(network.parameters()).dtype
 
+    def _batch(self, images: Sequence[np.ndarray]) -> tuple[Any, list[Letterbox]]:
+        import torch
+
+        fitted = [letterbox(image, self.img_size) for image in images]
+        batch = torch.from_numpy(np.stack([canvas for canvas, _ in fitted])).to(self.device)
+        return batch.permute(0, 3, 1, 2).to(self.dtype).div_(255.0), [fit for _, fit in fitted]
+
     def __call__(self, images: Sequence[np.ndarray], *, conf: float, iou: float, max_det: int) -> list[Boxes]:
         """Per image (``[H,W,3]`` uint8 RGB), the boxes scoring at least ``conf`` after NMS at ``iou``, at most
         ``max_det``, in that image's pixels."""
@@ -90,9 +97,7 @@ class Predictor:
 
         if not images:
             return []
-        fitted = [letterbox(image, self.img_size) for image in images]
-        batch = torch.from_numpy(np.stack([canvas for canvas, _ in fitted])).to(self.device)
-        batch = batch.permute(0, 3, 1, 2).to(self.dtype).div_(255.0)
+        batch, fits = self._batch(images)
         head = self.network.model[-1]
         saved_max_det = getattr(head, "max_det", None)
         if self.end2end and saved_max_det is not None:
@@ -105,12 +110,31 @@ class Predictor:
             if self.end2end and saved_max_det is not None:
                 head.max_det = saved_max_det
         found = []
-        for output, (_, fit) in zip(outputs, fitted):
+        for output, fit in zip(outputs, fits):
             output = output.float().cpu().numpy()
             found.append(Boxes(fit.to_image(output[:, :4]), output[:, 4].astype(np.float64),
                                output[:, 5].astype(np.int64)))
         return found
 
+    def class_maps(self, images: Sequence[np.ndarray]) -> list[list[np.ndarray]]:
+        """ALDD's probability maps: per image, K = 2 maps ``[C, S/s, S/s]`` of the class scores on the finest
+        grid of the head (stride ``s``, 8 for the P3-P5 models), one for the letterboxed image and one for its
+        mirror image, mirrored back onto the same grid. The scores are the one-to-many head's, before NMS."""
+        import torch
+
+        if not images:
+            return []
+        batch, _ = self._batch(images)
+        head = self.network.model[-1]
+        side = self.img_size // int(head.stride[0])
+        per_view = []
+        with torch.inference_mode():
+            for mirrored in (False, True):
+                output = self.network(batch.flip(3) if mirrored else batch)
+                scores = (output[0] if isinstance(output, (tuple, list)) else output)[:, 4:4 + head.nc]
+                maps = scores[:, :, :side * side].reshape(len(images), head.nc, side, side).float()
+                per_view.append((maps.flip(3) if mirrored else maps).cpu().numpy())
+        return [[plain, mirror] for plain, mirror in zip(*per_view)]
 
 @dataclasses.dataclass(frozen=True)
 class Decoded:

@@ -17,6 +17,11 @@ from ymir_runner import Param, TaskKind
 FAMILIES = ("yolo26", "yolo11", "yolov8")
 SCALES = ("n", "s", "m", "l", "x")
 MODEL_NAMES = tuple(family + scale for family in FAMILIES for scale in SCALES)
+#: Size words, the built-in detector's values of ``model``: a template both executors share (an image with both, its
+#: ``plugin`` key switched) works with either's defaults. They name the current family's scales.
+SIZE_WORDS = {"nano": "yolo26n", "small": "yolo26s", "medium": "yolo26m", "large": "yolo26l", "xlarge": "yolo26x"}
+#: Config key ``optimizer`` (lower case, as the built-in detector's ``adamw`` / ``sgd``) -> ultralytics' name.
+OPTIMIZERS = {"auto": "auto", "sgd": "SGD", "adamw": "AdamW", "adam": "Adam", "musgd": "MuSGD"}
 
 _SHARED_RUNTIME = (
     Param("batch_size_per_gpu", 16, "images per batch on the GPU (or on the CPU)"),
@@ -24,17 +29,18 @@ _SHARED_RUNTIME = (
 
 TRAINING = (
     Param("model", "yolo26n",
-          "the architecture: yolo26n/s/m/l/x (ultralytics 8.4's YOLO26), yolo11n..x, yolov8n..x, started from the "
-          "official weights baked into the image when it has them, else from scratch; or the path of your own "
-          "ultralytics .pt. Not used when pretrained_model_params names a model of this plugin"),
+          "the architecture: yolo26n/s/m/l/x (ultralytics 8.4's YOLO26; also nano/small/medium/large/xlarge), "
+          "yolo11n..x, yolov8n..x, started from the official weights baked into the image when it has them, else from "
+          "scratch; or the path of your own ultralytics .pt. Not used when pretrained_model_params names a model of "
+          "this plugin"),
     Param("img_size", 640, "input size: images are letterboxed to img_size x img_size (a multiple of 32)"),
     Param("epochs", 100, "passes over the training set"),
     *_SHARED_RUNTIME,
     Param("num_workers_per_gpu", 4,
           "DataLoader worker processes on a GPU (ultralytics loads in the training process on the CPU)"),
     Param("optimizer", "auto",
-          "ultralytics' optimizer: auto (AdamW or MuSGD, with its own learning rate by run length), SGD, AdamW, "
-          "Adam, MuSGD", choices=("auto", "SGD", "AdamW", "Adam", "MuSGD")),
+          "ultralytics' optimizer: auto (AdamW or MuSGD, with its own learning rate by run length), sgd, adamw, adam, "
+          "musgd", choices=tuple(OPTIMIZERS)),
     Param("learning_rate", 0.01, "initial learning rate (lr0); not used by optimizer auto, which picks its own"),
     Param("save_period", 0,
           "evaluate on the validation set and write a model stage every N epochs; 0: 10 stages evenly spaced "
@@ -78,9 +84,9 @@ INFER = (
 
 #: The core adds mining_algorithm, class_distribution_scores and seed (ymir_runner.mining) to this template.
 MINING = _INFERENCE
-#: The ymir_runner.mining algorithms this executor supports, its default first. ``aldd`` needs per-class score
-#: maps on a grid, which the YOLO heads do not expose in a form that fits: not declared.
-MINING_ALGORITHMS = ("entropy", "cald", "random")
+#: The ymir_runner.mining algorithms this executor supports, its default first (the built-in detector's too): ``aldd``
+#: reads the head's class scores on its finest grid (:meth:`.predict.Predictor.class_maps`).
+MINING_ALGORITHMS = ("aldd", "entropy", "cald", "random")
 
 TEMPLATES = {TaskKind.TRAINING: TRAINING, TaskKind.INFER: INFER, TaskKind.MINING: MINING}
 

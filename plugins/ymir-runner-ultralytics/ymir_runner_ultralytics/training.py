@@ -23,6 +23,7 @@ from ymir_runner import ConfigError, DatasetError, ImageProblem, ModelError, Non
 
 from . import dataset, environment, weights
 from .predict import Decoded, Predictor, decode
+from .templates import OPTIMIZERS
 
 #: Shares of the task's progress: writing the dataset layout, training (batches and stage evaluations), ONNX export.
 PREPARE_END = 0.03
@@ -178,7 +179,7 @@ def training_arguments(hyper: Any, data_yaml: str, device: str, work_dir: str) -
     return dict(
         data=data_yaml, device=device, project=os.path.join(work_dir, "runs"), name="train", exist_ok=True,
         epochs=hyper.epochs, imgsz=hyper.img_size, batch=hyper.batch_size_per_gpu, workers=hyper.num_workers_per_gpu,
-        seed=hyper.seed, optimizer=hyper.optimizer, lr0=hyper.learning_rate, mosaic=hyper.mosaic,
+        seed=hyper.seed, optimizer=OPTIMIZERS[hyper.optimizer], lr0=hyper.learning_rate, mosaic=hyper.mosaic,
         close_mosaic=hyper.close_mosaic, fliplr=0.5 if hyper.flip else 0.0, cache="ram" if hyper.cache else False,
         amp=bool(hyper.amp) and device != "cpu",
         # The stages are this executor's (validate() below); ultralytics saves only its final last.pt/best.pt.
@@ -252,7 +253,7 @@ class StageWriter:
         loss = trainer.loss
         if loss is not None and not bool(loss.detach().isfinite().all()):
             raise NonFiniteError(f"training diverged: the loss became NaN/inf in epoch {trainer.epoch + 1}; lower "
-                                 f"config key 'learning_rate' (now {self.hyper.learning_rate}) or set optimizer SGD")
+                                 f"config key 'learning_rate' (now {self.hyper.learning_rate}) or set optimizer sgd")
         self.batches_done += 1
         self._report(trainer)
 

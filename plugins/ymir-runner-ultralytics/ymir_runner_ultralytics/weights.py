@@ -23,7 +23,7 @@ import yaml
 
 from ymir_runner import ConfigError, ModelError
 
-from .templates import MODEL_NAMES
+from .templates import MODEL_NAMES, SIZE_WORDS
 
 #: The key of this plugin's metadata in a stage checkpoint (an ultralytics checkpoint dict).
 METADATA_KEY = "ymir_runner"
@@ -53,7 +53,7 @@ def resolve_start(model: str, model_files: Sequence[str], weights_folder: str, m
     """The start of a training (see the module's docstring). Raises ConfigError naming ``model`` for a name that
     is neither an architecture nor a ``.pt`` file, ModelError naming ``pretrained_model_params`` when it lists no
     usable ``.pt``."""
-    model = str(model).strip()
+    model = SIZE_WORDS.get(str(model).strip(), str(model).strip())
     if model_files:
         return Start(PRETRAINED, choose_checkpoint(model_files, models_dir, PRETRAINED))
     if model.endswith(".pt"):
@@ -61,8 +61,8 @@ def resolve_start(model: str, model_files: Sequence[str], weights_folder: str, m
             raise ConfigError(f"config key 'model': {model} is not a file")
         return Start(USER_FILE, model)
     if model not in MODEL_NAMES:
-        raise ConfigError(f"config key 'model': {model!r} is neither one of {', '.join(MODEL_NAMES)} nor the path of "
-                          "an ultralytics .pt file")
+        raise ConfigError(f"config key 'model': {model!r} is neither one of {', '.join(MODEL_NAMES)} (or "
+                          f"{', '.join(SIZE_WORDS)}) nor the path of an ultralytics .pt file")
     baked = os.path.join(weights_folder, f"{model}.pt")
     if os.path.isfile(baked):
         return Start(IMAGE_WEIGHTS, baked)
