@@ -180,8 +180,38 @@ def test_a_weights_folder_in_the_image_is_used_for_a_model_name(trained, tmp_pat
     ({"img_size": 100}, ReturnCode.CONFIG, "img_size"),
     ({"ultralytics_args": "{device: 0}"}, ReturnCode.CONFIG, "ultralytics_args"),
     ({"optimizer": "Lion"}, ReturnCode.CONFIG, "optimizer"),
+    ({"learning_rate": 5.0}, ReturnCode.CONFIG, "learning_rate"),  # ultralytics' own range check, named
+    ({"ultralytics_args": "{hsv_h: 7}"}, ReturnCode.CONFIG, "ultralytics_args"),
 ])
 def test_a_bad_config_stops_naming_the_key(ymir_task, config, code, key):
     outcome = ymir_task(images=4, size=SIZE, config={**FAST, **config}).run(registry())
     assert outcome.return_code == code, outcome.stderr[-2000:]
     assert f"'{key}'" in outcome.last_stderr_line
+
+
+def test_the_built_in_detectors_template_values_work_when_plugin_names_this_executor(ymir_task):
+    """An image with both executors has one template per task, with the first executor's (detection's) defaults
+    for the keys both declare: `model: nano`, `optimizer: adamw`, `mining_algorithm: aldd`..."""
+    shared = {"model": "nano", "optimizer": "adamw", "learning_rate": 0.006, "weight_decay": 0.05, "mosaic": 0.0,
+              "min_steps": 0, "pretrained_backbone": "", "export_onnx": "true", "conf_threshold": 0.0}
+    outcome = ymir_task(images=8, size=SIZE, config={**FAST, **shared, "epochs": 1, "plugin": "ultralytics"}).run(
+        registry())
+    assert outcome.exit_code == 0, outcome.stderr[-3000:]
+    assert "training yolo26n.yaml from SCRATCH" in outcome.stderr  # nano is YOLO26's n
+    assert "optimizer: AdamW(lr=0.006" in outcome.stderr
+
+
+def test_a_loss_that_is_not_finite_stops_the_training_with_the_nan_code():
+    import types
+
+    import torch
+    from ymir_runner_ultralytics.training import StageWriter
+
+    from ymir_runner import NonFiniteError
+
+    stages = StageWriter.__new__(StageWriter)  # only the batch callback's state
+    stages.hyper = types.SimpleNamespace(learning_rate=0.01)
+    trainer = types.SimpleNamespace(loss=torch.tensor(float("nan")), epoch=2)
+    with pytest.raises(NonFiniteError, match="epoch 3; lower config key 'learning_rate'") as raised:
+        stages.on_train_batch_end(trainer)
+    assert raised.value.code == ReturnCode.NAN

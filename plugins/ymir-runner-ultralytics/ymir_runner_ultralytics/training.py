@@ -13,7 +13,9 @@ from __future__ import annotations
 import datetime
 import math
 import os
+import re
 import time
+import warnings
 from typing import Any
 
 import numpy as np
@@ -142,6 +144,7 @@ def _train(context: Any, device: str, extra: dict[str, Any]) -> None:
     for event, callback in stages.callbacks().items():
         model.add_callback(event, callback)
     arguments = {**training_arguments(hyper, layout.data_yaml, device, context.work_dir), **extra}
+    check_arguments(arguments, extra)
     logger.info("training %s on %s: %d epochs, img_size %d, batch %d, stages at epochs %s", start.path, device,
                 hyper.epochs, hyper.img_size, hyper.batch_size_per_gpu, sorted(stages.epochs))
     try:
@@ -184,6 +187,25 @@ def training_arguments(hyper: Any, data_yaml: str, device: str, work_dir: str) -
         amp=bool(hyper.amp) and device != "cpu",
         # The stages are this executor's (validate() below); ultralytics saves only its final last.pt/best.pt.
         save=False, save_period=-1, val=True, plots=False, patience=0, verbose=True, pretrained=True)
+
+
+#: ultralytics' argument -> the template key that sets it (for messages naming the key).
+TEMPLATE_KEYS = {"lr0": "learning_rate", "imgsz": "img_size", "batch": "batch_size_per_gpu",
+                 "workers": "num_workers_per_gpu", "fliplr": "flip"}
+
+
+def check_arguments(arguments: dict[str, Any], extra: dict[str, Any]) -> None:
+    """ultralytics' own checks of the training arguments (types, ranges such as ``lr0`` in [0, 1]), before anything
+    is built; a refusal names the config key."""
+    from ultralytics.cfg import get_cfg
+
+    try:
+        get_cfg(overrides=dict(arguments))
+    except (ValueError, TypeError, SyntaxError, KeyError) as error:
+        found = re.search(r"'(\w+)=", str(error))
+        name = found.group(1) if found else ""
+        key = "ultralytics_args" if name in extra or not name else TEMPLATE_KEYS.get(name, name)
+        raise ConfigError(f"config key {key!r}: {str(error).splitlines()[0]}") from None
 
 
 def trainer_class(stages: StageWriter) -> type:
@@ -231,7 +253,8 @@ class StageWriter:
         self.evaluated = 0
         self.started = time.monotonic()
         self.epoch_started = self.started
-        self.last_metrics: dict[str, float] = {}
+        #: What validate() returns between stages (results.csv keeps the same columns every epoch).
+        self.last_metrics = {"metrics/mAP": 0.0, "metrics/mAP50_95": 0.0}
         self.tb = context.tensorboard
 
     def callbacks(self) -> dict[str, Any]:
@@ -416,8 +439,10 @@ def export_onnx(checkpoint: str, target: str, img_size: int, scratch: str) -> No
 
     os.makedirs(scratch, exist_ok=True)
     source = shutil.copyfile(checkpoint, os.path.join(scratch, os.path.basename(checkpoint)))
-    written = YOLO(source, task="detect").export(format="onnx", imgsz=img_size, device="cpu", simplify=False,
-                                                 dynamic=False, verbose=False)
+    with warnings.catch_warnings():  # torch's tracer warns about the head's shape checks, to no one's use
+        warnings.simplefilter("ignore")
+        written = YOLO(source, task="detect").export(format="onnx", imgsz=img_size, device="cpu", simplify=False,
+                                                     dynamic=False, verbose=False)
     shutil.move(str(written), target)
 
 
