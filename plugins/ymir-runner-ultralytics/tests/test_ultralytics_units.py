@@ -100,6 +100,8 @@ def test_images_opencv_would_read_differently_are_converted_copies_in_stored_pix
     assert data == {"path": str(tmp_path / "data"), "train": "images/train", "val": "images/val",
                     "names": {0: "a", 1: "b"}}
     assert [used[0] for used in layout.splits["train"]] == [plain, rotated, truncated, deep, png]
+    again = dataset.write_layout(str(tmp_path / "data"), {"train": items[:2], "val": items[:1]}, ["a", "b"], skips)
+    assert len(again.splits["train"]) == 2 and len(os.listdir(images)) == 2  # a second run starts afresh
 
 
 # --- where a training starts from -------------------------------------------------------------------------------

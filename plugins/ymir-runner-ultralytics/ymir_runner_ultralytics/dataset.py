@@ -18,6 +18,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import os
+import shutil
 from typing import Any, Iterable, Sequence
 
 import yaml
@@ -105,7 +106,9 @@ class Layout:
 
 def write_layout(root: str, splits: dict[str, Iterable[Any]], class_names: Sequence[str], skips: Any) -> Layout:
     """Write ``splits`` (name -> the core's ``Item`` records) under ``root`` and return the layout. Images the core
-    cannot decode, or smaller than ultralytics accepts, are left out and counted in ``skips``."""
+    cannot decode, or smaller than ultralytics accepts, are left out and counted in ``skips``. Whatever ``root`` held
+    before (a previous run's layout and ultralytics' label caches) is removed first."""
+    shutil.rmtree(root, ignore_errors=True)
     layout = Layout(root, os.path.join(root, "data.yaml"), {}, collections.Counter(), collections.Counter())
     for split, items in splits.items():
         images, labels = os.path.join(root, "images", split), os.path.join(root, "labels", split)
