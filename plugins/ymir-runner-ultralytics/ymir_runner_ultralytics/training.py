@@ -291,7 +291,7 @@ class StageWriter:
         remaining = elapsed / max(epoch - trainer.start_epoch, 1) * (trainer.epochs - epoch)
         self.context.logger.info("epoch %d/%d: %s, lr %.2e, %.1f images/s, ETA %s", epoch, trainer.epochs,
                                  " ".join(f"{key.split('/')[-1]} {value:.4f}" for key, value in losses.items()),
-                                 next(iter(trainer.lr.values()), 0.0), images / max(seconds, 1e-9),
+                                 max(trainer.lr.values(), default=0.0), images / max(seconds, 1e-9),
                                  _duration(remaining))
         self._report(trainer, f"epoch {epoch}/{trainer.epochs}")
 
@@ -396,7 +396,7 @@ class StageWriter:
                                         CHECKPOINT_NAME, error)
         else:
             results.add_stage(best.name, [*best.files, ONNX_NAME], best.metrics, best.counts, fitness=best.fitness)
-            self.context.logger.info("stage %s: ONNX export %s (input 'images' 1x3x%d x%d RGB in [0, 1])", best.name,
+            self.context.logger.info("stage %s: ONNX export %s (input 'images' 1x3x%dx%d RGB in [0, 1])", best.name,
                                      ONNX_NAME, self.hyper.img_size, self.hyper.img_size)
         export.done()
 
