@@ -51,7 +51,7 @@ from .errors import (  # noqa: E402
 )
 from .hookspecs import hookimpl  # noqa: E402
 from .protocol.atomic import atomic_path  # noqa: E402
-from .protocol.env import TaskKind  # noqa: E402
+from .protocol.env import TaskKind, best_stage_name  # noqa: E402
 from .records import ExecutorSpec, Param  # noqa: E402
 
 if TYPE_CHECKING:
@@ -90,7 +90,7 @@ __all__ = [
     # declaring a plugin
     "hookimpl", "ExecutorSpec", "Param", "TaskKind",
     # a task and its outputs
-    "TaskContext", "Item", "Box", "Progress", "Detection", "Stage", "atomic_path",
+    "TaskContext", "Item", "Box", "Progress", "Detection", "Stage", "atomic_path", "best_stage_name",
     # images
     "decode_image", "DecodedImage", "probe_image", "ImageInfo", "ImageProblem",
     # errors

@@ -278,3 +278,23 @@ def _parse_env(raw: Mapping[str, Any], env_file: str, root: str | None) -> TaskE
         root=root,
         warnings=tuple(warnings),
     )
+
+
+#: What the platform writes beside the model stages it installs under /in/models.
+MODEL_INFO_FILE = "ymir-info.yaml"
+
+
+def best_stage_name(models_dir: str) -> str | None:
+    """``best_stage_name`` of ``<models_dir>/ymir-info.yaml`` (top level, or under ``model_stages``), when the
+    platform wrote one; None when the file is missing, unreadable or names no stage."""
+    import yaml
+
+    try:
+        with open(os.path.join(models_dir, MODEL_INFO_FILE), encoding="utf-8") as stream:
+            info = yaml.safe_load(stream) or {}
+    except (OSError, yaml.YAMLError):
+        return None
+    if not isinstance(info, dict):
+        return None
+    stage = info.get("best_stage_name") or (info.get("model_stages") or {}).get("best_stage_name")
+    return str(stage) if stage else None

@@ -12,9 +12,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-import yaml
 
-from ymir_runner import ConfigError, DatasetError, Detection, ModelError, mining
+from ymir_runner import ConfigError, DatasetError, Detection, ModelError, best_stage_name, mining
 from ymir_runner.evaluation import DEFAULT_SCORE_THRESHOLD
 from ymir_runner.mining import MiningSettings
 
@@ -52,25 +51,13 @@ class Job:
 
 # --- model selection ----------------------------------------------------------------------------------------
 
-def best_stage(models_dir: str) -> str | None:
-    """``best_stage_name`` of /in/models/ymir-info.yaml, when the platform wrote one."""
-    path = os.path.join(models_dir, "ymir-info.yaml")
-    try:
-        with open(path, encoding="utf-8") as stream:
-            info = yaml.safe_load(stream) or {}
-    except (OSError, yaml.YAMLError):
-        return None
-    if not isinstance(info, dict):
-        return None
-    stage = info.get("best_stage_name") or (info.get("model_stages") or {}).get("best_stage_name")
-    return str(stage) if stage else None
 
 
 def choose_checkpoint(paths: Sequence[str], models_dir: str) -> str:
     """This plugin's checkpoint among ``model_params_path``; several → the best stage's."""
     checkpoints = [path for path in paths if path.endswith(".pt")]
     if len(checkpoints) > 1:
-        stage = best_stage(models_dir)
+        stage = best_stage_name(models_dir)
         of_best = [path for path in checkpoints if os.path.basename(os.path.dirname(path)) == stage]
         if len(of_best) == 1:
             return of_best[0]

@@ -19,9 +19,7 @@ import dataclasses
 import os
 from typing import Any, Sequence
 
-import yaml
-
-from ymir_runner import ConfigError, ModelError
+from ymir_runner import ConfigError, ModelError, best_stage_name
 
 from .templates import MODEL_NAMES, SIZE_WORDS
 
@@ -69,24 +67,13 @@ def resolve_start(model: str, model_files: Sequence[str], weights_folder: str, m
     return Start(SCRATCH, f"{model}.yaml")
 
 
-def best_stage(models_dir: str) -> str | None:
-    """``best_stage_name`` of ``<models_dir>/ymir-info.yaml``, when the platform wrote one."""
-    try:
-        with open(os.path.join(models_dir, "ymir-info.yaml"), encoding="utf-8") as stream:
-            info = yaml.safe_load(stream) or {}
-    except (OSError, yaml.YAMLError):
-        return None
-    if not isinstance(info, dict):
-        return None
-    stage = info.get("best_stage_name") or (info.get("model_stages") or {}).get("best_stage_name")
-    return str(stage) if stage else None
 
 
 def choose_checkpoint(paths: Sequence[str], models_dir: str, key: str) -> str:
     """The ``.pt`` among the files of config key ``key``; several → the best stage's (ymir-info.yaml)."""
     checkpoints = [path for path in paths if path.endswith(".pt")]
     if len(checkpoints) > 1:
-        stage = best_stage(models_dir) if models_dir else None
+        stage = best_stage_name(models_dir) if models_dir else None
         checkpoints = [path for path in checkpoints if os.path.basename(os.path.dirname(path)) == stage]
         if len(checkpoints) != 1:
             raise ModelError(f"config key {key!r} lists several .pt files {list(paths)} and "
