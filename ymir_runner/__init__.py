@@ -51,7 +51,7 @@ from .errors import (  # noqa: E402
 )
 from .hookspecs import hookimpl  # noqa: E402
 from .protocol.atomic import atomic_path  # noqa: E402
-from .protocol.env import TaskKind, best_stage_name  # noqa: E402
+from .protocol.env import MODEL_INFO_FILE, TaskKind, best_stage_name  # noqa: E402
 from .records import ExecutorSpec, Param  # noqa: E402
 
 if TYPE_CHECKING:
@@ -91,6 +91,7 @@ __all__ = [
     "hookimpl", "ExecutorSpec", "Param", "TaskKind",
     # a task and its outputs
     "TaskContext", "Item", "Box", "Progress", "Detection", "Stage", "atomic_path", "best_stage_name",
+    "MODEL_INFO_FILE",
     # images
     "decode_image", "DecodedImage", "probe_image", "ImageInfo", "ImageProblem",
     # errors

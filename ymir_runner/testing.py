@@ -38,7 +38,7 @@ import yaml
 from .plugins import PluginRegistry, build_plugin_manager
 from .protocol.annotations import annotation_suffix, annotation_text, ark_text, export_format_of, voc_text
 from .protocol.atomic import TEMP_PREFIX
-from .protocol.env import PROTOCOL_VERSION, TaskKind, env_document, reroot
+from .protocol.env import MODEL_INFO_FILE, PROTOCOL_VERSION, TaskKind, env_document, reroot
 from .shutdown import child_pids, is_running
 
 __all__ = [
@@ -181,7 +181,7 @@ def install_models(models_from: str, models_dir: str, stages: Sequence[str] | No
     for stage, names in listed.items():
         shutil.copytree(os.path.join(models_from, stage), os.path.join(models_dir, stage), dirs_exist_ok=True)
         files += [f"{stage}/{name}" for name in names]
-    with open(os.path.join(models_dir, "ymir-info.yaml"), "w", encoding="utf-8") as stream:
+    with open(os.path.join(models_dir, MODEL_INFO_FILE), "w", encoding="utf-8") as stream:
         yaml.safe_dump({"best_stage_name": best}, stream)
     return files
 

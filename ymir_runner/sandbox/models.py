@@ -12,6 +12,7 @@ import yaml
 
 from ..errors import ConfigError, ModelError
 from ..protocol.atomic import atomic_write_text
+from ..protocol.env import MODEL_INFO_FILE
 from .worktree import WorkTree
 
 #: result.yaml of protocol < 1.0.0 has no stages; YMIR files its model under this stage name.
@@ -84,5 +85,5 @@ def install_model(model: ModelSource, files: Sequence[tuple[str, str, str]], wor
     stages = list(dict.fromkeys(stage for stage, _, _ in files))
     info = {"best_stage_name": model.best_stage,
             "model_stages": {stage: dict(model.stages[stage]) for stage in stages}}
-    atomic_write_text(work.local("/in/models/ymir-info.yaml"), yaml.safe_dump(info, sort_keys=False))
+    atomic_write_text(work.local(f"/in/models/{MODEL_INFO_FILE}"), yaml.safe_dump(info, sort_keys=False))
     return paths

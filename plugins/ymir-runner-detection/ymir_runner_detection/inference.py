@@ -13,7 +13,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from ymir_runner import ConfigError, DatasetError, Detection, ModelError, best_stage_name, mining
+from ymir_runner import MODEL_INFO_FILE, ConfigError, DatasetError, Detection, ModelError, best_stage_name, mining
 from ymir_runner.evaluation import DEFAULT_SCORE_THRESHOLD
 from ymir_runner.mining import MiningSettings
 
@@ -62,7 +62,7 @@ def choose_checkpoint(paths: Sequence[str], models_dir: str) -> str:
         if len(of_best) == 1:
             return of_best[0]
         raise ModelError(f"config key 'model_params_path' lists several checkpoints {checkpoints} and "
-                         f"{os.path.join(models_dir, 'ymir-info.yaml')} names no best stage among them")
+                         f"{os.path.join(models_dir, MODEL_INFO_FILE)} names no best stage among them")
     return find_checkpoint(paths, "model_params_path")
 
 

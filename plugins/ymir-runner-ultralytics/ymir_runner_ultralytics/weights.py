@@ -19,7 +19,7 @@ import dataclasses
 import os
 from typing import Any, Sequence
 
-from ymir_runner import ConfigError, ModelError, best_stage_name
+from ymir_runner import MODEL_INFO_FILE, ConfigError, ModelError, best_stage_name
 
 from .templates import MODEL_NAMES, SIZE_WORDS
 
@@ -77,7 +77,7 @@ def choose_checkpoint(paths: Sequence[str], models_dir: str, key: str) -> str:
         checkpoints = [path for path in checkpoints if os.path.basename(os.path.dirname(path)) == stage]
         if len(checkpoints) != 1:
             raise ModelError(f"config key {key!r} lists several .pt files {list(paths)} and "
-                             f"{os.path.join(models_dir, 'ymir-info.yaml')} names no best stage among them")
+                             f"{os.path.join(models_dir, MODEL_INFO_FILE)} names no best stage among them")
     if not checkpoints:
         raise ModelError(f"config key {key!r} lists no .pt file of the ultralytics executor: {list(paths)}")
     if not os.path.isfile(checkpoints[0]):
