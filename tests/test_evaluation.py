@@ -59,6 +59,17 @@ def test_undefined_metrics_are_zero_in_a_stage():
     assert result.map is None and result.stage_metrics() == {"mAP": 0.0, "mAR": 0.0, "mAP50_95": 0.0}
 
 
+def test_tensorboard_scalars_name_each_metric_and_class_and_leave_out_undefined_ones():
+    truth = [(np.array([[0, 0, 10, 10]], float), np.array([1]))]
+    found = [(np.array([[0, 0, 10, 10]], float), np.array([0.9]), np.array([1]))]
+    result = evaluate_detections(truth, found, 2, class_names=["cat", "dog"])
+    tags = result.tensorboard_scalars()
+    assert tags["val/mAP"] == tags["val/mAP50_95"] == tags["val_AP50_95/dog"] == 1.0
+    assert {"val/mAR", "val/mAP50", "val/mAR50_95", "val/precision", "val/recall"} < set(tags)
+    assert "val_AP50_95/cat" not in tags  # no cat in the ground truth: its AP is undefined, not 0
+    assert "val_AP50_95/Dog" in result.tensorboard_scalars(["Cat", "Dog"])
+
+
 def test_box_iou_hand_computed():
     iou = box_iou(np.array([[0, 0, 10, 10]]), np.array([[5, 0, 15, 10], [20, 20, 30, 30], [0, 0, 10, 10]]))
     assert iou.tolist() == [[pytest.approx(1 / 3), 0.0, 1.0]]

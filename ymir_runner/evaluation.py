@@ -69,6 +69,20 @@ class EvaluationResult:
         """``tp``, ``fp`` and ``fn`` at ``score_threshold`` and ``iou_threshold``, for result.yaml."""
         return {"tp": self.true_positives, "fp": self.false_positives, "fn": self.false_negatives}
 
+    def tensorboard_scalars(self, class_names: Sequence[str] | None = None) -> dict[str, float]:
+        """``tag -> value`` of this evaluation for a stage's tensorboard scalars: ``val/mAP`` and ``val/mAR`` (at
+        ``iou_threshold``), ``val/mAP50``, ``val/mAP50_95``, ``val/mAR50_95``, ``val/precision`` and
+        ``val/recall`` (at ``score_threshold``), and ``val_AP50_95/<class name>`` per class (names from
+        ``class_names``, else this result's, else the class id). Undefined values (no ground truth) are left out."""
+        names = list(class_names or self.class_names)
+        scalars = {"mAP": self.map, "mAR": self.mar, "mAP50": self.map50, "mAP50_95": self.map50_95,
+                   "mAR50_95": self.mar50_95, "precision": self.precision, "recall": self.recall}
+        tags = {f"val/{key}": float(value) for key, value in scalars.items() if value is not None}
+        for class_id, ap in self.per_class_ap.items():
+            if ap is not None:
+                tags[f"val_AP50_95/{names[class_id] if class_id < len(names) else class_id}"] = float(ap)
+        return tags
+
     def to_dict(self) -> dict:
         """Plain-Python dict (JSON-serialisable; per-class keys are class names when known)."""
         result = asdict(self)

@@ -75,6 +75,9 @@ def test_tensorboard_has_events(trained):
     root, _, _ = trained
     events = glob.glob(os.path.join(root, "out", "tensorboard", "events.out.tfevents.*"))
     assert events and sum(os.path.getsize(path) for path in events) > 10_000  # scalars and images
+    data = b"".join(open(path, "rb").read() for path in events)
+    for tag in (b"train/loss", b"epoch/box", b"val/mAP50_95", b"val_AP50_95/", b"val_predictions/0"):
+        assert tag in data, tag
 
 
 def test_resume_from_a_stage_with_other_classes(trained, tmp_path, capsys):

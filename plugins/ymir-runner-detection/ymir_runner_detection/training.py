@@ -360,14 +360,8 @@ class StageWriter:
                 f"{result.score_threshold:.3f} -> {name}")
 
     def _log_metrics(self, epoch: int, result: Any, model: torch.nn.Module) -> None:
-        scalars = {"mAP": result.map, "mAR": result.mar, "mAP50_95": result.map50_95, "mAP50": result.map50,
-                   "mAR50_95": result.mar50_95, "precision": result.precision, "recall": result.recall}
-        for key, value in scalars.items():
-            if value is not None:
-                self.tb.add_scalar(f"val/{key}", value, epoch)
-        for class_id, ap in result.per_class_ap.items():
-            if ap is not None:
-                self.tb.add_scalar(f"val_AP50_95/{self.context.class_names[class_id]}", ap, epoch)
+        for tag, value in result.tensorboard_scalars(self.context.class_names).items():
+            self.tb.add_scalar(tag, value, epoch)
         for index, image in enumerate(draw_detections(model, self.val_loader, self.context.class_names,
                                                       result.score_threshold, count=4)):
             self.tb.add_image(f"val_predictions/{index}", image, epoch, dataformats="HWC")

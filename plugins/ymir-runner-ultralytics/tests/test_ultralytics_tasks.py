@@ -100,6 +100,9 @@ def test_the_onnx_export_runs(trained):
 def test_tensorboard_has_the_losses_and_metrics(trained):
     events = glob.glob(os.path.join(trained.tree.out_dir, "tensorboard", "events.out.tfevents.*"))
     assert events and sum(os.path.getsize(path) for path in events) > 500
+    data = b"".join(open(path, "rb").read() for path in events)
+    for tag in (b"train/box_loss", b"val/mAP50_95", b"val_AP50_95/"):
+        assert tag in data, tag
 
 
 # --- mining and inference ---------------------------------------------------------------------------------------

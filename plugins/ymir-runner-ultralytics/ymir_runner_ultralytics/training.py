@@ -364,14 +364,8 @@ class StageWriter:
         self._log_stage(epoch, name, result)
 
     def _log_stage(self, epoch: int, name: str, result: evaluation.EvaluationResult) -> None:
-        scalars = {"mAP": result.map, "mAR": result.mar, "mAP50_95": result.map50_95, "mAP50": result.map50,
-                   "precision": result.precision, "recall": result.recall}
-        for key, value in scalars.items():
-            if value is not None:
-                self.tb.add_scalar(f"val/{key}", value, epoch)
-        for class_id, ap in result.per_class_ap.items():
-            if ap is not None:
-                self.tb.add_scalar(f"val_AP50_95/{self.context.class_names[class_id]}", ap, epoch)
+        for tag, value in result.tensorboard_scalars(self.context.class_names).items():
+            self.tb.add_scalar(tag, value, epoch)
         self.context.logger.info(
             "stage %s: mAP@%.2f %.4f, mAP50-95 %.4f, tp/fp/fn %d/%d/%d at score %.3f", name, result.iou_threshold,
             result.map or 0.0, result.map50_95 or 0.0, result.true_positives, result.false_positives,
