@@ -16,7 +16,13 @@ import tempfile
 
 import pytest
 
-from ymir_runner.testing import TaskTree, cannot_run_as, make_fake_distribution, make_read_only
+from ymir_runner.testing import (
+    TaskTree,
+    cannot_run_as,
+    dockerfile_instructions,
+    make_fake_distribution,
+    make_read_only,
+)
 from ymir_runner.verify import verify_out
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -27,18 +33,8 @@ CANNOT_RUN_AS_NOBODY = cannot_run_as(NOBODY)  # .ci/run makes the interpreter re
 
 
 def instructions(dockerfile: str) -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) pairs with continuation lines joined and comments dropped."""
-    joined, pending = [], ""
-    for line in (REPO / dockerfile).read_text().splitlines():
-        if line.lstrip().startswith("#") or not line.strip():
-            continue
-        pending += line.rstrip()
-        if pending.endswith("\\"):
-            pending = pending[:-1] + " "
-            continue
-        joined.append(pending.strip())
-        pending = ""
-    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1]) for line in joined]
+    """(INSTRUCTION, arguments) pairs of one of the repository's Dockerfiles."""
+    return dockerfile_instructions(str(REPO / dockerfile))
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES)

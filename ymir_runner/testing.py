@@ -16,7 +16,8 @@ Fixtures:
 The helpers (``write_png``, ``TaskTree``, ``write_task_files`` for a tree of your own data with ``ark_text``,
 ``voc_text``, ``annotation_text`` and ``annotation_suffix`` (the protocol's own annotation writers) for its
 annotation files, ``install_models``,
-``plugin_registry`` and ``monitor_writes`` for runs in this process, ``make_fake_distribution``, and for fault
+``plugin_registry`` and ``monitor_writes`` for runs in this process, ``make_fake_distribution``,
+``dockerfile_instructions`` for an image's Dockerfile, and for fault
 injection ``torn_protocol_files``, ``temp_files``, ``child_pids`` and ``is_running``) work without pytest too.
 """
 
@@ -341,6 +342,26 @@ def make_read_only(tree: str) -> None:
         for name in files:
             os.chmod(os.path.join(folder, name), 0o444)
         os.chmod(folder, 0o555)
+
+
+def dockerfile_instructions(path: str) -> list[tuple[str, str]]:
+    """``(INSTRUCTION, arguments)`` pairs of a Dockerfile, in order: instructions upper-cased, continuation lines
+    joined, comments and blank lines dropped; e.g. ``("CMD", '["bash", "/usr/bin/start.sh"]')``. For tests of an
+    executor image's Dockerfile without a docker engine (the platform runs the image's default command and
+    ``cat``s its /img-man files, so it must have no ENTRYPOINT). Raises ``OSError`` when the file cannot be read."""
+    joined, pending = [], ""
+    with open(path, encoding="utf-8") as stream:
+        lines = stream.read().splitlines()
+    for line in lines:
+        if line.lstrip().startswith("#") or not line.strip():
+            continue
+        pending += line.rstrip()
+        if pending.endswith("\\"):
+            pending = pending[:-1] + " "
+            continue
+        joined.append(pending.strip())
+        pending = ""
+    return [(line.split(None, 1)[0].upper(), (line.split(None, 1) + [""])[1]) for line in joined]
 
 
 def cannot_run_as(uid: int) -> str | None:

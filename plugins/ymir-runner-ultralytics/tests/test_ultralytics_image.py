@@ -16,23 +16,15 @@ pytest.importorskip("ymir_runner_ultralytics", reason="ymir-runner-ultralytics i
 
 from ymir_runner_ultralytics.environment import DEFAULT_WEIGHTS_DIR, WEIGHTS_ENV_VAR  # noqa: E402
 
+from ymir_runner.testing import dockerfile_instructions  # noqa: E402
+
 REPO = pathlib.Path(__file__).resolve().parents[3]
 DOCKERFILE = REPO / "docker" / "Dockerfile.ultralytics"
 
 
 def instructions() -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) pairs with continuation lines joined and comments dropped."""
-    joined, pending = [], ""
-    for line in DOCKERFILE.read_text().splitlines():
-        if line.lstrip().startswith("#") or not line.strip():
-            continue
-        pending += line.rstrip()
-        if pending.endswith("\\"):
-            pending = pending[:-1] + " "
-            continue
-        joined.append(pending.strip())
-        pending = ""
-    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1]) for line in joined]
+    """(INSTRUCTION, arguments) pairs of docker/Dockerfile.ultralytics."""
+    return dockerfile_instructions(str(DOCKERFILE))
 
 
 def test_the_image_runs_start_sh_and_the_platform_can_cat_img_man():
