@@ -20,7 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -32,6 +34,7 @@ from ymir_runner_detection.engine import (  # noqa: E402
     build_dataloader,
     build_model,
     evaluate_model,
+    set_box_size_prior,
     train,
 )
 from ymir_runner_detection.engine.model import count_parameters  # noqa: E402
@@ -103,6 +106,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--scale-max", type=float, default=AugmentConfig.scale_range[1])
     parser.add_argument("--ema", type=float, default=EMA_DECAY, help="EMA decay, 0 disables")
     parser.add_argument("--no-cache", action="store_true", help="do not cache decoded images in the workers")
+    parser.add_argument("--no-box-prior", action="store_true",
+                        help="start the box head at 16 px boxes (bias 0) instead of the training boxes' typical size")
     parser.add_argument("--worker-nice", type=int, default=10, help="CPU priority decrement of data workers")
     parser.add_argument("--warmup", type=int, default=100,
                         help="warmup steps (the plugin's template counts it in epochs)")
@@ -137,6 +142,13 @@ def main() -> None:
     model = build_model(args.model, len(data.class_names), **overrides)
     print(f"model {args.model} {overrides}: {count_parameters(model) / 1e6:.2f}M params, stride {model.stride}, "
           f"{model.box_mode}")
+    if not args.no_box_prior:  # the plugin's start: the box head at the training boxes' typical size
+        sizes = []
+        for image, boxes, _ in data.train_items:
+            with Image.open(image) as picture:
+                scale = args.img_size / max(picture.size)
+            sizes.append((boxes[:, 2:] - boxes[:, :2]) * scale)
+        print("box size prior (w, h px):", set_box_size_prior(model, np.concatenate(sizes)))
 
     augment = AugmentConfig(
         mosaic_prob=args.mosaic, mosaic_tile_scale=args.mosaic_tile_scale, scale_range=(args.scale_min, args.scale_max)

@@ -34,6 +34,7 @@ from .engine import (
     load_backbone_weights,
     no_readable_image_message,
     reset_class_head,
+    set_box_size_prior,
 )
 from .engine.train import TrainResult, is_distributed
 from .engine.train import train as training_loop
@@ -168,6 +169,11 @@ def _initial_model(context: Any) -> torch.nn.Module:
                 raise ModelError(f"config key 'pretrained_backbone': {path} cannot be loaded into {hyper.model} "
                                  f"({error})") from error
             context.logger.info("backbone: %d ImageNet tensors from %s", count, path)
+        sizes = input_box_sizes(context.training_set, hyper.img_size)
+        prior = set_box_size_prior(model, sizes)
+        if prior:
+            context.logger.info("box head starts at %.0f x %.0f px, the geometric mean size of the %d training boxes "
+                                "at img_size %d", prior[0], prior[1], len(sizes), hyper.img_size)
         return model
     if hyper.pretrained_backbone:
         context.logger.info("config key 'pretrained_backbone' is not used: training starts from %s", paths[0])
@@ -184,6 +190,15 @@ def _initial_model(context: Any) -> torch.nn.Module:
         context.logger.info("model size %r comes from the pretrained checkpoint (config asks for %r)",
                             checkpoint.model_config.get("size"), hyper.model)
     return model
+
+
+def input_box_sizes(reader: Any, img_size: int) -> np.ndarray:
+    """``[N, 2]`` widths and heights of a dataset's boxes in network-input pixels: stored pixels times the
+    letterbox scale ``img_size / max(width, height)`` of their image (images of unknown size are left out)."""
+    sizes = [((box.x2 - box.x1) * scale, (box.y2 - box.y1) * scale)
+             for item in reader if item.width > 0 and item.height > 0
+             for scale in (img_size / max(item.width, item.height),) for box in item.boxes]
+    return np.array(sizes, dtype=np.float64).reshape(-1, 2)
 
 
 def backbone_weights_file(setting: str, model: str) -> str:

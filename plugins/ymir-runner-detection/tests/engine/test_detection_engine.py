@@ -27,6 +27,7 @@ from ymir_runner_detection.engine import (
     letterbox,
     load_image,
     reset_class_head,
+    set_box_size_prior,
     train,
 )
 from ymir_runner_detection.engine.augment import horizontal_flip, mosaic, random_scale_translate
@@ -234,6 +235,19 @@ def test_reset_class_head_keeps_the_rest_of_the_model():
     assert outputs["heatmap_logits"].shape[1] == 5 and model.num_classes == 5
     assert all(torch.equal(backbone_before[k], v) for k, v in model.backbone.state_dict().items())
     assert torch.equal(box_before, model.box_head.predict.weight)
+
+
+@pytest.mark.parametrize("box_mode", ["ltrb_log", "ltrb", "wh_offset"])
+def test_an_untrained_model_predicts_the_training_boxes_typical_size_after_the_prior(box_mode):
+    model = build_model("nano", num_classes=2, box_mode=box_mode).eval()
+    sizes = np.array([[20.0, 10.0], [80.0, 40.0]])  # geometric mean 40 x 20 px
+    assert set_box_size_prior(model, sizes) == pytest.approx((40.0, 20.0))
+    with torch.no_grad():
+        _, boxes = model.predict_maps(torch.rand(2, 3, 128, 128))
+    widths, heights = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    assert float(widths.median()) == pytest.approx(40.0, rel=0.1)
+    assert float(heights.median()) == pytest.approx(20.0, rel=0.1)
+    assert set_box_size_prior(model, np.zeros((0, 2))) is None  # no box: the model is left as it is
 
 
 def _overfit_items(tiny_synthetic):

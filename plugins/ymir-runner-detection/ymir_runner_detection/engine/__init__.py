@@ -36,6 +36,7 @@ from .model import (
     export_onnx,
     load_backbone_weights,
     reset_class_head,
+    set_box_size_prior,
 )
 from .targets import TargetConfig, encode_targets
 from .train import NonFiniteLossError, TrainResult, train
@@ -72,5 +73,6 @@ __all__ = [
     "no_readable_image_message",
     "predict_batch",
     "reset_class_head",
+    "set_box_size_prior",
     "train",
 ]

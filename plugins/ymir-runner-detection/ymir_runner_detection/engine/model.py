@@ -38,7 +38,9 @@ import math
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -351,6 +353,41 @@ def build_model_from_config(config: dict) -> CenterNetDetector:
     for key in ("widths", "depths"):
         spec_fields[key] = tuple(spec_fields[key])
     return CenterNetDetector(ModelSpec(**spec_fields), config["num_classes"], size_name=config.get("size", "custom"))
+
+
+def set_box_size_prior(model: CenterNetDetector, box_sizes: Any) -> tuple[float, float] | None:
+    """Start every cell of the box head at the training set's typical box size (a data prior); returns that
+    size ``(width, height)`` in input pixels, or None (model unchanged) when there is no box.
+
+    ``box_sizes``: ``[N, 2]`` box widths and heights in NETWORK-INPUT pixels (after the letterbox scale). The
+    typical size is their geometric mean per axis; the box head's output bias is set so that, before training,
+    the raw output decodes to it: ``ltrb_log`` edge distances ``log(size / 2 / stride)``, ``ltrb``
+    ``softplus^-1(size / 2 / stride)``, ``wh_offset`` log size in cells. The prediction weights are left alone.
+
+    Why: with the bias at 0 every cell starts at a 2-stride (16 px) box, the large objects pull the shared head a
+    long way up, and short runs ended with the small objects' boxes too large and the large ones' too small. On 48
+    images with 1-4 shapes of 15-120 px, 300 steps from scratch at the template's lr 0.006, 1 thread
+    (``tests/engine/test_box_scales.py``), objects found at IoU > 0.5, small / medium / large, went from
+    23-32 % / 84-89 % / 87-95 % (small boxes x1.44-1.48) to 97-100 % / 100 % / 100 % (x0.97-1.02) over seeds
+    0-2, and the final training loss from 3.7-4.3 to 1.3-2.1. The same idea as YOLOv2's dimension clusters and
+    YOLOv5's AutoAnchor, which fit the anchor sizes to the training boxes (Redmon & Farhadi 2017), for an
+    anchor-free head.
+    """
+    sizes = np.asarray(box_sizes, dtype=np.float64).reshape(-1, 2)
+    sizes = sizes[(sizes > 0).all(axis=1)]
+    if not len(sizes):
+        return None
+    width, height = np.exp(np.log(np.maximum(sizes, 1.0)).mean(axis=0))
+    cells = np.array([width, height, width, height]) / model.stride  # (w, h, w, h) in cells
+    if model.box_mode == "ltrb_log":
+        bias = np.log(cells / 2.0)
+    elif model.box_mode == "ltrb":
+        bias = np.log(np.expm1(np.maximum(cells / 2.0, 1e-3)))  # softplus^-1
+    else:  # wh_offset: offsets 0 (as initialised), then log width and height in cells
+        bias = np.array([0.0, 0.0, np.log(cells[0]), np.log(cells[1])])
+    with torch.no_grad():
+        model.box_head.predict.bias.copy_(torch.as_tensor(bias, dtype=model.box_head.predict.bias.dtype))
+    return float(width), float(height)
 
 
 def reset_class_head(model: CenterNetDetector, num_classes: int) -> CenterNetDetector:
