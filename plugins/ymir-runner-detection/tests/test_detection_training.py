@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -92,8 +93,29 @@ def test_resume_from_a_stage_with_other_classes(trained, tmp_path, capsys):
     config["class_names"] = ["circle", "rectangle", "triangle", "star"]  # one more class: new class head
     config_file.write_text(yaml.safe_dump(config))
     assert run(env_file) == 0
-    assert "class head re-initialised" in capsys.readouterr().err
+    log = capsys.readouterr().err
+    assert "class head re-initialised" in log
+    assert "box head starts at" not in log  # the trained box head is kept
     assert read_result(str(tmp_path))["best_stage_name"] == "epoch_1"
+
+
+def test_from_scratch_the_box_head_starts_at_the_training_boxes_typical_size(tmp_path, capsys):
+    env_file = write_task(str(tmp_path), config=dict(FAST, epochs=1), n_train=6, n_val=2, seed=4)
+    assert run(env_file) == 0
+    logged = re.search(r"box head starts at (\d+) x (\d+) px, the geometric mean size of the (\d+) training boxes "
+                       r"at img_size 192", capsys.readouterr().err)
+    assert logged, "no box size prior in the log"
+    sizes = []  # from the files: det-ark corners are inclusive, the letterbox scales the long side to 192
+    for line in open(tmp_path / "in" / "train-index.tsv"):
+        image, annotation = line.split()
+        with Image.open(image) as picture:
+            scale = 192 / max(picture.size)
+        for row in open(annotation):
+            _, x1, y1, x2, y2 = (float(value) for value in row.split(",")[:5])
+            sizes.append(((x2 - x1 + 1) * scale, (y2 - y1 + 1) * scale))
+    expected = np.exp(np.log(np.array(sizes)).mean(axis=0))
+    assert int(logged.group(3)) == len(sizes)
+    assert [int(logged.group(1)), int(logged.group(2))] == pytest.approx(expected, abs=0.51)
 
 
 @pytest.mark.parametrize("content, fragment", [
