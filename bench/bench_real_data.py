@@ -14,7 +14,7 @@ evaluated independently, with the same evaluator and settings as ``bench/yolo_ba
 (COCO mAP by faster-coco-eval on the exact float boxes, up to 300 boxes per image, NMS IoU 0.6).
 
 YOLOv8n's figures come from ``bench/.cache/yolo_budget_<epochs>/yolo_curve.json``, full ultralytics schedules
-of 17, 27 and 48 epochs (about 110, 170 and 300 training CPU s) made with::
+of 27, 48, 65 and 100 epochs (about 180, 300, 380 and 610 training CPU s on 2 cores) made with::
 
     .venv-ultralytics/bin/python bench/yolo_baseline.py --data bench/.cache/neon_trees/data.yaml \\
         --epochs 48 --imgsz 416 --out bench/.cache/yolo_budget_48
@@ -139,6 +139,8 @@ def main() -> None:
         label = f"built-in, {steps} steps"
         print(f"{label:24} {cpu:6.0f} {deployed[0]:15.3f} {deployed[1]:9.3f} {last[0]:11.3f} "
               f"{last[1]:9.3f}   (deployed: {result['best_stage_name']} of {len(stages)} stages)", flush=True)
+        curve = " ".join(f"{stage['mAP50_95']:.3f}" for stage in result["model_stages"].values())
+        print(f"{'':24} stage mAP50-95 (the task's own evaluation, in stage order): {curve}", flush=True)
         if yolo:
             peer = min(yolo, key=lambda run: abs(run["cpu_s"] - cpu))
             best, final = peer["best"], peer["last"]
