@@ -34,6 +34,7 @@ from ymir_runner_detection.engine import (  # noqa: E402
     build_dataloader,
     build_model,
     evaluate_model,
+    letterbox_scale,
     set_box_size_prior,
     train,
 )
@@ -146,7 +147,7 @@ def main() -> None:
         sizes = []
         for image, boxes, _ in data.train_items:
             with Image.open(image) as picture:
-                scale = args.img_size / max(picture.size)
+                scale = letterbox_scale(*picture.size, args.img_size)
             sizes.append((boxes[:, 2:] - boxes[:, :2]) * scale)
         print("box size prior (w, h px):", set_box_size_prior(model, np.concatenate(sizes)))
 

@@ -51,8 +51,6 @@ class Job:
 
 # --- model selection ----------------------------------------------------------------------------------------
 
-
-
 def choose_checkpoint(paths: Sequence[str], models_dir: str) -> str:
     """This plugin's checkpoint among ``model_params_path``; several → the best stage's."""
     checkpoints = [path for path in paths if path.endswith(".pt")]

@@ -31,6 +31,7 @@ from .engine import (
     build_model,
     evaluate_model,
     export_onnx,
+    letterbox_scale,
     load_backbone_weights,
     no_readable_image_message,
     reset_class_head,
@@ -194,10 +195,10 @@ def _initial_model(context: Any) -> torch.nn.Module:
 
 def input_box_sizes(reader: Any, img_size: int) -> np.ndarray:
     """``[N, 2]`` widths and heights of a dataset's boxes in network-input pixels: stored pixels times the
-    letterbox scale ``img_size / max(width, height)`` of their image (images of unknown size are left out)."""
+    letterbox scale of their image (images of unknown size are left out)."""
     sizes = [((box.x2 - box.x1) * scale, (box.y2 - box.y1) * scale)
              for item in reader if item.width > 0 and item.height > 0
-             for scale in (img_size / max(item.width, item.height),) for box in item.boxes]
+             for scale in (letterbox_scale(item.width, item.height, img_size),) for box in item.boxes]
     return np.array(sizes, dtype=np.float64).reshape(-1, 2)
 
 

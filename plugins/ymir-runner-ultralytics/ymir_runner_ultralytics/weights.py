@@ -67,8 +67,6 @@ def resolve_start(model: str, model_files: Sequence[str], weights_folder: str, m
     return Start(SCRATCH, f"{model}.yaml")
 
 
-
-
 def choose_checkpoint(paths: Sequence[str], models_dir: str, key: str) -> str:
     """The ``.pt`` among the files of config key ``key``; several → the best stage's (ymir-info.yaml)."""
     checkpoints = [path for path in paths if path.endswith(".pt")]

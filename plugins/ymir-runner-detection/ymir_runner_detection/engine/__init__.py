@@ -15,7 +15,7 @@ Modules:
     train      -- training loop with callbacks, EMA, time budget, DDP
 """
 
-from .augment import AugmentConfig, LetterboxInfo, letterbox
+from .augment import AugmentConfig, LetterboxInfo, letterbox, letterbox_scale
 from .data import (
     DetectionDataset,
     NoReadableImageError,
@@ -67,6 +67,7 @@ __all__ = [
     "evaluate_model",
     "export_onnx",
     "letterbox",
+    "letterbox_scale",
     "load_backbone_weights",
     "load_image",
     "nms",

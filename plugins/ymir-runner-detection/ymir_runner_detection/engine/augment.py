@@ -110,12 +110,17 @@ def scale_boxes(boxes: np.ndarray, scale_x: float, scale_y: float, offset_x: flo
     return boxes * scale + offset
 
 
+def letterbox_scale(width: float, height: float, img_size: int) -> float:
+    """The factor :func:`letterbox` resizes a ``width`` x ``height`` image by: its long side becomes ``img_size``."""
+    return min(img_size / width, img_size / height)
+
+
 def letterbox(
     image: np.ndarray, img_size: int, boxes: np.ndarray | None = None, fill: int = 114
 ) -> tuple[np.ndarray, np.ndarray, LetterboxInfo]:
     """Resize keeping the aspect ratio so the long side is ``img_size``, pad centrally to a square."""
     height, width = image.shape[:2]
-    scale = min(img_size / width, img_size / height)
+    scale = letterbox_scale(width, height, img_size)
     new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
     pad_x, pad_y = (img_size - new_w) // 2, (img_size - new_h) // 2
     canvas = place_on_canvas(resize_image(image, new_w, new_h), img_size, pad_x, pad_y, fill)
@@ -175,7 +180,7 @@ def random_scale_translate(
 ) -> Sample:
     """Letterbox with random scale jitter and random placement (objects may be cut at the border)."""
     height, width = image.shape[:2]
-    scale = min(img_size / width, img_size / height) * rng.uniform(*config.scale_range)
+    scale = letterbox_scale(width, height, img_size) * rng.uniform(*config.scale_range)
     new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
     shift = config.translate * img_size
     offset_x = round(rng.uniform(min(0, img_size - new_w) - shift, max(0, img_size - new_w) + shift))
