@@ -92,7 +92,8 @@ def test_every_template_value_survives_the_web_ui(first_party_registry, bool_tex
             template = yaml.safe_load((IMG_MAN / TEMPLATE_FILES[kind]).read_text())
             defaults = executor.spec.defaults(kind)
             choices = {param.name: param.choices for param in executor.spec.template(kind)}
-            config = parse_config(web_ui_round_trip(template, bool_text), defaults, choices)
+            auto = {param.name: param.auto for param in executor.spec.template(kind) if param.auto}
+            config = parse_config(web_ui_round_trip(template, bool_text), defaults, choices, auto=auto)
             assert dict(config.hyper) == {key: template[key] for key in defaults}
             assert {key: type(value) for key, value in config.hyper.items()} == {
                 key: type(value) for key, value in defaults.items()}

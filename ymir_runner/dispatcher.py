@@ -88,7 +88,8 @@ class Run:
         executor = self.registry.select(kind, self.base_config.object_type, self.base_config.plugin)
         params = executor.spec.template(kind)
         config = parse_config(self.raw_config, {p.name: p.default for p in params},
-                              {p.name: p.choices for p in params}, root=self.env.root)
+                              {p.name: p.choices for p in params}, root=self.env.root,
+                              auto={p.name: p.auto for p in params if p.auto})
         out, legacy = self.env.output, self.env.protocol < (1, 0, 0)
         output: TrainingResult | MiningResult | InferResult
         if kind is TaskKind.TRAINING:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping
 
+from .protocol.coerce import AUTO, auto_type_name
 from .protocol.config import RESERVED_KEYS
 from .protocol.env import TaskKind
 
@@ -17,19 +18,36 @@ MINING_ALGORITHMS = ("aldd", "cald", "entropy", "random")
 
 @dataclasses.dataclass(frozen=True)
 class Param:
-    """One hyper-parameter of a task template: its default (whose type the web-UI value is coerced to)."""
+    """One hyper-parameter of a task template: its default (whose type the web-UI value is coerced to).
+
+    ``auto=int`` (or ``float``) declares a number the executor can choose itself: the value is the word
+    :attr:`AUTO` (``"auto"``; the web UI's ``"AUTO"`` too) or a number of that type (``"5"`` -> 5), anything else
+    stops the task naming the key. The executor chooses an ``auto`` value and logs what it chose and why; a number
+    is exactly what runs. The default may be either (``Param("epochs", Param.AUTO, "...", auto=int)``).
+    """
+
+    #: The value of an ``auto`` key that leaves the number to the executor.
+    AUTO: ClassVar[str] = AUTO
 
     name: str
     default: Any
     help: str = ""
     #: When non-empty, the (coerced) value must be one of these.
     choices: tuple = ()
+    #: ``int`` or ``float``: the key takes ``auto`` or a number of this type (see above).
+    auto: type | None = None
 
     def __post_init__(self) -> None:
         if not self.name.isidentifier():
             raise ValueError(f"template key {self.name!r} is not an identifier")
         if self.choices and self.default not in self.choices:
             raise ValueError(f"template key {self.name!r}: default {self.default!r} not in {self.choices}")
+        if self.auto is not None:
+            if self.auto not in (int, float) or self.choices:
+                raise ValueError(f"template key {self.name!r}: auto must be int or float, without choices")
+            if self.default != AUTO and (isinstance(self.default, bool) or not isinstance(self.default, self.auto)):
+                raise ValueError(f"template key {self.name!r}: default {self.default!r} is not a valid "
+                                 f"{auto_type_name(self.auto)}")
 
 
 @dataclasses.dataclass(frozen=True)

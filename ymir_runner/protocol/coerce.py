@@ -3,6 +3,9 @@
 YMIR's web UI sends every non-numeric template value back as a string ("true", "False", "0.5") and drops
 keys whose value is ''. These helpers raise ValueError with a reason; the config reader turns that into a
 300001 error naming the key.
+
+A key declared ``Param(..., auto=int)`` (or ``float``) takes the word :data:`AUTO` (the executor chooses the
+number, and logs what and why) or a number of that type: :func:`to_auto`.
 """
 
 from __future__ import annotations
@@ -11,6 +14,9 @@ import math
 from typing import Any
 
 import yaml
+
+#: The value of a key declared with ``Param(..., auto=...)`` that lets the executor choose the number itself.
+AUTO = "auto"
 
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
@@ -86,11 +92,25 @@ def to_dict(value: Any) -> dict:
 
 
 _BY_TYPE = {bool: to_bool, int: to_int, float: to_float, str: to_str, list: to_list, tuple: to_list, dict: to_dict}
+_TYPE_NAMES = {bool: "boolean", int: "integer", float: "number", str: "string", list: "list", tuple: "list",
+               dict: "mapping"}
 
 
 def type_name(default: Any) -> str:
-    return {bool: "boolean", int: "integer", float: "number", str: "string", list: "list", tuple: "list",
-            dict: "mapping"}.get(type(default), type(default).__name__)
+    return _TYPE_NAMES.get(type(default), type(default).__name__)
+
+
+def auto_type_name(kind: type) -> str:
+    """What a key declared ``Param(..., auto=kind)`` takes, for messages: ``integer or 'auto'``."""
+    return f"{_TYPE_NAMES.get(kind, kind.__name__)} or {AUTO!r}"
+
+
+def to_auto(value: Any, kind: type) -> Any:
+    """:data:`AUTO` for the word ``auto`` in any case (the web UI sends strings: "AUTO", " auto "), else ``value``
+    coerced to ``kind`` (int or float: "5" -> 5, 5.0 -> 5 for int)."""
+    if isinstance(value, str) and value.strip().lower() == AUTO:
+        return AUTO
+    return _BY_TYPE[kind](value)
 
 
 def coerce_like(value: Any, default: Any) -> Any:

@@ -9,7 +9,7 @@ from easydict import EasyDict
 
 from ..errors import ConfigError
 from .annotations import ANNOTATION_FORMATS, canonical_format
-from .coerce import coerce_like, to_int, to_list, type_name
+from .coerce import auto_type_name, coerce_like, to_auto, to_int, to_list, type_name
 from .env import reroot
 from .yaml_file import read_yaml_mapping
 
@@ -136,14 +136,17 @@ def _paths(value: Any, root: str | None = None) -> tuple[str, ...]:
 
 
 def parse_config(raw: Mapping[str, Any], defaults: Mapping[str, Any] | None = None,
-                 choices: Mapping[str, Iterable[Any]] | None = None, *, root: str | None = None) -> TaskConfig:
+                 choices: Mapping[str, Iterable[Any]] | None = None, *, root: str | None = None,
+                 auto: Mapping[str, type] | None = None) -> TaskConfig:
     """Validate ``raw`` config.yaml content against the plugin's template ``defaults``.
 
     Values are coerced to the type of the default ('16' → 16, 'False' → False); a value that cannot be is a
     ConfigError naming the key, the value and the expected type. Unknown keys are kept unchanged. Keys the
-    web UI dropped (because their value was '') take the template default.
+    web UI dropped (because their value was '') take the template default. A key of ``auto`` (``Param(...,
+    auto=int)``: name -> type) is the word 'auto' in any case ('AUTO' → 'auto') or coerced to its type ('5' → 5).
     """
     defaults = dict(defaults or {})
+    auto = dict(auto or {})
     choices = {key: tuple(values) for key, values in (choices or {}).items() if values}
     hyper = EasyDict()
     for key, default in defaults.items():
@@ -154,12 +157,12 @@ def parse_config(raw: Mapping[str, Any], defaults: Mapping[str, Any] | None = No
             continue
         if value is None and key in defaults:  # `key:` with no value, like a key the web UI dropped
             continue
-        default = defaults.get(key)
+        default, kind = defaults.get(key), auto.get(key)
         try:
-            hyper[key] = coerce_like(value, default)
+            hyper[key] = coerce_like(value, default) if kind is None else to_auto(value, kind)
         except (TypeError, ValueError) as error:
-            raise ConfigError(
-                f"config key {key!r}: {value!r} is not a valid {type_name(default)} ({error})") from None
+            expected = type_name(default) if kind is None else auto_type_name(kind)
+            raise ConfigError(f"config key {key!r}: {value!r} is not a valid {expected} ({error})") from None
     for key, allowed in choices.items():
         if hyper.get(key) not in allowed:
             raise ConfigError(f"config key {key!r}: {hyper.get(key)!r} is not one of {list(allowed)}")
