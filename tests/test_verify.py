@@ -48,6 +48,30 @@ evaluate_config: {iou_thr: 0.5, conf_thr: 0.005}
 MODEL_FILES = {"models/epoch_1/model.pt": "w1", "models/epoch_2/model.pt": "w2", "models/epoch_2/model.onnx": "o",
                "models/shared.json": "{}", "models/attachments/images/pr_curve.png": "png"}
 LEGACY_RESULT_YAML = "model: [epoch_1/model.pt]\nmap: 0.5\n"
+#: models/result.yaml as every image built on ymir-exc SDK 1.3.0 writes it (write_model_stage: yaml.safe_dump of
+#: best_stage_name, the best stage's mAP again as a top-level `map`, model_stages), for RESULT_YAML's model files.
+SDK_1_3_0_RESULT_YAML = """\
+best_stage_name: epoch_2
+map: 0.61
+model_stages:
+  epoch_1:
+    files:
+    - model.pt
+    mAP: 0.5
+    stage_name: epoch_1
+    timestamp: 1700000000
+  epoch_2:
+    files:
+    - model.pt
+    - model.onnx
+    - shared.json
+    mAP: 0.61
+    stage_name: epoch_2
+    timestamp: 1700000100
+attachments:
+  images:
+  - pr_curve.png
+"""
 RESULT_TSV = "/in/assets/bb/img2.png\t0.9\n/in/assets/aa/img1.jpg\t0.5\n/in/assets/cc/img3.jpg\t0.5\n"
 INFER_JSON = """\
 {"detection": {
@@ -145,7 +169,7 @@ ERROR_CASES = [
     result_yaml("mAP: 0.61", "mAP: !!python/object/apply:numpy.float64 [0.61]", "result-yaml.python-tag"),
     result_yaml(None, "- epoch_1\n", "result-yaml.mapping"),
     result_yaml(None, RESULT_YAML + LEGACY_RESULT_YAML, "result-yaml.legacy-and-stages"),
-    result_yaml(None, LEGACY_RESULT_YAML, "result-yaml.legacy-form"),
+    result_yaml(None, SDK_1_3_0_RESULT_YAML + LEGACY_RESULT_YAML, "result-yaml.legacy-and-stages"),
     result_yaml(None, "best_stage_name: a\nmodel_stages: {}\n", "result-yaml.model-stages"),
     result_yaml("best_stage_name: epoch_2", "best_stage_name: epoch_3", "result-yaml.best-stage"),
     result_yaml("best_stage_name: epoch_2\n", "", "result-yaml.best-stage"),
@@ -154,19 +178,19 @@ ERROR_CASES = [
     result_yaml("files: [model.pt]", "files: []", "result-yaml.files"),
     result_yaml("files: [model.pt]", "files: model.pt", "result-yaml.files"),
     result_yaml("files: [model.pt]", "files: [model.pt, gone.pt]", "result-yaml.file-missing"),
-    result_yaml("timestamp: 1700000000\n", "timestamp: 1700000000.5\n", "result-yaml.timestamp-int"),
-    result_yaml("timestamp: 1700000000\n", "timestamp: '1700000000'\n", "result-yaml.timestamp-int"),
+    result_yaml("timestamp: 1700000000\n", "timestamp: '1700000000.5'\n", "result-yaml.timestamp-int"),
+    result_yaml("timestamp: 1700000000\n", "timestamp: soon\n", "result-yaml.timestamp-int"),
     result_yaml("timestamp: 1700000000\n", "timestamp: true\n", "result-yaml.timestamp-int"),
     result_yaml("    timestamp: 1700000000\n", "", "result-yaml.timestamp-int"),
     result_yaml("timestamp: 1700000000\n", "timestamp: 1700000000123\n", "result-yaml.timestamp-range"),
     result_yaml("    mAP: 0.5\n", "", "result-yaml.metric-missing"),
-    result_yaml("mAP: 0.61", "mAP: '0.61'", "result-yaml.metric-type"),
+    result_yaml("mAP: 0.61", "mAP: 'high'", "result-yaml.metric-type"),
     result_yaml("mAP: 0.61", "mAP: true", "result-yaml.metric-type"),
     result_yaml("mAP: 0.61", "mAP: 61.0", "result-yaml.metric-range"),
     result_yaml("mAR: 0.7", "mAR: -0.1", "result-yaml.metric-range"),
     result_yaml("tp: 10", "tp: -1", "result-yaml.count"),
     result_yaml("tp: 10", "tp: 1.5", "result-yaml.count"),
-    result_yaml("fn: 3", "fn: 3\n    loss: .nan", "result-yaml.metric-finite"),
+    result_yaml("tp: 10", "tp: '1.5'", "result-yaml.count"),
     result_yaml("{images: [pr_curve.png]}", "[pr_curve.png]", "result-yaml.attachments"),
     result_yaml("{images: [pr_curve.png]}", "{images: pr_curve.png}", "result-yaml.attachments"),
     result_yaml("{images: [pr_curve.png]}", "{images: [roc.png]}", "result-yaml.attachment-missing"),
@@ -174,10 +198,7 @@ ERROR_CASES = [
     result_yaml("{iou_thr: 0.5, conf_thr: 0.005}", "[0.5]", "result-yaml.evaluate-config"),
     result_tsv(None, None, "mining.missing"),
     result_tsv("img2.png\t0.9", "img2.png 0.9", "mining.tabs"),
-    result_tsv("img2.png\t0.9", "img2.png\t0.9\textra", "mining.fields"),
     result_tsv("/in/assets/bb/img2.png\t", "\t", "mining.path"),
-    result_tsv("\t0.9", "\thigh", "mining.score"),
-    result_tsv("\t0.9", "\tnan", "mining.score"),
     result_tsv("\t0.9", "\t0.1", "mining.order"),
     result_tsv("cc/img3.jpg", "aa/img1.jpg", "mining.duplicate"),
     result_tsv("/in/assets/cc/img3.jpg\t0.5\n", "", "mining.missing-candidate"),
@@ -186,22 +207,25 @@ ERROR_CASES = [
     infer_json(None, '{"detection": {', "infer.json"),
     infer_json(None, "[]", "infer.mapping"),
     infer_json('"detection"', '"classification"', "infer.detection"),
-    infer_json('"img1.jpg"', '"aa/img1.jpg"', "infer.entry-key"),
+    infer_json('"img1.jpg"', '"aa\\\\img1.jpg"', "infer.entry-key"),
     infer_json('"img3.jpg": {"boxes": []}', '"img3.jpg": []', "infer.entry"),
     infer_json('"img3.jpg": {"boxes": []}', '"img3.jpg": {"boxes": {}}', "infer.entry"),
-    infer_json('"img3.jpg": {"boxes": []}', '"img3.jpg": {"annotations": []}', "infer.boxes-key"),
+    infer_json('"img3.jpg": {"boxes": []}', '"img3.jpg": {"predictions": []}', "infer.boxes-key"),
     infer_json(',\n  "img3.jpg": {"boxes": []}', "", "infer.missing-entry"),
     infer_json('"img3.jpg": {"boxes": []}', '"img3.jpg": {"boxes": [0.5]}', "infer.box-item"),
     infer_json('"box": {"x": 10, "y": 20, "w": 30, "h": 40}', '"box": [10, 20, 30, 40]', "infer.box"),
     infer_json('"h": 40}', '"h": 40, "angle": 0}', "infer.box-keys"),
     infer_json('"w": 30, "h": 40', '"w": 30', "infer.box-keys"),
-    infer_json('"w": 30', '"w": 30.0', "infer.box-int"),
+    infer_json('"h": 40}', '"h": 40, "rotate_angle": "flat"}', "infer.box"),
+    infer_json('"w": 30', '"w": 30.5', "infer.box-int"),
     infer_json('"x": 10', '"x": 10.5', "infer.box-int"),
     infer_json('"x": 10', '"x": true', "infer.box-int"),
-    infer_json('"x": 10', '"x": "10"', "infer.box-int"),
+    infer_json('"x": 10', '"x": "10.0"', "infer.box-int"),
+    infer_json('"x": 10', '"x": "ten"', "infer.box-int"),
     infer_json(', "score": 0.91', "", "infer.score-missing"),
     infer_json('"score": 0.91', '"score": 91', "infer.score"),
-    infer_json('"score": 0.91', '"score": "0.91"', "infer.score"),
+    infer_json('"score": 0.91', '"score": "high"', "infer.score"),
+    infer_json('"score": 0.91', '"score": "91"', "infer.score"),
     infer_json('"score": 0.91', '"score": NaN', "infer.score"),
     infer_json('"class_name": "cat"', '"class_name": ""', "infer.class-name"),
     infer_json('"class_name": "cat", ', "", "infer.class-name"),
@@ -222,15 +246,35 @@ WARNING_CASES = [
     monitor("t01\t1700000000123\t1.0\t2\t0\n", "monitor.timestamp-ms"),
     monitor("t01\t1700000000.123\t1.0\t3\t0\n", "monitor.final-state"),
     monitor("t01\t1700000000\t0.3\t4\t300999\n", "monitor.unknown-code", "--failed"),
+    monitor("t01\t1700000000\t1.0\t2\t0\tdone\tmore\n", "monitor.extra-fields"),
     result_yaml("mAR: 0.7", "mAR: 0.7\n    mAR: 0.8", "result-yaml.duplicate-key"),
     result_yaml("tp: 10", "TP: 10", "result-yaml.metric-case"),
     result_yaml("fn: 3", "fn: 3\n    note: best so far", "result-yaml.stage-key"),
     result_yaml("conf_thr: 0.005", "conf_thr: 1", "result-yaml.evaluate-config-int"),
+    # what the platform's parser (pydantic v1) accepts and reads as meant is never an error
+    result_yaml("fn: 3", "fn: 3\n    loss: .nan", "result-yaml.metric-finite"),
+    result_yaml("best_stage_name: epoch_2\n", "best_stage_name: epoch_2\nmAP: 0.7\n", "result-yaml.top-level-metric"),
+    result_yaml("best_stage_name: epoch_2\n", "best_stage_name: epoch_2\nmap: 0.5\n", "result-yaml.top-level-metric"),
+    result_yaml("mAP: 0.61", "mAP: '0.61'", "result-yaml.coerced"),
+    result_yaml("tp: 10", "tp: '10'", "result-yaml.coerced"),
+    result_yaml("tp: 10", "tp: 10.0", "result-yaml.coerced"),
+    result_yaml("timestamp: 1700000000\n", "timestamp: 1700000000.5\n", "result-yaml.coerced"),
+    result_yaml("timestamp: 1700000000\n", "timestamp: '1700000000'\n", "result-yaml.coerced"),
+    result_yaml("conf_thr: 0.005", "conf_thr: '0.005'", "result-yaml.coerced"),
     result_tsv("img2.png\t0.9\n", "img2.png\t0.9\n\n", "mining.blank-line"),
     result_tsv("/in/assets/bb/img2.png", "/data/img2.png", "mining.path-differs"),
+    result_tsv("img2.png\t0.9", "img2.png\t0.9\textra", "mining.fields"),
+    result_tsv("img2.png\t0.9", "img2.png", "mining.fields"),
+    result_tsv("\t0.9", "\thigh", "mining.score"),
+    result_tsv("\t0.9", "\tnan", "mining.score"),
     infer_json('"img3.jpg"', '"img9.jpg": {"boxes": []}, "img3.jpg"', "infer.extra-entry"),
     infer_json('"w": 5', '"w": 0', "infer.box-size"),
     infer_json('"score": 0.5}', '"score": 0.5, "id": 3}', "infer.box-extra-key"),
+    infer_json('"img1.jpg"', '"aa/img1.jpg"', "infer.entry-key"),
+    infer_json('"img3.jpg": {"boxes": []}', '"img3.jpg": {"annotations": []}', "infer.annotations-key"),
+    infer_json('"w": 30', '"w": 30.0', "infer.box-int-coerced"),
+    infer_json('"x": 10', '"x": "10"', "infer.box-int-coerced"),
+    infer_json('"score": 0.91', '"score": "0.91"', "infer.score-coerced"),
 ]
 
 
@@ -305,6 +349,68 @@ def test_text_report_lines_and_summary(tmp_path, capsys):
     assert lines[-1].startswith("FAILED: 2 errors, 0 warnings in ")
 
 
+def test_the_result_yaml_of_sdk_1_3_0_images_passes(tmp_path, capsys):
+    """The platform's legacy branch keys on `model` alone: SDK 1.3.0's top-level `map` beside model_stages is
+    ignored and the stages are read, so verify passes it clean (it is the best stage's mAP, repeated)."""
+    out = write_tree(tmp_path, edited("training", "models/result.yaml", None, SDK_1_3_0_RESULT_YAML))
+    code, report = run_cli(capsys, tmp_path, out, ["training"])
+    assert (code, report["findings"]) == (0, [])
+
+
+def test_a_stray_top_level_metric_is_a_warning_that_names_the_model_figure(tmp_path, capsys):
+    files = edited("training", "models/result.yaml", None, SDK_1_3_0_RESULT_YAML.replace("map: 0.61", "map: 0.9"))
+    code = main(["verify", write_tree(tmp_path, files), "--task", "training"])
+    lines = capsys.readouterr().out.splitlines()
+    assert code == 0
+    assert lines == ["WARNING result-yaml.top-level-metric models/result.yaml:2: top-level map: 0.9 is ignored by "
+                     "the platform, which reads model_stages (only a top-level `model` selects the legacy form): the "
+                     "model's figure is the best stage's mAP (0.61)", lines[-1]]
+    assert lines[-1].startswith("OK: 0 errors, 1 warning in ")
+
+
+def test_model_beside_model_stages_is_an_error(tmp_path, capsys):
+    files = edited("training", "models/result.yaml", None, "model: [model.pt]\n" + SDK_1_3_0_RESULT_YAML)
+    code, report = run_cli(capsys, tmp_path, write_tree(tmp_path, files), ["training"])
+    assert code == 1 and rules(report, "error") == {"result-yaml.legacy-and-stages"}
+    finding = report["findings"][0]
+    assert (finding["line"], "ignores model_stages" in finding["message"]) == (1, True)
+
+
+def test_the_legacy_form_is_a_warning_from_protocol_1_and_its_attachments_are_checked(tmp_path, capsys):
+    """The platform reads {model, map} whatever the protocol (one stage, default_best_stage): a warning, not an
+    error; attachments and evaluate_config, which it reads in that branch too, are checked."""
+    files = {"monitor.txt": MONITOR, "models/model.pt": "w", "models/attachments/images/pr_curve.png": "png",
+             "models/result.yaml": "model: [model.pt]\nmap: 0.5\nattachments: {images: [pr_curve.png]}\n"}
+    code, report = run_cli(capsys, tmp_path, write_tree(tmp_path / "a", files), ["training"])
+    assert (code, rules(report, "warning"), rules(report, "error")) == (0, {"result-yaml.legacy-form"}, set())
+    assert "default_best_stage" in report["findings"][0]["message"]
+    files["models/result.yaml"] = files["models/result.yaml"].replace("pr_curve", "roc")
+    code, report = run_cli(capsys, tmp_path, write_tree(tmp_path / "b", files), ["training"])
+    assert code == 1 and rules(report, "error") == {"result-yaml.attachment-missing"}
+
+
+@pytest.mark.parametrize("line", [
+    "t01\t1700000000\t1.0\t2\t0\tfinished\n",  # the platform's own writer: field 6 is the message
+    "t01\t1700000000\t1.0\t2\t0\t\n",  # a trailing TAB: the platform strips line 1
+])
+def test_monitor_lines_the_platform_reads_pass(tmp_path, line):
+    report = verify_out(write_tree(tmp_path, {"monitor.txt": line, "result.tsv": RESULT_TSV}), ["mining"])
+    assert report.findings == []
+
+
+def test_mining_and_infer_forms_the_platform_reads_pass(tmp_path):
+    """A rotate_angle in a box is a field of the platform's Rect; a path key is read by its basename (a warning,
+    and the candidate is covered)."""
+    infer = INFER_JSON.replace('"h": 40}', '"h": 40, "rotate_angle": 0.5}')
+    out = write_tree(tmp_path, {"monitor.txt": MONITOR, "result.tsv": RESULT_TSV, "infer-result.json": infer})
+    assert verify_out(out, ["infer"], candidates=CANDIDATES, class_names=CLASS_NAMES).findings == []
+    infer = INFER_JSON.replace('"img1.jpg"', '"aa/img1.jpg"')
+    out = write_tree(tmp_path, {"monitor.txt": MONITOR, "infer-result.json": infer})
+    report = verify_out(out, ["infer"], candidates=CANDIDATES, class_names=CLASS_NAMES)
+    assert report.ok and report.rules() == {"infer.entry-key"}
+    assert "basename 'img1.jpg'" in report.warnings[0].message
+
+
 @pytest.mark.parametrize("old, new, line, fragment", [
     ("mAP: 0.61", "mAP: !!python/object/apply:numpy.float64 [0.61]", 12, "a numpy value?"),
     ("timestamp: 1700000100", "timestamp: 1700000100000", 11, "milliseconds?"),
@@ -320,10 +426,15 @@ def test_result_yaml_findings_point_at_the_line_and_say_why(tmp_path, old, new, 
 
 def test_infer_findings_name_the_key_path_and_the_consequence(tmp_path):
     out = write_tree(tmp_path, edited("mining-infer", "infer-result.json", '"w": 30, "h": 40}',
-                                      '"w": 30.0, "h": 40, "angle": 0}'))
-    messages = {finding.rule: str(finding) for finding in verify_out(out, ["infer"]).errors}
+                                      '"w": 30.5, "h": 40.0, "angle": 0}'))
+    report = verify_out(out, ["infer"])
+    messages = {finding.rule: str(finding) for finding in report.findings}
     assert messages["infer.box-int"] == ('ERROR infer.box-int infer-result.json: detection["img1.jpg"].boxes[0].box.w'
-                                         " is a float 30.0, must be an integer (JSON 10.0 is a float: write 10)")
+                                         " is a float 30.5, must be an integer (a fractional value fails the WHOLE "
+                                         "task)")
+    assert messages["infer.box-int-coerced"] == ('WARNING infer.box-int-coerced infer-result.json: detection['
+                                                 '"img1.jpg"].boxes[0].box.h is a float 40.0: the platform reads it '
+                                                 'as 40; write 40')
     assert "fails the WHOLE task" in messages["infer.box-keys"]
 
 
@@ -352,7 +463,7 @@ def test_failed_task_passes_with_failed_flag_and_no_outputs(tmp_path, capsys):
 
 
 def test_a_failed_training_result_yaml_is_still_checked(tmp_path):
-    files = edited("training", "models/result.yaml", "timestamp: 1700000000\n", "timestamp: 1.5\n")
+    files = edited("training", "models/result.yaml", "timestamp: 1700000000\n", "timestamp: '1.5'\n")
     files["monitor.txt"] = FAILED_MONITOR
     report = verify_out(write_tree(tmp_path, files), ["training"], expect_failure=True)
     assert report.rules() == {"result-yaml.timestamp-int"}

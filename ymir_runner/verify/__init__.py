@@ -10,33 +10,36 @@ this package imports anything of the project outside the package, least of all i
 images built with any other SDK, so it checks the contract, not this project's conventions.
 
 Findings are errors (the platform fails the task, drops data or misreads it) or warnings (legal but
-suspicious). Rule ids, stable for scripts and tests (W = warning):
+suspicious). It is never stricter than the platform: what the platform's own parser accepts and reads as meant
+(a numeric string it converts, SDK 1.3.0's top-level ``map``, the legacy ``annotations`` key, a field it ignores)
+is at most a warning. Rule ids, stable for scripts and tests (W = warning):
 
 monitor.txt
     monitor.missing, monitor.empty, monitor.encoding, monitor.tabs, monitor.fields,
-    monitor.return-code-missing (W), monitor.task-id, monitor.timestamp, monitor.timestamp-ms (W),
-    monitor.percent, monitor.percent-range, monitor.state, monitor.return-code, monitor.failure-code,
-    monitor.unknown-code (W), monitor.code-without-failure, monitor.failed, monitor.expected-failure,
-    monitor.final-state (error for state 1, W for state 3), monitor.final-percent
+    monitor.return-code-missing (W), monitor.extra-fields (W), monitor.task-id, monitor.timestamp,
+    monitor.timestamp-ms (W), monitor.percent, monitor.percent-range, monitor.state, monitor.return-code,
+    monitor.failure-code, monitor.unknown-code (W), monitor.code-without-failure, monitor.failed,
+    monitor.expected-failure, monitor.final-state (error for state 1, W for state 3), monitor.final-percent
 models/result.yaml
     result-yaml.missing, result-yaml.encoding, result-yaml.parse, result-yaml.python-tag,
     result-yaml.duplicate-key (W), result-yaml.mapping, result-yaml.legacy-and-stages,
-    result-yaml.legacy-form, result-yaml.model-stages, result-yaml.best-stage, result-yaml.stage-count (W),
-    result-yaml.stage-identifier (W), result-yaml.stage, result-yaml.stage-name, result-yaml.files,
-    result-yaml.file-missing, result-yaml.timestamp-int, result-yaml.timestamp-range,
-    result-yaml.metric-missing, result-yaml.metric-type, result-yaml.metric-range,
-    result-yaml.metric-finite, result-yaml.metric-case (W), result-yaml.count, result-yaml.stage-key (W),
-    result-yaml.attachments, result-yaml.attachment-missing, result-yaml.evaluate-config,
-    result-yaml.evaluate-config-int (W), result-yaml.unlisted (W)
+    result-yaml.legacy-form (W), result-yaml.top-level-metric (W), result-yaml.model-stages,
+    result-yaml.best-stage, result-yaml.stage-count (W), result-yaml.stage-identifier (W), result-yaml.stage,
+    result-yaml.stage-name, result-yaml.files, result-yaml.file-missing, result-yaml.timestamp-int,
+    result-yaml.timestamp-range, result-yaml.metric-missing, result-yaml.metric-type, result-yaml.metric-range,
+    result-yaml.metric-finite (W), result-yaml.metric-case (W), result-yaml.count, result-yaml.stage-key (W),
+    result-yaml.coerced (W), result-yaml.attachments, result-yaml.attachment-missing,
+    result-yaml.evaluate-config, result-yaml.evaluate-config-int (W), result-yaml.unlisted (W)
 result.tsv
-    mining.missing, mining.encoding, mining.empty (W), mining.blank-line (W), mining.tabs, mining.fields,
-    mining.path, mining.score, mining.order, mining.duplicate, mining.unknown-path,
-    mining.path-differs (W), mining.missing-candidate
+    mining.missing, mining.encoding, mining.empty (W), mining.blank-line (W), mining.tabs, mining.fields (W),
+    mining.path, mining.score (W), mining.order, mining.duplicate, mining.unknown-path, mining.path-differs (W),
+    mining.missing-candidate
 infer-result.json
-    infer.missing, infer.encoding, infer.json, infer.mapping, infer.detection, infer.entry-key,
-    infer.entry, infer.boxes-key, infer.missing-entry, infer.extra-entry (W), infer.box-item, infer.box,
-    infer.box-keys, infer.box-int, infer.box-size (W), infer.score-missing, infer.score, infer.class-name,
-    infer.class-unknown, infer.box-extra-key (W)
+    infer.missing, infer.encoding, infer.json, infer.mapping, infer.detection,
+    infer.entry-key (W for a '/' path), infer.entry, infer.boxes-key, infer.annotations-key (W),
+    infer.missing-entry, infer.extra-entry (W), infer.box-item, infer.box, infer.box-keys, infer.box-int,
+    infer.box-int-coerced (W), infer.box-size (W), infer.score-coerced (W), infer.score-missing, infer.score,
+    infer.class-name, infer.class-unknown, infer.box-extra-key (W)
 
 At most :data:`FINDINGS_PER_RULE` findings per rule and file are listed, then one "... more" line.
 """

@@ -28,32 +28,46 @@ def check_mining(collector: Collector, path: str, *, candidates: Sequence[str] |
 
 
 def _mining_rows(collector: Collector, path: str, text: str) -> list[tuple[int, str]]:
-    """Check each line's fields and the score order; returns (line number, image path) of readable lines."""
+    """Check each line's fields and the score order; returns (line number, image path) of readable lines. The
+    platform strips each line, skips blank ones and reads the text before the first TAB as the path: it never
+    reads the score, so a missing, extra or unreadable field is a warning, and only what changes the path (spaces
+    for the TAB) or the order is an error."""
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
     rows: list[tuple[int, str]] = []
     previous: tuple[int, float] | None = None
     for number, raw in enumerate(lines, 1):
-        line = raw.rstrip("\r")
+        line = raw.rstrip()
         if not line.strip():
             collector.warning("mining.blank-line", path, "blank line", number)
             continue
+        if not line.split("\t", 1)[0].strip():
+            collector.error("mining.path", path, "empty image path (the platform strips the line and reads the "
+                            "score as the path)", number)
+            continue
+        line = line.lstrip()
         fields = line.split("\t")
-        if len(fields) != 2:
-            rule = "mining.tabs" if len(fields) == 1 and len(line.split()) >= 2 else "mining.fields"
-            detail = "separate path and score with a TAB, not spaces" if rule == "mining.tabs" else (
-                f"{len(fields) - 1} TABs, expected exactly one between path and score")
-            collector.error(rule, path, f"{detail}: {line!r}", number)
+        if len(fields) == 1:
+            words = line.rsplit(None, 1)
+            if len(words) == 2 and parse_float(words[1]) is not None:
+                collector.error("mining.tabs", path, "separate path and score with a TAB, not spaces (the "
+                                f"platform reads the whole line as the path): {line!r}", number)
+                continue
+            collector.warning("mining.fields", path, f"no TAB and no score: the platform reads {line!r} as the "
+                              "path, in file order", number)
+            rows.append((number, line))
             continue
-        image, score_text = fields
-        if not image.strip():
-            collector.error("mining.path", path, "empty image path", number)
-            continue
+        if len(fields) > 2:
+            collector.warning("mining.fields", path, f"{len(fields) - 1} TABs, expected one between path and score: "
+                              "the platform reads the first field as the path and ignores the rest", number)
+        image, score_text = fields[0], fields[1]
         rows.append((number, image))
         score = parse_float(score_text)
         if score is None:
-            collector.error("mining.score", path, f"score {score_text!r} is not a finite float", number)
+            collector.warning("mining.score", path, f"score {score_text!r} is not a finite float: the platform "
+                              "never reads it (it takes lines in file order), so the order cannot be checked",
+                              number)
             continue
         if previous is not None and score > previous[1]:
             collector.error("mining.order", path, f"score {score_text} is higher than line {previous[0]}'s "

@@ -16,6 +16,8 @@ KNOWN_FAILURE_CODES: dict[int, str] = {
 #: The platform's task states; the protocol has executors write 2 all along and 4 on failure.
 STATES = {1: "pending", 2: "running", 3: "done", 4: "error"}
 STATE_RUNNING, STATE_DONE, STATE_FAILED = 2, 3, 4
+#: Line 1's last field the platform reads: the 6th, an error message (its own writer's state_message).
+MESSAGE_FIELD = 6
 
 
 @dataclasses.dataclass
@@ -34,7 +36,7 @@ def check_monitor(collector: Collector, path: str, *, task_id: str | None, expec
     if not text.strip():
         collector.error("monitor.empty", path, "is empty: the task never reported (or the last write was torn)")
         return
-    fields = _monitor_fields(collector, path, text.split("\n", 1)[0].rstrip("\r"))
+    fields = _monitor_fields(collector, path, text.split("\n", 1)[0].rstrip())  # the platform strips line 1
     if fields is None:
         return
     parsed = _monitor_values(collector, path, fields, task_id)
@@ -42,12 +44,17 @@ def check_monitor(collector: Collector, path: str, *, task_id: str | None, expec
 
 
 def _monitor_fields(collector: Collector, path: str, line: str) -> list[str] | None:
-    """The TAB-separated fields of line 1, or None when they cannot be told apart."""
+    """The TAB-separated fields of line 1, or None when they cannot be told apart. The platform reads the first
+    four, a 5th as the return code and a 6th as the error message (what its own writer puts there); more are
+    ignored."""
     fields = line.split("\t")
-    if len(fields) in (4, 5):
+    if len(fields) >= 4:
         if len(fields) == 4:
             collector.warning("monitor.return-code-missing", path,
                               "4 fields: return_code missing (optional, but write it)", 1)
+        elif len(fields) > MESSAGE_FIELD:
+            collector.warning("monitor.extra-fields", path, f"{len(fields)} TAB-separated fields: the platform "
+                              f"reads field 5 as the return code, field 6 as the message, and ignores the rest", 1)
         return fields
     if len(line.split()) in (4, 5) or any(" " in field.strip() for field in fields):
         collector.error("monitor.tabs", path, f"fields must be separated by TABs, not spaces: {line!r}", 1)
@@ -59,10 +66,11 @@ def _monitor_fields(collector: Collector, path: str, line: str) -> list[str] | N
 
 def _monitor_values(collector: Collector, path: str, fields: list[str], task_id: str | None) -> _MonitorLine:
     """Parse and range-check each field; what fails to parse stays None."""
-    parsed = _MonitorLine(has_code=len(fields) == 5)
+    parsed = _MonitorLine(has_code=len(fields) >= 5)
     if not fields[0].strip():
-        collector.error("monitor.task-id", path, "task_id (field 1) is empty", 1)
-    elif task_id is not None and fields[0] != str(task_id):
+        collector.error("monitor.task-id", path, "task_id (field 1) is empty: the platform strips the line, so "
+                        "every field moves one place left", 1)
+    elif task_id is not None and fields[0].strip() != str(task_id):
         collector.error("monitor.task-id", path, f"task_id {fields[0]!r} is not the task's {str(task_id)!r}", 1)
     timestamp = parse_float(fields[1])
     if timestamp is None:

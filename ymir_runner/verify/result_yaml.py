@@ -22,6 +22,13 @@ STAGE_FIELDS = ("stage_name", "files", "timestamp")
 MISCASED_METRICS = {"TP": "tp", "FP": "fp", "FN": "fn", "map": "mAP", "MAP": "mAP", "mar": "mAR",
                     "MAR": "mAR", "Map": "mAP"}
 STAGE_NAME = re.compile(r"[A-Za-z0-9_]+")
+#: Metric names at the top level of a result.yaml with model_stages: the platform ignores them (its legacy branch
+#: keys on ``model`` alone). SDK 1.3.0 writes ``map`` there, equal to the best stage's mAP.
+TOP_LEVEL_METRICS = frozenset(("map", *UNIT_METRICS, *COUNT_METRICS, *MISCASED_METRICS))
+#: The stage the platform makes of the legacy form {model: [...], map: x}.
+LEGACY_STAGE = "default_best_stage"
+#: A string pydantic v1's int field (the platform's ModelStageStorage) converts: int() of it succeeds.
+INT_TEXT = re.compile(r"\s*[+-]?[0-9]+\s*")
 #: Files in the models folder that are not model files and that the platform handles itself.
 MODELS_DIR_EXTRAS = ("attachments", "ymir-info.yaml")
 #: The object_type of detection, whose main metric mAP every stage must carry.
@@ -105,27 +112,30 @@ def check_training(collector: Collector, path: str, *, protocol: tuple[int, ...]
         collector.error("result-yaml.mapping", path, f"the document is {type_name(doc.data)}, not a mapping")
         return
     models_dir = os.path.dirname(path)
-    legacy = "model" in doc.data or "map" in doc.data
-    if legacy and "model_stages" in doc.data:
-        collector.error("result-yaml.legacy-and-stages", path, "legacy keys model/map AND model_stages: the "
-                        "legacy form wins on the platform; never write both", doc.line("model"))
-    elif legacy:
-        if protocol >= (1, 0, 0):
-            collector.error("result-yaml.legacy-form", path, "legacy form {model: [...], map: x} is only for "
-                            f"protocol < 1.0.0 (checking {version_text(protocol)}): write model_stages",
+    if "model" in doc.data:  # the platform's legacy branch: {model: [files], map: x}, keyed on `model` alone
+        if "model_stages" in doc.data:
+            collector.error("result-yaml.legacy-and-stages", path, "legacy key model AND model_stages: the "
+                            "platform reads the legacy form {model, map} and ignores model_stages; never write both",
                             doc.line("model"))
+            return
+        if protocol >= (1, 0, 0):
+            collector.warning("result-yaml.legacy-form", path, "legacy form {model: [...], map: x}: the platform "
+                              f"still reads it, as one stage {LEGACY_STAGE!r} stamped with the time it reads it; "
+                              f"protocol {version_text(protocol)} writes model_stages", doc.line("model"))
         listed = _check_legacy(collector, doc, models_dir)
-        _check_unlisted(collector, models_dir, os.path.basename(path), listed)
-        return
-    listed = _check_stages(collector, doc, models_dir, object_type)
+    else:
+        listed = _check_stages(collector, doc, models_dir, object_type)
+        _check_top_level_metrics(collector, doc)
     _check_attachments(collector, doc, models_dir)
     _check_evaluate_config(collector, doc)
     _check_unlisted(collector, models_dir, os.path.basename(path), listed)
 
 
 def _check_legacy(collector: Collector, doc: _YamlDoc, models_dir: str) -> set[str]:
-    """{model: [files], map: float}: files looked up in the models folder."""
-    listed = _check_files(collector, doc, ("model",), doc.data.get("model"), [models_dir])
+    """{model: [files], map: float}: files looked up as the platform packs them, in the folder of its one stage
+    then in the models folder."""
+    folders = [os.path.join(models_dir, LEGACY_STAGE), models_dir]
+    listed = _check_files(collector, doc, ("model",), doc.data.get("model"), folders)
     _check_unit_metric(collector, doc, ("map",), doc.data.get("map"), required=True)
     return listed
 
@@ -151,6 +161,21 @@ def _check_stages(collector: Collector, doc: _YamlDoc, models_dir: str, object_t
     for name, stage in stages.items():
         listed |= _check_stage(collector, doc, models_dir, name, stage, object_type)
     return listed
+
+
+def _check_top_level_metrics(collector: Collector, doc: _YamlDoc) -> None:
+    """A metric beside model_stages is ignored: the model's figure is the best stage's. SDK 1.3.0's ``map`` (the
+    best stage's mAP, repeated) is what every image built on it writes, and it is silent; any other is a warning."""
+    stages, name = doc.data.get("model_stages"), doc.data.get("best_stage_name")
+    best = stages.get(name) if isinstance(stages, dict) and isinstance(name, str) else None
+    best_map = best.get("mAP") if isinstance(best, dict) else None
+    for key, value in doc.data.items():
+        if key not in TOP_LEVEL_METRICS or (key == "map" and is_number(value) and value == best_map):
+            continue
+        figure = f"the best stage's mAP ({best_map!r})" if best_map is not None else "the best stage's mAP"
+        collector.warning("result-yaml.top-level-metric", doc.path, f"top-level {key}: {value!r} is ignored by "
+                          f"the platform, which reads model_stages (only a top-level `model` selects the legacy "
+                          f"form): the model's figure is {figure}", doc.line(key))
 
 
 def _check_stage(collector: Collector, doc: _YamlDoc, models_dir: str, name: Any, stage: Any,
@@ -198,9 +223,45 @@ def _check_files(collector: Collector, doc: _YamlDoc, keys: tuple[Any, ...], fil
     return listed
 
 
+def _coerced_int(value: Any) -> int | None:
+    """The integer the platform's parser (a pydantic v1 ``int`` field) makes of a float or a string that is not
+    already one, else None: ``int()`` of it, so 1700000000.5 keeps its whole seconds and "10" is 10."""
+    if isinstance(value, float) and math.isfinite(value):
+        return int(value)
+    if isinstance(value, str) and INT_TEXT.fullmatch(value):
+        return int(value)
+    return None
+
+
+def _coerced_float(value: Any) -> float | None:
+    """The float the platform's parser (a pydantic v1 ``float`` field, or ``float()``) makes of a string, else
+    None."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
+def _finite(number: float | None) -> bool:
+    return number is not None and math.isfinite(number)
+
+
+def _warn_coerced(collector: Collector, doc: _YamlDoc, keys: tuple[Any, ...], value: Any, number: Any,
+                  write: str) -> None:
+    collector.warning("result-yaml.coerced", doc.path, f"{key_path(*keys)} is {type_name(value)} {value!r}: the "
+                      f"platform converts it to {number!r} and reads it; write {write}", doc.line(*keys))
+
+
 def _check_timestamp(collector: Collector, doc: _YamlDoc, keys: tuple[Any, ...], value: Any) -> None:
     where = key_path(*keys, "timestamp")
     line = doc.line(*keys, "timestamp")
+    coerced = None if is_int(value) else _coerced_int(value)
+    if coerced is not None:
+        if INT32_MIN <= coerced <= INT32_MAX:
+            _warn_coerced(collector, doc, keys + ("timestamp",), value, coerced, "integer seconds")
+        value = coerced
     if not is_int(value):
         found = "missing" if value is None else f"{type_name(value)} {value!r}"
         collector.error("result-yaml.timestamp-int", doc.path, f"{where} must be an integer (seconds), "
@@ -222,6 +283,10 @@ def _check_metrics(collector: Collector, doc: _YamlDoc, keys: tuple[Any, ...], s
         if name in UNIT_METRICS:
             _check_unit_metric(collector, doc, keys + (name,), value)
         elif name in COUNT_METRICS:
+            coerced = _coerced_int(value)
+            if coerced is not None and (isinstance(value, str) or coerced == value):  # 1.5 would lose its half
+                _warn_coerced(collector, doc, keys + (name,), value, coerced, "an integer")
+                value = coerced
             if not is_int(value) or value < 0:
                 collector.error("result-yaml.count", doc.path, f"{key_path(*keys, name)} must be an integer "
                                 f">= 0, found {value!r}", doc.line(*keys, name))
@@ -232,6 +297,10 @@ def _check_metrics(collector: Collector, doc: _YamlDoc, keys: tuple[Any, ...], s
 def _check_unit_metric(collector: Collector, doc: _YamlDoc, keys: tuple[Any, ...], value: Any,
                        required: bool = False) -> None:
     where, line = key_path(*keys), doc.line(*keys)
+    coerced = _coerced_float(value)
+    if _finite(coerced):
+        _warn_coerced(collector, doc, keys, value, coerced, "a plain float")
+        value = coerced
     if value is None and required:
         collector.error("result-yaml.metric-missing", doc.path, f"{where} is missing", line)
     elif not is_number(value):
@@ -249,9 +318,9 @@ def _check_other_stage_key(collector: Collector, doc: _YamlDoc, keys: tuple[Any,
         collector.warning("result-yaml.metric-case", doc.path, f"{where}: the platform reads "
                           f"{MISCASED_METRICS[name]!r}, not {name!r}", line)
     if is_number(value):
-        if not math.isfinite(value):
-            collector.error("result-yaml.metric-finite", doc.path, f"{where} is {value!r}: metrics must be "
-                            "finite", line)
+        if not math.isfinite(value):  # ignored by the platform's parser, but a sign of a broken evaluation
+            collector.warning("result-yaml.metric-finite", doc.path, f"{where} is {value!r}: the platform "
+                              "ignores this key, but a metric should be finite", line)
     elif name not in MISCASED_METRICS:
         collector.warning("result-yaml.stage-key", doc.path, f"{where} is {type_name(value)}, not a metric "
                           "number: the platform does not expect it", line)
@@ -292,6 +361,8 @@ def _check_evaluate_config(collector: Collector, doc: _YamlDoc) -> None:
         if is_int(value):
             collector.warning("result-yaml.evaluate-config-int", doc.path, f"{where} is the integer {value}: "
                               "values must be floats", line)
+        elif _finite(_coerced_float(value)):
+            _warn_coerced(collector, doc, ("evaluate_config", key), value, _coerced_float(value), "a plain float")
         elif not isinstance(value, float) or not math.isfinite(value):
             collector.error("result-yaml.evaluate-config", doc.path, f"{where} must be a finite float, found "
                             f"{type_name(value)} {value!r}", line)
