@@ -8,7 +8,16 @@ import yaml
 from ymir_runner.errors import ConfigError, ReturnCode
 from ymir_runner.protocol import env as env_module
 from ymir_runner.protocol.config import RESERVED_KEYS, ExportFormat, parse_config, read_config_file
-from ymir_runner.protocol.env import LEGACY_PROTOCOL_VERSION, ROOT_ENV_VAR, InputPaths, OutputPaths, TaskKind, load_env
+from ymir_runner.protocol.env import (
+    LEGACY_PROTOCOL_VERSION,
+    ROOT_ENV_VAR,
+    EnvError,
+    InputPaths,
+    OutputPaths,
+    TaskKind,
+    load_env,
+    reroot,
+)
 
 FULL_ENV = {
     "task_id": "t0000002000002abc",
@@ -143,10 +152,21 @@ def test_env_rerooted_with_environment_variable(tmp_path, monkeypatch):
 
 
 def test_env_reroot_leaves_lookalike_paths_alone(tmp_path):
-    env = load_env(write_env(tmp_path, env_with(input={"assets_dir": "/inside/assets", "models_dir": "/in"})),
-                   root=str(tmp_path / "r"))
-    assert env.input.assets_dir == "/inside/assets"
-    assert env.input.models_dir == str(tmp_path / "r" / "in")
+    root = str(tmp_path / "r")
+    assert reroot("/inside/assets", root) == "/inside/assets"
+    assert reroot("/in", root) == str(tmp_path / "r" / "in")
+    assert reroot("/out/models/result.yaml", root) == str(tmp_path / "r" / "out" / "models" / "result.yaml")
+
+
+@pytest.mark.parametrize("path", ["/inside/assets", "/home/user/work/in/assets", "relative/assets"])
+def test_env_root_that_cannot_apply_is_an_error_and_writes_nothing(tmp_path, path):
+    """--root re-roots container paths; an env.yaml naming a host path (a sandbox tree without
+    --container-paths, copied elsewhere) would write outside the tree --root names: refused, naming the key."""
+    env_file = write_env(tmp_path, env_with(input={"assets_dir": path, "models_dir": "/in/models"}))
+    with pytest.raises(EnvError) as excinfo:
+        load_env(env_file, root=str(tmp_path / "r"))
+    assert_config_error(excinfo, "--root", "input.assets_dir", path, "cannot apply", "--container-paths")
+    assert excinfo.value.monitor_file is None
 
 
 @pytest.mark.parametrize("flags, expected", [

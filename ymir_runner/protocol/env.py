@@ -23,6 +23,13 @@ PROTOCOL_VERSION = "1.1.0"
 DEFAULT_TASK_ID = "default-task"
 #: The output folder the platform mounts into the container.
 CONTAINER_OUT_DIR = "/out"
+#: The folders the platform mounts into the container: env.yaml's paths under them are container paths, which
+#: ``--root`` re-roots onto a local tree. A machine where one of them is not a folder is not the container.
+CONTAINER_DIRS = ("/in", CONTAINER_OUT_DIR)
+#: env.yaml's own top-level keys besides ``task_id`` (which config.yaml has too): a file with none of them is
+#: not an env.yaml.
+ENV_ONLY_KEYS = frozenset({"protocol_version", "run_training", "run_mining", "run_infer", "manifest_file", "input",
+                           "output"})
 
 
 class TaskKind(str, enum.Enum):
@@ -118,14 +125,19 @@ class TaskEnv:
         return data
 
 
+def container_top(path: str) -> str | None:
+    """``/in`` or ``/out`` when ``path`` is a container path under it (:data:`CONTAINER_DIRS`), else None."""
+    for top in CONTAINER_DIRS:
+        if path == top or path.startswith(top + "/"):
+            return top
+    return None
+
+
 def reroot(path: str, root: str | None) -> str:
     """Map an absolute container path under /in or /out into ``root``; other paths are left alone."""
-    if not root or not path:
+    if not root or not path or not container_top(path):
         return path
-    for top in ("/in", "/out"):
-        if path == top or path.startswith(top + "/"):
-            return os.path.join(root, path.lstrip("/"))
-    return path
+    return os.path.join(root, path.lstrip("/"))
 
 
 def unroot(path: str, root: str | None) -> str:
@@ -222,8 +234,12 @@ def load_env(path: str = DEFAULT_ENV_FILE, *, root: str | None = None) -> TaskEn
     """Read env.yaml; ``root`` (or $YMIR_RUNNER_ROOT) re-roots /in and /out paths onto a local tree.
 
     Raises:
-        EnvError: the file cannot be read, or a value is invalid; the message names the key.
+        EnvError: the file cannot be read, is not an env.yaml (a config.yaml given instead), a value is invalid
+            (the message names the key), ``root`` is given for an env.yaml whose paths are not container paths
+            (it cannot apply), or, without ``root``, env.yaml names container paths on a machine that is not the
+            container (:data:`CONTAINER_DIRS` missing: nothing is written, the message says to pass ``--root``).
     """
+    root_origin = "--root" if root else f"${ROOT_ENV_VAR}"
     root = root or os.environ.get(ROOT_ENV_VAR) or None
     if root:
         root = os.path.abspath(root)
@@ -231,12 +247,80 @@ def load_env(path: str = DEFAULT_ENV_FILE, *, root: str | None = None) -> TaskEn
     raw: Mapping[str, Any] = {}
     try:
         raw = read_yaml_mapping(env_file, "env file")
+    except ConfigError as error:
+        raise EnvError(str(error), monitor_file=_monitor_file_guess(raw, root)) from error
+    try:  # the wrong file, or paths that lead out of the tree meant: refused with nothing written anywhere
+        _check_is_env(raw, env_file)
+        _check_root_applies(raw, root, root_origin)
+    except ConfigError as error:
+        raise EnvError(str(error)) from error
+    try:
         return _parse_env(raw, env_file, root)
     except ConfigError as error:
         task_id = raw.get("task_id")
         raise EnvError(str(error), monitor_file=_monitor_file_guess(raw, root),
                        task_id=str(task_id) if isinstance(task_id, (str, int)) and task_id else DEFAULT_TASK_ID
                        ) from error
+
+
+def _check_is_env(raw: Mapping[str, Any], env_file: str) -> None:
+    """ConfigError for a file that holds none of env.yaml's own keys, naming config.yaml when it is one."""
+    if ENV_ONLY_KEYS.intersection(raw):
+        return
+    from .config import RESERVED_KEYS  # config.py imports this module
+
+    beside = os.path.join(os.path.dirname(env_file), "env.yaml")
+    hint = f"; pass --env {beside}" if os.path.isfile(beside) and beside != env_file else ""
+    config_keys = sorted(RESERVED_KEYS.intersection(raw) - {"task_id"})
+    if config_keys:
+        raise ConfigError(f"{env_file} is a config.yaml (it holds {', '.join(config_keys[:3])}), not an env.yaml: "
+                          f"--env takes the task's env.yaml, which names config.yaml{hint}")
+    raise ConfigError(f"{env_file} is not an env.yaml: it has none of run_training, run_mining, run_infer, input, "
+                      f"output{hint}")
+
+
+def _section_paths(raw: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """``(section.key, path)`` for every non-empty path of env.yaml's input and output sections."""
+    found = []
+    for section in ("input", "output"):
+        values = raw.get(section)
+        if isinstance(values, Mapping):
+            found += [(f"{section}.{key}", str(value)) for key, value in values.items()
+                      if isinstance(value, str) and value]
+    return found
+
+
+def _check_root_applies(raw: Mapping[str, Any], root: str | None, root_origin: str) -> None:
+    """With a root, every path of env.yaml must be a container path: the root applies to nothing else, and a
+    host path would lead the run out of the tree it was pointed at (ConfigError)."""
+    if not root:
+        return
+    foreign = [(key, path) for key, path in _section_paths(raw) if not container_top(path)]
+    if foreign:
+        key, path = foreign[0]
+        raise ConfigError(
+            f"{root_origin} {root} re-roots container paths (/in/..., /out/...), but env.yaml's {key} is "
+            f"{path!r}: {root_origin} cannot apply to this env.yaml; run it without {root_origin} (its outputs "
+            f"go where it names them), or write the tree with `ymir-runner sandbox --container-paths`")
+
+
+def check_paths_exist_here(env: TaskEnv) -> None:
+    """Refuse, before anything is written, to run an env.yaml whose container paths (``/in/...``, ``/out/...``,
+    not re-rooted) lead to folders that do not exist on this machine: it is not the platform's container (which
+    always has both), and writing ``/out/monitor.txt`` at the host's root helps nobody. The message says to pass
+    ``--root``. Raises :class:`EnvError` without a monitor file."""
+    if env.root:
+        return
+    paths = [*dataclasses.asdict(env.input).values(), *dataclasses.asdict(env.output).values()]
+    missing = sorted({top for path in paths if path for top in (container_top(path),)
+                      if top and not os.path.isdir(top)})
+    if missing:
+        work = os.path.dirname(os.path.dirname(env.env_file))
+        hint = (f"--root {work}" if os.path.isdir(os.path.join(work, "in"))
+                else "--root DIR (the folder holding in/ and out/)")
+        raise EnvError(f"env.yaml names container paths under {' and '.join(missing)}, which "
+                       f"{'does' if len(missing) == 1 else 'do'} not exist here: this is not the platform's "
+                       f"container; to run a local tree written with container paths, pass {hint}")
 
 
 def _parse_env(raw: Mapping[str, Any], env_file: str, root: str | None) -> TaskEnv:

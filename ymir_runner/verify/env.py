@@ -11,6 +11,9 @@ from .api import TASKS
 from .findings import UsageError
 from .helpers import is_int, map_container_path
 
+#: env.yaml's own keys besides ``task_id`` (config.yaml has that one too).
+ENV_ONLY_KEYS = frozenset({"protocol_version", "run_training", "run_mining", "run_infer", "manifest_file", "input",
+                           "output"})
 #: env.yaml without ``protocol_version`` comes from a platform <= 1.1.0: protocol.md says treat it as 0.0.1.
 UNVERSIONED_PROTOCOL = "0.0.1"
 
@@ -42,7 +45,19 @@ def _truthy(value: Any) -> bool:
 def settings_from_env(env_file: str, out_dir: str, root: str | None = None) -> dict[str, Any]:
     """verify_out keyword arguments (plus ``tasks``) read from an env.yaml and its config file."""
     env = _load_yaml_file(env_file, "env.yaml")
+    if not ENV_ONLY_KEYS.intersection(env):
+        held = "a config.yaml" if "class_names" in env else "not an env.yaml"
+        raise UsageError(f"--env {env_file} is {held}: it has none of run_training, run_mining, run_infer, input, "
+                         f"output (--env takes the task's env.yaml)")
     inputs, outputs = env.get("input") or {}, env.get("output") or {}
+    if root:
+        paths = [(f"{section}.{key}", str(value)) for section, values in (("input", inputs), ("output", outputs))
+                 if isinstance(values, dict) for key, value in values.items() if value]
+        foreign = [(key, path) for key, path in paths
+                   if path not in ("/in", "/out") and not path.startswith(("/in/", "/out/"))]
+        if foreign:
+            raise UsageError(f"--root {root} stands in for '/' of container paths (/in/..., /out/...), but "
+                             f"env.yaml's {foreign[0][0]} is {foreign[0][1]!r}: --root cannot apply; leave it out")
     local = lambda container_path: map_container_path(str(container_path), out_dir, root)  # noqa: E731
     settings: dict[str, Any] = {
         "tasks": [kind for kind in TASKS if _truthy(env.get(f"run_{kind}"))],

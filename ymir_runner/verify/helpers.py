@@ -80,9 +80,10 @@ def read_text(collector: Collector, path: str, prefix: str, *, required: bool = 
 
 
 def map_container_path(path: str, out_dir: str, root: str | None) -> str:
-    """/out/... → under OUT_DIR; other absolute paths under ``root`` (standing in for '/') when given."""
+    """/out/... → under OUT_DIR; /in/... under ``root`` (standing in for '/', as ``ymir-runner run --root`` reads
+    it) when given; other paths as they are."""
     if path == "/out" or path.startswith("/out/"):
         return os.path.join(out_dir, path[len("/out/"):])
-    if root and os.path.isabs(path):
+    if root and (path == "/in" or path.startswith("/in/")):
         return os.path.join(root, path.lstrip("/"))
     return path

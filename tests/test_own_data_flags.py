@@ -1,0 +1,186 @@
+"""Own data, first hour: flags and files that point the wrong way are refused before anything is written, with
+a message that points the right way; `inspect` stops on what `run` stops on; misspelt config keys are named."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+import toy_plugin
+import yaml
+
+from ymir_runner import plugins
+from ymir_runner.cli import main
+from ymir_runner.dispatcher import run
+from ymir_runner.sandbox import build_sandbox
+from ymir_runner.testing import TaskTree, plugin_registry, write_png
+
+NOT_A_CONTAINER = not os.path.isdir("/in") and not os.path.isdir("/out")
+
+
+@pytest.fixture
+def registry(monkeypatch):
+    """The toy executor, for `run` and for the commands that build their own registry (`inspect`, `sandbox`)."""
+    registry = plugin_registry({"toy": toy_plugin})
+    monkeypatch.setattr(plugins, "build_plugin_manager", lambda **_: registry)
+    return registry
+
+
+def yolo_folder(folder) -> str:
+    """A YOLO dataset a user would have: images, one label file each, classes.txt."""
+    os.makedirs(folder)
+    for index in range(6):
+        write_png(os.path.join(folder, f"img_{index:04d}.png"), 40, 30, color=(20 * index, 90, 160))
+        with open(os.path.join(folder, f"img_{index:04d}.txt"), "w") as stream:
+            stream.write(f"{index % 2} 0.5 0.5 0.4 0.4\n")
+    with open(os.path.join(folder, "classes.txt"), "w") as stream:
+        stream.write("cat\ndog\n")
+    return str(folder)
+
+
+def last_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    return lines[-1] if lines else ""
+
+
+def tree_files(folder) -> dict[str, bytes]:
+    found = {}
+    for base, _, names in os.walk(folder):
+        for name in names:
+            path = os.path.join(base, name)
+            with open(path, "rb") as stream:
+                found[os.path.relpath(path, folder)] = stream.read()
+    return found
+
+
+# --- --root and container paths ------------------------------------------------------------------------------
+
+@pytest.mark.skipif(not NOT_A_CONTAINER, reason="this machine has /in or /out: it may be a container")
+def test_a_container_path_tree_run_without_root_is_refused_before_anything_is_written(tmp_path, registry, capfd):
+    """`sandbox --container-paths` then `run` without --root once wrote /out/monitor.txt at the host's root and
+    blamed /in/config.yaml."""
+    work = tmp_path / "work"
+    summary = build_sandbox(yolo_folder(tmp_path / "data"), str(work), registry=registry, container_paths=True)
+    assert run(summary.env_file, registry=registry) == 1
+    err = capfd.readouterr().err
+    assert last_line(err) == (f"ymir-runner: error 300001: env.yaml names container paths under /in and /out, "
+                              f"which do not exist here: this is not the platform's container; to run a local tree "
+                              f"written with container paths, pass --root {work}")
+    assert not os.path.exists("/out") and not os.path.exists("/in")
+    assert not os.listdir(work / "out" / "tensorboard")
+    assert run(summary.env_file, root=str(work), registry=registry) == 0  # what the message says works
+
+
+def test_root_on_a_host_path_tree_is_an_error_and_the_original_stays_untouched(tmp_path, registry, capfd):
+    """`run --root COPY` on a sandbox tree (host paths) once ignored --root and overwrote the ORIGINAL tree."""
+    work = tmp_path / "work"
+    summary = build_sandbox(yolo_folder(tmp_path / "data"), str(work), registry=registry)
+    assert run(summary.env_file, registry=registry) == 0
+    before = tree_files(work / "out")
+    copy = tmp_path / "copy"
+    shutil.copytree(work, copy)
+    assert main(["run", "--env", str(copy / "in" / "env.yaml"), "--root", str(copy)]) == 1
+    err = capfd.readouterr().err
+    assert "ymir-runner: error 300001: --root" in last_line(err)
+    assert "cannot apply to this env.yaml" in last_line(err) and "--container-paths" in last_line(err)
+    assert tree_files(work / "out") == before  # not one byte of the original changed
+    assert tree_files(copy / "out") == before  # nor of the copy: nothing was written anywhere
+
+
+def test_verify_root_means_what_run_root_means(tmp_path, registry, capsys):
+    data = yolo_folder(tmp_path / "data")
+    host = build_sandbox(data, str(tmp_path / "host"), registry=registry)
+    container = build_sandbox(data, str(tmp_path / "cont"), registry=registry, container_paths=True)
+    assert run(host.env_file, registry=registry) == 0
+    assert run(container.env_file, root=container.work_dir, registry=registry) == 0
+    capsys.readouterr()
+    # README: `ymir-runner verify WORK/out --env WORK/in/env.yaml --root WORK` for a --container-paths tree
+    assert main(["verify", f"{container.work_dir}/out", "--env", container.env_file,
+                 "--root", container.work_dir]) == 0
+    assert main(["verify", f"{host.work_dir}/out", "--env", host.env_file]) == 0
+    capsys.readouterr()
+    assert main(["verify", f"{host.work_dir}/out", "--env", host.env_file, "--root", host.work_dir]) == 2
+    err = capsys.readouterr().err
+    assert "--root cannot apply; leave it out" in err and "input.root_dir" in err
+    assert main(["inspect", "--env", host.env_file, "--root", host.work_dir]) == 2
+    assert "cannot apply to this env.yaml" in capsys.readouterr().err
+
+
+# --- the wrong file as --env --------------------------------------------------------------------------------------
+
+def test_config_yaml_given_as_env_says_so_in_run_inspect_and_verify(tmp_path, registry, capfd):
+    summary = build_sandbox(yolo_folder(tmp_path / "data"), str(tmp_path / "work"), registry=registry)
+    config_file = os.path.join(summary.work_dir, "in", "config.yaml")
+    assert run(config_file, registry=registry) == 1
+    line = last_line(capfd.readouterr().err)
+    assert line.startswith(f"ymir-runner: error 300001: {config_file} is a config.yaml (it holds ")
+    assert line.endswith(f"not an env.yaml: --env takes the task's env.yaml, which names config.yaml; pass --env "
+                         f"{summary.env_file}")
+    assert not os.path.exists(os.path.join(summary.work_dir, "out", "monitor.txt"))
+    assert main(["inspect", "--env", config_file]) == 2
+    assert "is a config.yaml" in capfd.readouterr().err
+    assert main(["verify", os.path.join(summary.work_dir, "out"), "--env", config_file]) == 2
+    assert "is a config.yaml" in capfd.readouterr().err
+
+
+# --- inspect stops on what run stops on ------------------------------------------------------------------------------
+
+def test_inspect_reports_what_run_would_stop_on_with_the_same_message(tmp_path, registry, capfd):
+    tree = TaskTree(str(tmp_path / "t"))
+    tree.config.pop("class_names")
+    tree.write_config()
+    outcome = tree.run(registry)
+    assert outcome.exit_code == 1
+    run_line = outcome.last_stderr_line
+    assert run_line == "ymir-runner: error 300001: config key 'class_names' is empty: a training task needs classes"
+    assert main(["inspect", "--env", tree.env_file, "--root", tree.root]) == 1
+    err = capfd.readouterr().err
+    assert run_line.replace("ymir-runner:", "ymir-runner inspect:") in err.splitlines()
+    assert last_line(err) == "ymir-runner inspect: `ymir-runner run` would stop on 1 problem(s) above"
+
+
+def test_inspect_lists_every_problem_not_only_the_first(tmp_path, registry, capfd):
+    tree = TaskTree(str(tmp_path / "t"), config={"epochs": "many", "optimizer": "lion"})
+    tree.config.pop("class_names")
+    tree.write_config()
+    assert main(["inspect", "--env", tree.env_file, "--root", tree.root]) == 1
+    errors = [line for line in capfd.readouterr().err.splitlines() if "error 300001" in line]
+    assert len(errors) == 2
+    assert "config key 'epochs': 'many' is not a valid integer" in errors[0]
+    assert "config key 'class_names' is empty" in errors[1]
+    tree.config["epochs"] = 3
+    tree.config["class_names"] = ["cat", "dog"]
+    tree.write_config()
+    assert main(["inspect", "--env", tree.env_file, "--root", tree.root]) == 1
+    errors = [line for line in capfd.readouterr().err.splitlines() if "error 300001" in line]
+    assert len(errors) == 1 and "'optimizer': 'lion' is not one of ['sgd', 'adamw']" in errors[0]
+
+
+# --- misspelt config keys ------------------------------------------------------------------------------------------
+
+def test_a_misspelt_key_is_named_with_the_closest_in_run_and_inspect_but_never_stops_a_task(tmp_path, registry,
+                                                                                            capfd):
+    tree = TaskTree(str(tmp_path / "t"), config={"epoch": 5, "platform_future_key": True})
+    warning = ("config key 'epoch' is not a template key of executor 'toy' nor one the platform writes: it is "
+               "ignored (did you mean 'epochs'?)")
+    outcome = tree.run(registry)
+    assert outcome.exit_code == 0
+    err = outcome.stderr
+    assert warning in err
+    assert "'platform_future_key' is not a template key of executor 'toy'" in err
+    assert "did you mean" not in err.split("platform_future_key")[1].splitlines()[0]
+    assert sorted(outcome.result_yaml()["model_stages"]) == ["epoch_1", "epoch_2"]  # epochs stayed 2
+    assert main(["inspect", "--env", tree.env_file, "--root", tree.root]) == 0
+    assert f"warning: {warning}" in capfd.readouterr().out
+
+
+def test_sandbox_set_on_the_command_line_refuses_a_misspelt_key(tmp_path, registry, capsys):
+    data = yolo_folder(tmp_path / "data")
+    work = str(tmp_path / "work")
+    assert main(["sandbox", data, "--out", work, "--set", "epoch=5"]) == 2
+    assert "did you mean 'epochs'?); pass --force to write it anyway" in capsys.readouterr().err
+    assert not os.path.exists(work)
+    assert main(["sandbox", data, "--out", work, "--set", "epochs=5"]) == 0
+    with open(os.path.join(work, "in", "config.yaml")) as stream:
+        assert yaml.safe_load(stream)["epochs"] == 5

@@ -1,0 +1,107 @@
+"""What a run checks before any plugin code runs: which executor runs each task, its config read against that
+executor's templates, the inputs a task cannot do without. One home for these checks, used by the dispatcher (which
+stops on the first problem) and by ``ymir-runner inspect`` (which reports every problem, with the same messages).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping, Sequence
+
+from .errors import ConfigError, YmirError
+from .plugins import Executor, PluginRegistry
+from .protocol.config import TaskConfig, parse_config, unknown_key_warnings
+from .protocol.dataset import DatasetReader, SkipLog
+from .protocol.env import TaskEnv, TaskKind
+from .records import ExecutorSpec
+
+
+def no_task_error() -> ConfigError:
+    """The error of an env.yaml that asks for no task."""
+    return ConfigError("env.yaml sets none of run_training, run_mining, run_infer: nothing to do")
+
+
+def task_config(raw_config: Mapping[str, Any], spec: ExecutorSpec, kind: TaskKind, env: TaskEnv) -> TaskConfig:
+    """config.yaml read against ``spec``'s template for ``kind``: values coerced to the template's types (or the
+    word ``auto`` for a ``Param(..., auto=...)``) and checked against its choices (ConfigError naming the key)."""
+    params = spec.template(kind)
+    return parse_config(raw_config, {p.name: p.default for p in params}, {p.name: p.choices for p in params},
+                        root=env.root, auto={p.name: p.auto for p in params if p.auto})
+
+
+def config_key_warnings(raw_config: Mapping[str, Any], chosen: Mapping[TaskKind, Executor]) -> list[str]:
+    """Warnings for the config keys no template of the chosen executors declares and the platform does not write
+    (mining + inference share one config.yaml: a key of either template is known)."""
+    if not chosen:
+        return []
+    known = {param.name for kind, executor in chosen.items() for param in executor.spec.template(kind)}
+    names = sorted({executor.spec.name for executor in chosen.values()})
+    return unknown_key_warnings(raw_config, known, " + ".join(names))
+
+
+def check_inputs(kind: TaskKind, env: TaskEnv, config: TaskConfig, spec: ExecutorSpec, skips: SkipLog) -> None:
+    """Fail early on configuration errors the platform only shows as an empty dataset (ConfigError)."""
+    if kind is TaskKind.TRAINING:
+        if not config.class_names:
+            raise ConfigError("config key 'class_names' is empty: a training task needs classes")
+        export = config.export_format
+        index = DatasetReader(env.input.training_index_file, annotations=None, skips=skips, name="training")
+        if index.is_empty():
+            raw = export.raw if export else "(absent)"
+            raise ConfigError(
+                f"training index {env.input.training_index_file or '(not set)'} is empty: the platform "
+                f"exported no annotations; check config key 'export_format' (got {raw!r}, e.g. 'ark:raw')")
+        if export is not None and export.annotation not in spec.annotation_formats:
+            raise ConfigError(
+                f"config key 'export_format': executor {spec.name!r} reads "
+                f"{', '.join(spec.annotation_formats)}, not {export.raw!r}")
+    elif not env.input.candidate_index_file:
+        raise ConfigError(f"env.yaml: input.candidate_index_file is not set for a {kind} task")
+
+
+@dataclasses.dataclass
+class Preflight:
+    """Every check of :mod:`ymir_runner.preflight` on one run, none stopping the others: what ``inspect``
+    reports. ``errors`` are what ``run`` would stop on (it stops on the first), in the order it meets them."""
+
+    tasks: Sequence[TaskKind]
+    executors: dict[TaskKind, Executor]
+    configs: dict[TaskKind, TaskConfig]
+    warnings: list[str]
+    errors: list[YmirError]
+
+
+def preflight(env: TaskEnv, registry: PluginRegistry, raw_config: Mapping[str, Any]) -> Preflight:
+    """Run every pre-plugin check of a run on ``env`` (its config.yaml already read as ``raw_config``), collecting
+    the problems instead of stopping at the first."""
+    result = Preflight(env.tasks, {}, {}, [], [])
+    try:
+        base = parse_config(raw_config)
+    except YmirError as error:
+        result.errors.append(error)
+        return result
+    if not env.tasks:
+        result.errors.append(no_task_error())
+    for kind in env.tasks:
+        try:
+            result.executors[kind] = registry.select(kind, base.object_type, base.plugin)
+        except YmirError as error:
+            _note(result, error)
+    result.warnings += config_key_warnings(raw_config, result.executors)
+    for kind, executor in result.executors.items():
+        config = base  # its reserved keys, when the template's values do not read
+        try:
+            config = result.configs[kind] = task_config(raw_config, executor.spec, kind, env)
+        except YmirError as error:
+            _note(result, error)
+        try:
+            check_inputs(kind, env, config, executor.spec, SkipLog())
+        except YmirError as error:
+            _note(result, error)
+    return result
+
+
+def _note(result: Preflight, error: YmirError) -> None:
+    """Record ``error`` once (mining and inference may both meet the same problem)."""
+    if str(error) not in {str(seen) for seen in result.errors}:
+        result.errors.append(error)
