@@ -348,9 +348,14 @@ def test_float_images_are_clipped_to_8_bit(tmp_path):
 
 # --- the dataset report ----------------------------------------------------------------------------------------
 
-def test_inspect_reports_what_the_readers_saw_with_actionable_warnings(tmp_path, capsys):
-    from ymir_runner.cli import main
+def test_inspect_reports_what_the_readers_saw_with_actionable_warnings(tmp_path, capsys, monkeypatch):
+    import toy_plugin
 
+    from ymir_runner import plugins
+    from ymir_runner.cli import main
+    from ymir_runner.testing import plugin_registry
+
+    monkeypatch.setattr(plugins, "build_plugin_manager", lambda: plugin_registry({"toy": toy_plugin}))
     # Training: images 0 (cat) and 1 (dog); validation: 2 (bird), 3 (cat), and image 0 again (the same asset).
     tree = TaskTree(str(tmp_path), class_names=("cat", "dog", "bird"), images=4)
     with open(tree.local("/in/val-index.tsv"), "a") as stream:
@@ -364,8 +369,9 @@ def test_inspect_reports_what_the_readers_saw_with_actionable_warnings(tmp_path,
     assert "classes with no training box: bird: the model cannot learn them" in out
     assert "classes with no validation box: dog" in out
 
-    report = inspect_env(tree.env_file, str(tmp_path))
-    assert [split.lines for split in report.splits] == [2, 3]
+    found = inspect_env(tree.env_file, str(tmp_path))
+    assert not found.errors
+    assert [split.lines for split in found.report.splits] == [2, 3]
 
 
 def validation_warnings(tmp_path, validation_line):

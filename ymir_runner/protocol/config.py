@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from typing import Any, Iterable, Mapping
 
 from easydict import EasyDict
@@ -193,3 +194,22 @@ def _class_names(value: Any) -> tuple[str, ...]:
         raise ValueError("duplicate class names")
     return names
 
+
+
+def unknown_key_warnings(raw: Mapping[str, Any], known: Iterable[str], executor: str) -> list[str]:
+    """One warning per key of config.yaml ``raw`` that is neither a template key of the chosen executor
+    (``known``: the keys of every template the run uses) nor one the platform writes (:data:`RESERVED_KEYS`):
+    such a key is ignored, and a misspelt one (``epoch``) would silently leave the real key at its default. Each
+    names the closest known key when there is one (difflib, ratio >= 0.6). Never an error: the platform may add
+    keys of its own."""
+    template = set(known)
+    candidates = sorted(template | RESERVED_KEYS)
+    warnings = []
+    for key in raw:
+        if not isinstance(key, str) or key in template or key in RESERVED_KEYS:
+            continue
+        close = difflib.get_close_matches(key, candidates, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        warnings.append(f"config key {key!r} is not a template key of executor {executor!r} nor one the platform "
+                        f"writes: it is ignored{hint}")
+    return warnings

@@ -31,7 +31,7 @@ from .assets import ASSET_EXTENSIONS, Asset, assign_boxes, collect_assets, file_
 from .build import SandboxSummary, build_sandbox, log
 from .classes import class_lookup, resolve_class_names
 from .cli import add_command, parse_override
-from .config import build_config, env_yaml, template_config, web_ui_value
+from .config import build_config, check_overrides, choose_executors, env_yaml, template_config, web_ui_value
 from .exif import ImageHeader, ImageSizes, exif_plan, write_transposed
 from .models import LEGACY_STAGE, ModelSource, install_model, model_files, read_model_source
 from .options import DEFAULT_VAL_RATIO, SPLIT_MODES, SandboxOptions, check_options, task_kinds
@@ -56,7 +56,8 @@ __all__ = [
     "READERS", "SOURCE_FORMATS", "SPLIT_MODES", "Asset", "ImageHeader",
     "ImageSizes", "ModelSource", "SandboxOptions", "SandboxSummary", "SourceBox", "SourceData", "SourceImage",
     "SourceSplit", "SourceTree", "TrainVal", "WorkTree", "add_command", "assign_boxes", "build_config",
-    "build_sandbox", "check_options", "class_lookup", "collect_assets", "detect_format", "env_yaml", "exif_plan",
+    "build_sandbox", "check_options", "check_overrides", "choose_executors",
+    "class_lookup", "collect_assets", "detect_format", "env_yaml", "exif_plan",
     "file_sha1", "install_model", "log", "model_files", "parse_override", "pixel_box", "read_model_source",
     "read_source", "resolve_class_names", "scan_source", "split", "split_assets", "task_kinds", "template_config",
     "web_ui_value", "write_assets", "write_transposed",

@@ -8,9 +8,9 @@ from typing import Any, Mapping, Sequence
 import yaml
 
 from .. import imgman
-from ..errors import ConfigError
+from ..errors import ConfigError, YmirError
 from ..protocol.annotations import WRITABLE_FORMATS, export_format_of
-from ..protocol.config import DEFAULT_SHM_SIZE, DETECTION, PLATFORM_TYPED_KEYS, ExportFormat
+from ..protocol.config import DEFAULT_SHM_SIZE, DETECTION, PLATFORM_TYPED_KEYS, ExportFormat, unknown_key_warnings
 from ..protocol.env import TaskKind, env_document
 from .options import SandboxOptions
 from .worktree import WorkTree
@@ -18,23 +18,58 @@ from .worktree import WorkTree
 log = logging.getLogger("ymir_runner.sandbox")
 
 
-def template_config(registry: Any, kinds: Sequence[TaskKind], plugin: str | None) -> dict[str, Any]:
-    """The template of each task (mining + inference: merged, mining's value first): the one ``ymir-runner
-    img-man`` writes for the installed executors, or with ``plugin`` that executor's own (so another executor's
-    default for a key both declare never reaches it). Raises :class:`~ymir_runner.errors.ConfigError` for a
-    ``plugin`` no installed executor is named."""
+def choose_executors(registry: Any, kinds: Sequence[TaskKind], plugin: str | None) -> dict[TaskKind, Any]:
+    """The executor of each task, chosen as ``ymir-runner run`` chooses it (:meth:`PluginRegistry.select`): the one
+    ``plugin`` names, else the only one installed for the task's kind and object type 2. Raises
+    :class:`~ymir_runner.errors.ConfigError` for a ``plugin`` that is not installed (or cannot run the task) and
+    for several candidates (listing them: choose one with ``--plugin``). A task no installed executor handles gets
+    no entry and a warning: the tree is still what the platform would export."""
     names = sorted(executor.spec.name for executor in registry.executors())
     if plugin and plugin not in names:
         raise ConfigError(f"--plugin {plugin!r}: no such executor; installed: {', '.join(names) or 'none'}")
-    merged: dict[str, Any] = {}
+    chosen = {}
     for kind in kinds:
-        template = imgman.template_defaults(registry, kind, object_type=DETECTION, executor_name=plugin)
-        if not template:
-            handler = f"executor {plugin} does not handle" if plugin else "no installed executor handles"
-            log.warning("%s %s: config.yaml holds only the platform's keys", handler, kind)
+        candidates = sorted(executor.spec.name for executor in registry.executors()
+                            if kind in executor.spec.tasks and DETECTION in executor.spec.object_types)
+        if not plugin and not candidates:
+            log.warning("no installed executor handles %s: config.yaml holds only the platform's keys", kind)
+            continue
+        if not plugin and len(candidates) > 1:
+            raise ConfigError(f"several installed executors can run {kind} for object_type {DETECTION}: "
+                              f"{', '.join(candidates)}; choose one with --plugin NAME")
+        try:
+            chosen[kind] = registry.select(kind, DETECTION, plugin)
+        except YmirError as error:
+            raise ConfigError(f"--plugin {plugin!r}: {error}") from None
+    return chosen
+
+
+def template_config(registry: Any, chosen: Mapping[TaskKind, Any]) -> dict[str, Any]:
+    """The template of each chosen task's executor, as ``ymir-runner img-man`` writes it for that executor (mining
+    + inference: merged, mining's value first): another executor's keys never reach config.yaml."""
+    merged: dict[str, Any] = {}
+    for kind, executor in chosen.items():
+        template = imgman.template_defaults(registry, kind, object_type=DETECTION, executor_name=executor.spec.name)
         for key, value in template.items():
             merged.setdefault(key, value)
     return merged
+
+
+def check_overrides(overrides: Mapping[str, Any], chosen: Mapping[TaskKind, Any], force: bool) -> None:
+    """``--set`` keys that no chosen executor's template declares and the platform does not write: refused
+    (ConfigError naming the key and the closest known one) unless ``force``, then warned about. Unchecked, with a
+    warning, when no installed executor handles the tasks."""
+    if not overrides:
+        return
+    if not chosen:
+        log.warning("--set %s: not checked, no installed executor handles the task", ", ".join(overrides))
+        return
+    known = {param.name for kind, executor in chosen.items() for param in executor.spec.template(kind)}
+    names = " + ".join(sorted({executor.spec.name for executor in chosen.values()}))
+    for warning in unknown_key_warnings(overrides, known, names):
+        if not force:
+            raise ConfigError(f"--set: {warning}; pass --force to write it anyway")
+        log.warning("--set: %s", warning)
 
 
 def web_ui_value(value: Any) -> Any:
