@@ -20,6 +20,7 @@ from .context import TaskContext
 from .cpus import cpu_limits, openmp_settings
 from .errors import ConfigError, TaskTerminated, YmirError, classify, one_line
 from .inspection import report_readers
+from .origins import load_origins
 from .plugins import Executor, PluginRegistry, build_plugin_manager
 from .protocol.config import parse_config, read_config_file
 from .protocol.dataset import DatasetReader, SkipLog
@@ -75,6 +76,7 @@ class Run:
         self.run_cache: dict[str, Any] = {}
         self.raw_config = read_config_file(env.input.config_file)
         self.base_config = parse_config(self.raw_config)  # reserved keys, validated before any plugin runs
+        self.origins = load_origins(env)  # a sandbox's map: warnings name the user's own files too
 
     def execute(self) -> None:
         tasks = self.env.tasks
@@ -103,7 +105,7 @@ class Run:
         context = TaskContext(
             kind=kind, env=self.env, config=config, executor=executor.spec, progress=progress,
             logger=logging.getLogger(f"ymir_runner.{executor.spec.name}"), tensorboard=self.tensorboard,
-            skips=SkipLog(), run_cache=self.run_cache, _output=output)
+            skips=SkipLog(names=self.origins), run_cache=self.run_cache, _output=output)
         return _Task(context, executor)
 
     def run_task(self, task: _Task) -> None:

@@ -14,6 +14,7 @@ import dataclasses
 import os
 from typing import Iterable, Sequence
 
+from .origins import Origins, load_origins
 from .protocol.config import parse_config, read_config_file
 from .protocol.dataset import AnnotationReader, DatasetReader, Item, SkipLog
 from .protocol.env import TaskKind, load_env
@@ -84,6 +85,12 @@ class DatasetReport:
 
     class_names: tuple[str, ...]
     splits: list[SplitReport]
+    #: A sandbox's map of where each asset came from: image paths are shown with the user's file names.
+    names: Origins | None = None
+
+    def shown(self, path: str) -> str:
+        """An image path, followed by the user's own file name when the sandbox's map knows it."""
+        return self.names.annotate(path) if self.names is not None else path
 
     def split(self, name: str) -> SplitReport | None:
         return next((split for split in self.splits if split.name == name), None)
@@ -112,7 +119,8 @@ class DatasetReport:
                 densest = split.densest()
                 empty = sum(1 for item in split.items if not item.boxes)
                 if densest is not None:
-                    lines.append(f"{split.name} boxes per image: at most {len(densest.boxes)} ({densest.image}); "
+                    lines.append(f"{split.name} boxes per image: at most {len(densest.boxes)} "
+                                 f"({self.shown(densest.image)}); "
                                  f"{empty} images without boxes")
         return lines
 
@@ -139,7 +147,8 @@ class DatasetReport:
                                 "left out of mAP")
         if training is not None and validation is not None:
             validation_ids = validation.asset_ids()
-            shared = sorted(path for asset, path in training.asset_ids().items() if asset in validation_ids)
+            shared = sorted(self.shown(path) for asset, path in training.asset_ids().items()
+                            if asset in validation_ids)
             if shared:
                 warnings.append(f"{_images(len(shared))} in both the training and the validation set (same asset: "
                                 f"{_examples(shared)}): validation metrics are optimistic; split the data without "
@@ -157,10 +166,10 @@ class DatasetReport:
             for box in item.boxes:
                 if min(box.width, box.height) < TINY_BOX_FRACTION * long_side:
                     count_tiny += 1
-                    tiny.append(item.image)
+                    tiny.append(self.shown(item.image))
                 elif box.width * box.height > HUGE_BOX_FRACTION * area:
                     count_huge += 1
-                    huge.append(item.image)
+                    huge.append(self.shown(item.image))
         warnings = []
         if count_tiny:
             warnings.append(f"{split.name}: {count_tiny} tiny boxes (short side under {TINY_BOX_FRACTION:.0%} of "
@@ -176,9 +185,10 @@ class DatasetReport:
                                ("truncated image", "re-upload complete copies of these images"),
                                ("corrupt image data", "re-upload intact copies of these images")):
             count = split.repaired[reason] + split.skipped[reason]
+            damaged = sorted(self.shown(item.image) for item in split.items if item.damage == reason)
             if count:
-                warnings.append(f"{split.name}: {count} {reason}: {advice} (the first ones are named in the "
-                                "warnings above)")
+                where = f"e.g. {_examples(damaged)}" if damaged else "the first ones are named in the warnings above"
+                warnings.append(f"{split.name}: {count} {reason}: {advice} ({where})")
         return warnings
 
     def text(self) -> str:
@@ -196,7 +206,9 @@ class DatasetReport:
 
 
 def report_readers(readers: Iterable[DatasetReader], class_names: Sequence[str]) -> DatasetReport:
-    return DatasetReport(tuple(class_names), [read_split(reader) for reader in readers if reader.index_file])
+    readers = list(readers)
+    names = next((reader.skips.names for reader in readers if reader.skips.names is not None), None)
+    return DatasetReport(tuple(class_names), [read_split(reader) for reader in readers if reader.index_file], names)
 
 
 # --- the command ---------------------------------------------------------------------------------------------------
@@ -205,7 +217,7 @@ def inspect_env(env_file: str, root: str | None = None) -> DatasetReport:
     """The dataset report of the task an env.yaml describes (training and validation, or candidates)."""
     env = load_env(env_file, root=root)
     config = parse_config(read_config_file(env.input.config_file), root=env.root)
-    skips = SkipLog()
+    skips = SkipLog(names=load_origins(env))
     readers = []
     if TaskKind.TRAINING in env.tasks:
         annotations = AnnotationReader(config.class_names, config.annotation_format, skips)

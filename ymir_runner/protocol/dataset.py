@@ -16,7 +16,7 @@ import logging
 import math
 import os
 import xml.etree.ElementTree as ElementTree
-from typing import Iterable, Iterator, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Iterable, Iterator, NamedTuple, Sequence
 
 from ..errors import ConfigError, DatasetError
 from .annotations import (
@@ -31,6 +31,9 @@ from .annotations import (
 )
 from .env import reroot
 from .images import ImageProblem, probe_image
+
+if TYPE_CHECKING:
+    from ..origins import Origins
 
 log = logging.getLogger("ymir_runner.dataset")
 
@@ -55,12 +58,16 @@ class SkipLog:
     """Counts what was skipped and what was used after a repair, by reason; warns with the location for the
     first few of each reason (the summary gives the totals)."""
 
-    def __init__(self, logger: logging.Logger = log) -> None:
+    def __init__(self, logger: logging.Logger = log, *, names: Origins | None = None) -> None:
         #: Items and boxes left out, by reason.
         self.counts: collections.Counter[str] = collections.Counter()
         #: Items and boxes used after a fix (a clipped box, a truncated image), by reason.
         self.repairs: collections.Counter[str] = collections.Counter()
         self._log = logger
+        #: A sandbox's map of where each asset came from: warnings and :meth:`report` name the user's files too.
+        self.names = names
+        #: ``(verb, reason)`` -> the user's files it happened to (with ``names``; the first few are named).
+        self.named: dict[tuple[str, str], list[str]] = collections.defaultdict(list)
 
     def skip(self, reason: str, where: str, detail: str = "") -> None:
         self._note(self.counts, "skipped", reason, where, detail)
@@ -72,9 +79,13 @@ class SkipLog:
     def _note(self, counter: collections.Counter[str], verb: str, reason: str, where: str, detail: str) -> None:
         counter[reason] += 1
         count = counter[reason]
+        text = f"{where}: {detail}" if detail else where
+        if self.names is not None:
+            named = self.named[verb, reason]
+            named += [name for name in self.names.originals(text) if name not in named][:_NAMED - len(named)]
+            text = self.names.annotate(text)
         if count <= MAX_WARNINGS_PER_REASON:
-            suffix = f": {detail}" if detail else ""
-            self._log.warning("%s (%s) at %s%s", verb, reason, where, suffix)
+            self._log.warning("%s (%s) at %s", verb, reason, text)
             if count == MAX_WARNINGS_PER_REASON:
                 self._log.warning("further '%s' are only counted", reason)
 
@@ -93,13 +104,25 @@ class SkipLog:
 
     def report(self) -> str:
         """One line for the end of a task: ``skipped ...; repaired ...`` ('' when there is nothing to say)."""
-        parts = [f"{verb} {_counts_text(counter)}" for verb, counter in (("skipped", self.counts),
-                                                                          ("repaired", self.repairs)) if counter]
+        parts = [f"{verb} {_counts_text(counter, self._named_of(verb))}"
+                 for verb, counter in (("skipped", self.counts), ("repaired", self.repairs)) if counter]
         return "; ".join(parts)
 
+    def _named_of(self, verb: str) -> dict[str, str]:
+        """reason -> ``img_0003.jpg, b.jpg, ...``: the user's files :meth:`report` names (with ``names``)."""
+        return {reason: ", ".join(files[:_NAMED - 1]) + (", ..." if len(files) >= _NAMED else "")
+                for (done, reason), files in self.named.items() if done == verb and files}
 
-def _counts_text(counts: collections.Counter[str]) -> str:
-    return ", ".join(f"{count} {reason}" for reason, count in sorted(counts.items()))
+
+#: The user's files remembered per reason for :meth:`SkipLog.report`, which names one fewer ("..." for the rest).
+_NAMED = 4
+
+
+def _counts_text(counts: collections.Counter[str], named: dict[str, str] | None = None) -> str:
+    """``3 missing image, 1 truncated image (img_0003.jpg)``: the user's files in ``named``, by reason."""
+    named = named or {}
+    return ", ".join(f"{count} {reason}" + (f" ({named[reason]})" if reason in named else "")
+                     for reason, count in sorted(counts.items()))
 
 
 # --- annotations ----------------------------------------------------------------------------------------
@@ -356,7 +379,7 @@ class DatasetReader:
                 continue
             annotation = local(fields[1].strip()) if len(fields) > 1 else ""
             if not annotation:
-                self.skips.skip("missing annotation", where, "no annotation path on the line")
+                self.skips.skip("missing annotation", where, f"no annotation path on the line of {image}")
                 continue
             boxes = self.annotations.read(annotation, image)
             if boxes is not None:

@@ -17,6 +17,7 @@ from typing import Callable, Collection, Sequence
 from ..errors import DatasetError
 from ..protocol.annotations import annotation_suffix, annotation_text
 from ..protocol.dataset import SkipLog
+from ..protocol.images import ImageProblem, probe_image
 from .exif import ImageSizes, write_transposed
 from .sources import SourceBox, SourceImage
 from .worktree import WorkTree
@@ -40,6 +41,16 @@ class Asset:
     boxes: list[tuple[int, int, int, int, int]] = dataclasses.field(default_factory=list)
     #: The file whose bytes are stored: ``source``, or its EXIF-transposed copy.
     content: str = ""
+    #: Other files of SOURCE with the same content (stored once, as this asset).
+    copies: list[str] = dataclasses.field(default_factory=list)
+    #: '' or why the stored image is damaged (``truncated image``, ``corrupt image data``): it is stored as it is,
+    #: as the platform imports it, and a run reads it as far as its data goes.
+    damage: str = ""
+
+    @property
+    def sources(self) -> list[str]:
+        """Every file of SOURCE stored as this asset: ``source`` first."""
+        return [self.source, *self.copies]
 
     @property
     def extension(self) -> str:
@@ -90,6 +101,7 @@ def collect_assets(images: Sequence[SourceImage], sizes: ImageSizes, *, transpos
             if set(image.boxes) != set(first.source_boxes):
                 log.warning("%s has the same content as %s: only the annotations of the first are kept",
                             image.path, first.source)
+            first.copies.append(image.path)
             continue
         assets[digest] = Asset(digest, image.path, image.boxes, rotated or (header.stored if header else None),
                                content=content)
@@ -97,6 +109,23 @@ def collect_assets(images: Sequence[SourceImage], sizes: ImageSizes, *, transpos
             skips.repair("EXIF orientation applied to pixels", image.path,
                          f"orientation {header.orientation}, stored as {rotated[0]}x{rotated[1]}")
     return list(assets.values()), duplicates
+
+
+def find_damage(assets: Sequence[Asset]) -> list[Asset]:
+    """Set each asset's ``damage`` as ``ymir-runner run`` will find it from the stored file (its header and last
+    bytes, by :func:`~ymir_runner.protocol.images.probe_image`); returns the damaged assets. Images PIL cannot
+    open are left alone (they are counted apart)."""
+    damaged = []
+    for asset in assets:
+        if asset.size is None:
+            continue
+        try:
+            asset.damage = probe_image(asset.content or asset.source).damage
+        except ImageProblem:
+            continue
+        if asset.damage:
+            damaged.append(asset)
+    return damaged
 
 
 def _pixel(value: float) -> int:

@@ -13,10 +13,11 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
+from ..origins import ORIGINS_FILE, SANDBOX_TASK_PREFIX, write_origins
 from ..protocol.atomic import atomic_write_text
 from ..protocol.dataset import SkipLog
 from ..protocol.env import TaskKind
-from .assets import Asset, assign_boxes, collect_assets, write_assets
+from .assets import Asset, assign_boxes, collect_assets, find_damage, write_assets
 from .classes import class_lookup, resolve_class_names
 from .config import annotation_format_of, build_config, env_yaml, template_config
 from .exif import EXIF_HINT_REASONS, Notices, exif_plan
@@ -55,6 +56,10 @@ class SandboxSummary:
     warned: dict[str, int] = dataclasses.field(default_factory=dict)
     #: How train and val were chosen (training): SOURCE's own split kept, or at random; '' for mining/infer.
     split: str = ""
+    #: The map of where each asset came from (``in/sandbox-origins.tsv``).
+    origins_file: str = ""
+    #: Images stored as they are but damaged or unreadable: ``(file below SOURCE, why, asset path)``.
+    damaged: tuple[tuple[str, str, str], ...] = ()
 
     @property
     def boxes(self) -> int:
@@ -88,10 +93,21 @@ class SandboxSummary:
                 lines.append(f"  {label}: {_counts_line(counts)}")
         if EXIF_HINT_REASONS.intersection(self.warned):
             lines.append("  (--exif-transpose stores the EXIF-rotated pixels, so that such boxes match them)")
+        if self.damaged:
+            lines.append("  damaged images, stored as they are (the platform imports them; a run reads what it can):")
+            lines += [f"    {original}: {why}, as {asset}" for original, why, asset in self.damaged[:SHOWN_DAMAGED]]
+            if len(self.damaged) > SHOWN_DAMAGED:
+                lines.append(f"    ... and {len(self.damaged) - SHOWN_DAMAGED} more (the warnings above name them)")
+        if self.origins_file:
+            lines.append(f"  origins: {self.origins_file} (each asset and the file of SOURCE it came from)")
         if self.model_files:
             lines.append(f"  model: {', '.join(self.model_files)}")
         lines.append(f"next: {self.next_command}")
         return "\n".join(lines)
+
+
+#: Damaged images the summary names; the warnings name the first ten of each kind.
+SHOWN_DAMAGED = 10
 
 
 def _counts_line(counts: Mapping[str, int]) -> str:
@@ -151,7 +167,7 @@ def build_sandbox(source: str, out: str, *, registry: Any = None, **options: Any
     class_names = resolve_class_names(data, opts, training)
     model = read_model_source(model_dir, "--model" if opts.model else "--pretrained") if model_dir else None
     files = model_files(model, opts.all_stages) if model else []
-    task_id = "t-sandbox-" + hashlib.sha1(f"{source}|{'+'.join(kinds)}".encode()).hexdigest()[:12]
+    task_id = SANDBOX_TASK_PREFIX + hashlib.sha1(f"{source}|{'+'.join(kinds)}".encode()).hexdigest()[:12]
     config = build_config(template_config(registry, kinds, opts.plugin), kinds, task_id, class_names, opts)
     annotation_format = annotation_format_of(config) if training else None
     notices = Notices()
@@ -159,9 +175,12 @@ def build_sandbox(source: str, out: str, *, registry: Any = None, **options: Any
     with tempfile.TemporaryDirectory(prefix="ymir-sandbox-") as scratch:  # EXIF-transposed images, until copied
         assets, duplicates = collect_assets(data.images, tree.sizes, transpose=transpose, scratch=scratch,
                                             skips=skips)
-        unreadable = [asset.source for asset in assets if asset.size is None]
-        for path in unreadable[:10]:
-            log.warning("PIL cannot open %s: copied anyway, as the platform would", path)
+        unreadable = [asset for asset in assets if asset.size is None]
+        for asset in unreadable[:10]:
+            log.warning("PIL cannot open %s: copied anyway, as the platform would", asset.source)
+        for asset in find_damage(assets):
+            notices.warn(asset.damage, f"{asset.source}: {asset.damage}: stored as it is (the platform imports it "
+                                       f"too); a run reads it as far as its data goes")
         if training:
             assign_boxes(assets, class_lookup(data, class_names), skips)
 
@@ -172,6 +191,9 @@ def build_sandbox(source: str, out: str, *, registry: Any = None, **options: Any
     if not training:
         write_lines(work.local("/in/candidate-index.tsv"),
                     (work.shown(asset.path) for asset in sorted(assets, key=lambda asset: asset.sha1)))
+    origins_file = work.local("/in/" + ORIGINS_FILE)
+    write_origins(origins_file, tree.root, ((work.shown(asset.path), tree.relative(path))
+                                            for asset in assets for path in asset.sources))
     model_paths = install_model(model, files, work) if model else []
     if model_paths:
         config["pretrained_model_params" if training else "model_params_path"] = model_paths
@@ -189,4 +211,6 @@ def build_sandbox(source: str, out: str, *, registry: Any = None, **options: Any
         boxes_per_class={name: per_class.get(index, 0) for index, name in enumerate(class_names)},
         skipped=dict(skips.counts) if training else {}, model_files=tuple(model_paths),
         container_paths=opts.container_paths, repaired=dict(skips.repairs), warned=dict(notices.counts),
-        split=chosen.description)
+        split=chosen.description, origins_file=origins_file,
+        damaged=tuple((tree.relative(asset.source), asset.damage or "PIL cannot open it", work.shown(asset.path))
+                      for asset in assets if asset.damage or asset.size is None))
