@@ -1,20 +1,25 @@
 """`ymir-runner new-plugin`: the distribution it writes builds as a wheel, is found through its entry point
 once installed, passes its own tests as generated, and its outputs pass `ymir-runner verify`."""
 
+import configparser
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import zipfile
 
 import pytest
+from packaging.requirements import Requirement
 
-from ymir_runner import ConfigError
+from ymir_runner import ConfigError, __version__
 from ymir_runner.cli import main
 from ymir_runner.scaffold import new_plugin, parse_tasks
 from ymir_runner.testing import TaskTree
 
 BIN = os.path.dirname(sys.executable)
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def install_wheel(source: str, site: str) -> str:
@@ -91,6 +96,49 @@ def test_cli_runs_train_then_mine_and_infer_and_verify_accepts_them(installed, t
         checked = ymir_runner(site, "verify", tree.out_dir, "--task", "mining", "--task", "infer", "--candidates",
                               tree.local("/in/candidate-index.tsv"), "--root", tree.root, "--class-names", "cat,dog")
         assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_the_readme_installs_the_core_first_and_links_only_pages_that_exist(installed, capsys, tmp_path):
+    """ymir-runner is not on PyPI: the README says so and installs the core (a checkout or a wheel) before the
+    plugin; its one link is YMIR's repository (it once linked a PyPI page of ymir-runner that does not exist)."""
+    source, _site, _wheel = installed
+    with open(os.path.join(source, "README.md"), encoding="utf-8") as stream:
+        readme = stream.read()
+    assert re.findall(r"https?://[^\s)>]+", readme) == ["https://github.com/IndustryEssentials/ymir"]
+    assert f"requires `ymir-runner>={__version__}` (setup.cfg), and ymir-runner is not published on PyPI" in readme
+    core = readme.index("pip install -e /path/to/ymir-runner ")
+    assert core < readme.index("pip wheel --no-deps -w wheelhouse /path/to/ymir-runner") < readme.index(
+        'pip install -e ".[test]"')
+    assert main(["new-plugin", "other", "--out", str(tmp_path)]) == 0
+    assert "ymir-runner is not on PyPI: " in capsys.readouterr().out
+
+
+def test_its_requirement_on_the_core_is_met_by_a_wheel_of_the_core(installed, tmp_path):
+    """Outside a development checkout: the generated setup.cfg asks for ymir-runner>=<this core's version>, the
+    wheel its README has a user build from a checkout meets it, and the plugin's tests pass with the core imported
+    from that wheel's files."""
+    source, site, _wheel = installed
+    config = configparser.ConfigParser()
+    config.read(os.path.join(source, "setup.cfg"), encoding="utf-8")
+    lines = [line.strip() for line in config["options"]["install_requires"].splitlines()]
+    requirements = [Requirement(line) for line in lines if line and not line.startswith("#")]
+    (core,) = [requirement for requirement in requirements if requirement.name == "ymir-runner"]
+    assert str(core.specifier) == f">={__version__}"
+    checkout = tmp_path / "ymir-runner"  # a copy: building in the shared checkout would write build/ into it
+    shutil.copytree(os.path.join(REPO, "ymir_runner"), checkout / "ymir_runner",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("setup.cfg", "pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(os.path.join(REPO, name), checkout / name)
+    core_site = str(tmp_path / "core-site")
+    core_wheel = install_wheel(str(checkout), core_site)
+    assert core_wheel.startswith("ymir_runner-") and core.specifier.contains(core_wheel.split("-")[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([core_site, site])}
+    imported = subprocess.run([sys.executable, "-c", "import ymir_runner; print(ymir_runner.__file__)"], cwd=source,
+                              env=env, capture_output=True, text=True, check=True)
+    assert imported.stdout.startswith(core_site)
+    tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"], cwd=source,
+                           env=env, capture_output=True, text=True, timeout=600)
+    assert tests.returncode == 0 and "7 passed" in tests.stdout, tests.stdout + tests.stderr
 
 
 def test_a_subset_of_tasks_and_bad_requests(tmp_path):

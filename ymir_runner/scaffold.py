@@ -60,6 +60,7 @@ def _values(name: str, tasks: Sequence[TaskKind]) -> dict[str, str]:
     words = {TaskKind.TRAINING: "training", TaskKind.MINING: "mining", TaskKind.INFER: "inference"}
     rows = "".join(f"| `{package}/{_HOOKS[kind][1]}.py` | the {words[kind]} task |\n" for kind in tasks)
     return {
+        # the core that wrote the files (their API is 0.2.0's: its release runs the generated tests)
         "name": name, "package": package, "dist": f"ymir-runner-{name}", "core_version": __version__,
         "tasks": ", ".join(f"TaskKind.{kind.name}" for kind in tasks), "templates": templates,
         "algorithms": algorithms, "hooks": "".join(_hook(kind) for kind in tasks),
@@ -113,7 +114,9 @@ def new_plugin(name: str, tasks: Sequence[TaskKind] = TASKS, out: str = ".") -> 
 
 def _cmd_new_plugin(args: argparse.Namespace) -> int:
     folder = new_plugin(args.name, parse_tasks(args.tasks), args.out)
-    print(f"wrote {folder}: `pip install -e '{folder}[test]'`, then `python -m pytest {folder}`")
+    print(f"wrote {folder}: `pip install -e '{folder}[test]'` in this environment (it needs ymir-runner>="
+          f"{__version__}, installed here; ymir-runner is not on PyPI: {folder}/README.md says how to install it "
+          f"elsewhere), then `python -m pytest {folder}`")
     return 0
 
 

@@ -9,6 +9,7 @@ saves a picture of validation images with their ground truth and the deployed st
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 from typing import Any, Mapping, Sequence
 
@@ -104,9 +105,22 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"  weights         : {weights}/ ({', '.join(best['files'])})")
     print(f"  result.yaml     : {result_file}")
     print(f"  monitor.txt     : {os.path.join(out_dir, 'monitor.txt')}")
-    print(f"  tensorboard     : tensorboard --logdir {os.path.join(out_dir, 'tensorboard')}")
+    print(tensorboard_hint(os.path.join(out_dir, "tensorboard")))
     print(f"  run it yourself : ymir-runner run --env {env_file}")
     return 0
+
+
+def tensorboard_hint(logdir: str, installed: bool | None = None) -> str:
+    """The demo's lines on its tensorboard logs: the command that shows them and, where the viewer is not installed
+    (``installed``: found in this environment, by default), how to install it. The core writes the logs with
+    tensorboardX, which has no viewer; ymir-runner offers it as the extra ``tensorboard``."""
+    line = f"  tensorboard     : tensorboard --logdir {logdir}"
+    if installed is None:
+        installed = importlib.util.find_spec("tensorboard") is not None
+    if installed:
+        return line
+    return (f"{line}\n                    (the viewer is not installed: `pip install tensorboard` in this environment, "
+            'or ymir-runner\'s extra, `pip install -e ".[tensorboard]"` in its checkout)')
 
 
 def save_picture(checkpoint_file: str, items: Sequence[tuple[Any, Any, Any]], path: str) -> str:
