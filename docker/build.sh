@@ -35,11 +35,19 @@ while [ $# -gt 0 ]; do
 done
 dockerfile="$repo/docker/Dockerfile"
 if [ "$kind" = cuda ]; then dockerfile="$repo/docker/Dockerfile.cuda"; fi
-wheelhouse="$(mkdir -p "${wheelhouse:-$cache/wheelhouse-$kind}" && cd "${wheelhouse:-$cache/wheelhouse-$kind}" && pwd)"
+say() { echo "build.sh: $*" >&2; }
+# Every folder this script writes into is made first (a machine that never built has no cache folder): the
+# wheelhouse here (its new copy is made beside it), the cache folder before the build context goes there.
+make_folder() {  # FOLDER, what it is, what to do when it cannot be made
+    local error
+    error="$(mkdir -p "$1" 2>&1)" || { say "cannot create $2 $1 (${error##*: }): $3"; exit 1; }
+}
+make_folder "${wheelhouse:-$cache/wheelhouse-$kind}" "the wheelhouse" \
+    "give --wheelhouse a writable folder, or set YMIR_RUNNER_CACHE to one"
+wheelhouse="$(cd "${wheelhouse:-$cache/wheelhouse-$kind}" && pwd)"
 tag="${tag:-ymir-runner:$kind}"
 # The base: --base, else the Dockerfile's default.
 base="${base:-$(sed -n 's/^ARG BASE_IMAGE=//p' "$dockerfile")}"
-say() { echo "build.sh: $*" >&2; }
 seconds() { echo $(( $(date +%s) - $1 )); }
 
 # The base's Python decides which wheels fit it.
@@ -113,6 +121,7 @@ if [ "$download_only" = 1 ]; then exit 0; fi
 
 # The build context: what the Dockerfiles copy, and the wheels (hard links where the file system allows).
 started=$(date +%s)
+make_folder "$cache" "the cache folder" "the build context goes there; set YMIR_RUNNER_CACHE to a writable folder"
 context="$(mktemp -d "$cache/context.XXXXXX")"
 trap 'rm -rf "$context"' EXIT
 tar -C "$repo" --exclude=__pycache__ --exclude='*.egg-info' --exclude=.pytest_cache --exclude=.venv -cf - \

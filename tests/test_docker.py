@@ -143,3 +143,130 @@ def test_training_as_uid_65534_on_a_read_only_in_tree_passes_verify(ymir_shared_
               for folder, _dirs, files in os.walk(tree.out_dir) for name in files}
     assert owners == {NOBODY}
     assert not stat.S_IMODE(os.stat(tree.local("/in")).st_mode) & 0o222  # nothing could have written /in
+
+
+# --- docker/build.sh on a machine that never built before (no docker engine, no network) ------------------------
+
+BUILD_SH = REPO / "docker" / "build.sh"
+FAKE_DOCKER = """#!/bin/bash
+# A docker CLI that records its arguments: images are there (none with $FAKE_NO_IMAGES), runs report the host's
+# Python, a build lists its context's wheels, an import lists its tarball.
+echo "docker $*" >> "$FAKE_LOG"
+case "$1 $2" in
+    "image inspect") if [ -n "$FAKE_NO_IMAGES" ]; then exit 1; fi; case "$*" in *--format*) echo 1145000000 ;; esac
+                     exit 0 ;;
+esac
+case "$1" in
+    run) exec "$REAL_PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])' ;;
+    build) context="${@: -1}"; ls "$context/docker/wheelhouse" > "$FAKE_LOG.context"; exit 0 ;;
+    import) tar -tf "${@: -2:1}" | sort > "$FAKE_LOG.context"; exit 0 ;;
+esac
+echo "fake docker: unexpected $*" >&2; exit 3
+"""
+FAKE_PYTHON = """#!/bin/bash
+# $PYTHON for build.sh: the real interpreter, except `-m pip download`, which records its arguments and leaves a
+# wheel (torch's CPU build for the pinned torch download, one more for the rest) in --dest: no network.
+if [ "$1 $2 $3" = "-m pip download" ]; then
+    echo "pip $*" >> "$FAKE_LOG"
+    while [ $# -gt 0 ]; do if [ "$1" = --dest ]; then dest="$2"; fi; shift; done
+    case "$(tail -n 1 "$FAKE_LOG")" in
+        *--no-deps*) touch "$dest/torch-2.13.0+cpu-cp311-cp311-linux_x86_64.whl" ;;
+        *) touch "$dest/pluggy-1.6.0-py3-none-any.whl" ;;
+    esac
+    exit 0
+fi
+exec "$REAL_PYTHON" "$@"
+"""
+
+
+FAKE_DEBOOTSTRAP = """#!/bin/bash
+# debootstrap ... SUITE TARGET MIRROR: a root file system of a few folders, with no network.
+echo "debootstrap $*" >> "$FAKE_LOG"
+target="${@: -2:1}"
+mkdir -p "$target/usr/bin" "$target/usr/share/locale/C.utf8" "$target/usr/share/locale/de" "$target/var/log"
+"""
+
+
+def run_build_sh(root: pathlib.Path, home: pathlib.Path, *args: str, script: pathlib.Path = BUILD_SH,
+                 **variables: str) -> tuple[subprocess.CompletedProcess, str]:
+    """docker/build.sh (or ``script``) ARGS with HOME=home (made here, empty, unless it exists), the fake docker, pip
+    and debootstrap; returns the run and what the fakes recorded."""
+    fake_bin = root / "bin"
+    if not fake_bin.exists():
+        fake_bin.mkdir()
+        for name, text in (("docker", FAKE_DOCKER), ("python", FAKE_PYTHON), ("debootstrap", FAKE_DEBOOTSTRAP)):
+            (fake_bin / name).write_text(text)
+            (fake_bin / name).chmod(0o755)
+    if not home.exists():
+        home.mkdir()
+    log = root / "fake.log"
+    log.write_text("")
+    env = {key: value for key, value in os.environ.items() if key not in ("YMIR_RUNNER_CACHE", "XDG_CACHE_HOME")}
+    env.update(HOME=str(home), PATH=os.pathsep.join([str(fake_bin), env["PATH"]]), PYTHON=str(fake_bin / "python"),
+               REAL_PYTHON=sys.executable, FAKE_LOG=str(log), **variables)
+    done = subprocess.run(["bash", str(script), *args], capture_output=True, text=True, env=env, timeout=300)
+    return done, log.read_text()
+
+
+def test_build_sh_fills_the_default_wheelhouse_under_an_empty_home(tmp_path):
+    home = tmp_path / "home"
+    done, log = run_build_sh(tmp_path, home, "--download-only")
+    assert done.returncode == 0, done.stderr
+    wheelhouse = home / ".cache" / "ymir-runner" / "wheelhouse-cpu"
+    assert sorted(os.listdir(wheelhouse)) == [".requirements", "pluggy-1.6.0-py3-none-any.whl",
+                                             "torch-2.13.0+cpu-cp311-cp311-linux_x86_64.whl"]
+    assert f"build.sh: filling the wheelhouse {wheelhouse} for Python" in done.stderr
+    assert "build.sh: wheelhouse filled in " in done.stderr and ": 2 wheels, " in done.stderr
+    assert "--index-url https://download.pytorch.org/whl/cpu torch==2.13.0" in log
+    assert "docker build" not in log
+
+
+def test_build_sh_second_air_gapped_step_builds_with_an_empty_home(tmp_path):
+    """The documented air-gapped pair: `--download-only --wheelhouse DIR` where PyPI is reachable, then `--wheelhouse
+    DIR` on a machine that never built (an empty HOME: its cache folder, where the build context goes, does not
+    exist yet). Once `mktemp: failed to create directory via template '~/.cache/ymir-runner/context.XXXXXX'`."""
+    wheelhouse = tmp_path / "carried" / "wheelhouse"
+    done, _log = run_build_sh(tmp_path, tmp_path / "online-home", "--download-only", "--wheelhouse", str(wheelhouse))
+    assert done.returncode == 0, done.stderr
+    home = tmp_path / "air-gapped-home"
+    done, log = run_build_sh(tmp_path, home, "--wheelhouse", str(wheelhouse))
+    assert done.returncode == 0, done.stderr
+    assert "mktemp" not in done.stderr and "mkdir" not in done.stderr
+    assert done.stderr.splitlines()[0] == f"build.sh: wheelhouse {wheelhouse} is up to date (2 wheels)"
+    assert "build.sh: building ymir-runner:cpu from python:3.11-slim (docker/Dockerfile, no network)" in done.stderr
+    assert done.stderr.splitlines()[-1].startswith("build.sh: built ymir-runner:cpu in ")
+    assert done.stdout == "ymir-runner:cpu\n"
+    assert "pip " not in log  # no download: the wheelhouse serves
+    (build,) = [line for line in log.splitlines() if line.startswith("docker build")]
+    assert "--network none" in build and "-t ymir-runner:cpu" in build
+    assert (tmp_path / "fake.log.context").read_text().split() == ["pluggy-1.6.0-py3-none-any.whl",
+                                                                    "torch-2.13.0+cpu-cp311-cp311-linux_x86_64.whl"]
+    assert os.listdir(home / ".cache" / "ymir-runner") == []  # the build context is removed after the build
+
+
+def test_build_sh_says_which_folder_it_cannot_create(tmp_path):
+    """A HOME that is a file: the folder, the reason and what to do, as the last line."""
+    wheelhouse = tmp_path / "wheelhouse"
+    done, _log = run_build_sh(tmp_path, tmp_path / "home", "--download-only", "--wheelhouse", str(wheelhouse))
+    assert done.returncode == 0, done.stderr
+    home = tmp_path / "file-home"
+    home.write_text("")
+    for args, folder, hint in (
+            ((), home / ".cache" / "ymir-runner" / "wheelhouse-cpu", "the wheelhouse"),
+            (("--wheelhouse", str(wheelhouse)), home / ".cache" / "ymir-runner", "the cache folder")):
+        done, _log = run_build_sh(tmp_path, home, *args)
+        assert done.returncode == 1
+        assert done.stderr.splitlines()[-1].startswith(f"build.sh: cannot create {hint} {folder} (Not a directory): ")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="docker/base.sh runs debootstrap, which needs root")
+def test_base_sh_makes_its_cache_folder_under_an_empty_home(tmp_path):
+    home = tmp_path / "home"
+    done, log = run_build_sh(tmp_path, home, script=REPO / "docker" / "base.sh", FAKE_NO_IMAGES="1")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "ymir-runner-base:bookworm\n"
+    cache = home / ".cache" / "ymir-runner"
+    assert sorted(os.listdir(cache)) == ["base-bookworm.tar", "debootstrap.log"]  # rootfs and .part removed
+    assert "docker import " in log and str(cache / "base-bookworm.tar") in log
+    listed = (tmp_path / "fake.log.context").read_text().split()
+    assert "./usr/share/locale/C.utf8/" in listed and "./usr/share/locale/de/" not in listed
