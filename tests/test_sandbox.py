@@ -131,10 +131,12 @@ def yolo_source(tmp_path, names=("cat", "dog"), lines=("1 0.25 0.5 0.2 0.5",)):
 
 
 def many_images(tmp_path, count=10):
+    """YOLO: ``count`` images, the first with a box (a training source without one is refused)."""
     folder = tmp_path / "many"
     for index in range(count):
         image(folder / f"{index}.png", width=20, height=16, shade=index)
     (folder / "data.yaml").write_text("names: [cat]\n")
+    (folder / "0.txt").write_text("0 0.5 0.5 0.5 0.5\n")
     return folder
 
 
@@ -675,10 +677,13 @@ def test_bad_requests_fail_with_a_clear_message(tmp_path, registry):
 
 def test_ignore_other_classes_drops_their_boxes(tmp_path, registry):
     source, first = coco_source(tmp_path)
+    coco = json.loads((source / "instances.json").read_text())
+    coco["annotations"].append({"id": 2, "image_id": 2, "category_id": 7, "bbox": [1, 2, 3, 4]})
+    (source / "instances.json").write_text(json.dumps(coco))
     summary = build_sandbox(str(source), str(tmp_path / "work"), registry=registry, classes=["dog"],
                             ignore_other_classes=True)
     assert annotation_of(tmp_path / "work", first) == ""
-    assert summary.skipped == {"class not in --classes": 1}
+    assert summary.skipped == {"class not in --classes": 1} and summary.boxes_per_class == {"dog": 1}
 
 
 def test_cli_refuses_a_non_empty_work_dir_unless_forced(tmp_path, registry, monkeypatch, capsys):

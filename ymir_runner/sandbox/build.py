@@ -13,6 +13,7 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
+from ..errors import ConfigError
 from ..origins import ORIGINS_FILE, SANDBOX_TASK_PREFIX, write_origins
 from ..protocol.atomic import atomic_write_text
 from ..protocol.dataset import SkipLog
@@ -23,7 +24,7 @@ from .config import annotation_format_of, build_config, env_yaml, template_confi
 from .exif import EXIF_HINT_REASONS, Notices, exif_plan
 from .models import install_model, model_files, read_model_source
 from .options import SandboxOptions, check_options, task_kinds
-from .sources import SourceSplit, read_source
+from .sources import SourceSplit, no_usable_box, read_source
 from .splits import TrainVal, check_split_request, split_assets
 from .worktree import WorkTree, check_work_dir, prepare_work_dir, write_lines
 
@@ -183,6 +184,11 @@ def build_sandbox(source: str, out: str, *, registry: Any = None, **options: Any
                                        f"too); a run reads it as far as its data goes")
         if training:
             assign_boxes(assets, class_lookup(data, class_names), skips)
+            if source_format != "images" and not any(asset.boxes for asset in assets):  # every box dropped
+                raise ConfigError(no_usable_box(tree, source_format, data, skips, work.root))
+            if source_format == "images":
+                log.warning("--format images: a training tree without a single box; a training on it learns "
+                            "nothing (every stage's metrics are 0)")
 
         prepare_work_dir(work)
         write_assets(assets, work, annotation_format, class_names)

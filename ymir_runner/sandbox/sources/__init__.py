@@ -26,6 +26,7 @@ from .base import (
 )
 from .coco import coco_files, looks_like_coco, read_coco
 from .images import read_images
+from .missing import no_annotations, no_usable_box
 from .voc import read_voc
 from .yolo import YOLO_NAME_FILES, looks_like_yolo, read_yolo, yolo_split
 
@@ -38,8 +39,8 @@ READERS: dict[str, Callable[[SourceTree], SourceData]] = {
 __all__ = [
     "IMAGE_EXTENSIONS", "READERS", "SOURCE_FORMATS", "YOLO_NAME_FILES", "SourceBox", "SourceData", "SourceImage",
     "SourceSplit", "SourceTree", "coco_files", "detect_format", "looks_like_coco", "looks_like_yolo",
-    "read_coco", "read_images", "read_source", "read_voc", "read_yolo", "scan_source", "source_split",
-    "split_kind", "yolo_split",
+    "no_annotations", "no_usable_box", "read_coco", "read_images", "read_source", "read_voc", "read_yolo",
+    "scan_source", "source_split", "split_kind", "yolo_split",
 ]
 
 
@@ -67,18 +68,22 @@ def read_source(source: str, source_format: str, *, exclude: str, skips: SkipLog
                 exif_transpose: bool = False) -> tuple[SourceTree, str, SourceData]:
     """SOURCE listed, its format named (auto-detected unless given) and read.
 
-    Raises :class:`~ymir_runner.errors.ConfigError` for a SOURCE file that is not a COCO json and for a training
-    task on a source without annotations, :class:`~ymir_runner.errors.DatasetError` when it holds no image.
+    Raises :class:`~ymir_runner.errors.ConfigError` for a SOURCE file that is not a COCO json and, for a training
+    task, a source whose images hold not one box (unless ``--format images`` says so: a tree without boxes on
+    purpose), naming what was looked for and found; :class:`~ymir_runner.errors.DatasetError` when it holds no
+    image.
     """
     tree = scan_source(source, exclude=exclude, skips=skips, exif_transpose=exif_transpose)
     if tree.given_file and source_format not in ("auto", "coco"):
         raise ConfigError(f"SOURCE {source} is a file: only a COCO .json may be given as a file")
-    if source_format == "auto":
+    detected = source_format == "auto"
+    if detected:
         source_format = detect_format(tree)
-    if source_format == "images" and training:
-        raise ConfigError(f"found no annotations in {source} (COCO .json, VOC .xml or YOLO .txt) and a training "
-                          f"task needs them; pass --format to name the format")
+    if source_format == "images" and training and detected and tree.images:
+        raise ConfigError(no_annotations(tree, exclude))
     data = READERS[source_format](tree)
     if not data.images:
         raise DatasetError(f"no images found in {source} (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
+    if training and source_format != "images" and not any(image.boxes for image in data.images):
+        raise ConfigError(no_usable_box(tree, source_format, data, skips, exclude))
     return tree, source_format, data
