@@ -6,7 +6,8 @@ This module is the plugin API: everything a plugin needs is importable from here
 - declaring a plugin: ``hookimpl``, ``ExecutorSpec``, ``Param``, ``TaskKind``;
 - a task: ``TaskContext`` (what each task hook receives), ``Item`` and ``Box`` (dataset entries), ``Progress``;
 - outputs: ``Detection`` (an inference result box), ``Stage`` (a model stage of result.yaml), ``atomic_path``
-  (for files a plugin writes itself, such as weights);
+  (for files a plugin writes itself, such as weights); ``OptionalOutputs``, what ``context.optional_output``
+  guards with (pictures, exports, reports that never stop a task), for a plugin's own commands;
 - images, read by the project's rules (content, bit depth, damage, size limit): ``decode_image``,
   ``DecodedImage``, ``probe_image``, ``ImageInfo``, ``ImageProblem``;
 - errors that carry a protocol return code: ``YmirError`` and its subclasses, ``ReturnCode``; ``TaskTerminated``
@@ -58,6 +59,7 @@ if TYPE_CHECKING:
     from . import cpus, evaluation, mining
     from .context import TaskContext
     from .dispatcher import run
+    from .optional import OptionalOutputs
     from .protocol.annotations import Box
     from .protocol.dataset import Item
     from .protocol.images import DecodedImage, ImageInfo, ImageProblem, decode_image, probe_image
@@ -78,6 +80,7 @@ _LAZY = {
     "Progress": ".protocol.monitor",
     "Detection": ".protocol.results",
     "Stage": ".protocol.results",
+    "OptionalOutputs": ".optional",
     "run": ".dispatcher",
     "launch": ".ranks",
     "RankError": ".ranks",
@@ -91,7 +94,7 @@ __all__ = [
     "hookimpl", "ExecutorSpec", "Param", "TaskKind",
     # a task and its outputs
     "TaskContext", "Item", "Box", "Progress", "Detection", "Stage", "atomic_path", "best_stage_name",
-    "MODEL_INFO_FILE",
+    "MODEL_INFO_FILE", "OptionalOutputs",
     # images
     "decode_image", "DecodedImage", "probe_image", "ImageInfo", "ImageProblem",
     # errors

@@ -6,8 +6,9 @@ import dataclasses
 import functools
 import logging
 import os
-from typing import Any, TypeVar
+from typing import Any, ContextManager, TypeVar
 
+from .optional import OptionalOutput, OptionalOutputs
 from .protocol.config import TaskConfig
 from .protocol.dataset import AnnotationReader, DatasetReader, SkipLog
 from .protocol.env import TaskEnv, TaskKind
@@ -35,6 +36,11 @@ class TaskContext:
     run_cache: dict[str, Any]
     #: This task's output writer (created by the core: one of the three, by ``kind``).
     _output: TrainingResult | MiningResult | InferResult = dataclasses.field(repr=False)
+    #: The failures of this task's optional outputs, by kind (see :meth:`optional_output`).
+    optional_outputs: OptionalOutputs = dataclasses.field(default_factory=OptionalOutputs, repr=False)
+
+    def __post_init__(self) -> None:
+        self.tensorboard.report_to(self.optional_outputs)  # tensorboard's failures count in this task's summary
 
     # --- what the task is about -------------------------------------------------------------------------
 
@@ -112,6 +118,19 @@ class TaskContext:
         """infer-result.json (inference only): ``add(image, detections, width, height)`` for each candidate;
         written with an empty entry for every candidate left out."""
         return self._writer(TaskKind.INFER, InferResult, "infer_result")
+
+    def optional_output(self, kind: str) -> ContextManager[OptionalOutput]:
+        """``with context.optional_output("ONNX export") as onnx: ...``: for what the task writes beside its
+        results (pictures, an ONNX export, attachments, reports). An ``Exception`` in the block does not stop the
+        task: the first of each ``kind`` is warned about with its one-line reason, every one is counted in the
+        task's final summary; ``onnx.ok`` says whether the block finished (list a file only then). A stop signal
+        (a ``BaseException``) still stops the task. ``context.tensorboard`` counts its own failures the same way."""
+        return self.optional_outputs.guard(kind)
+
+    def summary(self) -> str:
+        """The task's final summary line: what was skipped and repaired, what optional outputs failed ('' when
+        there is nothing to say)."""
+        return "; ".join(part for part in (self.skips.report(), self.optional_outputs.report()) if part)
 
     def _writer(self, kind: TaskKind, cls: type[_Writer], what: str) -> _Writer:
         self._require(kind, what)

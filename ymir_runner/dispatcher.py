@@ -124,7 +124,7 @@ class Run:
             self.registry.on_task_error(context, error)
             raise
         finally:
-            report = context.skips.report()
+            report = context.summary()
             if report:
                 log.warning("%s: %s", context.kind, report)
         context.progress.done()
@@ -133,11 +133,12 @@ class Run:
         """Read the training and validation sets (the plugin gets what was read, nothing is read twice) and
         log what they hold and what is wrong with them; the same report goes to tensorboard as text."""
         report = report_readers([context.training_set, context.validation_set], context.class_names)
-        for line in report.lines():
-            log.info("dataset: %s", line)
-        for warning in report.warnings():
-            log.warning("dataset: %s", warning)
-        self.tensorboard.add_text("ymir-runner/dataset", report.markdown(), 0)
+        with context.optional_output("dataset report"):  # the sets are read: what is left is a view of them
+            for line in report.lines():
+                log.info("dataset: %s", line)
+            for warning in report.warnings():
+                log.warning("dataset: %s", warning)
+            self.tensorboard.add_text("ymir-runner/dataset", report.markdown(), 0)
 
     def _finish_outputs(self, context: TaskContext) -> None:
         name = context.executor.name

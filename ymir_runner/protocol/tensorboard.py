@@ -1,9 +1,11 @@
 """A tensorboardX writer bound to the task's /out/tensorboard, created on first use, that never fails a task.
 
 /out/tensorboard may be a symlink the platform mounted: write into it, never delete or recreate it (a
-dangling link gets its target folder created). Tensorboard is a view of the run, not one of its results:
-if the folder or the events file cannot be written (a root-owned folder and a task run as another uid,
-a full disk), one warning says why and every later call does nothing.
+dangling link gets its target folder created). Tensorboard is a view of the run, not one of its results (an
+optional output, :mod:`ymir_runner.optional`): if the folder or the events file cannot be written (a root-owned
+folder and a task run as another uid, a full disk), one warning says why and every later call does nothing; a
+call whose data tensorboardX refuses (an image of a shape it cannot take) fails alone, warned about once per
+method. Either is counted in the summary of the task it happened in.
 
 tensorboardX writes from a background thread: on a full disk that thread dies and the next call would wait
 for it forever. So every call first checks the free space, and tensorboard is switched off while
@@ -17,6 +19,7 @@ import os
 import threading
 from typing import Any, Callable
 
+from ..optional import OptionalOutputs
 from .atomic import free_bytes
 
 log = logging.getLogger("ymir_runner.tensorboard")
@@ -28,13 +31,27 @@ CLOSE_TIMEOUT = 5.0
 
 class LazySummaryWriter:
     """Behaves like ``tensorboardX.SummaryWriter`` (``add_scalar``, ``add_text``, ``add_image``, ...);
-    importing tensorboardX is deferred to the first call. Every method returns None and never raises."""
+    importing tensorboardX is deferred to the first call. Every method returns None and never raises (an
+    ``Exception``: a stop signal passes)."""
 
     def __init__(self, logdir: str) -> None:
         self.logdir = logdir
         self._writer: Any = None
         #: Why tensorboard was switched off for this run, or None while it works.
         self.disabled: str | None = None
+        #: Where failures are counted: the current task's optional outputs (:meth:`report_to`), else the run's.
+        self.outputs = OptionalOutputs()
+        self._task_outputs = False
+        #: The switch-off no task has counted yet (it happened before the first task).
+        self._uncounted: Exception | None = None
+
+    def report_to(self, outputs: OptionalOutputs) -> None:
+        """Count this writer's failures in ``outputs`` from now on: the core gives each task's own, so a failure
+        lands in the summary of the task it happened in (a switch-off before the first task, in the first)."""
+        self.outputs, self._task_outputs = outputs, True
+        if self._uncounted is not None:
+            outputs.failed("tensorboard", self._uncounted, warned=True)
+            self._uncounted = None
 
     def __getattr__(self, name: str) -> Callable[..., None]:
         if name.startswith("_"):
@@ -49,8 +66,10 @@ class LazySummaryWriter:
                 return
             try:
                 getattr(writer, name)(*args, **kwargs)
-            except Exception as error:
+            except OSError as error:  # the events file: every later call would fail the same way
                 self._disable(error)
+            except Exception as error:  # this call's data (tensorboardX checks it before writing): this call only
+                self.outputs.failed(f"tensorboard {name.removeprefix('add_')}", error)
 
         return call
 
@@ -87,6 +106,10 @@ class LazySummaryWriter:
             self.disabled = f"{type(error).__name__}: {error}"
             log.warning("tensorboard is switched off for this run, %s cannot be written: %s", self.logdir,
                         self.disabled)
+            if self._task_outputs:
+                self.outputs.failed("tensorboard", error, warned=True)
+            else:
+                self._uncounted = error
         writer, self._writer = self._writer, None
         if writer is not None:
             try:

@@ -69,7 +69,7 @@ def write_generated_task(root: str, *, kinds: tuple[str, ...] = ("training",), c
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from ymir_runner import run
+    from ymir_runner import OptionalOutputs, run
 
     from .synthetic import PLAIN_SCENE
 
@@ -93,15 +93,17 @@ def run_demo(args: argparse.Namespace) -> int:
     best = result["model_stages"][result["best_stage_name"]]
     iou = result.get("evaluate_config", {}).get("iou_thr", 0.5)
     weights = os.path.join(out_dir, "models", best["stage_name"])
-    picture = save_picture(os.path.join(weights, "model.pt"), dataset.val_items[:PICTURE_IMAGES],
-                           os.path.join(folder, PICTURE_FILE))
+    with OptionalOutputs().guard("demo picture") as drawn:  # the run succeeded: a picture that fails is not news
+        picture = save_picture(os.path.join(weights, "model.pt"), dataset.val_items[:PICTURE_IMAGES],
+                               os.path.join(folder, PICTURE_FILE))
     defaults = not args.epochs and args.steps == DEMO_STEPS and args.images == DEMO_IMAGES and not args.model
     expected = (f"the demo reaches mAP@0.5 >= {EXPECTED_MAP50:.2f} with its defaults" if defaults else
                 f"with its defaults the demo reaches mAP@0.5 >= {EXPECTED_MAP50:.2f}; these settings differ")
     print("\nymir-runner demo finished")
     print(f"  best stage      : {best['stage_name']}: mAP@{iou:g} {best['mAP']:.3f}, mAP50-95 "
           f"{best['mAP50_95']:.3f}, mAR@{iou:g} {best['mAR']:.3f} ({expected})")
-    print(f"  picture         : {picture} (left: ground truth; right: predictions of the best stage)")
+    print(f"  picture         : {picture} (left: ground truth; right: predictions of the best stage)" if drawn.ok
+          else f"  picture         : not drawn ({drawn.reason})")
     print(f"  weights         : {weights}/ ({', '.join(best['files'])})")
     print(f"  result.yaml     : {result_file}")
     print(f"  monitor.txt     : {os.path.join(out_dir, 'monitor.txt')}")
@@ -163,12 +165,18 @@ def save_picture(checkpoint_file: str, items: Sequence[tuple[Any, Any, Any]], pa
 
 
 def _label(image: Any, box: Any, text: str, color: tuple[int, int, int]) -> None:
-    """A box outline and its label, white on the box's colour above its top-left corner."""
+    """A box outline and its label, white on the box's colour above its top-left corner (nothing for a box that
+    cannot be drawn: see :func:`.visualize.pixel_rectangle`)."""
     from PIL import ImageDraw
 
+    from .visualize import pixel_rectangle
+
+    rectangle = pixel_rectangle(box, image.width, image.height)
+    if rectangle is None:
+        return
     draw = ImageDraw.Draw(image)
-    x1, y1, x2, y2 = (float(value) for value in box)
-    draw.rectangle([x1, y1, x2, y2], outline=color, width=2)
+    x1, y1, x2, y2 = rectangle
+    draw.rectangle(rectangle, outline=color, width=max(1, min(2, x2 - x1 + 1, y2 - y1 + 1)))
     left, top, right, bottom = draw.textbbox((x1, y1), text)
     lift = min(bottom - top + 2, y1)
     draw.rectangle([left, top - lift, right + 2, bottom - lift], fill=color)

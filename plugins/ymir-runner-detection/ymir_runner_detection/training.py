@@ -359,9 +359,12 @@ class StageWriter:
                             img_size=self.plan.img_size, epoch=epoch, metrics=metrics,
                             score_threshold=result.score_threshold)
             if self.hyper.export_onnx:
-                with atomic_path(os.path.join(folder, ONNX_NAME)) as tmp:
-                    export_onnx(model, tmp, self.plan.img_size)
-                files.append(ONNX_NAME)
+                # optional: the checkpoint is the model; a failed export is warned about, counted and not listed
+                with self.context.optional_output("ONNX export") as onnx:
+                    with atomic_path(os.path.join(folder, ONNX_NAME)) as tmp:
+                        export_onnx(model, tmp, self.plan.img_size)
+                if onnx.ok:
+                    files.append(ONNX_NAME)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)  # a stage result.yaml does not list only fills the disk
             raise
@@ -376,11 +379,14 @@ class StageWriter:
                 f"{result.score_threshold:.3f} -> {name}")
 
     def _log_metrics(self, epoch: int, result: Any, model: torch.nn.Module) -> None:
-        for tag, value in result.tensorboard_scalars(self.context.class_names).items():
-            self.tb.add_scalar(tag, value, epoch)
-        for index, image in enumerate(draw_detections(model, self.val_loader, self.context.class_names,
-                                                      result.score_threshold, count=4)):
-            self.tb.add_image(f"val_predictions/{index}", image, epoch, dataformats="HWC")
+        """The stage's metrics and pictures of its predictions in tensorboard: optional outputs, never fatal."""
+        with self.context.optional_output("tensorboard metrics"):
+            for tag, value in result.tensorboard_scalars(self.context.class_names).items():
+                self.tb.add_scalar(tag, value, epoch)
+        with self.context.optional_output("tensorboard picture"):
+            for index, image in enumerate(draw_detections(model, self.val_loader, self.context.class_names,
+                                                          result.score_threshold, count=4)):
+                self.tb.add_image(f"val_predictions/{index}", image, epoch, dataformats="HWC")
 
     def close(self) -> None:
         self.bar.close()

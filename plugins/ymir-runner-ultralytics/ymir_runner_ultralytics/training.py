@@ -364,8 +364,9 @@ class StageWriter:
         self._log_stage(epoch, name, result)
 
     def _log_stage(self, epoch: int, name: str, result: evaluation.EvaluationResult) -> None:
-        for tag, value in result.tensorboard_scalars(self.context.class_names).items():
-            self.tb.add_scalar(tag, value, epoch)
+        with self.context.optional_output("tensorboard metrics"):
+            for tag, value in result.tensorboard_scalars(self.context.class_names).items():
+                self.tb.add_scalar(tag, value, epoch)
         self.context.logger.info(
             "stage %s: mAP@%.2f %.4f, mAP50-95 %.4f, tp/fp/fn %d/%d/%d at score %.3f", name, result.iou_threshold,
             result.map or 0.0, result.map50_95 or 0.0, result.true_positives, result.false_positives,
@@ -373,7 +374,8 @@ class StageWriter:
 
     def export_best(self) -> None:
         """The best stage's checkpoint exported to ONNX (the last 10 % of the progress) and added to its files. An
-        export that fails is logged and leaves the stage as it was: the checkpoint is the model."""
+        export that fails (onnx missing, an operator it cannot export) is an optional output that failed: warned
+        about, counted in the task's summary, and the stage keeps its checkpoint only: the checkpoint is the model."""
         results = self.context.training_result
         best = results.best
         export = self.context.progress.span(TRAINING_END, 1.0, "ONNX export")
@@ -381,14 +383,11 @@ class StageWriter:
             export.done()
             return
         folder = results.stage_dir(best.name)
-        try:
+        with self.context.optional_output("ONNX export") as onnx:
             with atomic_path(os.path.join(folder, ONNX_NAME)) as target:
                 export_onnx(os.path.join(folder, CHECKPOINT_NAME), target, int(self.hyper.img_size),
                             os.path.join(self.context.work_dir, "export"))
-        except Exception as error:  # noqa: BLE001 - onnx missing, an operator it cannot export
-            self.context.logger.warning("ONNX export of stage %s failed, the stage keeps %s only: %s", best.name,
-                                        CHECKPOINT_NAME, error)
-        else:
+        if onnx.ok:
             results.add_stage(best.name, [*best.files, ONNX_NAME], best.metrics, best.counts, fitness=best.fitness)
             self.context.logger.info("stage %s: ONNX export %s (input 'images' 1x3x%dx%d RGB in [0, 1])", best.name,
                                      ONNX_NAME, self.hyper.img_size, self.hyper.img_size)
