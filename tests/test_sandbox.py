@@ -606,19 +606,39 @@ class Other:
         raise NotImplementedError
 
 
-def test_plugin_takes_only_its_own_template_when_another_executor_declares_the_same_keys(tmp_path, registry):
+def test_several_executors_are_refused_and_listed_and_plugin_takes_only_its_own_template(tmp_path, registry):
+    """As `run` does: with two executors for the task, the sandbox never picks one itself (a freshly installed
+    plugin must not silently replace the one the user meant); --plugin NAME writes that executor's keys only."""
     registry.register(Other(), "other")
     source, _ = yolo_source(tmp_path)
-    merged = build_sandbox(str(source), str(tmp_path / "merged"), registry=registry)
-    config = read_yaml(tmp_path / "merged" / "in" / "config.yaml")
-    assert (config["plugin"], config["epochs"], config["optimizer"]) == ("other", 50, "lion")  # img-man's merge
+    with pytest.raises(ConfigError, match=r"several installed executors can run training for object_type 2: "
+                                          r"other, toy; choose one with --plugin NAME"):
+        build_sandbox(str(source), str(tmp_path / "refused"), registry=registry)
+    assert not (tmp_path / "refused").exists()
     summary = build_sandbox(str(source), str(tmp_path / "work"), registry=registry, plugin="toy")
     config = read_yaml(tmp_path / "work" / "in" / "config.yaml")
     assert (config["plugin"], config["epochs"], config["optimizer"], config["export_format"]) == (
         "toy", 2, "sgd", "ark:raw")
     assert "depth" not in config
-    assert merged.annotation_format == "det-voc" and summary.annotation_format == "det-ark"
+    other = build_sandbox(str(source), str(tmp_path / "other"), registry=registry, plugin="other")
+    assert read_yaml(tmp_path / "other" / "in" / "config.yaml")["depth"] == 3
+    assert other.annotation_format == "det-voc" and summary.annotation_format == "det-ark"
     assert quiet_run(summary.env_file, registry) == 0
+
+
+def test_set_refuses_an_unknown_key_naming_the_closest_unless_force(tmp_path, registry, caplog):
+    source, _ = yolo_source(tmp_path)
+    with pytest.raises(ConfigError) as excinfo:
+        build_sandbox(str(source), str(tmp_path / "work"), registry=registry, overrides={"epoch": 5})
+    assert str(excinfo.value) == ("--set: config key 'epoch' is not a template key of executor 'toy' nor one the "
+                                  "platform writes: it is ignored (did you mean 'epochs'?); pass --force to write "
+                                  "it anyway")
+    assert not (tmp_path / "work").exists()
+    build_sandbox(str(source), str(tmp_path / "work"), registry=registry, overrides={"epoch": 5, "gpu_count": 1},
+                  force=True)
+    config = read_yaml(tmp_path / "work" / "in" / "config.yaml")
+    assert (config["epoch"], config["epochs"], config["gpu_count"]) == (5, 2, 1)
+    assert "did you mean 'epochs'?" in caplog.text
 
 
 # --- end to end ---------------------------------------------------------------------------------------------

@@ -18,13 +18,14 @@ from typing import Any, Callable, Sequence
 from . import __version__
 from .context import TaskContext
 from .cpus import cpu_limits, openmp_settings
-from .errors import ConfigError, TaskTerminated, YmirError, classify, one_line
+from .errors import TaskTerminated, YmirError, classify, one_line
 from .inspection import report_readers
 from .origins import load_origins
 from .plugins import Executor, PluginRegistry, build_plugin_manager
+from .preflight import check_inputs, config_key_warnings, no_task_error, task_config
 from .protocol.config import parse_config, read_config_file
-from .protocol.dataset import DatasetReader, SkipLog
-from .protocol.env import DEFAULT_ENV_FILE, EnvError, TaskEnv, TaskKind, load_env, unroot
+from .protocol.dataset import SkipLog
+from .protocol.env import DEFAULT_ENV_FILE, EnvError, TaskEnv, TaskKind, check_paths_exist_here, load_env, unroot
 from .protocol.monitor import Monitor, Progress
 from .protocol.results import InferResult, MiningResult, Stage, TrainingResult, set_aside_previous_results
 from .protocol.tensorboard import LazySummaryWriter
@@ -81,17 +82,17 @@ class Run:
     def execute(self) -> None:
         tasks = self.env.tasks
         if not tasks:
-            raise ConfigError("env.yaml sets none of run_training, run_mining, run_infer: nothing to do")
+            raise no_task_error()
         self._log_plugins()
+        chosen = {kind: self.registry.select(kind, self.base_config.object_type, self.base_config.plugin)
+                  for kind in tasks}
+        for warning in config_key_warnings(self.raw_config, chosen):
+            log.warning("%s", warning)
         for kind, (start, end) in zip(tasks, phase_spans(tasks)):
-            self.run_task(self.build_task(kind, Progress(self.monitor, start, end, kind.value)))
+            self.run_task(self.build_task(kind, chosen[kind], Progress(self.monitor, start, end, kind.value)))
 
-    def build_task(self, kind: TaskKind, progress: Progress) -> _Task:
-        executor = self.registry.select(kind, self.base_config.object_type, self.base_config.plugin)
-        params = executor.spec.template(kind)
-        config = parse_config(self.raw_config, {p.name: p.default for p in params},
-                              {p.name: p.choices for p in params}, root=self.env.root,
-                              auto={p.name: p.auto for p in params if p.auto})
+    def build_task(self, kind: TaskKind, executor: Executor, progress: Progress) -> _Task:
+        config = task_config(self.raw_config, executor.spec, kind, self.env)
         out, legacy = self.env.output, self.env.protocol < (1, 0, 0)
         output: TrainingResult | MiningResult | InferResult
         if kind is TaskKind.TRAINING:
@@ -111,7 +112,7 @@ class Run:
     def run_task(self, task: _Task) -> None:
         context, executor = task.context, task.executor
         log.info("%s task %s: executor %s", context.kind, self.env.task_id, executor.spec.name)
-        check_inputs(context)
+        check_inputs(context.kind, self.env, context.config, executor.spec, context.skips)
         try:
             if context.kind is TaskKind.TRAINING:
                 self._report_dataset(context)
@@ -190,27 +191,6 @@ class _CommittedStages(TrainingResult):
         return stage
 
 
-def check_inputs(context: TaskContext) -> None:
-    """Fail early on configuration errors the platform only shows as an empty dataset."""
-    if context.kind is TaskKind.TRAINING:
-        if not context.class_names:
-            raise ConfigError("config key 'class_names' is empty: a training task needs classes")
-        export = context.config.export_format
-        index = DatasetReader(context.env.input.training_index_file, annotations=None, skips=context.skips,
-                              name="training")
-        if index.is_empty():
-            raw = export.raw if export else "(absent)"
-            raise ConfigError(
-                f"training index {context.env.input.training_index_file or '(not set)'} is empty: the platform "
-                f"exported no annotations; check config key 'export_format' (got {raw!r}, e.g. 'ark:raw')")
-        if export is not None and export.annotation not in context.executor.annotation_formats:
-            raise ConfigError(
-                f"config key 'export_format': executor {context.executor.name!r} reads "
-                f"{', '.join(context.executor.annotation_formats)}, not {export.raw!r}")
-    elif not context.env.input.candidate_index_file:
-        raise ConfigError(f"env.yaml: input.candidate_index_file is not set for a {context.kind} task")
-
-
 @dataclasses.dataclass
 class _RunState:
     """What the error path needs of a run that may have failed at any point."""
@@ -247,6 +227,7 @@ def run(env_file: str = DEFAULT_ENV_FILE, *, root: str | None = None,
 def _execute(env_file: str, root: str | None, registry: PluginRegistry | None, state: _RunState,
              stop: StopSignals) -> None:
     env = load_env(env_file, root=root)
+    check_paths_exist_here(env)
     for warning in env.warnings:
         log.warning("%s", warning)
     state.monitor = Monitor(env.output.monitor_file, env.task_id)

@@ -12,12 +12,15 @@ import argparse
 import collections
 import dataclasses
 import os
-from typing import Iterable, Sequence
+import sys
+from typing import Any, Iterable, Sequence
 
+from .errors import YmirError, one_line
 from .origins import Origins, load_origins
+from .preflight import preflight
 from .protocol.config import parse_config, read_config_file
 from .protocol.dataset import AnnotationReader, DatasetReader, Item, SkipLog
-from .protocol.env import TaskKind, load_env
+from .protocol.env import TaskKind, check_paths_exist_here, load_env
 
 #: A box whose short side is under this fraction of its image's long side: after letterboxing to 640 px it
 #: is under 6.4 px, about where detectors with a stride-4 (or coarser) output stop finding objects.
@@ -213,28 +216,64 @@ def report_readers(readers: Iterable[DatasetReader], class_names: Sequence[str])
 
 # --- the command ---------------------------------------------------------------------------------------------------
 
-def inspect_env(env_file: str, root: str | None = None) -> DatasetReport:
-    """The dataset report of the task an env.yaml describes (training and validation, or candidates)."""
+@dataclasses.dataclass
+class Inspection:
+    """What ``ymir-runner inspect`` found: the dataset report (None when the index files could not be read) and
+    the pre-plugin checks of a run (:mod:`.preflight`): warnings, and the errors ``run`` would stop on."""
+
+    report: DatasetReport | None
+    warnings: list[str]
+    errors: list[YmirError]
+
+
+def inspect_env(env_file: str, root: str | None = None, registry: Any = None) -> Inspection:
+    """The dataset report of the task an env.yaml describes (training and validation, or candidates), and every
+    problem that would stop ``ymir-runner run`` before the plugin runs, with its message. ``registry``: the
+    installed plugins by default.
+
+    Raises :class:`~ymir_runner.errors.ConfigError` when env.yaml itself cannot be used, as ``run`` would."""
+    from .plugins import build_plugin_manager  # lists entry points; imports no plugin's heavy modules
+
     env = load_env(env_file, root=root)
-    config = parse_config(read_config_file(env.input.config_file), root=env.root)
+    check_paths_exist_here(env)
+    raw = read_config_file(env.input.config_file)
+    checks = preflight(env, registry or build_plugin_manager(), raw)
+    try:
+        config = parse_config(raw, root=env.root)
+    except YmirError:  # already among checks.errors
+        return Inspection(None, checks.warnings, checks.errors)
     skips = SkipLog(names=load_origins(env))
     readers = []
     if TaskKind.TRAINING in env.tasks:
         annotations = AnnotationReader(config.class_names, config.annotation_format, skips)
         for name, index in (("training", env.input.training_index_file), ("validation", env.input.val_index_file)):
             readers.append(DatasetReader(index, annotations=annotations, skips=skips, name=name, root=env.root))
-    else:
+    elif env.tasks:
         readers.append(DatasetReader(env.input.candidate_index_file, annotations=None, skips=skips,
                                      name="candidate", root=env.root))
-    return report_readers(readers, config.class_names)
+    try:
+        report: DatasetReport | None = report_readers(readers, config.class_names)
+    except YmirError as error:  # an index file that cannot be read: run stops on it as well
+        checks.errors.append(error)
+        report = None
+    return Inspection(report, checks.warnings, checks.errors)
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from .dispatcher import configure_logging
 
     configure_logging()  # each skipped or repaired item is warned about with its file, as in a run
-    report = inspect_env(args.env, args.root)
-    print(report.text())
+    found = inspect_env(args.env, args.root, args.registry)
+    if found.report is not None:
+        print(found.report.text())
+    for warning in found.warnings:
+        print(f"warning: {warning}")
+    for error in found.errors:  # what `run` prints as its last line, for each problem it would stop on
+        print(f"ymir-runner inspect: error {int(error.code)}: {one_line(error)}", file=sys.stderr)
+    if found.errors:
+        print(f"ymir-runner inspect: `ymir-runner run` would stop on {len(found.errors)} problem(s) above",
+              file=sys.stderr)
+        return 1
     return 0
 
 

@@ -20,7 +20,7 @@ from ..protocol.dataset import SkipLog
 from ..protocol.env import TaskKind
 from .assets import Asset, assign_boxes, collect_assets, find_damage, write_assets
 from .classes import class_lookup, resolve_class_names
-from .config import annotation_format_of, build_config, env_yaml, template_config
+from .config import annotation_format_of, build_config, check_overrides, choose_executors, env_yaml, template_config
 from .exif import EXIF_HINT_REASONS, Notices, exif_plan
 from .models import install_model, model_files, read_model_source
 from .options import SandboxOptions, check_options, task_kinds
@@ -169,7 +169,9 @@ def build_sandbox(source: str, out: str, *, registry: Any = None, **options: Any
     model = read_model_source(model_dir, "--model" if opts.model else "--pretrained") if model_dir else None
     files = model_files(model, opts.all_stages) if model else []
     task_id = SANDBOX_TASK_PREFIX + hashlib.sha1(f"{source}|{'+'.join(kinds)}".encode()).hexdigest()[:12]
-    config = build_config(template_config(registry, kinds, opts.plugin), kinds, task_id, class_names, opts)
+    executors = choose_executors(registry, kinds, opts.plugin)
+    check_overrides(opts.overrides, executors, opts.force)
+    config = build_config(template_config(registry, executors), kinds, task_id, class_names, opts)
     annotation_format = annotation_format_of(config) if training else None
     notices = Notices()
     transpose = exif_plan(data.images, tree.sizes, transpose=opts.exif_transpose, training=training, notices=notices)
