@@ -184,3 +184,45 @@ def test_sandbox_set_on_the_command_line_refuses_a_misspelt_key(tmp_path, regist
     assert main(["sandbox", data, "--out", work, "--set", "epochs=5"]) == 0
     with open(os.path.join(work, "in", "config.yaml")) as stream:
         assert yaml.safe_load(stream)["epochs"] == 5
+
+
+def test_a_training_set_without_a_single_box_stops_with_300002_in_run_and_inspect(tmp_path, registry, capfd):
+    """Every annotation file empty (a folder of unlabelled photos built with --format images, labels lost in an
+    export): stages of mAP 0 would look like a trained model. Images without boxes beside labelled ones are
+    negatives and train as before."""
+    tree = TaskTree(str(tmp_path / "t"))
+    for annotation in tree.annotations:
+        with open(tree.local(annotation), "w"):
+            pass
+    outcome = tree.run(registry)
+    assert outcome.exit_code == 1 and (outcome.state, outcome.return_code) == (4, 300002)
+    assert outcome.last_stderr_line == ("ymir-runner: error 300002: none of the 2 usable training images has a box: "
+                                        "there is nothing to learn; check the annotations and config key "
+                                        "'export_format' (got 'ark:raw')")
+    assert main(["inspect", "--env", tree.env_file, "--root", tree.root]) == 1
+    captured = capfd.readouterr()
+    assert "training: 2 usable images of 2 index lines" in captured.out
+    assert "error 300002: none of the 2 usable training images has a box" in captured.err
+    negatives = TaskTree(str(tmp_path / "n"))
+    with open(negatives.local(negatives.annotations[0]), "w"):
+        pass
+    assert negatives.run(registry).exit_code == 0
+
+
+def test_a_split_that_leaves_every_box_in_val_is_warned_about_before_the_run_stops_on_it(tmp_path, registry,
+                                                                                          capsys):
+    data = tmp_path / "data"
+    for part, labelled in (("train", False), ("val", True)):
+        os.makedirs(data / "images" / part)
+        os.makedirs(data / "labels" / part)
+        write_png(str(data / "images" / part / f"{part}.png"), 40, 30, color=(10, 200 if labelled else 20, 30))
+        (data / "labels" / part / f"{part}.txt").write_text("0 0.5 0.5 0.4 0.4\n" if labelled else "")
+    (data / "classes.txt").write_text("cat\n")
+    work = str(tmp_path / "work")
+    assert main(["sandbox", str(data), "--out", work]) == 0
+    captured = capsys.readouterr()
+    assert ("puts all 1 image(s) with boxes in val and none in train: `ymir-runner run` will stop, there is nothing "
+            "to learn; change --seed or --val-ratio, or label more images") in captured.err
+    assert "warnings: 1 (1 train split without a box)" in captured.out
+    assert main(["run", "--env", os.path.join(work, "in", "env.yaml")]) == 1
+    assert "error 300002: none of the 1 usable training images has a box" in last_line(capsys.readouterr().err)

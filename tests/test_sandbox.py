@@ -125,6 +125,7 @@ def yolo_source(tmp_path, names=("cat", "dog"), lines=("1 0.25 0.5 0.2 0.5",)):
     image(folder / "images" / "train" / "b.png", shade=2)
     (folder / "labels" / "train").mkdir(parents=True)
     (folder / "labels" / "train" / "a.txt").write_text("\n".join(lines) + "\n")
+    (folder / "labels" / "train" / "b.txt").write_text("0 0.5 0.5 0.4 0.4\n")  # whichever part gets a, b has a box
     if names:
         (folder / "classes.txt").write_text("\n".join(names) + "\n")
     return folder, first
@@ -443,7 +444,7 @@ def test_web_ui_strings_round_trip_through_the_config_reader(tmp_path, registry)
 
 
 def test_container_paths_write_in_paths_and_run_with_root(tmp_path, registry):
-    source, _ = coco_source(tmp_path)
+    source, _ = yolo_source(tmp_path)
     work = tmp_path / "work"
     summary = build_sandbox(str(source), str(work), registry=registry, container_paths=True)
     env = read_yaml(summary.env_file)

@@ -14,7 +14,8 @@ from ymir_runner import ConfigError, sandbox
 from ymir_runner.cli import main
 from ymir_runner.sandbox import build_sandbox
 
-ON_PURPOSE = "or pass --format images to build a training tree without boxes on purpose (it learns nothing)"
+ON_PURPOSE = ("or pass --format images to build a training tree without boxes on purpose (a run on it stops: "
+              "nothing to learn)")
 
 
 @pytest.fixture
@@ -146,4 +147,5 @@ def test_format_images_builds_a_training_tree_without_boxes_only_when_asked(tmp_
     summary = build_sandbox(str(root), str(tmp_path / "work"), registry=registry, format="images", classes=["cat"])
     assert (summary.source_format, summary.images, summary.boxes) == ("images", 3, 0)
     assert all(not path.read_text() for path in (tmp_path / "work" / "in" / "annotations").iterdir())
-    assert "--format images: a training tree without a single box; a training on it learns nothing" in caplog.text
+    assert ("--format images: a training tree without a single box (to label elsewhere, or to check what a "
+            "platform does with one); `ymir-runner run` stops on it with 300002") in caplog.text

@@ -22,7 +22,7 @@ from .errors import TaskTerminated, YmirError, classify, one_line
 from .inspection import report_readers
 from .origins import load_origins
 from .plugins import Executor, PluginRegistry, build_plugin_manager
-from .preflight import check_inputs, config_key_warnings, no_task_error, task_config
+from .preflight import check_inputs, check_training_boxes, config_key_warnings, no_task_error, task_config
 from .protocol.config import parse_config, read_config_file
 from .protocol.dataset import SkipLog
 from .protocol.env import DEFAULT_ENV_FILE, EnvError, TaskEnv, TaskKind, check_paths_exist_here, load_env, unroot
@@ -134,6 +134,7 @@ class Run:
         """Read the training and validation sets (the plugin gets what was read, nothing is read twice) and
         log what they hold and what is wrong with them; the same report goes to tensorboard as text."""
         report = report_readers([context.training_set, context.validation_set], context.class_names)
+        check_training_boxes(list(context.training_set), context.config)
         with context.optional_output("dataset report"):  # the sets are read: what is left is a view of them
             for line in report.lines():
                 log.info("dataset: %s", line)

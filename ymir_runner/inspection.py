@@ -17,7 +17,7 @@ from typing import Any, Iterable, Sequence
 
 from .errors import YmirError, one_line
 from .origins import Origins, load_origins
-from .preflight import preflight
+from .preflight import check_training_boxes, preflight
 from .protocol.config import parse_config, read_config_file
 from .protocol.dataset import AnnotationReader, DatasetReader, Item, SkipLog
 from .protocol.env import TaskKind, check_paths_exist_here, load_env
@@ -256,6 +256,12 @@ def inspect_env(env_file: str, root: str | None = None, registry: Any = None) ->
     except YmirError as error:  # an index file that cannot be read: run stops on it as well
         checks.errors.append(error)
         report = None
+    training = report.split("training") if report else None
+    if training is not None and config.class_names:  # without classes every box is skipped: reported above
+        try:
+            check_training_boxes(training.items, checks.configs.get(TaskKind.TRAINING, config))
+        except YmirError as error:
+            checks.errors.append(error)
     return Inspection(report, checks.warnings, checks.errors)
 
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping, Sequence
 
-from .errors import ConfigError, YmirError
+from .errors import ConfigError, DatasetError, YmirError
 from .plugins import Executor, PluginRegistry
 from .protocol.config import TaskConfig, parse_config, unknown_key_warnings
-from .protocol.dataset import DatasetReader, SkipLog
+from .protocol.dataset import DatasetReader, Item, SkipLog
 from .protocol.env import TaskEnv, TaskKind
 from .records import ExecutorSpec
 
@@ -57,6 +57,16 @@ def check_inputs(kind: TaskKind, env: TaskEnv, config: TaskConfig, spec: Executo
                 f"{', '.join(spec.annotation_formats)}, not {export.raw!r}")
     elif not env.input.candidate_index_file:
         raise ConfigError(f"env.yaml: input.candidate_index_file is not set for a {kind} task")
+
+
+def check_training_boxes(items: Sequence[Item], config: TaskConfig) -> None:
+    """A training set whose usable images hold not one box teaches nothing: DatasetError (300002) naming the
+    count and config key ``export_format``, instead of stages of mAP 0 that look like a trained model. Images
+    without boxes beside images with boxes are negatives, and fine."""
+    if items and not any(item.boxes for item in items):
+        raw = config.export_format.raw if config.export_format else "(absent)"
+        raise DatasetError(f"none of the {len(items)} usable training images has a box: there is nothing to "
+                           f"learn; check the annotations and config key 'export_format' (got {raw!r})")
 
 
 @dataclasses.dataclass

@@ -9,7 +9,7 @@ import logging
 import os
 import shlex
 import tempfile
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import yaml
 
@@ -18,13 +18,13 @@ from ..origins import ORIGINS_FILE, SANDBOX_TASK_PREFIX, write_origins
 from ..protocol.atomic import atomic_write_text
 from ..protocol.dataset import SkipLog
 from ..protocol.env import TaskKind
-from .assets import Asset, assign_boxes, collect_assets, find_damage, write_assets
+from .assets import assign_boxes, collect_assets, find_damage, write_assets
 from .classes import class_lookup, resolve_class_names
 from .config import annotation_format_of, build_config, check_overrides, choose_executors, env_yaml, template_config
 from .exif import EXIF_HINT_REASONS, Notices, exif_plan
 from .models import install_model, model_files, read_model_source
 from .options import SandboxOptions, check_options, task_kinds
-from .sources import SourceSplit, no_usable_box, read_source
+from .sources import no_usable_box, read_source
 from .splits import TrainVal, check_split_request, split_assets
 from .worktree import WorkTree, check_work_dir, prepare_work_dir, write_lines
 
@@ -127,14 +127,24 @@ class _CountOnly(SkipLog):
         self.repairs[reason] += 1
 
 
-def write_index_files(assets: Sequence[Asset], work: WorkTree, annotation_format: str,
-                      source_split: SourceSplit | None, opts: SandboxOptions) -> TrainVal:
+def write_index_files(chosen: TrainVal, work: WorkTree, annotation_format: str) -> None:
     """train-index.tsv and val-index.tsv: ``<image>\t<annotation>`` per line (:func:`.splits.split_assets`)."""
-    chosen = split_assets(assets, source_split, opts)
     for name, part in (("/in/train-index.tsv", chosen.train), ("/in/val-index.tsv", chosen.val)):
         write_lines(work.local(name), (f"{work.shown(asset.path)}\t"
                                        f"{work.shown(asset.annotation_path(annotation_format))}" for asset in part))
-    return chosen
+
+
+def check_training_part(chosen: TrainVal, source_format: str, notices: Notices) -> None:
+    """Warn (counted in the summary's warnings) when the split leaves every box in val, as a tiny or lopsided
+    source can: the tree is what the platform would export, but ``ymir-runner run`` stops on a training set
+    without a box (300002), so the sandbox says so first, with what to change."""
+    if source_format == "images" or any(asset.boxes for asset in chosen.train):
+        return
+    boxed = sum(1 for asset in chosen.val if asset.boxes)
+    notices.warn("train split without a box",
+                 f"the split ({chosen.description}) puts all {boxed} image(s) with boxes in val and none in train: "
+                 f"`ymir-runner run` will stop, there is nothing to learn; change --seed or --val-ratio, or label "
+                 f"more images")
 
 
 def build_sandbox(source: str, out: str, *, registry: Any = None, **options: Any) -> SandboxSummary:
@@ -189,13 +199,18 @@ def build_sandbox(source: str, out: str, *, registry: Any = None, **options: Any
             if source_format != "images" and not any(asset.boxes for asset in assets):  # every box dropped
                 raise ConfigError(no_usable_box(tree, source_format, data, skips, work.root))
             if source_format == "images":
-                log.warning("--format images: a training tree without a single box; a training on it learns "
-                            "nothing (every stage's metrics are 0)")
+                log.warning("--format images: a training tree without a single box (to label elsewhere, or to "
+                            "check what a platform does with one); `ymir-runner run` stops on it with 300002, there "
+                            "is nothing to learn")
+
+        chosen = split_assets(assets, data.split, opts) if annotation_format else TrainVal([], [], "")
+        if annotation_format:
+            check_training_part(chosen, source_format, notices)
 
         prepare_work_dir(work)
         write_assets(assets, work, annotation_format, class_names)
-    chosen = (write_index_files(assets, work, annotation_format, data.split, opts) if annotation_format
-              else TrainVal([], [], ""))
+    if annotation_format:
+        write_index_files(chosen, work, annotation_format)
     if not training:
         write_lines(work.local("/in/candidate-index.tsv"),
                     (work.shown(asset.path) for asset in sorted(assets, key=lambda asset: asset.sha1)))

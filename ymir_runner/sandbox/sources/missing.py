@@ -1,9 +1,10 @@
 """Why a training SOURCE yields images but not one usable box, said so that the user can act on it.
 
-A training tree without a single box trains a model that learns nothing and exits 0, so the sandbox refuses one
-unless ``--format images`` asks for it on purpose. The message names SOURCE, what the reader looked for and what
-it found, and where the annotations seem to be when they lie beside SOURCE (a VOC ``JPEGImages/`` given instead
-of the folder that also holds ``Annotations/``, a YOLO ``images/`` without its ``labels/``).
+A training tree without a single box has nothing to learn (``ymir-runner run`` stops on it with 300002), so the
+sandbox refuses one unless ``--format images`` asks for it on purpose. The message names SOURCE, what the reader
+looked for and what it found, and where the annotations seem to be when they lie beside SOURCE (a VOC
+``JPEGImages/`` given instead of the folder that also holds ``Annotations/``, a YOLO ``images/`` without its
+``labels/``).
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ MAX_DEPTH = 3
 
 TO_ROOT = ("point SOURCE at the dataset's root, the folder holding both the images and their annotations "
            "(JPEGImages/ and Annotations/, images/ and labels/, or the COCO .json)")
-ON_PURPOSE = "or pass --format images to build a training tree without boxes on purpose (it learns nothing)"
+ON_PURPOSE = ("or pass --format images to build a training tree without boxes on purpose (a run on it stops: "
+              "nothing to learn)")
 
 
 def _annotation_files(paths: Sequence[str], suffixes: Sequence[str]) -> list[str]:
