@@ -687,3 +687,21 @@ def test_outside_a_task_the_sdk_functions_are_its_own_again(ymir_registry, ymir_
     assert during[0][0] is not before[0] and during[0][1] is not before[1] and during[0][2] is True
     assert (sdk.monitor.write_monitor_logger, sdk.util.write_monitor_logger_for_multiple_tasks,
             sdk.result_writer.write_model_stage, sdk.result_writer.multiple_model_stages_supportable) == before
+
+
+def test_a_missing_attachment_is_an_optional_output_the_stage_and_task_go_on(ymir_registry, ymir_task, fake_sdk):
+    """An attachment (a PR curve) that is not there is warned about once and counted; the stage is committed."""
+    sdk = fake_sdk("2.x")
+
+    def body(context):
+        models = context.env.output.models_dir
+        write_file(models, "epoch10.pt")
+        sdk.result_writer.write_model_stage(stage_name="epoch10", files=["epoch10.pt"],
+                                            evaluation_result={"mAP": 0.3}, attachments={"images": ["pr.png"]})
+
+    outcome = run_with(ymir_registry, ymir_task(), body)
+    assert outcome.exit_code == 0, outcome.stderr
+    assert list(outcome.result_yaml()["model_stages"]) == ["epoch10"]
+    assert "attachment failed, the task goes on without it" in outcome.stderr
+    assert "optional outputs failed: 1 attachment" in outcome.stderr
+    assert outcome.verify().ok, outcome.verify().to_text()

@@ -426,7 +426,8 @@ def _stage(context: TaskContext, values: dict, extra: dict) -> None:
     names = [_stage_file(results, folder, file) for file in files]
     for section, attached in (values.get("attachments") or {}).items():
         for file in attached:
-            _attach(results, str(section), os.fspath(file))
+            with context.optional_output("attachment"):  # a missing PR curve must not cost the stage
+                _attach(results, str(section), os.fspath(file))
     if values.get("evaluate_config"):
         results.set_evaluate_config(**{str(key): value for key, value in values["evaluate_config"].items()})
     metrics, counts = _split_metrics(evaluation)
