@@ -22,16 +22,17 @@ from ymir_runner_detection.checkpoint import save_checkpoint
 from ymir_runner_detection.engine import DetectionDataset, build_dataloader, build_model
 from ymir_runner_detection.inference import Job, run_job
 from ymir_runner_detection.synthetic import generate
-from ymir_runner_detection.templates import INFER_DEFAULTS, TRAINING_DEFAULTS
+from ymir_runner_detection.templates import AUTO_WORKERS, INFER_DEFAULTS, TRAINING_DEFAULTS
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=200)
-    # The plugin's template defaults: the size models are trained at, the batch and workers inference uses.
+    # The plugin's template defaults: the size models are trained at, the batch inference uses, and the workers
+    # num_workers_per_gpu: auto asks for (before the cap to the CPUs: here they are not capped).
     parser.add_argument("--img-size", type=int, default=TRAINING_DEFAULTS["img_size"])
     parser.add_argument("--batch", type=int, default=INFER_DEFAULTS["batch_size_per_gpu"])
-    parser.add_argument("--workers", type=int, default=INFER_DEFAULTS["num_workers_per_gpu"])
+    parser.add_argument("--workers", type=int, default=AUTO_WORKERS)
     parser.add_argument("--model", default=TRAINING_DEFAULTS["model"])
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as root:

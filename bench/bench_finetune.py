@@ -28,7 +28,12 @@ import bench_real_data  # noqa: E402
 import real_dataset  # noqa: E402
 
 from ymir_runner_detection.demo import write_task  # noqa: E402
+from ymir_runner_detection.recipe import epochs_for_steps  # noqa: E402
 from ymir_runner_detection.synthetic import SceneConfig  # noqa: E402
+from ymir_runner_detection.templates import TRAINING_DEFAULTS  # noqa: E402
+
+#: Generated training images of the pretraining run (10 optimizer steps per epoch at the template's batch).
+PRETRAIN_IMAGES = 160
 
 
 def main() -> None:
@@ -42,9 +47,9 @@ def main() -> None:
 
     shapes = cache / "finetune_shapes"
     shutil.rmtree(shapes, ignore_errors=True)
-    env_file = write_task(str(shapes), config={"img_size": 256, "epochs": 1, "min_steps": args.pretrain_steps,
-                                               "export_onnx": False}, n_train=160, n_val=40, n_candidates=0,
-                          scene=SceneConfig())
+    epochs = epochs_for_steps(PRETRAIN_IMAGES, TRAINING_DEFAULTS["batch_size_per_gpu"], args.pretrain_steps)
+    env_file = write_task(str(shapes), config={"img_size": 256, "epochs": epochs, "export_onnx": False},
+                          n_train=PRETRAIN_IMAGES, n_val=40, n_candidates=0, scene=SceneConfig())
     cpu = bench_real_data.train(env_file)
     result = yaml.safe_load((shapes / "out" / "models" / "result.yaml").read_text())
     pretrained = shapes / "out" / "models" / result["best_stage_name"] / "model.pt"

@@ -76,7 +76,7 @@ def main() -> None:
     shutil.rmtree(root, ignore_errors=True)
     shapes(root / "shapes", args.images, args.img_size)
     work = root / "work"
-    config = {"epochs": args.epochs, "min_steps": 0, "save_period": 1, "img_size": args.img_size}
+    config = {"epochs": args.epochs, "save_period": 1, "img_size": args.img_size}
     sets = [item for key, value in config.items() for item in ("--set", f"{key}={value}")]
     subprocess.run([sys.executable, "-m", "ymir_runner", "sandbox", str(root / "shapes"), "--out", str(work),
                     "--container-paths", *sets], check=True, capture_output=True)

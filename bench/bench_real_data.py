@@ -7,7 +7,8 @@ The data: NEON tree crowns from the ``deepforest`` wheel (``bench/real_dataset.p
 
 For each optimizer-step count, the product trains as a platform task would run it: a YMIR work tree
 (``/in`` index files, det-ark annotations, config.yaml with the training template's defaults except
-``img_size: 416``, ``min_steps: <steps>``, ``epochs: 1``, ``export_onnx: false``) run by ``ymir-runner run``
+``img_size: 416``, ``epochs`` the fewest with ``<steps>`` optimizer steps (``recipe.epochs_for_steps``: 50 of 3
+steps for 150), ``export_onnx: false``) run by ``ymir-runner run``
 in a child process. Its CPU seconds (user + system of the process and its DataLoader workers) include the 10
 stage evaluations. Then the stage the platform would deploy (``best_stage_name``) and the last stage are
 evaluated independently, with the same evaluator and settings as ``bench/yolo_baseline.py`` uses for YOLOv8n
@@ -42,7 +43,9 @@ import real_dataset  # noqa: E402
 
 from ymir_runner.testing import ark_text, write_task_files  # noqa: E402
 from ymir_runner_detection import EXECUTOR_NAME  # noqa: E402
+from ymir_runner_detection.recipe import epochs_for_steps  # noqa: E402
 from ymir_runner_detection.synthetic import inclusive_corners  # noqa: E402
+from ymir_runner_detection.templates import TRAINING_DEFAULTS  # noqa: E402
 
 IMG_SIZE = 416
 MAX_DETECTIONS = 300
@@ -68,8 +71,10 @@ def write_tree(root: Path, truth: dict[str, list[tuple[str, np.ndarray]]], steps
             annotation.write_text(ark_text(inclusive_corners(boxes, np.zeros(len(boxes), np.int64))))
             lines.append(f"{image}\t{annotation}\n")
         (root / "in" / f"{split}-index.tsv").write_text("".join(lines))
+    batch = (overrides or {}).get("batch_size_per_gpu", TRAINING_DEFAULTS["batch_size_per_gpu"])
     config = {"class_names": ["tree"], "gpu_id": "", "gpu_count": 0, "object_type": 2, "plugin": EXECUTOR_NAME,
-              "img_size": IMG_SIZE, "epochs": 1, "min_steps": steps, "export_onnx": False, **(overrides or {})}
+              "img_size": IMG_SIZE, "epochs": epochs_for_steps(len(truth["train"]), batch, steps),
+              "export_onnx": False, **(overrides or {})}
     return write_task_files(str(root), ["training"], config, task_id=f"neon-{steps}")
 
 

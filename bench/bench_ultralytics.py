@@ -12,8 +12,8 @@ scratch (no pretrained weights for either). CPU seconds are the run process's an
 
 Equal CPU time: for each engine two calibration runs (1 and 3 epochs, a stage every epoch) give its CPU seconds per
 epoch (stage evaluation included) and its fixed cost; the measured run then has as many epochs as fit
-``--cpu-budget``, with each engine's own schedule and recipe (template defaults; the built-in with ``min_steps: 0``
-so that its epochs are exact). Both are measured by the same evaluator, the core's (``ymir_runner.evaluation``,
+``--cpu-budget``, with each engine's own schedule and recipe (template defaults; ``epochs`` a number, which both
+train exactly). Both are measured by the same evaluator, the core's (``ymir_runner.evaluation``,
 faster-coco-eval) on the same validation images: result.yaml's ``mAP`` (IoU 0.5) and ``mAP50_95`` of the deployed
 stage (``best_stage_name``) and of the last stage are printed, with the CPU seconds each run really took.
 """
@@ -88,7 +88,7 @@ def engine_config(engine: str, args: argparse.Namespace, epochs: int, save_perio
     common = {"epochs": epochs, "img_size": args.img_size, "batch_size_per_gpu": 16, "save_period": save_period,
               "export_onnx": True, "plugin": engine, "seed": 0}
     if engine == "detection":
-        return {**common, "min_steps": 0}
+        return common
     return {**common, "model": args.model}
 
 

@@ -40,7 +40,7 @@ from ymir_runner_detection.engine import (  # noqa: E402
 )
 from ymir_runner_detection.engine.model import count_parameters  # noqa: E402
 from ymir_runner_detection.engine.train import EMA_DECAY  # noqa: E402
-from ymir_runner_detection.templates import TRAINING_DEFAULTS  # noqa: E402
+from ymir_runner_detection.templates import AUTO_WORKERS, TRAINING_DEFAULTS  # noqa: E402
 
 SCENES = {
     "hard": synthetic.SceneConfig(),
@@ -98,7 +98,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--depthwise", action="store_true")
     parser.add_argument("--widths", default=None, help="override the model's channel widths, e.g. 16,32,64,128,192")
     parser.add_argument("--depths", default=None, help="override the model's stage depths, e.g. 1,1,2,2")
-    parser.add_argument("--workers", type=int, default=TRAINING_DEFAULTS["num_workers_per_gpu"])
+    parser.add_argument("--workers", type=int, default=AUTO_WORKERS, help="DataLoader workers, not capped")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     parser.add_argument("--mosaic", type=float, default=TRAINING_DEFAULTS["mosaic"], help="mosaic probability")
     parser.add_argument("--mosaic-tile-scale", type=float, default=AugmentConfig.mosaic_tile_scale,

@@ -152,12 +152,64 @@ def test_gpu_asked_on_a_cpu_machine_is_300102(tmp_path, capsys):
 @pytest.mark.parametrize("key, value", [
     ("img_size", "100"), ("conf_threshold", 1.5), ("conf_threshold", -1), ("map_iou_threshold", "1.0"),
     ("max_detections", 0), ("warmup_epochs", -1.0), ("weight_decay", -0.1), ("min_steps", -1), ("save_period", -1),
+    ("epochs", "fast"), ("epochs", -1), ("epochs", "0"), ("epochs", 2.5), ("warmup_epochs", "slow"),
+    ("max_detections", "many"), ("num_workers_per_gpu", -1), ("num_workers_per_gpu", "all"),
 ])
 def test_bad_hyper_parameters_are_config_errors_naming_the_key(tmp_path, capsys, key, value):
     env_file = write_task(str(tmp_path), config=dict(FAST, **{key: value}), n_train=4, n_val=2)
     assert run(env_file) != 0
     line = last_line(capsys)
-    assert line.startswith(f"ymir-runner: error {int(ReturnCode.CONFIG)}:") and f"'{key}'" in line
+    assert line.startswith(f"ymir-runner: error {int(ReturnCode.CONFIG)}:") and f"config key '{key}'" in line
+
+
+# --- a value the user writes is what runs ------------------------------------------------------------------------
+
+#: A small set at a small size: seconds per run. min_steps is the template's (600).
+TINY_SET = {"img_size": 64, "batch_size_per_gpu": 16, "mosaic": 0.0, "export_onnx": False}
+
+
+def test_epochs_written_as_a_number_is_exactly_what_trains_on_a_small_set(tmp_path, capsys):
+    """The issue's example: `epochs: 3` in the web UI (a string) on 24 images trained 300 epochs when min_steps
+    raised it; now 3 epochs and stages epoch_1 ... epoch_3, and the log says 3 epochs."""
+    env_file = write_task(str(tmp_path), config=dict(TINY_SET, epochs="3"), n_train=24, n_val=4)
+    assert yaml.safe_load((tmp_path / "in" / "config.yaml").read_text())["epochs"] == "3"
+    assert run(env_file) == 0
+    err = capsys.readouterr().err
+    assert set(read_result(str(tmp_path))["model_stages"]) == {"epoch_1", "epoch_2", "epoch_3"}
+    assert sorted(os.listdir(tmp_path / "out" / "models")) == ["epoch_1", "epoch_2", "epoch_3", "result.yaml"]
+    assert "schedule: 3 epochs = 6 optimizer steps, 96 images seen" in err
+    assert ("schedule: epochs 3, as set: 6 optimizer steps, fewer than min_steps 600, which only epochs: auto "
+            "applies (it would train 300 epochs)") in err
+    assert "training 3/3 epochs" in err and "/300 epochs" not in err
+
+
+def test_epochs_auto_trains_enough_steps_and_the_log_says_what_auto_chose_and_why(tmp_path, capsys):
+    # 8 images, batch 8: one step per epoch; 30 epochs would be 30 steps, fewer than min_steps 32 -> 32 epochs.
+    config = dict(TINY_SET, epochs="AUTO", min_steps=32, batch_size_per_gpu=8)
+    env_file = write_task(str(tmp_path), config=config, n_train=8, n_val=2)
+    assert run(env_file) == 0
+    err = capsys.readouterr().err
+    stages = set(read_result(str(tmp_path))["model_stages"])
+    assert len(stages) == 10 and "epoch_32" in stages and not any(int(name[6:]) > 32 for name in stages)
+    assert "schedule: epochs auto: 32 epochs (30 epochs would be 30 optimizer steps, fewer than min_steps 32)" in err
+    assert "schedule: warmup_epochs auto: 2 steps (1 epoch = 1 steps, raised to 5% of the run's 32)" in err
+    assert "schedule: 32 epochs = 32 optimizer steps" in err
+    assert re.search(r"max_detections auto: 100 per validation image \(at least 100; the densest validation image "
+                     r"has \d+ objects\)", err)
+    assert "num_workers_per_gpu auto: " in err
+
+
+def test_max_detections_and_workers_written_as_numbers_are_exactly_used(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("YMIR_RUNNER_CPUS", "2")
+    config = dict(TINY_SET, epochs=1, max_detections="1", num_workers_per_gpu=2, warmup_epochs="0.5")
+    env_file = write_task(str(tmp_path), config=config, n_train=16, n_val=4, seed=2)
+    assert run(env_file) == 0
+    err = capsys.readouterr().err
+    assert "1 compute thread + 2 DataLoader workers on 2 CPUs" in err  # 2 as written, not capped to 0
+    assert "config key 'num_workers_per_gpu' 2: 2 DataLoader workers + 1 compute thread per rank on 2 CPUs" in err
+    assert re.search(r"config key 'max_detections' 1: the densest validation image has \d+ objects", err)
+    assert "warm-up 0 steps" in err  # 0.5 epoch of 1 step rounds to 0: no warm-up, as written
+    assert "auto:" not in err.replace("max_detections: auto would", "").replace("num_workers_per_gpu: auto would", "")
 
 
 def test_nan_loss_is_300201(tmp_path, capsys, monkeypatch):

@@ -13,7 +13,16 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from ymir_runner import MODEL_INFO_FILE, ConfigError, DatasetError, Detection, ModelError, best_stage_name, mining
+from ymir_runner import (
+    MODEL_INFO_FILE,
+    ConfigError,
+    DatasetError,
+    Detection,
+    ModelError,
+    Param,
+    best_stage_name,
+    mining,
+)
 from ymir_runner.evaluation import DEFAULT_SCORE_THRESHOLD
 from ymir_runner.mining import MiningSettings
 
@@ -89,8 +98,8 @@ def make_job(context: Any, kind: str) -> Job:
         raise ConfigError(f"config key 'img_size': {img_size} must be a positive multiple of 32 (or 0)")
     if hyper.batch_size_per_gpu < 1:
         raise ConfigError(f"config key 'batch_size_per_gpu': {hyper.batch_size_per_gpu} must be at least 1")
-    if hyper.num_workers_per_gpu < 0:
-        raise ConfigError(f"config key 'num_workers_per_gpu': {hyper.num_workers_per_gpu} must be >= 0")
+    if hyper.num_workers_per_gpu != Param.AUTO and hyper.num_workers_per_gpu < 0:
+        raise ConfigError(f"config key 'num_workers_per_gpu': {hyper.num_workers_per_gpu} must be >= 0 or auto")
     if kind == "infer":
         if not 0.0 <= hyper.conf_threshold <= 1.0:
             raise ConfigError(f"config key 'conf_threshold': {hyper.conf_threshold} must be a score in [0, 1]")
@@ -110,7 +119,7 @@ def make_job(context: Any, kind: str) -> Job:
                             "validation set")
     readable = list(context.candidates)
     devices = select_devices(context.config.gpu_ids)
-    share = cpu_share(devices, hyper.num_workers_per_gpu)
+    share = cpu_share(devices, hyper.num_workers_per_gpu, context.logger)
     context.logger.info("%s: %s per rank", kind, share.describe())
     return Job(kind=kind, checkpoint_path=checkpoint.path, images=[item.image for item in readable],
                img_size=img_size, batch_size=hyper.batch_size_per_gpu, num_workers=share.workers,

@@ -10,7 +10,9 @@ nothing of their own.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
+import logging
 import os
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
@@ -18,8 +20,10 @@ import torch
 import torch.distributed as dist
 
 import ymir_runner
-from ymir_runner import GpuMismatchError, NoGpuError
+from ymir_runner import GpuMismatchError, NoGpuError, Param
 from ymir_runner.cpus import CpuShare, share_cpus
+
+from .templates import AUTO_WORKERS
 
 #: Tests and multi-core CPU servers: run on the CPU with this many processes (training: DDP over gloo).
 CPU_WORLD_SIZE_ENV_VAR = "YMIR_RUNNER_DETECTION_CPU_PROCESSES"
@@ -44,11 +48,32 @@ def select_devices(gpu_ids: Sequence[int]) -> list[str]:
     return [f"cuda:{gpu}" for gpu in gpu_ids]
 
 
-def cpu_share(devices: Sequence[str], workers: int) -> CpuShare:
-    """Compute threads and DataLoader workers of each rank: the CPUs available to the task (affinity and cgroup
-    quota, not ``os.cpu_count()``) split evenly over the ranks, then between ``workers`` (capped) and threads
-    (``ymir_runner.cpus.share_cpus``)."""
-    return share_cpus(workers, ranks=len(devices), accelerator=devices[0].startswith("cuda"))
+def cpu_share(devices: Sequence[str], workers: int | str, logger: logging.Logger) -> CpuShare:
+    """Compute threads and DataLoader workers of each rank (config key ``num_workers_per_gpu``): the CPUs available
+    to the task (affinity and cgroup quota, not ``os.cpu_count()``) split evenly over the ranks, then between
+    workers and threads. ``auto``: ``AUTO_WORKERS`` workers, fewer when they would share a CPU with the compute
+    threads (``ymir_runner.cpus.share_cpus``; logged); a number is exactly the workers, with a warning when they
+    leave no CPU to the compute threads."""
+    accelerator = devices[0].startswith("cuda")
+    if workers == Param.AUTO:
+        share = share_cpus(AUTO_WORKERS, ranks=len(devices), accelerator=accelerator)
+        cpus = f"{share.cpus} CPU{'' if share.cpus == 1 else 's'}"
+        why = (f"{cpus} per rank" if share.workers == AUTO_WORKERS else
+               f"{AUTO_WORKERS}, capped at the rank's {cpus} less one that drives the GPU" if accelerator else
+               f"{AUTO_WORKERS}, capped at a quarter of the rank's {cpus}: the model computes on them")
+        logger.info("num_workers_per_gpu auto: %d DataLoader worker%s per rank (%s)", share.workers,
+                    "" if share.workers == 1 else "s", why)
+        return dataclasses.replace(share, requested_workers=share.workers)
+    share = share_cpus(0, ranks=len(devices), accelerator=accelerator)
+    exact = dataclasses.replace(share, workers=int(workers), threads=max(1, share.cpus - int(workers)),
+                                requested_workers=int(workers))
+    if exact.workers + exact.threads > exact.cpus:
+        logger.warning("config key 'num_workers_per_gpu' %d: %d DataLoader workers + %d compute thread per rank on "
+                       "%d CPU%s: they share CPUs and slow each other down (num_workers_per_gpu: auto would use %d)",
+                       exact.workers,
+                       exact.workers, exact.threads, exact.cpus, "" if exact.cpus == 1 else "s",
+                       share_cpus(AUTO_WORKERS, ranks=len(devices), accelerator=accelerator).workers)
+    return exact
 
 
 @contextlib.contextmanager

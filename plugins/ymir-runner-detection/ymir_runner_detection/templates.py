@@ -13,11 +13,26 @@ from ymir_runner import Param, TaskKind
 
 MODEL_SIZES = ("nano", "small", "medium", "resnet18", "resnet34")
 
+# What ``auto`` chooses for the keys that take it (a number written instead is exactly what runs; the log says what
+# auto chose and why). The help texts below quote these numbers.
+#: ``epochs: auto`` trains this many epochs, or more on a small set so that the run has ``min_steps`` steps.
+AUTO_EPOCHS = 30
+#: ``warmup_epochs: auto`` warms up for this many epochs, kept between ``AUTO_WARMUP_SHARE`` of the run.
+AUTO_WARMUP_EPOCHS = 1.0
+AUTO_WARMUP_SHARE = (0.05, 0.2)
+#: ``max_detections: auto`` keeps this many predictions per validation image, or the densest image's object count.
+AUTO_MAX_DETECTIONS = 100
+#: ``num_workers_per_gpu: auto`` asks for this many DataLoader workers per process, capped so that workers and
+#: compute threads never share a CPU (``ymir_runner.cpus.share_cpus``).
+AUTO_WORKERS = 2
+
 _SHARED_RUNTIME = (
     Param("batch_size_per_gpu", 16, "images per step on each GPU (or on the CPU)"),
-    Param("num_workers_per_gpu", 2,
-          "DataLoader worker processes per GPU (0: load in the main process); capped so that workers and compute "
-          "threads do not share the CPUs available to the task (cgroup quota and affinity)"),
+    Param("num_workers_per_gpu", Param.AUTO,
+          f"DataLoader worker processes per GPU (0: load in the main process). auto: {AUTO_WORKERS}, fewer when "
+          "workers and compute threads would share the CPUs the task may use (cgroup quota and affinity): none on a "
+          "2-CPU machine without a GPU (logged); a number is exactly what runs (a warning when it oversubscribes "
+          "the CPUs)", auto=int),
 )
 
 TRAINING = (
@@ -29,15 +44,21 @@ TRAINING = (
           "resnet18-f37072fd.pth) or a folder holding <model>-*.pth, such as one baked into the image; nothing is "
           "downloaded. Not used when pretrained_model_params names a model of this plugin"),
     Param("img_size", 320, "input size: images are letterboxed to img_size x img_size (a multiple of 32)"),
-    Param("epochs", 30, "passes over the training set; every image is seen once per epoch"),
+    Param("epochs", Param.AUTO,
+          f"passes over the training set; every image is seen once per epoch. A number is exactly the epochs "
+          f"trained. auto: {AUTO_EPOCHS}, or more on a small set so that the run has at least min_steps optimizer "
+          f"steps (the log says what auto chose and why)", auto=int),
     Param("min_steps", 600,
-          "fewest optimizer steps of a run: on a small training set, epochs are raised to reach it (the log says "
-          "so); 0 trains exactly 'epochs'"),
+          f"with epochs: auto, the fewest optimizer steps of a run: a small training set trains more than "
+          f"{AUTO_EPOCHS} epochs to reach it. Not used when epochs is a number"),
     *_SHARED_RUNTIME,
     Param("learning_rate", 0.006, "peak learning rate after warm-up (cosine decay to 2% of it)"),
     Param("optimizer", "adamw", "adamw or sgd (momentum 0.9, nesterov)", choices=("adamw", "sgd")),
     Param("weight_decay", 0.05, "weight decay (decoupled for adamw), not applied to biases and norms"),
-    Param("warmup_epochs", 1.0, "linear learning-rate warm-up in epochs, kept between 5% and 20% of the run"),
+    Param("warmup_epochs", Param.AUTO,
+          f"linear learning-rate warm-up in epochs; a number is exactly what runs. auto: {AUTO_WARMUP_EPOCHS:g} "
+          f"epoch, kept between {AUTO_WARMUP_SHARE[0]:.0%} and {AUTO_WARMUP_SHARE[1]:.0%} of the run (logged)",
+          auto=float),
     Param("save_period", 0,
           "evaluate on the validation set and write a model stage every N epochs; 0: 10 stages evenly spaced "
           "over the run. The last epoch is always a stage"),
@@ -53,9 +74,10 @@ TRAINING = (
           "IoU at which a prediction matches an object for a stage's mAP, mAR and tp/fp/fn (result.yaml "
           "evaluate_config.iou_thr: the platform labels mAP with it); COCO mAP50-95 is kept beside it as "
           "mAP50_95"),
-    Param("max_detections", 100,
-          "most boxes kept per validation image (COCO maxDets); raised automatically to the object count of "
-          "the densest validation image"),
+    Param("max_detections", Param.AUTO,
+          f"most boxes kept per validation image (COCO maxDets); a number is exactly what is kept. auto: "
+          f"{AUTO_MAX_DETECTIONS}, or the object count of the densest validation image when it has more (logged), "
+          f"so dense scenes are measured whole", auto=int),
     Param("export_onnx", True, "also write an ONNX export of every stage"),
 )
 

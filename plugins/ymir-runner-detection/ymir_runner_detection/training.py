@@ -18,7 +18,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import torch
 
-from ymir_runner import ConfigError, DatasetError, ModelError, NonFiniteError, atomic_path
+from ymir_runner import ConfigError, DatasetError, ModelError, NonFiniteError, Param, atomic_path
 
 from .checkpoint import CHECKPOINT_NAME, ONNX_NAME, find_checkpoint, load_checkpoint, save_checkpoint
 from .engine import (
@@ -42,6 +42,7 @@ from .engine.train import train as training_loop
 from .launch import cpu_share, run_on_devices, select_devices
 from .progress import LogProgressBar
 from .recipe import Schedule, plan_schedule
+from .templates import AUTO_MAX_DETECTIONS, TRAINING
 from .visualize import draw_detections
 
 #: Shares of the task's progress: reading the dataset, then training + evaluations.
@@ -55,6 +56,8 @@ MAP_WEIGHT = 0.1
 #: (fewer at the start of a run): on a small validation set one evaluation can be lucky by several points, a run
 #: of three rarely is. The window looks back only, so a stage's rank never changes once it is written.
 SELECTION_WINDOW = 3
+#: The training template's keys that take ``auto``.
+AUTO_KEYS = frozenset(param.name for param in TRAINING if param.auto)
 
 Item = tuple[str, np.ndarray, np.ndarray]
 
@@ -129,29 +132,22 @@ def read_items(reader: Any) -> list[Item]:
 
 
 def _check_hyper(hyper: Any) -> None:
+    """Refuse impossible values naming the key; ``auto`` (Param.AUTO) passes for the keys that take it."""
     if hyper.img_size < 32 or hyper.img_size % 32:
         raise ConfigError(f"config key 'img_size': {hyper.img_size} must be a positive multiple of 32")
-    for key in ("epochs", "batch_size_per_gpu"):
-        if hyper[key] < 1:
-            raise ConfigError(f"config key {key!r}: {hyper[key]} must be at least 1")
-    for key in ("min_steps", "save_period"):
-        if hyper[key] < 0:
-            raise ConfigError(f"config key {key!r}: {hyper[key]} must be >= 0")
-    if hyper.num_workers_per_gpu < 0:
-        raise ConfigError(f"config key 'num_workers_per_gpu': {hyper.num_workers_per_gpu} must be >= 0")
+    for key, least in (("epochs", 1), ("batch_size_per_gpu", 1), ("max_detections", 1), ("min_steps", 0),
+                       ("save_period", 0), ("num_workers_per_gpu", 0), ("warmup_epochs", 0), ("weight_decay", 0)):
+        if hyper[key] != Param.AUTO and not hyper[key] >= least:
+            raise ConfigError(f"config key {key!r}: {hyper[key]} must be at least {least}"
+                              + (" or auto" if key in AUTO_KEYS else ""))
     if not 0.0 <= hyper.mosaic <= 1.0:
         raise ConfigError(f"config key 'mosaic': {hyper.mosaic} must be a probability in [0, 1]")
     if not hyper.learning_rate > 0:
         raise ConfigError(f"config key 'learning_rate': {hyper.learning_rate} must be positive")
     if not 0.0 <= hyper.conf_threshold <= 1.0:
         raise ConfigError(f"config key 'conf_threshold': {hyper.conf_threshold} must be a score in [0, 1]")
-    for key in ("warmup_epochs", "weight_decay"):
-        if not hyper[key] >= 0:
-            raise ConfigError(f"config key {key!r}: {hyper[key]} must be >= 0")
     if not 0.0 < hyper.map_iou_threshold < 1.0:
         raise ConfigError(f"config key 'map_iou_threshold': {hyper.map_iou_threshold} must be in (0, 1)")
-    if hyper.max_detections < 1:
-        raise ConfigError(f"config key 'max_detections': {hyper.max_detections} must be at least 1")
 
 
 def _initial_model(context: Any) -> torch.nn.Module:
@@ -238,7 +234,7 @@ def train(context: Any) -> None:
     schedule = plan_schedule(len(train_items), hyper.batch_size_per_gpu, epochs=hyper.epochs,
                              min_steps=hyper.min_steps, warmup_epochs=hyper.warmup_epochs,
                              save_period=hyper.save_period, world_size=len(devices))
-    share = cpu_share(devices, hyper.num_workers_per_gpu)
+    share = cpu_share(devices, hyper.num_workers_per_gpu, context.logger)
     plan = TrainingPlan(
         model_config=model_config, initial_state=model.state_dict(), train_items=train_items, img_size=hyper.img_size,
         schedule=schedule, batch_size=hyper.batch_size_per_gpu, num_workers=share.workers,
@@ -250,6 +246,8 @@ def train(context: Any) -> None:
                         share.describe())
     for line in schedule.describe():
         context.logger.info("schedule: %s", line)
+    for warning in schedule.warnings():
+        context.logger.warning("schedule: %s", warning)
     stages = StageWriter(context, plan, val_items)
     try:
         # Rank 0 (this process) reports progress and writes the stages; the other ranks train in lockstep.
@@ -273,10 +271,18 @@ def train(context: Any) -> None:
                         result.steps, result.train_seconds, result.images_per_second, 100 * result.data_wait_share)
 
 
-def validation_max_detections(configured: int, classes_per_image: Sequence[Any]) -> int:
-    """Detections kept per validation image (and COCO's maxDets): the configured number, raised to the object
-    count of the densest image, so a model that finds every object can score mAP 1.0 on any scene."""
-    return max(int(configured), max((len(classes) for classes in classes_per_image), default=0))
+def validation_max_detections(setting: int | str, classes_per_image: Sequence[Any]) -> int:
+    """Detections kept per validation image (and COCO's maxDets), config key ``max_detections``: a number as set;
+    ``auto``: ``AUTO_MAX_DETECTIONS``, or the object count of the densest image when it has more, so a model that
+    finds every object can score mAP 1.0 on any scene."""
+    if setting != Param.AUTO:
+        return int(setting)
+    return max(AUTO_MAX_DETECTIONS, densest(classes_per_image))
+
+
+def densest(classes_per_image: Sequence[Any]) -> int:
+    """The object count of the image that has the most."""
+    return max((len(classes) for classes in classes_per_image), default=0)
 
 
 class StageWriter:
@@ -290,11 +296,16 @@ class StageWriter:
         val_set = DetectionDataset(val_items, plan.img_size)
         self.val_loader = build_dataloader(val_set, max(plan.batch_size, 16), shuffle=False,
                                            num_workers=0, distributed=False)
-        self.max_detections = validation_max_detections(self.hyper.max_detections,
-                                                        [classes for _, _, classes in val_items])
-        if self.max_detections > self.hyper.max_detections:
-            context.logger.info("max_detections %d per validation image (the densest has as many objects; config "
-                                "key 'max_detections' is %d)", self.max_detections, self.hyper.max_detections)
+        objects = [classes for _, _, classes in val_items]
+        self.max_detections = validation_max_detections(self.hyper.max_detections, objects)
+        if self.hyper.max_detections == Param.AUTO:
+            context.logger.info("max_detections auto: %d per validation image (at least %d; the densest validation "
+                                "image has %d objects)", self.max_detections, AUTO_MAX_DETECTIONS, densest(objects))
+        elif self.max_detections < densest(objects):
+            context.logger.warning("config key 'max_detections' %d: the densest validation image has %d objects, so "
+                                   "no stage can find them all there (max_detections: auto would keep %d)",
+                                   self.max_detections, densest(objects),
+                                   validation_max_detections(Param.AUTO, objects))
         self.val_unreadable: set[int] = set()
         self.val_damaged: dict[int, str] = {}
         self.schedule = plan.schedule

@@ -196,12 +196,14 @@ def test_the_built_in_detectors_template_values_work_when_plugin_names_this_exec
     """An image with both executors has one template per task, with the first executor's (detection's) defaults
     for the keys both declare: `model: nano`, `optimizer: adamw`, `mining_algorithm: aldd`..."""
     shared = {"model": "nano", "optimizer": "adamw", "learning_rate": 0.006, "weight_decay": 0.05, "mosaic": 0.0,
-              "min_steps": 0, "pretrained_backbone": "", "export_onnx": "true", "conf_threshold": 0.0}
+              "min_steps": 600, "pretrained_backbone": "", "export_onnx": "true", "conf_threshold": 0.0,
+              "warmup_epochs": "auto", "max_detections": "auto", "num_workers_per_gpu": "auto"}
     outcome = ymir_task(images=8, size=SIZE, config={**FAST, **shared, "epochs": 1, "plugin": "ultralytics"}).run(
         registry())
     assert outcome.exit_code == 0, outcome.stderr[-3000:]
     assert "training yolo26n.yaml from SCRATCH" in outcome.stderr  # nano is YOLO26's n
     assert "optimizer: AdamW(lr=0.006" in outcome.stderr
+    assert "num_workers_per_gpu auto: 4" in outcome.stderr and "max_detections auto: " in outcome.stderr
 
 
 def test_a_loss_that_is_not_finite_stops_the_training_with_the_nan_code():

@@ -22,6 +22,11 @@ MODEL_NAMES = tuple(family + scale for family in FAMILIES for scale in SCALES)
 SIZE_WORDS = {"nano": "yolo26n", "small": "yolo26s", "medium": "yolo26m", "large": "yolo26l", "xlarge": "yolo26x"}
 #: Config key ``optimizer`` (lower case, as the built-in detector's ``adamw`` / ``sgd``) -> ultralytics' name.
 OPTIMIZERS = {"auto": "auto", "sgd": "SGD", "adamw": "AdamW", "adam": "Adam", "musgd": "MuSGD"}
+#: What ``auto`` means for the keys that take it besides ``max_detections``: the word is accepted so that a template
+#: shared with the built-in detector (whose default is ``auto``) runs here; this executor's own defaults are numbers.
+AUTO_VALUES = {"epochs": 100, "num_workers_per_gpu": 4}
+#: ``max_detections: auto`` keeps this many boxes per validation image, or the densest image's object count.
+AUTO_MAX_DETECTIONS = 100
 
 _SHARED_RUNTIME = (
     Param("batch_size_per_gpu", 16, "images per batch on the GPU (or on the CPU)"),
@@ -34,10 +39,12 @@ TRAINING = (
           "scratch; or the path of your own ultralytics .pt. Not used when pretrained_model_params names a model of "
           "this plugin"),
     Param("img_size", 640, "input size: images are letterboxed to img_size x img_size (a multiple of 32)"),
-    Param("epochs", 100, "passes over the training set"),
+    Param("epochs", AUTO_VALUES["epochs"],
+          f"passes over the training set, exactly as set (auto: {AUTO_VALUES['epochs']})", auto=int),
     *_SHARED_RUNTIME,
-    Param("num_workers_per_gpu", 4,
-          "DataLoader worker processes on a GPU (ultralytics loads in the training process on the CPU)"),
+    Param("num_workers_per_gpu", AUTO_VALUES["num_workers_per_gpu"],
+          f"DataLoader worker processes on a GPU (auto: {AUTO_VALUES['num_workers_per_gpu']}); on the CPU ultralytics "
+          "loads in the training process whatever the value (logged)", auto=int),
     Param("optimizer", "auto",
           "ultralytics' optimizer: auto (AdamW or MuSGD, with its own learning rate by run length), sgd, adamw, adam, "
           "musgd", choices=tuple(OPTIMIZERS)),
@@ -59,9 +66,9 @@ TRAINING = (
     Param("map_iou_threshold", 0.5,
           "IoU at which a prediction matches an object for a stage's mAP, mAR and tp/fp/fn (result.yaml "
           "evaluate_config.iou_thr: the platform labels mAP with it); COCO mAP50-95 is kept beside it as mAP50_95"),
-    Param("max_detections", 100,
-          "most boxes kept per validation image (COCO maxDets); raised automatically to the object count of the "
-          "densest validation image"),
+    Param("max_detections", Param.AUTO,
+          f"most boxes kept per validation image (COCO maxDets), exactly as set; auto: {AUTO_MAX_DETECTIONS}, or the "
+          "object count of the densest validation image when it has more (logged)", auto=int),
     Param("export_onnx", True, "also write an ONNX export of the best stage when training ends"),
     Param("ultralytics_args", "",
           "further ultralytics training arguments as a YAML mapping, e.g. '{degrees: 5, mixup: 0.1, cos_lr: true}'; "

@@ -21,11 +21,20 @@ from typing import Any
 import numpy as np
 import yaml
 
-from ymir_runner import ConfigError, DatasetError, ImageProblem, ModelError, NonFiniteError, atomic_path, evaluation
+from ymir_runner import (
+    ConfigError,
+    DatasetError,
+    ImageProblem,
+    ModelError,
+    NonFiniteError,
+    Param,
+    atomic_path,
+    evaluation,
+)
 
 from . import dataset, environment, weights
 from .predict import Decoded, Predictor, decode
-from .templates import OPTIMIZERS
+from .templates import AUTO_MAX_DETECTIONS, AUTO_VALUES, OPTIMIZERS
 
 #: Shares of the task's progress: writing the dataset layout, training (batches and stage evaluations), ONNX export.
 PREPARE_END = 0.03
@@ -68,9 +77,23 @@ def check_hyper(hyper: Any) -> dict[str, Any]:
         raise ConfigError(f"config key 'conf_threshold': {hyper.conf_threshold} must be a score in [0, 1]")
     if not 0.0 < hyper.map_iou_threshold < 1.0:
         raise ConfigError(f"config key 'map_iou_threshold': {hyper.map_iou_threshold} must be in (0, 1)")
-    if hyper.max_detections < 1:
-        raise ConfigError(f"config key 'max_detections': {hyper.max_detections} must be at least 1")
+    if hyper.max_detections != Param.AUTO and hyper.max_detections < 1:
+        raise ConfigError(f"config key 'max_detections': {hyper.max_detections} must be at least 1 or auto")
     return extra_args(hyper.ultralytics_args)
+
+
+def choose_auto(hyper: Any, device: str, logger: Any) -> None:
+    """Replace ``auto`` by this executor's number for the keys of ``AUTO_VALUES`` (a template shared with the built-in
+    detector has ``auto`` where this executor's own has a number), logged; ``max_detections: auto`` is the stage
+    writer's. Also logs that ultralytics loads the data in the training process on the CPU, whatever
+    ``num_workers_per_gpu`` says (its trainer sets ``workers = 0`` there)."""
+    for key, value in AUTO_VALUES.items():
+        if hyper[key] == Param.AUTO:
+            hyper[key] = value
+            logger.info("%s auto: %d (this executor's default)", key, value)
+    if device == "cpu" and isinstance(hyper.num_workers_per_gpu, int) and hyper.num_workers_per_gpu > 0:
+        logger.info("config key 'num_workers_per_gpu' %d: not used on the CPU, where ultralytics loads the data in "
+                    "the training process", hyper.num_workers_per_gpu)
 
 
 def extra_args(text: Any) -> dict[str, Any]:
@@ -112,6 +135,7 @@ def train(context: Any) -> None:
     hyper = context.hyper
     device = environment.select_device(context.config.gpu_ids)
     environment.prepare(context.work_dir)  # before ultralytics is imported
+    choose_auto(hyper, device, context.logger)
     extra = check_hyper(hyper)
     with environment.task_log(), environment.out_of_memory_as_error():
         _train(context, device, extra)
@@ -242,10 +266,16 @@ class StageWriter:
                        np.array([b.class_id for b in boxes], np.int64)) for _, _, _, boxes in self.validation]
         self.sizes = [(width, height) for _, width, height, _ in self.validation]
         densest = max((len(classes) for _, classes in self.truth), default=0)
-        self.max_detections = max(int(self.hyper.max_detections), densest)
-        if self.max_detections > self.hyper.max_detections:
-            context.logger.info("max_detections %d per validation image (the densest has as many objects; config key "
-                                "'max_detections' is %d)", self.max_detections, self.hyper.max_detections)
+        if self.hyper.max_detections == Param.AUTO:
+            self.max_detections = max(AUTO_MAX_DETECTIONS, densest)
+            context.logger.info("max_detections auto: %d per validation image (at least %d; the densest validation "
+                                "image has %d objects)", self.max_detections, AUTO_MAX_DETECTIONS, densest)
+        else:
+            self.max_detections = int(self.hyper.max_detections)
+            if self.max_detections < densest:
+                context.logger.warning("config key 'max_detections' %d: the densest validation image has %d objects, "
+                                       "so no stage can find them all there (max_detections: auto would keep %d)",
+                                       self.max_detections, densest, max(AUTO_MAX_DETECTIONS, densest))
         self.cache: dict[int, Decoded] = {}
         self.cache_bytes = 0
         self.unreadable: set[int] = set()
