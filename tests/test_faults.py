@@ -337,21 +337,6 @@ def test_results_of_an_earlier_run_are_moved_aside_before_a_failing_run(toy_regi
     assert temp_files(tree.out_dir) == []  # the writes a SIGKILL cut short are gone too
 
 
-def test_results_that_cannot_be_moved_aside_are_deleted(toy_registry, ymir_task):
-    tree = ymir_task(kinds=["training"])
-    assert tree.run(toy_registry).exit_code == 0
-    with open(os.path.join(tree.out_dir, PREVIOUS_RUNS_DIR), "w", encoding="utf-8") as stream:
-        stream.write("a file where the folder goes")
-    tree.config["gpu_id"] = "zero"
-    tree.write_config()
-    outcome = tree.run(toy_registry)
-    assert outcome.return_code == ReturnCode.CONFIG
-    assert not os.path.exists(os.path.join(tree.out_dir, "models", "result.yaml"))
-    assert f"could not move {tree.out_dir}/models/result.yaml of an earlier run (Not a directory): deleted it" \
-        in outcome.stderr
-    assert os.path.isfile(os.path.join(tree.out_dir, PREVIOUS_RUNS_DIR))  # left as it was
-
-
 @pytest.mark.parametrize("folder, warning", [
     ("models", "results of an earlier run were in"),  # moved aside with the earlier run's results
     ("tensorboard", "tensorboard is switched off for this run"),  # one warning, the run goes on
@@ -434,7 +419,7 @@ def test_a_root_owned_tensorboard_folder_and_another_uid(ymir_shared_tmp):
 
 
 @pytest.mark.skipif(bool(CANNOT_RUN_AS_NOBODY), reason=str(CANNOT_RUN_AS_NOBODY))
-def test_an_earlier_result_that_can_be_neither_moved_nor_deleted_stops_the_task(ymir_shared_tmp):
+def test_an_earlier_result_that_cannot_be_moved_stops_the_task(ymir_shared_tmp):
     tree = TaskTree(os.path.join(ymir_shared_tmp, "task"), kinds=["training"])
     models = os.path.join(tree.out_dir, "models")
     os.makedirs(models, mode=0o755)  # root's, as a root platform or an earlier root run left it
@@ -442,9 +427,12 @@ def test_an_earlier_result_that_can_be_neither_moved_nor_deleted_stops_the_task(
         stream.write("best_stage_name: old\nmodel_stages: {old: {stage_name: old, files: [m], timestamp: 1}}\n")
     done = run_as_nobody(ymir_shared_tmp, tree)
     assert done.returncode == 1
-    assert done.stderr.strip().splitlines()[-1] == (
-        f"ymir-runner: error {int(ReturnCode.GENERIC)}: {models}/result.yaml of an earlier run can be neither "
-        f"moved aside (Permission denied) nor deleted (Permission denied): this task would publish it as its own")
+    assert done.stderr.strip().splitlines()[-1] == (  # never deleted (tests/test_out_safety.py)
+        f"ymir-runner: error {int(ReturnCode.GENERIC)}: cannot move {models}/result.yaml of an earlier run aside "
+        f"to {tree.out_dir}/{PREVIOUS_RUNS_DIR} (Permission denied): it is left as it was and this task stops "
+        f"before it would publish it as its own or write over it; move it out of {tree.out_dir} or run on a new "
+        f"tree")
+    assert os.path.isfile(os.path.join(models, "result.yaml"))
     outcome = tree.outcome(done.returncode, done.stderr)
     assert (outcome.state, outcome.return_code) == (4, ReturnCode.GENERIC)
     assert not os.path.exists(os.path.join(tree.out_dir, PREVIOUS_RUNS_DIR))  # no empty folder left behind

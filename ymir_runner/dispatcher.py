@@ -27,6 +27,7 @@ from .protocol.config import parse_config, read_config_file
 from .protocol.dataset import SkipLog
 from .protocol.env import DEFAULT_ENV_FILE, EnvError, TaskEnv, TaskKind, check_paths_exist_here, load_env, unroot
 from .protocol.monitor import Monitor, Progress
+from .protocol.outlock import hold_output_lock
 from .protocol.results import InferResult, MiningResult, Stage, TrainingResult, set_aside_previous_results
 from .protocol.tensorboard import LazySummaryWriter
 from .sdk import sdk_env, sdk_writers
@@ -199,6 +200,8 @@ class _RunState:
     children_before: set[int] = dataclasses.field(default_factory=set)
     monitor: Monitor | None = None
     current: Run | None = None
+    #: What the run holds until it has reported its outcome (the lock on /out).
+    held: contextlib.ExitStack = dataclasses.field(default_factory=contextlib.ExitStack)
 
 
 def run(env_file: str = DEFAULT_ENV_FILE, *, root: str | None = None,
@@ -211,7 +214,7 @@ def run(env_file: str = DEFAULT_ENV_FILE, *, root: str | None = None,
     """
     configure_logging()
     state = _RunState(children_before=set(child_pids()))
-    with StopSignals(exiting=exiting) as stop:
+    with state.held, StopSignals(exiting=exiting) as stop:  # /out stays locked until the failure is reported
         try:
             try:
                 _execute(env_file, root, registry, state, stop)
@@ -229,6 +232,7 @@ def _execute(env_file: str, root: str | None, registry: PluginRegistry | None, s
              stop: StopSignals) -> None:
     env = load_env(env_file, root=root)
     check_paths_exist_here(env)
+    state.held.enter_context(hold_output_lock(env.output.root_dir))  # a second run on this tree: refused here
     for warning in env.warnings:
         log.warning("%s", warning)
     state.monitor = Monitor(env.output.monitor_file, env.task_id)

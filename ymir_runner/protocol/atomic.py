@@ -25,6 +25,8 @@ def atomic_path(path: str) -> Iterator[str]:
     The temp file lives in ``path``'s folder (``os.replace`` is only atomic within one file system) and is
     made readable by other uids (mode 0644: the platform may read as another user). If anything fails,
     a signal-raised exception included, the temp file is removed and ``path`` keeps its previous content.
+    Nothing is written through a link: the temp file is created with ``O_EXCL`` (which never follows one) and a
+    link at ``path`` is replaced by the new file, its target left as it was.
 
     Raises:
         OutputError: the write failed on a full disk or quota ("no space left on device"), or with another

@@ -7,8 +7,10 @@ the last and any change of state.
 
 from __future__ import annotations
 
+import errno
 import math
 import os
+import stat
 import threading
 import time
 from typing import Callable
@@ -90,7 +92,8 @@ class Monitor:
     def _write(self) -> None:
         """Replace the file atomically; on a full disk (the temp file needs a block the disk does not have)
         write the line over the existing file in place, which needs none: the platform must see progress
-        and, above all, state 4."""
+        and, above all, state 4. Only a regular file of its own is written in place, never a link's target or
+        a file with another hard link (it would write outside /out): then the full disk's error is raised."""
         try:
             self._write_file(in_place=False)
         except OutputError as error:
@@ -109,12 +112,26 @@ class Monitor:
         if self.message:
             text += self.message.replace("\n", " ") + "\n"
         if in_place:
-            with open(self.path, "r+" if os.path.exists(self.path) else "w", encoding="utf-8") as stream:
-                stream.write(text)
-                stream.truncate()
+            _overwrite_in_place(self.path, text.encode("utf-8"))
         else:
             atomic_write_text(self.path, text)
         self._last_write, self._dirty = now, False
+
+
+def _overwrite_in_place(path: str, data: bytes) -> None:
+    """Write ``data`` over the file at ``path`` (created when missing) without a temp file. Raises OSError for a
+    symbolic link (``O_NOFOLLOW``), a file with other hard links or anything but a regular file."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, 0o644)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:
+            raise OSError(errno.EPERM, "not a regular file of its own (a hard link, a device or a FIFO)", path)
+        written = 0
+        while written < len(data):
+            written += os.write(fd, data[written:])
+        os.ftruncate(fd, len(data))
+    finally:
+        os.close(fd)
 
 
 class Progress:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import json
 import math
 import os
@@ -19,7 +20,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import yaml
 
 from ..errors import OutputError
-from .atomic import atomic_write_text, output_error, remove_temp_files
+from .atomic import atomic_path, atomic_write_text, output_error, remove_temp_files
 from .env import OutputPaths
 
 _STAGE_NAME = re.compile(r"^[A-Za-z0-9_]+$")
@@ -96,6 +97,8 @@ class TrainingResult:
         """
         self._check_name(name)
         path = os.path.join(self.models_dir, name)
+        if os.path.islink(path):  # the plugin would write its model files wherever the link leads
+            raise OutputError(f"cannot create {path}: a symbolic link (to {os.readlink(path)}) is in the way")
         try:
             os.makedirs(path, exist_ok=True)
         except OSError as error:
@@ -146,8 +149,9 @@ class TrainingResult:
     def add_attachment(self, section: str, path: str) -> None:
         """Copy a file (e.g. a PR curve) to models/attachments/<section>/ and list it in result.yaml."""
         folder = os.path.join(self.models_dir, "attachments", section)
-        os.makedirs(folder, exist_ok=True)
-        shutil.copyfile(path, os.path.join(folder, os.path.basename(path)))
+        with open(path, "rb") as source, atomic_path(os.path.join(folder, os.path.basename(path))) as tmp:
+            with open(tmp, "wb") as target:  # a new file that replaces a link there, never writes through it
+                shutil.copyfileobj(source, target)
         names = self.attachments.setdefault(section, [])
         if os.path.basename(path) not in names:
             names.append(os.path.basename(path))
@@ -317,76 +321,145 @@ def set_aside_previous_results(output: OutputPaths) -> list[str]:
     Returns what was done, one line each for the log; ``[]`` when /out held nothing of an earlier run.
 
     The platform reads result.yaml even when a task fails, and result.tsv and infer-result.json after it:
-    left in place, an earlier run's files would be published as this task's. Moving (not deleting) keeps
-    a model someone may still want; a published file that cannot be moved is deleted.
+    left in place, an earlier run's files would be published as this task's, and its stage folders written
+    over. Nothing of an earlier run is ever deleted or written over: what cannot be moved stops the task, which
+    has written nothing yet. Nothing is moved through a link: a link among the results is moved as a link (its
+    target, wherever it leads, is untouched), and ``previous-runs`` must be a real folder of the tree.
 
     Raises:
-        OutputError: a published file can be neither moved nor deleted.
+        OutputError: ``previous-runs`` is in the way (a file, a link, a folder that cannot be created), or an
+            earlier result cannot be moved; the message names it.
     """
     root = os.path.abspath(output.root_dir)
     models = os.path.abspath(output.models_dir)
     remove_temp_files(root, recursive=False)  # not under tensorboard/ (the platform's mount) or previous-runs/
     published = [path for path in (output.training_result_file, output.mining_result_file,
-                                   output.infer_result_file) if os.path.lexists(path)]
+                                   output.infer_result_file)
+                 if os.path.lexists(path) and not _behind_link(os.path.abspath(path), root)]
     others = []
     if models != root and not root.startswith(models + os.sep):
         if os.path.isdir(models) and not os.path.islink(models):
             others = [os.path.join(models, name) for name in sorted(os.listdir(models))]
-        elif os.path.lexists(models):  # a file where the models folder belongs
+        elif os.path.lexists(models):  # a file or a link where the models folder belongs: moved as it is
             others = [models]
     if not published and not others:
         return []
+    paths = list(dict.fromkeys(os.path.abspath(path) for path in published + others))
+    holder, created = _previous_runs_folder(root, paths)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    target = os.path.join(root, PREVIOUS_RUNS_DIR, stamp)
-    suffix = 0
-    while os.path.lexists(target):
-        suffix += 1
-        target = os.path.join(root, PREVIOUS_RUNS_DIR, f"{stamp}-{suffix}")
-    moved, lines = 0, []
+    target = _new_folder(holder, stamp)
+    moved: list[str] = []
     try:
-        for path in dict.fromkeys(published + others):
+        for path in paths:
             if not os.path.lexists(path):  # result.yaml already moved with the models folder's entries
                 continue
             relative = os.path.relpath(path, root)
             destination = os.path.join(target, os.path.basename(path) if relative.startswith("..") else relative)
             try:
-                os.makedirs(os.path.dirname(destination), exist_ok=True)
-                shutil.move(path, destination)
-                moved += 1
+                os.makedirs(os.path.dirname(destination), exist_ok=True)  # inside the new folder: ours
+                _move(path, destination)
             except OSError as error:
-                _remove(destination)  # what a move across devices copied before failing to delete the source
-                if path not in published:
-                    lines.append(f"could not move {path} of an earlier run ({error.strerror}): left in place, "
-                                 f"listed by no stage")
-                    continue
-                try:
-                    _remove(path, strict=True)
-                except OSError as second:
-                    raise OutputError(f"{path} of an earlier run can be neither moved aside ({error.strerror}) "
-                                      f"nor deleted ({second.strerror}): this task would publish it as its own"
-                                      ) from second
-                lines.append(f"could not move {path} of an earlier run ({error.strerror}): deleted it")
+                so_far = f" (what was moved before it is in {target})" if moved else ""
+                raise OutputError(f"cannot move {path} of an earlier run aside to {holder} ({_reason(error)}): it "
+                                  f"is left as it was and this task stops before it would publish it as its own or "
+                                  f"write over it{so_far}; move it out of {root} or run on a new tree") from error
+            moved.append(path)
     finally:
-        if not moved:  # nothing could be moved: leave no empty folder behind
+        if not moved:  # nothing could be moved: leave no empty folder behind (rmdir removes only empty ones)
             for folder, _, _ in os.walk(target, topdown=False):
                 with contextlib.suppress(OSError):
                     os.rmdir(folder)
-            with contextlib.suppress(OSError):
-                os.rmdir(os.path.dirname(target))  # previous-runs, when this was its only entry
-    if moved:
-        remove_temp_files(target)
-        lines.insert(0, f"results of an earlier run were in {root}: moved to {target} (a task publishes only "
-                        f"its own outputs)")
-    return lines
+            if created:
+                with contextlib.suppress(OSError):
+                    os.rmdir(holder)
+    remove_temp_files(target)
+    return [f"results of an earlier run were in {root}: moved to {target} (a task publishes only its own outputs)"]
 
 
-def _remove(path: str, *, strict: bool = False) -> None:
-    """Delete a file, link or folder tree; errors are ignored unless ``strict``."""
+def _behind_link(path: str, root: str) -> bool:
+    """Whether a folder between ``root`` and ``path`` is a symbolic link (what is behind it moves with the link)."""
+    folder = os.path.dirname(path)
+    while folder.startswith(root + os.sep):
+        if os.path.islink(folder):
+            return True
+        folder = os.path.dirname(folder)
+    return False
+
+
+def _previous_runs_folder(root: str, paths: Sequence[str]) -> tuple[str, bool]:
+    """``<root>/previous-runs``, a real folder of the tree (created: True when this call created it).
+
+    Raises:
+        OutputError: a link (dangling or not), a file or anything else is in the way, or it cannot be created.
+    """
+    holder = os.path.join(root, PREVIOUS_RUNS_DIR)
+    names = ", ".join(os.path.relpath(path, root) for path in paths[:3]) + (", ..." if len(paths) > 3 else "")
+    stops = (f"the results of an earlier run in {root} ({names}) are left as they were and this task stops before "
+             f"it would write over them")
+    if os.path.islink(holder):
+        raise OutputError(f"{holder} is a symbolic link (to {os.readlink(holder)}), not a folder of this tree: "
+                          f"{stops}; replace the link with a folder or run on a new tree")
+    if os.path.lexists(holder) and not os.path.isdir(holder):
+        raise OutputError(f"{holder} is a file, not a folder: {stops}; move the file away or run on a new tree")
     try:
+        os.mkdir(holder)  # never through a link: mkdir does not follow one
+    except FileExistsError:
+        return holder, False
+    except OSError as error:
+        raise OutputError(f"cannot create {holder} ({_reason(error)}): {stops}") from error
+    return holder, True
+
+
+def _new_folder(holder: str, stamp: str) -> str:
+    """A new, empty ``holder/stamp`` (``stamp-1``, ``stamp-2``... when taken)."""
+    for suffix in range(1000):
+        target = os.path.join(holder, f"{stamp}-{suffix}" if suffix else stamp)
+        try:
+            os.mkdir(target)
+        except FileExistsError:
+            continue
+        except OSError as error:
+            raise OutputError(f"cannot create {target} ({_reason(error)}): the results of an earlier run in "
+                              f"{os.path.dirname(holder)} are left as they were and this task stops before it "
+                              f"would write over them") from error
+        return target
+    raise OutputError(f"{holder} holds 1000 folders named {stamp}: move some away")
+
+
+def _move(path: str, destination: str) -> None:
+    """Move a file, link (as a link) or folder tree to ``destination`` (which does not exist). Across devices:
+    copy, then delete the source; a copy that failed is removed (the source is intact), a complete copy is
+    never removed (the source may be partly deleted by then)."""
+    try:
+        os.rename(path, destination)
+        return
+    except OSError as error:
+        if error.errno != errno.EXDEV:
+            raise
+    try:
+        if os.path.islink(path):
+            os.symlink(os.readlink(path), destination)
+        elif os.path.isdir(path):
+            shutil.copytree(path, destination, symlinks=True)
+        else:
+            shutil.copy2(path, destination, follow_symlinks=False)
+    except OSError:
+        _remove_copy(destination)
+        raise
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    else:
+        os.unlink(path)
+
+
+def _remove_copy(path: str) -> None:
+    """Delete what a failed copy left at ``path`` (a new folder's content, never an earlier result)."""
+    with contextlib.suppress(OSError):
         if os.path.isdir(path) and not os.path.islink(path):
             shutil.rmtree(path)
         elif os.path.lexists(path):
             os.unlink(path)
-    except OSError:
-        if strict:
-            raise
+
+
+def _reason(error: OSError) -> str:
+    return error.strerror or str(error)
