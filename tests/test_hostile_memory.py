@@ -1,0 +1,240 @@
+"""Valid but huge inputs stay within stated memory (issue 24, "Bounded memory and time").
+
+Every memory-hungry case runs in a subprocess under an address-space cap (``RLIMIT_AS``) and a timeout, and
+reports its own peak resident size (VmHWM), so a regression shows as a number over a generous bound, never as
+a killed test machine."""
+
+from __future__ import annotations
+
+import json
+import random
+import struct
+import subprocess
+import sys
+import textwrap
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image, ImageFile
+
+from ymir_runner.protocol import images
+from ymir_runner.protocol.dataset import DatasetReader, SkipLog
+from ymir_runner.protocol.images import DECODE_MEMORY_BUDGET, ImageProblem, decode_image, probe_image
+
+GIB = 1 << 30
+MIB = 1 << 20
+
+
+def run_capped(code: str, *, cap: int = 3 * GIB, timeout: int = 240) -> dict:
+    """Run ``code`` in a fresh Python under an address-space cap; it sets ``result`` (a dict), which comes back
+    with ``peak_mb``: the process's peak resident size (VmHWM)."""
+    program = textwrap.dedent(f"""
+        import json, resource
+        resource.setrlimit(resource.RLIMIT_AS, ({cap}, {cap}))
+        result = {{}}
+    """) + textwrap.dedent(code) + textwrap.dedent("""
+        result["peak_mb"] = next(int(line.split()[1]) // 1024 for line in open("/proc/self/status")
+                                 if line.startswith("VmHWM"))
+        print(json.dumps(result))
+    """)
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def png_file(path, width: int, height: int, rows: bytes, *, colour: int = 2, depth: int = 8,
+             interlaced: bool = False, palette: bytes = b"") -> str:
+    """A PNG of the given filtered ``rows`` (each a filter byte, then the row), as any encoder could write."""
+    header = struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, int(interlaced))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + (_chunk(b"PLTE", palette) if palette else b"")
+                     + _chunk(b"IDAT", zlib.compress(rows)) + _chunk(b"IEND", b""))
+    return str(path)
+
+
+def striped_giant_png(path, side: int = 32767) -> str:
+    """A ``side`` x ``side`` RGB PNG of 8-pixel vertical stripes, black and grey 200, about 3 MB: the first row
+    holds the stripes, every other row is "same as above" (PNG's Up filter, zeros), deflated once for 128 rows
+    after a full flush (no reference back) and that piece repeated."""
+    first = b"\0" + bytes(200 * ((x // 8) % 2) for x in range(side) for _ in range(3))
+    same = b"\2" + bytes(3 * side)
+    blocks, rest = divmod(side - 1, 128)
+    compressor = zlib.compressobj(9)
+    head = compressor.compress(first) + compressor.flush(zlib.Z_FULL_FLUSH)  # the zlib header, then row 1
+    repeated = compressor.compress(same * 128) + compressor.flush(zlib.Z_FULL_FLUSH)
+    tail = zlib.compressobj(9, wbits=-15)  # the last rows and the final block, raw deflate
+    end = tail.compress(same * rest) + tail.flush()
+    checksum = zlib.adler32(first)
+    for _ in range(blocks):
+        checksum = zlib.adler32(same * 128, checksum)
+    checksum = zlib.adler32(same * rest, checksum)
+    data = head + repeated * blocks + end + struct.pack(">I", checksum)
+    header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    with open(path, "wb") as stream:
+        stream.write(b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header))
+        for start in range(0, len(data), 1 << 20):
+            stream.write(_chunk(b"IDAT", data[start:start + (1 << 20)]))
+        stream.write(_chunk(b"IEND", b""))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def giant_png(tmp_path_factory):
+    return striped_giant_png(tmp_path_factory.mktemp("giant") / "giant.png")
+
+
+# --- the 32767 x 32767 PNG -------------------------------------------------------------------------------------
+
+def test_a_32767_pixel_square_png_decodes_reduced_within_the_budget(giant_png):
+    assert 32767 ** 2 < images.MAX_IMAGE_PIXELS and len(open(giant_png, "rb").read()) < 8 * MIB
+    result = run_capped(f"""
+        import numpy
+        from ymir_runner.protocol.images import decode_image
+        decoded = decode_image({giant_png!r}, min_side=1280)
+        pixels = numpy.asarray(decoded.image)
+        result.update(size=decoded.image.size, factor=decoded.factor, damage=decoded.damage,
+                      columns=pixels[::997, :4, 0].tolist())
+    """)
+    assert result["size"] == [4096, 4096] and result["factor"] == 8 and result["damage"] == ""
+    assert all(columns == [0, 200, 0, 200] for columns in result["columns"])  # each stripe is one reduced pixel
+    # Before: 4.2 GB (decoded whole, then reduced). Now: the 64 MiB result, strips and the interpreter.
+    assert result["peak_mb"] < DECODE_MEMORY_BUDGET // MIB + 64 + 100, result
+
+
+def test_a_full_size_decode_that_cannot_get_its_memory_says_so(giant_png):
+    """The caller asked for 4 GiB of result: under a 1.5 GiB cap that is a MemoryError naming the image and
+    what it needs, not an "unreadable image"."""
+    result = run_capped(f"""
+        from ymir_runner.protocol.images import decode_image
+        try:
+            decode_image({giant_png!r})
+        except MemoryError as error:
+            result["error"] = str(error)
+    """, cap=3 * GIB // 2)
+    assert "out of memory decoding" in result["error"] and "giant.png" in result["error"]
+    assert "32767x32767" in result["error"] and "4096 MiB for the image" in result["error"]
+
+
+# --- strips give exactly the whole decode ----------------------------------------------------------------------
+
+def whole_then_reduced(path: str, factor: int) -> np.ndarray:
+    """What decoding whole, then reducing, gives (the old way; PIL's own decoder, data that breaks off left
+    black)."""
+    ImageFile.LOAD_TRUNCATED_IMAGES = True
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return np.asarray(images.to_rgb(images._reduce(image, factor)))
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+PNG_KINDS = [(0, 1), (0, 2), (0, 4), (0, 8), (0, 16), (2, 8), (2, 16), (3, 1), (3, 2), (3, 4), (3, 8), (4, 8),
+             (4, 16), (6, 8), (6, 16)]
+
+
+def random_png(path, width, height, colour, depth, seed) -> str:
+    """Random bytes under random filter types: every PNG filter, in every colour type and bit depth."""
+    rng = random.Random(seed)
+    row_bytes = (width * {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}[colour] * depth + 7) // 8
+    rows = b"".join(bytes([rng.randrange(5)]) + rng.randbytes(row_bytes) for _ in range(height))
+    return png_file(path, width, height, rows, colour=colour, depth=depth,
+                    palette=rng.randbytes(3 << depth) if colour == 3 else b"")
+
+
+@pytest.mark.parametrize("colour, depth", PNG_KINDS)
+def test_png_decoded_in_strips_is_exactly_the_whole_decode_reduced(tmp_path, monkeypatch, colour, depth):
+    monkeypatch.setattr(images, "_STRIP_BYTES", 4096)  # many strips, a partial one last
+    for factor in (2, 4, 8):
+        for width, height in ((37, 29), (64, 64), (9, 70)):
+            path = random_png(tmp_path / "r.png", width, height, colour, depth, seed=width * height + factor)
+            decoded = decode_image(path, min_side=max(width, height) // factor)
+            assert decoded.factor == factor and decoded.damage == ""
+            np.testing.assert_array_equal(np.asarray(decoded.image), whole_then_reduced(path, factor))
+
+
+@pytest.mark.parametrize("mode", ["1", "L", "P", "RGB", "RGBA"])
+def test_bmp_decoded_in_strips_is_exactly_the_whole_decode_reduced(tmp_path, monkeypatch, mode):
+    monkeypatch.setattr(images, "_STRIP_BYTES", 4096)
+    pixels = np.random.default_rng(1).integers(0, 256, (45, 37, 4), np.uint8)
+    Image.fromarray(pixels).convert(mode).save(tmp_path / "r.bmp")
+    for factor in (2, 4, 8):
+        decoded = decode_image(str(tmp_path / "r.bmp"), min_side=45 // factor)
+        assert decoded.factor == factor
+        np.testing.assert_array_equal(np.asarray(decoded.image), whole_then_reduced(str(tmp_path / "r.bmp"), factor))
+
+
+def test_damaged_pngs_and_bmps_in_strips_are_decoded_as_far_as_they_go(tmp_path, monkeypatch):
+    monkeypatch.setattr(images, "_STRIP_BYTES", 4096)
+    rng = random.Random(5)
+    rows = [bytes([rng.randrange(5)]) + rng.randbytes(64 * 3) for _ in range(80)]
+    complete = png_file(tmp_path / "complete.png", 64, 80, b"".join(rows))
+    data = open(complete, "rb").read()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) * 2 // 3])
+    rows[37] = b"\x09" + rows[37][1:]  # no such filter type
+    png_file(tmp_path / "filter.png", 64, 80, b"".join(rows))
+    Image.fromarray(np.random.default_rng(2).integers(0, 256, (80, 64, 3), np.uint8)).save(tmp_path / "b.bmp")
+    bmp = open(tmp_path / "b.bmp", "rb").read()
+    (tmp_path / "cut.bmp").write_bytes(bmp[: len(bmp) * 2 // 3])
+    for name, damage in (("cut.png", "truncated image"), ("filter.png", "corrupt image data"),
+                         ("cut.bmp", "truncated image")):
+        decoded = decode_image(str(tmp_path / name), min_side=20)
+        assert (decoded.factor, decoded.damage) == (4, damage), name
+        np.testing.assert_array_equal(np.asarray(decoded.image), whole_then_reduced(str(tmp_path / name), 4))
+
+
+# --- formats that can only be decoded whole --------------------------------------------------------------------
+
+def test_an_interlaced_png_over_the_budget_is_skipped_naming_the_budget(tmp_path):
+    """Adam7 interlacing spreads every row over the whole file: it is decoded whole, 4 bytes a pixel. The
+    header says so before anything is decoded (this file holds almost no data)."""
+    big = png_file(tmp_path / "interlaced.png", 9000, 9000, b"\0" * 100, interlaced=True)
+    small = png_file(tmp_path / "small.png", 8, 8, (b"\0" + bytes(24)) * 8, interlaced=True)
+    for call in (probe_image, lambda path: decode_image(path, 640)):
+        with pytest.raises(ImageProblem) as problem:
+            call(big)
+        assert problem.value.reason == "image too large"
+        message = str(problem.value)
+        assert "interlaced.png" in message and "9000x9000 interlaced PNG" in message
+        assert "309 MiB" in message and "DECODE_MEMORY_BUDGET" in message and "256 MiB" in message
+    assert decode_image(small).image.size == (8, 8)
+    (tmp_path / "index.tsv").write_text(f"{big}\n{small}\n")
+    skips = SkipLog()
+    items = list(DatasetReader(str(tmp_path / "index.tsv"), annotations=None, skips=skips, name="candidate"))
+    assert [item.image for item in items] == [small] and skips.counts == {"image too large": 1}
+
+
+def progressive_jpeg_claiming(path, width: int, height: int, subsampling: int) -> str:
+    """A small progressive JPEG whose frame header (SOF2) claims ``width`` x ``height``."""
+    Image.new("RGB", (64, 64), (90, 20, 200)).save(path, progressive=True, subsampling=subsampling)
+    data = bytearray(open(path, "rb").read())
+    at = data.index(b"\xff\xc2") + 5
+    data[at:at + 4] = struct.pack(">HH", height, width)
+    path.write_bytes(bytes(data))
+    return str(path)
+
+
+def test_a_progressive_jpeg_is_limited_by_its_dct_coefficients(tmp_path):
+    """libjpeg holds every coefficient of a progressive JPEG, 2 bytes each, whatever the scale asked: 3 bytes a
+    pixel at 4:2:0, 6 at 4:4:4."""
+    allowed = progressive_jpeg_claiming(tmp_path / "420.jpg", 8000, 8000, subsampling=2)
+    refused = progressive_jpeg_claiming(tmp_path / "444.jpg", 8000, 8000, subsampling=0)
+    assert probe_image(allowed)[:2] == (8000, 8000)
+    with pytest.raises(ImageProblem) as problem:
+        probe_image(refused)
+    assert problem.value.reason == "image too large"
+    assert "8000x8000 progressive JPEG" in str(problem.value) and "367 MiB" in str(problem.value)
+
+
+def test_a_progressive_jpeg_within_the_budget_stays_within_it(tmp_path):
+    path = tmp_path / "progressive.jpg"
+    Image.new("RGB", (8000, 8000), (90, 20, 200)).save(path, progressive=True, quality=80)
+    result = run_capped(f"""
+        from ymir_runner.protocol.images import decode_image
+        result["size"] = decode_image({str(path)!r}, min_side=1280).image.size
+    """)
+    assert result["size"] == [2000, 2000] and result["peak_mb"] < DECODE_MEMORY_BUDGET // MIB + 100, result
