@@ -92,12 +92,13 @@ import os
 import shutil
 import sys
 import tempfile
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import yaml
 
 from .context import TaskContext
 from .errors import ReturnCode, YmirError, one_line
+from .protocol.dataset import index_lines
 from .protocol.env import TaskEnv, reroot
 from .protocol.monitor import STATE_FAILED, STATE_RUNNING
 from .protocol.results import COUNT_KEYS, Detection, TrainingResult
@@ -105,28 +106,55 @@ from .protocol.results import COUNT_KEYS, Detection, TrainingResult
 log = logging.getLogger(__name__)
 
 
-def _rerooted_env(env: TaskEnv, folder: str) -> str:
-    """env.yaml and index files whose container paths point into the local root, written to ``folder``."""
+def _rerooted_env(env: TaskEnv, scratch: _Scratch) -> str:
+    """env.yaml and index files whose container paths point into the local root, written as ``scratch`` files.
+
+    The index files are read by the core's one reader (:func:`~.protocol.dataset.index_lines`: UTF-16, a
+    byte-order mark, a line that is not text, a FIFO), so the SDK sees the lines the core reads; a line that is not
+    text is left out (the core skips it, with a warning, when it reads the set)."""
     document = env.to_yaml_dict()
-    for key in ("training_index_file", "val_index_file", "candidate_index_file"):
+    for key, name in (("training_index_file", "training"), ("val_index_file", "validation"),
+                      ("candidate_index_file", "candidate")):
         index = document["input"][key]
-        if not index or not os.path.isfile(index):
+        if not index or not os.path.lexists(index):
             continue
-        copy = os.path.join(folder, os.path.basename(index))
-        with open(index, encoding="utf-8-sig") as source, open(copy, "w", encoding="utf-8") as target:
-            for line in source:
-                fields = line.rstrip("\r\n").split("\t")
-                target.write("\t".join(reroot(field.strip(), env.root) for field in fields) + "\n")
-        document["input"][key] = copy
-    path = os.path.join(folder, "env.yaml")
-    with open(path, "w", encoding="utf-8") as stream:
-        yaml.safe_dump(document, stream, sort_keys=False)
-    return path
+        lines = ("\t".join(reroot(field.strip(), env.root) for field in text.split("\t")) + "\n"
+                 for _, text in index_lines(index, name) if text is not None)
+        document["input"][key] = scratch.write(os.path.basename(index), lines)
+    return scratch.write("env.yaml", [yaml.safe_dump(document, sort_keys=False)])
+
+
+class _Scratch:
+    """Files that live as long as the run: unnamed temp files, named ``/proc/<pid>/fd/<n>``, which the kernel
+    deletes when the process ends, even by SIGKILL (Linux). Where there is no ``/proc`` (macOS), a temp folder
+    removed when the run ends, which a SIGKILLed run leaves to the system's temp cleaner."""
+
+    def __init__(self, stack: contextlib.ExitStack) -> None:
+        self._stack = stack
+        self._proc = f"/proc/{os.getpid()}/fd"
+        self._folder = "" if os.path.isdir(self._proc) else stack.enter_context(
+            tempfile.TemporaryDirectory(prefix="ymir-runner-env-"))
+
+    def write(self, name: str, lines: Iterable[str]) -> str:
+        """A file holding ``lines`` (UTF-8), readable by path by this process and its children; its path."""
+        if self._folder:
+            path = os.path.join(self._folder, name)
+            with open(path, "w", encoding="utf-8") as stream:
+                stream.writelines(lines)
+            return path
+        stream = self._stack.enter_context(tempfile.TemporaryFile("w+", encoding="utf-8", prefix="ymir-runner-env-"))
+        stream.writelines(lines)
+        stream.flush()
+        return f"{self._proc}/{stream.fileno()}"
 
 
 @contextlib.contextmanager
 def sdk_env(env: TaskEnv) -> Iterator[str]:
-    """Point ``ymir_exc.settings.DEFAULT_ENV_FILE_PATH`` at the run's env file; restore it afterwards."""
+    """Point ``ymir_exc.settings.DEFAULT_ENV_FILE_PATH`` at the run's env file; restore it afterwards.
+
+    With a root (a local run), the SDK gets re-rooted copies of env.yaml and the index files (:func:`_rerooted_env`)
+    that nothing outlives: see :class:`_Scratch`. Raises :class:`~ymir_runner.errors.DatasetError` for an index
+    file the core cannot read either."""
     try:
         from ymir_exc import settings
     except ImportError:  # the SDK is a dependency, but a broken install must not stop a run
@@ -138,8 +166,7 @@ def sdk_env(env: TaskEnv) -> Iterator[str]:
     with contextlib.ExitStack() as stack:
         path = env.env_file
         if env.root:
-            folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="ymir-runner-env-"))
-            path = _rerooted_env(env, folder)
+            path = _rerooted_env(env, _Scratch(stack))
         settings.DEFAULT_ENV_FILE_PATH = path
         try:
             yield path

@@ -21,6 +21,7 @@ import xml.etree.ElementTree as ElementTree
 from typing import Any, Iterable, Mapping, NamedTuple, Sequence
 
 from ..errors import DatasetError
+from .files import read_text
 
 # --- the formats ------------------------------------------------------------------------------------------------
 
@@ -126,8 +127,9 @@ def parse_ark_line(line: str, num_classes: int) -> Box:
     """``class_idx, xmin, ymin, xmax, ymax[, quality[, angle]]`` (comma or comma+space, inclusive corners)
     as a pixel-edge :class:`Box` (``x2 = xmax + 1``).
 
-    Raises :class:`BadBox` (``malformed line``, ``non-numeric field``, ``class id outside class_names``,
-    ``inverted box``). This is the hot loop of reading a large training set, hence the inlined checks.
+    Raises :class:`BadBox` (``malformed line``, ``non-numeric field``: a field that is not a finite number,
+    quality and angle included, ``class id outside class_names``, ``inverted box``). This is the hot loop of
+    reading a large training set, hence the inlined checks.
     """
     fields = line.split(",")
     count = len(fields)
@@ -139,7 +141,7 @@ def parse_ark_line(line: str, num_classes: int) -> Box:
         xmin, ymin, xmax, ymax = float(fields[1]), float(fields[2]), float(fields[3]), float(fields[4])
         quality = float(fields[5]) if count > 5 else -1.0
         angle = float(fields[6]) if count > 6 else 0.0
-        if not math.isfinite(xmin + ymin + xmax + ymax):  # 'nan' and 'inf' parse as floats
+        if not math.isfinite(xmin + ymin + xmax + ymax + quality + angle):  # 'nan' and 'inf' parse as floats
             raise ValueError(line)
     except ValueError:
         raise BadBox("non-numeric field", repr(line.strip())) from None
@@ -298,22 +300,22 @@ class CocoDocument:
 
 
 def read_coco(path: str) -> CocoDocument:
-    """Read a COCO json file (a UTF-8 byte-order mark allowed).
+    """Read a COCO json file (a UTF-8 byte-order mark allowed), a regular file of at most
+    :data:`~.files.MAX_TEXT_BYTES`.
 
-    Raises :class:`~ymir_runner.errors.DatasetError` naming the file when it cannot be read, is not json, or
-    its ``images`` / ``categories`` lists are not what COCO says (an entry without ``id``, a category without
-    ``name``).
+    Raises :class:`~ymir_runner.errors.DatasetError` naming the file when it cannot be read (not a regular file,
+    too large...), is not json, or its ``images`` / ``categories`` lists are not what COCO says (an entry
+    without ``id``, a category without ``name``).
     """
     try:
-        with open(path, encoding="utf-8-sig") as stream:
-            coco = json.load(stream)
+        coco = json.loads(read_text(path))
         categories = sorted(coco.get("categories") or [], key=lambda entry: entry["id"])
         images = [CocoImage(entry["id"], str(entry.get("file_name", "")),
                             recorded_size(entry.get("width"), entry.get("height")))
                   for entry in coco.get("images") or []]
         return CocoDocument(path, images, {entry["id"]: str(entry.get("name", "")).strip() for entry in categories},
                             list(coco.get("annotations") or []))
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as error:
         raise DatasetError(f"cannot read COCO file {path}: {error}") from error
 
 

@@ -5,6 +5,11 @@ skipped, counted in a :class:`SkipLog` and reported with its file and line. What
 used and counted as a repair: a box sticking out of its image is clipped to it, a truncated image is read as
 far as its data goes. Every image's header is read (by the rules of :mod:`.images`), so boxes are checked
 against the stored size the platform recorded.
+
+Only regular files are read (:mod:`.files`): an index, annotation or image path naming a FIFO, a device or a
+folder is a bad item, skipped and named like any other (an index file: :class:`~ymir_runner.errors.DatasetError`).
+A warning quotes a line of an annotation file only when the file held at least one box: a file that is not an
+annotation file at all (``/etc/shadow`` named as one) is named with the kind of problem, never its lines.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import xml.etree.ElementTree as ElementTree
 from typing import TYPE_CHECKING, Iterable, Iterator, NamedTuple, Sequence
 
 from ..errors import ConfigError, DatasetError
+from . import files
 from .annotations import (
     ANNOTATION_FORMATS,
     BadBox,
@@ -30,6 +36,7 @@ from .annotations import (
     read_coco,
 )
 from .env import reroot
+from .files import UnreadableFile, irregular, open_regular, read_bytes, read_text, size_text
 from .images import ImageProblem, probe_image
 
 if TYPE_CHECKING:
@@ -161,33 +168,37 @@ class AnnotationReader:
 
     def _read_ark(self, path: str, image: str) -> tuple[Box, ...] | None:
         try:
-            with open(path, encoding="utf-8-sig") as stream:
-                lines = stream.readlines()
-        except (OSError, UnicodeDecodeError) as error:
-            self.skips.skip("unreadable annotation", path, str(error))
+            text = read_text(path)
+        except OSError as error:
+            self.skips.skip("unreadable annotation", path, _problem(error))
             return None
         boxes = []
+        bad: list[tuple[str, BadBox]] = []
         num_classes = len(self.class_names)
-        for number, line in enumerate(lines, 1):
+        for number, line in enumerate(io.StringIO(text, newline=None), 1):
             if line.isspace():
                 continue
             try:
                 boxes.append(parse_ark_line(line, num_classes))
-            except BadBox as bad:
-                self.skips.skip(bad.reason, f"{path}:{number}", str(bad))
+            except BadBox as error:
+                bad.append((f"{path}:{number}", error))
+        self._skip_bad(bad, bool(boxes))
         return tuple(boxes)
 
     def _read_voc(self, path: str, image: str) -> tuple[Box, ...] | None:
         try:
-            with open(path, "rb") as stream:
-                content = stream.read()
+            content = read_bytes(path)
             if not content.strip():  # the platform writes an empty file for an image without boxes
                 return ()
             root = parse_xml(content)
-        except (OSError, ValueError, ElementTree.ParseError) as error:  # ValueError: undecodable text
+        except OSError as error:
+            self.skips.skip("unreadable annotation", path, _problem(error))
+            return None
+        except (ValueError, ElementTree.ParseError) as error:  # ValueError: undecodable text
             self.skips.skip("unreadable annotation", path, str(error))
             return None
         boxes = []
+        bad: list[tuple[str, BadBox]] = []
         for number, element in enumerate(root.iter("object"), 1):
             try:
                 obj = parse_voc_object(element)
@@ -195,9 +206,16 @@ class AnnotationReader:
                     raise BadBox("class name outside class_names", repr(obj.name))
                 boxes.append(_box(self._class_ids[obj.name], obj.xmin, obj.ymin, obj.xmax, obj.ymax,
                                   len(self.class_names), obj.quality, obj.angle))
-            except BadBox as bad:
-                self.skips.skip(bad.reason, f"{path}:object {number}", str(bad))
+            except BadBox as error:
+                bad.append((f"{path}:object {number}", error))
+        self._skip_bad(bad, bool(boxes))
         return tuple(boxes)
+
+    def _skip_bad(self, bad: Sequence[tuple[str, BadBox]], any_box: bool) -> None:
+        """Skip and count each bad line or object; quote it only when its file held a box (it is an annotation
+        file): the lines of another file named as one (``/etc/shadow``) are never shown."""
+        for where, error in bad:
+            self.skips.skip(error.reason, where, str(error) if any_box else _NOT_SHOWN)
 
     def _read_coco(self, path: str, image: str) -> tuple[Box, ...] | None:
         if self._coco is None or path != self._coco_file:
@@ -232,7 +250,51 @@ class AnnotationReader:
         return {name: tuple(boxes) for name, boxes in by_image.items()}
 
 
+#: The detail of a bad line in a file that held no box at all: it may not be an annotation file.
+_NOT_SHOWN = "no line of the file is a box, so its lines are not shown"
+
+
+def _problem(error: OSError) -> str:
+    """Why a file was not read, without its path (the warning names it): ``not a regular file (a FIFO)``, ``No
+    such file or directory``."""
+    return str(error) if isinstance(error, UnreadableFile) else (error.strerror or str(error))
+
+
 # --- index files ----------------------------------------------------------------------------------------
+
+def index_lines(index_file: str, name: str) -> Iterator[tuple[int, str | None]]:
+    """``(line number, text)`` of each non-blank line of an index file; text is None for a line that is not valid
+    text. The one reader of index files (the dataset readers, the SDK bridge's re-rooted copies).
+
+    Index files are UTF-8 (a byte-order mark, as Windows editors write, is ignored); a file that starts with a
+    UTF-16 byte-order mark (Notepad's "Unicode") is read as UTF-16. Raises :class:`~ymir_runner.errors.DatasetError`
+    naming the ``name`` index (``training``, ``candidate``...) when it cannot be read: missing, not a regular file,
+    larger than :data:`~.files.MAX_INDEX_BYTES`.
+    """
+    try:
+        stream = open_regular(index_file, limit=files.MAX_INDEX_BYTES)
+    except OSError as error:
+        raise DatasetError(f"cannot read {name} index {index_file}: {_problem(error)}") from error
+    with stream:
+        head = stream.read(2)
+        stream.seek(0)
+        if head in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
+            lines: Iterable[bytes | str] = io.TextIOWrapper(stream, encoding="utf-16", newline=None)
+        else:
+            lines = stream
+        consumed = 0  # a file that grows while it is read stops at the bound too
+        try:
+            for number, raw in enumerate(lines, 1):
+                consumed += len(raw)
+                if consumed > files.MAX_INDEX_BYTES:
+                    raise DatasetError(f"cannot read {name} index {index_file}: larger than "
+                                       f"{size_text(files.MAX_INDEX_BYTES)}")
+                text = _text(raw, first=number == 1)
+                if text is None or text.strip():
+                    yield number, None if text is None else text.rstrip("\r\n")
+        except (OSError, UnicodeError) as error:
+            raise DatasetError(f"cannot read {name} index {index_file}: {error}") from error
+
 
 def _text(raw: bytes | str, first: bool) -> str | None:
     """One index line as text: UTF-8 (a leading byte-order mark removed), or None when it is not."""
@@ -305,31 +367,9 @@ class DatasetReader:
         return self.annotations is not None
 
     def _lines(self) -> Iterator[tuple[int, str | None]]:
-        """``(line number, text)`` of each non-blank line; text is None for a line that is not valid text.
-
-        Index files are UTF-8 (a byte-order mark, as Windows editors write, is ignored); a file that starts
-        with a UTF-16 byte-order mark (Notepad's "Unicode") is read as UTF-16.
-        """
-        if not self.index_file:
-            return
-        try:
-            stream = open(self.index_file, "rb")
-        except OSError as error:
-            raise DatasetError(f"cannot read {self.name} index {self.index_file}: {error.strerror}") from error
-        with stream:
-            head = stream.read(2)
-            stream.seek(0)
-            if head in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
-                lines: Iterable[bytes | str] = io.TextIOWrapper(stream, encoding="utf-16", newline=None)
-            else:
-                lines = stream
-            try:
-                for number, raw in enumerate(lines, 1):
-                    text = _text(raw, first=number == 1)
-                    if text is None or text.strip():
-                        yield number, None if text is None else text.rstrip("\r\n")
-            except (OSError, UnicodeError) as error:
-                raise DatasetError(f"cannot read {self.name} index {self.index_file}: {error}") from error
+        """``(line number, text)`` of each non-blank line (:func:`index_lines`); nothing without an index."""
+        if self.index_file:
+            yield from index_lines(self.index_file, self.name)
 
     def is_empty(self) -> bool:
         """True when the index has no line (reads at most one line)."""
@@ -367,6 +407,10 @@ class DatasetReader:
                 self.skips.skip("duplicate image", where, f"{image} is listed on an earlier line")
                 continue
             seen.add(image)
+            not_data = irregular(image)  # never hand a FIFO or a device to the image reader
+            if not_data:
+                self.skips.skip("unreadable image", where, f"{image}: {not_data}")
+                continue
             try:
                 info = probe_image(image)
             except ImageProblem as problem:

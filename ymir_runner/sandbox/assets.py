@@ -17,6 +17,7 @@ from typing import Callable, Collection, Sequence
 from ..errors import DatasetError
 from ..protocol.annotations import annotation_suffix, annotation_text
 from ..protocol.dataset import SkipLog
+from ..protocol.files import open_regular
 from ..protocol.images import ImageProblem, probe_image
 from .exif import ImageSizes, write_transposed
 from .sources import SourceBox, SourceImage
@@ -68,9 +69,9 @@ class Asset:
 
 
 def file_sha1(path: str) -> str:
-    """The sha1 of a file's bytes, in hex; raises OSError when it cannot be read."""
+    """The sha1 of a file's bytes, in hex; raises OSError when it cannot be read or is not a regular file."""
     digest = hashlib.sha1()
-    with open(path, "rb") as stream:
+    with open_regular(path, limit=None) as stream:
         for block in iter(lambda: stream.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
@@ -137,9 +138,13 @@ def pixel_box(box: SourceBox, size: tuple[int, int] | None, skips: SkipLog,
               where: str) -> tuple[int, int, int, int] | None:
     """Inclusive integer corners clipped to the image.
 
-    None, skipped and counted, for an inverted box (``degenerate box``) or one with no pixel inside the image
-    (``box outside image``); a box that sticks out is clipped and counted as a repair (``box clipped to image``).
+    None, skipped and counted, for a corner that is not a finite number (``malformed box``), an inverted box
+    (``degenerate box``) or one with no pixel inside the image (``box outside image``); a box that sticks out is
+    clipped and counted as a repair (``box clipped to image``).
     """
+    if not all(math.isfinite(value) for value in box[1:]):  # the readers refuse them; no NaN ever reaches int()
+        skips.skip("malformed box", where, f"{tuple(box[1:])} is not finite numbers")
+        return None
     corners = tuple(_pixel(value) for value in box[1:])
     x1, y1, x2, y2 = corners
     if x2 < x1 or y2 < y1:

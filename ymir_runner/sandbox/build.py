@@ -24,7 +24,7 @@ from .config import annotation_format_of, build_config, check_overrides, choose_
 from .exif import EXIF_HINT_REASONS, Notices, exif_plan
 from .models import install_model, model_files, read_model_source
 from .options import SandboxOptions, check_options, task_kinds
-from .sources import no_usable_box, read_source
+from .sources import FILE_REASONS, no_usable_box, read_source
 from .splits import TrainVal, check_split_request, split_assets
 from .worktree import WorkTree, check_work_dir, prepare_work_dir, write_lines
 
@@ -118,9 +118,13 @@ def _counts_line(counts: Mapping[str, int]) -> str:
 
 
 class _CountOnly(SkipLog):
-    """Counts without warning: a mining or inference sandbox ignores the labels the readers still parse."""
+    """Counts without warning: a mining or inference sandbox ignores the labels the readers still parse (files
+    not read at all, :data:`~.sources.FILE_REASONS`, are still warned about and summed up)."""
 
     def skip(self, reason: str, where: str, detail: str = "") -> None:
+        if reason in FILE_REASONS:
+            super().skip(reason, where, detail)
+            return
         self.counts[reason] += 1
 
     def repair(self, reason: str, where: str, detail: str = "") -> None:
@@ -170,7 +174,7 @@ def build_sandbox(source: str, out: str, *, registry: Any = None, **options: Any
         registry = build_plugin_manager()
 
     # read and check everything before the work folder is touched
-    skips = SkipLog(log) if training else _CountOnly()  # labels do not matter to mining and inference
+    skips = SkipLog(log) if training else _CountOnly(log)  # labels do not matter to mining and inference
     tree, source_format, data = read_source(source, opts.format, exclude=work.root, skips=skips, training=training,
                                             exif_transpose=opts.exif_transpose)
     if training:
@@ -232,7 +236,8 @@ def build_sandbox(source: str, out: str, *, registry: Any = None, **options: Any
         images=len(assets), train=len(chosen.train), val=len(chosen.val), candidates=0 if training else len(assets),
         duplicates=duplicates, unreadable_images=len(unreadable),
         boxes_per_class={name: per_class.get(index, 0) for index, name in enumerate(class_names)},
-        skipped=dict(skips.counts) if training else {}, model_files=tuple(model_paths),
+        skipped={reason: count for reason, count in skips.counts.items() if training or reason in FILE_REASONS},
+        model_files=tuple(model_paths),
         container_paths=opts.container_paths, repaired=dict(skips.repairs), warned=dict(notices.counts),
         split=chosen.description, origins_file=origins_file,
         damaged=tuple((tree.relative(asset.source), asset.damage or "PIL cannot open it", work.shown(asset.path))

@@ -1,5 +1,8 @@
 """``--model`` / ``--pretrained``: a previous training's ``/out/models``, read through its result.yaml and
-installed as the platform installs a model (``in/models/<stage>/<files>`` + ``in/models/ymir-info.yaml``)."""
+installed as the platform installs a model (``in/models/<stage>/<files>`` + ``in/models/ymir-info.yaml``).
+
+Only regular files below the model folder are copied: a result.yaml listing ``/etc/shadow`` or
+``../../../../etc/passwd`` is refused, naming each such file, before anything is written."""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import yaml
 from ..errors import ConfigError, ModelError
 from ..protocol.atomic import atomic_write_text
 from ..protocol.env import MODEL_INFO_FILE
+from ..protocol.files import irregular, read_text
 from .worktree import WorkTree
 
 #: result.yaml of protocol < 1.0.0 has no stages; YMIR files its model under this stage name.
@@ -30,11 +34,20 @@ class ModelSource:
     def file(self, stage: str, name: str) -> str:
         """Where a listed file is: the stage folder first, then the models folder (protocol.md section 3).
 
-        Raises :class:`~ymir_runner.errors.ModelError` when it is in neither."""
+        Raises :class:`~ymir_runner.errors.ModelError` when it is in neither, or is not a regular file."""
         for path in (os.path.join(self.folder, stage, name), os.path.join(self.folder, name)):
+            problem = irregular(path)
+            if problem:
+                raise ModelError(f"{self.folder}/result.yaml lists {name!r} in stage {stage!r}: {path} is {problem}")
             if os.path.isfile(path):
                 return path
         raise ModelError(f"{self.folder}/result.yaml lists {name!r} in stage {stage!r}, but the file is missing")
+
+    def outside(self, stage: str, name: str) -> bool:
+        """Whether a file name listed in ``stage`` reaches outside the model folder (an absolute path, ``..``)."""
+        inside = os.path.join(self.folder, "")
+        return any(not os.path.normpath(os.path.join(base, name)).startswith(inside)
+                   for base in (os.path.join(self.folder, stage), self.folder))
 
 
 def read_model_source(folder: str, flag: str) -> ModelSource:
@@ -44,10 +57,11 @@ def read_model_source(folder: str, flag: str) -> ModelSource:
     folder = os.path.abspath(folder)
     path = os.path.join(folder, "result.yaml")
     try:
-        with open(path, encoding="utf-8") as stream:
-            result = yaml.safe_load(stream)
-    except OSError:
+        result = yaml.safe_load(read_text(path))
+    except FileNotFoundError:
         raise ConfigError(f"{flag} {folder}: no result.yaml there (expected a training's /out/models folder)") from None
+    except OSError as error:
+        raise ModelError(f"cannot read {path}: {error.strerror or error}") from None
     except yaml.YAMLError as error:
         raise ModelError(f"{path} is not valid YAML: {' '.join(str(error).split())}") from error
     if not isinstance(result, Mapping):
@@ -68,8 +82,15 @@ def read_model_source(folder: str, flag: str) -> ModelSource:
 
 def model_files(model: ModelSource, all_stages: bool) -> list[tuple[str, str, str]]:
     """``(stage, file name, source path)`` of the stages to copy: the best one, or all; checked up front so a
-    missing file fails before the work folder is touched."""
+    missing file, or one outside the model folder (:class:`~ymir_runner.errors.ModelError` naming each), fails
+    before the work folder is touched."""
     chosen = list(model.stages) if all_stages else [model.best_stage]
+    outside = [f"{str(name)[:120]!r} (stage {stage})" for stage in chosen for name in model.stages[stage]["files"]
+               if model.outside(stage, str(name))]
+    if outside:
+        raise ModelError(f"{model.folder}/result.yaml lists {len(outside)} file(s) outside {model.folder}, which "
+                         f"the sandbox never copies: {', '.join(outside[:10])}"
+                         + (f", and {len(outside) - 10} more" if len(outside) > 10 else ""))
     return [(stage, os.path.basename(str(name)), model.file(stage, str(name)))
             for stage in chosen for name in model.stages[stage]["files"]]
 

@@ -14,6 +14,7 @@ from typing import Callable
 from ...errors import ConfigError, DatasetError
 from ...protocol.dataset import SkipLog
 from .base import (
+    FILE_REASONS,
     IMAGE_EXTENSIONS,
     SourceBox,
     SourceData,
@@ -37,8 +38,8 @@ READERS: dict[str, Callable[[SourceTree], SourceData]] = {
 }
 
 __all__ = [
-    "IMAGE_EXTENSIONS", "READERS", "SOURCE_FORMATS", "YOLO_NAME_FILES", "SourceBox", "SourceData", "SourceImage",
-    "SourceSplit", "SourceTree", "coco_files", "detect_format", "looks_like_coco", "looks_like_yolo",
+    "FILE_REASONS", "IMAGE_EXTENSIONS", "READERS", "SOURCE_FORMATS", "YOLO_NAME_FILES", "SourceBox", "SourceData",
+    "SourceImage", "SourceSplit", "SourceTree", "coco_files", "detect_format", "looks_like_coco", "looks_like_yolo",
     "no_annotations", "no_usable_box", "read_coco", "read_images", "read_source", "read_voc", "read_yolo",
     "scan_source", "source_split", "split_kind", "yolo_split",
 ]

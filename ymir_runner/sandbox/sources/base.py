@@ -3,6 +3,10 @@
 Coordinates: a :class:`SourceBox` holds INCLUSIVE pixel corners (``x2`` is the last pixel column inside the
 box, as in VOC and YMIR's own files), possibly fractional: a YOLO or COCO reader converts its format's
 extent to them, and :func:`~ymir_runner.sandbox.assets.pixel_box` rounds and clips them later.
+
+Only what lies inside SOURCE is read: its listing keeps regular files only (a FIFO, a device or a dangling link
+is skipped and named: :data:`NOT_DATA`), and a reference to a file outside it (a COCO ``file_name`` of
+``/etc/shadow``, a data.yaml list elsewhere) is never followed (:meth:`SourceTree.inside`).
 """
 
 from __future__ import annotations
@@ -15,12 +19,19 @@ from typing import Iterable, Mapping, NamedTuple
 
 from ...errors import ConfigError
 from ...protocol.dataset import SkipLog
+from ...protocol.files import read_text, special_kind
 from ..exif import ImageSizes
 
 #: Source files taken as images (anything PIL may decode); the asset extension follows ASSET_EXTENSIONS.
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 #: Names that put a folder or a file in a source's own split: ``train``, ``train2017``, ``val``, ``valid``, ...
 SPLIT_NAMES = {"train": re.compile(r"train(ing)?\d*"), "val": re.compile(r"val(id|idation)?\d*")}
+#: The skip reason of a file of SOURCE that is not read as data: a FIFO, a device, a socket, a dangling link.
+NOT_DATA = "not a regular file"
+#: The skip reason of a reference to a file outside SOURCE that is not followed (a split list elsewhere).
+OUTSIDE = "reference outside SOURCE"
+#: Skip reasons every task's summary names (mining and inference too, whose sandbox ignores the labels' problems).
+FILE_REASONS = frozenset({NOT_DATA, OUTSIDE})
 
 
 class SourceBox(NamedTuple):
@@ -112,6 +123,11 @@ class SourceTree:
             found[os.path.basename(path)].append(path)
         return found
 
+    def inside(self, path: str) -> bool:
+        """Whether ``path``, as written (``..`` resolved, links not followed), lies below SOURCE's root: the only
+        files the sandbox reads or copies."""
+        return os.path.normpath(os.path.abspath(path)).startswith(os.path.join(self.root, ""))
+
     def relative(self, path: str) -> str:
         """``path`` relative to the root, with ``/`` separators (how the summary names it)."""
         return os.path.relpath(path, self.root).replace(os.sep, "/")
@@ -120,17 +136,19 @@ class SourceTree:
         """The non-empty lines of a list file (a split's image list), stripped; None (skipped and counted as
         ``unreadable split list``) when it cannot be read."""
         try:
-            with open(path, encoding="utf-8-sig") as stream:
-                return [line.strip() for line in stream if line.strip()]
-        except (OSError, UnicodeDecodeError) as error:
-            self.skips.skip("unreadable split list", path, str(error))
+            text = read_text(path)
+        except OSError as error:
+            self.skips.skip("unreadable split list", path, error.strerror or str(error))
             return None
+        return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def scan_source(source: str, *, exclude: str, skips: SkipLog, exif_transpose: bool = False) -> SourceTree:
     """List SOURCE (a folder, or a COCO json whose folder is listed) without descending into ``exclude``.
 
-    Raises :class:`~ymir_runner.errors.ConfigError` when SOURCE does not exist.
+    Only regular files (and links to them) are listed: anything else is skipped as :data:`NOT_DATA`, named with
+    its kind (``a FIFO``, ``a character device``, ``a dangling link``). Raises
+    :class:`~ymir_runner.errors.ConfigError` when SOURCE does not exist.
     """
     source = os.path.abspath(source)
     if not os.path.exists(source):
@@ -141,5 +159,19 @@ def scan_source(source: str, *, exclude: str, skips: SkipLog, exif_transpose: bo
     for folder, dirs, names in os.walk(root):
         dirs[:] = sorted(name for name in dirs if not name.startswith(".")
                          and os.path.abspath(os.path.join(folder, name)) != exclude)
-        files += [os.path.join(folder, name) for name in sorted(names) if not name.startswith(".")]
+        for name in sorted(names):
+            path = os.path.join(folder, name)
+            problem = "" if name.startswith(".") else _not_data(path)
+            if problem:
+                skips.skip(NOT_DATA, path, f"{problem}: not read")
+            elif not name.startswith("."):
+                files.append(path)
     return SourceTree(root, files, ImageSizes(exif_transpose), skips, given)
+
+
+def _not_data(path: str) -> str:
+    """What a listed name is when it is not read as data ('' for a regular file or a link to one)."""
+    kind = special_kind(path)
+    if not kind and not os.path.exists(path):
+        return "a dangling link" if os.path.islink(path) else "gone"
+    return kind

@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import collections
+import math
 import os
 import re
 from typing import Mapping
 
 from ...errors import ConfigError, DatasetError
 from ...protocol import annotations as formats
+from ...protocol.files import open_regular
 from .base import SourceBox, SourceData, SourceImage, SourceTree, source_split, split_kind
 
 
@@ -21,7 +23,8 @@ def read_coco(tree: SourceTree) -> SourceData:
     json per split (see :func:`coco_files`) the images of both are read, the train file's first, and the class
     names are the train file's followed by any the val file adds. Raises
     :class:`~ymir_runner.errors.DatasetError` naming the file when a json cannot be read or a category has no
-    name; a bad ``annotations`` entry is skipped as ``malformed box``.
+    name, :class:`~ymir_runner.errors.ConfigError` naming each ``file_name`` found only outside SOURCE (never
+    copied); a bad ``annotations`` entry (a NaN or overflowing ``bbox`` too) is skipped as ``malformed box``.
     """
     files = coco_files(tree)
     by_name = tree.by_basename()
@@ -36,15 +39,26 @@ def read_coco(tree: SourceTree) -> SourceData:
             raise DatasetError(f"cannot read COCO file {path}: category {unnamed[0]!r} has no 'name'")
         names += document.categories.values()
         boxes = _coco_boxes(document, tree)
-        for entry in document.images:
-            image = _coco_image(path, tree.root, entry.file_name, by_name)
+        outside: list[str] = []
+        for number, entry in enumerate(document.images):
+            image, elsewhere = _coco_image(path, tree, entry.file_name, by_name)
+            if elsewhere:
+                outside.append(f"images[{number}] file_name {_excerpt(entry.file_name)} ({_excerpt(elsewhere)})")
+                continue
             if image is None:
-                tree.skips.skip("missing image", path, entry.file_name)
+                tree.skips.skip("missing image", path, _excerpt(entry.file_name))
                 continue
             parts[subset].append(image)  # listed in both parts: val (source_split); the first listing's boxes
             if image not in seen:
                 seen.add(image)
                 items.append(SourceImage(image, tuple(boxes.get(entry.id, ())), entry.size))
+        if outside:
+            shown = "; ".join(outside[:MAX_NAMED]) + (f"; and {len(outside) - MAX_NAMED} more"
+                                                     if len(outside) > MAX_NAMED else "")
+            raise ConfigError(f"COCO file {path} names {len(outside)} image(s) found only outside SOURCE "
+                              f"{tree.root}, which the sandbox never reads or copies: {shown}. Put the images "
+                              f"below SOURCE (or pass the folder holding the json and its images as SOURCE), "
+                              f"or fix their 'file_name'")
     split = None
     if len(files) > 1:
         split = source_split(parts["train"], parts["val"], " + ".join(tree.relative(path) for path, _ in files))
@@ -57,6 +71,8 @@ def _coco_boxes(document: formats.CocoDocument, tree: SourceTree) -> dict[object
     for number, entry in enumerate(document.annotations):
         try:
             box = formats.coco_box(entry)
+            if not all(math.isfinite(value) for value in box[2:]):  # NaN, or 1e308 + 1e308
+                raise ValueError(f"bbox {_excerpt(entry['bbox'])} is not finite numbers")
             by_id[box.image_id].append(SourceBox(document.categories[box.category_id], box.x1, box.y1,
                                                  box.x2 - 1, box.y2 - 1))
         except (KeyError, TypeError, ValueError) as error:
@@ -89,21 +105,41 @@ def coco_files(tree: SourceTree) -> list[tuple[str, str | None]]:
 def looks_like_coco(path: str) -> bool:
     """Peeks at the start only: a COCO file can be hundreds of megabytes."""
     try:
-        with open(path, encoding="utf-8-sig", errors="replace") as stream:
-            head = stream.read(1 << 20)
+        with open_regular(path, limit=None) as stream:
+            head = stream.read(1 << 20).decode("utf-8", "replace")
     except OSError:
         return False
     return '"images"' in head or '"annotations"' in head or '"categories"' in head
 
 
-def _coco_image(json_file: str, root: str, file_name: str, by_name: Mapping[str, list[str]]) -> str | None:
-    if not file_name:
-        return None
+#: References outside SOURCE a refusal names (the message counts the others).
+MAX_NAMED = 10
+
+
+def _excerpt(value: object, limit: int = 120) -> str:
+    """``repr(value)``, cut to ``limit`` characters: a hostile json may hold a megabyte-long name."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "...'"
+
+
+def _coco_image(json_file: str, tree: SourceTree, file_name: str,
+                by_name: Mapping[str, list[str]]) -> tuple[str | None, str | None]:
+    """``(image, '')``: the image ``file_name`` names below SOURCE (:meth:`SourceTree.inside`), found relative to
+    the json, to SOURCE, in an ``images/`` folder beside either or the json's parent, else by file name;
+    ``(None, path)`` when it exists only outside SOURCE (``/etc/shadow``, ``../../../../etc/passwd``);
+    ``(None, '')`` when nowhere."""
+    if not file_name or "\0" in file_name:
+        return None, ""
+    root = tree.root
     here, parent = os.path.dirname(json_file), os.path.dirname(os.path.dirname(json_file))
+    outside = ""
     for folder in (here, root, os.path.join(here, "images"), os.path.join(root, "images"), parent,
                    os.path.join(parent, "images")):
-        path = os.path.join(folder, file_name)
-        if os.path.isfile(path):
-            return os.path.abspath(path)
+        path = os.path.abspath(os.path.join(folder, file_name))
+        if not os.path.isfile(path):
+            continue
+        if tree.inside(path):
+            return path, ""
+        outside = outside or path
     candidates = by_name.get(os.path.basename(file_name), [])
-    return candidates[0] if len(candidates) == 1 else None
+    return (candidates[0], "") if len(candidates) == 1 else (None, outside)

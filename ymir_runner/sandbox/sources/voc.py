@@ -10,6 +10,7 @@ from typing import Mapping
 
 from ...protocol.annotations import BadBox, parse_voc_object, parse_xml, voc_size
 from ...protocol.dataset import SkipLog
+from ...protocol.files import read_bytes
 from .base import SourceBox, SourceData, SourceImage, SourceSplit, SourceTree, source_split
 
 #: Where a VOC dataset lists its split, below SOURCE.
@@ -61,9 +62,11 @@ def read_voc(tree: SourceTree) -> SourceData:
 def _read_xml(path: str, skips: SkipLog) -> ElementTree.Element | None:
     """The parsed file, or None (skipped and counted) when it cannot be read, decoded or parsed."""
     try:
-        with open(path, "rb") as stream:
-            return parse_xml(stream.read())
-    except (OSError, ValueError, ElementTree.ParseError) as error:  # ValueError: not in its declared encoding
+        return parse_xml(read_bytes(path))
+    except OSError as error:
+        skips.skip("unreadable annotation", path, error.strerror or str(error))
+        return None
+    except (ValueError, ElementTree.ParseError) as error:  # ValueError: not in its declared encoding
         skips.skip("unreadable annotation", path, str(error))
         return None
 

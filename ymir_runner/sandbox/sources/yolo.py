@@ -10,7 +10,8 @@ from typing import Any, Mapping
 import yaml
 
 from ...errors import ConfigError
-from .base import SourceBox, SourceData, SourceImage, SourceSplit, SourceTree, source_split, split_kind
+from ...protocol.files import open_regular, read_text
+from .base import OUTSIDE, SourceBox, SourceData, SourceImage, SourceSplit, SourceTree, source_split, split_kind
 
 YOLO_NAME_FILES = ("classes.txt", "obj.names", "data.yaml", "dataset.yaml")
 #: The ultralytics dataset files that may declare the split.
@@ -42,12 +43,13 @@ def _yolo_names(tree: SourceTree) -> list[str] | None:
     # the shallowest names file wins; at one depth, the order of YOLO_NAME_FILES
     path = min(found, key=lambda p: (p.count(os.sep), YOLO_NAME_FILES.index(os.path.basename(p))))
     try:
-        with open(path, encoding="utf-8-sig") as stream:  # -sig: a Windows editor's byte-order mark
-            text = stream.read()
+        text = read_text(path)  # a Windows editor's byte-order mark is ignored
         if not path.endswith(".yaml"):
             return [line.strip() for line in text.splitlines() if line.strip()]
         names = (yaml.safe_load(text) or {}).get("names")
-    except (OSError, UnicodeDecodeError, yaml.YAMLError, AttributeError) as error:
+    except OSError as error:
+        raise ConfigError(f"cannot read YOLO class names from {path}: {error.strerror or error}") from error
+    except (yaml.YAMLError, AttributeError) as error:
         raise ConfigError(f"cannot read YOLO class names from {path}: {error}") from error
     if isinstance(names, Mapping):  # {0: cat, 1: dog}
         return [str(names[key]) for key in sorted(names, key=int)]
@@ -67,13 +69,15 @@ def _yolo_label(image: str, labels: set[str]) -> str | None:
 
 
 def _yolo_boxes(label: str, image: str, names: list[str] | None, tree: SourceTree) -> tuple[SourceBox, ...]:
+    """The boxes of one label file; bad lines skipped and counted, quoted only when the file held a box (a file
+    that is no label file is named, never shown)."""
     try:
-        with open(label, encoding="utf-8-sig") as stream:
-            lines = stream.read().splitlines()
-    except (OSError, UnicodeDecodeError) as error:
-        tree.skips.skip("unreadable annotation", label, str(error))
+        lines = read_text(label).splitlines()
+    except OSError as error:
+        tree.skips.skip("unreadable annotation", label, error.strerror or str(error))
         return ()
     boxes = []
+    bad: list[tuple[str, str, str]] = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -84,11 +88,11 @@ def _yolo_boxes(label: str, image: str, names: list[str] | None, tree: SourceTre
                 raise ValueError
             index = int(float(fields[0]))
             cx, cy, w, h = (float(value) for value in fields[1:5])
-        except ValueError:
-            tree.skips.skip("malformed box", where, repr(line.strip()))
+        except (ValueError, OverflowError):  # OverflowError: a class of 'inf'
+            bad.append(("malformed box", where, repr(line.strip())))
             continue
         if index < 0:
-            tree.skips.skip("malformed box", where, repr(line.strip()))
+            bad.append(("malformed box", where, repr(line.strip())))
             continue
         if names is not None and index >= len(names):
             tree.skips.skip("class index outside the names file", where, f"class {index}, {len(names)} names")
@@ -98,18 +102,24 @@ def _yolo_boxes(label: str, image: str, names: list[str] | None, tree: SourceTre
             tree.skips.skip("image size unknown (PIL cannot open it)", where)
             continue
         width, height = size
+        corners = ((cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width - 1, (cy + h / 2) * height - 1)
+        if not all(math.isfinite(value) for value in corners):  # NaN, or 1e308 times the image size
+            bad.append(("malformed box", where, f"{repr(line.strip())}: not finite in a {width}x{height} image"))
+            continue
         name = names[index] if names is not None else str(index)
-        boxes.append(SourceBox(name, (cx - w / 2) * width, (cy - h / 2) * height,
-                               (cx + w / 2) * width - 1, (cy + h / 2) * height - 1))
+        boxes.append(SourceBox(name, *corners))
+    for reason, where, detail in bad:
+        tree.skips.skip(reason, where, detail if boxes else "no line of the file is a box, so its lines are not shown")
     return tuple(boxes)
 
 
 def looks_like_yolo(path: str) -> bool:
     """Whether the first non-empty line of ``path`` is a YOLO box (5 or 6 finite numbers)."""
     try:
-        with open(path, encoding="utf-8-sig") as stream:
-            line = next((line for line in stream if line.strip()), "")
-    except (OSError, UnicodeDecodeError):
+        with open_regular(path, limit=None) as stream:
+            head = stream.read(1 << 16).decode("utf-8-sig", "replace")
+        line = next((line for line in head.splitlines() if line.strip()), "")
+    except OSError:
         return False
     try:
         return len(line.split()) in (5, 6) and all(math.isfinite(float(field)) for field in line.split())
@@ -134,9 +144,8 @@ def yolo_split(tree: SourceTree) -> SourceSplit | None:
 
 def _declared_split(tree: SourceTree, path: str) -> SourceSplit | None:
     try:
-        with open(path, encoding="utf-8-sig") as stream:
-            document = yaml.safe_load(stream)
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        document = yaml.safe_load(read_text(path))
+    except (OSError, yaml.YAMLError):
         return None
     if not isinstance(document, Mapping):
         return None
@@ -144,25 +153,32 @@ def _declared_split(tree: SourceTree, path: str) -> SourceSplit | None:
     roots = [os.path.join(folder, document["path"])] if isinstance(document.get("path"), str) else []
     roots += [folder, tree.root]
     images = set(tree.images)
-    train, val = (_listed(tree, document.get(key), roots, images) for key in ("train", "val"))
+    train, val = (_listed(tree, document.get(key), roots, images, f"{path} ({key})") for key in ("train", "val"))
     return source_split(train, val, f"{tree.relative(path)} train: {document.get('train')}, val: {document.get('val')}")
 
 
-def _listed(tree: SourceTree, value: Any, roots: list[str], images: set[str]) -> list[str]:
-    """The images of one ``train:`` / ``val:`` value: folders and list files, found below the first root that
-    has them."""
+def _listed(tree: SourceTree, value: Any, roots: list[str], images: set[str], where: str) -> list[str]:
+    """The images of one ``train:`` / ``val:`` value (``where`` names it): folders and list files, found below the
+    first root that has them. Only SOURCE's own images are taken from a folder; a list file outside SOURCE is not
+    read (skipped and named)."""
     found: list[str] = []
     for entry in value if isinstance(value, list) else [value]:
         if not isinstance(entry, str) or not entry.strip():
             return []
+        outside = ""
         for root in roots:
             target = os.path.normpath(os.path.join(root, entry.strip()))
             if os.path.isdir(target):
                 found += sorted(image for image in images if image.startswith(target + os.sep))
                 break
-            if os.path.isfile(target):
+            if os.path.isfile(target) and not tree.inside(target):
+                outside = outside or target
+            elif os.path.isfile(target):
                 found += _list_file(tree, target, roots, images)
                 break
+        else:
+            if outside:
+                tree.skips.skip(OUTSIDE, where, f"list file {outside} is outside SOURCE {tree.root}: not read")
     return found
 
 
