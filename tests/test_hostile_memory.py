@@ -7,11 +7,14 @@ a killed test machine."""
 from __future__ import annotations
 
 import json
+import os
 import random
+import signal
 import struct
 import subprocess
 import sys
 import textwrap
+import time
 import zlib
 
 import numpy as np
@@ -238,3 +241,201 @@ def test_a_progressive_jpeg_within_the_budget_stays_within_it(tmp_path):
         result["size"] = decode_image({str(path)!r}, min_side=1280).image.size
     """)
     assert result["size"] == [2000, 2000] and result["peak_mb"] < DECODE_MEMORY_BUDGET // MIB + 100, result
+
+
+# --- 10,000 class_names in the evaluation ----------------------------------------------------------------------
+
+def detections_case(seed: int = 0, images_count: int = 12):
+    """Ground truth of classes 0-4 and predictions near it, with a class only predicted (7) and one never (6)."""
+    rng = np.random.default_rng(seed)
+    truths, predictions = [], []
+    for _ in range(images_count):
+        corners = rng.uniform(0, 300, (6, 2))
+        boxes = np.concatenate([corners, corners + rng.uniform(10, 60, (6, 2))], 1)
+        classes = rng.integers(0, 5, 6)
+        found = np.concatenate([boxes + rng.normal(0, 4, boxes.shape), boxes[:2] + 80])
+        found_classes = np.concatenate([classes, [7, 3]])
+        truths.append((boxes, classes))
+        predictions.append((found, rng.uniform(0.05, 1, len(found)), found_classes))
+    return truths, predictions
+
+
+def coco_of_every_class(truths, predictions, num_classes):
+    """The evaluation before: every class of ``class_names`` on COCO's class axis."""
+    from faster_coco_eval import COCOeval_faster
+
+    from ymir_runner.evaluation import COCO_IOU_THRESHOLDS, _build_coco, _mean_valid
+
+    coco_gt, coco_dt = _build_coco(truths, predictions, range(num_classes), None)
+    evaluator = COCOeval_faster(coco_gt, coco_dt, iouType="bbox", print_function=lambda *args, **kwargs: None)
+    evaluator.params.catIds = list(range(1, num_classes + 1))
+    evaluator.params.iouThrs = np.round(COCO_IOU_THRESHOLDS, 10)
+    evaluator.params.maxDets = [1, 10, 100]
+    evaluator.evaluate()
+    evaluator.accumulate()
+    precision, recall = evaluator.eval["precision"][:, :, :, 0, -1], evaluator.eval["recall"][:, :, 0, -1]
+    return {"map": _mean_valid(precision[0]), "mar": _mean_valid(recall[0]), "map50_95": _mean_valid(precision),
+            "mar50_95": _mean_valid(recall),
+            "per_class_ap": {c: _mean_valid(precision[:, :, c]) for c in range(num_classes)}}
+
+
+def test_evaluating_only_the_classes_present_gives_the_metrics_of_every_class():
+    from ymir_runner.evaluation import evaluate_detections
+
+    truths, predictions = detections_case()
+    before = coco_of_every_class(truths, predictions, 40)
+    now = evaluate_detections(truths, predictions, 40, class_names=[f"c{i}" for i in range(40)])
+    for key in ("map", "mar", "map50_95", "mar50_95", "per_class_ap"):
+        assert getattr(now, key) == before[key], key
+    assert now.per_class_ap[6] is None and now.per_class_ap[7] is None and now.per_class_ap[39] is None
+    assert 0.3 < now.map < 1
+    same = evaluate_detections(truths, predictions, 10_000)
+    assert (same.map, same.mar, same.map50_95, same.stage_counts()) == (now.map, now.mar, now.map50_95,
+                                                                        now.stage_counts())
+    nothing = evaluate_detections([(np.zeros((0, 4)), np.zeros(0))], [(np.zeros((0, 4)), [], [])], 3)
+    assert nothing.map is None and nothing.per_class_ap == {0: None, 1: None, 2: None}
+
+
+def test_10000_class_names_are_evaluated_in_bounded_time_and_memory():
+    """Before: 293 s and 4.3 GB, roughly quadratic in the class count; a SIGSEGV in faster-coco-eval under a cap."""
+    result = run_capped(f"""
+        import sys, time
+        sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})
+        from test_hostile_memory import detections_case
+        from ymir_runner.evaluation import evaluate_detections
+        start = time.monotonic()
+        truths, predictions = detections_case(images_count=200)
+        result["map"] = evaluate_detections(truths, predictions, 10_000).map
+        result["seconds"] = time.monotonic() - start
+    """, cap=GIB)
+    assert 0.3 < result["map"] < 1 and result["seconds"] < 30 and result["peak_mb"] < 300, result
+
+
+# --- a crash in native code, the OOM killer --------------------------------------------------------------------
+
+CRASH_PLUGIN = textwrap.dedent("""
+    import atexit, multiprocessing, os, signal, sys, time
+    import ymir_runner
+    from ymir_runner import ExecutorSpec, TaskKind
+
+    @ymir_runner.hookimpl
+    def ymir_runner_register_executors():
+        return [ExecutorSpec(name=name, tasks={TaskKind.TRAINING})
+                for name in ("segfault", "oom-killed", "crash-at-exit", "sleeper")]
+
+    def worker():  # stands in for a DataLoader worker: it outlives a crashed run unless someone stops it
+        while True:
+            time.sleep(1)
+
+    def evaluate_in_native_code(signum):  # what faster-coco-eval did with 10,000 classes under a memory cap
+        os.kill(os.getpid(), signum)
+
+    def save_a_stage(context):
+        with open(os.path.join(context.training_result.stage_dir("epoch_1"), "model.bin"), "wb") as stream:
+            stream.write(b"weights")
+        context.training_result.add_stage("epoch_1", ["model.bin"], {"mAP": 0.5})
+
+    @ymir_runner.hookimpl
+    def ymir_runner_train(context):
+        name = context.executor.name
+        if name == "crash-at-exit":  # a library's destructor crashing after the run reported success
+            atexit.register(evaluate_in_native_code, signal.SIGSEGV)
+            save_a_stage(context)
+            return
+        child = multiprocessing.get_context("fork").Process(target=worker, daemon=True)
+        child.start()
+        context.progress.update(0.5, "evaluating")
+        print("READY", os.getpid(), child.pid, flush=True)
+        if name == "sleeper":
+            time.sleep(60)
+        evaluate_in_native_code(signal.SIGSEGV if name == "segfault" else signal.SIGKILL)
+""")
+
+
+@pytest.fixture
+def crash_run(tmp_path):
+    """``crash_run(executor)`` -> (tree, process): ``ymir-runner run`` of a training task by that executor."""
+    from ymir_runner.testing import TaskTree, make_fake_distribution
+
+    site = str(tmp_path / "site")
+    make_fake_distribution(site, dist_name="ymir-crash", module="ymir_crash_mod", source=CRASH_PLUGIN,
+                           entry_point="crash")
+    environment = dict(os.environ, PYTHONPATH=site)
+
+    def start(executor: str):
+        tree = TaskTree(str(tmp_path / executor), kinds=("training",), config={"plugin": executor})
+        process = subprocess.Popen(tree.command(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                   env=environment)
+        return tree, process
+
+    return start
+
+
+def finish(process) -> tuple[list[int], str]:
+    """The READY line's pids (the run, its worker) and stderr, once the command exited."""
+    stdout, stderr = process.communicate(timeout=120)
+    ready = next((line.split()[1:] for line in stdout.splitlines() if line.startswith("READY")), [])
+    return [int(pid) for pid in ready], stderr
+
+
+@pytest.mark.parametrize("executor, signum, code, reason", [
+    ("segfault", signal.SIGSEGV, 160004, "the run died of SIGSEGV (Segmentation fault), a crash in native code "
+                                         "called from evaluate_in_native_code ("),
+    ("oom-killed", signal.SIGKILL, 300103, "the run was killed (SIGKILL) at a peak of "),
+])
+def test_a_run_killed_by_a_signal_ends_in_state_4_with_a_code_and_a_last_line(crash_run, executor, signum, code,
+                                                                             reason):
+    from ymir_runner.shutdown import is_running
+
+    tree, process = crash_run(executor)
+    (run_pid, worker), stderr = finish(process)
+    assert process.returncode == 128 + signum, stderr[-3000:]
+    outcome = tree.outcome(process.returncode, stderr)
+    assert (outcome.state, outcome.return_code) == (4, code)  # before: "running" forever (state 2, no code)
+    last = outcome.last_stderr_line
+    assert last.startswith(f"ymir-runner: error {code}: {reason}"), stderr[-3000:]
+    if signum == signal.SIGSEGV:
+        assert "ymir_crash_mod.py, line" in last and "its peak memory was" in last
+        assert "Fatal Python error: Segmentation fault" in stderr  # the traceback, above the last line
+    else:
+        assert "out-of-memory killer" in last
+    assert not is_running(worker), "the crashed run's worker outlived it"
+    assert not is_running(run_pid)
+
+
+def test_a_crash_after_the_run_reported_success_keeps_the_success(crash_run):
+    tree, process = crash_run("crash-at-exit")
+    _, stderr = finish(process)
+    assert process.returncode == 0, stderr[-3000:]
+    outcome = tree.outcome(0, stderr)
+    assert (outcome.state, outcome.percent) == (2, 1.0)
+    assert outcome.last_stderr_line.startswith("ymir-runner: warning: the run died of SIGSEGV")
+    assert outcome.last_stderr_line.endswith("after the run had finished and reported success")
+
+
+def test_sigterm_still_reaches_the_run_and_a_sigkilled_command_takes_the_run_with_it(crash_run):
+    from ymir_runner.shutdown import is_running
+
+    tree, process = crash_run("sleeper")
+    ready = process.stdout.readline().split()
+    assert ready[:1] == ["READY"], process.stderr.read()
+    run_pid = int(ready[1])
+    assert run_pid != process.pid  # the command is the parent that watches the run
+    process.send_signal(signal.SIGTERM)  # docker stop: to PID 1, the parent
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 143, stderr[-3000:]
+    outcome = tree.outcome(143, stderr)
+    assert (outcome.state, outcome.return_code) == (4, 160004)
+    assert outcome.last_stderr_line == "ymir-runner: error 160004: the task was stopped (SIGTERM)"
+
+    tree, process = crash_run("sleeper")
+    ready = process.stdout.readline().split()
+    assert ready[:1] == ["READY"], process.stderr.read()
+    run_pid, worker = int(ready[1]), int(ready[2])
+    process.kill()  # as before the parent existed, the run's workers are left to their own watchdogs
+    deadline = time.monotonic() + 10
+    while is_running(run_pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not is_running(run_pid), "the run outlived the command that was SIGKILLed"
+    os.kill(worker, signal.SIGKILL)
+    process.communicate(timeout=60)

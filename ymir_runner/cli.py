@@ -115,9 +115,11 @@ def console_main() -> None:
     """The ``ymir-runner`` executable: ``main()``, quiet when its reader goes away (``ymir-runner plugins |
     head -3``), exiting 128 + SIGPIPE as other Unix tools do."""
     if sys.argv[1:2] == ["run"]:
-        from .shutdown import defer_stop_signals
+        from .supervise import supervise
 
-        defer_stop_signals()  # a stop while plugins load is reported by the run, not a silent death
+        # A parent waits for the run and reports its death by a signal (a native crash, the OOM killer); the run
+        # goes on here, remembering a stop while plugins load (it is reported by the run, not a silent death).
+        supervise()
     try:
         code = main()
         if sys.stdout is not None:  # None when started with stdout closed (`>&-`)

@@ -103,7 +103,7 @@ def _xywh(boxes: np.ndarray) -> np.ndarray:
     return np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
 
 
-def _build_coco(ground_truths: Sequence[GroundTruth], predictions: Sequence[Any], num_classes: int,
+def _build_coco(ground_truths: Sequence[GroundTruth], predictions: Sequence[Any], class_ids: Sequence[int],
                 image_sizes: Sequence[tuple[int, int]] | None) -> tuple[Any, Any]:
     images: list[dict[str, Any]] = []
     gt_anns: list[dict[str, Any]] = []
@@ -122,7 +122,7 @@ def _build_coco(ground_truths: Sequence[GroundTruth], predictions: Sequence[Any]
                             "score": float(score)})
     from faster_coco_eval import COCO
 
-    categories = [{"id": c + 1, "name": str(c)} for c in range(num_classes)]
+    categories = [{"id": c + 1, "name": str(c)} for c in class_ids]
     coco_gt = COCO({"images": images, "annotations": gt_anns, "categories": categories})
     return coco_gt, coco_gt.loadRes(dt_anns)
 
@@ -140,6 +140,10 @@ def coco_metrics(
     """AP / recall at ``iou_threshold``, mAP@[.5:.95], mAP@.5, recall@[.5:.95] and per-class APs (COCO
     definitions, at most ``max_detections`` predictions per image, all object sizes).
 
+    Only the classes present in the ground truth or the predictions are evaluated: any other class has no
+    ground truth, so COCO leaves it out of every mean anyway (its AP is None), while its time and memory would
+    grow with the number of classes times the images (10,000 ``class_names`` took 293 s and 4.3 GB).
+
     Raises ``ValueError`` for an ``iou_threshold`` outside (0, 1) or ``max_detections`` < 1.
     """
     if not 0.0 < iou_threshold < 1.0:
@@ -148,9 +152,14 @@ def coco_metrics(
         raise ValueError(f"max_detections must be at least 1, got {max_detections}")
     from faster_coco_eval import COCOeval_faster
 
-    coco_gt, coco_dt = _build_coco(ground_truths, predictions, num_classes, image_sizes)
+    labels = [np.asarray(truth[1]).reshape(-1) for truth in ground_truths]
+    labels += [np.asarray(_as_prediction(prediction)[2]).reshape(-1) for prediction in predictions]
+    present = np.unique(np.concatenate(labels).astype(np.int64)).tolist() if labels else []
+    present = present or [0]  # nothing at all: one class without ground truth, every value undefined
+    column = {c: k for k, c in enumerate(present)}  # class id -> its place on COCO's class axis
+    coco_gt, coco_dt = _build_coco(ground_truths, predictions, present, image_sizes)
     evaluator = COCOeval_faster(coco_gt, coco_dt, iouType="bbox", print_function=lambda *args, **kwargs: None)
-    evaluator.params.catIds = list(range(1, num_classes + 1))
+    evaluator.params.catIds = [c + 1 for c in present]
     thresholds = np.round(np.union1d(COCO_IOU_THRESHOLDS, [iou_threshold]), 10)
     evaluator.params.iouThrs = thresholds
     evaluator.params.maxDets = sorted({1, 10, int(max_detections)})
@@ -168,8 +177,10 @@ def coco_metrics(
         "map50_95": _mean_valid(precision[coco]),
         "map50": _mean_valid(precision[at_50]),
         "mar50_95": _mean_valid(recall[coco]),
-        "per_class_ap": {c: _mean_valid(precision[coco][:, :, c]) for c in range(num_classes)},
-        "per_class_ap50": {c: _mean_valid(precision[at_50, :, c]) for c in range(num_classes)},
+        "per_class_ap": {c: _mean_valid(precision[coco][:, :, column[c]]) if c in column else None
+                         for c in range(num_classes)},
+        "per_class_ap50": {c: _mean_valid(precision[at_50, :, column[c]]) if c in column else None
+                           for c in range(num_classes)},
     }
 
 
