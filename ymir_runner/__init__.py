@@ -11,7 +11,9 @@ This module is the plugin API: everything a plugin needs is importable from here
 - images, read by the project's rules (content, bit depth, damage, size limit): ``decode_image``,
   ``DecodedImage``, ``probe_image``, ``ImageInfo``, ``ImageProblem``;
 - errors that carry a protocol return code: ``YmirError`` and its subclasses, ``ReturnCode``; ``TaskTerminated``
-  (a stop signal, a ``BaseException``);
+  (a stop signal, a ``BaseException``); ``excerpt``, what a message shows of a value (80 characters at most);
+- YAML within the project's bounds (size, nesting, aliases; 300001 naming the file past one): ``read_yaml`` for a
+  file, ``parse_yaml`` for text such as a config value holding YAML;
 - ``evaluation``: a stage's metrics (COCO mAP via faster-coco-eval, tp/fp/fn) from ground truth and
   predictions, in the keys result.yaml takes;
 - ``mining``: the active-learning scores (``random``, ``entropy``, ``aldd``, ``cald``) for any detector, and
@@ -53,6 +55,7 @@ from .errors import (  # noqa: E402
 from .hookspecs import hookimpl  # noqa: E402
 from .protocol.atomic import atomic_path  # noqa: E402
 from .protocol.env import MODEL_INFO_FILE, TaskKind, best_stage_name  # noqa: E402
+from .protocol.yaml_file import excerpt, parse_yaml, read_yaml  # noqa: E402
 from .records import ExecutorSpec, Param  # noqa: E402
 
 if TYPE_CHECKING:
@@ -100,7 +103,9 @@ __all__ = [
     # errors
     "ReturnCode", "YmirError", "ConfigError", "DatasetError", "ImageFormatError", "ModelError", "ObjectTypeError",
     "GpuMismatchError", "NoGpuError", "OutOfMemoryError", "NonFiniteError", "NetworkError", "OutputError",
-    "TaskTerminated",
+    "TaskTerminated", "excerpt",
+    # YAML within bounds
+    "read_yaml", "parse_yaml",
     # stage metrics and mining scores for any detector (modules)
     "evaluation", "mining",
     # ranks in several processes (CPU or GPU), rank 0 here; the CPUs a task may use and how to share them

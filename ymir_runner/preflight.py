@@ -13,6 +13,7 @@ from .plugins import Executor, PluginRegistry
 from .protocol.config import TaskConfig, parse_config, unknown_key_warnings
 from .protocol.dataset import DatasetReader, Item, SkipLog
 from .protocol.env import TaskEnv, TaskKind
+from .protocol.yaml_file import excerpt
 from .records import ExecutorSpec
 
 
@@ -50,11 +51,11 @@ def check_inputs(kind: TaskKind, env: TaskEnv, config: TaskConfig, spec: Executo
             raw = export.raw if export else "(absent)"
             raise ConfigError(
                 f"training index {env.input.training_index_file or '(not set)'} is empty: the platform "
-                f"exported no annotations; check config key 'export_format' (got {raw!r}, e.g. 'ark:raw')")
+                f"exported no annotations; check config key 'export_format' (got {excerpt(raw)}, e.g. 'ark:raw')")
         if export is not None and export.annotation not in spec.annotation_formats:
             raise ConfigError(
                 f"config key 'export_format': executor {spec.name!r} reads "
-                f"{', '.join(spec.annotation_formats)}, not {export.raw!r}")
+                f"{', '.join(spec.annotation_formats)}, not {excerpt(export.raw)}")
     elif not env.input.candidate_index_file:
         raise ConfigError(f"env.yaml: input.candidate_index_file is not set for a {kind} task")
 
@@ -66,7 +67,7 @@ def check_training_boxes(items: Sequence[Item], config: TaskConfig) -> None:
     if items and not any(item.boxes for item in items):
         raw = config.export_format.raw if config.export_format else "(absent)"
         raise DatasetError(f"none of the {len(items)} usable training images has a box: there is nothing to "
-                           f"learn; check the annotations and config key 'export_format' (got {raw!r})")
+                           f"learn; check the annotations and config key 'export_format' (got {excerpt(raw)})")
 
 
 @dataclasses.dataclass

@@ -9,6 +9,7 @@ from typing import Any, ClassVar, Mapping
 from .protocol.coerce import AUTO, auto_type_name
 from .protocol.config import RESERVED_KEYS
 from .protocol.env import TaskKind
+from .protocol.yaml_file import excerpt
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")
 
@@ -41,12 +42,13 @@ class Param:
         if not self.name.isidentifier():
             raise ValueError(f"template key {self.name!r} is not an identifier")
         if self.choices and self.default not in self.choices:
-            raise ValueError(f"template key {self.name!r}: default {self.default!r} not in {self.choices}")
+            raise ValueError(f"template key {self.name!r}: default {excerpt(self.default)} not in "
+                             f"{excerpt(self.choices)}")
         if self.auto is not None:
             if self.auto not in (int, float) or self.choices:
                 raise ValueError(f"template key {self.name!r}: auto must be int or float, without choices")
             if self.default != AUTO and (isinstance(self.default, bool) or not isinstance(self.default, self.auto)):
-                raise ValueError(f"template key {self.name!r}: default {self.default!r} is not a valid "
+                raise ValueError(f"template key {self.name!r}: default {excerpt(self.default)} is not a valid "
                                  f"{auto_type_name(self.auto)}")
 
 

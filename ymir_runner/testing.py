@@ -40,6 +40,7 @@ from .plugins import PluginRegistry, build_plugin_manager
 from .protocol.annotations import annotation_suffix, annotation_text, ark_text, export_format_of, voc_text
 from .protocol.atomic import TEMP_PREFIX
 from .protocol.env import MODEL_INFO_FILE, PROTOCOL_VERSION, TaskKind, env_document, reroot
+from .protocol.yaml_file import read_yaml
 from .shutdown import child_pids, is_running
 
 __all__ = [
@@ -142,8 +143,7 @@ class RunOutcome:
         return lines[-1] if lines else ""
 
     def result_yaml(self) -> Any:
-        with open(os.path.join(self.out_dir, "models", "result.yaml"), encoding="utf-8") as stream:
-            return yaml.safe_load(stream)
+        return read_yaml(os.path.join(self.out_dir, "models", "result.yaml"), "result file")
 
     def result_tsv(self) -> list[tuple[str, float]]:
         with open(os.path.join(self.out_dir, "result.tsv"), encoding="utf-8") as stream:
@@ -167,8 +167,7 @@ def install_models(models_from: str, models_dir: str, stages: Sequence[str] | No
 
     result_file = os.path.join(models_from, "result.yaml")
     if os.path.exists(result_file):
-        with open(result_file, encoding="utf-8") as stream:
-            result = yaml.safe_load(stream)
+        result = read_yaml(result_file, "result file")
         best = result["best_stage_name"]
         listed = {stage: result["model_stages"][stage]["files"] for stage in stages or [best]}
     elif os.path.isdir(models_from):
@@ -450,8 +449,7 @@ def torn_protocol_files(out_dir: str) -> list[str]:
 
 
 def _check_result_yaml(path: str) -> None:
-    with open(path, encoding="utf-8") as stream:
-        result = yaml.safe_load(stream)
+    result = read_yaml(path, "result file")
     assert result["best_stage_name"] in result["model_stages"], "best_stage_name is not a stage"
     for name, stage in result["model_stages"].items():
         for file in stage["files"]:

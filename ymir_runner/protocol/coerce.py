@@ -13,7 +13,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import yaml
+from ..errors import ConfigError
+from .yaml_file import YamlLimitError, parse_yaml
 
 #: The value of a key declared with ``Param(..., auto=...)`` that lets the executor choose the number itself.
 AUTO = "auto"
@@ -68,8 +69,10 @@ def to_list(value: Any) -> list:
         text = value.strip()
         if text.startswith("["):
             try:
-                parsed = yaml.safe_load(text)
-            except yaml.YAMLError:
+                parsed = parse_yaml(text, "the value")
+            except YamlLimitError as error:
+                raise ValueError(f"expected a list; {error}") from None
+            except ConfigError:
                 raise ValueError("expected a list") from None
             if isinstance(parsed, list):
                 return parsed
@@ -83,8 +86,10 @@ def to_dict(value: Any) -> dict:
         return value
     if isinstance(value, str):
         try:
-            parsed = yaml.safe_load(value)
-        except yaml.YAMLError:
+            parsed = parse_yaml(value, "the value")
+        except YamlLimitError as error:
+            raise ValueError(f"expected a mapping; {error}") from None
+        except ConfigError:
             parsed = None
         if isinstance(parsed, dict):
             return parsed

@@ -12,7 +12,7 @@ from ..errors import ConfigError
 from .annotations import ANNOTATION_FORMATS, canonical_format
 from .coerce import auto_type_name, coerce_like, to_auto, to_int, to_list, type_name
 from .env import reroot
-from .yaml_file import read_yaml_mapping
+from .yaml_file import excerpt, read_yaml_mapping
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,7 +76,8 @@ class ExportFormat:
         if not raw:
             return cls("det-voc", "raw", raw)
         if raw.count(":") != 1:
-            raise ConfigError(f"config key 'export_format': {raw!r} must be '<annotation>:<asset>', e.g. 'ark:raw'")
+            raise ConfigError(f"config key 'export_format': {excerpt(raw)} must be '<annotation>:<asset>', e.g. "
+                              f"'ark:raw'")
         annotation, asset = (part.strip().lower() for part in raw.split(":"))
         return cls(canonical_format(annotation), asset or "raw", raw)
 
@@ -124,7 +125,7 @@ def _reserved(raw: Mapping[str, Any], key: str, convert, expected: str, default:
     try:
         return convert(value)
     except (TypeError, ValueError) as error:
-        raise ConfigError(f"config key {key!r}: {value!r} is not {expected} ({error})") from None
+        raise ConfigError(f"config key {key!r}: {excerpt(value)} is not {expected} ({error})") from None
 
 
 def _gpu_ids(value: Any) -> tuple[int, ...]:
@@ -163,10 +164,11 @@ def parse_config(raw: Mapping[str, Any], defaults: Mapping[str, Any] | None = No
             hyper[key] = coerce_like(value, default) if kind is None else to_auto(value, kind)
         except (TypeError, ValueError) as error:
             expected = type_name(default) if kind is None else auto_type_name(kind)
-            raise ConfigError(f"config key {key!r}: {value!r} is not a valid {expected} ({error})") from None
+            raise ConfigError(f"config key {excerpt(key)}: {excerpt(value)} is not a valid {expected} ({error})"
+                              ) from None
     for key, allowed in choices.items():
         if hyper.get(key) not in allowed:
-            raise ConfigError(f"config key {key!r}: {hyper.get(key)!r} is not one of {list(allowed)}")
+            raise ConfigError(f"config key {key!r}: {excerpt(hyper.get(key))} is not one of {list(allowed)}")
 
     export = raw.get("export_format")
     return TaskConfig(
@@ -192,6 +194,11 @@ def _class_names(value: Any) -> tuple[str, ...]:
         raise ValueError("empty class name")
     if len(set(names)) != len(names):
         raise ValueError("duplicate class names")
+    folded: dict[str, str] = {}
+    for name in names:  # the platform lower-cases every label: 'Cat' and 'cat' are one class there
+        if folded.setdefault(name.lower(), name) != name:
+            raise ValueError(f"class names {excerpt(folded[name.lower()])} and {excerpt(name)} differ only by case "
+                             f"(the platform's labels are lower case: one class)")
     return names
 
 
@@ -210,6 +217,6 @@ def unknown_key_warnings(raw: Mapping[str, Any], known: Iterable[str], executor:
             continue
         close = difflib.get_close_matches(key, candidates, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        warnings.append(f"config key {key!r} is not a template key of executor {executor!r} nor one the platform "
-                        f"writes: it is ignored{hint}")
+        warnings.append(f"config key {excerpt(key)} is not a template key of executor {executor!r} nor one the "
+                        f"platform writes: it is ignored{hint}")
     return warnings

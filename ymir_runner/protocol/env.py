@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import logging
 import os
 from typing import Any, Callable, Iterable, Mapping
 
 from ..errors import ConfigError
 from .coerce import to_bool
-from .yaml_file import read_yaml_mapping
+from .yaml_file import YamlLimitError, excerpt, read_yaml, read_yaml_mapping, salvage_scalars
 
 DEFAULT_ENV_FILE = "/in/env.yaml"
 #: Points the same run at a local tree: absolute paths under /in and /out are read under $ROOT/in, $ROOT/out.
@@ -82,7 +83,7 @@ def parse_version(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(part) for part in str(text).strip().split("."))
     except ValueError:
-        raise ConfigError(f"env.yaml: protocol_version {text!r} is not a dotted version like 1.1.0") from None
+        raise ConfigError(f"env.yaml: protocol_version {excerpt(text)} is not a dotted version like 1.1.0") from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,8 +213,8 @@ def _paths(cls: type, raw: Any, root: str | None, section: str, warnings: list[s
     defaults = {f.name: reroot(str(f.default), root) for f in dataclasses.fields(cls) if f.name not in values}
     for key, value in raw.items():
         if key in known and value and not os.path.isabs(str(value)):
-            warnings.append(f"env.yaml: {section}.{key} {str(value)!r} is not an absolute path: read from "
-                            f"{os.path.abspath(str(value))}")
+            warnings.append(f"env.yaml: {section}.{key} {excerpt(str(value))} is not an absolute path: read from "
+                            f"{excerpt(os.path.abspath(str(value)))}")
     named = {key: path for key, path in defaults.items() if path}  # an unused index file is '' anyway
     if named:
         what = "no " + section + " section" if not raw else f"{section} without {', '.join(named)}"
@@ -244,11 +245,16 @@ def load_env(path: str = DEFAULT_ENV_FILE, *, root: str | None = None) -> TaskEn
     if root:
         root = os.path.abspath(root)
     env_file = os.path.abspath(path if os.path.exists(path) or not root else reroot(path, root))
-    raw: Mapping[str, Any] = {}
     try:
         raw = read_yaml_mapping(env_file, "env file")
-    except ConfigError as error:
-        raise EnvError(str(error), monitor_file=_monitor_file_guess(raw, root)) from error
+    except ConfigError as error:  # what can be read of it without loading it says where monitor.txt goes
+        found = salvage_scalars(env_file, [("output", "monitor_file"), ("task_id",)])
+        named = found.get(("output", "monitor_file"))
+        if root and named and not container_top(named):  # a root applies to container paths only: never outside
+            named = None
+        salvaged = {"output": {"monitor_file": named}}
+        raise EnvError(str(error), monitor_file=_monitor_file_guess(salvaged, root),
+                       task_id=found.get(("task_id",)) or DEFAULT_TASK_ID) from error
     try:  # the wrong file, or paths that lead out of the tree meant: refused with nothing written anywhere
         _check_is_env(raw, env_file)
         _check_root_applies(raw, root, root_origin)
@@ -300,7 +306,7 @@ def _check_root_applies(raw: Mapping[str, Any], root: str | None, root_origin: s
         key, path = foreign[0]
         raise ConfigError(
             f"{root_origin} {root} re-roots container paths (/in/..., /out/...), but env.yaml's {key} is "
-            f"{path!r}: {root_origin} cannot apply to this env.yaml; run it without {root_origin} (its outputs "
+            f"{excerpt(path)}: {root_origin} cannot apply to this env.yaml; run it without {root_origin} (its outputs "
             f"go where it names them), or write the tree with `ymir-runner sandbox --container-paths`")
 
 
@@ -331,9 +337,9 @@ def _parse_env(raw: Mapping[str, Any], env_file: str, root: str | None) -> TaskE
         try:
             result = to_bool(value)
         except ValueError:
-            raise ConfigError(f"env.yaml: {key} must be a boolean, got {value!r}") from None
+            raise ConfigError(f"env.yaml: {key} must be a boolean, got {excerpt(value)}") from None
         if not isinstance(value, bool):
-            warnings.append(f"env.yaml: {key} is {value!r}, not a boolean; read as {str(result).lower()}")
+            warnings.append(f"env.yaml: {key} is {excerpt(value)}, not a boolean; read as {str(result).lower()}")
         return result
 
     version = str(raw.get("protocol_version") or LEGACY_PROTOCOL_VERSION)
@@ -344,7 +350,8 @@ def _parse_env(raw: Mapping[str, Any], env_file: str, root: str | None) -> TaskE
     if task_id is None or task_id == "":
         warnings.append(f"env.yaml has no task_id: monitor.txt names the task {DEFAULT_TASK_ID!r}")
     elif any(char in str(task_id) for char in "\t\r\n"):
-        warnings.append(f"env.yaml: task_id {str(task_id)!r} holds a TAB or line break: monitor.txt writes a space")
+        warnings.append(f"env.yaml: task_id {excerpt(str(task_id))} holds a TAB or line break: monitor.txt writes a "
+                        f"space")
     if raw.get("output") is None and not root and not os.path.isdir(CONTAINER_OUT_DIR):
         raise ConfigError(f"env.yaml has no output section and {CONTAINER_OUT_DIR} does not exist (this is not "
                           f"the platform's container): give the output paths, or run with --root DIR")
@@ -370,15 +377,24 @@ MODEL_INFO_FILE = "ymir-info.yaml"
 
 def best_stage_name(models_dir: str) -> str | None:
     """``best_stage_name`` of ``<models_dir>/ymir-info.yaml`` (top level, or under ``model_stages``), when the
-    platform wrote one; None when the file is missing, unreadable or names no stage."""
-    import yaml
-
+    platform wrote one; None when the file is missing, unreadable (not UTF-8, not YAML, not a mapping: a warning
+    says why) or names no stage. Raises :class:`~ymir_runner.protocol.yaml_file.YamlLimitError` (300001) for a
+    file over the bounds every YAML file is read within (size, nesting, aliases)."""
+    path = os.path.join(models_dir, MODEL_INFO_FILE)
+    if not os.path.lexists(path):
+        return None
     try:
-        with open(os.path.join(models_dir, MODEL_INFO_FILE), encoding="utf-8") as stream:
-            info = yaml.safe_load(stream) or {}
-    except (OSError, yaml.YAMLError):
+        info = read_yaml(path, "model info file")
+    except YamlLimitError:
+        raise
+    except ConfigError as error:
+        logging.getLogger("ymir_runner").warning("%s: no best stage is known", error)
         return None
-    if not isinstance(info, dict):
+    if not isinstance(info, Mapping):
+        if info is not None:
+            logging.getLogger("ymir_runner").warning("model info file %s holds a %s, not a mapping: no best stage "
+                                                     "is known", path, type(info).__name__)
         return None
-    stage = info.get("best_stage_name") or (info.get("model_stages") or {}).get("best_stage_name")
-    return str(stage) if stage else None
+    stages = info.get("model_stages")
+    stage = info.get("best_stage_name") or (stages.get("best_stage_name") if isinstance(stages, Mapping) else None)
+    return str(stage) if isinstance(stage, (str, int)) and stage else None

@@ -7,11 +7,10 @@ import logging
 import sys
 from typing import Any
 
-import yaml
-
 from ..errors import ConfigError
 from ..protocol.annotations import WRITABLE_FORMATS
 from ..protocol.env import TaskKind
+from ..protocol.yaml_file import excerpt, parse_yaml
 from .build import build_sandbox
 from .options import DEFAULT_VAL_RATIO, SPLIT_MODES
 from .sources import SOURCE_FORMATS
@@ -25,12 +24,8 @@ def parse_override(text: str) -> tuple[str, Any]:
     Raises :class:`~ymir_runner.errors.ConfigError` without ``=`` or a key, or for a value that is not YAML."""
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
-        raise ConfigError(f"--set {text!r}: expected KEY=VALUE")
-    try:
-        parsed = yaml.safe_load(value) if value.strip() else ""
-    except yaml.YAMLError as error:
-        raise ConfigError(f"--set {text!r}: the value is not valid YAML ({' '.join(str(error).split())})") from None
-    return key.strip(), parsed
+        raise ConfigError(f"--set {excerpt(text)}: expected KEY=VALUE")
+    return key.strip(), parse_yaml(value, f"--set {excerpt(text)}: the value") if value.strip() else ""
 
 
 def _task_list(text: str) -> list[str]:

@@ -16,7 +16,8 @@ import yaml
 from ..errors import ConfigError, ModelError
 from ..protocol.atomic import atomic_write_text
 from ..protocol.env import MODEL_INFO_FILE
-from ..protocol.files import irregular, read_text
+from ..protocol.files import irregular
+from ..protocol.yaml_file import YamlLimitError, excerpt, read_yaml
 from .worktree import WorkTree
 
 #: result.yaml of protocol < 1.0.0 has no stages; YMIR files its model under this stage name.
@@ -52,18 +53,19 @@ class ModelSource:
 
 def read_model_source(folder: str, flag: str) -> ModelSource:
     """The model in ``folder`` (``flag`` names the option in messages). Raises
-    :class:`~ymir_runner.errors.ConfigError` without a result.yaml, :class:`~ymir_runner.errors.ModelError` for
-    one that is not valid YAML, names no usable best stage, or has a stage without files."""
+    :class:`~ymir_runner.errors.ConfigError` without a result.yaml or for one past the bounds every YAML file is
+    read within (size, nesting, aliases), :class:`~ymir_runner.errors.ModelError` for one that cannot be read, is
+    not valid YAML, names no usable best stage, or has a stage without files."""
     folder = os.path.abspath(folder)
     path = os.path.join(folder, "result.yaml")
+    if not os.path.lexists(path):
+        raise ConfigError(f"{flag} {folder}: no result.yaml there (expected a training's /out/models folder)")
     try:
-        result = yaml.safe_load(read_text(path))
-    except FileNotFoundError:
-        raise ConfigError(f"{flag} {folder}: no result.yaml there (expected a training's /out/models folder)") from None
-    except OSError as error:
-        raise ModelError(f"cannot read {path}: {error.strerror or error}") from None
-    except yaml.YAMLError as error:
-        raise ModelError(f"{path} is not valid YAML: {' '.join(str(error).split())}") from error
+        result = read_yaml(path, "model result file")
+    except YamlLimitError:
+        raise
+    except ConfigError as error:
+        raise ModelError(str(error)) from error
     if not isinstance(result, Mapping):
         raise ModelError(f"{path} must hold a mapping")
     if "model" in result:  # legacy {model: [files], map: x}: the platform files it as one stage
@@ -73,10 +75,11 @@ def read_model_source(folder: str, flag: str) -> ModelSource:
         stages = dict(result.get("model_stages") or {})
         best = str(result.get("best_stage_name") or "")
     if best not in stages:
-        raise ModelError(f"{path}: best_stage_name {best!r} is not one of model_stages {sorted(stages)}")
+        raise ModelError(f"{path}: best_stage_name {excerpt(best)} is not one of model_stages "
+                         f"{excerpt(sorted(stages, key=str))}")
     for name, stage in stages.items():
         if not str(name).isidentifier() or not isinstance(stage, Mapping) or not stage.get("files"):
-            raise ModelError(f"{path}: stage {name!r} must be an identifier with a non-empty 'files' list")
+            raise ModelError(f"{path}: stage {excerpt(name)} must be an identifier with a non-empty 'files' list")
     return ModelSource(folder, best, stages)
 
 

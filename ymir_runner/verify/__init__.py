@@ -4,7 +4,8 @@ It checks what the platform reads from /out (protocol.md, section 3): monitor.tx
 result.yaml, the mining result.tsv and infer-result.json, one module each (:mod:`.monitor`,
 :mod:`.result_yaml`, :mod:`.mining`, :mod:`.infer`); :mod:`.findings` holds the findings and their report,
 :mod:`.api` runs the checkers on one tree (:func:`verify_out`), :mod:`.env` reads a task's env.yaml and
-:mod:`.cli` is the subcommand. It reads the files with PyYAML's safe loader and json only, and no module of
+:mod:`.cli` is the subcommand. It reads the files with PyYAML's safe loader (within bounds: a file of
+at most 4 MiB, 100 levels deep, 100,000 alias expansions) and json only, and no module of
 this package imports anything of the project outside the package, least of all its writers
 (``ymir_runner.protocol.results``, ``.monitor``, ``.atomic``): it must catch their bugs, and it must judge
 images built with any other SDK, so it checks the contract, not this project's conventions.
@@ -21,7 +22,7 @@ monitor.txt
     monitor.failure-code, monitor.unknown-code (W), monitor.code-without-failure, monitor.failed,
     monitor.expected-failure, monitor.final-state (error for state 1, W for state 3), monitor.final-percent
 models/result.yaml
-    result-yaml.missing, result-yaml.encoding, result-yaml.parse, result-yaml.python-tag,
+    result-yaml.missing, result-yaml.encoding, result-yaml.bounds, result-yaml.parse, result-yaml.python-tag,
     result-yaml.duplicate-key (W), result-yaml.mapping, result-yaml.legacy-and-stages,
     result-yaml.legacy-form (W), result-yaml.top-level-metric (W), result-yaml.model-stages,
     result-yaml.best-stage, result-yaml.stage-count (W), result-yaml.stage-identifier (W), result-yaml.stage,

@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import yaml
 
 from .api import TASKS
 from .findings import UsageError
-from .helpers import is_int, map_container_path
+from .helpers import MAX_YAML_BYTES, YamlBoundsError, is_int, load_yaml, map_container_path
 
 #: env.yaml's own keys besides ``task_id`` (config.yaml has that one too).
 ENV_ONLY_KEYS = frozenset({"protocol_version", "run_training", "run_mining", "run_infer", "manifest_file", "input",
@@ -29,9 +30,12 @@ def read_candidates(path: str) -> list[str]:
 
 def _load_yaml_file(path: str, what: str) -> dict[str, Any]:
     try:
-        with open(path, encoding="utf-8") as stream:
-            data = yaml.safe_load(stream)
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        if not os.path.isfile(path):
+            raise OSError(f"{'not a regular file' if os.path.exists(path) else 'no such file'}")
+        with open(path, "rb") as stream:
+            text = stream.read(MAX_YAML_BYTES + 1).decode("utf-8")
+        data = load_yaml(text)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, YamlBoundsError) as error:
         raise UsageError(f"cannot read {what} {path}: {' '.join(str(error).split())}") from None
     if not isinstance(data, dict):
         raise UsageError(f"{what} {path} is not a YAML mapping")
@@ -45,14 +49,23 @@ def _truthy(value: Any) -> bool:
 def settings_from_env(env_file: str, out_dir: str, root: str | None = None) -> dict[str, Any]:
     """verify_out keyword arguments (plus ``tasks``) read from an env.yaml and its config file."""
     env = _load_yaml_file(env_file, "env.yaml")
+    if "class_names" in env and not {"input", "output"}.intersection(env):
+        raise UsageError(f"--env {env_file} is a config.yaml (it holds class_names), not an env.yaml: --env takes "
+                         f"the task's env.yaml")
     if not ENV_ONLY_KEYS.intersection(env):
-        held = "a config.yaml" if "class_names" in env else "not an env.yaml"
-        raise UsageError(f"--env {env_file} is {held}: it has none of run_training, run_mining, run_infer, input, "
-                         f"output (--env takes the task's env.yaml)")
+        raise UsageError(f"--env {env_file} is not an env.yaml: it has none of run_training, run_mining, "
+                         f"run_infer, input, output (--env takes the task's env.yaml)")
     inputs, outputs = env.get("input") or {}, env.get("output") or {}
+    paths = [(f"{section}.{key}", str(value)) for section, values in (("input", inputs), ("output", outputs))
+             if isinstance(values, dict) for key, value in values.items() if value]
+    if not root:
+        absent = [path for _, path in paths if path.startswith("/in/") and not os.path.exists(path)]
+        if absent:
+            work = os.path.dirname(os.path.dirname(os.path.abspath(env_file)))
+            raise UsageError(f"env.yaml names container paths such as {absent[0]}, which do not exist here: for a "
+                             f"tree written with container paths pass --root {work} (the folder holding in/ and "
+                             f"out/)")
     if root:
-        paths = [(f"{section}.{key}", str(value)) for section, values in (("input", inputs), ("output", outputs))
-                 if isinstance(values, dict) for key, value in values.items() if value]
         foreign = [(key, path) for key, path in paths
                    if path not in ("/in", "/out") and not path.startswith(("/in/", "/out/"))]
         if foreign:

@@ -1,5 +1,5 @@
 """models/result.yaml, the training result: model stages, their files and metrics, attachments and
-evaluate_config, loaded with PyYAML's safe loader as the platform does (rules ``result-yaml.*``)."""
+evaluate_config, loaded with PyYAML's safe loader as the platform does, within bounds (rules ``result-yaml.*``)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,20 @@ from typing import Any, Sequence
 import yaml
 
 from .findings import Collector
-from .helpers import is_int, is_number, key_path, read_text, type_name, version_text
+from .helpers import (
+    MAX_ALIAS_NODES,
+    MAX_YAML_BYTES,
+    MAX_YAML_DEPTH,
+    YAML_LOADER,
+    YamlBoundsError,
+    is_int,
+    is_number,
+    key_path,
+    load_yaml,
+    read_text,
+    type_name,
+    version_text,
+)
 
 MAX_STAGES = 11
 INT32_MIN, INT32_MAX = -2 ** 31, 2 ** 31 - 1
@@ -49,7 +62,7 @@ class _YamlDoc:
         return self.lines.get(keys)
 
 
-class _LenientLoader(yaml.SafeLoader):
+class _LenientLoader(YAML_LOADER):
     """safe_load's rules, except that a Python tag loads as a placeholder string: after reporting the tag, the
     rest of the file can still be checked."""
 
@@ -58,9 +71,15 @@ _LenientLoader.add_multi_constructor("tag:yaml.org,2002:python/", lambda loader,
 
 
 def _load_yaml(collector: Collector, path: str, text: str) -> _YamlDoc | None:
-    """safe_load, as the platform does: python tags (a numpy scalar dumped by yaml.dump) are refused."""
+    """safe_load, as the platform does: python tags (a numpy scalar dumped by yaml.dump) are refused. A document
+    past the bounds of :func:`~.helpers.load_yaml` is one finding, and not read further."""
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
+    except YamlBoundsError as error:
+        collector.error("result-yaml.bounds", path, f"{error} (not checked further: verify reads a YAML file of "
+                        f"at most {MAX_YAML_BYTES // 2 ** 20} MiB, {MAX_YAML_DEPTH} levels deep and {MAX_ALIAS_NODES} "
+                        f"alias expansions)", error.line)
+        return None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
@@ -74,7 +93,7 @@ def _load_yaml(collector: Collector, path: str, text: str) -> _YamlDoc | None:
             data = yaml.load(text, Loader=_LenientLoader)  # noqa: S506 - only python/ tags differ, as strings
         except yaml.YAMLError:
             return None
-    node = yaml.compose(text, Loader=yaml.SafeLoader)
+    node = yaml.compose(text, Loader=YAML_LOADER)
     lines: dict[tuple[Any, ...], int] = {}
     _node_lines(collector, path, node, (), lines)
     return _YamlDoc(path, data, lines)
@@ -102,7 +121,7 @@ def _node_lines(collector: Collector, path: str, node: Any, keys: tuple[Any, ...
 def check_training(collector: Collector, path: str, *, protocol: tuple[int, ...], object_type: int,
                    expect_failure: bool) -> None:
     """result.yaml: parsed even when the container fails, so it must be valid at every moment."""
-    text = read_text(collector, path, "result-yaml", required=not expect_failure)
+    text = read_text(collector, path, "result-yaml", required=not expect_failure, limit=MAX_YAML_BYTES)
     if text is None:
         return
     doc = _load_yaml(collector, path, text)

@@ -13,8 +13,6 @@ import importlib.util
 import os
 from typing import Any, Mapping, Sequence
 
-import yaml
-
 from ymir_runner.evaluation import DEFAULT_SCORE_THRESHOLD
 
 from . import EXECUTOR_NAME
@@ -75,7 +73,7 @@ def demo_epochs(images: int, steps: int) -> int:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from ymir_runner import OptionalOutputs, run
+    from ymir_runner import OptionalOutputs, read_yaml, run
 
     from .synthetic import PLAIN_SCENE
 
@@ -92,8 +90,7 @@ def run_demo(args: argparse.Namespace) -> int:
     if code != 0 or not os.path.exists(result_file):
         print(f"the demo run failed (exit code {code}); see {os.path.join(out_dir, 'monitor.txt')}")
         return code or 1
-    with open(result_file, encoding="utf-8") as stream:
-        result = yaml.safe_load(stream)
+    result = read_yaml(result_file, "result file")
     best = result["model_stages"][result["best_stage_name"]]
     iou = result.get("evaluate_config", {}).get("iou_thr", 0.5)
     weights = os.path.join(out_dir, "models", best["stage_name"])

@@ -154,7 +154,7 @@ def test_ultralytics_args_are_checked_naming_the_key():
     assert extra_args("") == {}
     assert extra_args("{degrees: 5, mixup: 0.1}") == {"degrees": 5, "mixup": 0.1}
     for text, message in [("{epochs: 3}", "epochs cannot be set there"), ("{not_an_arg: 1}", "not_an_arg are not"),
-                          ("[1, 2]", "is not a mapping"), ("{a: [", "not YAML")]:
+                          ("[1, 2]", "is not a mapping"), ("{a: [", "not valid YAML")]:
         with pytest.raises(ConfigError, match=f"config key 'ultralytics_args': .*{message}"):
             extra_args(text)
 

@@ -19,7 +19,6 @@ import warnings
 from typing import Any
 
 import numpy as np
-import yaml
 
 from ymir_runner import (
     ConfigError,
@@ -30,6 +29,8 @@ from ymir_runner import (
     Param,
     atomic_path,
     evaluation,
+    excerpt,
+    parse_yaml,
 )
 
 from . import dataset, environment, weights
@@ -103,12 +104,9 @@ def extra_args(text: Any) -> dict[str, Any]:
     elif not str(text).strip():
         return {}
     else:
-        try:
-            extra = yaml.safe_load(str(text))
-        except yaml.YAMLError as error:
-            raise ConfigError(f"config key 'ultralytics_args': not YAML ({str(error).splitlines()[0]})") from None
+        extra = parse_yaml(str(text), "config key 'ultralytics_args': the value")
     if not isinstance(extra, dict):
-        raise ConfigError(f"config key 'ultralytics_args': {text!r} is not a mapping such as '{{degrees: 5}}'")
+        raise ConfigError(f"config key 'ultralytics_args': {excerpt(text)} is not a mapping such as '{{degrees: 5}}'")
     owned = sorted(str(key) for key in extra if key in RUNNER_ARGS)
     if owned:
         raise ConfigError(f"config key 'ultralytics_args': {', '.join(owned)} cannot be set there (the template or the "

@@ -7,10 +7,9 @@ import math
 import os
 from typing import Any, Mapping
 
-import yaml
-
 from ...errors import ConfigError
 from ...protocol.files import open_regular, read_text
+from ...protocol.yaml_file import YamlLimitError, read_yaml
 from .base import OUTSIDE, SourceBox, SourceData, SourceImage, SourceSplit, SourceTree, source_split, split_kind
 
 YOLO_NAME_FILES = ("classes.txt", "obj.names", "data.yaml", "dataset.yaml")
@@ -42,15 +41,15 @@ def _yolo_names(tree: SourceTree) -> list[str] | None:
         return None
     # the shallowest names file wins; at one depth, the order of YOLO_NAME_FILES
     path = min(found, key=lambda p: (p.count(os.sep), YOLO_NAME_FILES.index(os.path.basename(p))))
-    try:
-        text = read_text(path)  # a Windows editor's byte-order mark is ignored
-        if not path.endswith(".yaml"):
-            return [line.strip() for line in text.splitlines() if line.strip()]
-        names = (yaml.safe_load(text) or {}).get("names")
-    except OSError as error:
-        raise ConfigError(f"cannot read YOLO class names from {path}: {error.strerror or error}") from error
-    except (yaml.YAMLError, AttributeError) as error:
-        raise ConfigError(f"cannot read YOLO class names from {path}: {error}") from error
+    if path.endswith(".yaml"):
+        document = read_yaml(path, "YOLO dataset file")  # ConfigError naming the file
+        names = document.get("names") if isinstance(document, Mapping) else None
+    else:
+        try:
+            text = read_text(path)  # a Windows editor's byte-order mark is ignored
+        except OSError as error:
+            raise ConfigError(f"cannot read YOLO class names from {path}: {error.strerror or error}") from error
+        return [line.strip() for line in text.splitlines() if line.strip()]
     if isinstance(names, Mapping):  # {0: cat, 1: dog}
         return [str(names[key]) for key in sorted(names, key=int)]
     if isinstance(names, list):
@@ -144,8 +143,10 @@ def yolo_split(tree: SourceTree) -> SourceSplit | None:
 
 def _declared_split(tree: SourceTree, path: str) -> SourceSplit | None:
     try:
-        document = yaml.safe_load(read_text(path))
-    except (OSError, yaml.YAMLError):
+        document = read_yaml(path, "YOLO dataset file")
+    except YamlLimitError:
+        raise
+    except ConfigError:
         return None
     if not isinstance(document, Mapping):
         return None
