@@ -162,8 +162,8 @@ def test_inspect_lists_every_problem_not_only_the_first(tmp_path, registry, capf
 def test_a_misspelt_key_is_named_with_the_closest_in_run_and_inspect_but_never_stops_a_task(tmp_path, registry,
                                                                                             capfd):
     tree = TaskTree(str(tmp_path / "t"), config={"epoch": 5, "platform_future_key": True})
-    warning = ("config key 'epoch' is not a template key of executor 'toy' nor one the platform writes: it is "
-               "ignored (did you mean 'epochs'?)")
+    warning = ("config key 'epoch' is not a template key of executor 'toy' nor one the platform writes: the "
+               "executor does not read it (did you mean 'epochs'?)")
     outcome = tree.run(registry)
     assert outcome.exit_code == 0
     err = outcome.stderr
@@ -226,3 +226,56 @@ def test_a_split_that_leaves_every_box_in_val_is_warned_about_before_the_run_sto
     assert "warnings: 1 (1 train split without a box)" in captured.out
     assert main(["run", "--env", os.path.join(work, "in", "env.yaml")]) == 1
     assert "error 300002: none of the 1 usable training images has a box" in last_line(capsys.readouterr().err)
+
+
+def test_an_empty_validation_set_is_warned_about_in_inspect_and_run(tmp_path, registry, capfd):
+    """`sandbox --val-ratio 0` (or a platform task without validation images): stage metrics would come from the
+    training images, which inspect and the run's dataset report must say."""
+    tree = TaskTree(str(tmp_path / "t"))
+    with open(tree.local("/in/val-index.tsv"), "w"):
+        pass
+    warning = "the validation set is empty: a plugin has no held-out data to measure stages on"
+    assert main(["inspect", "--env", tree.env_file, "--root", tree.root]) == 0
+    assert warning in capfd.readouterr().out
+    outcome = tree.run(registry)
+    assert outcome.exit_code == 0 and f"dataset: {warning}" in outcome.stderr
+
+
+def test_a_copied_host_path_tree_is_refused_before_it_touches_the_original(tmp_path, registry, capfd):
+    """`cp -a work copy; ymir-runner run --env copy/in/env.yaml` once read the original's config and moved the
+    original's results aside."""
+    work = tmp_path / "work"
+    summary = build_sandbox(yolo_folder(tmp_path / "data"), str(work), registry=registry)
+    assert run(summary.env_file, registry=registry) == 0
+    before = tree_files(work / "out")
+    shutil.copytree(work, tmp_path / "copy")
+    assert run(str(tmp_path / "copy" / "in" / "env.yaml"), registry=registry) == 1
+    line = last_line(capfd.readouterr().err)
+    assert line.startswith(f"ymir-runner: error 300001: {tmp_path}/copy/in/env.yaml names the config file "
+                           f"{work}/in/config.yaml, not the config.yaml beside it: a copy of a work tree written "
+                           f"with host paths still points at the original (its outputs would go to {work}/out)")
+    assert tree_files(work / "out") == before
+
+
+def test_a_mining_config_yaml_as_env_is_named_in_every_command(tmp_path, registry, capfd):
+    """A mining + inference config.yaml holds run_mining and run_infer as env.yaml does: still a config.yaml."""
+    trained = TaskTree(str(tmp_path / "trained"))
+    assert trained.run(registry).exit_code == 0
+    tree = TaskTree(str(tmp_path / "t"), kinds=["mining", "infer"], config={"run_mining": True, "run_infer": True},
+                    models_from=trained.local("/out/models"))
+    assert tree.run(registry).exit_code == 0
+    config_file = tree.local("/in/config.yaml")
+    for command in (["run", "--env", config_file], ["inspect", "--env", config_file],
+                    ["results", tree.local("/out"), "--env", config_file],
+                    ["verify", tree.local("/out"), "--env", config_file]):
+        assert main(command) != 0
+        assert "is a config.yaml (it holds class_names" in capfd.readouterr().err, command
+
+
+def test_verify_on_a_container_path_tree_without_root_names_the_root_to_pass(tmp_path, registry, capsys):
+    tree = TaskTree(str(tmp_path / "t"))
+    assert tree.run(registry).exit_code == 0
+    capsys.readouterr()
+    assert main(["verify", tree.local("/out"), "--env", tree.env_file]) == 2
+    assert f"pass --root {tree.root} (the folder holding in/ and out/)" in capsys.readouterr().err
+    assert main(["verify", tree.local("/out"), "--env", tree.env_file, "--root", tree.root]) == 0

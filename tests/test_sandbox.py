@@ -632,8 +632,8 @@ def test_set_refuses_an_unknown_key_naming_the_closest_unless_force(tmp_path, re
     with pytest.raises(ConfigError) as excinfo:
         build_sandbox(str(source), str(tmp_path / "work"), registry=registry, overrides={"epoch": 5})
     assert str(excinfo.value) == ("--set: config key 'epoch' is not a template key of executor 'toy' nor one the "
-                                  "platform writes: it is ignored (did you mean 'epochs'?); pass --force to write "
-                                  "it anyway")
+                                  "platform writes: the executor does not read it (did you mean 'epochs'?); pass "
+                                  "--force to write it anyway")
     assert not (tmp_path / "work").exists()
     build_sandbox(str(source), str(tmp_path / "work"), registry=registry, overrides={"epoch": 5, "gpu_count": 1},
                   force=True)

@@ -136,7 +136,11 @@ class DatasetReport:
             if missing:
                 warnings.append(f"classes with no training box: {', '.join(missing)}: the model cannot learn them; "
                                 "add annotated images or remove them from class_names")
-        if validation is not None and validation.lines and not validation.items:
+        if training is not None and (validation is None or not validation.lines):
+            warnings.append("the validation set is empty: a plugin has no held-out data to measure stages on (the "
+                            "built-in detector then measures them on the TRAINING set: optimistic); give the task "
+                            "validation images (ymir-runner sandbox: --val-ratio above 0)")
+        elif validation is not None and validation.lines and not validation.items:
             warnings.append(f"the validation set has no usable image ({validation.lines} index lines, all skipped): "
                             "no stage can be measured on held-out data; fix the images named above")
         elif validation is not None and validation.lines and not any(item.boxes for item in validation.items):

@@ -218,5 +218,5 @@ def unknown_key_warnings(raw: Mapping[str, Any], known: Iterable[str], executor:
         close = difflib.get_close_matches(key, candidates, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         warnings.append(f"config key {excerpt(key)} is not a template key of executor {executor!r} nor one the "
-                        f"platform writes: it is ignored{hint}")
+                        f"platform writes: the executor does not read it{hint}")
     return warnings

@@ -258,6 +258,7 @@ def load_env(path: str = DEFAULT_ENV_FILE, *, root: str | None = None) -> TaskEn
     try:  # the wrong file, or paths that lead out of the tree meant: refused with nothing written anywhere
         _check_is_env(raw, env_file)
         _check_root_applies(raw, root, root_origin)
+        _check_not_a_copy(raw, env_file, root)
     except ConfigError as error:
         raise EnvError(str(error)) from error
     try:
@@ -270,19 +271,20 @@ def load_env(path: str = DEFAULT_ENV_FILE, *, root: str | None = None) -> TaskEn
 
 
 def _check_is_env(raw: Mapping[str, Any], env_file: str) -> None:
-    """ConfigError for a file that holds none of env.yaml's own keys, naming config.yaml when it is one."""
-    if ENV_ONLY_KEYS.intersection(raw):
-        return
+    """ConfigError for a file that is not an env.yaml, naming config.yaml when it is one: it holds keys only
+    config.yaml has (``class_names``, ``gpu_id``, ...) and no ``input`` / ``output`` section (a mining config.yaml
+    holds ``run_mining`` and ``run_infer`` too), or none of env.yaml's own keys."""
     from .config import RESERVED_KEYS  # config.py imports this module
 
     beside = os.path.join(os.path.dirname(env_file), "env.yaml")
     hint = f"; pass --env {beside}" if os.path.isfile(beside) and beside != env_file else ""
-    config_keys = sorted(RESERVED_KEYS.intersection(raw) - {"task_id"})
-    if config_keys:
+    config_keys = sorted((RESERVED_KEYS - ENV_ONLY_KEYS - {"task_id"}).intersection(raw))
+    if config_keys and not {"input", "output"}.intersection(raw):
         raise ConfigError(f"{env_file} is a config.yaml (it holds {', '.join(config_keys[:3])}), not an env.yaml: "
                           f"--env takes the task's env.yaml, which names config.yaml{hint}")
-    raise ConfigError(f"{env_file} is not an env.yaml: it has none of run_training, run_mining, run_infer, input, "
-                      f"output{hint}")
+    if not ENV_ONLY_KEYS.intersection(raw):
+        raise ConfigError(f"{env_file} is not an env.yaml: it has none of run_training, run_mining, run_infer, "
+                          f"input, output{hint}")
 
 
 def _section_paths(raw: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -308,6 +310,27 @@ def _check_root_applies(raw: Mapping[str, Any], root: str | None, root_origin: s
             f"{root_origin} {root} re-roots container paths (/in/..., /out/...), but env.yaml's {key} is "
             f"{excerpt(path)}: {root_origin} cannot apply to this env.yaml; run it without {root_origin} (its outputs "
             f"go where it names them), or write the tree with `ymir-runner sandbox --container-paths`")
+
+
+def _check_not_a_copy(raw: Mapping[str, Any], env_file: str, root: str | None) -> None:
+    """ConfigError for an env.yaml that names another tree's config file while a config.yaml lies beside it: a
+    copied work tree written with host paths (``cp -a work copy``) would read the original's config and move,
+    then overwrite, the original's results. A platform task and a ``--root`` run name the config beside env.yaml."""
+    inputs = raw.get("input")
+    named = inputs.get("config_file") if isinstance(inputs, Mapping) else None
+    beside = os.path.join(os.path.dirname(env_file), "config.yaml")
+    if not isinstance(named, str) or not named or not os.path.isfile(beside) or (container_top(named) and not root):
+        return  # a container path without --root: check_paths_exist_here says what to do
+    named = reroot(named, root)
+    if os.path.exists(named) and os.path.samefile(named, beside):
+        return
+    outputs = raw.get("output")
+    out = outputs.get("root_dir") if isinstance(outputs, Mapping) else None
+    raise ConfigError(f"{env_file} names the config file {named}, not the config.yaml beside it: a copy of a work "
+                      f"tree written with host paths still points at the original"
+                      + (f" (its outputs would go to {out})" if isinstance(out, str) and out else "")
+                      + "; build the copy with `ymir-runner sandbox`, or write the tree with --container-paths and "
+                        "run the copy with --root")
 
 
 def check_paths_exist_here(env: TaskEnv) -> None:
