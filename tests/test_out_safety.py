@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -28,7 +29,7 @@ from ymir_runner.protocol import atomic, monitor, outlock
 from ymir_runner.protocol.monitor import Monitor
 from ymir_runner.protocol.outlock import LOCK_NAME, hold_output_lock
 from ymir_runner.protocol.results import PREVIOUS_RUNS_DIR, TrainingResult
-from ymir_runner.shutdown import is_running
+from ymir_runner.shutdown import child_pids, is_running
 from ymir_runner.testing import TaskTree, cannot_run_as, make_fake_distribution, temp_files
 
 GATED_PLUGIN = textwrap.dedent("""
@@ -129,10 +130,13 @@ def test_a_second_run_on_a_tree_in_use_is_refused_and_the_first_publishes_intact
     _, stderr = second.communicate(timeout=120)
 
     assert second.returncode == 1, stderr[-3000:]
+    # the lock is the run's, a child of the supervising `ymir-runner run` process (ymir_runner.supervise)
+    holder = re.search(r"\(PID (\d+)\)", stderr.strip().splitlines()[-1])
+    assert holder and int(holder.group(1)) in {first.pid, *child_pids(first.pid)}
     assert stderr.strip().splitlines()[-1] == (
         f"ymir-runner: error {int(ReturnCode.CONFIG)}: {tree.out_dir} is in use by another ymir-runner run "
-        f"(PID {first.pid}): two runs on one work tree would move each other's results aside; wait for it to end, "
-        f"or run this task on a copy of the tree. Nothing was written")
+        f"(PID {holder.group(1)}): two runs on one work tree would move each other's results aside; wait for it to "
+        f"end, or use another work tree (ymir-runner sandbox --out OTHER). Nothing was written")
     assert "moved to" not in stderr
     assert read(monitor_file) == monitor_before  # monitor.txt belongs to the first run: not a byte changed
     assert snapshot(os.path.join(tree.out_dir, "models")) == models_before

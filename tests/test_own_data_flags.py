@@ -10,7 +10,7 @@ import pytest
 import toy_plugin
 import yaml
 
-from ymir_runner import plugins
+from ymir_runner import ConfigError, plugins
 from ymir_runner.cli import main
 from ymir_runner.dispatcher import run
 from ymir_runner.sandbox import build_sandbox
@@ -279,3 +279,19 @@ def test_verify_on_a_container_path_tree_without_root_names_the_root_to_pass(tmp
     assert main(["verify", tree.local("/out"), "--env", tree.env_file]) == 2
     assert f"pass --root {tree.root} (the folder holding in/ and out/)" in capsys.readouterr().err
     assert main(["verify", tree.local("/out"), "--env", tree.env_file, "--root", tree.root]) == 0
+
+
+def test_sandbox_force_never_replaces_the_tree_of_a_running_task(tmp_path, registry):
+    """`sandbox --force` under a training still running once deleted its images (the run then failed with 'none of
+    the 15 training images can be decoded'): it takes the lock a run holds."""
+    from ymir_runner.protocol.outlock import hold_output_lock
+
+    data = yolo_folder(tmp_path / "data")
+    work = tmp_path / "work"
+    build_sandbox(data, str(work), registry=registry)
+    before = tree_files(work / "in")
+    with hold_output_lock(str(work / "out")):  # a run of this tree, still going
+        with pytest.raises(ConfigError, match=r"is in use by another ymir-runner run .* Nothing was written"):
+            build_sandbox(data, str(work), registry=registry, force=True, seed=3)
+    assert tree_files(work / "in") == before
+    build_sandbox(data, str(work), registry=registry, force=True, seed=3)  # once it has ended

@@ -136,8 +136,8 @@ def _holder(fd: int) -> int:
 def _in_use(root: str, pid: int) -> ConfigError:
     holder = f"PID {pid}" if pid else "a process this machine cannot name"
     return ConfigError(f"{root} is in use by another ymir-runner run ({holder}): two runs on one work tree would "
-                       f"move each other's results aside; wait for it to end, or run this task on a copy of the "
-                       f"tree. Nothing was written")
+                       f"move each other's results aside; wait for it to end, or use another work tree (ymir-runner "
+                       f"sandbox --out OTHER). Nothing was written")
 
 
 def _warn(path: str, reason: str) -> None:

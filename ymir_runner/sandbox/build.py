@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import hashlib
 import logging
@@ -18,6 +19,7 @@ from ..origins import ORIGINS_FILE, SANDBOX_TASK_PREFIX, write_origins
 from ..protocol.atomic import atomic_write_text
 from ..protocol.dataset import SkipLog
 from ..protocol.env import TaskKind
+from ..protocol.outlock import hold_output_lock
 from .assets import assign_boxes, collect_assets, find_damage, write_assets
 from .classes import class_lookup, resolve_class_names
 from .config import annotation_format_of, build_config, check_overrides, choose_executors, env_yaml, template_config
@@ -155,11 +157,18 @@ def build_sandbox(source: str, out: str, *, registry: Any = None, **options: Any
     """Build ``<out>/in`` (and an empty ``<out>/out``) from SOURCE; see :class:`SandboxOptions` for options.
 
     ``registry``: the plugin registry whose executors' templates fill config.yaml (default: the installed
-    plugins). Everything is read and checked before the work folder is touched. Raises
-    :class:`~ymir_runner.errors.ConfigError` for a bad request or unusable SOURCE,
+    plugins). Everything is read and checked before the work folder is touched; the tree is written holding the
+    lock a run holds (:mod:`ymir_runner.protocol.outlock`), so ``--force`` never replaces ``in/`` under a running
+    task. Raises :class:`~ymir_runner.errors.ConfigError` for a bad request, unusable SOURCE or a tree in use,
     :class:`~ymir_runner.errors.DatasetError` for unreadable data, :class:`~ymir_runner.errors.ModelError` for
     a bad model folder.
     """
+    with contextlib.ExitStack() as writing:
+        return _build(source, out, registry, writing, **options)
+
+
+def _build(source: str, out: str, registry: Any, writing: contextlib.ExitStack, **options: Any) -> SandboxSummary:
+    """:func:`build_sandbox`; the lock on ``<out>/out`` is entered on ``writing`` just before the first write."""
     opts = SandboxOptions(**options)
     kinds = task_kinds(opts.tasks)
     check_options(opts, kinds)
@@ -211,6 +220,7 @@ def build_sandbox(source: str, out: str, *, registry: Any = None, **options: Any
         if annotation_format:
             check_training_part(chosen, source_format, notices)
 
+        writing.enter_context(hold_output_lock(work.local("/out")))  # a task running on this tree: refused
         prepare_work_dir(work)
         write_assets(assets, work, annotation_format, class_names)
     if annotation_format:
