@@ -31,6 +31,7 @@ from ymir_runner.protocol.env import load_env
 from ymir_runner.protocol.files import UnreadableFile, read_text
 from ymir_runner.sandbox import build_sandbox
 from ymir_runner.sdk import sdk_env
+from ymir_runner.shutdown import child_pids, is_running
 from ymir_runner.testing import TaskTree, make_fake_distribution, write_png
 
 #: A plugin for runs in a process of their own: it reads every set it is given, and can report what the ymir-exc
@@ -266,14 +267,20 @@ def test_no_copy_of_env_or_index_files_outlives_a_killed_run(tmp_path, reader_en
     try:
         printed = _read_until(process, "READY")
         env_path = next(line.split()[1] for line in printed if line.startswith("SDK-ENV"))
-        assert env_path.startswith(f"/proc/{process.pid}/fd/"), printed
+        # the run is the supervising `ymir-runner run` process's child (ymir_runner.supervise)
+        run_pid = int(env_path.split("/")[2])
+        assert run_pid in {process.pid, *child_pids(process.pid)}, printed
+        assert env_path.startswith(f"/proc/{run_pid}/fd/"), printed
         with open(env_path, encoding="utf-8") as stream:  # the SDK's copy is readable while the run lives
             seen = yaml.safe_load(stream)
-        assert seen["input"]["training_index_file"].startswith(f"/proc/{process.pid}/fd/")
+        assert seen["input"]["training_index_file"].startswith(f"/proc/{run_pid}/fd/")
         assert "SDK-TRAINING 4 4" in printed
     finally:
-        process.send_signal(signal.SIGKILL)
+        process.send_signal(signal.SIGKILL)  # the run dies with it (PDEATHSIG)
         process.communicate(timeout=TIMEOUT)
+    deadline = time.monotonic() + TIMEOUT
+    while is_running(run_pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert not os.path.exists(env_path)
     assert os.listdir(scratch) == []
     assert sorted(os.listdir(tree.local("/in"))) == before

@@ -295,3 +295,23 @@ def test_sandbox_force_never_replaces_the_tree_of_a_running_task(tmp_path, regis
             build_sandbox(data, str(work), registry=registry, force=True, seed=3)
     assert tree_files(work / "in") == before
     build_sandbox(data, str(work), registry=registry, force=True, seed=3)  # once it has ended
+
+
+def test_a_mining_sandbox_takes_the_classes_the_model_was_trained_with(tmp_path, registry, capsys):
+    """README's `--classes person,car` on a model trained on cat, dog built a tree whose run stopped with 300004:
+    the classes of the training tree the model comes from are used, and other --classes are refused."""
+    trained = build_sandbox(yolo_folder(tmp_path / "data"), str(tmp_path / "work"), registry=registry)
+    assert run(trained.env_file, registry=registry) == 0
+    new = tmp_path / "new"
+    new.mkdir()
+    write_png(str(new / "a.png"), 40, 30)
+    models = str(tmp_path / "work" / "out" / "models")
+    capsys.readouterr()
+    assert main(["sandbox", str(new), "--out", str(tmp_path / "refused"), "--task", "mining,infer", "--model",
+                 models, "--classes", "person,car"]) == 2
+    assert (f"--classes person,car is not the class list the model was trained with (cat,dog, in "
+            f"{tmp_path}/work/in/config.yaml)") in capsys.readouterr().err
+    mining = build_sandbox(str(new), str(tmp_path / "mine"), registry=registry, tasks=["mining", "infer"],
+                           model=models)
+    assert mining.class_names == ("cat", "dog")
+    assert run(mining.env_file, registry=registry) == 0

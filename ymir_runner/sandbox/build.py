@@ -21,7 +21,7 @@ from ..protocol.dataset import SkipLog
 from ..protocol.env import TaskKind
 from ..protocol.outlock import hold_output_lock
 from .assets import assign_boxes, collect_assets, find_damage, write_assets
-from .classes import class_lookup, resolve_class_names
+from .classes import class_lookup, resolve_class_names, trained_class_names
 from .config import annotation_format_of, build_config, check_overrides, choose_executors, env_yaml, template_config
 from .exif import EXIF_HINT_REASONS, Notices, exif_plan
 from .models import install_model, model_files, read_model_source
@@ -188,8 +188,8 @@ def _build(source: str, out: str, registry: Any, writing: contextlib.ExitStack, 
                                             exif_transpose=opts.exif_transpose)
     if training:
         check_split_request(data.split, opts)
-    class_names = resolve_class_names(data, opts, training)
     model = read_model_source(model_dir, "--model" if opts.model else "--pretrained") if model_dir else None
+    class_names = resolve_class_names(data, opts, training, trained_class_names(model.folder) if model else None)
     files = model_files(model, opts.all_stages) if model else []
     task_id = SANDBOX_TASK_PREFIX + hashlib.sha1(f"{source}|{'+'.join(kinds)}".encode()).hexdigest()[:12]
     executors = choose_executors(registry, kinds, opts.plugin)

@@ -2,19 +2,54 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from typing import Callable, Sequence
 
 from ..errors import ConfigError
+from ..protocol.yaml_file import read_yaml
 from .options import SandboxOptions
 from .sources import SourceData
 
+log = logging.getLogger("ymir_runner.sandbox")
 
-def resolve_class_names(data: SourceData, options: SandboxOptions, training: bool) -> tuple[str, ...]:
-    """``class_names`` for config.yaml: --classes, else the source's own list.
+
+def trained_class_names(models_folder: str) -> tuple[tuple[str, ...], str] | None:
+    """The class list a model was trained with, when ``models_folder`` is the ``out/models`` of a work tree whose
+    ``in/config.yaml`` says it (a sandbox or platform tree): ``(names, that config file)``; None otherwise (the
+    platform fills a mining task's class_names from its own record of the model, which a folder alone lacks)."""
+    config_file = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(models_folder))), "in",
+                               "config.yaml")
+    if not os.path.isfile(config_file):
+        return None
+    try:
+        names = read_yaml(config_file, "config file").get("class_names")
+    except (ConfigError, AttributeError):
+        return None
+    if not isinstance(names, list) or not names or not all(isinstance(name, str) for name in names):
+        return None
+    return tuple(names), config_file
+
+
+def resolve_class_names(data: SourceData, options: SandboxOptions, training: bool,
+                        trained: tuple[tuple[str, ...], str] | None = None) -> tuple[str, ...]:
+    """``class_names`` for config.yaml: --classes, else the source's own list; for mining and inference the
+    classes the model was trained with (``trained``: :func:`trained_class_names`), which --classes must match.
 
     Raises :class:`~ymir_runner.errors.ConfigError` for an empty or repeated name in --classes, a training
-    source class missing from --classes (without --ignore-other-classes), or no names at all.
+    source class missing from --classes (without --ignore-other-classes), --classes other than the model's (a
+    run would stop with 300004), or no names at all.
     """
+    if trained is not None and not training:
+        names, origin = trained
+        if options.classes is None:
+            log.info("class_names %s: the classes the model was trained with (%s)", ", ".join(names), origin)
+            return names
+        given = tuple(str(name).strip() for name in options.classes)
+        if given != names:
+            raise ConfigError(f"--classes {','.join(given)} is not the class list the model was trained with "
+                              f"({','.join(names)}, in {origin}): a run would stop on the mismatch; pass --classes "
+                              f"{','.join(names)} or leave --classes out")
     if options.classes is not None:
         names = tuple(str(name).strip() for name in options.classes)
         if not names or not all(names):
