@@ -315,3 +315,40 @@ def test_a_mining_sandbox_takes_the_classes_the_model_was_trained_with(tmp_path,
                            model=models)
     assert mining.class_names == ("cat", "dog")
     assert run(mining.env_file, registry=registry) == 0
+
+
+def test_a_folder_of_several_datasets_is_refused_naming_each_format(tmp_path, registry, capsys):
+    """`sandbox data` on a folder holding voc/, yolo/ and coco/ once silently took the COCO json and dropped the
+    rest: several annotation formats need --format."""
+    data = tmp_path / "data"
+    yolo_folder(data / "yolo")
+    os.makedirs(data / "voc")
+    write_png(str(data / "voc" / "a.png"), 40, 30)
+    (data / "voc" / "a.xml").write_text("<annotation><filename>a.png</filename><object><name>cat</name><bndbox>"
+                                        "<xmin>1</xmin><ymin>1</ymin><xmax>9</xmax><ymax>9</ymax></bndbox></object>"
+                                        "</annotation>")
+    assert main(["sandbox", str(data), "--out", str(tmp_path / "work")]) == 2
+    err = capsys.readouterr().err
+    assert "holds annotations of several formats (voc: 1 file(s), e.g. voc/a.xml; yolo: 1 file(s), e.g. " in err
+    assert "pass --format voc or --format yolo, or point SOURCE at one dataset's folder" in err
+    assert not (tmp_path / "work").exists()
+    assert main(["sandbox", str(data), "--out", str(tmp_path / "work"), "--format", "yolo"]) == 0
+
+
+def test_an_image_no_coco_json_lists_is_counted_and_named(tmp_path, registry, capsys):
+    import json
+
+    data = tmp_path / "coco"
+    os.makedirs(data / "images")
+    for name in ("a.png", "b.png", "extra.png"):
+        write_png(str(data / "images" / name), 40, 30)
+    (data / "instances.json").write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "a.png", "width": 40, "height": 30},
+                   {"id": 2, "file_name": "b.png", "width": 40, "height": 30}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [2, 2, 10, 10]},
+                        {"id": 2, "image_id": 2, "category_id": 1, "bbox": [2, 2, 10, 10]}],
+        "categories": [{"id": 1, "name": "cat"}]}))
+    assert main(["sandbox", str(data), "--out", str(tmp_path / "work")]) == 0
+    captured = capsys.readouterr()
+    assert "skipped: 1 (1 image not in the COCO json)" in captured.out
+    assert f"skipped (image not in the COCO json) at {data}/images/extra.png" in captured.err

@@ -46,23 +46,28 @@ __all__ = [
 
 
 def detect_format(tree: SourceTree) -> str:
-    """coco (a json given or found) > voc (xml files) > yolo (label txt or a names file) > plain images.
+    """coco (a json given or found), voc (xml files), yolo (label txt or a names file) or plain images.
 
-    Raises :class:`~ymir_runner.errors.ConfigError` when SOURCE is a file other than a ``.json``.
+    Raises :class:`~ymir_runner.errors.ConfigError` when SOURCE is a file other than a ``.json``, and when it holds
+    annotations of several formats (a folder of several datasets: never one picked silently).
     """
     if tree.given_file:
         if tree.given_file.lower().endswith(".json"):
             return "coco"
         raise ConfigError(f"SOURCE {tree.given_file} must be a folder or a COCO .json file")
-    if any(looks_like_coco(path) for path in tree.with_suffix(".json")):
-        return "coco"
-    if tree.with_suffix(".xml"):
-        return "voc"
-    if any(os.path.basename(path) in YOLO_NAME_FILES for path in tree.files):
-        return "yolo"
-    if any(looks_like_yolo(path) for path in tree.with_suffix(".txt")):
-        return "yolo"
-    return "images"
+    found = {
+        "coco": [path for path in tree.with_suffix(".json") if looks_like_coco(path)],
+        "voc": tree.with_suffix(".xml"),
+        "yolo": ([path for path in tree.files if os.path.basename(path) in YOLO_NAME_FILES]
+                 or [path for path in tree.with_suffix(".txt") if looks_like_yolo(path)]),
+    }
+    present = [name for name, paths in found.items() if paths]
+    if len(present) > 1:  # a folder of several datasets: which one is meant is the user's to say
+        evidence = "; ".join(f"{name}: {len(found[name])} file(s), e.g. {tree.relative(found[name][0])}"
+                             for name in present)
+        raise ConfigError(f"SOURCE {tree.root} holds annotations of several formats ({evidence}): pass --format "
+                          f"{' or --format '.join(present)}, or point SOURCE at one dataset's folder")
+    return present[0] if present else "images"
 
 
 def read_source(source: str, source_format: str, *, exclude: str, skips: SkipLog, training: bool,

@@ -24,7 +24,8 @@ def read_coco(tree: SourceTree) -> SourceData:
     names are the train file's followed by any the val file adds. Raises
     :class:`~ymir_runner.errors.DatasetError` naming the file when a json cannot be read or a category has no
     name, :class:`~ymir_runner.errors.ConfigError` naming each ``file_name`` found only outside SOURCE (never
-    copied); a bad ``annotations`` entry (a NaN or overflowing ``bbox`` too) is skipped as ``malformed box``.
+    copied); a bad ``annotations`` entry (a NaN or overflowing ``bbox`` too) is skipped as ``malformed box``; an
+    image below SOURCE that no json lists is skipped as ``image not in the COCO json`` (counted and named).
     """
     files = coco_files(tree)
     by_name = tree.by_basename()
@@ -59,6 +60,9 @@ def read_coco(tree: SourceTree) -> SourceData:
                               f"{tree.root}, which the sandbox never reads or copies: {shown}. Put the images "
                               f"below SOURCE (or pass the folder holding the json and its images as SOURCE), "
                               f"or fix their 'file_name'")
+    for image in tree.images:  # an image beside the json that no json lists: not part of the dataset, but named
+        if image not in seen:
+            tree.skips.skip("image not in the COCO json", image, "the json lists no entry for it: not copied")
     split = None
     if len(files) > 1:
         split = source_split(parts["train"], parts["val"], " + ".join(tree.relative(path) for path, _ in files))
