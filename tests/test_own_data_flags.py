@@ -352,3 +352,22 @@ def test_an_image_no_coco_json_lists_is_counted_and_named(tmp_path, registry, ca
     captured = capsys.readouterr()
     assert "skipped: 1 (1 image not in the COCO json)" in captured.out
     assert f"skipped (image not in the COCO json) at {data}/images/extra.png" in captured.err
+
+
+def test_identical_images_in_both_parts_of_a_kept_split_stay_in_val_with_a_warning(tmp_path, registry, capsys):
+    data = tmp_path / "data"
+    for part in ("train", "val"):
+        for index in range(3):
+            os.makedirs(data / "images" / part, exist_ok=True)
+            os.makedirs(data / "labels" / part, exist_ok=True)
+            write_png(str(data / "images" / part / f"{part}{index}.png"), 40, 30,
+                      color=(40 * index, 90 if part == "train" else 180, 30))
+            (data / "labels" / part / f"{part}{index}.txt").write_text("0 0.5 0.5 0.4 0.4\n")
+    shutil.copyfile(data / "images" / "val" / "val0.png", data / "images" / "train" / "copy_of_val0.png")
+    (data / "labels" / "train" / "copy_of_val0.txt").write_text("0 0.5 0.5 0.4 0.4\n")
+    (data / "classes.txt").write_text("cat\n")
+    work = tmp_path / "work"
+    assert main(["sandbox", str(data), "--out", str(work)]) == 0
+    captured = capsys.readouterr()
+    assert "split: kept from SOURCE" in captured.out and "train 3, val 3" in captured.out
+    assert "identical images in both parts of SOURCE's split" in captured.err and "copy_of_val0.png" in captured.err

@@ -66,8 +66,9 @@ def check_split_request(source_split: SourceSplit | None, options: SandboxOption
 
 def split_assets(assets: Sequence[Asset], source_split: SourceSplit | None, options: SandboxOptions) -> TrainVal:
     """Train and val assets by ``options.split`` (module docstring). An asset takes the part of the image it
-    was stored from (the first of duplicates); when that leaves a part empty, the split is made at random
-    (warned)."""
+    was stored from (the first of duplicates), but val when any of its identical source images is in val (warned:
+    one content in both parts would otherwise be trained on and evaluated on); when that leaves a part empty, the
+    split is made at random (warned)."""
     at_random = f"--val-ratio {options.ratio}, --seed {options.seed}"
     if source_split is None or options.split == "random":
         train, val = split(assets, options.ratio, options.seed)
@@ -76,8 +77,15 @@ def split_assets(assets: Sequence[Asset], source_split: SourceSplit | None, opti
         return TrainVal(train, val, f"at random (--split random, {at_random}); SOURCE's own split "
                                     f"({source_split.origin}) not used")
     parts: dict[str | None, list[Asset]] = {"train": [], "val": [], None: []}
+    across = []
     for asset in assets:
-        parts[source_split.subsets.get(asset.source)].append(asset)
+        subsets = {source_split.subsets.get(path) for path in asset.sources}
+        if {"train", "val"} <= subsets:  # one content in both parts: evaluated on, never trained on
+            across.append(asset)
+        parts["val" if "val" in subsets else source_split.subsets.get(asset.source)].append(asset)
+    for asset in across[:10]:
+        log.warning("identical images in both parts of SOURCE's split (%s): stored once, in val (evaluated on, "
+                    "never trained on)", ", ".join(asset.sources))
     empty = [name for name in ("train", "val") if not parts[name]]
     if empty:
         log.warning("SOURCE's own split (%s) leaves %s empty once duplicate images are stored once: "
