@@ -10,7 +10,7 @@ import pytest
 import toy_plugin
 import yaml
 
-from ymir_runner import ConfigError, plugins
+from ymir_runner import ConfigError, plugins, sandbox
 from ymir_runner.cli import main
 from ymir_runner.dispatcher import run
 from ymir_runner.sandbox import build_sandbox
@@ -24,6 +24,8 @@ def registry(monkeypatch):
     """The toy executor, for `run` and for the commands that build their own registry (`inspect`, `sandbox`)."""
     registry = plugin_registry({"toy": toy_plugin})
     monkeypatch.setattr(plugins, "build_plugin_manager", lambda **_: registry)
+    monkeypatch.setattr(sandbox.log, "handlers", [])  # the handler a CLI call adds leaves with the test
+    monkeypatch.setattr(sandbox.log, "propagate", True)
     return registry
 
 
@@ -371,3 +373,18 @@ def test_identical_images_in_both_parts_of_a_kept_split_stay_in_val_with_a_warni
     captured = capsys.readouterr()
     assert "split: kept from SOURCE" in captured.out and "train 3, val 3" in captured.out
     assert "identical images in both parts of SOURCE's split" in captured.err and "copy_of_val0.png" in captured.err
+
+
+@pytest.mark.parametrize("count, ratio, warning", [
+    (1, "0.2", "1 image(s) in both train and val (SOURCE has too few images to hold one out)"),
+    (6, "0", "val is empty (--val-ratio 0, or SOURCE's split has no val part)"),
+])
+def test_a_split_whose_validation_would_mislead_is_warned_about(tmp_path, registry, capsys, count, ratio, warning):
+    data = yolo_folder(tmp_path / "data")
+    for index in range(count, 6):  # keep the first `count` images
+        for suffix in (".png", ".txt"):
+            os.remove(os.path.join(data, f"img_{index:04d}{suffix}"))
+    assert main(["sandbox", data, "--out", str(tmp_path / "work"), "--val-ratio", ratio]) == 0
+    captured = capsys.readouterr()
+    assert warning in captured.err
+    assert "warnings: 1 (1 " in captured.out

@@ -141,9 +141,19 @@ def write_index_files(chosen: TrainVal, work: WorkTree, annotation_format: str) 
 
 
 def check_training_part(chosen: TrainVal, source_format: str, notices: Notices) -> None:
-    """Warn (counted in the summary's warnings) when the split leaves every box in val, as a tiny or lopsided
-    source can: the tree is what the platform would export, but ``ymir-runner run`` stops on a training set
-    without a box (300002), so the sandbox says so first, with what to change."""
+    """Warn (counted in the summary's warnings) about a split whose validation metrics would mislead: val empty,
+    an image in both parts (a one-image source), or every box in val, as a tiny or lopsided source can leave it
+    (the tree is what the platform would export, but ``ymir-runner run`` stops on a training set without a box,
+    300002, so the sandbox says so first, with what to change)."""
+    shared = {asset.sha1 for asset in chosen.train} & {asset.sha1 for asset in chosen.val}
+    if shared:  # one image only: it serves both parts
+        notices.warn("image in both train and val",
+                     f"{len(shared)} image(s) in both train and val (SOURCE has too few images to hold one out): "
+                     f"validation metrics are measured on training images and are optimistic")
+    if not chosen.val:
+        notices.warn("empty val", "val is empty (--val-ratio 0, or SOURCE's split has no val part): stages have no "
+                                  "held-out images to be measured on; the built-in detector then measures them on "
+                                  "the training images (optimistic)")
     if source_format == "images" or any(asset.boxes for asset in chosen.train):
         return
     boxed = sum(1 for asset in chosen.val if asset.boxes)
