@@ -439,3 +439,76 @@ def test_sigterm_still_reaches_the_run_and_a_sigkilled_command_takes_the_run_wit
     assert not is_running(run_pid), "the run outlived the command that was SIGKILLed"
     os.kill(worker, signal.SIGKILL)
     process.communicate(timeout=60)
+
+
+# --- declared bounds --------------------------------------------------------------------------------------------
+
+def test_param_bounds_are_checked_by_the_core_naming_the_key_the_value_and_the_bound():
+    from ymir_runner import ConfigError, Param
+    from ymir_runner.protocol.config import parse_config
+
+    params = (Param("batch_size_per_gpu", 16, "images in memory at once", minimum=1, maximum=512),
+              Param("epochs", Param.AUTO, "auto: 30", auto=int, minimum=1, maximum=10_000),
+              Param("rate", 0.5, "a fraction", maximum=1.0))
+
+    def parse(raw):
+        return parse_config(raw, {p.name: p.default for p in params}, auto={p.name: p.auto for p in params if p.auto},
+                            bounds={p.name: p.bounds for p in params}).hyper
+
+    assert parse({"batch_size_per_gpu": "512", "epochs": "AUTO", "rate": -3}) == {
+        "batch_size_per_gpu": 512, "epochs": "auto", "rate": -3.0}
+    for raw, message in (
+            ({"batch_size_per_gpu": 100000}, "config key 'batch_size_per_gpu': 100000 is above its maximum: the key "
+                                             "takes numbers from 1 to 512"),
+            ({"batch_size_per_gpu": "0"}, "config key 'batch_size_per_gpu': 0 is below its minimum: the key takes "
+                                          "numbers from 1 to 512"),
+            ({"epochs": 10**9}, "config key 'epochs': 1000000000 is above its maximum: the key takes numbers from 1 "
+                                "to 10000"),
+            ({"rate": "1.5"}, "config key 'rate': 1.5 is above its maximum: the key takes numbers at most 1")):
+        with pytest.raises(ConfigError, match="^" + message.replace("(", r"\(").replace(")", r"\)") + "$") as refused:
+            parse(raw)
+        assert int(refused.value.code) == 300001
+    for bad, reason in ((dict(default=4096, minimum=32, maximum=2048), "outside its bounds \\(from 32 to 2048\\)"),
+                        (dict(default=5, minimum=10, maximum=1), "minimum 10 is above maximum 1"),
+                        (dict(default="x", maximum=1), "bound numbers, not 'x'"),
+                        (dict(default=1, maximum="2"), "must be numbers")):
+        with pytest.raises(ValueError, match=reason):
+            Param("key", help="", **bad)
+
+
+def test_img_man_writes_the_bounds_under_the_help():
+    import ymir_runner
+    from ymir_runner import ExecutorSpec, Param, TaskKind
+    from ymir_runner.imgman import render_template, template_entries
+    from ymir_runner.testing import plugin_registry
+
+    class Plugin:
+        @staticmethod
+        @ymir_runner.hookimpl
+        def ymir_runner_register_executors():
+            return [ExecutorSpec(name="bounded", tasks={TaskKind.TRAINING}, templates={TaskKind.TRAINING: (
+                Param("batch_size_per_gpu", 16, "images per step; bounded: in memory at once", minimum=1, maximum=512),
+                Param("epochs", Param.AUTO, "passes", auto=int, minimum=1, maximum=10_000)),
+            })]
+
+        @staticmethod
+        @ymir_runner.hookimpl
+        def ymir_runner_train(context):
+            pass
+
+    text = render_template(TaskKind.TRAINING, template_entries(plugin_registry({"bounded": Plugin}), TaskKind.TRAINING))
+    assert "# images per step; bounded: in memory at once\n# from 1 to 512\nbatch_size_per_gpu: 16\n" in text
+    assert "# passes\n# from 1 to 10000 or auto\nepochs: auto\n" in text
+
+
+def test_torchs_allocator_message_is_an_out_of_memory_error_naming_what_it_could_not_get():
+    from ymir_runner.errors import ReturnCode, classify, one_line
+
+    error = RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: "
+                         "you tried to allocate 80000000000 bytes. Error code 12 (Cannot allocate memory)")
+    assert classify(error) is ReturnCode.OUT_OF_MEMORY
+    assert one_line(error) == ("out of memory: torch's DefaultCPUAllocator could not get 74.5 GiB (80000000000 bytes) "
+                               "for one tensor (RuntimeError)")
+    older = RuntimeError("DefaultCPUAllocator: not enough memory: you tried to allocate 1024 bytes.")
+    assert classify(older) is ReturnCode.OUT_OF_MEMORY
+    assert classify(RuntimeError("mat1 and mat2 shapes cannot be multiplied")) is ReturnCode.GENERIC

@@ -7,6 +7,7 @@ the last line of stderr, which is what users see of /out/ymir-executor-out.log (
 from __future__ import annotations
 
 import enum
+import re
 import signal
 
 
@@ -118,6 +119,11 @@ class OutputError(YmirError):
 _OOM_NAMES = {"OutOfMemoryError", "MemoryError"}
 _MESSAGE_CODES = (
     ("out of memory", ReturnCode.OUT_OF_MEMORY),
+    # torch's CPU allocator: "DefaultCPUAllocator: can't allocate memory: you tried to allocate 274877906944
+    # bytes. Error code 12 (Cannot allocate memory)" (older builds: "not enough memory"), a RuntimeError.
+    ("can't allocate memory", ReturnCode.OUT_OF_MEMORY),
+    ("cannot allocate memory", ReturnCode.OUT_OF_MEMORY),
+    ("not enough memory", ReturnCode.OUT_OF_MEMORY),
     ("invalid device ordinal", ReturnCode.GPU_MISMATCH),
     ("no cuda gpus are available", ReturnCode.NO_GPU),
     ("found no nvidia driver", ReturnCode.NO_GPU),
@@ -128,7 +134,6 @@ _MESSAGE_CODES = (
 def classify(error: BaseException) -> ReturnCode:
     """The return code for any exception: its own for a YmirError, a best guess for well-known failures."""
     if isinstance(error, (YmirError, TaskTerminated)):
-        return error.code
         return error.code
     if type(error).__name__ in _OOM_NAMES:
         return ReturnCode.OUT_OF_MEMORY
@@ -150,4 +155,14 @@ def one_line(error: BaseException) -> str:
     else:
         detail = " ".join(str(error).split())
         text = f"{type(error).__name__}: {detail}" if detail else type(error).__name__
+        allocation = _ALLOCATION.search(detail)
+        if allocation and classify(error) is ReturnCode.OUT_OF_MEMORY:
+            size = int(allocation[1])
+            allocator = "DefaultCPUAllocator" if "DefaultCPUAllocator" in detail else "allocator"
+            text = (f"out of memory: torch's {allocator} could not get {size / (1 << 30):.1f} GiB ({size} bytes) "
+                    f"for one tensor ({type(error).__name__})")
     return text
+
+
+#: What torch's allocators say they could not get: "you tried to allocate 274877906944 bytes".
+_ALLOCATION = re.compile(r"tried to allocate (\d+) bytes")

@@ -24,10 +24,12 @@ def no_task_error() -> ConfigError:
 
 def task_config(raw_config: Mapping[str, Any], spec: ExecutorSpec, kind: TaskKind, env: TaskEnv) -> TaskConfig:
     """config.yaml read against ``spec``'s template for ``kind``: values coerced to the template's types (or the
-    word ``auto`` for a ``Param(..., auto=...)``) and checked against its choices (ConfigError naming the key)."""
+    word ``auto`` for a ``Param(..., auto=...)``) and checked against its choices and bounds (ConfigError naming the
+    key)."""
     params = spec.template(kind)
     return parse_config(raw_config, {p.name: p.default for p in params}, {p.name: p.choices for p in params},
-                        root=env.root, auto={p.name: p.auto for p in params if p.auto})
+                        root=env.root, auto={p.name: p.auto for p in params if p.auto},
+                        bounds={p.name: p.bounds for p in params if p.bounds != (None, None)})
 
 
 def config_key_warnings(raw_config: Mapping[str, Any], chosen: Mapping[TaskKind, Executor]) -> list[str]:

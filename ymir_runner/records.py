@@ -7,7 +7,7 @@ import re
 from typing import Any, ClassVar, Mapping
 
 from .protocol.coerce import AUTO, auto_type_name
-from .protocol.config import RESERVED_KEYS
+from .protocol.config import RESERVED_KEYS, bounds_text, within_bounds
 from .protocol.env import TaskKind
 from .protocol.yaml_file import excerpt
 
@@ -25,6 +25,11 @@ class Param:
     :attr:`AUTO` (``"auto"``; the web UI's ``"AUTO"`` too) or a number of that type (``"5"`` -> 5), anything else
     stops the task naming the key. The executor chooses an ``auto`` value and logs what it chose and why; a number
     is exactly what runs. The default may be either (``Param("epochs", Param.AUTO, "...", auto=int)``).
+
+    ``minimum`` / ``maximum`` bound a number (inclusive): the core refuses a value outside them before the task
+    starts (300001 naming the key, the value and the bound). Declare an upper bound for every number that sizes
+    memory or time (a batch, an input size, a count), with its reason in ``help``: ``batch_size_per_gpu: 100000``
+    must stop naming the key, not exhaust memory.
     """
 
     #: The value of an ``auto`` key that leaves the number to the executor.
@@ -37,6 +42,9 @@ class Param:
     choices: tuple = ()
     #: ``int`` or ``float``: the key takes ``auto`` or a number of this type (see above).
     auto: type | None = None
+    #: The least and the largest number the key takes (inclusive; None: unbounded).
+    minimum: int | float | None = None
+    maximum: int | float | None = None
 
     def __post_init__(self) -> None:
         if not self.name.isidentifier():
@@ -50,6 +58,30 @@ class Param:
             if self.default != AUTO and (isinstance(self.default, bool) or not isinstance(self.default, self.auto)):
                 raise ValueError(f"template key {self.name!r}: default {excerpt(self.default)} is not a valid "
                                  f"{auto_type_name(self.auto)}")
+        if self.bounds != (None, None):
+            self._check_bounds()
+
+    @property
+    def bounds(self) -> tuple[int | float | None, int | float | None]:
+        """``(minimum, maximum)``: what the core checks a value against."""
+        return self.minimum, self.maximum
+
+    def _check_bounds(self) -> None:
+        def number(value: Any) -> bool:
+            return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+        if not all(bound is None or number(bound) for bound in self.bounds):
+            raise ValueError(f"template key {self.name!r}: minimum and maximum must be numbers")
+        if self.minimum is not None and self.maximum is not None and self.minimum > self.maximum:
+            raise ValueError(f"template key {self.name!r}: minimum {self.minimum} is above maximum {self.maximum}")
+        if self.default == AUTO and self.auto is not None:
+            return
+        if not number(self.default):
+            raise ValueError(f"template key {self.name!r}: minimum and maximum bound numbers, not "
+                             f"{excerpt(self.default)}")
+        if not within_bounds(self.default, *self.bounds):
+            raise ValueError(f"template key {self.name!r}: default {self.default} is outside its bounds "
+                             f"({bounds_text(*self.bounds)})")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,5 +155,5 @@ def mining_params(algorithms: tuple[str, ...]) -> tuple[Param, ...]:
               choices=tuple(algorithms)),
         Param("class_distribution_scores", "",
               "comma-separated per-class weights w_c of entropy, aldd and cald, padded with 1.0"),
-        Param("seed", 0, "seed of random and of CALD's cutouts"),
+        Param("seed", 0, "seed of random and of CALD's cutouts (32 bits)", minimum=0, maximum=2**32 - 1),
     )

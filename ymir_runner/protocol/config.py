@@ -139,13 +139,16 @@ def _paths(value: Any, root: str | None = None) -> tuple[str, ...]:
 
 def parse_config(raw: Mapping[str, Any], defaults: Mapping[str, Any] | None = None,
                  choices: Mapping[str, Iterable[Any]] | None = None, *, root: str | None = None,
-                 auto: Mapping[str, type] | None = None) -> TaskConfig:
+                 auto: Mapping[str, type] | None = None,
+                 bounds: Mapping[str, tuple[float | None, float | None]] | None = None) -> TaskConfig:
     """Validate ``raw`` config.yaml content against the plugin's template ``defaults``.
 
     Values are coerced to the type of the default ('16' → 16, 'False' → False); a value that cannot be is a
     ConfigError naming the key, the value and the expected type. Unknown keys are kept unchanged. Keys the
     web UI dropped (because their value was '') take the template default. A key of ``auto`` (``Param(...,
     auto=int)``: name -> type) is the word 'auto' in any case ('AUTO' → 'auto') or coerced to its type ('5' → 5).
+    A number outside its ``bounds`` (name -> (minimum, maximum), inclusive, None: unbounded) is a ConfigError
+    naming the key, the value and the bound.
     """
     defaults = dict(defaults or {})
     auto = dict(auto or {})
@@ -169,6 +172,13 @@ def parse_config(raw: Mapping[str, Any], defaults: Mapping[str, Any] | None = No
     for key, allowed in choices.items():
         if hyper.get(key) not in allowed:
             raise ConfigError(f"config key {key!r}: {excerpt(hyper.get(key))} is not one of {list(allowed)}")
+    for key, (minimum, maximum) in (bounds or {}).items():
+        value = hyper.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and not within_bounds(value, minimum,
+                                                                                                  maximum):
+            side = "below its minimum" if minimum is not None and value < minimum else "above its maximum"
+            raise ConfigError(f"config key {key!r}: {_number(value)} is {side}: the key takes numbers "
+                              f"{bounds_text(minimum, maximum)}")
 
     export = raw.get("export_format")
     return TaskConfig(
@@ -186,6 +196,22 @@ def parse_config(raw: Mapping[str, Any], defaults: Mapping[str, Any] | None = No
         hyper=hyper,
         raw=dict(raw),
     )
+
+
+def within_bounds(value: float, minimum: float | None, maximum: float | None) -> bool:
+    """Whether ``value`` lies within the inclusive bounds (None: unbounded)."""
+    return (minimum is None or value >= minimum) and (maximum is None or value <= maximum)
+
+
+def bounds_text(minimum: float | None, maximum: float | None) -> str:
+    """``from 1 to 512``, ``at least 0``, ``at most 1``: a template key's bounds, for messages and comments."""
+    if minimum is not None and maximum is not None:
+        return f"from {_number(minimum)} to {_number(maximum)}"
+    return f"at least {_number(minimum)}" if minimum is not None else f"at most {_number(maximum or 0)}"
+
+
+def _number(value: float) -> str:
+    return str(value) if isinstance(value, int) else f"{value:g}"
 
 
 def _class_names(value: Any) -> tuple[str, ...]:

@@ -70,11 +70,58 @@ def load_checkpoint(path: str) -> Checkpoint:
         raise ModelError(f"model file {path} is not a ymir-runner-detection checkpoint (format "
                          f"{data.get('format') if isinstance(data, dict) else type(data).__name__!r})")
     try:
-        return Checkpoint(data["model_config"], data["state_dict"], list(data["class_names"]),
-                          int(data["img_size"]), int(data.get("epoch", 0)), dict(data.get("metrics", {})), path,
-                          _optional_float(data.get("score_threshold")))
+        checkpoint = Checkpoint(data["model_config"], data["state_dict"], list(data["class_names"]),
+                                int(data["img_size"]), int(data.get("epoch", 0)), dict(data.get("metrics", {})), path,
+                                _optional_float(data.get("score_threshold")))
     except (KeyError, TypeError, ValueError) as error:
         raise ModelError(f"model file {path} is an incomplete checkpoint ({error})") from error
+    check_architecture(checkpoint)
+    return checkpoint
+
+
+#: The most channels and residual blocks a recorded architecture may claim: this plugin's largest model has 512
+#: channels and 6 blocks a stage; a claim far beyond (width 200000) would exhaust memory building the network.
+MAX_WIDTH, MAX_DEPTH = 4096, 64
+
+
+def check_architecture(checkpoint: Checkpoint) -> None:
+    """ModelError (300004) naming the file when the architecture a checkpoint records is implausible: an img_size
+    outside the template's bounds, sizes beyond :data:`MAX_WIDTH` / :data:`MAX_DEPTH`, a class count that is not its
+    class list's, or weights that do not have the shapes of the architecture (built on torch's meta device: no
+    memory). Checked before anything is allocated: such a file would otherwise exhaust memory with a message naming
+    neither the model nor the key."""
+    from .engine.model import build_model_from_config
+    from .templates import MAX_IMG_SIZE
+
+    path, config = checkpoint.path, checkpoint.model_config
+    if not (32 <= checkpoint.img_size <= MAX_IMG_SIZE and checkpoint.img_size % 32 == 0):
+        raise ModelError(f"model file {path} records img_size {checkpoint.img_size}: this plugin trains at multiples "
+                         f"of 32 from 32 to {MAX_IMG_SIZE} (config key 'img_size'); the file is damaged or not one "
+                         f"it wrote")
+    try:
+        spec, classes = dict(config["spec"]), config["num_classes"]
+        sizes = {"widths": [*spec["widths"], spec["neck_width"], spec["head_width"]], "depths": list(spec["depths"])}
+    except (KeyError, TypeError) as error:
+        raise ModelError(f"model file {path} records no complete architecture (model_config: {error!r})") from None
+    for name, values, most in (("widths", sizes["widths"], MAX_WIDTH), ("depths", sizes["depths"], MAX_DEPTH)):
+        if not all(isinstance(value, int) and 0 <= value <= most for value in values):
+            raise ModelError(f"model file {path} records an implausible architecture: {name} {values} (at most "
+                             f"{most}); the file is damaged or not one this plugin wrote")
+    if classes != len(checkpoint.class_names):
+        raise ModelError(f"model file {path} records {classes!r} classes for {len(checkpoint.class_names)} class "
+                         f"names")
+    try:
+        with torch.device("meta"):
+            expected = build_model_from_config(config).state_dict()
+    except Exception as error:  # noqa: BLE001 - any field the constructor refuses
+        raise ModelError(f"model file {path} records an architecture that cannot be built ({type(error).__name__}: "
+                         f"{error})") from None
+    for key, tensor in expected.items():
+        found = checkpoint.state_dict.get(key)
+        if not isinstance(found, torch.Tensor) or found.shape != tensor.shape:
+            shape = list(found.shape) if isinstance(found, torch.Tensor) else "missing"
+            raise ModelError(f"model file {path}: its weights do not fit its recorded architecture ({key} is "
+                             f"{shape}, the architecture needs {list(tensor.shape)})")
 
 
 def _optional_float(value: Any) -> float | None:

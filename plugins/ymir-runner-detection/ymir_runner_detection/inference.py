@@ -19,7 +19,6 @@ from ymir_runner import (
     DatasetError,
     Detection,
     ModelError,
-    Param,
     best_stage_name,
     mining,
 )
@@ -93,20 +92,11 @@ def model_for(context: Any) -> Any:
 def make_job(context: Any, kind: str) -> Job:
     checkpoint = model_for(context)
     hyper = context.hyper
-    img_size = hyper.img_size or checkpoint.img_size
-    if img_size < 32 or img_size % 32:
-        raise ConfigError(f"config key 'img_size': {img_size} must be a positive multiple of 32 (or 0)")
-    if hyper.batch_size_per_gpu < 1:
-        raise ConfigError(f"config key 'batch_size_per_gpu': {hyper.batch_size_per_gpu} must be at least 1")
-    if hyper.num_workers_per_gpu != Param.AUTO and hyper.num_workers_per_gpu < 0:
-        raise ConfigError(f"config key 'num_workers_per_gpu': {hyper.num_workers_per_gpu} must be >= 0 or auto")
-    if kind == "infer":
-        if not 0.0 <= hyper.conf_threshold <= 1.0:
-            raise ConfigError(f"config key 'conf_threshold': {hyper.conf_threshold} must be a score in [0, 1]")
-        if not 0.0 < hyper.iou_threshold <= 1.0:
-            raise ConfigError(f"config key 'iou_threshold': {hyper.iou_threshold} must be in (0, 1]")
-        if hyper.max_detections < 1:
-            raise ConfigError(f"config key 'max_detections': {hyper.max_detections} must be at least 1")
+    img_size = hyper.img_size or checkpoint.img_size  # the ranges are the template's bounds, checked by the core
+    if img_size % 32:
+        raise ConfigError(f"config key 'img_size': {img_size} must be a multiple of 32 (or 0)")
+    if kind == "infer" and not hyper.iou_threshold > 0.0:
+        raise ConfigError(f"config key 'iou_threshold': {hyper.iou_threshold} must be in (0, 1]")
     # The core's reader reads each candidate's header: missing, unreadable and too large images are skipped,
     # counted and named there; the answer for them is an empty entry (inference) or the last rank (mining).
     job_hyper = dict(hyper)

@@ -26,13 +26,30 @@ AUTO_MAX_DETECTIONS = 100
 #: compute threads never share a CPU (``ymir_runner.cpus.share_cpus``).
 AUTO_WORKERS = 2
 
+# Upper bounds of the numbers that size memory or time: the core refuses a value beyond one before the task starts
+# (300001 naming the key and the bound) instead of running out of memory with a message naming neither.
+#: A batch's memory grows with the square of the input size: 2048 px is 41 times the pixels of the default 320.
+MAX_IMG_SIZE = 2048
+#: Every image of a batch, and its activations, is in memory at once.
+MAX_BATCH = 512
+#: Each DataLoader worker is a process of its own, decoding images at once with the others.
+MAX_WORKERS = 64
+#: A run must end: 10,000 epochs is over 300 times auto's 30.
+MAX_EPOCHS = 10_000
+#: The evaluation and the decoder hold this many boxes per image.
+MAX_DETECTIONS = 10_000
+#: numpy's and torch's random generators take seeds of 32 bits.
+MAX_SEED = 2**32 - 1
+
 _SHARED_RUNTIME = (
-    Param("batch_size_per_gpu", 16, "images per step on each GPU (or on the CPU)"),
+    Param("batch_size_per_gpu", 16,
+          "images per step on each GPU (or on the CPU); bounded because every image of a batch and its "
+          "activations are in memory at once", minimum=1, maximum=MAX_BATCH),
     Param("num_workers_per_gpu", Param.AUTO,
           f"DataLoader worker processes per GPU (0: load in the main process). auto: {AUTO_WORKERS}, fewer when "
           "workers and compute threads would share the CPUs the task may use (cgroup quota and affinity): none on a "
           "2-CPU machine without a GPU (logged); a number is exactly what runs (a warning when it oversubscribes "
-          "the CPUs)", auto=int),
+          f"the CPUs); bounded: each is a process of its own", auto=int, minimum=0, maximum=MAX_WORKERS),
 )
 
 TRAINING = (
@@ -43,46 +60,56 @@ TRAINING = (
           "ImageNet weights for model resnet18/resnet34 in torchvision's state_dict layout: a .pth file (e.g. "
           "resnet18-f37072fd.pth) or a folder holding <model>-*.pth, such as one baked into the image; nothing is "
           "downloaded. Not used when pretrained_model_params names a model of this plugin"),
-    Param("img_size", 320, "input size: images are letterboxed to img_size x img_size (a multiple of 32)"),
+    Param("img_size", 320,
+          "input size: images are letterboxed to img_size x img_size (a multiple of 32); bounded: "
+          "a batch's memory grows with its square", minimum=32, maximum=MAX_IMG_SIZE),
     Param("epochs", Param.AUTO,
           f"passes over the training set; every image is seen once per epoch. A number is exactly the epochs "
           f"trained. auto: {AUTO_EPOCHS}, or more on a small set so that the run has at least min_steps optimizer "
-          f"steps (the log says what auto chose and why)", auto=int),
+          f"steps (the log says what auto chose and why); bounded: a run must end", auto=int, minimum=1,
+          maximum=MAX_EPOCHS),
     Param("min_steps", 600,
           f"with epochs: auto, the fewest optimizer steps of a run: a small training set trains more than "
-          f"{AUTO_EPOCHS} epochs to reach it. Not used when epochs is a number"),
+          f"{AUTO_EPOCHS} epochs to reach it. Not used when epochs is a number", minimum=0, maximum=1_000_000),
     *_SHARED_RUNTIME,
-    Param("learning_rate", 0.006, "peak learning rate after warm-up (cosine decay to 2% of it)"),
+    Param("learning_rate", 0.006,
+          "peak learning rate after warm-up (cosine decay to 2% of it); above 0, at most 1 (beyond, the loss "
+          "diverges)", minimum=0.0, maximum=1.0),
     Param("optimizer", "adamw", "adamw or sgd (momentum 0.9, nesterov)", choices=("adamw", "sgd")),
-    Param("weight_decay", 0.05, "weight decay (decoupled for adamw), not applied to biases and norms"),
+    Param("weight_decay", 0.05, "weight decay (decoupled for adamw), not applied to biases and norms",
+          minimum=0.0, maximum=1.0),
     Param("warmup_epochs", Param.AUTO,
           f"linear learning-rate warm-up in epochs; a number is exactly what runs. auto: {AUTO_WARMUP_EPOCHS:g} "
           f"epoch, kept between {AUTO_WARMUP_SHARE[0]:.0%} and {AUTO_WARMUP_SHARE[1]:.0%} of the run (logged)",
-          auto=float),
+          auto=float, minimum=0.0, maximum=MAX_EPOCHS),
     Param("save_period", 0,
           "evaluate on the validation set and write a model stage every N epochs; 0: 10 stages evenly spaced "
-          "over the run. The last epoch is always a stage"),
-    Param("seed", 0, "random seed of initialisation, sampling and augmentation"),
+          "over the run. The last epoch is always a stage", minimum=0, maximum=MAX_EPOCHS),
+    Param("seed", 0, "random seed of initialisation, sampling and augmentation (32 bits)", minimum=0,
+          maximum=MAX_SEED),
     Param("flip", True, "random horizontal flips"),
     Param("mosaic", 0.0,
           "probability of a 4-image mosaic per sample, each image at its own scale (0: off; on dense small-object "
-          "photos and on generated shapes it measured worse than off)"),
+          "photos and on generated shapes it measured worse than off)", minimum=0.0, maximum=1.0),
     Param("conf_threshold", 0.0,
           "score above which a prediction counts for a stage's tp/fp/fn; 0: each stage's F1-optimal threshold on "
-          "the validation set (stored in the model: inference uses it by default)"),
+          "the validation set (stored in the model: inference uses it by default)", minimum=0.0, maximum=1.0),
     Param("map_iou_threshold", 0.5,
           "IoU at which a prediction matches an object for a stage's mAP, mAR and tp/fp/fn (result.yaml "
           "evaluate_config.iou_thr: the platform labels mAP with it); COCO mAP50-95 is kept beside it as "
-          "mAP50_95"),
+          "mAP50_95; above 0 and below 1", minimum=0.0, maximum=1.0),
     Param("max_detections", Param.AUTO,
           f"most boxes kept per validation image (COCO maxDets); a number is exactly what is kept. auto: "
           f"{AUTO_MAX_DETECTIONS}, or the object count of the densest validation image when it has more (logged), "
-          f"so dense scenes are measured whole", auto=int),
+          f"so dense scenes are measured whole; bounded: the evaluation holds them all", auto=int, minimum=1,
+          maximum=MAX_DETECTIONS),
     Param("export_onnx", True, "also write an ONNX export of every stage"),
 )
 
 _INFERENCE = (
-    Param("img_size", 0, "input size; 0 uses the size the model was trained with"),
+    Param("img_size", 0,
+          "input size (a multiple of 32); 0 uses the size the model was trained with",
+          minimum=0, maximum=MAX_IMG_SIZE),
     *_SHARED_RUNTIME,
 )
 
@@ -90,9 +117,12 @@ INFER = (
     *_INFERENCE,
     Param("conf_threshold", 0.0,
           "minimum score of a reported box; 0 uses the model's F1-optimal threshold on its validation set "
-          "(0.25 for a model that has none); a small value such as 0.001 reports nearly every box"),
-    Param("iou_threshold", 0.6, "class-aware NMS IoU threshold applied after peak extraction"),
-    Param("max_detections", 100, "most boxes reported per image"),
+          "(0.25 for a model that has none); a small value such as 0.001 reports nearly every box", minimum=0.0,
+          maximum=1.0),
+    Param("iou_threshold", 0.6, "class-aware NMS IoU threshold applied after peak extraction; above 0",
+          minimum=0.0, maximum=1.0),
+    Param("max_detections", 100, "most boxes reported per image", minimum=1,
+          maximum=MAX_DETECTIONS),
 )
 
 #: The core adds mining_algorithm, class_distribution_scores and seed (ymir_runner.mining) to this template.

@@ -42,7 +42,7 @@ from .engine.train import train as training_loop
 from .launch import cpu_share, run_on_devices, select_devices
 from .progress import LogProgressBar
 from .recipe import Schedule, plan_schedule
-from .templates import AUTO_MAX_DETECTIONS, TRAINING
+from .templates import AUTO_MAX_DETECTIONS
 from .visualize import draw_detections
 
 #: Shares of the task's progress: reading the dataset, then training + evaluations.
@@ -56,8 +56,6 @@ MAP_WEIGHT = 0.1
 #: (fewer at the start of a run): on a small validation set one evaluation can be lucky by several points, a run
 #: of three rarely is. The window looks back only, so a stage's rank never changes once it is written.
 SELECTION_WINDOW = 3
-#: The training template's keys that take ``auto``.
-AUTO_KEYS = frozenset(param.name for param in TRAINING if param.auto)
 
 Item = tuple[str, np.ndarray, np.ndarray]
 
@@ -132,20 +130,12 @@ def read_items(reader: Any) -> list[Item]:
 
 
 def _check_hyper(hyper: Any) -> None:
-    """Refuse impossible values naming the key; ``auto`` (Param.AUTO) passes for the keys that take it."""
-    if hyper.img_size < 32 or hyper.img_size % 32:
-        raise ConfigError(f"config key 'img_size': {hyper.img_size} must be a positive multiple of 32")
-    for key, least in (("epochs", 1), ("batch_size_per_gpu", 1), ("max_detections", 1), ("min_steps", 0),
-                       ("save_period", 0), ("num_workers_per_gpu", 0), ("warmup_epochs", 0), ("weight_decay", 0)):
-        if hyper[key] != Param.AUTO and not hyper[key] >= least:
-            raise ConfigError(f"config key {key!r}: {hyper[key]} must be at least {least}"
-                              + (" or auto" if key in AUTO_KEYS else ""))
-    if not 0.0 <= hyper.mosaic <= 1.0:
-        raise ConfigError(f"config key 'mosaic': {hyper.mosaic} must be a probability in [0, 1]")
+    """Refuse impossible values naming the key. The ranges are the template's declared bounds, checked by the core
+    before the task starts; what is left are the rules a range cannot say."""
+    if hyper.img_size % 32:
+        raise ConfigError(f"config key 'img_size': {hyper.img_size} must be a multiple of 32")
     if not hyper.learning_rate > 0:
         raise ConfigError(f"config key 'learning_rate': {hyper.learning_rate} must be positive")
-    if not 0.0 <= hyper.conf_threshold <= 1.0:
-        raise ConfigError(f"config key 'conf_threshold': {hyper.conf_threshold} must be a score in [0, 1]")
     if not 0.0 < hyper.map_iou_threshold < 1.0:
         raise ConfigError(f"config key 'map_iou_threshold': {hyper.map_iou_threshold} must be in (0, 1)")
 

@@ -27,9 +27,21 @@ OPTIMIZERS = {"auto": "auto", "sgd": "SGD", "adamw": "AdamW", "adam": "Adam", "m
 AUTO_VALUES = {"epochs": 100, "num_workers_per_gpu": 4}
 #: ``max_detections: auto`` keeps this many boxes per validation image, or the densest image's object count.
 AUTO_MAX_DETECTIONS = 100
+# Upper bounds of the numbers that size memory or time (the built-in detector's): the core refuses a value beyond one
+# before the task starts, naming the key and the bound, instead of running out of memory.
+#: A batch's memory grows with the square of the input size: 2048 px is 10 times the pixels of the default 640.
+MAX_IMG_SIZE = 2048
+MAX_BATCH = 512
+MAX_WORKERS = 64
+MAX_EPOCHS = 10_000
+MAX_DETECTIONS = 10_000
+#: numpy's and torch's random generators take seeds of 32 bits.
+MAX_SEED = 2**32 - 1
 
 _SHARED_RUNTIME = (
-    Param("batch_size_per_gpu", 16, "images per batch on the GPU (or on the CPU)"),
+    Param("batch_size_per_gpu", 16,
+          "images per batch on the GPU (or on the CPU); bounded because every image of a batch and its "
+          "activations are in memory at once", minimum=1, maximum=MAX_BATCH),
 )
 
 TRAINING = (
@@ -38,23 +50,31 @@ TRAINING = (
           "yolo11n..x, yolov8n..x, started from the official weights baked into the image when it has them, else from "
           "scratch; or the path of your own ultralytics .pt. Not used when pretrained_model_params names a model of "
           "this plugin"),
-    Param("img_size", 640, "input size: images are letterboxed to img_size x img_size (a multiple of 32)"),
+    Param("img_size", 640,
+          "input size: images are letterboxed to img_size x img_size (a multiple of 32); bounded: a "
+          "batch's memory grows with its square", minimum=32, maximum=MAX_IMG_SIZE),
     Param("epochs", AUTO_VALUES["epochs"],
-          f"passes over the training set, exactly as set (auto: {AUTO_VALUES['epochs']})", auto=int),
+          f"passes over the training set, exactly as set (auto: {AUTO_VALUES['epochs']}); bounded: a run must end",
+          auto=int, minimum=1, maximum=MAX_EPOCHS),
     *_SHARED_RUNTIME,
     Param("num_workers_per_gpu", AUTO_VALUES["num_workers_per_gpu"],
           f"DataLoader worker processes on a GPU (auto: {AUTO_VALUES['num_workers_per_gpu']}); on the CPU ultralytics "
-          "loads in the training process whatever the value (logged)", auto=int),
+          f"loads in the training process whatever the value (logged); bounded: each is a process of its "
+          f"own", auto=int, minimum=0, maximum=MAX_WORKERS),
     Param("optimizer", "auto",
           "ultralytics' optimizer: auto (AdamW or MuSGD, with its own learning rate by run length), sgd, adamw, adam, "
           "musgd", choices=tuple(OPTIMIZERS)),
-    Param("learning_rate", 0.01, "initial learning rate (lr0); not used by optimizer auto, which picks its own"),
+    Param("learning_rate", 0.01,
+          "initial learning rate (lr0); not used by optimizer auto, which picks its own; above 0, at most 1",
+          minimum=0.0, maximum=1.0),
     Param("save_period", 0,
           "evaluate on the validation set and write a model stage every N epochs; 0: 10 stages evenly spaced "
-          "over the run. The last epoch is always a stage"),
-    Param("seed", 0, "random seed of initialisation, sampling and augmentation"),
-    Param("mosaic", 1.0, "probability of a 4-image mosaic per sample (ultralytics' default 1.0)"),
-    Param("close_mosaic", 10, "turn mosaic off for the last N epochs"),
+          "over the run. The last epoch is always a stage", minimum=0, maximum=MAX_EPOCHS),
+    Param("seed", 0, "random seed of initialisation, sampling and augmentation (32 bits)", minimum=0,
+          maximum=MAX_SEED),
+    Param("mosaic", 1.0, "probability of a 4-image mosaic per sample (ultralytics' default 1.0)", minimum=0.0,
+          maximum=1.0),
+    Param("close_mosaic", 10, "turn mosaic off for the last N epochs", minimum=0, maximum=MAX_EPOCHS),
     Param("flip", True, "random horizontal flips"),
     Param("cache", False, "keep the decoded training images in memory (faster epochs, more RAM)"),
     Param("amp", True,
@@ -62,13 +82,15 @@ TRAINING = (
           "or is skipped (logged)"),
     Param("conf_threshold", 0.0,
           "score above which a prediction counts for a stage's tp/fp/fn; 0: each stage's F1-optimal threshold on "
-          "the validation set (stored in the model: inference uses it by default)"),
+          "the validation set (stored in the model: inference uses it by default)", minimum=0.0, maximum=1.0),
     Param("map_iou_threshold", 0.5,
           "IoU at which a prediction matches an object for a stage's mAP, mAR and tp/fp/fn (result.yaml "
-          "evaluate_config.iou_thr: the platform labels mAP with it); COCO mAP50-95 is kept beside it as mAP50_95"),
+          "evaluate_config.iou_thr: the platform labels mAP with it); COCO mAP50-95 is kept beside it as mAP50_95; "
+          "above 0 and below 1", minimum=0.0, maximum=1.0),
     Param("max_detections", Param.AUTO,
           f"most boxes kept per validation image (COCO maxDets), exactly as set; auto: {AUTO_MAX_DETECTIONS}, or the "
-          "object count of the densest validation image when it has more (logged)", auto=int),
+          "object count of the densest validation image when it has more (logged); bounded: the evaluation holds "
+          "them all", auto=int, minimum=1, maximum=MAX_DETECTIONS),
     Param("export_onnx", True, "also write an ONNX export of the best stage when training ends"),
     Param("ultralytics_args", "",
           "further ultralytics training arguments as a YAML mapping, e.g. '{degrees: 5, mixup: 0.1, cos_lr: true}'; "
@@ -76,7 +98,9 @@ TRAINING = (
 )
 
 _INFERENCE = (
-    Param("img_size", 0, "input size; 0 uses the size the model was trained with"),
+    Param("img_size", 0,
+          "input size (a multiple of 32); 0 uses the size the model was trained with",
+          minimum=0, maximum=MAX_IMG_SIZE),
     *_SHARED_RUNTIME,
 )
 
@@ -84,9 +108,13 @@ INFER = (
     *_INFERENCE,
     Param("conf_threshold", 0.0,
           "minimum score of a reported box; 0 uses the model's F1-optimal threshold on its validation set "
-          "(0.25 for a model that has none); a small value such as 0.001 reports nearly every box"),
-    Param("iou_threshold", 0.7, "NMS IoU threshold (YOLO26 is NMS-free: its boxes are not suppressed again)"),
-    Param("max_detections", 300, "most boxes reported per image"),
+          "(0.25 for a model that has none); a small value such as 0.001 reports nearly every box", minimum=0.0,
+          maximum=1.0),
+    Param("iou_threshold", 0.7,
+          "NMS IoU threshold (YOLO26 is NMS-free: its boxes are not suppressed again); above 0", minimum=0.0,
+          maximum=1.0),
+    Param("max_detections", 300, "most boxes reported per image", minimum=1,
+          maximum=MAX_DETECTIONS),
 )
 
 #: The core adds mining_algorithm, class_distribution_scores and seed (ymir_runner.mining) to this template.
