@@ -291,6 +291,7 @@ def test_sandbox_force_never_replaces_the_tree_of_a_running_task(tmp_path, regis
     data = yolo_folder(tmp_path / "data")
     work = tmp_path / "work"
     build_sandbox(data, str(work), registry=registry)
+    assert not (work / "out" / ".ymir-runner.lock").exists()  # no file of the sandbox's uid for a run of another
     before = tree_files(work / "in")
     with hold_output_lock(str(work / "out")):  # a run of this tree, still going
         with pytest.raises(ConfigError, match=r"is in use by another ymir-runner run .* Nothing was written"):

@@ -48,9 +48,11 @@ def lock_path(root_dir: str) -> str:
 
 
 @contextlib.contextmanager
-def hold_output_lock(root_dir: str) -> Iterator[str | None]:
+def hold_output_lock(root_dir: str, *, create: bool = True) -> Iterator[str | None]:
     """``with hold_output_lock(env.output.root_dir):`` the run owns the tree; yields the lock file's path, or None
-    when no lock could be taken (warned once).
+    when no lock could be taken (warned once). ``create=False`` (``ymir-runner sandbox``, which writes ``in/``
+    beside the outputs): a tree without a lock file has never had a run and is not locked (yields None, no
+    warning), so the sandbox leaves no file of its own uid in ``out/`` for a task running as another.
 
     Raises:
         ConfigError: another run (this process or another) holds the lock; the message names the tree and the
@@ -59,6 +61,9 @@ def hold_output_lock(root_dir: str) -> Iterator[str | None]:
     root = os.path.abspath(root_dir)
     path = lock_path(root)
     _refuse_if_held_here(root, path)  # before opening: closing a second descriptor would release the lock
+    if not create and not os.path.lexists(path):
+        yield None
+        return
     fd = _open(root, path)
     if fd is None:
         yield None

@@ -230,7 +230,8 @@ def _build(source: str, out: str, registry: Any, writing: contextlib.ExitStack, 
         if annotation_format:
             check_training_part(chosen, source_format, notices)
 
-        writing.enter_context(hold_output_lock(work.local("/out")))  # a task running on this tree: refused
+        # a task running on this tree: refused (a tree where none ever ran has no lock file, and gets none)
+        writing.enter_context(hold_output_lock(work.local("/out"), create=False))
         prepare_work_dir(work)
         write_assets(assets, work, annotation_format, class_names)
     if annotation_format:

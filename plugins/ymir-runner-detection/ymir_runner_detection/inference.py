@@ -195,14 +195,14 @@ def run_shard(rank: int, world_size: int, device: str, job: Job, report: Callabl
     with torch.inference_mode():
         for batch in loader:
             problems.update({indices[i]: reason for i, reason in batch["damaged"].items()})
-            problems.update({indices[i]: UNREADABLE for i in batch["corrupt"]})
+            problems.update({indices[i]: f"{UNREADABLE}: {reason}" for i, reason in batch["corrupt"].items()})
             for position, value in zip(batch["indices"], work(model, batch, job, device)):
                 results[indices[position]] = value
             done += len(batch["indices"])
             if report is not None:
                 report(done, len(indices))
     for index, problem in problems.items():  # a replacement image's result must not stand in for it
-        if problem == UNREADABLE:
+        if problem.startswith(UNREADABLE):
             results.pop(index, None)
     return results, problems
 
@@ -237,10 +237,11 @@ def _run(context: Any, kind: str) -> tuple[Job, dict[int, Any], set[int]]:
                                     model)
     except NoReadableImageError as error:  # from a DataLoader worker: its traceback is no use to a user
         raise DatasetError(no_readable_image_message(error)) from None
-    unreadable = {index for index, problem in problems.items() if problem == UNREADABLE}
-    report_image_problems(context.skips, [job.images[index] for index in unreadable],
+    unreadable = {index for index, problem in problems.items() if problem.startswith(UNREADABLE)}
+    report_image_problems(context.skips,
+                          {job.images[index]: problems[index][len(UNREADABLE) + 2:] for index in unreadable},
                           {job.images[index]: problem for index, problem in problems.items()
-                           if problem != UNREADABLE}, job.counted_damage)
+                           if index not in unreadable}, job.counted_damage)
     return job, results, unreadable
 
 

@@ -13,7 +13,7 @@ import math
 import os
 import shutil
 import time
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -107,13 +107,13 @@ def _train_rank(rank: int, world_size: int, device: str, plan: TrainingPlan, **c
     return plan.run(plan.build_model(), device, **callbacks)
 
 
-def report_image_problems(skips: Any, unreadable: Iterable[str], damaged: dict[str, str], counted: set[str]) -> None:
+def report_image_problems(skips: Any, unreadable: dict[str, str], damaged: dict[str, str], counted: set[str]) -> None:
     """Count and name, once per image path, what decoding found that the core's reader could not see from the
     header: images that do not decode are skipped (``unreadable image``); images whose data breaks off were used
     as far as they decode (``truncated image`` / ``corrupt image data``), unless the reader counted them
     already (``counted``: their paths)."""
-    for path in sorted(set(unreadable)):
-        skips.skip("unreadable image", path, "found when decoding it")
+    for path, reason in sorted(unreadable.items()):
+        skips.skip("unreadable image", path, "found when decoding it" + (f": {reason}" if reason else ""))
     for path, reason in sorted(damaged.items()):
         if path not in counted:
             skips.repair(reason, path, "found when decoding it: used as far as its data goes")
@@ -252,8 +252,8 @@ def train(context: Any) -> None:
         stages.close()
     counted = {item.image for reader in (context.training_set, context.validation_set) for item in reader
                if item.damage}
-    unreadable = [train_items[index][0] for index in result.unreadable]
-    unreadable += [val_items[index][0] for index in stages.val_unreadable]
+    unreadable = {train_items[index][0]: reason for index, reason in result.unreadable.items()}
+    unreadable.update({val_items[index][0]: reason for index, reason in stages.val_unreadable.items()})
     damaged = {train_items[index][0]: reason for index, reason in result.damaged.items()}
     damaged.update({val_items[index][0]: reason for index, reason in stages.val_damaged.items()})
     report_image_problems(context.skips, unreadable, damaged, counted)
@@ -296,7 +296,7 @@ class StageWriter:
                                    "no stage can find them all there (max_detections: auto would keep %d)",
                                    self.max_detections, densest(objects),
                                    validation_max_detections(Param.AUTO, objects))
-        self.val_unreadable: set[int] = set()
+        self.val_unreadable: dict[int, str] = {}
         self.val_damaged: dict[int, str] = {}
         self.schedule = plan.schedule
         self.evaluations = len(self.schedule.stage_epochs)

@@ -197,7 +197,26 @@ def test_images_decode_by_content_and_corrupt_ones_are_skipped_and_counted(tiny_
     assert len(seen) == len(items) and corrupt_index not in seen
     # In-process use records it on the dataset too.
     dataset[corrupt_index]
-    assert dataset.corrupt_indices == {corrupt_index}
+    assert set(dataset.corrupt_indices) == {corrupt_index} and dataset.corrupt_indices[corrupt_index]
+
+
+def test_an_image_that_cannot_get_its_memory_is_skipped_saying_so(tiny_synthetic, monkeypatch):
+    """A decode that runs out of memory (a huge image under a cap) is named as such, not as a bare 'unreadable'."""
+    from ymir_runner_detection.engine import data
+
+    items = tiny_synthetic.train_items[:3]
+    real = data.decode_image
+
+    def decode(path, *args, **kwargs):
+        if str(path) == str(items[0][0]):
+            raise MemoryError("cannot allocate 4.0 GiB for a 32767x32767 image")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(data, "decode_image", decode)
+    sample = DetectionDataset(items, 96)[0]
+    assert sample["index"] == 1
+    assert sample["corrupt"] == {0: "out of memory while decoding it: cannot allocate 4.0 GiB for a 32767x32767 "
+                                    "image"}
 
 
 def test_class_aware_nms():

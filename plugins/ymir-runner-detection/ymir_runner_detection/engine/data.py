@@ -4,9 +4,9 @@ Images are decoded by ymir-runner's rules (:func:`ymir_runner.decode_image`: by 
 stored pixels without EXIF rotation, 16-bit scaled by the full range, truncated files as far as they go, large
 images reduced on decode). Boxes are in STORED-pixel coordinates; an image reduced on decode has its boxes
 scaled with it, and evaluation letterbox infos map predictions back to the stored size. An unreadable image
-never crashes training: the sample is replaced by the next readable one and the bad index is reported in the
-sample's ``"corrupt"`` list, so consumers can count bad files even when decoding happens in DataLoader worker
-processes.
+never crashes training: the sample is replaced by the next readable one and the bad index is reported, with why
+it does not decode (:func:`decode_failure`), in the sample's ``"corrupt"`` mapping, so consumers can count and
+name bad files even when decoding happens in DataLoader worker processes.
 """
 
 from __future__ import annotations
@@ -72,6 +72,15 @@ def no_readable_image_message(error: BaseException) -> str:
     return match.group(0) if match else str(error)
 
 
+def decode_failure(error: BaseException) -> str:
+    """Why an image does not decode, in one line for the task's warnings: the core's own reason (an ImageProblem
+    names it: ``image too large``, the decode memory budget), or the exception, a MemoryError said as such."""
+    detail = " ".join(str(error).split())
+    if isinstance(error, MemoryError):
+        return f"out of memory while decoding it{': ' + detail if detail else ''}"
+    return detail or type(error).__name__
+
+
 class DetectionDataset(Dataset):
     """Detection samples, augmented (``train=True``) or letterboxed only.
 
@@ -108,8 +117,8 @@ class DetectionDataset(Dataset):
         self.cache_images = cache_images
         self.min_side = img_size * DECODE_MARGIN
         self._cache: dict[int, Decoded] = {}
-        # Per-process view; with workers, count the samples' "corrupt" lists instead.
-        self.corrupt_indices: set[int] = set()
+        # Per-process view (index -> why it does not decode); with workers, merge the samples' "corrupt" instead.
+        self.corrupt_indices: dict[int, str] = {}
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -123,26 +132,26 @@ class DetectionDataset(Dataset):
             self._cache[index] = decoded
         return decoded
 
-    def load_readable(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, list[int]]:
-        """Image, boxes, classes of ``index`` or of the next readable item; plus that item's index and the bad ones.
+    def load_readable(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, dict[int, str]]:
+        """Image, boxes, classes of ``index`` or of the next readable item; plus that item's index and the bad ones
+        (index -> why it does not decode).
 
         Boxes are in the pixels of the returned image (stored pixels divided by the decode's reduce factor)."""
         decoded, boxes, used, corrupt = self._load_readable(index)
         return decoded.image, boxes, self.classes[used], used, corrupt
 
-    def _load_readable(self, index: int) -> tuple[Decoded, np.ndarray, int, list[int]]:
-        corrupt = []
+    def _load_readable(self, index: int) -> tuple[Decoded, np.ndarray, int, dict[int, str]]:
+        corrupt: dict[int, str] = {}
         for attempt in range(len(self)):
             candidate = (index + attempt) % len(self)
             if candidate in self.corrupt_indices:
-                corrupt.append(candidate)
+                corrupt[candidate] = self.corrupt_indices[candidate]
                 continue
             try:
                 decoded = self._read(candidate)
-            except Exception as error:  # ImageProblem, or anything a broken file makes PIL raise
+            except Exception as error:  # ImageProblem, MemoryError, or anything a broken file makes PIL raise
                 logger.debug("skipping unreadable image %s: %s", self.paths[candidate], error)  # named by the caller
-                self.corrupt_indices.add(candidate)
-                corrupt.append(candidate)
+                corrupt[candidate] = self.corrupt_indices[candidate] = decode_failure(error)
                 continue
             boxes = self.boxes[candidate]
             return decoded, boxes if decoded.factor == 1 else boxes / np.float32(decoded.factor), candidate, corrupt
@@ -160,7 +169,7 @@ class DetectionDataset(Dataset):
 
             def draw_extra_sample():
                 extra, extra_boxes, extra_index, extra_corrupt = self._load_readable(int(rng.integers(len(self))))
-                corrupt.extend(extra_corrupt)
+                corrupt.update(extra_corrupt)
                 if extra.damage:
                     damaged[extra_index] = extra.damage
                 return extra.image, extra_boxes, self.classes[extra_index]
@@ -177,7 +186,7 @@ class DetectionDataset(Dataset):
             "classes": torch.from_numpy(np.asarray(classes, dtype=np.int64).reshape(-1)),
             "index": used_index,
             "letterbox": info,
-            "corrupt": sorted(set(corrupt)),
+            "corrupt": corrupt,
             "damaged": damaged,
         }
         if self.target_config is not None:
@@ -194,7 +203,7 @@ def collate_detection(samples: list[dict]) -> dict:
         "classes": [s["classes"] for s in samples],
         "indices": [s["index"] for s in samples],
         "letterbox": [s["letterbox"] for s in samples],
-        "corrupt": sorted({i for s in samples for i in s["corrupt"]}),
+        "corrupt": {i: reason for s in samples for i, reason in s["corrupt"].items()},
         "damaged": {i: reason for s in samples for i, reason in s["damaged"].items()},
     }
     if "targets" in samples[0]:

@@ -14,12 +14,15 @@ def evaluate_model(model, loader, num_classes: int, *, score_threshold: float = 
 
     The decoder keeps up to ``max_detections`` boxes per image. Images that turned out unreadable are left
     out (their replacement is only counted once). Returns ``(EvaluationResult, problems)``: ``problems``
-    holds ``unreadable`` (dataset indices) and ``damaged`` (index -> why its data broke off; used as decoded).
+    holds ``unreadable`` (index -> why it does not decode) and ``damaged`` (index -> why its data broke off; used
+    as decoded).
     """
     from .decode import predict_batch  # torch-dependent; keep this module importable without a model
 
     dataset = loader.dataset
-    predictions_by_index, corrupt, damaged = {}, set(), {}
+    predictions_by_index: dict = {}
+    corrupt: dict[int, str] = {}
+    damaged: dict[int, str] = {}
     for batch in loader:
         corrupt.update(batch["corrupt"])
         damaged.update(batch.get("damaged", {}))
@@ -33,4 +36,4 @@ def evaluate_model(model, loader, num_classes: int, *, score_threshold: float = 
         ground_truths, predictions, num_classes, score_threshold=score_threshold, iou_threshold=iou_threshold,
         max_detections=max_detections, class_names=class_names,
     )
-    return result, {"unreadable": sorted(corrupt), "damaged": damaged}
+    return result, {"unreadable": corrupt, "damaged": damaged}

@@ -51,8 +51,8 @@ class TrainResult:
     data_wait_share: float  # fraction of wall time spent waiting for the DataLoader
     stopped_by_time_budget: bool
     history: list[dict] = field(default_factory=list)  # per-epoch metrics
-    #: Dataset indices of the images that could not be decoded (skipped), over all ranks.
-    unreadable: list[int] = field(default_factory=list)
+    #: Dataset index -> why it could not be decoded, for the images skipped, over all ranks.
+    unreadable: dict[int, str] = field(default_factory=dict)
     #: Dataset index -> why its data broke off, for images used as far as they decode, over all ranks.
     damaged: dict[int, str] = field(default_factory=dict)
 
@@ -216,7 +216,7 @@ def train(
     world_size = dist.get_world_size() if is_distributed() else 1
 
     step, images_seen, data_wait, epochs_done = 0, 0, 0.0, 0
-    corrupt: set[int] = set()
+    corrupt: dict[int, str] = {}
     damaged: dict[int, str] = {}
     history: list[dict] = []
     stopped_by_time = False
@@ -289,7 +289,7 @@ def train(
     if ema is not None:
         base_model.load_state_dict(ema.module.state_dict())
     seconds = time.perf_counter() - start
-    unreadable = sorted({index for part in _gather(sorted(corrupt)) for index in part})
+    unreadable = {index: reason for part in _gather(corrupt) for index, reason in part.items()}
     damaged = {index: reason for part in _gather(damaged) for index, reason in part.items()}
     return TrainResult(
         steps=step,
