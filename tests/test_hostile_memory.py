@@ -24,6 +24,7 @@ from PIL import Image, ImageFile
 from ymir_runner.protocol import images
 from ymir_runner.protocol.dataset import DatasetReader, SkipLog
 from ymir_runner.protocol.images import DECODE_MEMORY_BUDGET, ImageProblem, decode_image, probe_image
+from ymir_runner.supervise import oom_kills
 
 GIB = 1 << 30
 MIB = 1 << 20
@@ -381,7 +382,9 @@ def finish(process) -> tuple[list[int], str]:
 @pytest.mark.parametrize("executor, signum, code, reason", [
     ("segfault", signal.SIGSEGV, 160004, "the run died of SIGSEGV (Segmentation fault), a crash in native code "
                                          "called from evaluate_in_native_code ("),
-    ("oom-killed", signal.SIGKILL, 300103, "the run was killed (SIGKILL) at a peak of "),
+    # a SIGKILL the cgroup's OOM-kill counter does not account for (here: the run's own) is not called memory
+    ("oom-killed", signal.SIGKILL, 300103 if oom_kills() is None else 160004,
+     "the run was killed (SIGKILL) at a peak of "),
 ])
 def test_a_run_killed_by_a_signal_ends_in_state_4_with_a_code_and_a_last_line(crash_run, executor, signum, code,
                                                                              reason):
@@ -397,10 +400,25 @@ def test_a_run_killed_by_a_signal_ends_in_state_4_with_a_code_and_a_last_line(cr
     if signum == signal.SIGSEGV:
         assert "ymir_crash_mod.py, line" in last and "its peak memory was" in last
         assert "Fatal Python error: Segmentation fault" in stderr  # the traceback, above the last line
+    elif oom_kills() is None:
+        assert "most likely the kernel's out-of-memory killer" in last
     else:
-        assert "out-of-memory killer" in last
+        assert "not by the out-of-memory killer of its cgroup (its oom_kill count did not change)" in last
     assert not is_running(worker), "the crashed run's worker outlived it"
     assert not is_running(run_pid)
+
+
+@pytest.mark.parametrize("oom_killed, code, says", [
+    (True, 300103, "the kernel's out-of-memory killer killed it (its cgroup's oom_kill count rose)"),
+    (None, 300103, "most likely the kernel's out-of-memory killer"),
+    (False, 160004, "not by the out-of-memory killer of its cgroup"),
+])
+def test_a_sigkill_is_called_out_of_memory_only_as_far_as_the_cgroup_says(oom_killed, code, says):
+    """`kill -9` and the OOM killer send the same signal: the cgroup's oom_kill counter tells them apart."""
+    from ymir_runner.supervise import death_message
+
+    returned, reason = death_message(signal.SIGKILL, 3 << 30, "", oom_killed)
+    assert int(returned) == code and says in reason and "at a peak of 3.0 GB" in reason
 
 
 def test_a_crash_after_the_run_reported_success_keeps_the_success(crash_run):

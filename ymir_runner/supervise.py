@@ -42,6 +42,7 @@ def supervise(argv: Sequence[str] | None = None) -> None:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     faults = _fault_file()
+    oom_kills_before = oom_kills()
     signal.pthread_sigmask(signal.SIG_BLOCK, _STOPS)  # a stop before the handlers are set stays pending
     parent, started = os.getpid(), time.time()
     try:
@@ -63,7 +64,8 @@ def supervise(argv: Sequence[str] | None = None) -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOPS)
     status, peak_kb = _wait(child)
     if os.WIFSIGNALED(status):
-        code = report_death(argv, os.WTERMSIG(status), peak_kb * 1024, _read(faults), started)
+        code = report_death(argv, os.WTERMSIG(status), peak_kb * 1024, _read(faults), started,
+                            oom_killed=_oom_killed(oom_kills_before))
     else:
         code = os.waitstatus_to_exitcode(status)
     with contextlib.suppress(Exception):
@@ -103,14 +105,54 @@ def _read(faults: BinaryIO) -> str:
     return ""
 
 
-def death_message(signum: int, peak_bytes: int, faults: str) -> tuple[ReturnCode, str]:
-    """The return code and one-line reason of a run that died of ``signum`` (its traceback in ``faults``)."""
+def oom_kills() -> int | None:
+    """How many processes the kernel's out-of-memory killer has killed in this process's memory cgroup
+    (cgroup v2 ``memory.events`` / v1 ``memory.oom_control``: ``oom_kill N``); None where it cannot be read."""
+    try:
+        with open("/proc/self/cgroup", encoding="utf-8") as stream:
+            lines = stream.read().splitlines()
+    except OSError:
+        return None
+    candidates = []
+    for line in lines:
+        _, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+        if controllers == "":  # cgroup v2
+            candidates.append(os.path.join("/sys/fs/cgroup", path.lstrip("/"), "memory.events"))
+        elif "memory" in controllers.split(","):
+            candidates.append(os.path.join("/sys/fs/cgroup/memory", path.lstrip("/"), "memory.oom_control"))
+    for candidate in candidates:
+        with contextlib.suppress(OSError, ValueError):
+            with open(candidate, encoding="utf-8") as stream:
+                for line in stream:
+                    key, _, value = line.partition(" ")
+                    if key == "oom_kill":
+                        return int(value)
+    return None
+
+
+def _oom_killed(before: int | None) -> bool | None:
+    """Whether the out-of-memory killer killed something in this cgroup since ``before`` (None: cannot tell)."""
+    after = oom_kills()
+    return None if before is None or after is None else after > before
+
+
+def death_message(signum: int, peak_bytes: int, faults: str, oom_killed: bool | None = None) -> tuple[ReturnCode, str]:
+    """The return code and one-line reason of a run that died of ``signum`` (its traceback in ``faults``).
+
+    A SIGKILL is what the kernel's out-of-memory killer sends, and what ``kill -9`` sends: with ``oom_killed``
+    known from the cgroup's counter (:func:`oom_kills`) it is out of memory (300103) or an outside kill (160004);
+    unknown, it is reported as out of memory, the likely cause inside a container, and said to be a guess."""
     name = signal.Signals(signum).name
     peak = f"{peak_bytes / (1 << 30):.1f} GB" if peak_bytes >= 1 << 30 else f"{peak_bytes >> 20} MB"
+    if signum == signal.SIGKILL and oom_killed is False:
+        return ReturnCode.GENERIC, (f"the run was killed (SIGKILL) at a peak of {peak} of memory, not by the "
+                                    f"out-of-memory killer of its cgroup (its oom_kill count did not change): "
+                                    f"something outside the run sent it")
     if signum == signal.SIGKILL:
-        return ReturnCode.OUT_OF_MEMORY, (f"the run was killed (SIGKILL) at a peak of {peak} of memory: the kernel's "
-                                          f"out-of-memory killer stops a process this way when the memory limit is "
-                                          f"reached")
+        known = ("the kernel's out-of-memory killer killed it (its cgroup's oom_kill count rose)" if oom_killed
+                 else "most likely the kernel's out-of-memory killer, which stops a process this way when the "
+                      "memory limit is reached (this machine's cgroup does not say)")
+        return ReturnCode.OUT_OF_MEMORY, f"the run was killed (SIGKILL) at a peak of {peak} of memory: {known}"
     where = _crash_site(faults)
     return ReturnCode.GENERIC, (f"the run died of {name} ({signal.strsignal(signum) or name}), a crash in native "
                                 f"code{where}; its peak memory was {peak}")
@@ -124,14 +166,15 @@ def _crash_site(faults: str) -> str:
     return f" called from {frame[3]} ({frame[1]}, line {frame[2]})" if frame else ""
 
 
-def report_death(argv: Sequence[str], signum: int, peak_bytes: int, faults: str, started: float) -> int:
+def report_death(argv: Sequence[str], signum: int, peak_bytes: int, faults: str, started: float,
+                 oom_killed: bool | None = None) -> int:
     """A run that died of ``signum``: stop what it left running, write state 4 unless it reported an outcome, print
     its traceback and the reason as the last line; the exit code (0 when it had reported success)."""
     from .shutdown import stop_children
 
     with contextlib.suppress(Exception):
         stop_children()  # DataLoader workers, ranks: orphans are reparented here (a subreaper, or PID 1)
-    code, reason = death_message(signum, peak_bytes, faults)
+    code, reason = death_message(signum, peak_bytes, faults, oom_killed)
     monitor = _monitor_of(argv)
     line = _monitor_line(monitor[0], started) if monitor else None
     if faults.strip():
