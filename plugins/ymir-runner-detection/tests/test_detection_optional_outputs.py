@@ -150,7 +150,7 @@ def test_a_training_whose_model_predicts_degenerate_boxes_succeeds(ymir_task, mo
     monkeypatch.setattr(CenterNetDetector, "predict_maps", degenerate_maps)
     monkeypatch.setattr(visualize, "pixel_rectangle", lambda box, *size: drawn.append(tuple(box)) or
                         pixel_rectangle(box, *size))
-    outcome = task_with_an_empty_class(ymir_task, export_onnx=False).run(registry())
+    outcome = task_with_an_empty_class(ymir_task, export_onnx=False, conf_threshold=0.0).run(registry())
     assert outcome.exit_code == 0, outcome.stderr
     result = outcome.result_yaml()
     assert {name: stage["files"] for name, stage in result["model_stages"].items()} == {
@@ -162,6 +162,11 @@ def test_a_training_whose_model_predicts_degenerate_boxes_succeeds(ymir_task, mo
     assert len(drawn) == 2 * 2 * len(DEGENERATE)
     assert sorted(summary_tags(outcome.out_dir, "image")) == ["val_predictions/0", "val_predictions/0",
                                                               "val_predictions/1", "val_predictions/1"]
+    # no true positive: no F1-optimal threshold exists, and none is stored as if it did (inference says so)
+    from ymir_runner_detection.checkpoint import load_checkpoint
+
+    checkpoint = load_checkpoint(os.path.join(outcome.out_dir, "models", "epoch_2", "model.pt"))
+    assert checkpoint.score_threshold is None
 
 
 def test_a_picture_and_an_onnx_export_that_raise_do_not_stop_the_training(ymir_task, monkeypatch):

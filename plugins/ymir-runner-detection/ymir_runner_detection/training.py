@@ -358,7 +358,9 @@ class StageWriter:
         try:
             save_checkpoint(model, os.path.join(folder, CHECKPOINT_NAME), class_names=self.context.class_names,
                             img_size=self.plan.img_size, epoch=epoch, metrics=metrics,
-                            score_threshold=result.score_threshold)
+                            # no true positive: no F1 optimum exists, and the default must not be stored as one
+                            score_threshold=result.score_threshold
+                            if self.hyper.conf_threshold or result.true_positives else None)
             if self.hyper.export_onnx:
                 # optional: the checkpoint is the model; a failed export is warned about, counted and not listed
                 with self.context.optional_output("ONNX export") as onnx:
