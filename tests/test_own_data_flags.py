@@ -389,3 +389,10 @@ def test_a_split_whose_validation_would_mislead_is_warned_about(tmp_path, regist
     captured = capsys.readouterr()
     assert warning in captured.err
     assert "warnings: 1 (1 " in captured.out
+
+
+def test_sandbox_gpu_count_without_gpu_id_says_the_task_runs_on_the_cpu(tmp_path, registry, capsys):
+    assert main(["sandbox", yolo_folder(tmp_path / "data"), "--out", str(tmp_path / "work"), "--set",
+                 "gpu_count=2"]) == 0
+    assert ("--set gpu_count=2 without gpu_id: the platform writes gpu_id with the GPUs it allocated; with gpu_id '' "
+            "the task runs on the CPU; pass --set gpu_id=0,1") in capsys.readouterr().err

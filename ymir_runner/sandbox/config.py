@@ -90,6 +90,11 @@ def build_config(template: Mapping[str, Any], kinds: Sequence[TaskKind], task_id
     """Template + overrides + the keys the platform writes (protocol.md section 2); no model paths yet."""
     training = TaskKind.TRAINING in kinds
     hyper = {**template, **options.overrides}
+    gpus = options.overrides.get("gpu_count")
+    if isinstance(gpus, int) and not isinstance(gpus, bool) and gpus > 0 and not options.overrides.get("gpu_id"):
+        log.warning("--set gpu_count=%d without gpu_id: the platform writes gpu_id with the GPUs it allocated; "
+                    "with gpu_id '' the task runs on the CPU; pass --set gpu_id=%s to use this machine's GPUs",
+                    gpus, ",".join(str(index) for index in range(gpus)))
     if options.plugin:
         hyper["plugin"] = options.plugin
     if training:
