@@ -396,3 +396,13 @@ def test_sandbox_gpu_count_without_gpu_id_says_the_task_runs_on_the_cpu(tmp_path
                  "gpu_count=2"]) == 0
     assert ("--set gpu_count=2 without gpu_id: the platform writes gpu_id with the GPUs it allocated; with gpu_id '' "
             "the task runs on the CPU; pass --set gpu_id=0,1") in capsys.readouterr().err
+
+
+def test_an_unknown_option_is_told_by_its_subcommand_with_the_closest_option(tmp_path, registry, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["sandbox", str(tmp_path), "--out", str(tmp_path / "work"), "--val_ratio", "0.3"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "usage: ymir-runner sandbox" in err
+    assert err.strip().splitlines()[-1] == ("ymir-runner sandbox: error: unrecognized arguments: --val_ratio 0.3 "
+                                            "(--val_ratio: did you mean --val-ratio?)")

@@ -94,6 +94,27 @@ def build_parser(registry: Any = None) -> argparse.ArgumentParser:
     return parser
 
 
+def parse_command_line(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """``parser.parse_args``, but an unknown option is reported by the subcommand it was given to, with its usage
+    and the closest option it has (``sandbox --val_ratio``: "did you mean --val-ratio?"), not by the top level.
+    Exits 2 (argparse's usage error) for an unknown argument."""
+    import difflib
+
+    args, extra = parser.parse_known_args(argv)
+    if not extra:
+        return args
+    commands = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
+    command = commands.choices.get(getattr(args, "command", None) or "", parser)
+    options = [option for action in command._actions for option in action.option_strings]
+    hints = []
+    for unknown in extra:
+        close = difflib.get_close_matches(unknown.split("=", 1)[0], options, n=1)
+        if close:
+            hints.append(f"{unknown}: did you mean {close[0]}?")
+    command.error(f"unrecognized arguments: {' '.join(extra)}" + (f" ({'; '.join(hints)})" if hints else ""))
+    raise AssertionError("argparse's error() exits")  # pragma: no cover
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from .cpus import configure_openmp
     from .plugins import build_plugin_manager
@@ -101,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with contextlib.suppress(YmirError):  # a bad $YMIR_RUNNER_CPUS: `run` reports it through the protocol
         configure_openmp()  # before any plugin can import torch or numpy: their OpenMP runtime reads it once
     registry = build_plugin_manager()
-    args = build_parser(registry).parse_args(argv)
+    args = parse_command_line(build_parser(registry), argv)
     if args.handler is _cmd_run:  # the dispatcher reports its errors through the protocol itself
         return args.handler(args)
     try:
