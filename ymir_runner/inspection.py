@@ -18,7 +18,7 @@ from typing import Any, Iterable, Sequence
 from .errors import YmirError, one_line
 from .origins import Origins, load_origins
 from .preflight import check_training_boxes, preflight
-from .protocol.config import parse_config, read_config_file
+from .protocol.config import read_config_file
 from .protocol.dataset import AnnotationReader, DatasetReader, Item, SkipLog
 from .protocol.env import TaskKind, check_paths_exist_here, load_env
 
@@ -242,9 +242,8 @@ def inspect_env(env_file: str, root: str | None = None, registry: Any = None) ->
     check_paths_exist_here(env)
     raw = read_config_file(env.input.config_file)
     checks = preflight(env, registry or build_plugin_manager(), raw)
-    try:
-        config = parse_config(raw, root=env.root)
-    except YmirError:  # already among checks.errors
+    config = checks.base
+    if config is None:  # its reserved keys do not read: the error is among checks.errors
         return Inspection(None, checks.warnings, checks.errors)
     skips = SkipLog(names=load_origins(env))
     readers = []

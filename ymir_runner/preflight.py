@@ -78,6 +78,8 @@ class Preflight:
     reports. ``errors`` are what ``run`` would stop on (it stops on the first), in the order it meets them."""
 
     tasks: Sequence[TaskKind]
+    #: config.yaml's reserved keys, typed (None when they do not read: the error is in ``errors``).
+    base: TaskConfig | None
     executors: dict[TaskKind, Executor]
     configs: dict[TaskKind, TaskConfig]
     warnings: list[str]
@@ -87,9 +89,9 @@ class Preflight:
 def preflight(env: TaskEnv, registry: PluginRegistry, raw_config: Mapping[str, Any]) -> Preflight:
     """Run every pre-plugin check of a run on ``env`` (its config.yaml already read as ``raw_config``), collecting
     the problems instead of stopping at the first."""
-    result = Preflight(env.tasks, {}, {}, [], [])
+    result = Preflight(env.tasks, None, {}, {}, [], [])
     try:
-        base = parse_config(raw_config)
+        base = result.base = parse_config(raw_config, root=env.root)
     except YmirError as error:
         result.errors.append(error)
         return result

@@ -9,8 +9,9 @@ import yaml
 
 from .. import imgman
 from ..errors import ConfigError, YmirError
+from ..preflight import config_key_warnings
 from ..protocol.annotations import WRITABLE_FORMATS, export_format_of
-from ..protocol.config import DEFAULT_SHM_SIZE, DETECTION, PLATFORM_TYPED_KEYS, ExportFormat, unknown_key_warnings
+from ..protocol.config import DEFAULT_SHM_SIZE, DETECTION, PLATFORM_TYPED_KEYS, ExportFormat
 from ..protocol.env import TaskKind, env_document
 from .options import SandboxOptions
 from .worktree import WorkTree
@@ -64,9 +65,7 @@ def check_overrides(overrides: Mapping[str, Any], chosen: Mapping[TaskKind, Any]
     if not chosen:
         log.warning("--set %s: not checked, no installed executor handles the task", ", ".join(overrides))
         return
-    known = {param.name for kind, executor in chosen.items() for param in executor.spec.template(kind)}
-    names = " + ".join(sorted({executor.spec.name for executor in chosen.values()}))
-    for warning in unknown_key_warnings(overrides, known, names):
+    for warning in config_key_warnings(overrides, chosen):
         if not force:
             raise ConfigError(f"--set: {warning}; pass --force to write it anyway")
         log.warning("--set: %s", warning)
