@@ -13,13 +13,13 @@ import dataclasses
 import json
 import math
 import os
-import stat
 import sys
 from typing import Any, Sequence
 
 from .errors import YmirError
 from .origins import ORIGINS_FILE, Origins, load_origins, read_origins
 from .protocol.env import load_env
+from .protocol.files import UnreadableFile, read_text
 
 #: The protocol's names of the two files, in the task's /out.
 MINING_FILE = "result.tsv"
@@ -69,19 +69,16 @@ class Predicted:
 
 
 def _read_text(path: str) -> str:
-    """A regular file's text (never a FIFO or a device: reading one could block forever); ResultsError if not."""
+    """A regular file's text (never a FIFO or a device: reading one could block forever), read by the core's one
+    bounded reader (:func:`~ymir_runner.protocol.files.read_text`); ResultsError naming the file if not."""
     try:
-        info = os.stat(path)
-        if not stat.S_ISREG(info.st_mode):
-            raise ResultsError(f"{path} is not a regular file")
-        if info.st_size > MAX_BYTES:
-            raise ResultsError(f"{path} is {info.st_size} bytes, more than {MAX_BYTES}: not read")
-        with open(path, encoding="utf-8-sig") as stream:
-            return stream.read()
+        return read_text(path, limit=MAX_BYTES)
+    except UnreadableFile as error:  # not a regular file, too large, not UTF-8, a NUL byte in the path
+        problem = str(error)
+        raise ResultsError(f"{path} is {problem}" if problem.startswith(("not ", "larger "))
+                           else f"cannot read {path}: {problem}") from None
     except OSError as error:
         raise ResultsError(f"cannot read {path}: {error.strerror or error}") from None
-    except UnicodeDecodeError as error:
-        raise ResultsError(f"{path} is not UTF-8 text ({error.reason} at byte {error.start})") from None
 
 
 def _files(origins: Origins | None, asset: str) -> tuple[str, ...]:
