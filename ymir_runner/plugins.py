@@ -13,7 +13,7 @@ import importlib.metadata
 import logging
 import os
 import sys
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import pluggy
 
@@ -21,6 +21,12 @@ from . import __version__, hookspecs
 from .errors import ConfigError, ObjectTypeError
 from .protocol.env import TaskKind
 from .records import ExecutorSpec
+
+if TYPE_CHECKING:  # the task records import more than listing plugins needs
+    import argparse
+
+    from .context import TaskContext
+    from .protocol.results import Stage
 
 ENTRY_POINT_GROUP = hookspecs.PROJECT_NAME
 DISABLE_ENV_VAR = "YMIR_RUNNER_DISABLE_PLUGINS"
@@ -79,7 +85,7 @@ class PluginRegistry:
 
     # --- registration --------------------------------------------------------------------------------------
 
-    def register(self, plugin: Any, name: str, *, distribution: str | None = None,
+    def register(self, plugin: object, name: str, *, distribution: str | None = None,
                  version: str | None = None) -> None:
         """Register a plugin object (module or instance) under ``name`` and check its hooks."""
         self.pm.register(plugin, name=name)
@@ -196,31 +202,32 @@ class PluginRegistry:
 
     # --- typed hook calls ------------------------------------------------------------------------------------
 
-    def _only(self, plugin_name: str, hook: str) -> Any:
-        """A caller of ``hook`` that reaches one plugin only."""
+    def _only(self, plugin_name: str, hook: str) -> Callable[..., Any]:
+        """A caller of ``hook`` that reaches one plugin only (pluggy's callers are untyped: the typed methods
+        below are what the core calls)."""
         others = [plugin for name, plugin in self.pm.list_name_plugin() if name != plugin_name]
         return self.pm.subset_hook_caller(hook, remove_plugins=others)
 
-    def run_task(self, executor: Executor, context: Any) -> None:
+    def run_task(self, executor: Executor, context: TaskContext) -> None:
         """Call the task hook of the chosen executor's plugin only."""
         self._only(executor.plugin_name, TASK_HOOKS[context.kind])(context=context)
 
-    def before_task(self, context: Any) -> None:
+    def before_task(self, context: TaskContext) -> None:
         self.pm.hook.ymir_runner_before_task(context=context)
 
-    def after_task(self, context: Any) -> None:
+    def after_task(self, context: TaskContext) -> None:
         self.pm.hook.ymir_runner_after_task(context=context)
 
-    def on_task_error(self, context: Any, error: BaseException) -> None:
+    def on_task_error(self, context: TaskContext, error: BaseException) -> None:
         try:
             self.pm.hook.ymir_runner_on_task_error(context=context, error=error)
         except Exception:  # never replace the task's own error
             log.exception("an on_task_error hook failed")
 
-    def stage_saved(self, context: Any, stage: Any) -> None:
+    def stage_saved(self, context: TaskContext, stage: Stage) -> None:
         self.pm.hook.ymir_runner_stage_saved(context=context, stage=stage)
 
-    def add_commands(self, subparsers: Any) -> None:
+    def add_commands(self, subparsers: argparse._SubParsersAction) -> None:
         """Let each plugin add CLI subcommands; one that fails is a warning (``run`` must still work)."""
         for impl in self.pm.hook.ymir_runner_add_commands.get_hookimpls():
             try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Any, ClassVar, Mapping
+from typing import AbstractSet, Any, ClassVar, Mapping
 
 from .protocol.coerce import AUTO, auto_type_name
 from .protocol.config import RESERVED_KEYS, bounds_text, within_bounds
@@ -93,11 +93,13 @@ class ExecutorSpec:
     """
 
     name: str
-    tasks: frozenset[TaskKind]
+    #: The task kinds it runs: a set (``{TaskKind.TRAINING, TaskKind.INFER}``), kept as a frozenset.
+    tasks: AbstractSet[TaskKind]
     #: Template defaults per task kind; a kind in ``tasks`` without a template gets an empty one.
     templates: Mapping[TaskKind, tuple[Param, ...]] = dataclasses.field(default_factory=dict)
-    #: YMIR object types: 2 detection, 3 semantic segmentation, 4 instance segmentation.
-    object_types: frozenset[int] = frozenset({2})
+    #: YMIR object types: 2 detection, 3 semantic segmentation, 4 instance segmentation; a set, kept as a
+    #: frozenset.
+    object_types: AbstractSet[int] = frozenset({2})
     description: str = ""
     #: Annotation formats (``export_format`` annotation part) the training task reads.
     annotation_formats: tuple[str, ...] = ("det-ark", "det-voc")
