@@ -42,7 +42,7 @@ __all__ = [
     "MINING_ALGORITHMS", "Prediction", "MiningSettings", "mine_candidates",
     "Augmentation", "horizontal_flip", "cutout", "rescale", "CALD_AUGMENTATIONS",
     "binary_entropy", "class_weights", "random_scores", "entropy_score", "aldd_score", "box_iou",
-    "js_divergence", "cald_consistency", "cald_score", "cald_scores",
+    "js_divergence", "cald_consistency", "cald_score", "cald_scores", "MIN_SCORE",
 ]
 
 EPS = 1e-6
