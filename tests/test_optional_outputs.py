@@ -190,7 +190,7 @@ def test_a_tensorboard_folder_that_cannot_be_written_is_in_the_summary(registry,
 
 
 def test_a_failing_dataset_report_is_an_optional_output(registry, ymir_task, monkeypatch):
-    from ymir_runner.inspection import DatasetReport
+    from ymir_runner.dataset_report import DatasetReport
 
     monkeypatch.setattr(DatasetReport, "markdown", lambda self: 1 / 0)
     outcome = ymir_task().run(registry)

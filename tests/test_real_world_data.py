@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ymir_runner.inspection import inspect_env, report_readers
+from ymir_runner.dataset_report import report_readers
+from ymir_runner.inspection import inspect_env
 from ymir_runner.protocol.annotations import Box
 from ymir_runner.protocol.dataset import AnnotationReader, DatasetReader, SkipLog
 from ymir_runner.protocol.images import MAX_IMAGE_PIXELS, ImageProblem, decode_image, probe_image

@@ -34,8 +34,6 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.2.0"
-
 from .errors import (  # noqa: E402
     ConfigError,
     DatasetError,
@@ -57,6 +55,7 @@ from .protocol.atomic import atomic_path  # noqa: E402
 from .protocol.env import MODEL_INFO_FILE, TaskKind, best_stage_name  # noqa: E402
 from .protocol.yaml_file import excerpt, parse_yaml, read_yaml  # noqa: E402
 from .records import ExecutorSpec, Param  # noqa: E402
+from .version import __version__  # noqa: E402
 
 if TYPE_CHECKING:
     from . import cpus, evaluation, mining

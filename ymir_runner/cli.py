@@ -10,9 +10,9 @@ import signal
 import sys
 from typing import Any, Sequence
 
-from . import __version__
 from .errors import YmirError
 from .protocol.env import DEFAULT_ENV_FILE, ROOT_ENV_VAR
+from .version import __version__
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

@@ -15,11 +15,11 @@ import signal
 import sys
 from typing import Any, Callable, Sequence
 
-from . import __version__
 from .context import TaskContext
 from .cpus import cpu_limits, openmp_settings
+from .dataset_report import report_readers
 from .errors import TaskTerminated, YmirError, classify, one_line
-from .inspection import report_readers
+from .logs import configure_logging
 from .origins import load_origins
 from .plugins import Executor, PluginRegistry, build_plugin_manager
 from .preflight import check_inputs, check_training_boxes, config_key_warnings, no_task_error, task_config
@@ -32,6 +32,7 @@ from .protocol.results import InferResult, MiningResult, Stage, TrainingResult, 
 from .protocol.tensorboard import LazySummaryWriter
 from .sdk import sdk_env, sdk_writers
 from .shutdown import StopSignals, child_pids, stop_children
+from .version import __version__
 
 log = logging.getLogger("ymir_runner")
 
@@ -42,29 +43,6 @@ def phase_spans(tasks: Sequence[TaskKind]) -> list[tuple[float, float]]:
     """Equal shares of [0, 1] per task: mining + inference → [0, 0.5] and [0.5, 1]."""
     width = 1.0 / max(len(tasks), 1)
     return [(index * width, (index + 1) * width) for index in range(len(tasks))]
-
-
-class _StderrHandler(logging.StreamHandler):
-    """Writes to whatever ``sys.stderr`` is at the time (tests and tools swap it)."""
-
-    @property
-    def stream(self) -> Any:
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, value: Any) -> None:
-        pass
-
-
-def configure_logging() -> None:
-    """Log to stderr, which the platform appends to /out/ymir-executor-out.log."""
-    root = logging.getLogger("ymir_runner")
-    if not any(isinstance(handler, _StderrHandler) for handler in root.handlers):
-        handler = _StderrHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s",
-                                               "%Y-%m-%d %H:%M:%S"))
-        root.addHandler(handler)
-    root.setLevel(logging.INFO)
 
 
 class Run:

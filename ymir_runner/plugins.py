@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import pluggy
 
-from . import __version__, hookspecs
+from . import hookspecs
 from .errors import ConfigError, ObjectTypeError
 from .protocol.env import TaskKind
 from .records import ExecutorSpec
+from .version import __version__
 
 if TYPE_CHECKING:  # the task records import more than listing plugins needs
     import argparse

@@ -15,10 +15,10 @@ import re
 import string
 from typing import Sequence
 
-from . import __version__
 from .errors import ConfigError
 from .protocol.env import TaskKind
 from .records import MINING_ALGORITHMS
+from .version import __version__
 
 TEMPLATE_DIR = os.path.join(os.path.dirname(__file__), "templates", "new-plugin")
 #: Executor names the scaffold accepts: they also become a distribution and a package name.

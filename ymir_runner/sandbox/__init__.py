@@ -21,44 +21,18 @@ platform would write is written the way protocol.md section 2 describes it:
 The package: :mod:`.sources` holds the source readers, one module per format (VOC, YOLO, COCO, plain images)
 on top of :mod:`ymir_runner.protocol.annotations`; each returns the same neutral
 :class:`~.sources.SourceData` (image paths with named boxes in inclusive pixel corners, and the source's own
-split, if any), and the rest is shared: :mod:`.exif` (image headers, EXIF orientation), :mod:`.assets`
+split, if any), and the rest is shared: :mod:`.headers` (image sizes and orientations, read once),
+:mod:`.exif` (what EXIF orientation means for the boxes), :mod:`.assets`
 (stored images and their annotation files), :mod:`.classes`, :mod:`.splits` (the index files' train/val),
 :mod:`.models`, :mod:`.config` (config.yaml, env.yaml), :mod:`.worktree`, :mod:`.options`, :mod:`.build`
 (:func:`build_sandbox` and its summary) and :mod:`.cli` (the subcommand).
+
+The face below is the package's API: :func:`build_sandbox` with its options and summary, the subcommand, and
+the sandbox's logger; everything else is imported from its own module.
 """
 
-from .assets import ASSET_EXTENSIONS, Asset, assign_boxes, collect_assets, file_sha1, pixel_box, write_assets
 from .build import SandboxSummary, build_sandbox, log
-from .classes import class_lookup, resolve_class_names
-from .cli import add_command, parse_override
-from .config import build_config, check_overrides, choose_executors, env_yaml, template_config, web_ui_value
-from .exif import ImageHeader, ImageSizes, exif_plan, write_transposed
-from .models import LEGACY_STAGE, ModelSource, install_model, model_files, read_model_source
-from .options import DEFAULT_VAL_RATIO, SPLIT_MODES, SandboxOptions, check_options, task_kinds
-from .sources import (
-    IMAGE_EXTENSIONS,
-    READERS,
-    SOURCE_FORMATS,
-    SourceBox,
-    SourceData,
-    SourceImage,
-    SourceSplit,
-    SourceTree,
-    detect_format,
-    read_source,
-    scan_source,
-)
-from .splits import TrainVal, split, split_assets
-from .worktree import WorkTree
+from .cli import add_command
+from .options import SandboxOptions
 
-__all__ = [
-    "ASSET_EXTENSIONS", "DEFAULT_VAL_RATIO", "IMAGE_EXTENSIONS", "LEGACY_STAGE",
-    "READERS", "SOURCE_FORMATS", "SPLIT_MODES", "Asset", "ImageHeader",
-    "ImageSizes", "ModelSource", "SandboxOptions", "SandboxSummary", "SourceBox", "SourceData", "SourceImage",
-    "SourceSplit", "SourceTree", "TrainVal", "WorkTree", "add_command", "assign_boxes", "build_config",
-    "build_sandbox", "check_options", "check_overrides", "choose_executors",
-    "class_lookup", "collect_assets", "detect_format", "env_yaml", "exif_plan",
-    "file_sha1", "install_model", "log", "model_files", "parse_override", "pixel_box", "read_model_source",
-    "read_source", "resolve_class_names", "scan_source", "split", "split_assets", "task_kinds", "template_config",
-    "web_ui_value", "write_assets", "write_transposed",
-]
+__all__ = ["SandboxOptions", "SandboxSummary", "add_command", "build_sandbox", "log"]

@@ -19,7 +19,8 @@ from ..protocol.annotations import annotation_suffix, annotation_text
 from ..protocol.dataset import SkipLog
 from ..protocol.files import open_regular
 from ..protocol.images import ImageProblem, probe_image
-from .exif import ImageSizes, write_transposed
+from .exif import write_transposed
+from .headers import ImageSizes
 from .sources import SourceBox, SourceImage
 from .worktree import WorkTree
 

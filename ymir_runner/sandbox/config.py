@@ -7,8 +7,8 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
-from .. import imgman
 from ..errors import ConfigError, YmirError
+from ..imgman import template_defaults
 from ..preflight import config_key_warnings
 from ..protocol.annotations import WRITABLE_FORMATS, export_format_of
 from ..protocol.config import DEFAULT_SHM_SIZE, DETECTION, PLATFORM_TYPED_KEYS, ExportFormat
@@ -50,7 +50,7 @@ def template_config(registry: Any, chosen: Mapping[TaskKind, Any]) -> dict[str, 
     + inference: merged, mining's value first): another executor's keys never reach config.yaml."""
     merged: dict[str, Any] = {}
     for kind, executor in chosen.items():
-        template = imgman.template_defaults(registry, kind, object_type=DETECTION, executor_name=executor.spec.name)
+        template = template_defaults(registry, kind, object_type=DETECTION, executor_name=executor.spec.name)
         for key, value in template.items():
             merged.setdefault(key, value)
     return merged

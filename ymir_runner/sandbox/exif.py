@@ -1,93 +1,26 @@
-"""Image headers and EXIF orientation: the sandbox stores the STORED pixels, as the platform does.
+"""EXIF orientation: the sandbox stores the STORED pixels, as the platform does.
 
 The platform measures and ``ymir-runner run`` decodes an image's stored pixels (no EXIF rotation), so boxes
-drawn on the EXIF-rotated picture (what a photo viewer shows) miss their objects. This module reads the
-headers (:class:`ImageSizes`), decides which images ``--exif-transpose`` turns (:func:`exif_plan`), warns
-about the others (:class:`Notices`) and writes the turned pixels (:func:`write_transposed`).
+drawn on the EXIF-rotated picture (what a photo viewer shows) miss their objects. This module decides which
+images ``--exif-transpose`` turns (:func:`exif_plan`), warns about the others (:class:`Notices`) and writes the
+turned pixels (:func:`write_transposed`); :mod:`.headers` reads the sizes and orientations it goes by.
 """
 
 from __future__ import annotations
 
 import collections
 import logging
-from typing import TYPE_CHECKING, Any, NamedTuple, Sequence
+from typing import Any, Sequence
 
 from ..protocol.dataset import MAX_WARNINGS_PER_REASON
-from ..protocol.images import ImageProblem, open_image
-
-if TYPE_CHECKING:
-    from .sources import SourceImage
+from ..protocol.images import open_image
+from .headers import ImageHeader, ImageSizes
+from .sources.base import SourceImage
 
 log = logging.getLogger("ymir_runner.sandbox")
 
-#: The EXIF Orientation tag, and the orientations that turn an image by a quarter (width and height swap).
-EXIF_ORIENTATION = 0x0112
-QUARTER_TURNS = frozenset({5, 6, 7, 8})
 #: Warning reasons that ``--exif-transpose`` answers (the summary then names the option).
 EXIF_HINT_REASONS = frozenset({"labelled on EXIF-rotated pixels", "boxes may be on EXIF-rotated pixels"})
-
-
-class ImageHeader(NamedTuple):
-    """What PIL reads from an image's header: the STORED size and the EXIF orientation (1 when there is none)."""
-
-    width: int
-    height: int
-    orientation: int = 1
-
-    @property
-    def stored(self) -> tuple[int, int]:
-        """``(width, height)`` of the pixels as stored in the file."""
-        return self.width, self.height
-
-    @property
-    def rotated(self) -> tuple[int, int]:
-        """The size once the EXIF orientation is applied: orientations 5 to 8 swap width and height."""
-        return (self.height, self.width) if self.orientation in QUARTER_TURNS else self.stored
-
-
-class ImageSizes:
-    """Image headers read with PIL, cached: YOLO conversion, clipping and the EXIF checks all need them.
-
-    ``exif_transpose``: the sandbox stores the EXIF-rotated pixels of every image with an orientation, so YOLO's
-    normalised boxes are scaled by the rotated size.
-    """
-
-    def __init__(self, exif_transpose: bool = False) -> None:
-        self.exif_transpose = exif_transpose
-        self._headers: dict[str, ImageHeader | None] = {}
-
-    def header(self, path: str) -> ImageHeader | None:
-        """The image's header, or None when PIL cannot open the file."""
-        if path not in self._headers:
-            self._headers[path] = _read_header(path)
-        return self._headers[path]
-
-    def __call__(self, path: str) -> tuple[int, int] | None:
-        """``(width, height)`` of the pixels the asset will hold, or None when PIL cannot open the file."""
-        header = self.header(path)
-        if header is None:
-            return None
-        return header.rotated if self.exif_transpose else header.stored
-
-
-def _read_header(path: str) -> ImageHeader | None:
-    """The header by the rules ``ymir-runner run`` reads images with (no PIL pixel limit, ours instead)."""
-    try:
-        with open_image(path) as image:
-            width, height = image.size
-            orientation = _orientation(image)
-    except ImageProblem:
-        return None
-    return ImageHeader(width, height, orientation)
-
-
-def _orientation(image: Any) -> int:
-    """The EXIF orientation (1 to 8); 1 when absent, invalid or in unreadable EXIF data."""
-    try:
-        value = image.getexif().get(EXIF_ORIENTATION, 1)
-    except Exception:  # noqa: BLE001 - broken EXIF blocks raise anything; the pixels are still usable
-        return 1
-    return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
 class Notices:

@@ -43,35 +43,13 @@ infer-result.json
     infer.class-name, infer.class-unknown, infer.box-extra-key (W)
 
 At most :data:`FINDINGS_PER_RULE` findings per rule and file are listed, then one "... more" line.
+
+The face below is the package's API: :func:`verify_out`, what it returns (:class:`Report` of :class:`Finding`)
+and raises (:class:`UsageError`), and the subcommand; the checkers are imported from their own modules.
 """
 
-from .api import DEFAULT_PROTOCOL, TASKS, default_paths, parse_version, verify_out
+from .api import verify_out
 from .cli import add_command
-from .env import UNVERSIONED_PROTOCOL, read_candidates, settings_from_env
-from .findings import ERROR, FINDINGS_PER_RULE, WARNING, Finding, Report, UsageError
-from .helpers import map_container_path
-from .infer import BOX_ENTRY_KEYS, BOX_KEYS, check_infer
-from .mining import asset_id, check_mining
-from .monitor import KNOWN_FAILURE_CODES, STATE_DONE, STATE_FAILED, STATE_RUNNING, STATES, check_monitor
-from .result_yaml import (
-    COUNT_METRICS,
-    DETECTION,
-    INT32_MAX,
-    INT32_MIN,
-    MAX_STAGES,
-    MISCASED_METRICS,
-    MODELS_DIR_EXTRAS,
-    STAGE_FIELDS,
-    STAGE_NAME,
-    UNIT_METRICS,
-    check_training,
-)
+from .findings import FINDINGS_PER_RULE, Finding, Report, UsageError
 
-__all__ = [
-    "BOX_ENTRY_KEYS", "BOX_KEYS", "COUNT_METRICS", "DEFAULT_PROTOCOL", "DETECTION", "ERROR", "FINDINGS_PER_RULE",
-    "INT32_MAX", "INT32_MIN", "KNOWN_FAILURE_CODES", "MAX_STAGES", "MISCASED_METRICS", "MODELS_DIR_EXTRAS",
-    "STAGE_FIELDS", "STAGE_NAME", "STATES", "STATE_DONE", "STATE_FAILED", "STATE_RUNNING", "TASKS",
-    "UNIT_METRICS", "UNVERSIONED_PROTOCOL", "WARNING", "Finding", "Report", "UsageError", "add_command",
-    "asset_id", "check_infer", "check_mining", "check_monitor", "check_training", "default_paths",
-    "map_container_path", "parse_version", "read_candidates", "settings_from_env", "verify_out",
-]
+__all__ = ["FINDINGS_PER_RULE", "Finding", "Report", "UsageError", "add_command", "verify_out"]

@@ -20,7 +20,7 @@ from typing import Iterable, Mapping, NamedTuple
 from ...errors import ConfigError
 from ...protocol.dataset import SkipLog
 from ...protocol.files import read_text, special_kind
-from ..exif import ImageSizes
+from ..headers import ImageSizes
 
 #: Source files taken as images (anything PIL may decode); the asset extension follows ASSET_EXTENSIONS.
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
