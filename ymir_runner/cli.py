@@ -140,7 +140,7 @@ def console_main() -> None:
 
         # A parent waits for the run and reports its death by a signal (a native crash, the OOM killer); the run
         # goes on here, remembering a stop while plugins load (it is reported by the run, not a silent death).
-        supervise()
+        supervise(build_parser)
     try:
         code = main()
         if sys.stdout is not None:  # None when started with stdout closed (`>&-`)

@@ -25,19 +25,26 @@ import stat
 import sys
 import tempfile
 import time
-from typing import BinaryIO, Sequence
+from typing import TYPE_CHECKING, BinaryIO, Callable, Sequence
 
 from .errors import ReturnCode
 from .protocol.monitor import STATE_FAILED, STATE_RUNNING, Monitor
+
+if TYPE_CHECKING:
+    import argparse
+
+#: The command line's parser (``cli.build_parser``), given by the command: it finds the run's env.yaml in argv.
+ParserFactory = Callable[[], "argparse.ArgumentParser"]
 
 _STOPS = (signal.SIGTERM, signal.SIGINT)
 #: prctl(2) options: the calling process's children die with it; orphans below it are reparented to it.
 _PR_SET_PDEATHSIG, _PR_SET_CHILD_SUBREAPER = 1, 36
 
 
-def supervise(argv: Sequence[str] | None = None) -> None:
+def supervise(parser: ParserFactory, argv: Sequence[str] | None = None) -> None:
     """Fork: return in the child, which runs the task; the parent waits for it, reports a death by a signal and
-    exits with the child's code (it never returns). Unsupervised when the process cannot fork."""
+    exits with the child's code (it never returns). Unsupervised when the process cannot fork. ``parser`` makes
+    the command line's parser, which reads the run's ``--env`` and ``--root`` out of ``argv`` after a death."""
     from .shutdown import defer_stop_signals
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -65,7 +72,7 @@ def supervise(argv: Sequence[str] | None = None) -> None:
     status, peak_kb = _wait(child)
     if os.WIFSIGNALED(status):
         code = report_death(argv, os.WTERMSIG(status), peak_kb * 1024, _read(faults), started,
-                            oom_killed=_oom_killed(oom_kills_before))
+                            oom_killed=_oom_killed(oom_kills_before), parser=parser)
     else:
         code = os.waitstatus_to_exitcode(status)
     with contextlib.suppress(Exception):
@@ -167,7 +174,7 @@ def _crash_site(faults: str) -> str:
 
 
 def report_death(argv: Sequence[str], signum: int, peak_bytes: int, faults: str, started: float,
-                 oom_killed: bool | None = None) -> int:
+                 oom_killed: bool | None = None, *, parser: ParserFactory) -> int:
     """A run that died of ``signum``: stop what it left running, write state 4 unless it reported an outcome, print
     its traceback and the reason as the last line; the exit code (0 when it had reported success)."""
     from .shutdown import stop_children
@@ -175,7 +182,7 @@ def report_death(argv: Sequence[str], signum: int, peak_bytes: int, faults: str,
     with contextlib.suppress(Exception):
         stop_children()  # DataLoader workers, ranks: orphans are reparented here (a subreaper, or PID 1)
     code, reason = death_message(signum, peak_bytes, faults, oom_killed)
-    monitor = _monitor_of(argv)
+    monitor = _monitor_of(argv, parser)
     line = _monitor_line(monitor[0], started) if monitor else None
     if faults.strip():
         sys.stderr.write(faults if faults.endswith("\n") else faults + "\n")
@@ -191,13 +198,12 @@ def report_death(argv: Sequence[str], signum: int, peak_bytes: int, faults: str,
     return 128 + signum
 
 
-def _monitor_of(argv: Sequence[str]) -> tuple[str, str] | None:
+def _monitor_of(argv: Sequence[str], parser: ParserFactory) -> tuple[str, str] | None:
     """monitor.txt's path and the task id of the run ``ymir-runner <argv>`` (None when env.yaml does not say)."""
-    from .cli import build_parser
     from .protocol.env import EnvError, load_env
 
     try:
-        args, _ = build_parser().parse_known_args(list(argv))
+        args, _ = parser().parse_known_args(list(argv))
         env = load_env(args.env, root=args.root)
         return env.output.monitor_file, env.task_id
     except EnvError as error:
