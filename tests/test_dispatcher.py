@@ -150,7 +150,7 @@ def test_on_task_error_hook_sees_the_error_and_cannot_replace_it(registry, ymir_
     ({"epochs": "many"}, "config key 'epochs': 'many' is not a valid integer"),
     ({"learning_rate": "fast"}, "config key 'learning_rate': 'fast' is not a valid number"),
     ({"use_flip": "maybe"}, "config key 'use_flip': 'maybe' is not a valid boolean"),
-    ({"optimizer": "lion"}, "config key 'optimizer': 'lion' is not one of ['sgd', 'adamw']"),
+    ({"optimizer": "lion"}, "config key 'optimizer': 'lion' is not one of 'sgd', 'adamw'"),
     ({"gpu_id": "zero"}, "config key 'gpu_id'"),
     ({"export_format": "ark"}, "config key 'export_format'"),
 ])

@@ -104,7 +104,7 @@ def test_templates_comment_every_key_with_its_help(ymir_registry, tmp_path):
     write_img_man(str(tmp_path), ymir_registry)
     lines = (tmp_path / "training-template.yaml").read_text().splitlines()
     assert lines[lines.index("epochs: 2") - 1] == "# passes over the training set"
-    assert lines[lines.index("optimizer: sgd") - 1] == "# one of: sgd, adamw"
+    assert lines[lines.index("optimizer: sgd") - 1] == "# legal values: one of 'sgd', 'adamw'"
     assert "fail_with: ''" in lines
     assert yaml.safe_load((tmp_path / "training-template.yaml").read_text())["export_format"] == "ark:raw"
     assert "export_format" not in yaml.safe_load((tmp_path / "mining-template.yaml").read_text())

@@ -156,7 +156,7 @@ def test_inspect_lists_every_problem_not_only_the_first(tmp_path, registry, capf
     tree.write_config()
     assert main(["inspect", "--env", tree.env_file, "--root", tree.root]) == 1
     errors = [line for line in capfd.readouterr().err.splitlines() if "error 300001" in line]
-    assert len(errors) == 1 and "'optimizer': 'lion' is not one of ['sgd', 'adamw']" in errors[0]
+    assert len(errors) == 1 and "'optimizer': 'lion' is not one of 'sgd', 'adamw'" in errors[0]
 
 
 # --- misspelt config keys ------------------------------------------------------------------------------------------

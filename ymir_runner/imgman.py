@@ -5,8 +5,8 @@ templates; each must be a YAML mapping, and a missing template disables that tas
 --out DIR`` writes them from the installed plugins' declared defaults (``ExecutorSpec.templates``):
 
 - the keys of every executor that handles the task, in declaration order, each preceded by its help text
-  as a comment, then its choices or bounds (``from 1 to 512``); when executors disagree on a default, the first
-  executor's wins and the comment says so;
+  as a comment, then its legal values (``legal values: an integer from 1 to 512``, the text of the error a value
+  outside them gets); when executors disagree on a default, the first executor's wins and the comment says so;
 - ``plugin: <name>`` when several executors handle the task (the dispatcher picks the executor by it);
 - the keys the platform itself reads from a template: ``gpu_count`` and ``shm_size`` for every task, and a
   non-empty ``export_format`` for training;
@@ -29,7 +29,7 @@ import yaml
 from .errors import ConfigError
 from .protocol.annotations import export_format_of
 from .protocol.atomic import atomic_write_text
-from .protocol.config import DEFAULT_SHM_SIZE, OBJECT_TYPES, PLATFORM_FILLED_KEYS, bounds_text
+from .protocol.config import DEFAULT_SHM_SIZE, OBJECT_TYPES, PLATFORM_FILLED_KEYS
 from .protocol.env import MANIFEST_FILE, TEMPLATE_FILES, TaskKind
 
 
@@ -71,10 +71,8 @@ def template_entries(registry: Any, kind: TaskKind, *, gpu_count: int = 0, objec
                     comment.append(f"(executor {executor.spec.name}: default {param.default!r})")
                 continue
             comment = [param.help] if param.help else []
-            if param.choices:
-                comment.append("one of: " + ", ".join(str(choice) for choice in param.choices))
-            if param.bounds != (None, None):
-                comment.append(f"{bounds_text(*param.bounds)}{' or auto' if param.auto else ''}")
+            if param.values.declared:  # the text of the error a value outside them gets
+                comment.append(f"legal values: {param.values.describe()}")
             if len(executors) > 1:
                 comment.append(f"(read by executor {executor.spec.name})")
             declared[param.name] = (param.default, comment)

@@ -24,12 +24,12 @@ def no_task_error() -> ConfigError:
 
 def task_config(raw_config: Mapping[str, Any], spec: ExecutorSpec, kind: TaskKind, env: TaskEnv) -> TaskConfig:
     """config.yaml read against ``spec``'s template for ``kind``: values coerced to the template's types (or the
-    word ``auto`` for a ``Param(..., auto=...)``) and checked against its choices and bounds (ConfigError naming the
-    key)."""
+    word ``auto`` for a ``Param(..., auto=...)``) and checked against its declared values (``Param.values``:
+    choices, bounds, multiple_of; ConfigError naming the key, the value and the legal values)."""
     params = spec.template(kind)
-    return parse_config(raw_config, {p.name: p.default for p in params}, {p.name: p.choices for p in params},
-                        root=env.root, auto={p.name: p.auto for p in params if p.auto},
-                        bounds={p.name: p.bounds for p in params if p.bounds != (None, None)})
+    return parse_config(raw_config, {p.name: p.default for p in params}, root=env.root,
+                        auto={p.name: p.auto for p in params if p.auto},
+                        values={p.name: p.values for p in params if p.values.declared})
 
 
 def config_key_warnings(raw_config: Mapping[str, Any], chosen: Mapping[TaskKind, Executor]) -> list[str]:

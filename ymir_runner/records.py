@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from typing import AbstractSet, Any, ClassVar, Mapping
 
 from .protocol.coerce import AUTO, auto_type_name
-from .protocol.config import RESERVED_KEYS, bounds_text, within_bounds
+from .protocol.config import RESERVED_KEYS, LegalValues, shown
 from .protocol.env import TaskKind
 from .protocol.yaml_file import excerpt
 
@@ -17,19 +18,31 @@ _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")
 MINING_ALGORITHMS = ("aldd", "cald", "entropy", "random")
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 @dataclasses.dataclass(frozen=True)
 class Param:
-    """One hyper-parameter of a task template: its default (whose type the web-UI value is coerced to).
+    """One hyper-parameter of a task template: its default (whose type the web-UI value is coerced to) and the
+    values it takes.
 
     ``auto=int`` (or ``float``) declares a number the executor can choose itself: the value is the word
     :attr:`AUTO` (``"auto"``; the web UI's ``"AUTO"`` too) or a number of that type (``"5"`` -> 5), anything else
     stops the task naming the key. The executor chooses an ``auto`` value and logs what it chose and why; a number
     is exactly what runs. The default may be either (``Param("epochs", Param.AUTO, "...", auto=int)``).
 
-    ``minimum`` / ``maximum`` bound a number (inclusive): the core refuses a value outside them before the task
-    starts (300001 naming the key, the value and the bound). Declare an upper bound for every number that sizes
-    memory or time (a batch, an input size, a count), with its reason in ``help``: ``batch_size_per_gpu: 100000``
-    must stop naming the key, not exhaust memory.
+    The legal values of a number, with JSON Schema's names: ``minimum`` / ``maximum`` (inclusive),
+    ``exclusive_minimum`` / ``exclusive_maximum`` (strict: a learning rate above 0, an IoU below 1), ``multiple_of``
+    (an integer key's step: an input size of a stride-32 network). The key is an integer or a number by its
+    default's type (or ``auto``'s), as its coercion; ``choices`` lists the values of any other key. The core refuses
+    a value outside them before the task starts, in one message form for every rule (300001: ``config key
+    'img_size': 100 is not a multiple of 32 from 32 to 2048``), and img-man's template comments show the same text
+    (:attr:`values`). Declare an upper bound for every number that sizes memory or time (a batch, an input size, a
+    count), with its reason in ``help``: ``batch_size_per_gpu: 100000`` must stop naming the key, not exhaust
+    memory. A declaration the default breaks, or that no value could meet, is refused here (ValueError naming the
+    key): ``multiple_of`` on a float key, strict bounds on an integer key (say ``minimum=1``), two lower bounds,
+    bounds beside ``choices``.
     """
 
     #: The value of an ``auto`` key that leaves the number to the executor.
@@ -45,6 +58,11 @@ class Param:
     #: The least and the largest number the key takes (inclusive; None: unbounded).
     minimum: int | float | None = None
     maximum: int | float | None = None
+    #: Strict bounds of a float key: the value lies above / below them.
+    exclusive_minimum: float | None = None
+    exclusive_maximum: float | None = None
+    #: An integer key's values are multiples of this positive integer.
+    multiple_of: int | None = None
 
     def __post_init__(self) -> None:
         if not self.name.isidentifier():
@@ -58,30 +76,66 @@ class Param:
             if self.default != AUTO and (isinstance(self.default, bool) or not isinstance(self.default, self.auto)):
                 raise ValueError(f"template key {self.name!r}: default {excerpt(self.default)} is not a valid "
                                  f"{auto_type_name(self.auto)}")
-        if self.bounds != (None, None):
-            self._check_bounds()
+        if self._numeric_rules():
+            self._check_numeric_rules()
 
     @property
     def bounds(self) -> tuple[int | float | None, int | float | None]:
-        """``(minimum, maximum)``: what the core checks a value against."""
+        """``(minimum, maximum)``: the inclusive bounds (see :attr:`values` for every rule)."""
         return self.minimum, self.maximum
 
-    def _check_bounds(self) -> None:
-        def number(value: Any) -> bool:
-            return isinstance(value, (int, float)) and not isinstance(value, bool)
+    @property
+    def integer(self) -> bool:
+        """Whether the key takes integers: an int default (not a bool), or ``auto=int``."""
+        if self.auto is not None:
+            return self.auto is int
+        return type(self.default) is int
 
-        if not all(bound is None or number(bound) for bound in self.bounds):
-            raise ValueError(f"template key {self.name!r}: minimum and maximum must be numbers")
-        if self.minimum is not None and self.maximum is not None and self.minimum > self.maximum:
-            raise ValueError(f"template key {self.name!r}: minimum {self.minimum} is above maximum {self.maximum}")
-        if self.default == AUTO and self.auto is not None:
-            return
-        if not number(self.default):
-            raise ValueError(f"template key {self.name!r}: minimum and maximum bound numbers, not "
-                             f"{excerpt(self.default)}")
-        if not within_bounds(self.default, *self.bounds):
-            raise ValueError(f"template key {self.name!r}: default {self.default} is outside its bounds "
-                             f"({bounds_text(*self.bounds)})")
+    @property
+    def values(self) -> LegalValues:
+        """The legal values as the core checks and shows them (``values.describe()``: ``from 1 to 512``...)."""
+        return LegalValues(choices=tuple(self.choices), minimum=self.minimum, maximum=self.maximum,
+                           exclusive_minimum=self.exclusive_minimum, exclusive_maximum=self.exclusive_maximum,
+                           multiple_of=self.multiple_of, integer=self.integer, auto=self.auto is not None)
+
+    def _numeric_rules(self) -> dict[str, Any]:
+        rules = {"minimum": self.minimum, "maximum": self.maximum, "exclusive_minimum": self.exclusive_minimum,
+                 "exclusive_maximum": self.exclusive_maximum, "multiple_of": self.multiple_of}
+        return {rule: bound for rule, bound in rules.items() if bound is not None}
+
+    def _refuse(self, why: str) -> ValueError:
+        return ValueError(f"template key {self.name!r}: {why}")
+
+    def _check_numeric_rules(self) -> None:
+        rules = self._numeric_rules()
+        if self.choices:
+            raise self._refuse(f"{', '.join(rules)} beside choices (the choices are the legal values)")
+        numeric = self.auto is not None or (_is_number(self.default) and math.isfinite(self.default))
+        if not numeric:
+            raise self._refuse(f"{', '.join(rules)} apply to numbers, not to {excerpt(self.default)}")
+        if self.multiple_of is not None and (type(self.multiple_of) is not int or self.multiple_of < 1):
+            raise self._refuse(f"multiple_of must be a positive integer, not {excerpt(self.multiple_of)}")
+        for rule, bound in rules.items():
+            if not _is_number(bound) or not math.isfinite(bound):
+                raise self._refuse(f"{rule} must be a finite number, not {excerpt(bound)}")
+            if self.integer and rule != "multiple_of" and not float(bound).is_integer():
+                raise self._refuse(f"{rule} {bound} of an integer key must be an integer")
+        if self.minimum is not None and self.exclusive_minimum is not None:
+            raise self._refuse("declare one lower bound: minimum or exclusive_minimum")
+        if self.maximum is not None and self.exclusive_maximum is not None:
+            raise self._refuse("declare one upper bound: maximum or exclusive_maximum")
+        if self.integer and (self.exclusive_minimum is not None or self.exclusive_maximum is not None):
+            raise self._refuse("an integer key's bounds are inclusive: declare minimum / maximum (e.g. minimum=1 "
+                               "for above 0)")
+        if self.multiple_of is not None and not self.integer:
+            raise self._refuse(f"multiple_of applies to integer keys, not to {excerpt(self.default)}")
+        lower = self.minimum if self.minimum is not None else self.exclusive_minimum
+        upper = self.maximum if self.maximum is not None else self.exclusive_maximum
+        strict = self.exclusive_minimum is not None or self.exclusive_maximum is not None
+        if lower is not None and upper is not None and (lower > upper or (strict and lower == upper)):
+            raise self._refuse(f"no value is {self.values.describe()}")
+        if not (self.default == AUTO and self.auto is not None) and not self.values.admits(self.default):
+            raise self._refuse(f"default {shown(self.default)} is not {self.values.describe()}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,7 +10,7 @@ from easydict import EasyDict
 
 from ..errors import ConfigError
 from .annotations import ANNOTATION_FORMATS, canonical_format
-from .coerce import auto_type_name, coerce_like, to_auto, to_int, to_list, type_name
+from .coerce import AUTO, auto_type_name, coerce_like, to_auto, to_int, to_list, type_name
 from .env import reroot
 from .yaml_file import excerpt, read_yaml_mapping
 
@@ -140,19 +140,22 @@ def _paths(value: Any, root: str | None = None) -> tuple[str, ...]:
 def parse_config(raw: Mapping[str, Any], defaults: Mapping[str, Any] | None = None,
                  choices: Mapping[str, Iterable[Any]] | None = None, *, root: str | None = None,
                  auto: Mapping[str, type] | None = None,
-                 bounds: Mapping[str, tuple[float | None, float | None]] | None = None) -> TaskConfig:
+                 bounds: Mapping[str, tuple[float | None, float | None]] | None = None,
+                 values: Mapping[str, LegalValues] | None = None) -> TaskConfig:
     """Validate ``raw`` config.yaml content against the plugin's template ``defaults``.
 
     Values are coerced to the type of the default ('16' → 16, 'False' → False); a value that cannot be is a
     ConfigError naming the key, the value and the expected type. Unknown keys are kept unchanged. Keys the
     web UI dropped (because their value was '') take the template default. A key of ``auto`` (``Param(...,
     auto=int)``: name -> type) is the word 'auto' in any case ('AUTO' → 'auto') or coerced to its type ('5' → 5).
-    A number outside its ``bounds`` (name -> (minimum, maximum), inclusive, None: unbounded) is a ConfigError
-    naming the key, the value and the bound.
+
+    Then every key with declared ``values`` (name -> :class:`LegalValues`, what ``Param.values`` gives) is checked
+    against them, in one message form whatever the rule: ``config key 'img_size': 100 is not a multiple of 32 from
+    32 to 2048`` (:func:`value_error`). ``choices`` (name -> the allowed values) and ``bounds`` (name -> (minimum,
+    maximum), inclusive, None: unbounded) are shorthands for ``values`` holding only those rules.
     """
     defaults = dict(defaults or {})
     auto = dict(auto or {})
-    choices = {key: tuple(values) for key, values in (choices or {}).items() if values}
     hyper = EasyDict()
     for key, default in defaults.items():
         if key not in RESERVED_KEYS:
@@ -169,16 +172,11 @@ def parse_config(raw: Mapping[str, Any], defaults: Mapping[str, Any] | None = No
             expected = type_name(default) if kind is None else auto_type_name(kind)
             raise ConfigError(f"config key {excerpt(key)}: {excerpt(value)} is not a valid {expected} ({error})"
                               ) from None
-    for key, allowed in choices.items():
-        if hyper.get(key) not in allowed:
-            raise ConfigError(f"config key {key!r}: {excerpt(hyper.get(key))} is not one of {list(allowed)}")
-    for key, (minimum, maximum) in (bounds or {}).items():
-        value = hyper.get(key)
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and not within_bounds(value, minimum,
-                                                                                                  maximum):
-            side = "below its minimum" if minimum is not None and value < minimum else "above its maximum"
-            raise ConfigError(f"config key {key!r}: {_number(value)} is {side}: the key takes numbers "
-                              f"{bounds_text(minimum, maximum)}")
+    declared = _shorthand_values(defaults, auto, choices, bounds)
+    declared.update(values or {})
+    for key, legal in declared.items():
+        if key in hyper and not legal.admits(hyper[key]):
+            raise value_error(key, hyper[key], legal)
 
     export = raw.get("export_format")
     return TaskConfig(
@@ -198,20 +196,99 @@ def parse_config(raw: Mapping[str, Any], defaults: Mapping[str, Any] | None = No
     )
 
 
-def within_bounds(value: float, minimum: float | None, maximum: float | None) -> bool:
-    """Whether ``value`` lies within the inclusive bounds (None: unbounded)."""
-    return (minimum is None or value >= minimum) and (maximum is None or value <= maximum)
-
-
-def bounds_text(minimum: float | None, maximum: float | None) -> str:
-    """``from 1 to 512``, ``at least 0``, ``at most 1``: a template key's bounds, for messages and comments."""
-    if minimum is not None and maximum is not None:
-        return f"from {_number(minimum)} to {_number(maximum)}"
-    return f"at least {_number(minimum)}" if minimum is not None else f"at most {_number(maximum or 0)}"
-
-
 def _number(value: float) -> str:
     return str(value) if isinstance(value, int) else f"{value:g}"
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def shown(value: Any) -> str:
+    """A config value as messages show it: a number as written (``1e-05``, ``32``), anything else its excerpt."""
+    return _number(value) if _is_number(value) else excerpt(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class LegalValues:
+    """The values a template key takes (``Param.values``): choices, or a range of integers or numbers, possibly a
+    multiple of a step, possibly the word ``auto`` besides. The bounds have JSON Schema's names and meanings
+    (``minimum`` / ``maximum`` inclusive, ``exclusive_minimum`` / ``exclusive_maximum`` strict, ``multiple_of``);
+    None is no such rule. :meth:`describe` is the one text of them, used in the error of a value outside them
+    (:func:`value_error`), in img-man's template comments and in ``ymir-runner inspect``. Kinds as ultralytics
+    ``cfg/__init__.py`` declares them (``CFG_FRACTION_KEYS``, ``CFG_INT_KEYS``), checked once (``check_cfg``)."""
+
+    choices: tuple[Any, ...] = ()
+    minimum: float | None = None
+    maximum: float | None = None
+    exclusive_minimum: float | None = None
+    exclusive_maximum: float | None = None
+    multiple_of: int | None = None
+    #: The key takes integers (its default is an int, or it is ``auto=int``); numbers otherwise.
+    integer: bool = False
+    #: The key also takes the word ``auto`` (``Param(..., auto=...)``).
+    auto: bool = False
+
+    @property
+    def declared(self) -> bool:
+        """Whether any rule is declared (else every value of the key's type is legal)."""
+        return bool(self.choices) or self.multiple_of is not None or any(
+            bound is not None for bound in (self.minimum, self.maximum, self.exclusive_minimum,
+                                             self.exclusive_maximum))
+
+    def admits(self, value: Any) -> bool:
+        """Whether ``value`` (already coerced to the key's type) is legal. Only numbers are held to the numeric
+        rules: a value of another type is the coercion's to refuse."""
+        if self.auto and value == AUTO:
+            return True
+        if self.choices:
+            return value in self.choices
+        if not _is_number(value):
+            return True
+        return ((self.minimum is None or value >= self.minimum)
+                and (self.maximum is None or value <= self.maximum)
+                and (self.exclusive_minimum is None or value > self.exclusive_minimum)
+                and (self.exclusive_maximum is None or value < self.exclusive_maximum)
+                and (self.multiple_of is None or value % self.multiple_of == 0))
+
+    def describe(self) -> str:
+        """``a multiple of 32 from 32 to 2048``, ``a number above 0 and below 1``, ``an integer at least 0 or
+        auto``, ``one of 'adamw', 'sgd'``: what the key takes, completing "<value> is not ..."."""
+        if self.choices:
+            return "one of " + ", ".join(shown(choice) for choice in self.choices)
+        if self.multiple_of is not None:
+            noun = f"a multiple of {self.multiple_of}"
+        else:
+            noun = "an integer" if self.integer else "a number"
+        text = " ".join(part for part in (noun, self._range()) if part)
+        return f"{text} or {AUTO}" if self.auto else text
+
+    def _range(self) -> str:
+        if self.minimum is not None and self.maximum is not None:
+            return f"from {_number(self.minimum)} to {_number(self.maximum)}"
+        lower = (f"at least {_number(self.minimum)}" if self.minimum is not None else
+                 f"above {_number(self.exclusive_minimum)}" if self.exclusive_minimum is not None else "")
+        upper = (f"at most {_number(self.maximum)}" if self.maximum is not None else
+                 f"below {_number(self.exclusive_maximum)}" if self.exclusive_maximum is not None else "")
+        return " and ".join(part for part in (lower, upper) if part)
+
+
+def value_error(key: str, value: Any, legal: LegalValues) -> ConfigError:
+    """The one error of a value outside its key's declared values (300001): ``config key 'img_size': 100 is not a
+    multiple of 32 from 32 to 2048`` (ultralytics ``check_cfg``: "'mosaic=2.0' is an invalid value. Valid 'mosaic'
+    values are between 0.0 and 1.0.")."""
+    return ConfigError(f"config key {key!r}: {shown(value)} is not {legal.describe()}")
+
+
+def _shorthand_values(defaults: Mapping[str, Any], auto: Mapping[str, type],
+                      choices: Mapping[str, Iterable[Any]] | None,
+                      bounds: Mapping[str, tuple[float | None, float | None]] | None) -> dict[str, LegalValues]:
+    """parse_config's ``choices`` and ``bounds`` as :class:`LegalValues`."""
+    values = {key: LegalValues(choices=tuple(allowed)) for key, allowed in (choices or {}).items() if allowed}
+    for key, (minimum, maximum) in (bounds or {}).items():
+        integer = auto.get(key) is int or (key not in auto and type(defaults.get(key)) is int)
+        values[key] = LegalValues(minimum=minimum, maximum=maximum, integer=integer, auto=key in auto)
+    return values
 
 
 def _class_names(value: Any) -> tuple[str, ...]:

@@ -26,8 +26,11 @@ AUTO_MAX_DETECTIONS = 100
 #: compute threads never share a CPU (``ymir_runner.cpus.share_cpus``).
 AUTO_WORKERS = 2
 
-# Upper bounds of the numbers that size memory or time: the core refuses a value beyond one before the task starts
-# (300001 naming the key and the bound) instead of running out of memory with a message naming neither.
+# The legal values of every number below are declared on its Param and checked by the core before the task starts
+# (300001 naming the key, the value and the legal values). Upper bounds of the numbers that size memory or time
+# refuse a value instead of running out of memory with a message naming neither.
+#: The network's output stride: an input size is a multiple of it.
+STRIDE = 32
 #: A batch's memory grows with the square of the input size: 2048 px is 41 times the pixels of the default 320.
 MAX_IMG_SIZE = 2048
 #: Every image of a batch, and its activations, is in memory at once.
@@ -61,8 +64,9 @@ TRAINING = (
           "resnet18-f37072fd.pth) or a folder holding <model>-*.pth, such as one baked into the image; nothing is "
           "downloaded. Not used when pretrained_model_params names a model of this plugin"),
     Param("img_size", 320,
-          "input size: images are letterboxed to img_size x img_size (a multiple of 32); bounded: "
-          "a batch's memory grows with its square", minimum=32, maximum=MAX_IMG_SIZE),
+          f"input size: images are letterboxed to img_size x img_size, a multiple of the network's stride "
+          f"{STRIDE}; bounded: a batch's memory grows with its square", minimum=STRIDE, maximum=MAX_IMG_SIZE,
+          multiple_of=STRIDE),
     Param("epochs", Param.AUTO,
           f"passes over the training set; every image is seen once per epoch. A number is exactly the epochs "
           f"trained. auto: {AUTO_EPOCHS}, or more on a small set so that the run has at least min_steps optimizer "
@@ -73,8 +77,8 @@ TRAINING = (
           f"{AUTO_EPOCHS} epochs to reach it. Not used when epochs is a number", minimum=0, maximum=1_000_000),
     *_SHARED_RUNTIME,
     Param("learning_rate", 0.006,
-          "peak learning rate after warm-up (cosine decay to 2% of it); above 0, at most 1 (beyond, the loss "
-          "diverges)", minimum=0.0, maximum=1.0),
+          "peak learning rate after warm-up (cosine decay to 2% of it); at most 1: beyond, the loss diverges",
+          exclusive_minimum=0.0, maximum=1.0),
     Param("optimizer", "adamw", "adamw or sgd (momentum 0.9, nesterov)", choices=("adamw", "sgd")),
     Param("weight_decay", 0.05, "weight decay (decoupled for adamw), not applied to biases and norms",
           minimum=0.0, maximum=1.0),
@@ -97,7 +101,7 @@ TRAINING = (
     Param("map_iou_threshold", 0.5,
           "IoU at which a prediction matches an object for a stage's mAP, mAR and tp/fp/fn (result.yaml "
           "evaluate_config.iou_thr: the platform labels mAP with it); COCO mAP50-95 is kept beside it as "
-          "mAP50_95; above 0 and below 1", minimum=0.0, maximum=1.0),
+          "mAP50_95", exclusive_minimum=0.0, exclusive_maximum=1.0),
     Param("max_detections", Param.AUTO,
           f"most boxes kept per validation image (COCO maxDets); a number is exactly what is kept. auto: "
           f"{AUTO_MAX_DETECTIONS}, or the object count of the densest validation image when it has more (logged), "
@@ -108,8 +112,8 @@ TRAINING = (
 
 _INFERENCE = (
     Param("img_size", 0,
-          "input size (a multiple of 32); 0 uses the size the model was trained with",
-          minimum=0, maximum=MAX_IMG_SIZE),
+          f"input size, a multiple of the network's stride {STRIDE}; 0 uses the size the model was trained with",
+          minimum=0, maximum=MAX_IMG_SIZE, multiple_of=STRIDE),
     *_SHARED_RUNTIME,
 )
 
@@ -119,8 +123,8 @@ INFER = (
           "minimum score of a reported box; 0 uses the model's F1-optimal threshold on its validation set "
           "(0.25 for a model that has none); a small value such as 0.001 reports nearly every box", minimum=0.0,
           maximum=1.0),
-    Param("iou_threshold", 0.6, "class-aware NMS IoU threshold applied after peak extraction; above 0",
-          minimum=0.0, maximum=1.0),
+    Param("iou_threshold", 0.6, "class-aware NMS IoU threshold applied after peak extraction",
+          exclusive_minimum=0.0, maximum=1.0),
     Param("max_detections", 100, "most boxes reported per image", minimum=1,
           maximum=MAX_DETECTIONS),
 )

@@ -27,8 +27,11 @@ OPTIMIZERS = {"auto": "auto", "sgd": "SGD", "adamw": "AdamW", "adam": "Adam", "m
 AUTO_VALUES = {"epochs": 100, "num_workers_per_gpu": 4}
 #: ``max_detections: auto`` keeps this many boxes per validation image, or the densest image's object count.
 AUTO_MAX_DETECTIONS = 100
-# Upper bounds of the numbers that size memory or time (the built-in detector's): the core refuses a value beyond one
-# before the task starts, naming the key and the bound, instead of running out of memory.
+# The legal values of every number below are declared on its Param and checked by the core before the task starts
+# (300001 naming the key, the value and the legal values). Upper bounds of the numbers that size memory or time (the
+# built-in detector's) refuse a value instead of running out of memory.
+#: The largest stride of YOLO's detection heads (P5): an input size is a multiple of it.
+STRIDE = 32
 #: A batch's memory grows with the square of the input size: 2048 px is 10 times the pixels of the default 640.
 MAX_IMG_SIZE = 2048
 MAX_BATCH = 512
@@ -51,8 +54,9 @@ TRAINING = (
           "scratch; or the path of your own ultralytics .pt. Not used when pretrained_model_params names a model of "
           "this plugin"),
     Param("img_size", 640,
-          "input size: images are letterboxed to img_size x img_size (a multiple of 32); bounded: a "
-          "batch's memory grows with its square", minimum=32, maximum=MAX_IMG_SIZE),
+          f"input size: images are letterboxed to img_size x img_size, a multiple of the largest stride {STRIDE}; "
+          f"bounded: a batch's memory grows with its square", minimum=STRIDE, maximum=MAX_IMG_SIZE,
+          multiple_of=STRIDE),
     Param("epochs", AUTO_VALUES["epochs"],
           f"passes over the training set, exactly as set (auto: {AUTO_VALUES['epochs']}); bounded: a run must end",
           auto=int, minimum=1, maximum=MAX_EPOCHS),
@@ -65,8 +69,8 @@ TRAINING = (
           "ultralytics' optimizer: auto (AdamW or MuSGD, with its own learning rate by run length), sgd, adamw, adam, "
           "musgd", choices=tuple(OPTIMIZERS)),
     Param("learning_rate", 0.01,
-          "initial learning rate (lr0); not used by optimizer auto, which picks its own; above 0, at most 1",
-          minimum=0.0, maximum=1.0),
+          "initial learning rate (lr0); not used by optimizer auto, which picks its own",
+          exclusive_minimum=0.0, maximum=1.0),
     Param("save_period", 0,
           "evaluate on the validation set and write a model stage every N epochs; 0: 10 stages evenly spaced "
           "over the run. The last epoch is always a stage", minimum=0, maximum=MAX_EPOCHS),
@@ -85,8 +89,8 @@ TRAINING = (
           "the validation set (stored in the model: inference uses it by default)", minimum=0.0, maximum=1.0),
     Param("map_iou_threshold", 0.5,
           "IoU at which a prediction matches an object for a stage's mAP, mAR and tp/fp/fn (result.yaml "
-          "evaluate_config.iou_thr: the platform labels mAP with it); COCO mAP50-95 is kept beside it as mAP50_95; "
-          "above 0 and below 1", minimum=0.0, maximum=1.0),
+          "evaluate_config.iou_thr: the platform labels mAP with it); COCO mAP50-95 is kept beside it as mAP50_95",
+          exclusive_minimum=0.0, exclusive_maximum=1.0),
     Param("max_detections", Param.AUTO,
           f"most boxes kept per validation image (COCO maxDets), exactly as set; auto: {AUTO_MAX_DETECTIONS}, or the "
           "object count of the densest validation image when it has more (logged); bounded: the evaluation holds "
@@ -99,8 +103,8 @@ TRAINING = (
 
 _INFERENCE = (
     Param("img_size", 0,
-          "input size (a multiple of 32); 0 uses the size the model was trained with",
-          minimum=0, maximum=MAX_IMG_SIZE),
+          f"input size, a multiple of the largest stride {STRIDE}; 0 uses the size the model was trained with",
+          minimum=0, maximum=MAX_IMG_SIZE, multiple_of=STRIDE),
     *_SHARED_RUNTIME,
 )
 
@@ -111,7 +115,7 @@ INFER = (
           "(0.25 for a model that has none); a small value such as 0.001 reports nearly every box", minimum=0.0,
           maximum=1.0),
     Param("iou_threshold", 0.7,
-          "NMS IoU threshold (YOLO26 is NMS-free: its boxes are not suppressed again); above 0", minimum=0.0,
+          "NMS IoU threshold (YOLO26 is NMS-free: its boxes are not suppressed again)", exclusive_minimum=0.0,
           maximum=1.0),
     Param("max_detections", 300, "most boxes reported per image", minimum=1,
           maximum=MAX_DETECTIONS),
