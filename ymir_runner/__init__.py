@@ -16,6 +16,8 @@ This module is the plugin API: everything a plugin needs is importable from here
   file, ``parse_yaml`` for text such as a config value holding YAML;
 - ``evaluation``: a stage's metrics (COCO mAP via faster-coco-eval, tp/fp/fn) from ground truth and
   predictions, in the keys result.yaml takes;
+- ``pictures``: a stage's precision-recall curves, confusion matrix and validation images (ground truth beside
+  predictions), for tensorboard and result.yaml ``attachments`` (numpy and Pillow);
 - ``mining``: the active-learning scores (``random``, ``entropy``, ``aldd``, ``cald``) for any detector, and
   ``mining.mine_candidates``, the whole mining task around a plugin's predict function;
 - ``launch``: run a function on several ranks (CPU processes or GPUs) with rank 0 in this process, the
@@ -58,7 +60,7 @@ from .records import ExecutorSpec, Param  # noqa: E402
 from .version import __version__  # noqa: E402
 
 if TYPE_CHECKING:
-    from . import cpus, evaluation, mining
+    from . import cpus, evaluation, mining, pictures
     from .context import TaskContext
     from .dispatcher import run
     from .optional import OptionalOutputs
@@ -87,8 +89,9 @@ _LAZY = {
     "launch": ".ranks",
     "RankError": ".ranks",
 }
-#: Public modules, imported on first use: ``from ymir_runner import mining``.
-_MODULES = {"mining", "evaluation", "cpus"}  # numpy; numpy and faster-coco-eval; the standard library
+#: Public modules, imported on first use: ``from ymir_runner import mining``. mining: numpy;
+#: evaluation: and faster-coco-eval; pictures: and Pillow; cpus: the standard library.
+_MODULES = {"mining", "evaluation", "pictures", "cpus"}
 
 __all__ = [
     "__version__",
@@ -106,7 +109,7 @@ __all__ = [
     # YAML within bounds
     "read_yaml", "parse_yaml",
     # stage metrics and mining scores for any detector (modules)
-    "evaluation", "mining",
+    "evaluation", "mining", "pictures",
     # ranks in several processes (CPU or GPU), rank 0 here; the CPUs a task may use and how to share them
     "launch", "RankError", "cpus",
     # running a task in this process

@@ -64,7 +64,7 @@ NAMES: dict[str, dict[str, str]] = {
                "share_cpus CPUS_ENV_VAR THREAD_COUNT_VARIABLES WAIT_POLICY"),
     "ymir_runner.stages": _listed("0.3", "fitness stage_epochs EVAL_COST evaluation_params StageEvaluator"),
     "ymir_runner.inference": _listed("0.3", "infer_candidates inference_threshold"),
-    "ymir_runner.pictures": _listed("0.3", "stage_figures StageFigures"),
+    "ymir_runner.pictures": _listed("0.3", "stage_figures StageFigures pixel_rectangle draw_box class_label PALETTE"),
 }
 
 #: Members of the task records a plugin reaches through an object (``context.model_file(...)``), not an import:

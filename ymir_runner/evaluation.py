@@ -25,7 +25,7 @@ import numpy as np
 
 __all__ = ["EvaluationResult", "evaluate_detections", "coco_metrics", "match_predictions", "match_counts",
            "f1_optimal_threshold", "box_iou", "COCO_IOU_THRESHOLDS", "DEFAULT_MAX_DETECTIONS",
-           "DEFAULT_SCORE_THRESHOLD"]
+           "DEFAULT_SCORE_THRESHOLD", "PRCurve", "pr_curves", "confusion_matrix"]
 
 GroundTruth = tuple[np.ndarray, np.ndarray]
 Prediction = tuple[np.ndarray, np.ndarray, np.ndarray]
@@ -320,3 +320,157 @@ def _best(prediction: Any, max_detections: int) -> Prediction:
         return boxes, scores, classes
     keep = np.argsort(-scores, kind="stable")[:max_detections]
     return boxes.reshape(-1, 4)[keep], scores[keep], classes.reshape(-1)[keep]
+
+
+@dataclass(frozen=True)
+class PRCurve:
+    """The precision-recall curve of one class at one IoU threshold: one point per prediction of the class.
+
+    ``scores [K]`` the class's prediction scores in decreasing order (ties in image order, as COCO sorts them);
+    ``true_positives [K]`` int64, how many of the first ``k + 1`` predictions are true positives (the matching of
+    :func:`match_predictions`); ``ground_truth`` the class's number of ground-truth boxes. Keeping the
+    predictions that score at least ``scores[k]`` gives point ``k``.
+    """
+
+    class_id: int
+    ground_truth: int
+    scores: np.ndarray
+    true_positives: np.ndarray
+
+    @property
+    def false_positives(self) -> np.ndarray:
+        """``[K]`` int64: how many of the first ``k + 1`` predictions are false positives."""
+        return np.arange(1, len(self.scores) + 1, dtype=np.int64) - self.true_positives
+
+    @property
+    def precision(self) -> np.ndarray:
+        """``[K]`` float64: tp / (tp + fp) at each point."""
+        return self.true_positives / np.arange(1, len(self.scores) + 1, dtype=np.float64)
+
+    @property
+    def recall(self) -> np.ndarray:
+        """``[K]`` float64: tp / ground truth at each point; 0 when the class has no ground truth."""
+        return self.true_positives / max(self.ground_truth, 1)
+
+    def counts(self, score_threshold: float) -> tuple[int, int, int]:
+        """``(tp, fp, fn)`` of this class's predictions scoring at least ``score_threshold``: summed over the
+        classes, :func:`match_counts` at the same thresholds."""
+        kept = int(np.searchsorted(-self.scores, -score_threshold, side="right"))
+        tp = int(self.true_positives[kept - 1]) if kept else 0
+        return tp, kept - tp, self.ground_truth - tp
+
+    def sampled_precision(self) -> np.ndarray:
+        """``[101]``: COCO's interpolated precision at the recalls 0, 0.01, ..., 1 (the highest precision at
+        that recall or beyond; 0 where the recall is never reached), the points its AP is the mean of
+        (pycocotools ``COCOeval.accumulate``)."""
+        if not self.ground_truth or not len(self.scores):
+            return np.zeros(len(_RECALL_POINTS))
+        envelope = np.maximum.accumulate(self.precision[::-1])[::-1]
+        index = np.searchsorted(self.recall, _RECALL_POINTS, side="left")
+        return np.where(index < len(envelope), envelope[np.minimum(index, len(envelope) - 1)], 0.0)
+
+    def average_precision(self) -> float | None:
+        """COCO's 101-point interpolated AP of this curve (its :func:`coco_metrics` AP at the same IoU and
+        predictions); None when the class has no ground truth."""
+        return float(self.sampled_precision().mean()) if self.ground_truth else None
+
+
+#: The recalls COCO samples precision at: 0, 0.01, ..., 1.
+_RECALL_POINTS = np.linspace(0.0, 1.0, 101)
+
+
+def _check_lengths(ground_truths: Sequence[GroundTruth], predictions: Sequence) -> None:
+    if len(ground_truths) != len(predictions):
+        raise ValueError(f"{len(ground_truths)} ground truths but {len(predictions)} predictions")
+
+
+def _predicted_classes(predictions: Sequence, num_classes: int) -> list[np.ndarray]:
+    """Every image's predicted class ids (int64); ``ValueError`` for an id outside ``[0, num_classes)``."""
+    per_image = [np.asarray(_as_prediction(prediction)[2]).reshape(-1).astype(np.int64) for prediction in predictions]
+    for classes in per_image:
+        if classes.size and (classes.min() < 0 or classes.max() >= num_classes):
+            raise ValueError(f"predicted class ids must be in [0, {num_classes})")
+    return per_image
+
+
+def pr_curves(
+    ground_truths: Sequence[GroundTruth], predictions: Sequence, num_classes: int, *, iou_threshold: float
+) -> dict[int, PRCurve]:
+    """The precision-recall curve of each class that has ground truth or predictions, at ``iou_threshold``.
+
+    Ground truth per image ``(boxes [N,4], classes [N])``, predictions per image a :class:`~.prediction.Prediction`
+    (or anything with ``boxes``, ``scores``, ``classes``) or ``(boxes [M,4], scores [M], classes [M])``, boxes
+    ``x1, y1, x2, y2`` pixel-edge coordinates of one image space. The matching is :func:`match_predictions`
+    (COCO's greedy rule), so each curve's :meth:`PRCurve.counts` sum to :func:`match_counts` and its
+    :meth:`PRCurve.average_precision` is COCO's AP for the same predictions (give each image's
+    ``max_detections`` best, as :func:`evaluate_detections` does).
+
+    Returns ``{class id: PRCurve}`` in class order. Raises ``ValueError`` when the two lists differ in length or
+    a predicted class id is outside ``[0, num_classes)``.
+    """
+    _check_lengths(ground_truths, predictions)
+    per_image = _predicted_classes(predictions, num_classes)
+    scores, true_positive, _ = match_predictions(ground_truths, predictions, iou_threshold)
+    # match_predictions lists each image's predictions class by class, in np.unique's order of its classes
+    blocks = [np.repeat(*np.unique(classes, return_counts=True)) for classes in per_image if classes.size]
+    classes = np.concatenate(blocks) if blocks else np.zeros(0, np.int64)
+    by_score = np.argsort(-scores, kind="stable")  # ties keep image order, as COCO's accumulate sorts them
+    order = by_score[np.argsort(classes[by_score], kind="stable")]
+    scores, true_positive, classes = scores[order], true_positive[order], classes[order]
+    labels = [np.asarray(truth[1]).reshape(-1).astype(np.int64) for truth in ground_truths]
+    truth = np.concatenate(labels) if labels else np.zeros(0, np.int64)
+    truth_counts = np.bincount(truth[(truth >= 0) & (truth < num_classes)], minlength=num_classes)
+    starts = np.searchsorted(classes, np.arange(num_classes + 1))
+    curves = {}
+    for class_id in range(num_classes):
+        start, end = starts[class_id], starts[class_id + 1]
+        if end > start or truth_counts[class_id]:
+            curves[class_id] = PRCurve(class_id, int(truth_counts[class_id]), scores[start:end],
+                                       np.cumsum(true_positive[start:end], dtype=np.int64))
+    return curves
+
+
+def confusion_matrix(
+    ground_truths: Sequence[GroundTruth], predictions: Sequence, num_classes: int, *, score_threshold: float,
+    iou_threshold: float,
+) -> np.ndarray:
+    """The detection confusion matrix ``[C+1, C+1]`` int64 of the predictions scoring at least ``score_threshold``.
+
+    Rows are the predicted class, columns the true class (C = ``num_classes``); the last row counts the objects
+    no prediction matched (missed, "background" predicted), the last column the predictions that matched no
+    object (false detections, "background" true). Each image's objects and predictions are matched one to one
+    whatever their class, pairs of IoU at least ``iou_threshold`` taken in decreasing IoU order; a matched pair
+    counts at (predicted class, true class). This is ultralytics' ``ConfusionMatrix.process_batch``
+    (``ultralytics/utils/metrics.py``), but for three details: the thresholds are inclusive (as
+    :func:`match_counts`: a prediction scoring exactly the operating point counts in both), the one-to-one
+    matching is plain greedy (ultralytics' two unique-filters can drop a pair the greedy rule keeps), and an
+    image's unmatched predictions are false detections even when nothing in it matched. Because the matching
+    ignores the class, the diagonal may be below :func:`match_counts`' tp (which matches each class alone).
+
+    Inputs as :func:`pr_curves`. Raises ``ValueError`` when the two lists differ in length or a predicted class
+    id is outside ``[0, num_classes)``; a ground-truth box of a class id outside it is left out.
+    """
+    _check_lengths(ground_truths, predictions)
+    per_image = _predicted_classes(predictions, num_classes)
+    matrix = np.zeros((num_classes + 1, num_classes + 1), dtype=np.int64)
+    for (gt_boxes, gt_classes), prediction, classes in zip(ground_truths, predictions, per_image):
+        boxes = np.asarray(_as_prediction(prediction)[0], dtype=np.float64).reshape(-1, 4)
+        scores = np.asarray(_as_prediction(prediction)[1], dtype=np.float64).reshape(-1)
+        kept = scores >= score_threshold
+        boxes, classes = boxes[kept], classes[kept]
+        truth = np.asarray(gt_classes).reshape(-1).astype(np.int64)
+        known = (truth >= 0) & (truth < num_classes)
+        truth = truth[known]
+        iou = box_iou(np.asarray(gt_boxes, dtype=np.float64).reshape(-1, 4)[known], boxes)
+        truth_of = np.full(len(boxes), -1)  # the object each prediction matched
+        rows, columns = np.nonzero(iou >= iou_threshold)
+        order = np.argsort(-iou[rows, columns], kind="stable")
+        matched_truth = np.zeros(len(truth), dtype=bool)
+        for row, column in zip(rows[order], columns[order]):
+            if not matched_truth[row] and truth_of[column] < 0:
+                matched_truth[row], truth_of[column] = True, row
+        hit = truth_of >= 0
+        np.add.at(matrix, (classes[hit], truth[truth_of[hit]]), 1)
+        matrix[num_classes, :num_classes] += np.bincount(truth[~matched_truth], minlength=num_classes)
+        matrix[:num_classes, num_classes] += np.bincount(classes[~hit], minlength=num_classes)
+    return matrix
