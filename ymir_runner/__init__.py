@@ -8,6 +8,8 @@ This module is the plugin API: everything a plugin needs is importable from here
 - outputs: ``Detection`` (an inference result box), ``Stage`` (a model stage of result.yaml), ``atomic_path``
   (for files a plugin writes itself, such as weights); ``OptionalOutputs``, what ``context.optional_output``
   guards with (pictures, exports, reports that never stop a task), for a plugin's own commands;
+  ``annotation_text`` and ``annotation_suffix``: one image's annotation file as the platform exports it (det-ark,
+  det-voc), for a plugin's generated or converted datasets;
 - images, read by the project's rules (content, bit depth, damage, size limit): ``decode_image``,
   ``DecodedImage``, ``probe_image``, ``ImageInfo``, ``ImageProblem``;
 - errors that carry a protocol return code: ``YmirError`` and its subclasses, ``ReturnCode``; ``TaskTerminated``
@@ -64,7 +66,7 @@ if TYPE_CHECKING:
     from .context import TaskContext
     from .dispatcher import run
     from .optional import OptionalOutputs
-    from .protocol.annotations import Box
+    from .protocol.annotations import Box, annotation_suffix, annotation_text
     from .protocol.dataset import Item
     from .protocol.images import DecodedImage, ImageInfo, ImageProblem, decode_image, probe_image
     from .protocol.monitor import Progress
@@ -75,6 +77,8 @@ if TYPE_CHECKING:
 _LAZY = {
     "TaskContext": ".context",
     "Box": ".protocol.annotations",
+    "annotation_text": ".protocol.annotations",
+    "annotation_suffix": ".protocol.annotations",
     "Item": ".protocol.dataset",
     "DecodedImage": ".protocol.images",
     "ImageInfo": ".protocol.images",
@@ -99,7 +103,7 @@ __all__ = [
     "hookimpl", "ExecutorSpec", "Param", "TaskKind",
     # a task and its outputs
     "TaskContext", "Item", "Box", "Progress", "Detection", "Stage", "atomic_path", "best_stage_name",
-    "MODEL_INFO_FILE", "OptionalOutputs",
+    "MODEL_INFO_FILE", "OptionalOutputs", "annotation_text", "annotation_suffix",
     # images
     "decode_image", "DecodedImage", "probe_image", "ImageInfo", "ImageProblem",
     # errors

@@ -14,8 +14,8 @@ Fixtures:
   runs its task end to end and returns a :class:`RunOutcome`: exit code, monitor line, result files, stderr.
 
 The helpers (``write_png``, ``TaskTree``, ``write_task_files`` for a tree of your own data with ``ark_text``,
-``voc_text``, ``annotation_text`` and ``annotation_suffix`` (the protocol's own annotation writers) for its
-annotation files, ``install_models``,
+``voc_text``, ``annotation_text`` and ``annotation_suffix`` (the protocol's own annotation writers, which a
+plugin's own code imports from ``ymir_runner``) for its annotation files, ``install_models``,
 ``plugin_registry`` and ``monitor_writes`` for runs in this process, ``make_fake_distribution``,
 ``dockerfile_instructions`` for an image's Dockerfile, and for fault
 injection ``torn_protocol_files``, ``temp_files``, ``child_pids`` and ``is_running``) work without pytest too.

@@ -32,7 +32,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ymir_runner.testing import annotation_suffix, annotation_text
+from ymir_runner import annotation_suffix, annotation_text
 
 CLASS_NAMES = ("circle", "rectangle", "triangle")
 #: The annotation formats the generator writes.
