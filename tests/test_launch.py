@@ -1,4 +1,4 @@
-"""ymir_runner.launch (ymir_runner/ranks.py): ranks, their environment, their results, their failures;
+"""ymir_runner.launch (ymir_runner/distributed.py): ranks, their environment, their results, their failures;
 no rank outlives the call."""
 
 import glob

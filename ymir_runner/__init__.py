@@ -71,7 +71,7 @@ if TYPE_CHECKING:
     from .protocol.images import DecodedImage, ImageInfo, ImageProblem, decode_image, probe_image
     from .protocol.monitor import Progress
     from .protocol.results import Detection, Stage
-    from .ranks import RankError, launch
+    from .distributed import RankError, launch
 
 #: Public names defined in modules that import more than a plugin's registration needs: loaded on first use.
 _LAZY = {
@@ -90,8 +90,8 @@ _LAZY = {
     "Stage": ".protocol.results",
     "OptionalOutputs": ".optional",
     "run": ".dispatcher",
-    "launch": ".ranks",
-    "RankError": ".ranks",
+    "launch": ".distributed",
+    "RankError": ".distributed",
 }
 #: Public modules, imported on first use: ``from ymir_runner import mining``. mining: numpy;
 #: evaluation: and faster-coco-eval; pictures: and Pillow; cpus: the standard library.
