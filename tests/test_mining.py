@@ -282,3 +282,52 @@ def test_mine_candidates_ranks_an_unreadable_candidate_last_and_names_it(ymir_re
     assert ranked[-1][1] < min(score for _, score in ranked[:-1])
     assert "unreadable image" in outcome.stderr and os.path.basename(broken) in outcome.stderr
     assert f"mining ({algorithm}): scored 4 images, 1 unusable ranked last" in outcome.stderr
+
+
+class PreprocessingPlugin:
+    """Mines images its preprocess pads to 64 x 64 (a letterbox, as a detector's input); ``preprocess`` and
+    ``workers`` come from the test."""
+
+    def __init__(self, preprocess, workers):
+        self.preprocess, self.workers, self.shapes = preprocess, workers, []
+
+    @ymir_runner.hookimpl
+    def ymir_runner_register_executors(self):
+        return [ExecutorSpec(name="padded", tasks={TaskKind.MINING}, mining_algorithms=("entropy",))]
+
+    @ymir_runner.hookimpl
+    def ymir_runner_mine(self, context):
+        def predict(images):
+            self.shapes += [image.shape for image in images]
+            return [prediction([[0, 0, 4, 4]], [min(0.5 + image[:24].mean() / 510, 1.0)]) for image in images]
+
+        mining.mine_candidates(context, predict=predict, preprocess=self.preprocess, batch_size=2,
+                               workers=self.workers, min_side=32)
+
+
+def pad_to_64(decoded):
+    canvas = np.full((64, 64, 3), 114, np.uint8)
+    pixels = decoded.pixels
+    canvas[:pixels.shape[0], :pixels.shape[1]] = pixels
+    return canvas
+
+
+@pytest.mark.parametrize("workers", [0, 3])
+def test_mine_candidates_scores_what_preprocess_makes_of_each_decoded_image(ymir_registry, ymir_task, workers):
+    plugin = PreprocessingPlugin(pad_to_64, workers)
+    ymir_registry.register(plugin, "padded")
+    tree = ymir_task(kinds=("mining",), images=5, size=(64, 48))
+    outcome = tree.run(ymir_registry)
+    assert outcome.exit_code == 0, outcome.stderr
+    assert plugin.shapes == [(64, 64, 3)] * 5  # decoded at 32 x 24 (min_side 32), then padded
+    assert len(outcome.result_tsv()) == 5
+    assert "mining (entropy): scored 5 images, 0 unusable ranked last" in outcome.stderr
+    assert ("decoded on 3 threads ahead of the model" if workers else "decoded on the model's thread") in outcome.stderr
+
+
+def test_mine_candidates_refuses_a_preprocess_that_is_not_an_rgb_uint8_image(ymir_registry, ymir_task):
+    ymir_registry.register(PreprocessingPlugin(lambda decoded: decoded.pixels.astype(np.float32), 2), "padded")
+    outcome = ymir_task(kinds=("mining",), images=2).run(ymir_registry)
+    assert outcome.exit_code != 0
+    assert "preprocess returned a float32 array of shape [24, 32, 3]" in outcome.last_stderr_line
+    assert "the mining scores need an [H,W,3] uint8 RGB array" in outcome.last_stderr_line

@@ -22,6 +22,9 @@ This module is the plugin API: everything a plugin needs is importable from here
   predictions), for tensorboard and result.yaml ``attachments`` (numpy and Pillow);
 - ``mining``: the active-learning scores (``random``, ``entropy``, ``aldd``, ``cald``) for any detector, and
   ``mining.mine_candidates``, the whole mining task around a plugin's predict function;
+- ``inference``: ``inference.infer_candidates``, the whole inference task around a plugin's predict function
+  (decoding on threads ahead of the model), and ``inference.inference_threshold``; ``Prediction``, what a
+  detector found on one image, the record both loops and ``evaluation`` take;
 - ``launch``: run a function on several ranks (CPU processes or GPUs) with rank 0 in this process, the
   environment ``torch.distributed`` reads set for each (``RankError`` when a rank fails);
 - ``cpus``: the CPUs the task may really use (affinity mask and cgroup quota, not ``os.cpu_count()``) and
@@ -62,10 +65,11 @@ from .records import ExecutorSpec, Param  # noqa: E402
 from .version import __version__  # noqa: E402
 
 if TYPE_CHECKING:
-    from . import cpus, evaluation, mining, pictures
+    from . import cpus, evaluation, inference, mining, pictures
     from .context import TaskContext
     from .dispatcher import run
     from .optional import OptionalOutputs
+    from .prediction import Prediction
     from .protocol.annotations import Box, annotation_suffix, annotation_text
     from .protocol.dataset import Item
     from .protocol.images import DecodedImage, ImageInfo, ImageProblem, decode_image, probe_image
@@ -89,13 +93,14 @@ _LAZY = {
     "Detection": ".protocol.results",
     "Stage": ".protocol.results",
     "OptionalOutputs": ".optional",
+    "Prediction": ".prediction",
     "run": ".dispatcher",
     "launch": ".distributed",
     "RankError": ".distributed",
 }
-#: Public modules, imported on first use: ``from ymir_runner import mining``. mining: numpy;
+#: Public modules, imported on first use: ``from ymir_runner import mining``. mining, inference: numpy;
 #: evaluation: and faster-coco-eval; pictures: and Pillow; cpus: the standard library.
-_MODULES = {"mining", "evaluation", "pictures", "cpus"}
+_MODULES = {"mining", "inference", "evaluation", "pictures", "cpus"}
 
 __all__ = [
     "__version__",
@@ -112,8 +117,8 @@ __all__ = [
     "TaskTerminated", "excerpt",
     # YAML within bounds
     "read_yaml", "parse_yaml",
-    # stage metrics and mining scores for any detector (modules)
-    "evaluation", "mining", "pictures",
+    # stage metrics, mining scores and the inference loop for any detector (modules); what a detector found
+    "evaluation", "mining", "inference", "Prediction", "pictures",
     # ranks in several processes (CPU or GPU), rank 0 here; the CPUs a task may use and how to share them
     "launch", "RankError", "cpus",
     # running a task in this process

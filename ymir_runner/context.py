@@ -6,12 +6,15 @@ import dataclasses
 import functools
 import logging
 import os
+import threading
 from typing import Any, ContextManager, TypeVar
 
+from .errors import ModelError
 from .optional import OptionalOutput, OptionalOutputs
 from .protocol.config import TaskConfig
-from .protocol.dataset import AnnotationReader, DatasetReader, SkipLog
-from .protocol.env import TaskEnv, TaskKind
+from .protocol.dataset import AnnotationReader, DatasetReader, Item, SkipLog
+from .protocol.env import MODEL_INFO_FILE, TaskEnv, TaskKind, best_stage_name
+from .protocol.images import DecodedImage, ImageProblem, decode_image
 from .protocol.monitor import Progress
 from .protocol.results import InferResult, MiningResult, TrainingResult
 from .protocol.tensorboard import LazySummaryWriter
@@ -38,6 +41,12 @@ class TaskContext:
     _output: TrainingResult | MiningResult | InferResult = dataclasses.field(repr=False)
     #: The failures of this task's optional outputs, by kind (see :meth:`optional_output`).
     optional_outputs: OptionalOutputs = dataclasses.field(default_factory=OptionalOutputs, repr=False)
+    #: Guards ``skips`` and ``_decode_noted`` for :meth:`decode`, which the task loops call from threads.
+    _decode_lock: threading.Lock = dataclasses.field(default_factory=threading.Lock, init=False, repr=False,
+                                                     compare=False)
+    #: ``(image, what)`` :meth:`decode` has counted already: each skip or repair is counted once per task.
+    _decode_noted: set[tuple[str, str]] = dataclasses.field(default_factory=set, init=False, repr=False,
+                                                            compare=False)
 
     def __post_init__(self) -> None:
         self.tensorboard.report_to(self.optional_outputs)  # tensorboard's failures count in this task's summary
@@ -66,6 +75,43 @@ class TaskContext:
         if self.kind is TaskKind.TRAINING:
             return self.config.pretrained_model_params
         return self.config.model_params_path
+
+    @property
+    def model_key(self) -> str:
+        """The config key that lists :attr:`model_files`: ``pretrained_model_params`` in training,
+        ``model_params_path`` in mining and inference (name it in a :class:`ModelError`)."""
+        return "pretrained_model_params" if self.kind is TaskKind.TRAINING else "model_params_path"
+
+    def model_file(self, suffix: str) -> str:
+        """The one file of :attr:`model_files` whose name ends in ``suffix`` (e.g. ``".pt"``), as a local path.
+
+        Several (the task was given several stages): the one in the folder of the stage the platform marked
+        best in ``<models_dir>/ymir-info.yaml`` (:func:`ymir_runner.best_stage_name`); each file of a stage is
+        ``/in/models/<stage>/<file>``. In training, check ``context.model_files`` first: none there means train
+        from scratch.
+
+        Raises :class:`ModelError` (300004) naming the config key (:attr:`model_key`) when no file ends in
+        ``suffix``, when several do and ymir-info.yaml names no best stage holding exactly one of them, or when
+        the chosen file does not exist.
+        """
+        key = self.model_key
+        files = [path for path in self.model_files if path.endswith(suffix)]
+        if not files:
+            raise ModelError(f"config key {key!r} lists no {suffix} file: {list(self.model_files)}")
+        if len(files) > 1:
+            models_dir = self.env.input.models_dir
+            stage = best_stage_name(models_dir) if models_dir else None
+            of_best = [path for path in files if os.path.basename(os.path.dirname(path)) == stage]
+            if len(of_best) > 1:
+                raise ModelError(f"config key {key!r} lists several {suffix} files of the best stage {stage!r}, "
+                                 f"expected one: {of_best}")
+            if not of_best:
+                raise ModelError(f"config key {key!r} lists several {suffix} files {files} and "
+                                 f"{os.path.join(models_dir, MODEL_INFO_FILE)} names no best stage among them")
+            files = of_best
+        if not os.path.isfile(files[0]):
+            raise ModelError(f"config key {key!r}: {files[0]} does not exist")
+        return files[0]
 
     @property
     def work_dir(self) -> str:
@@ -100,6 +146,39 @@ class TaskContext:
             raise RuntimeError("candidates exist only in mining and inference tasks")
         return DatasetReader(self.env.input.candidate_index_file, annotations=None, skips=self.skips,
                              name="candidate", root=self.env.root)
+
+    def decode(self, item: Item, *, min_side: int | None = None) -> DecodedImage | None:
+        """``item.image`` decoded by the project's rules (:func:`ymir_runner.decode_image`: format by content,
+        stored pixels without EXIF rotation, 8-bit RGB, damaged data decoded as far as it goes), reduced on decode
+        by a power of two while its long side stays at least ``min_side`` (None: the stored size; the result's
+        ``factor`` maps its pixels back to stored ones).
+
+        An image that cannot be used (``missing image``, ``unreadable image``, ``image too large``) is skipped:
+        counted in :attr:`skips` with the problem's reason and named, and None is returned. Damage the dataset
+        reader had not counted (``item.damage`` is '') is counted as a repair. Each skip and repair is counted
+        once per task, however often the image is decoded (every epoch's validation, say). Thread-safe: the task
+        loops call it from their prefetch threads (not from other processes: their counts would be lost).
+
+        Raises ``MemoryError`` naming the image when even the reduced image cannot be had.
+        """
+        try:
+            decoded = decode_image(item.image, min_side)
+        except ImageProblem as problem:
+            self._note_once(item.image, "skip", problem.reason, str(problem))
+            return None
+        if decoded.damage and not item.damage:
+            self._note_once(item.image, "repair", decoded.damage, "decoded as far as its data goes")
+        return decoded
+
+    def _note_once(self, image: str, verb: str, reason: str, detail: str) -> None:
+        with self._decode_lock:
+            if (image, verb) in self._decode_noted:
+                return
+            self._decode_noted.add((image, verb))
+            if verb == "skip":
+                self.skips.skip(reason, image, detail)
+            else:
+                self.skips.repair(reason, image, detail)
 
     # --- writers: one shape for the three outputs; the core finalises and checks each when the task ends ----
 

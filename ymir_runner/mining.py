@@ -33,10 +33,13 @@ import numpy as np
 
 from .errors import ConfigError, DatasetError
 from .evaluation import box_iou
+from .pipeline import candidate_batches
+from .prediction import Prediction
 from .records import MINING_ALGORITHMS
 
 if TYPE_CHECKING:
     from .context import TaskContext
+    from .protocol.images import DecodedImage
 
 __all__ = [
     "MINING_ALGORITHMS", "Prediction", "MiningSettings", "mine_candidates",
@@ -59,49 +62,6 @@ FILL = 114
 Predict = Callable[[Sequence[np.ndarray]], Sequence["Prediction"]]
 #: ``images -> per image, K probability maps [C,h,w]``.
 ProbabilityMaps = Callable[[Sequence[np.ndarray]], Sequence[Sequence[np.ndarray]]]
-
-
-@dataclasses.dataclass(frozen=True)
-class Prediction:
-    """The boxes a model found on one image.
-
-    ``boxes [N,4]``: ``x1, y1, x2, y2`` pixel-edge coordinates of the image given to ``predict``;
-    ``scores [N]``: confidences in [0, 1]; ``classes [N]``: class indexes; ``class_probabilities [N,C]``
-    (optional): each box's distribution over the classes, used by CALD's Jensen-Shannon term instead of
-    ``[score, 1 - score]``. Return every box scoring at least :data:`MIN_SCORE` (0.05), after NMS: mining
-    needs the uncertain boxes an inference threshold would drop.
-
-    Raises ``ValueError`` when the shapes disagree.
-    """
-
-    boxes: np.ndarray
-    scores: np.ndarray
-    classes: np.ndarray
-    class_probabilities: np.ndarray | None = None
-
-    def __post_init__(self) -> None:
-        boxes = np.asarray(self.boxes, np.float64).reshape(-1, 4)
-        scores = np.asarray(self.scores, np.float64).reshape(-1)
-        classes = np.asarray(self.classes, np.int64).reshape(-1)
-        if not len(boxes) == len(scores) == len(classes):
-            raise ValueError(f"Prediction: {len(boxes)} boxes, {len(scores)} scores and {len(classes)} classes")
-        object.__setattr__(self, "boxes", boxes)
-        object.__setattr__(self, "scores", scores)
-        object.__setattr__(self, "classes", classes)
-        if self.class_probabilities is not None:
-            probabilities = np.asarray(self.class_probabilities, np.float64)
-            if probabilities.ndim != 2 or len(probabilities) != len(scores):
-                raise ValueError(f"Prediction: class_probabilities {probabilities.shape} is not [{len(scores)}, C]")
-            object.__setattr__(self, "class_probabilities", probabilities)
-
-    def __len__(self) -> int:
-        return len(self.scores)
-
-    def above(self, min_score: float) -> Prediction:
-        """The boxes scoring at least ``min_score``."""
-        keep = self.scores >= min_score
-        probabilities = None if self.class_probabilities is None else self.class_probabilities[keep]
-        return Prediction(self.boxes[keep], self.scores[keep], self.classes[keep], probabilities)
 
 
 # --- the scores ------------------------------------------------------------------------------------------
@@ -391,20 +351,25 @@ class MiningSettings:
 
 
 def mine_candidates(context: TaskContext, *, predict: Predict | None = None,
-                    probability_maps: ProbabilityMaps | None = None, batch_size: int = 8,
-                    min_side: int | None = None) -> dict[str, float]:
+                    probability_maps: ProbabilityMaps | None = None,
+                    preprocess: Callable[[DecodedImage], np.ndarray] | None = None, batch_size: int = 8,
+                    min_side: int | None = None, workers: int | None = None) -> dict[str, float]:
     """The whole mining task: score every candidate of ``context`` and add it to ``context.mining_result``.
 
-    Candidates are decoded by the project's rules (:func:`ymir_runner.decode_image`, reduced on decode to
-    ``min_side`` when given) and scored ``batch_size`` at a time; progress is reported per batch. A candidate
-    that cannot be used (missing, unreadable, too large: counted and named by the core) is ranked last, below
-    every scored image, so it is never picked before a usable one but stays in result.tsv.
+    The same pipeline as :func:`ymir_runner.inference.infer_candidates`: candidates are decoded by
+    ``context.decode`` (the project's rules, reduced on decode by a power of two while the long side stays at
+    least ``min_side`` when given) and turned into the images the algorithm scores by ``preprocess(decoded)``
+    (default ``decoded.pixels``; it must return an ``[H,W,3]`` uint8 RGB array, since CALD augments it) on
+    ``workers`` threads that prepare the next two batches while the model scores this one (None: sized from the
+    task's CPUs, 0: in this thread); ``batch_size`` at a time, progress per batch. ``random`` decodes nothing.
+    A candidate that cannot be used (missing, unreadable, too large: counted and named by the core) is ranked
+    last, below every scored image, so it is never picked before a usable one but stays in result.tsv.
     Returns the scores of the scored images.
 
-    Raises :class:`DatasetError` when no candidate can be read.
+    Raises :class:`DatasetError` when no candidate can be read, ``ValueError`` when ``preprocess`` returns
+    something other than an ``[H,W,3]`` uint8 array, and whatever ``preprocess``, ``predict`` or
+    ``probability_maps`` raise (the threads stop without being waited for).
     """
-    from .protocol.images import ImageProblem, decode_image
-
     settings = MiningSettings.from_context(context)
     items = list(context.candidates)
     scores: dict[str, float] = {}
@@ -412,22 +377,20 @@ def mine_candidates(context: TaskContext, *, predict: Predict | None = None,
         scores = dict(zip((item.image for item in items), random_scores((item.image for item in items),
                                                                           settings.seed)))
     else:
-        for start in range(0, len(items), batch_size):
-            paths, images = [], []
-            for item in items[start:start + batch_size]:
-                try:
-                    decoded = decode_image(item.image, min_side)
-                except ImageProblem as problem:
-                    context.skips.skip(problem.reason, item.image, str(problem))
-                    continue
-                if decoded.damage and not item.damage:
-                    context.skips.repair(decoded.damage, item.image, "decoded as far as its data goes")
-                paths.append(item.image)
-                images.append(np.asarray(decoded.image))
-            if images:
-                scores.update(zip(paths, settings.score(images, predict=predict, probability_maps=probability_maps)))
-            done = min(start + batch_size, len(items))
-            context.progress.steps(done, len(items), f"{done}/{len(items)} images")
+        def image_of(decoded: DecodedImage) -> np.ndarray:
+            return _checked_image(preprocess(decoded) if preprocess is not None else decoded.pixels, decoded)
+
+        done = 0
+        with candidate_batches(context, items, image_of, batch_size=batch_size, min_side=min_side,
+                               workers=workers, task="mining") as batches:
+            for chunk, prepared in batches:
+                usable = [entry for entry in prepared if entry is not None]
+                if usable:
+                    scores.update(zip((entry.item.image for entry in usable),
+                                      settings.score([entry.input for entry in usable], predict=predict,
+                                                     probability_maps=probability_maps)))
+                done += len(chunk)
+                context.progress.steps(done, len(items), f"{done}/{len(items)} images")
     paths = context.candidates.paths()
     if not scores and paths:
         raise DatasetError(f"no candidate of {context.env.input.candidate_index_file} could be read")
@@ -437,3 +400,13 @@ def mine_candidates(context: TaskContext, *, predict: Predict | None = None,
     context.logger.info("mining (%s): scored %d images, %d unusable ranked last", settings.algorithm, len(scores),
                         len(paths) - len(scores))
     return scores
+
+
+def _checked_image(image: Any, decoded: DecodedImage) -> np.ndarray:
+    """``image`` when it is an ``[H,W,3]`` uint8 array (what the mining scores take), else ValueError."""
+    if not (isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8):
+        what = (f"a {image.dtype} array of shape {list(image.shape)}" if isinstance(image, np.ndarray)
+                else f"a {type(image).__name__}")
+        raise ValueError(f"mining: preprocess returned {what} for an image of {decoded.width}x{decoded.height} "
+                         "stored pixels; the mining scores need an [H,W,3] uint8 RGB array")
+    return image

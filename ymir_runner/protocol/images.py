@@ -25,21 +25,25 @@ Every image this project decodes follows the same rules, in one place:
   progressive JPEG: its DCT coefficients, about 3 bytes a pixel) are an ``image too large`` skip when that is
   over the budget (64 Mpx), saying so.
 
-Nothing here imports numpy or torch: callers convert the RGB ``PIL.Image`` themselves.
+Nothing here imports torch; numpy only when a caller asks for ``DecodedImage.pixels``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import io
 import math
 import os
 import struct
 import zlib
-from typing import Any, Iterator, NamedTuple
+from typing import TYPE_CHECKING, Any, Iterator, NamedTuple
 
 from PIL import Image, ImageFile
+
+if TYPE_CHECKING:
+    import numpy as np
 
 #: The largest image decoded, in stored pixels (width x height). Aerial and satellite tiles of tens of
 #: thousands of pixels a side are routine (a 14000 x 13000 orthophoto is 182 Mpx); a header claiming more than
@@ -112,6 +116,14 @@ class DecodedImage:
     height: int
     factor: int
     damage: str = ""
+
+    @functools.cached_property
+    def pixels(self) -> np.ndarray:
+        """``image`` as a numpy array ``[H,W,3]`` uint8 RGB (H, W: the decoded, possibly reduced size), made once
+        and shared: it is read-only (copy it to change it). Imports numpy on first use."""
+        import numpy as np
+
+        return np.asarray(self.image)
 
 
 def sniff_image_format(path: str) -> str | None:
