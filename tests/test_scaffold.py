@@ -68,7 +68,7 @@ def test_installed_it_is_listed_with_its_tasks_and_templates(installed, tmp_path
     written = ymir_runner(site, "img-man", "--out", str(tmp_path / "img-man"))
     assert written.returncode == 0, written.stderr
     mining = (tmp_path / "img-man" / "mining-template.yaml").read_text()
-    assert "mining_algorithm: aldd" in mining and "one of: aldd, cald, entropy, random" in mining
+    assert "mining_algorithm: aldd" in mining and "legal values: one of 'aldd', 'cald', 'entropy', 'random'" in mining
 
 
 def test_its_own_tests_pass_as_generated(installed):
