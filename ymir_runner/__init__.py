@@ -20,6 +20,8 @@ This module is the plugin API: everything a plugin needs is importable from here
   predictions, in the keys result.yaml takes;
 - ``pictures``: a stage's precision-recall curves, confusion matrix and validation images (ground truth beside
   predictions), for tensorboard and result.yaml ``attachments`` (numpy and Pillow);
+- ``stages``: stage evaluation for every engine (``StageEvaluator``, ``stage_epochs``) and the one rule that picks
+  the deployed stage (``fitness``);
 - ``mining``: the active-learning scores (``random``, ``entropy``, ``aldd``, ``cald``) for any detector, and
   ``mining.mine_candidates``, the whole mining task around a plugin's predict function;
 - ``inference``: ``inference.infer_candidates``, the whole inference task around a plugin's predict function
@@ -65,7 +67,7 @@ from .records import ExecutorSpec, Param  # noqa: E402
 from .version import __version__  # noqa: E402
 
 if TYPE_CHECKING:
-    from . import cpus, evaluation, inference, mining, pictures
+    from . import cpus, evaluation, inference, mining, pictures, stages
     from .context import TaskContext
     from .dispatcher import run
     from .optional import OptionalOutputs
@@ -100,7 +102,7 @@ _LAZY = {
 }
 #: Public modules, imported on first use: ``from ymir_runner import mining``. mining, inference: numpy;
 #: evaluation: and faster-coco-eval; pictures: and Pillow; cpus: the standard library.
-_MODULES = {"mining", "inference", "evaluation", "pictures", "cpus"}
+_MODULES = {"mining", "inference", "evaluation", "pictures", "stages", "cpus"}  # stages: as evaluation
 
 __all__ = [
     "__version__",
@@ -118,7 +120,7 @@ __all__ = [
     # YAML within bounds
     "read_yaml", "parse_yaml",
     # stage metrics, mining scores and the inference loop for any detector (modules); what a detector found
-    "evaluation", "mining", "inference", "Prediction", "pictures",
+    "evaluation", "mining", "inference", "Prediction", "pictures", "stages",
     # ranks in several processes (CPU or GPU), rank 0 here; the CPUs a task may use and how to share them
     "launch", "RankError", "cpus",
     # running a task in this process

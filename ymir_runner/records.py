@@ -161,6 +161,10 @@ class ExecutorSpec:
     #: ``mining_algorithm``, ``class_distribution_scores`` and ``seed`` to the mining template (each one the
     #: plugin's template does not declare itself). Empty: the plugin mines its own way.
     mining_algorithms: tuple[str, ...] = ()
+    #: The training task evaluates its stages with :class:`ymir_runner.stages.StageEvaluator`: the core adds
+    #: ``save_period``, ``conf_threshold``, ``map_iou_threshold`` and ``max_detections`` to the training template
+    #: (:func:`evaluation_params`; each one the plugin's template does not declare itself).
+    stage_evaluation: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tasks", frozenset(TaskKind(kind) for kind in self.tasks))
@@ -171,6 +175,10 @@ class ExecutorSpec:
             declared = {param.name for param in templates.get(TaskKind.MINING, ())}
             added = tuple(param for param in mining_params(self.mining_algorithms) if param.name not in declared)
             templates[TaskKind.MINING] = templates.get(TaskKind.MINING, ()) + added
+        if self.stage_evaluation and TaskKind.TRAINING in self.tasks:
+            declared = {param.name for param in templates.get(TaskKind.TRAINING, ())}
+            added = tuple(param for param in evaluation_params() if param.name not in declared)
+            templates[TaskKind.TRAINING] = templates.get(TaskKind.TRAINING, ()) + added
         object.__setattr__(self, "templates", templates)
         self.validate()
 
@@ -185,6 +193,8 @@ class ExecutorSpec:
                              f"distinct names among {', '.join(MINING_ALGORITHMS)}")
         if self.mining_algorithms and TaskKind.MINING not in self.tasks:
             raise ValueError(f"executor {self.name!r} declares mining_algorithms but does not handle mining")
+        if self.stage_evaluation and TaskKind.TRAINING not in self.tasks:
+            raise ValueError(f"executor {self.name!r} declares stage_evaluation but does not handle training")
         extra = set(self.templates) - self.tasks
         if extra:
             raise ValueError(f"executor {self.name!r} has templates for tasks it does not handle: {sorted(extra)}")
@@ -212,4 +222,35 @@ def mining_params(algorithms: tuple[str, ...]) -> tuple[Param, ...]:
         Param("class_distribution_scores", "",
               "comma-separated per-class weights w_c of entropy, aldd and cald, padded with 1.0"),
         Param("seed", 0, "seed of random and of CALD's cutouts (32 bits)", minimum=0, maximum=2**32 - 1),
+    )
+
+
+#: ``max_detections: auto`` keeps at least this many boxes per validation image (COCO's maxDets).
+AUTO_MAX_DETECTIONS = 100
+#: The most boxes kept per validation image: the evaluation holds them all.
+MAX_DETECTIONS = 10_000
+#: The largest ``save_period``: the engines' most epochs.
+MAX_SAVE_PERIOD = 10_000
+
+
+def evaluation_params() -> tuple[Param, ...]:
+    """The training template keys of :class:`ymir_runner.stages.StageEvaluator` (public as
+    ``ymir_runner.stages.evaluation_params``): ``save_period``, ``conf_threshold``, ``map_iou_threshold`` and
+    ``max_detections``, one help text and one range each. ``ExecutorSpec(stage_evaluation=True)`` adds them."""
+    return (
+        Param("save_period", 0,
+              "evaluate on the validation set and write a model stage every N epochs; 0: 10 stages evenly spaced "
+              "over the run. The last epoch is always a stage", minimum=0, maximum=MAX_SAVE_PERIOD),
+        Param("conf_threshold", 0.0,
+              "score above which a prediction counts for a stage's tp/fp/fn; 0: each stage's F1-optimal threshold on "
+              "the validation set (stored in the model: inference uses it by default)", minimum=0.0, maximum=1.0),
+        Param("map_iou_threshold", 0.5,
+              "IoU at which a prediction matches an object for a stage's mAP, mAR and tp/fp/fn (result.yaml "
+              "evaluate_config.iou_thr: the platform labels mAP with it); COCO mAP50-95 is kept beside it as "
+              "mAP50_95; above 0 and below 1", exclusive_minimum=0.0, exclusive_maximum=1.0),
+        Param("max_detections", Param.AUTO,
+              f"most boxes kept per validation image (COCO maxDets); a number is exactly what is kept. auto: "
+              f"{AUTO_MAX_DETECTIONS}, or the object count of the densest validation image when it has more (logged), "
+              f"so dense scenes are measured whole; bounded: the evaluation holds them all", auto=int, minimum=1,
+              maximum=MAX_DETECTIONS),
     )

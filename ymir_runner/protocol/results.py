@@ -33,6 +33,27 @@ STAGE_CONF_THR = "conf_thr"
 PREVIOUS_RUNS_DIR = "previous-runs"
 
 
+#: The weight of ``mAP`` in a stage's :func:`fitness`; ``mAP50_95`` has the rest (ultralytics' ``Metric.fitness``).
+MAP_WEIGHT = 0.1
+
+
+def fitness(metrics: Mapping[str, float], main_metric: str = "mAP") -> float:
+    """What model stages are ranked by, for every engine: ``0.1 * mAP + 0.9 * mAP50_95``, higher is better.
+
+    The weights are ultralytics' ``Metric.fitness`` (``ultralytics/utils/metrics.py``: ``[0.0, 0.0, 0.1, 0.9]`` on
+    precision, recall, mAP50, mAP50-95), with ``mAP`` at the IoU the stage was evaluated at
+    (``evaluate_config.iou_thr``, 0.5 by default: ultralytics' mAP50): mostly localisation quality, so a stage
+    that is lucky at one loose IoU does not win. A stage without ``mAP50_95`` (or a ``main_metric`` other than
+    ``mAP``, e.g. ``mIoU``) is ranked by its ``main_metric`` alone.
+
+    Raises:
+        KeyError: ``metrics`` holds no ``main_metric``.
+    """
+    if main_metric == "mAP" and "mAP50_95" in metrics:
+        return MAP_WEIGHT * float(metrics["mAP"]) + (1.0 - MAP_WEIGHT) * float(metrics["mAP50_95"])
+    return float(metrics[main_metric])
+
+
 def metric_value(name: str, value: Any) -> float:
     """A metric as a plain float in [0, 1] (numpy scalars and 0-d tensors are converted, never written)."""
     try:
@@ -60,8 +81,6 @@ class Stage:
     timestamp: int
     metrics: Mapping[str, float]
     counts: Mapping[str, int] = dataclasses.field(default_factory=dict)
-    #: What the best stage is chosen by (not written: the platform has no such key); None: the main metric.
-    fitness: float | None = None
 
     def to_yaml(self) -> dict[str, Any]:
         entry: dict[str, Any] = {"stage_name": self.name, "files": list(self.files), "timestamp": self.timestamp}
@@ -73,9 +92,10 @@ class Stage:
 class TrainingResult:
     """Model stages of a training task → /out/models/result.yaml, rewritten atomically after each stage.
 
-    At most ``max_stages`` are kept: the best (by each stage's ``fitness``, or its ``main_metric`` when the
-    plugin gives none) and the latest; a dropped stage's folder is deleted. For protocol < 1.0.0 the legacy
-    ``{model: [...], map: ...}`` form is written instead (never both: the legacy form would win).
+    At most ``max_stages`` are kept: the best and the latest; a dropped stage's folder is deleted. The best stage
+    (``best_stage_name``, the one the platform deploys) has the highest :func:`fitness` of its own metrics; of
+    equal fitness, the later stage (trained longer). No engine ranks stages by a formula of its own. For protocol
+    < 1.0.0 the legacy ``{model: [...], map: ...}`` form is written instead (never both: the legacy form would win).
     """
 
     def __init__(self, models_dir: str, result_file: str, *, main_metric: str = "mAP",
@@ -106,12 +126,12 @@ class TrainingResult:
         return path
 
     def fitness(self, stage: Stage) -> float:
-        """What stages are ranked by: the stage's own fitness, else its main metric."""
-        return stage.metrics[self.main_metric] if stage.fitness is None else stage.fitness
+        """What stages are ranked by: :func:`fitness` of the stage's metrics."""
+        return fitness(stage.metrics, self.main_metric)
 
     @property
     def best(self) -> Stage | None:
-        """Highest fitness; a tie goes to the later stage (trained longer)."""
+        """Highest fitness; a tie goes to the later stage (trained longer). ``None`` before the first stage."""
         best = None
         for stage in self.stages.values():
             if best is None or self.fitness(stage) >= self.fitness(best):
@@ -119,11 +139,14 @@ class TrainingResult:
         return best
 
     def add_stage(self, name: str, files: Sequence[str], metrics: Mapping[str, Any],
-                  counts: Mapping[str, Any] | None = None, *, fitness: float | None = None) -> Stage:
-        """Record a stage whose ``files`` (names in ``stage_dir(name)``) are already written.
+                  counts: Mapping[str, Any] | None = None) -> Stage:
+        """Record a stage whose ``files`` (names in ``stage_dir(name)``) are already written; result.yaml is
+        rewritten. The stage is ranked for ``best_stage_name`` by :func:`fitness` of ``metrics``. Adding a stage
+        of a name already recorded replaces it (e.g. the best stage with its ONNX export added).
 
-        ``fitness`` ranks the stage for ``best_stage_name`` (higher is better; default: the main metric), e.g.
-        a blend of metrics as ultralytics' ``0.1 * mAP50 + 0.9 * mAP50-95``."""
+        Raises:
+            ValueError: a bad name, no files or a listed file missing, a metric outside [0, 1], no main metric,
+                a count that is not a non-negative integer."""
         self._check_name(name)
         files = tuple(str(file) for file in files)
         if not files:
@@ -135,9 +158,7 @@ class TrainingResult:
         if self.main_metric not in values:
             raise ValueError(f"stage {name!r} has no {self.main_metric!r} metric")
         ints = {key.lower(): count_value(key, value) for key, value in (counts or {}).items()}
-        if fitness is not None and not math.isfinite(float(fitness)):
-            raise ValueError(f"stage {name!r}: fitness {fitness!r} is not finite")
-        stage = Stage(name, files, int(time.time()), values, ints, None if fitness is None else float(fitness))
+        stage = Stage(name, files, int(time.time()), values, ints)
         self.stages.pop(name, None)
         self.stages[name] = stage
         dropped = self._prune()
@@ -148,15 +169,43 @@ class TrainingResult:
 
     def add_attachment(self, section: str, path: str) -> None:
         """Copy a file (e.g. a PR curve) to models/attachments/<section>/ and list it in result.yaml."""
-        folder = os.path.join(self.models_dir, "attachments", section)
-        with open(path, "rb") as source, atomic_path(os.path.join(folder, os.path.basename(path))) as tmp:
-            with open(tmp, "wb") as target:  # a new file that replaces a link there, never writes through it
-                shutil.copyfileobj(source, target)
+        name = self._copy_attachment(section, path)
         names = self.attachments.setdefault(section, [])
-        if os.path.basename(path) not in names:
-            names.append(os.path.basename(path))
+        if name not in names:
+            names.append(name)
         if self.stages:
             self.write()
+
+    def replace_attachments(self, section: str, paths: Sequence[str]) -> list[str]:
+        """Make the files ``paths`` the whole of result.yaml's ``attachments[section]`` (e.g. the deployed stage's
+        pictures, replaced when another stage becomes the best): each is copied to models/attachments/<section>/,
+        result.yaml is rewritten once, then the section's earlier files that are no longer listed are deleted.
+        Empty ``paths`` removes the section. Returns the names now listed.
+
+        Raises:
+            OSError: a file cannot be read; OutputError: it cannot be written (nothing listed changes then).
+        """
+        names = list(dict.fromkeys(self._copy_attachment(section, path) for path in paths))
+        earlier = self.attachments.pop(section, [])
+        if names:
+            self.attachments[section] = names
+        if self.stages:
+            self.write()
+        folder = os.path.join(self.models_dir, "attachments", section)
+        for name in earlier:  # only once result.yaml no longer lists them
+            if name not in names:
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(folder, name))
+        return names
+
+    def _copy_attachment(self, section: str, path: str) -> str:
+        """Copy ``path`` into models/attachments/<section>/ atomically; returns its name there."""
+        name = os.path.basename(path)
+        folder = os.path.join(self.models_dir, "attachments", section)
+        with open(path, "rb") as source, atomic_path(os.path.join(folder, name)) as tmp:
+            with open(tmp, "wb") as target:  # a new file that replaces a link there, never writes through it
+                shutil.copyfileobj(source, target)
+        return name
 
     def set_evaluate_config(self, **values: float) -> None:
         """``evaluate_config`` of result.yaml (the platform reads ``iou_thr``, labelling mAP with it, and
