@@ -1,13 +1,16 @@
 """`ymir-runner new-plugin`: the distribution it writes builds as a wheel, is found through its entry point
 once installed, passes its own tests as generated, and its outputs pass `ymir-runner verify`."""
 
+import ast
 import configparser
 import json
 import os
+import pathlib
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import zipfile
 
 import pytest
@@ -20,6 +23,8 @@ from ymir_runner.testing import TaskTree
 
 BIN = os.path.dirname(sys.executable)
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+#: mypy's cache between runs (a cold run reads the core's imports too)
+MYPY_CACHE = os.path.join(tempfile.gettempdir(), f"ymir-runner-mypy-scaffold-{os.getuid()}")
 
 
 def install_wheel(source: str, site: str) -> str:
@@ -144,14 +149,41 @@ def test_its_requirement_on_the_core_is_met_by_a_wheel_of_the_core(installed, tm
 def test_a_subset_of_tasks_and_bad_requests(tmp_path):
     folder = new_plugin("infer-only", parse_tasks("infer"), str(tmp_path))
     package = os.path.join(folder, "ymir_runner_infer_only")
-    assert sorted(os.listdir(package)) == ["__init__.py", "data.py", "inference.py", "model.py", "plugin.py"]
+    assert sorted(os.listdir(package)) == ["__init__.py", "inference.py", "model.py", "plugin.py", "predict.py",
+                                           "templates.py"]
     assert sorted(os.listdir(os.path.join(folder, "tests"))) == ["conftest.py", "test_inference.py"]
     with open(os.path.join(package, "plugin.py"), encoding="utf-8") as stream:
         plugin = stream.read()
     assert "tasks={TaskKind.INFER}" in plugin and "mining_algorithms" not in plugin
+    assert "stage_evaluation" not in plugin
     with pytest.raises(ConfigError, match="already exists"):
         new_plugin("infer-only", parse_tasks("infer"), str(tmp_path))
     with pytest.raises(ConfigError, match="lowercase"):
         new_plugin("My Plugin", out=str(tmp_path))
     with pytest.raises(ConfigError, match="--tasks 'train'"):
         parse_tasks("train")
+
+
+def test_every_task_and_hook_is_typed_against_the_task_context(tmp_path):
+    """The template teaches every new plugin its layout and its types: plugin.py holds the hooks only, each task
+    module's function and each hook takes ``context: TaskContext`` (never ``Any``), and the package type-checks
+    against the core's annotations."""
+    folder = new_plugin("typed", out=str(tmp_path))
+    package = pathlib.Path(folder) / "ymir_runner_typed"
+    plugin = ast.parse((package / "plugin.py").read_text(encoding="utf-8"))
+    functions = [node for node in plugin.body if isinstance(node, ast.FunctionDef)]
+    assert sorted(function.name for function in functions) == ["ymir_runner_infer", "ymir_runner_mine",
+                                                               "ymir_runner_register_executors", "ymir_runner_train"]
+    for module, function in (("plugin", "ymir_runner_train"), ("plugin", "ymir_runner_mine"),
+                             ("plugin", "ymir_runner_infer"), ("training", "train"), ("mining", "mine"),
+                             ("inference", "infer")):
+        tree = ast.parse((package / f"{module}.py").read_text(encoding="utf-8"))
+        (node,) = [node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name == function]
+        assert [(arg.arg, ast.unparse(arg.annotation)) for arg in node.args.args] == [("context", "TaskContext")]
+    assert not any("Any" in path.read_text(encoding="utf-8") for path in package.glob("*.py"))
+    # mypy reads the core as an installed wheel shows it (an editable install's import hook is invisible to it)
+    checked = subprocess.run([sys.executable, "-m", "mypy", "--check-untyped-defs", "--no-implicit-optional",
+                              "--follow-imports", "silent", "--cache-dir", MYPY_CACHE, "ymir_runner_typed"],
+                             cwd=folder, env={**os.environ, "MYPYPATH": REPO}, capture_output=True, text=True,
+                             timeout=600)
+    assert checked.returncode == 0, checked.stdout + checked.stderr

@@ -2,8 +2,10 @@
 
 The distribution (``ymir-runner-NAME``, package ``ymir_runner_NAME``) declares the executor NAME through the
 ``ymir_runner`` entry point, implements the chosen tasks on a small numpy model that really learns (a
-colour-prior detector: replace ``model.py``), uses the core's evaluation and mining libraries, and ships
-tests written with ``ymir_runner.testing`` that pass as generated. The files come from
+colour-prior detector: replace ``model.py`` and ``predict.py``) through the core's task loops (stage evaluation,
+``infer_candidates``, ``mine_candidates``), typed against ``TaskContext``, and ships tests written with
+``ymir_runner.testing`` that pass as generated. The layout is every plugin's: ``plugin.py`` (hooks only),
+``templates.py``, ``training.py``, ``inference.py``, ``mining.py``, ``predict.py``, ``model.py``. The files come from
 ``ymir_runner/templates/new-plugin`` (``$name``-style placeholders, :class:`string.Template`).
 """
 
@@ -25,19 +27,29 @@ TEMPLATE_DIR = os.path.join(os.path.dirname(__file__), "templates", "new-plugin"
 NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
 TASKS = (TaskKind.TRAINING, TaskKind.MINING, TaskKind.INFER)
 
-#: Per task: the hook, the template keys, the task module and its test.
+#: Per task: the hook, the task module and its function.
 _HOOKS = {
     TaskKind.TRAINING: ("ymir_runner_train", "training", "train"),
     TaskKind.MINING: ("ymir_runner_mine", "mining", "mine"),
     TaskKind.INFER: ("ymir_runner_infer", "inference", "infer"),
 }
+#: One key in the mining and the infer template, meaning one thing: YMIR merges both into one config.yaml when a task
+#: runs mining and inference.
+_BATCH = ('Param("batch_size", 8, "images predicted or scored together; bounded: a batch is in memory at once",',
+          'minimum=1, maximum=256)')
+#: Per task: its template keys (templates.py), each number bounded, as the lines of its call. The core adds the stage
+#: evaluation keys to training (``stage_evaluation=True``) and the mining keys to mining (``mining_algorithms``).
 _TEMPLATE_KEYS = {
-    TaskKind.TRAINING: ('Param("tolerance", 3.0, "a pixel is of a class within this many colour spreads of its '
-                        'colour")',
-                        'Param("conf_threshold", 0.3, "score above which a box counts for tp/fp/fn in result.yaml")'),
-    TaskKind.MINING: ('Param("batch_size", 8, "images scored together")',),
-    TaskKind.INFER: ('Param("conf_threshold", 0.25, "minimum score of a reported box")',),
+    TaskKind.TRAINING: (('Param("epochs", 3, "passes over the training set; each refines the class colours",',
+                         'minimum=1, maximum=1000)'),
+                        ('Param("tolerance", 3.0, "a pixel is of a class within this many colour spreads of its '
+                         'colour",', 'exclusive_minimum=0.0, maximum=100.0)')),
+    TaskKind.MINING: (_BATCH,),
+    TaskKind.INFER: (('Param("conf_threshold", 0.0, "minimum score of a reported box; 0: the model\'s F1-optimal '
+                      'score",', 'minimum=0.0, maximum=1.0)'), _BATCH),
 }
+#: What each task's module is, for the generated README.
+_WORDS = {TaskKind.TRAINING: "training", TaskKind.MINING: "mining", TaskKind.INFER: "inference"}
 
 
 def package_name(name: str) -> str:
@@ -46,35 +58,42 @@ def package_name(name: str) -> str:
 
 def _hook(kind: TaskKind) -> str:
     hook, module, function = _HOOKS[kind]
-    return (f"\n\n@ymir_runner.hookimpl\ndef {hook}(context):\n    from .{module} import {function}\n\n"
-            f"    {function}(context)\n")
+    return (f"\n\n@ymir_runner.hookimpl\ndef {hook}(context: TaskContext) -> None:\n"
+            f"    from .{module} import {function}\n\n    {function}(context)\n")
 
 
 def _values(name: str, tasks: Sequence[TaskKind]) -> dict[str, str]:
     package = package_name(name)
-    templates = "".join(f"    TaskKind.{kind.name}: (\n" + "".join(f"        {key},\n" for key in _TEMPLATE_KEYS[kind])
+    templates = "".join(f"    TaskKind.{kind.name}: (\n"
+                        + "".join(f"        {chr(10).join(' ' * 14 + line for line in key).strip()},\n"
+                                  for key in _TEMPLATE_KEYS[kind])
                         + "    ),\n" for kind in tasks)
-    names = ", ".join(f'"{name}"' for name in MINING_ALGORITHMS)
-    algorithms = ("\n        # ymir_runner.mining adds mining_algorithm, class_distribution_scores and seed\n"
-                  f"        mining_algorithms=({names})," if TaskKind.MINING in tasks else "")
-    words = {TaskKind.TRAINING: "training", TaskKind.MINING: "mining", TaskKind.INFER: "inference"}
-    rows = "".join(f"| `{package}/{_HOOKS[kind][1]}.py` | the {words[kind]} task |\n" for kind in tasks)
+    options = ""
+    if TaskKind.TRAINING in tasks:
+        options += ("\n        # ymir_runner.stages adds save_period, conf_threshold, map_iou_threshold and "
+                    "max_detections\n        stage_evaluation=True,")
+    if TaskKind.MINING in tasks:
+        names = ", ".join(f'"{name}"' for name in MINING_ALGORITHMS)
+        options += ("\n        # ymir_runner.mining adds mining_algorithm, class_distribution_scores and seed\n"
+                    f"        mining_algorithms=({names}),")
+    rows = "".join(f"| `{package}/{_HOOKS[kind][1]}.py` | the {_WORDS[kind]} task |\n" for kind in tasks)
     return {
-        # the core that wrote the files (their API is 0.2.0's: its release runs the generated tests)
+        # the core that wrote the files: the generated tests run against its API
         "name": name, "package": package, "dist": f"ymir-runner-{name}", "core_version": __version__,
         "tasks": ", ".join(f"TaskKind.{kind.name}" for kind in tasks), "templates": templates,
-        "algorithms": algorithms, "hooks": "".join(_hook(kind) for kind in tasks),
-        "task_words": ", ".join(words[kind] for kind in tasks), "file_rows": rows,
+        "options": options, "hooks": "".join(_hook(kind) for kind in tasks),
+        "task_words": ", ".join(_WORDS[kind] for kind in tasks), "file_rows": rows,
     }
 
 
 def _files(tasks: Sequence[TaskKind]) -> list[str]:
-    """Template files (relative to :data:`TEMPLATE_DIR`, without ``.tmpl``) for ``tasks``."""
+    """Template files (relative to :data:`TEMPLATE_DIR`, without ``.tmpl``) for ``tasks``: the layout of every
+    plugin (plugin.py hooks only, templates.py, one module per task, predict.py shared by them, model.py)."""
     files = ["setup.cfg", "pyproject.toml", "README.md", "package/__init__.py", "package/plugin.py",
-             "package/model.py", "package/data.py", "tests/conftest.py"]
+             "package/templates.py", "package/model.py", "package/predict.py", "tests/conftest.py"]
     for kind in tasks:
         module = _HOOKS[kind][1]
-        files += [f"package/{module}.py", f"tests/test_{'inference' if kind is TaskKind.INFER else module}.py"]
+        files += [f"package/{module}.py", f"tests/test_{module}.py"]
     return files
 
 
