@@ -121,7 +121,7 @@ def test_core_never_imports_torch():
 # --- the plugin API ---------------------------------------------------------------------------------------------
 
 PUBLIC_MODULES = {"ymir_runner", "ymir_runner.testing", "ymir_runner.mining", "ymir_runner.evaluation",
-                  "ymir_runner.cpus", "ymir_runner.pictures"}
+                  "ymir_runner.cpus", "ymir_runner.pictures", "ymir_runner.stages"}
 FIRST_PARTY_PACKAGES = sorted(path for path in (ROOT / "plugins").glob("*/*") if (path / "__init__.py").exists())
 
 
@@ -151,6 +151,7 @@ def test_first_party_plugins_use_only_the_plugin_api(package):
     import ymir_runner.evaluation
     import ymir_runner.mining
     import ymir_runner.pictures
+    import ymir_runner.stages
     import ymir_runner.testing
 
     below = [f"{where}: {module}" for where, module, _ in core_imports(package) if module not in PUBLIC_MODULES]
