@@ -10,6 +10,7 @@ import concurrent.futures
 import io
 import logging
 import os
+import signal
 import threading
 
 import numpy as np
@@ -249,6 +250,30 @@ def test_a_stop_in_predict_is_raised_at_once_without_waiting_for_the_threads(ymi
     assert outcome.exit_code == 0, outcome.stderr
     assert observed == [([20, 21, 22, 23], [20, 21], False)]
     assert sorted(started) == [20, 21, 22, 23]  # batch 2, queued behind batch 1, was cancelled
+
+
+def test_a_stop_signal_while_the_loop_waits_for_a_decode_ends_the_run_without_waiting(ymir_registry, ymir_task):
+    tree = sized_tree(ymir_task, 6)
+    release = threading.Event()
+    finished, predicted = [], []
+
+    def preprocess(decoded):
+        if decoded.width == 20:  # the platform stops the task while the loop waits for this image
+            os.kill(os.getpid(), signal.SIGTERM)
+            release.wait(WAIT)
+        finished.append(decoded.width)
+        return decoded.width
+
+    outcome = run_task(ymir_registry, tree, lambda context: inference.infer_candidates(
+        context, lambda batch: predicted.append(batch) or [], preprocess=preprocess, batch_size=2, workers=2))
+    still_decoding = not release.is_set() and 20 not in finished
+    release.set()
+    for thread in threading.enumerate():
+        if thread.name.startswith("ymir-runner-prefetch"):
+            thread.join(WAIT)
+    assert still_decoding  # the run ended while a thread was still inside preprocess
+    assert outcome.exit_code == 128 + signal.SIGTERM and outcome.state == 4
+    assert predicted == []
 
 
 def test_predict_must_answer_every_image(ymir_registry, ymir_task):
