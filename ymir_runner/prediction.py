@@ -9,8 +9,10 @@ takes a list of them).
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 import numpy as np
+import numpy.typing as npt
 
 from .protocol.results import Detection
 
@@ -37,6 +39,10 @@ class Prediction:
     scores: np.ndarray
     classes: np.ndarray
     class_probabilities: np.ndarray | None = None
+
+    if TYPE_CHECKING:  # what the generated __init__ really accepts: anything array-like (lists too), converted
+        def __init__(self, boxes: npt.ArrayLike, scores: npt.ArrayLike, classes: npt.ArrayLike,
+                     class_probabilities: npt.ArrayLike | None = None) -> None: ...
 
     def __post_init__(self) -> None:
         boxes = np.asarray(self.boxes, np.float64).reshape(-1, 4)
