@@ -16,8 +16,8 @@ from ymir_runner.protocol.env import (
     OutputPaths,
     TaskKind,
     load_env,
-    reroot,
 )
+from ymir_runner.protocol.paths import reroot
 
 FULL_ENV = {
     "task_id": "t0000002000002abc",

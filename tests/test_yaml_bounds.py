@@ -18,7 +18,8 @@ from ymir_runner import ReturnCode, best_stage_name, excerpt
 from ymir_runner.errors import ConfigError
 from ymir_runner.protocol.coerce import to_list
 from ymir_runner.protocol.config import parse_config
-from ymir_runner.protocol.env import env_document, reroot
+from ymir_runner.protocol.env import env_document
+from ymir_runner.protocol.paths import reroot
 from ymir_runner.protocol.yaml_file import (
     MAX_ALIAS_NODES,
     MAX_YAML_BYTES,

@@ -70,6 +70,7 @@ if TYPE_CHECKING:
     from . import cpus, evaluation, inference, mining, pictures, stages
     from .context import TaskContext
     from .dispatcher import run
+    from .distributed import RankError, launch
     from .optional import OptionalOutputs
     from .prediction import Prediction
     from .protocol.annotations import Box, annotation_suffix, annotation_text
@@ -77,7 +78,6 @@ if TYPE_CHECKING:
     from .protocol.images import DecodedImage, ImageInfo, ImageProblem, decode_image, probe_image
     from .protocol.monitor import Progress
     from .protocol.results import Detection, Stage
-    from .distributed import RankError, launch
 
 #: Public names defined in modules that import more than a plugin's registration needs: loaded on first use.
 _LAZY = {

@@ -25,9 +25,10 @@ from .plugins import Executor, PluginRegistry, build_plugin_manager
 from .preflight import check_inputs, check_training_boxes, config_key_warnings, no_task_error, task_config
 from .protocol.config import parse_config, read_config_file
 from .protocol.dataset import SkipLog
-from .protocol.env import DEFAULT_ENV_FILE, EnvError, TaskEnv, TaskKind, check_paths_exist_here, load_env, unroot
+from .protocol.env import DEFAULT_ENV_FILE, EnvError, TaskEnv, TaskKind, check_paths_exist_here, load_env
 from .protocol.monitor import Monitor, Progress
 from .protocol.outlock import hold_output_lock
+from .protocol.paths import unroot
 from .protocol.results import InferResult, MiningResult, Stage, TrainingResult, set_aside_previous_results
 from .protocol.tensorboard import LazySummaryWriter
 from .sdk import sdk_env, sdk_writers

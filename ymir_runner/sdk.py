@@ -99,8 +99,9 @@ import yaml
 from .context import TaskContext
 from .errors import ReturnCode, YmirError, one_line
 from .protocol.dataset import index_lines
-from .protocol.env import TaskEnv, reroot
+from .protocol.env import TaskEnv
 from .protocol.monitor import STATE_FAILED, STATE_RUNNING
+from .protocol.paths import reroot
 from .protocol.results import COUNT_KEYS, Detection, TrainingResult
 
 log = logging.getLogger(__name__)

@@ -39,7 +39,8 @@ import yaml
 from .plugins import PluginRegistry, build_plugin_manager
 from .protocol.annotations import annotation_suffix, annotation_text, ark_text, export_format_of, voc_text
 from .protocol.atomic import TEMP_PREFIX
-from .protocol.env import MODEL_INFO_FILE, PROTOCOL_VERSION, TaskKind, env_document, reroot
+from .protocol.env import MODEL_INFO_FILE, PROTOCOL_VERSION, TaskKind, config_document, env_document
+from .protocol.paths import reroot
 from .protocol.yaml_file import read_yaml
 from .shutdown import child_pids, is_running
 
@@ -220,17 +221,11 @@ class TaskTree:
             self.add_image(index)
         self.write_index_files()
         training = TaskKind.TRAINING in self.kinds
-        self.config: dict[str, Any] = {
-            "task_id": "t-test", "class_names": list(class_names), "gpu_id": "", "gpu_count": 0,
-            "object_type": 2, "shm_size": "16G"}
-        if training:
-            self.config["export_format"] = export_format
-        else:
-            self.config["model_params_path"] = ["/in/models/epoch_1/model.bin"]
+        models = [] if training else ["/in/models/epoch_1/model.bin"]
         if models_from:
-            files = [f"/in/models/{file}" for file in install_models(models_from, self.local("/in/models"), stages)]
-            self.config["pretrained_model_params" if training else "model_params_path"] = files
-        self.config.update(config or {})
+            models = [f"/in/models/{file}" for file in install_models(models_from, self.local("/in/models"), stages)]
+        self.config: dict[str, Any] = config_document("t-test", self.kinds, config, class_names=class_names,
+                                                      model_files=models, export_format=export_format)
         self.protocol_version = protocol_version
         self.write_config()
         self.write_env()
@@ -315,17 +310,16 @@ def write_task_files(root: str, kinds: Sequence[TaskKind | str], config: Mapping
     writes them but with absolute local paths, so ``ymir-runner run --env <returned path>`` needs no ``--root``.
 
     The index files are expected where the platform puts them: ``root/in/train-index.tsv``, ``val-index.tsv``,
-    ``candidate-index.tsv``. ``config`` is written as given, plus ``task_id`` and, for training, the
-    ``export_format`` of ``annotation_format`` (``det-ark`` or ``det-voc``) unless ``config`` names one.
-    Returns the path of env.yaml."""
+    ``candidate-index.tsv``. ``config`` is written over the keys the platform writes itself
+    (:func:`~ymir_runner.protocol.env.config_document`: ``task_id``, the CPU, ``object_type`` 2, ``run_mining``
+    and ``run_infer`` in mining and inference and, for training, the ``export_format`` of ``annotation_format``,
+    ``det-ark`` or ``det-voc``). Returns the path of env.yaml."""
 
     root = os.path.abspath(root)
     os.makedirs(os.path.join(root, "in"), exist_ok=True)
     os.makedirs(os.path.join(root, "out"), exist_ok=True)
     document = env_document(task_id, kinds, path=lambda container_path: reroot(container_path, root))
-    task_config = {"task_id": task_id, **config}
-    if TaskKind.TRAINING in {TaskKind(kind) for kind in kinds}:
-        task_config.setdefault("export_format", export_format_of(annotation_format))
+    task_config = config_document(task_id, kinds, config, export_format=export_format_of(annotation_format))
     with open(os.path.join(root, "in", "config.yaml"), "w", encoding="utf-8") as stream:
         yaml.safe_dump(task_config, stream, sort_keys=False, allow_unicode=True)
     env_file = os.path.join(root, "in", "env.yaml")

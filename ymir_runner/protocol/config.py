@@ -11,7 +11,7 @@ from easydict import EasyDict
 from ..errors import ConfigError
 from .annotations import ANNOTATION_FORMATS, canonical_format
 from .coerce import AUTO, auto_type_name, coerce_like, to_auto, to_int, to_list, type_name
-from .env import reroot
+from .paths import reroot
 from .yaml_file import excerpt, read_yaml_mapping
 
 

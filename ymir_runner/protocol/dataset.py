@@ -35,9 +35,9 @@ from .annotations import (
     parse_xml,
     read_coco,
 )
-from .env import reroot
 from .files import UnreadableFile, irregular, open_regular, read_bytes, read_text, size_text
 from .images import ImageProblem, probe_image
+from .paths import reroot
 
 if TYPE_CHECKING:
     from ..origins import Origins

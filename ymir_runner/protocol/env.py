@@ -1,4 +1,6 @@
-"""/in/env.yaml: what the platform asks this run to do, and where every file is."""
+"""/in/env.yaml: what the platform asks this run to do, and where every file is; and the two documents the
+platform writes for a task, env.yaml and config.yaml (:func:`env_document`, :func:`config_document`), for the
+trees the sandbox, the testing kit and the demo make."""
 
 from __future__ import annotations
 
@@ -6,10 +8,12 @@ import dataclasses
 import enum
 import logging
 import os
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from ..errors import ConfigError
 from .coerce import to_bool
+from .config import DEFAULT_SHM_SIZE, DETECTION, RESERVED_KEYS
+from .paths import CONTAINER_OUT_DIR, container_top, reroot
 from .yaml_file import YamlLimitError, excerpt, read_yaml, read_yaml_mapping, salvage_scalars
 
 DEFAULT_ENV_FILE = "/in/env.yaml"
@@ -22,11 +26,6 @@ KNOWN_PROTOCOL_VERSIONS = ("0.0.1", "1.0.0", "1.1.0")
 #: The protocol version ymir-runner implements, and writes into the env.yaml files it makes.
 PROTOCOL_VERSION = "1.1.0"
 DEFAULT_TASK_ID = "default-task"
-#: The output folder the platform mounts into the container.
-CONTAINER_OUT_DIR = "/out"
-#: The folders the platform mounts into the container: env.yaml's paths under them are container paths, which
-#: ``--root`` re-roots onto a local tree. A machine where one of them is not a folder is not the container.
-CONTAINER_DIRS = ("/in", CONTAINER_OUT_DIR)
 #: env.yaml's own top-level keys besides ``task_id`` (which config.yaml has too): a file with none of them is
 #: not an env.yaml.
 ENV_ONLY_KEYS = frozenset({"protocol_version", "run_training", "run_mining", "run_infer", "manifest_file", "input",
@@ -126,32 +125,6 @@ class TaskEnv:
         return data
 
 
-def container_top(path: str) -> str | None:
-    """``/in`` or ``/out`` when ``path`` is a container path under it (:data:`CONTAINER_DIRS`), else None."""
-    for top in CONTAINER_DIRS:
-        if path == top or path.startswith(top + "/"):
-            return top
-    return None
-
-
-def reroot(path: str, root: str | None) -> str:
-    """Map an absolute container path under /in or /out into ``root``; other paths are left alone."""
-    if not root or not path or not container_top(path):
-        return path
-    return os.path.join(root, path.lstrip("/"))
-
-
-def unroot(path: str, root: str | None) -> str:
-    """The container path of a re-rooted local path (``reroot``'s inverse); other paths are left alone."""
-    if not root or not path:
-        return path
-    for top in ("in", "out"):
-        local = os.path.join(root, top)
-        if path == local or path.startswith(local + os.sep):
-            return "/" + top + path[len(local):].replace(os.sep, "/")
-    return path
-
-
 def env_document(task_id: str, kinds: Iterable[TaskKind | str], *, protocol_version: str | None = PROTOCOL_VERSION,
                  manifest_file: str = IMG_MAN_DIR + "/" + MANIFEST_FILE,
                  path: Callable[[str], str] = lambda container_path: container_path) -> dict[str, Any]:
@@ -174,6 +147,34 @@ def env_document(task_id: str, kinds: Iterable[TaskKind | str], *, protocol_vers
         "input": {key: path(value) if value else value for key, value in dataclasses.asdict(inputs).items()},
         "output": {key: path(value) for key, value in dataclasses.asdict(OutputPaths()).items()},
     })
+    return document
+
+
+def config_document(task_id: str, kinds: Iterable[TaskKind | str], params: Mapping[str, Any] | None = None, *,
+                    class_names: Sequence[str] = (), model_files: Sequence[str] = (),
+                    export_format: str | None = None) -> dict[str, Any]:
+    """config.yaml as the platform writes it for ``kinds`` (protocol.md section 2), the twin of
+    :func:`env_document`: the keys it always writes (``task_id``, ``class_names``, ``gpu_id`` '' and ``gpu_count``
+    0: the CPU, ``object_type`` 2: detection); in a mining or inference task ``run_mining`` and ``run_infer``, both
+    (YMIR's ``mir infer`` command runs either task and writes the two flags into its config.yaml, as env.yaml's;
+    a training config.yaml has neither); the model's files (container paths, ``/in/models/<stage>/<file>``) as
+    ``pretrained_model_params`` in training (absent without a model) or ``model_params_path``; ``export_format``
+    in training only. Then ``params`` over all of these: the template's values as edited in the web UI, and what a
+    caller sets on purpose (a GPU, a test's broken value). ``shm_size`` is the template's, else
+    :data:`~.config.DEFAULT_SHM_SIZE`."""
+    kinds = {TaskKind(kind) for kind in kinds}
+    training = TaskKind.TRAINING in kinds
+    document: dict[str, Any] = {"task_id": task_id, "class_names": list(class_names), "gpu_id": "", "gpu_count": 0,
+                                "object_type": DETECTION}
+    if not training:
+        document["run_mining"] = TaskKind.MINING in kinds
+        document["run_infer"] = TaskKind.INFER in kinds
+    if model_files:
+        document["pretrained_model_params" if training else "model_params_path"] = list(model_files)
+    if training and export_format:
+        document["export_format"] = export_format
+    document.update(params or {})
+    document.setdefault("shm_size", DEFAULT_SHM_SIZE)
     return document
 
 
@@ -238,7 +239,7 @@ def load_env(path: str = DEFAULT_ENV_FILE, *, root: str | None = None) -> TaskEn
         EnvError: the file cannot be read, is not an env.yaml (a config.yaml given instead), a value is invalid
             (the message names the key), ``root`` is given for an env.yaml whose paths are not container paths
             (it cannot apply), or, without ``root``, env.yaml names container paths on a machine that is not the
-            container (:data:`CONTAINER_DIRS` missing: nothing is written, the message says to pass ``--root``).
+            container (:data:`~.paths.CONTAINER_DIRS` missing: nothing is written, the message says to pass ``--root``).
     """
     root_origin = "--root" if root else f"${ROOT_ENV_VAR}"
     root = root or os.environ.get(ROOT_ENV_VAR) or None
@@ -274,8 +275,6 @@ def _check_is_env(raw: Mapping[str, Any], env_file: str) -> None:
     """ConfigError for a file that is not an env.yaml, naming config.yaml when it is one: it holds keys only
     config.yaml has (``class_names``, ``gpu_id``, ...) and no ``input`` / ``output`` section (a mining config.yaml
     holds ``run_mining`` and ``run_infer`` too), or none of env.yaml's own keys."""
-    from .config import RESERVED_KEYS  # config.py imports this module
-
     beside = os.path.join(os.path.dirname(env_file), "env.yaml")
     hint = f"; pass --env {beside}" if os.path.isfile(beside) and beside != env_file else ""
     config_keys = sorted((RESERVED_KEYS - ENV_ONLY_KEYS - {"task_id"}).intersection(raw))

@@ -204,7 +204,8 @@ def _build(source: str, out: str, registry: Any, writing: contextlib.ExitStack, 
     task_id = SANDBOX_TASK_PREFIX + hashlib.sha1(f"{source}|{'+'.join(kinds)}".encode()).hexdigest()[:12]
     executors = choose_executors(registry, kinds, opts.plugin)
     check_overrides(opts.overrides, executors, opts.force)
-    config = build_config(template_config(registry, executors), kinds, task_id, class_names, opts)
+    template = template_config(registry, executors)
+    config = build_config(template, kinds, task_id, class_names, opts)
     annotation_format = annotation_format_of(config) if training else None
     notices = Notices()
     transpose = exif_plan(data.images, tree.sizes, transpose=opts.exif_transpose, training=training, notices=notices)
@@ -244,7 +245,7 @@ def _build(source: str, out: str, registry: Any, writing: contextlib.ExitStack, 
                                             for asset in assets for path in asset.sources))
     model_paths = install_model(model, files, work) if model else []
     if model_paths:
-        config["pretrained_model_params" if training else "model_params_path"] = model_paths
+        config = build_config(template, kinds, task_id, class_names, opts, model_files=model_paths)
     atomic_write_text(work.local("/in/config.yaml"), yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
     env_file = work.local("/in/env.yaml")
     atomic_write_text(env_file, yaml.safe_dump(env_yaml(work, str(config.get("task_id", task_id)), kinds),

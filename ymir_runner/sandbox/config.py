@@ -11,8 +11,8 @@ from ..errors import ConfigError, YmirError
 from ..imgman import template_defaults
 from ..preflight import config_key_warnings
 from ..protocol.annotations import WRITABLE_FORMATS, export_format_of
-from ..protocol.config import DEFAULT_SHM_SIZE, DETECTION, PLATFORM_TYPED_KEYS, ExportFormat
-from ..protocol.env import TaskKind, env_document
+from ..protocol.config import DETECTION, PLATFORM_TYPED_KEYS, ExportFormat
+from ..protocol.env import TaskKind, config_document, env_document
 from .options import SandboxOptions
 from .worktree import WorkTree
 
@@ -59,9 +59,15 @@ def template_config(registry: Any, chosen: Mapping[TaskKind, Any]) -> dict[str, 
 def check_overrides(overrides: Mapping[str, Any], chosen: Mapping[TaskKind, Any], force: bool) -> None:
     """``--set`` keys that no chosen executor's template declares and the platform does not write: refused
     (ConfigError naming the key and the closest known one) unless ``force``, then warned about. Unchecked, with a
-    warning, when no installed executor handles the tasks."""
+    warning, when no installed executor handles the tasks. ``gpu_count`` without ``gpu_id``: warned about (the
+    task runs on the CPU)."""
     if not overrides:
         return
+    gpus = overrides.get("gpu_count")
+    if isinstance(gpus, int) and not isinstance(gpus, bool) and gpus > 0 and not overrides.get("gpu_id"):
+        log.warning("--set gpu_count=%d without gpu_id: the platform writes gpu_id with the GPUs it allocated; "
+                    "with gpu_id '' the task runs on the CPU; pass --set gpu_id=%s to use this machine's GPUs",
+                    gpus, ",".join(str(index) for index in range(gpus)))
     if not chosen:
         log.warning("--set %s: not checked, no installed executor handles the task", ", ".join(overrides))
         return
@@ -85,15 +91,12 @@ def web_ui_value(value: Any) -> Any:
 
 
 def build_config(template: Mapping[str, Any], kinds: Sequence[TaskKind], task_id: str,
-                 class_names: Sequence[str], options: SandboxOptions) -> dict[str, Any]:
-    """Template + overrides + the keys the platform writes (protocol.md section 2); no model paths yet."""
+                 class_names: Sequence[str], options: SandboxOptions,
+                 model_files: Sequence[str] = ()) -> dict[str, Any]:
+    """config.yaml as the platform writes it (:func:`~ymir_runner.protocol.env.config_document`) over the
+    template, as the web UI sends it back, and the ``--set`` overrides; ``model_files``: the installed model's."""
     training = TaskKind.TRAINING in kinds
     hyper = {**template, **options.overrides}
-    gpus = options.overrides.get("gpu_count")
-    if isinstance(gpus, int) and not isinstance(gpus, bool) and gpus > 0 and not options.overrides.get("gpu_id"):
-        log.warning("--set gpu_count=%d without gpu_id: the platform writes gpu_id with the GPUs it allocated; "
-                    "with gpu_id '' the task runs on the CPU; pass --set gpu_id=%s to use this machine's GPUs",
-                    gpus, ",".join(str(index) for index in range(gpus)))
     if options.plugin:
         hyper["plugin"] = options.plugin
     if training:
@@ -103,12 +106,7 @@ def build_config(template: Mapping[str, Any], kinds: Sequence[TaskKind], task_id
             hyper["export_format"] = export_format_of("det-ark")
     else:
         hyper.pop("export_format", None)  # the platform writes it for training only
-    hyper.setdefault("shm_size", DEFAULT_SHM_SIZE)
-    config: dict[str, Any] = {"task_id": task_id, "class_names": list(class_names), "gpu_id": "",
-                              "gpu_count": 0, "object_type": DETECTION}
-    if not training:
-        config["run_mining"] = TaskKind.MINING in kinds
-        config["run_infer"] = TaskKind.INFER in kinds
+    params: dict[str, Any] = {}
     for key, value in hyper.items():
         if key in PLATFORM_TYPED_KEYS and key not in options.overrides:
             continue  # the platform's value wins over a template default (gpu_count 1 in a CUDA image)
@@ -116,8 +114,8 @@ def build_config(template: Mapping[str, Any], kinds: Sequence[TaskKind], task_id
             value = web_ui_value(value)
             if value == "":
                 continue  # the web UI drops keys whose value is ''
-        config[key] = value
-    return config
+        params[key] = value
+    return config_document(task_id, kinds, params, class_names=class_names, model_files=model_files)
 
 
 def annotation_format_of(config: Mapping[str, Any]) -> str:

@@ -9,7 +9,7 @@ from typing import Iterable
 
 from ..errors import ConfigError
 from ..protocol.atomic import atomic_write_text
-from ..protocol.env import reroot
+from ..protocol.paths import reroot
 
 
 @dataclasses.dataclass(frozen=True)

@@ -59,9 +59,8 @@ def write_generated_task(root: str, *, kinds: tuple[str, ...] = ("training",), c
     dataset = generate(root, n_train=n_train, n_val=n_val, n_candidates=n_candidates, seed=seed,
                        annotation_formats=formats, n_corrupt_train=n_corrupt_train, scene=scene)
     # The generator wrote the index files where env.yaml names them: <root>/in/{train,val,candidate}-index.tsv.
-    task_config: dict[str, Any] = {
-        "class_names": list(dataset.class_names), "gpu_id": "", "gpu_count": 0, "object_type": 2,
-        "shm_size": "16G", "plugin": EXECUTOR_NAME, **(config or {})}
+    # config.yaml: the keys the platform writes come from the core's writer (protocol.env.config_document)
+    task_config: dict[str, Any] = {"class_names": list(dataset.class_names), "plugin": EXECUTOR_NAME, **(config or {})}
     env_file = write_task_files(root, kinds, task_config, task_id="demo", annotation_format=annotation_format)
     return env_file, dataset
 
