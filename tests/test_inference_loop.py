@@ -356,13 +356,14 @@ def test_model_file_picks_the_best_stage_by_ymir_info(ymir_registry, ymir_task):
     def body(context):
         found["pt"] = context.model_file(".pt")
         found["json"] = context.model_file(".json")
+        found["key"] = context.model_key
         with pytest.raises(ModelError, match=r"config key 'model_params_path' lists no \.onnx file"):
             context.model_file(".onnx")
 
     outcome = run_task(ymir_registry, tree, body)
     assert outcome.exit_code == 0, outcome.stderr
     assert found == {"pt": tree.local("/in/models/epoch_2/model.pt"),
-                     "json": tree.local("/in/models/epoch_2/model.json")}
+                     "json": tree.local("/in/models/epoch_2/model.json"), "key": "model_params_path"}
 
 
 def model_file_error(ymir_registry, tree):

@@ -79,7 +79,7 @@ class TaskContext:
     @property
     def model_key(self) -> str:
         """The config key that lists :attr:`model_files`: ``pretrained_model_params`` in training,
-        ``model_params_path`` in mining and inference (name it in a :class:`ModelError`)."""
+        ``model_params_path`` in mining and inference (name it in a :class:`ModelError` about a model file)."""
         return "pretrained_model_params" if self.kind is TaskKind.TRAINING else "model_params_path"
 
     def model_file(self, suffix: str) -> str:
@@ -95,7 +95,7 @@ class TaskContext:
         the chosen file does not exist.
         """
         key = self.model_key
-        files = [path for path in self.model_files if path.endswith(suffix)]
+        files = list(dict.fromkeys(path for path in self.model_files if path.endswith(suffix)))
         if not files:
             raise ModelError(f"config key {key!r} lists no {suffix} file: {list(self.model_files)}")
         if len(files) > 1:

@@ -41,7 +41,8 @@ def infer_candidates(context: TaskContext, predict: Callable[[list[_Input]], Seq
                      preprocess: Callable[[DecodedImage], _Input] | None = None, batch_size: int = 16,
                      min_side: int | None = None, workers: int | None = None) -> int:
     """The whole inference task: every candidate of ``context`` decoded, predicted and written to
-    ``context.infer_result``. Returns the number of boxes written.
+    ``context.infer_result``. Returns the number of boxes predicted (the writer leaves out a box with nothing
+    inside its image).
 
     - Each usable candidate is decoded by ``context.decode`` (the project's rules; reduced on decode by a power of
       two while its long side stays at least ``min_side``, None: stored size) and turned into a model input by
