@@ -14,8 +14,7 @@ import dataclasses
 import os
 from typing import Iterable, Sequence
 
-from .origins import Origins
-from .protocol.dataset import DatasetReader, Item
+from .protocol.dataset import DatasetReader, FileNames, Item
 
 #: A box whose short side is under this fraction of its image's long side: after letterboxing to 640 px it
 #: is under 6.4 px, about where detectors with a stride-4 (or coarser) output stop finding objects.
@@ -84,7 +83,7 @@ class DatasetReport:
     class_names: tuple[str, ...]
     splits: list[SplitReport]
     #: A sandbox's map of where each asset came from: image paths are shown with the user's file names.
-    names: Origins | None = None
+    names: FileNames | None = None
 
     def shown(self, path: str) -> str:
         """An image path, followed by the user's own file name when the sandbox's map knows it."""

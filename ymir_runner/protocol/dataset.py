@@ -21,7 +21,7 @@ import logging
 import math
 import os
 import xml.etree.ElementTree as ElementTree
-from typing import TYPE_CHECKING, Iterable, Iterator, NamedTuple, Sequence
+from typing import Iterable, Iterator, NamedTuple, Protocol, Sequence
 
 from ..errors import ConfigError, DatasetError
 from . import files
@@ -38,9 +38,6 @@ from .annotations import (
 from .files import UnreadableFile, irregular, open_regular, read_bytes, read_text, size_text
 from .images import ImageProblem, probe_image
 from .paths import reroot
-
-if TYPE_CHECKING:
-    from ..origins import Origins
 
 log = logging.getLogger("ymir_runner.dataset")
 
@@ -61,11 +58,22 @@ class Item(NamedTuple):
     damage: str = ""
 
 
+class FileNames(Protocol):
+    """What names the user's own files beside the assets a message mentions: the sandbox's map of where each asset
+    came from (:class:`ymir_runner.origins.Origins`, read from ``in/sandbox-origins.tsv``)."""
+
+    def originals(self, text: str) -> list[str]:
+        """The user's files of every asset ``text`` mentions, in order, each once."""
+
+    def annotate(self, text: str) -> str:
+        """``text`` with the user's files after the first mention of each asset."""
+
+
 class SkipLog:
     """Counts what was skipped and what was used after a repair, by reason; warns with the location for the
     first few of each reason (the summary gives the totals)."""
 
-    def __init__(self, logger: logging.Logger = log, *, names: Origins | None = None) -> None:
+    def __init__(self, logger: logging.Logger = log, *, names: FileNames | None = None) -> None:
         #: Items and boxes left out, by reason.
         self.counts: collections.Counter[str] = collections.Counter()
         #: Items and boxes used after a fix (a clipped box, a truncated image), by reason.
