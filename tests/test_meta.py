@@ -121,7 +121,7 @@ def test_core_never_imports_torch():
 # --- the plugin API ---------------------------------------------------------------------------------------------
 
 PUBLIC_MODULES = {"ymir_runner", "ymir_runner.testing", "ymir_runner.mining", "ymir_runner.evaluation",
-                  "ymir_runner.cpus", "ymir_runner.pictures", "ymir_runner.stages"}
+                  "ymir_runner.cpus", "ymir_runner.pictures", "ymir_runner.stages", "ymir_runner.inference"}
 FIRST_PARTY_PACKAGES = sorted(path for path in (ROOT / "plugins").glob("*/*") if (path / "__init__.py").exists())
 
 
@@ -149,6 +149,7 @@ def test_first_party_plugins_use_only_the_plugin_api(package):
     import ymir_runner
     import ymir_runner.cpus
     import ymir_runner.evaluation
+    import ymir_runner.inference
     import ymir_runner.mining
     import ymir_runner.pictures
     import ymir_runner.stages
