@@ -71,7 +71,7 @@ NAMES: dict[str, dict[str, str]] = {
 #: ``CLASS.member`` -> version. Members that came with their class are not listed: the class's version applies.
 MEMBERS: dict[str, str] = {
     **_listed("0.3", "TaskContext.optional_output TaskContext.optional_outputs TaskContext.summary "
-                     "TaskContext.decode TaskContext.model_file DecodedImage.pixels"),
+                     "TaskContext.decode TaskContext.model_file TaskContext.model_key DecodedImage.pixels"),
 }
 
 
