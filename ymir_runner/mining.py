@@ -12,7 +12,8 @@ of result.tsv). A plugin supplies what its model can give:
 
 Three levels, use the highest that fits:
 
-- :func:`mine_candidates` runs the whole mining task (read, decode, batch, score, progress, result.tsv);
+- :func:`mine_candidates` runs the whole mining task (read, decode and preprocess on threads ahead of the
+  model, batch, score, progress, result.tsv), the loop of :func:`ymir_runner.inference.infer_candidates`;
 - :class:`MiningSettings` (``from_context``) scores one batch of images a plugin decoded itself
   (the detection plugin feeds its letterboxed, sharded batches through it);
 - the score functions (:func:`entropy_score`, :func:`aldd_score`, :func:`cald_consistency`, ...).
