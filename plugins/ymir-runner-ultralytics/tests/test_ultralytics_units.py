@@ -1,5 +1,5 @@
 """The pieces of the ultralytics plugin that decide numbers: box conversion, the dataset layout (links, converted
-copies), letterboxing, where a training starts from, stage epochs, config checks, devices."""
+copies), letterboxing, where a training starts from, ultralytics_args, devices."""
 
 import io
 import os
@@ -14,9 +14,9 @@ pytest.importorskip("ymir_runner_ultralytics", reason="ymir-runner-ultralytics i
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 from PIL import Image  # noqa: E402
-from ymir_runner_ultralytics import dataset, environment, weights  # noqa: E402
+from ymir_runner_ultralytics import dataset, devices, environment, weights  # noqa: E402
 from ymir_runner_ultralytics.predict import letterbox  # noqa: E402
-from ymir_runner_ultralytics.training import extra_args, stage_epochs  # noqa: E402
+from ymir_runner_ultralytics.training import extra_args  # noqa: E402
 
 from ymir_runner import Box, ConfigError, GpuMismatchError, Item, ModelError, NoGpuError  # noqa: E402
 
@@ -112,15 +112,12 @@ def test_the_start_of_a_training_is_pretrained_then_the_user_file_then_the_image
     (folder / "yolo26s.pt").write_bytes(b"x")
     own = tmp_path / "own.pt"
     own.write_bytes(b"x")
-    stage = tmp_path / "models" / "epoch_3"
-    stage.mkdir(parents=True)
-    (stage / "last.pt").write_bytes(b"x")
-    pretrained = [str(stage / "last.pt"), str(stage / "last.onnx")]
+    pretrained = str(tmp_path / "models" / "epoch_3" / "last.pt")  # context.model_file(".pt") of the task
 
-    def start(model, files=()):
-        return weights.resolve_start(model, files, str(folder), str(tmp_path / "models"))
+    def start(model, pretrained=None):
+        return weights.resolve_start(model, str(folder), pretrained)
 
-    assert start("yolo26s", pretrained) == weights.Start(weights.PRETRAINED, pretrained[0])
+    assert start("yolo26s", pretrained) == weights.Start(weights.PRETRAINED, pretrained)
     assert start(str(own)) == weights.Start(weights.USER_FILE, str(own))
     assert start("yolo26s") == weights.Start(weights.IMAGE_WEIGHTS, str(folder / "yolo26s.pt"))
     assert start("yolo26m") == weights.Start(weights.SCRATCH, "yolo26m.yaml")
@@ -130,8 +127,6 @@ def test_the_start_of_a_training_is_pretrained_then_the_user_file_then_the_image
         start("yolo27n")
     with pytest.raises(ConfigError, match="config key 'model': .*missing.pt is not a file"):
         start(str(tmp_path / "missing.pt"))
-    with pytest.raises(ModelError, match="config key 'pretrained_model_params' lists no .pt"):
-        start("yolo26n", [str(stage / "model.onnx")])
 
 
 def test_a_file_that_is_not_an_ultralytics_checkpoint_names_the_key(tmp_path):
@@ -141,14 +136,7 @@ def test_a_file_that_is_not_an_ultralytics_checkpoint_names_the_key(tmp_path):
         weights.load_checkpoint(str(path), "model_params_path")
 
 
-# --- schedule, config and devices -------------------------------------------------------------------------------
-
-def test_stage_epochs_every_save_period_or_ten_evenly_and_always_the_last():
-    assert stage_epochs(100, 0) == {10, 20, 30, 40, 50, 60, 70, 80, 90, 100}
-    assert stage_epochs(7, 0) == {1, 2, 3, 4, 5, 6, 7}
-    assert stage_epochs(10, 4) == {4, 8, 10}
-    assert stage_epochs(2, 1) == {1, 2}
-
+# --- config and devices -------------------------------------------------------------------------------------
 
 def test_ultralytics_args_are_checked_naming_the_key():
     assert extra_args("") == {}
@@ -162,17 +150,17 @@ def test_ultralytics_args_are_checked_naming_the_key():
 def test_devices_one_gpu_or_the_cpu(monkeypatch):
     import torch
 
-    assert environment.select_device(()) == "cpu"
+    assert devices.select_device(()) == "cpu"
     with pytest.raises(ConfigError, match="config key 'gpu_id': 0,1 names several GPUs"):
-        environment.select_device((0, 1))
+        devices.select_device((0, 1))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(NoGpuError, match="gpu_id"):
-        environment.select_device((0,))
+        devices.select_device((0,))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    assert environment.select_device((0,)) == "0"
+    assert devices.select_device((0,)) == "0"
     with pytest.raises(GpuMismatchError, match="names GPU 3 but the container sees 1"):
-        environment.select_device((3,))
+        devices.select_device((3,))
 
 
 def test_the_entry_point_imports_neither_torch_nor_ultralytics_and_lists_the_executor():

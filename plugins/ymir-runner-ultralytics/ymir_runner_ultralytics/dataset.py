@@ -23,7 +23,7 @@ from typing import Any, Iterable, Sequence
 
 import yaml
 
-from ymir_runner import ImageProblem, decode_image, probe_image
+from ymir_runner import ImageProblem, Item, decode_image, probe_image
 
 #: Image formats (by content) OpenCV reads and the name ultralytics must see for each.
 SUFFIXES = {"jpeg": ".jpg", "png": ".png", "bmp": ".bmp"}
@@ -86,12 +86,12 @@ def _ends_with(path: str, tail: bytes) -> bool:
 
 @dataclasses.dataclass
 class Layout:
-    """The written dataset: ``data_yaml``; per split the images used, in order, as ``(source path, stored width,
-    stored height, boxes)``; the copies made by reason and the images left out by reason."""
+    """The written dataset: ``data_yaml``; per split the images used, in order, as the core's ``Item`` records with
+    their stored width and height; the copies made by reason and the images left out by reason."""
 
     root: str
     data_yaml: str
-    splits: dict[str, list[tuple[str, int, int, tuple[Any, ...]]]]
+    splits: dict[str, list[Item]]
     converted: collections.Counter
     skipped: collections.Counter
 
@@ -104,7 +104,7 @@ class Layout:
         return text
 
 
-def write_layout(root: str, splits: dict[str, Iterable[Any]], class_names: Sequence[str], skips: Any) -> Layout:
+def write_layout(root: str, splits: dict[str, Iterable[Item]], class_names: Sequence[str], skips: Any) -> Layout:
     """Write ``splits`` (name -> the core's ``Item`` records) under ``root`` and return the layout. Images the core
     cannot decode, or smaller than ultralytics accepts, are left out and counted in ``skips``. Whatever ``root`` held
     before (a previous run's layout and ultralytics' label caches) is removed first."""
@@ -130,7 +130,7 @@ def write_layout(root: str, splits: dict[str, Iterable[Any]], class_names: Seque
                 continue
             with open(os.path.join(labels, f"{name}.txt"), "w", encoding="utf-8") as stream:
                 stream.write(label_text(item.boxes, width, height))
-            used.append((item.image, width, height, tuple(item.boxes)))
+            used.append(item._replace(width=width, height=height))
     data = {"path": root, **{split: f"images/{split}" for split in splits},
             "names": {index: name for index, name in enumerate(class_names)}}
     with open(layout.data_yaml, "w", encoding="utf-8") as stream:
@@ -138,7 +138,7 @@ def write_layout(root: str, splits: dict[str, Iterable[Any]], class_names: Seque
     return layout
 
 
-def stored_size(item: Any) -> tuple[int, int]:
+def stored_size(item: Item) -> tuple[int, int]:
     """The image's stored width and height: the reader's, else its header's."""
     if item.width and item.height:
         return item.width, item.height
@@ -146,7 +146,7 @@ def stored_size(item: Any) -> tuple[int, int]:
     return info.width, info.height
 
 
-def _place_image(item: Any, stem: str, converted: collections.Counter) -> None:
+def _place_image(item: Item, stem: str, converted: collections.Counter) -> None:
     """Link ``item.image`` to ``stem`` + the suffix of its format, or write a converted PNG copy."""
     format_, reason = why_convert(item.image, item.damage)
     if not reason:

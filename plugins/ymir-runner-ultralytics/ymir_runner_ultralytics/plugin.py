@@ -1,54 +1,60 @@
-"""The ``ultralytics`` entry point: thin on purpose. Neither ultralytics nor torch is imported here: the task hooks
-import them, after :func:`.environment.prepare` has made ultralytics offline, and listing plugins stays fast."""
+"""The ``ultralytics`` entry point: hooks only, thin on purpose. Neither ultralytics nor torch is imported here: the
+task hooks import them, after :func:`.environment.prepare` has made ultralytics offline, and listing plugins stays
+fast."""
 
 from __future__ import annotations
 
-from typing import Any
+import argparse
+from typing import TYPE_CHECKING
 
 import ymir_runner
 from ymir_runner import ExecutorSpec, TaskKind
 
 from . import EXECUTOR_NAME, templates
 
+if TYPE_CHECKING:
+    from ymir_runner import TaskContext
+
 #: The weights `ymir-runner ultralytics-weights` downloads when no model is named (the image's defaults).
 DEFAULT_DOWNLOADS = ("yolo26n", "yolo26s", "yolo26m")
 
 
 @ymir_runner.hookimpl
-def ymir_runner_register_executors():
+def ymir_runner_register_executors() -> list[ExecutorSpec]:
     return [ExecutorSpec(
         name=EXECUTOR_NAME,
         tasks={TaskKind.TRAINING, TaskKind.MINING, TaskKind.INFER},
         object_types={2},
         templates=templates.TEMPLATES,
         mining_algorithms=templates.MINING_ALGORITHMS,
+        stage_evaluation=True,
         description="ultralytics YOLO26 / YOLO11 / YOLOv8 detectors (AGPL-3.0; COCO mAP by the core, ONNX export)",
     )]
 
 
 @ymir_runner.hookimpl
-def ymir_runner_train(context):
+def ymir_runner_train(context: TaskContext) -> None:
     from .training import train
 
     train(context)
 
 
 @ymir_runner.hookimpl
-def ymir_runner_mine(context):
-    from .inference import mine
+def ymir_runner_mine(context: TaskContext) -> None:
+    from .mining import mine
 
     mine(context)
 
 
 @ymir_runner.hookimpl
-def ymir_runner_infer(context):
+def ymir_runner_infer(context: TaskContext) -> None:
     from .inference import infer
 
     infer(context)
 
 
 @ymir_runner.hookimpl
-def ymir_runner_add_commands(subparsers):
+def ymir_runner_add_commands(subparsers: argparse._SubParsersAction) -> None:
     from .environment import WEIGHTS_ENV_VAR, weights_dir
 
     parser = subparsers.add_parser(
@@ -60,7 +66,7 @@ def ymir_runner_add_commands(subparsers):
     parser.set_defaults(handler=_download_weights)
 
 
-def _download_weights(args: Any) -> int:
+def _download_weights(args: argparse.Namespace) -> int:
     import os
     import tempfile
 

@@ -1,7 +1,8 @@
-"""One way to get boxes from a YOLO network, for the stage evaluation, inference and mining alike: images decoded
-by the core (:func:`ymir_runner.decode_image`: stored pixels, no EXIF rotation) are letterboxed here, run through
-the network and decoded by ultralytics' own NMS (YOLO26 is end-to-end: its top-k needs none); the boxes come back
-in the pixels of the images given, and :func:`decode` scales them to the stored pixels.
+"""The model part of every task: images letterboxed, run through a YOLO network and decoded by ultralytics' own
+NMS (YOLO26 is end-to-end: its top-k needs none), for the stage evaluation, inference and mining alike. The images
+are the core's decodes (``context.decode``: stored pixels, no EXIF rotation, possibly reduced); the boxes come back
+as :class:`ymir_runner.Prediction` in the pixels of the images given, and the core's loops scale them to stored
+pixels.
 
 The network gets RGB in [0, 1], what ultralytics' predictor makes of the BGR arrays it is given (it flips them):
 the flip is skipped, not the colour order changed.
@@ -14,7 +15,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ymir_runner import decode_image
+from ymir_runner import DecodedImage, Prediction
 
 #: The grey ultralytics pads letterboxed images with.
 PAD_VALUE = 114
@@ -55,20 +56,11 @@ def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, Letterbox]:
 
 
 @dataclasses.dataclass(frozen=True)
-class Boxes:
-    """What the network found on one image: ``boxes [N,4]`` (x1, y1, x2, y2 pixel edges), ``scores [N]``,
-    ``classes [N]``."""
+class Fitted:
+    """An image letterboxed for the network: ``canvas [S,S,3]`` uint8 RGB and how it was fitted."""
 
-    boxes: np.ndarray
-    scores: np.ndarray
-    classes: np.ndarray
-
-    def scaled(self, factor: float) -> Boxes:
-        return Boxes(self.boxes * factor, self.scores, self.classes)
-
-    def above(self, threshold: float) -> Boxes:
-        keep = self.scores >= threshold
-        return Boxes(self.boxes[keep], self.scores[keep], self.classes[keep])
+    canvas: np.ndarray
+    fit: Letterbox
 
 
 class Predictor:
@@ -82,22 +74,35 @@ class Predictor:
         self.end2end = bool(getattr(network, "end2end", False))
         self.dtype = next(network.parameters()).dtype
 
-    def _batch(self, images: Sequence[np.ndarray]) -> tuple[Any, list[Letterbox]]:
+    def fit(self, image: np.ndarray) -> Fitted:
+        """``image [H,W,3]`` uint8 RGB letterboxed to ``img_size``."""
+        return Fitted(*letterbox(image, self.img_size))
+
+    def preprocess(self, decoded: DecodedImage) -> Fitted:
+        """The decode side of inference (the core's loop runs it on its threads, ahead of the model): the decoded
+        image letterboxed."""
+        return self.fit(decoded.pixels)
+
+    def canvas(self, decoded: DecodedImage) -> np.ndarray:
+        """The decode side of mining: the letterboxed ``[S,S,3]`` image, which the network sees unchanged
+        (letterboxing it again is the identity)."""
+        return self.fit(decoded.pixels).canvas
+
+    def _tensor(self, fitted: Sequence[Fitted]) -> Any:
         import torch
 
-        fitted = [letterbox(image, self.img_size) for image in images]
-        batch = torch.from_numpy(np.stack([canvas for canvas, _ in fitted])).to(self.device)
-        return batch.permute(0, 3, 1, 2).to(self.dtype).div_(255.0), [fit for _, fit in fitted]
+        batch = torch.from_numpy(np.stack([image.canvas for image in fitted])).to(self.device)
+        return batch.permute(0, 3, 1, 2).to(self.dtype).div_(255.0)
 
-    def __call__(self, images: Sequence[np.ndarray], *, conf: float, iou: float, max_det: int) -> list[Boxes]:
-        """Per image (``[H,W,3]`` uint8 RGB), the boxes scoring at least ``conf`` after NMS at ``iou``, at most
-        ``max_det``, in that image's pixels."""
+    def predict(self, fitted: Sequence[Fitted], *, conf: float, iou: float, max_det: int) -> list[Prediction]:
+        """Per letterboxed image, the boxes scoring at least ``conf`` after NMS at ``iou``, at most ``max_det``, in
+        the pixels of the image that was letterboxed."""
         import torch
         from ultralytics.utils import nms
 
-        if not images:
+        if not fitted:
             return []
-        batch, fits = self._batch(images)
+        batch = self._tensor(fitted)
         head = self.network.model[-1]
         saved_max_det = getattr(head, "max_det", None)
         if self.end2end and saved_max_det is not None:
@@ -110,11 +115,14 @@ class Predictor:
             if self.end2end and saved_max_det is not None:
                 head.max_det = saved_max_det
         found = []
-        for output, fit in zip(outputs, fits):
+        for output, image in zip(outputs, fitted):
             output = output.float().cpu().numpy()
-            found.append(Boxes(fit.to_image(output[:, :4]), output[:, 4].astype(np.float64),
-                               output[:, 5].astype(np.int64)))
+            found.append(Prediction(image.fit.to_image(output[:, :4]), output[:, 4], output[:, 5]))
         return found
+
+    def __call__(self, images: Sequence[np.ndarray], *, conf: float, iou: float, max_det: int) -> list[Prediction]:
+        """:meth:`predict` of ``images`` (``[H,W,3]`` uint8 RGB), boxes in their pixels."""
+        return self.predict([self.fit(image) for image in images], conf=conf, iou=iou, max_det=max_det)
 
     def class_maps(self, images: Sequence[np.ndarray]) -> list[list[np.ndarray]]:
         """ALDD's probability maps: per image, K = 2 maps ``[C, S/s, S/s]`` of the class scores on the finest
@@ -124,7 +132,7 @@ class Predictor:
 
         if not images:
             return []
-        batch, _ = self._batch(images)
+        batch = self._tensor([self.fit(image) for image in images])
         head = self.network.model[-1]
         side = self.img_size // int(head.stride[0])
         per_view = []
@@ -135,23 +143,3 @@ class Predictor:
                 maps = scores[:, :, :side * side].reshape(len(images), head.nc, side, side).float()
                 per_view.append((maps.flip(3) if mirrored else maps).cpu().numpy())
         return [[plain, mirror] for plain, mirror in zip(*per_view)]
-
-@dataclasses.dataclass(frozen=True)
-class Decoded:
-    """An image decoded by the core's rules: ``pixels [H,W,3]`` uint8 RGB, the reduction ``factor`` (boxes found on
-    it times the factor are stored pixels), the STORED ``width`` x ``height`` and the ``damage`` found ('')."""
-
-    pixels: np.ndarray
-    factor: int
-    width: int
-    height: int
-    damage: str
-
-
-def decode(path: str, img_size: int) -> Decoded:
-    """``path`` decoded by the core's rules, reduced on decode while its long side stays at least ``img_size``.
-    Raises :class:`ymir_runner.ImageProblem` (its ``reason`` is the skip reason)."""
-    decoded = decode_image(path, img_size)
-    return Decoded(np.asarray(decoded.image.convert("RGB")), decoded.factor, decoded.width, decoded.height,
-                   decoded.damage)
-

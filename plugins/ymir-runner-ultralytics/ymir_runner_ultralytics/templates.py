@@ -22,11 +22,11 @@ MODEL_NAMES = tuple(family + scale for family in FAMILIES for scale in SCALES)
 SIZE_WORDS = {"nano": "yolo26n", "small": "yolo26s", "medium": "yolo26m", "large": "yolo26l", "xlarge": "yolo26x"}
 #: Config key ``optimizer`` (lower case, as the built-in detector's ``adamw`` / ``sgd``) -> ultralytics' name.
 OPTIMIZERS = {"auto": "auto", "sgd": "SGD", "adamw": "AdamW", "adam": "Adam", "musgd": "MuSGD"}
-#: What ``auto`` means for the keys that take it besides ``max_detections``: the word is accepted so that a template
-#: shared with the built-in detector (whose default is ``auto``) runs here; this executor's own defaults are numbers.
+#: What ``auto`` means for this template's keys that take it: the word is accepted so that a template shared with the
+#: built-in detector (whose default is ``auto``) runs here; this executor's own defaults are numbers. The stage
+#: evaluation's keys (``save_period``, ``conf_threshold``, ``map_iou_threshold``, ``max_detections``) are the core's:
+#: ``ExecutorSpec(stage_evaluation=True)`` adds them to the training template.
 AUTO_VALUES = {"epochs": 100, "num_workers_per_gpu": 4}
-#: ``max_detections: auto`` keeps this many boxes per validation image, or the densest image's object count.
-AUTO_MAX_DETECTIONS = 100
 # The legal values of every number below are declared on its Param and checked by the core before the task starts
 # (300001 naming the key, the value and the legal values). Upper bounds of the numbers that size memory or time (the
 # built-in detector's) refuse a value instead of running out of memory.
@@ -71,9 +71,6 @@ TRAINING = (
     Param("learning_rate", 0.01,
           "initial learning rate (lr0); not used by optimizer auto, which picks its own",
           exclusive_minimum=0.0, maximum=1.0),
-    Param("save_period", 0,
-          "evaluate on the validation set and write a model stage every N epochs; 0: 10 stages evenly spaced "
-          "over the run. The last epoch is always a stage", minimum=0, maximum=MAX_EPOCHS),
     Param("seed", 0, "random seed of initialisation, sampling and augmentation (32 bits)", minimum=0,
           maximum=MAX_SEED),
     Param("mosaic", 1.0, "probability of a 4-image mosaic per sample (ultralytics' default 1.0)", minimum=0.0,
@@ -84,17 +81,6 @@ TRAINING = (
     Param("amp", True,
           "mixed precision on a GPU (never on the CPU); ultralytics' AMP check runs offline on the image's yolo26n.pt "
           "or is skipped (logged)"),
-    Param("conf_threshold", 0.0,
-          "score above which a prediction counts for a stage's tp/fp/fn; 0: each stage's F1-optimal threshold on "
-          "the validation set (stored in the model: inference uses it by default)", minimum=0.0, maximum=1.0),
-    Param("map_iou_threshold", 0.5,
-          "IoU at which a prediction matches an object for a stage's mAP, mAR and tp/fp/fn (result.yaml "
-          "evaluate_config.iou_thr: the platform labels mAP with it); COCO mAP50-95 is kept beside it as mAP50_95",
-          exclusive_minimum=0.0, exclusive_maximum=1.0),
-    Param("max_detections", Param.AUTO,
-          f"most boxes kept per validation image (COCO maxDets), exactly as set; auto: {AUTO_MAX_DETECTIONS}, or the "
-          "object count of the densest validation image when it has more (logged); bounded: the evaluation holds "
-          "them all", auto=int, minimum=1, maximum=MAX_DETECTIONS),
     Param("export_onnx", True, "also write an ONNX export of the best stage when training ends"),
     Param("ultralytics_args", "",
           "further ultralytics training arguments as a YAML mapping, e.g. '{degrees: 5, mixup: 0.1, cos_lr: true}'; "

@@ -1,11 +1,11 @@
-"""The training task: the core's datasets in ultralytics' layout, ultralytics' trainer, this executor's stages.
+"""The training task: the core's datasets in ultralytics' layout, ultralytics' trainer, the core's stages.
 
-ultralytics trains (its recipe: optimizer, warm-up, augmentation, EMA, loss); this module decides everything the
-platform sees. Every ``save_period`` epochs (and at the last one) the EMA model predicts the validation set through
-:mod:`.predict` (as inference will) and the core's evaluator measures it (:func:`ymir_runner.evaluation.
-evaluate_detections`, the same as the built-in detection plugin's, not ultralytics' own numbers); the stage's
-checkpoint is written and added to result.yaml. Progress comes from the trainer's batch callbacks; the best stage
-is exported to ONNX at the end.
+ultralytics trains (its recipe: optimizer, warm-up, augmentation, EMA, loss); the core decides what the platform
+sees. At every stage epoch (:func:`ymir_runner.stages.stage_epochs`: config key ``save_period``, the last epoch
+always) the EMA model predicts the validation set through :mod:`.predict` (as inference will), the core's
+:class:`ymir_runner.stages.StageEvaluator` measures it and records the stage, whose checkpoint is written here; the
+deployed stage is the core's rule too (:func:`ymir_runner.stages.fitness`). Progress comes from the trainer's batch
+callbacks; the best stage is exported to ONNX at the end.
 """
 
 from __future__ import annotations
@@ -16,40 +16,38 @@ import os
 import re
 import time
 import warnings
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
 from ymir_runner import (
     ConfigError,
     DatasetError,
-    ImageProblem,
     ModelError,
     NonFiniteError,
     Param,
+    Prediction,
+    TaskContext,
     atomic_path,
-    evaluation,
     excerpt,
     parse_yaml,
+    stages,
 )
+from ymir_runner.evaluation import EvaluationResult
 
-from . import dataset, environment, weights
-from .predict import Decoded, Predictor, decode
-from .templates import AUTO_MAX_DETECTIONS, AUTO_VALUES, OPTIMIZERS
+from . import dataset, devices, environment, weights
+from .predict import Fitted, Predictor
+from .templates import AUTO_VALUES, OPTIMIZERS
 
 #: Shares of the task's progress: writing the dataset layout, training (batches and stage evaluations), ONNX export.
 PREPARE_END = 0.03
 TRAINING_END = 0.9
-#: An evaluated image costs about this many trained images (forward only, no augmentation, no backward pass).
-EVAL_COST = 0.35
-#: A stage's fitness (the best stage has the highest): ultralytics' own, mostly localisation quality.
-MAP_WEIGHT = 0.1
-#: Scores down to this count for the stage's COCO mAP (ultralytics validates at 0.001 too).
-EVAL_MIN_SCORE = 0.001
 #: The NMS IoU of the stage evaluation (ultralytics' validation default).
 EVAL_NMS_IOU = 0.7
-#: Decoded validation images kept in memory between stage evaluations, at most (bytes).
+#: Letterboxed validation images kept in memory between stage evaluations, at most (bytes).
 EVAL_CACHE_BYTES = 512 * 1024 * 1024
+#: The prediction on a validation image that cannot be used.
+NOTHING = Prediction(np.zeros((0, 4)), np.zeros(0), np.zeros(0, np.int64))
 #: The stage checkpoint and its ONNX export, in each stage's folder.
 CHECKPOINT_NAME = "last.pt"
 ONNX_NAME = "last.onnx"
@@ -60,33 +58,10 @@ RUNNER_ARGS = {"data", "device", "project", "name", "exist_ok", "epochs", "imgsz
                "single_cls", "classes"}
 
 
-def check_hyper(hyper: Any) -> dict[str, Any]:
-    """Refuse bad values naming the key; returns the parsed ``ultralytics_args``."""
-    if hyper.img_size < 32 or hyper.img_size % 32:
-        raise ConfigError(f"config key 'img_size': {hyper.img_size} must be a positive multiple of 32")
-    for key in ("epochs", "batch_size_per_gpu"):
-        if hyper[key] < 1:
-            raise ConfigError(f"config key {key!r}: {hyper[key]} must be at least 1")
-    for key in ("save_period", "num_workers_per_gpu", "close_mosaic"):
-        if hyper[key] < 0:
-            raise ConfigError(f"config key {key!r}: {hyper[key]} must be >= 0")
-    if not hyper.learning_rate > 0:
-        raise ConfigError(f"config key 'learning_rate': {hyper.learning_rate} must be positive")
-    if not 0.0 <= hyper.mosaic <= 1.0:
-        raise ConfigError(f"config key 'mosaic': {hyper.mosaic} must be a probability in [0, 1]")
-    if not 0.0 <= hyper.conf_threshold <= 1.0:
-        raise ConfigError(f"config key 'conf_threshold': {hyper.conf_threshold} must be a score in [0, 1]")
-    if not 0.0 < hyper.map_iou_threshold < 1.0:
-        raise ConfigError(f"config key 'map_iou_threshold': {hyper.map_iou_threshold} must be in (0, 1)")
-    if hyper.max_detections != Param.AUTO and hyper.max_detections < 1:
-        raise ConfigError(f"config key 'max_detections': {hyper.max_detections} must be at least 1 or auto")
-    return extra_args(hyper.ultralytics_args)
-
-
 def choose_auto(hyper: Any, device: str, logger: Any) -> None:
     """Replace ``auto`` by this executor's number for the keys of ``AUTO_VALUES`` (a template shared with the built-in
-    detector has ``auto`` where this executor's own has a number), logged; ``max_detections: auto`` is the stage
-    writer's. Also logs that ultralytics loads the data in the training process on the CPU, whatever
+    detector has ``auto`` where this executor's own has a number), logged; ``max_detections: auto`` is the core's
+    stage evaluator's. Also logs that ultralytics loads the data in the training process on the CPU, whatever
     ``num_workers_per_gpu`` says (its trainer sets ``workers = 0`` there)."""
     for key, value in AUTO_VALUES.items():
         if hyper[key] == Param.AUTO:
@@ -119,31 +94,21 @@ def extra_args(text: Any) -> dict[str, Any]:
     return {str(key): value for key, value in extra.items()}
 
 
-def stage_epochs(epochs: int, save_period: int) -> set[int]:
-    """The epochs (1-based) that end with a stage: every ``save_period``-th, or 10 evenly spaced when it is 0; and
-    always the last."""
-    if save_period > 0:
-        chosen = set(range(save_period, epochs + 1, save_period))
-    else:
-        chosen = {math.ceil(epochs * k / 10) for k in range(1, 11)}
-    return {epoch for epoch in chosen if 1 <= epoch <= epochs} | {epochs}
-
-
-def train(context: Any) -> None:
+def train(context: TaskContext) -> None:
     hyper = context.hyper
-    device = environment.select_device(context.config.gpu_ids)
+    device = devices.select_device(context.config.gpu_ids)
     environment.prepare(context.work_dir)  # before ultralytics is imported
     choose_auto(hyper, device, context.logger)
-    extra = check_hyper(hyper)
-    with environment.task_log(), environment.out_of_memory_as_error():
+    extra = extra_args(hyper.ultralytics_args)
+    with environment.task_log(), devices.out_of_memory_as_error():
         _train(context, device, extra)
 
 
-def _train(context: Any, device: str, extra: dict[str, Any]) -> None:
+def _train(context: TaskContext, device: str, extra: dict[str, Any]) -> None:
     hyper, logger = context.hyper, context.logger
     prepare = context.progress.span(0.0, PREPARE_END, "preparing data")
-    start = weights.resolve_start(hyper.model, context.model_files, environment.weights_dir(),
-                                  context.env.input.models_dir)
+    start = weights.resolve_start(hyper.model, environment.weights_dir(),
+                                  context.model_file(".pt") if context.model_files else None)
     training_items = list(context.training_set)
     prepare.update(0.3)
     validation_items = list(context.validation_set)
@@ -162,21 +127,21 @@ def _train(context: Any, device: str, extra: dict[str, Any]) -> None:
     prepare.done()
 
     model = _initial_model(context, start)
-    stages = StageWriter(context, layout, device)
-    for event, callback in stages.callbacks().items():
+    writer = StageWriter(context, layout, device)
+    for event, callback in writer.callbacks().items():
         model.add_callback(event, callback)
     arguments = {**training_arguments(hyper, layout.data_yaml, device, context.work_dir), **extra}
     check_arguments(arguments, extra)
     logger.info("training %s on %s: %d epochs, img_size %d, batch %d, stages at epochs %s", start.path, device,
-                hyper.epochs, hyper.img_size, hyper.batch_size_per_gpu, sorted(stages.epochs))
+                hyper.epochs, hyper.img_size, hyper.batch_size_per_gpu, writer.epochs)
     try:
-        model.train(trainer=trainer_class(stages), **arguments)
+        model.train(trainer=trainer_class(writer), **arguments)
     finally:
-        stages.close()
-    stages.export_best()
+        writer.close()
+    writer.export_best()
 
 
-def _initial_model(context: Any, start: weights.Start) -> Any:
+def _initial_model(context: TaskContext, start: weights.Start) -> Any:
     from ultralytics import YOLO
 
     logger = context.logger
@@ -230,16 +195,16 @@ def check_arguments(arguments: dict[str, Any], extra: dict[str, Any]) -> None:
         raise ConfigError(f"config key {key!r}: {str(error).splitlines()[0]}") from None
 
 
-def trainer_class(stages: StageWriter) -> type:
+def trainer_class(writer: StageWriter) -> type:
     """ultralytics' DetectionTrainer whose validation is this executor's stage evaluation."""
     from ultralytics.models.yolo.detect import DetectionTrainer
 
-    class YmirTrainer(DetectionTrainer):  # type: ignore[misc,valid-type]
+    class YmirTrainer(DetectionTrainer):
         def validate(self) -> tuple[dict, float | None]:
             """At a stage epoch: the EMA model evaluated by the core, the stage written; other epochs: the last
             stage's metrics again (results.csv keeps its columns) and no fitness (ultralytics' best.pt and early
             stopping are not used)."""
-            return stages.on_validate(self)
+            return writer.on_validate(self)
 
         def final_eval(self) -> None:
             """ultralytics re-validates best.pt here; every stage was evaluated already."""
@@ -251,32 +216,23 @@ def trainer_class(stages: StageWriter) -> type:
 
 
 class StageWriter:
-    """Trainer callbacks: progress, log and tensorboard; stage evaluation and writing (from ``validate``)."""
+    """Trainer callbacks: progress, log and tensorboard; stage evaluation by the core and the stage's checkpoint
+    (from ``validate``)."""
 
-    def __init__(self, context: Any, layout: dataset.Layout, device: str) -> None:
+    def __init__(self, context: TaskContext, layout: dataset.Layout, device: str) -> None:
         self.context = context
         self.hyper = context.hyper
-        self.device = environment.torch_device(device)
+        self.device = devices.torch_device(device)
         self.progress = context.progress.span(PREPARE_END, TRAINING_END, "training")
-        self.epochs = stage_epochs(self.hyper.epochs, self.hyper.save_period)
+        self.epochs = stages.stage_epochs(self.hyper.epochs, self.hyper.save_period)
         self.validation = layout.splits["val"]
-        self.truth = [(np.array([[b.x1, b.y1, b.x2, b.y2] for b in boxes], np.float64).reshape(-1, 4),
-                       np.array([b.class_id for b in boxes], np.int64)) for _, _, _, boxes in self.validation]
-        self.sizes = [(width, height) for _, width, height, _ in self.validation]
-        densest = max((len(classes) for _, classes in self.truth), default=0)
-        if self.hyper.max_detections == Param.AUTO:
-            self.max_detections = max(AUTO_MAX_DETECTIONS, densest)
-            context.logger.info("max_detections auto: %d per validation image (at least %d; the densest validation "
-                                "image has %d objects)", self.max_detections, AUTO_MAX_DETECTIONS, densest)
-        else:
-            self.max_detections = int(self.hyper.max_detections)
-            if self.max_detections < densest:
-                context.logger.warning("config key 'max_detections' %d: the densest validation image has %d objects, "
-                                       "so no stage can find them all there (max_detections: auto would keep %d)",
-                                       self.max_detections, densest, max(AUTO_MAX_DETECTIONS, densest))
-        self.cache: dict[int, Decoded] = {}
+        self.evaluator = stages.StageEvaluator(
+            context, [([(b.x1, b.y1, b.x2, b.y2) for b in item.boxes], [b.class_id for b in item.boxes])
+                      for item in self.validation],
+            [(item.width, item.height) for item in self.validation], [item.image for item in self.validation])
+        #: Letterboxed validation images and their decode factors (None: unusable), kept between stages.
+        self.cache: dict[int, tuple[Fitted, int] | None] = {}
         self.cache_bytes = 0
-        self.unreadable: set[int] = set()
         self.batches_done = 0
         self.evaluated = 0
         self.started = time.monotonic()
@@ -293,7 +249,7 @@ class StageWriter:
 
     def _report(self, trainer: Any, message: str | None = None) -> None:
         batches = len(trainer.train_loader)
-        eval_batches = EVAL_COST * len(self.validation) / max(trainer.batch_size, 1)
+        eval_batches = stages.EVAL_COST * len(self.validation) / max(trainer.batch_size, 1)
         work = trainer.epochs * batches + len(self.epochs) * eval_batches
         self.progress.update(min(1.0, (self.batches_done + self.evaluated * eval_batches) / max(work, 1e-9)), message)
 
@@ -330,75 +286,52 @@ class StageWriter:
         if epoch not in self.epochs and not (trainer.stop or epoch >= trainer.epochs):
             return dict(self.last_metrics), None
         network = trainer.ema.ema
-        result = self.evaluate(network)
+        result = self.evaluator.evaluate(epoch, self.predict(network))
         self.evaluated += 1
-        fitness = MAP_WEIGHT * (result.map or 0.0) + (1 - MAP_WEIGHT) * (result.map50_95 or 0.0)
-        self.write_stage(trainer, epoch, network, result, fitness)
+        metrics = self.write_stage(trainer, epoch, network, result)
         self.last_metrics = {"metrics/mAP": result.map or 0.0, "metrics/mAP50_95": result.map50_95 or 0.0}
         self._report(trainer)
-        return dict(self.last_metrics), fitness
+        return dict(self.last_metrics), stages.fitness(metrics)
 
-    def evaluate(self, network: Any) -> evaluation.EvaluationResult:
-        """The network's predictions on the validation set, measured by the core's evaluator in stored pixels."""
+    def predict(self, network: Any) -> list[Prediction]:
+        """The network's predictions on the validation set in stored pixels, down to the evaluator's score floor."""
         predictor = Predictor(network, self.device, self.hyper.img_size)
         batch = max(int(self.hyper.batch_size_per_gpu), 1)
-        predictions = []
+        predictions: list[Prediction] = []
         for start in range(0, len(self.validation), batch):
-            indices = [index for index in range(start, min(start + batch, len(self.validation)))]
-            decoded = {index: self._decoded(index) for index in indices}
-            usable = [index for index in indices if decoded[index] is not None]
-            found = predictor([decoded[i].pixels for i in usable], conf=EVAL_MIN_SCORE, iou=EVAL_NMS_IOU,
-                              max_det=self.max_detections)
-            by_index = {index: boxes.scaled(decoded[index].factor) for index, boxes in zip(usable, found)}
-            for index in indices:
-                boxes = by_index.get(index)
-                predictions.append((np.zeros((0, 4)), np.zeros(0), np.zeros(0, np.int64)) if boxes is None else
-                                   (boxes.boxes, boxes.scores, boxes.classes))
-        return evaluation.evaluate_detections(
-            self.truth, predictions, len(self.context.class_names),
-            score_threshold=self.hyper.conf_threshold or None, iou_threshold=float(self.hyper.map_iou_threshold),
-            max_detections=self.max_detections, class_names=list(self.context.class_names), image_sizes=self.sizes)
+            inputs = [self._input(index, predictor) for index in range(start, min(start + batch,
+                                                                                  len(self.validation)))]
+            usable = [entry for entry in inputs if entry is not None]
+            found = iter(predictor.predict([fitted for fitted, _ in usable], conf=self.evaluator.SCORE_FLOOR,
+                                           iou=EVAL_NMS_IOU, max_det=self.evaluator.max_detections))
+            predictions += [NOTHING if entry is None else next(found).scaled(entry[1]) for entry in inputs]
+        return predictions
 
-    def _decoded(self, index: int) -> Decoded | None:
+    def _input(self, index: int, predictor: Predictor) -> tuple[Fitted, int] | None:
+        """Validation image ``index`` letterboxed, and its decode factor; None when it cannot be used (written to
+        the layout earlier, so that is rare: a file that changed; the core counts and names it once)."""
         if index in self.cache:
             return self.cache[index]
-        if index in self.unreadable:
-            return None
-        path = self.validation[index][0]
-        try:
-            decoded = decode(path, self.hyper.img_size)
-        except ImageProblem as problem:  # written to the layout earlier, so this is rare (a file that changed)
-            self.context.skips.skip(problem.reason, path, str(problem))
-            self.unreadable.add(index)
-            return None
-        if self.cache_bytes + decoded.pixels.nbytes <= EVAL_CACHE_BYTES:
-            self.cache[index] = decoded
-            self.cache_bytes += decoded.pixels.nbytes
-        return decoded
+        decoded = self.context.decode(self.validation[index], min_side=predictor.img_size)
+        entry = None if decoded is None else (predictor.fit(decoded.pixels), decoded.factor)
+        size = 0 if entry is None else entry[0].canvas.nbytes
+        if self.cache_bytes + size <= EVAL_CACHE_BYTES:
+            self.cache[index] = entry
+            self.cache_bytes += size
+        return entry
 
-    def write_stage(self, trainer: Any, epoch: int, network: Any, result: evaluation.EvaluationResult,
-                    fitness: float) -> None:
-        iou = float(self.hyper.map_iou_threshold)
+    def write_stage(self, trainer: Any, epoch: int, network: Any, result: EvaluationResult) -> Mapping[str, float]:
+        """The stage's checkpoint, with the metrics and operating point the core measured, recorded as a stage;
+        returns its metrics."""
         name = f"epoch_{epoch}"
-        results = self.context.training_result
         metrics = {**result.stage_metrics(), "conf_thr": result.score_threshold}
-        path = os.path.join(results.stage_dir(name), CHECKPOINT_NAME)
+        path = os.path.join(self.context.training_result.stage_dir(name), CHECKPOINT_NAME)
         save_checkpoint(path, trainer, network, {
             "class_names": list(self.context.class_names), "img_size": int(self.hyper.img_size), "epoch": epoch,
             "conf_thr": float(result.score_threshold), "metrics": {key: float(v) for key, v in metrics.items()},
-            "iou_thr": iou})
-        results.set_evaluate_config(iou_thr=iou)  # the core labels conf_thr from the best stage's conf_thr metric
-        results.add_stage(name, [CHECKPOINT_NAME], metrics, result.stage_counts(), fitness=fitness)
-        self._log_stage(epoch, name, result)
-
-    def _log_stage(self, epoch: int, name: str, result: evaluation.EvaluationResult) -> None:
-        with self.context.optional_output("tensorboard metrics"):
-            for tag, value in result.tensorboard_scalars(self.context.class_names).items():
-                self.tb.add_scalar(tag, value, epoch)
-        self.context.logger.info(
-            "stage %s: mAP@%.2f %.4f, mAP50-95 %.4f, tp/fp/fn %d/%d/%d at score %.3f", name, result.iou_threshold,
-            result.map or 0.0, result.map50_95 or 0.0, result.true_positives, result.false_positives,
-            result.false_negatives, result.score_threshold)
+            "iou_thr": self.evaluator.iou_threshold})
+        self.context.logger.info("stage %s: %s", name, self.evaluator.add_stage(name, [CHECKPOINT_NAME], result))
+        return metrics
 
     def export_best(self) -> None:
         """The best stage's checkpoint exported to ONNX (the last 10 % of the progress) and added to its files. An
@@ -416,7 +349,7 @@ class StageWriter:
                 export_onnx(os.path.join(folder, CHECKPOINT_NAME), target, int(self.hyper.img_size),
                             os.path.join(self.context.work_dir, "export"))
         if onnx.ok:
-            results.add_stage(best.name, [*best.files, ONNX_NAME], best.metrics, best.counts, fitness=best.fitness)
+            results.add_stage(best.name, [*best.files, ONNX_NAME], best.metrics, best.counts)
             self.context.logger.info("stage %s: ONNX export %s (input 'images' 1x3x%dx%d RGB in [0, 1])", best.name,
                                      ONNX_NAME, self.hyper.img_size, self.hyper.img_size)
         export.done()

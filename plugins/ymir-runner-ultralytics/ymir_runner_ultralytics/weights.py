@@ -1,4 +1,4 @@
-"""Where a training starts from, and the model files of this plugin.
+"""Where a training starts from, the model files of this plugin, and the trained model mining and inference load.
 
 The order (:func:`resolve_start`):
 
@@ -17,11 +17,16 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
-from ymir_runner import MODEL_INFO_FILE, ConfigError, ModelError, best_stage_name
+from ymir_runner import ConfigError, ModelError
 
+from .devices import torch_device
+from .predict import Predictor
 from .templates import MODEL_NAMES, SIZE_WORDS
+
+if TYPE_CHECKING:
+    from ymir_runner import TaskContext
 
 #: The key of this plugin's metadata in a stage checkpoint (an ultralytics checkpoint dict).
 METADATA_KEY = "ymir_runner"
@@ -47,13 +52,13 @@ class Start:
                 SCRATCH: f"scratch: {self.path}, randomly initialised"}[self.source]
 
 
-def resolve_start(model: str, model_files: Sequence[str], weights_folder: str, models_dir: str = "") -> Start:
-    """The start of a training (see the module's docstring). Raises ConfigError naming ``model`` for a name that
-    is neither an architecture nor a ``.pt`` file, ModelError naming ``pretrained_model_params`` when it lists no
-    usable ``.pt``."""
+def resolve_start(model: str, weights_folder: str, pretrained: str | None = None) -> Start:
+    """The start of a training (see the module's docstring): ``pretrained`` is the ``.pt`` of
+    ``pretrained_model_params`` (``context.model_file(".pt")``) when it lists any. Raises ConfigError naming
+    ``model`` for a name that is neither an architecture nor a ``.pt`` file."""
     model = SIZE_WORDS.get(str(model).strip(), str(model).strip())
-    if model_files:
-        return Start(PRETRAINED, choose_checkpoint(model_files, models_dir, PRETRAINED))
+    if pretrained:
+        return Start(PRETRAINED, pretrained)
     if model.endswith(".pt"):
         if not os.path.isfile(model):
             raise ConfigError(f"config key 'model': {model} is not a file")
@@ -65,22 +70,6 @@ def resolve_start(model: str, model_files: Sequence[str], weights_folder: str, m
     if os.path.isfile(baked):
         return Start(IMAGE_WEIGHTS, baked)
     return Start(SCRATCH, f"{model}.yaml")
-
-
-def choose_checkpoint(paths: Sequence[str], models_dir: str, key: str) -> str:
-    """The ``.pt`` among the files of config key ``key``; several → the best stage's (ymir-info.yaml)."""
-    checkpoints = [path for path in paths if path.endswith(".pt")]
-    if len(checkpoints) > 1:
-        stage = best_stage_name(models_dir) if models_dir else None
-        checkpoints = [path for path in checkpoints if os.path.basename(os.path.dirname(path)) == stage]
-        if len(checkpoints) != 1:
-            raise ModelError(f"config key {key!r} lists several .pt files {list(paths)} and "
-                             f"{os.path.join(models_dir, MODEL_INFO_FILE)} names no best stage among them")
-    if not checkpoints:
-        raise ModelError(f"config key {key!r} lists no .pt file of the ultralytics executor: {list(paths)}")
-    if not os.path.isfile(checkpoints[0]):
-        raise ModelError(f"config key {key!r}: {checkpoints[0]} does not exist")
-    return checkpoints[0]
 
 
 def load_checkpoint(path: str, key: str) -> tuple[Any, dict]:
@@ -105,6 +94,48 @@ def class_names_of(network: Any, checkpoint: dict) -> list[str]:
         return [str(name) for name in metadata["class_names"]]
     names = getattr(network, "names", None) or {}
     return [str(names[index]) for index in sorted(names)] if isinstance(names, dict) else [str(n) for n in names]
+
+
+@dataclasses.dataclass
+class LoadedModel:
+    """A trained model of this plugin on the task's device: its ``predictor`` at ``img_size`` (the task's, else the
+    size it was trained at), the ``score_threshold`` its training chose (None for a model without one) and where it
+    came from."""
+
+    path: str
+    predictor: Predictor
+    score_threshold: float | None
+
+
+#: The run's model in ``context.run_cache``: mining and inference of one run share it.
+MODEL_CACHE_KEY = "ymir_runner_ultralytics.model"
+
+
+def load_model(context: TaskContext, device: str) -> LoadedModel:
+    """The model of ``model_params_path`` (``context.model_file(".pt")``), loaded once for the mining and inference
+    of a run. ModelError naming ``model_params_path`` for a missing file, a file that is no ultralytics detection
+    model, or a model of other classes."""
+    cached = context.run_cache.get(MODEL_CACHE_KEY)
+    if cached is not None:
+        return cached
+    key = context.model_key
+    path = context.model_file(".pt")
+    network, checkpoint = load_checkpoint(path, key)
+    names = class_names_of(network, checkpoint)
+    if names != list(context.class_names):
+        raise ModelError(f"the model {path} was trained on classes {names} but config key 'class_names' is "
+                         f"{list(context.class_names)}")
+    metadata = checkpoint.get(METADATA_KEY) or {}
+    trained_size = int(metadata.get("img_size") or (checkpoint.get("train_args") or {}).get("imgsz") or 640)
+    img_size = int(context.hyper.img_size or trained_size)  # declared: 0 or a multiple of 32
+    threshold = metadata.get("conf_thr")
+    on = torch_device(device)
+    network = network.fuse(verbose=False) if hasattr(network, "fuse") else network
+    model = LoadedModel(path, Predictor(network.to(on).eval(), on, img_size),
+                        None if threshold is None else float(threshold))
+    context.logger.info("model %s: %d classes, img_size %d, on %s", path, len(names), img_size, on)
+    context.run_cache[MODEL_CACHE_KEY] = model
+    return model
 
 
 def download_weights(names: Sequence[str], folder: str) -> list[str]:
