@@ -89,13 +89,15 @@ def train(env_file: str) -> float:
 
 def evaluate(checkpoint: str, val: list[tuple[str, np.ndarray]]) -> tuple[float, float]:
     """(mAP50, mAP50-95) of a stage's model.pt on the float ground truth, as yolo_baseline.py measures."""
+    from ymir_runner.evaluation import evaluate_detections
     from ymir_runner_detection.checkpoint import load_checkpoint
-    from ymir_runner_detection.engine import DetectionDataset, build_dataloader, evaluate_model
+    from ymir_runner_detection.predict import predict_images
 
-    model = load_checkpoint(checkpoint).build_model().eval()
-    items = [(image, boxes, np.zeros(len(boxes), np.int64)) for image, boxes in val]
-    loader = build_dataloader(DetectionDataset(items, IMG_SIZE), 8, shuffle=False)
-    result, _ = evaluate_model(model, loader, 1, max_detections=MAX_DETECTIONS, nms_iou=NMS_IOU)
+    model = load_checkpoint(checkpoint).build_model()
+    predictions = predict_images(model, [image for image, _ in val], IMG_SIZE, score_threshold=0.01,
+                                 top_k=MAX_DETECTIONS, nms_iou=NMS_IOU)
+    result = evaluate_detections([(boxes, np.zeros(len(boxes), np.int64)) for _, boxes in val], predictions, 1,
+                                 max_detections=MAX_DETECTIONS)
     return result.map50 or 0.0, result.map50_95 or 0.0
 
 

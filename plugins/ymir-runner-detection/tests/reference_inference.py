@@ -19,7 +19,7 @@ import numpy as np
 import yaml
 
 REFERENCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "reference-infer-result.json")
-CONFIG = {"img_size": 256, "batch_size_per_gpu": 4, "num_workers_per_gpu": 0, "conf_threshold": 0.1,
+CONFIG = {"img_size": 256, "batch_size_per_gpu": 5, "num_workers_per_gpu": 0, "conf_threshold": 0.1,
           "iou_threshold": 0.5, "max_detections": 12}
 
 

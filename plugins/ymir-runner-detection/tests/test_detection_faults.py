@@ -109,8 +109,9 @@ def test_no_decodable_candidate_is_a_dataset_error(trained, tmp_path):
     assert outcome.exit_code == 1
     assert torn_protocol_files(outcome.out_dir) == []
     assert (outcome.state, outcome.return_code) == (4, ReturnCode.DATASET)
-    assert outcome.last_stderr_line.startswith(
-        f"ymir-runner: error {int(ReturnCode.DATASET)}: none of the 5 candidate images can be decoded")
+    # the core's mining loop says it (mining runs first): every candidate was skipped, counted and named
+    assert outcome.last_stderr_line == (f"ymir-runner: error {int(ReturnCode.DATASET)}: no candidate of "
+                                        f"{tmp_path / 'in' / 'candidate-index.tsv'} could be read")
 
 
 # --- stopped twice ---------------------------------------------------------------------------------------------

@@ -158,17 +158,16 @@ def test_unreadable_candidate_gets_an_empty_entry(trained, tmp_path, capsys):
     assert "1 unreadable image" in capsys.readouterr().err
 
 
-def test_two_process_sharded_inference_matches_one_process(trained, tmp_path, monkeypatch):
-    single = tmp_path / "single"
-    env_file = make_task(trained, single, ("infer",), n_candidates=6)
-    assert run(env_file) == 0
-    monkeypatch.setenv("YMIR_RUNNER_DETECTION_CPU_PROCESSES", "2")
-    os.remove(single / "out" / "infer-result.json")
-    assert run(env_file) == 0
-    sharded = check_infer_result(single)
-    monkeypatch.delenv("YMIR_RUNNER_DETECTION_CPU_PROCESSES")
-    os.remove(single / "out" / "infer-result.json")
-    assert run(env_file) == 0
-    alone = check_infer_result(single)
-    assert {name: [b["box"] for b in entry["boxes"]] for name, entry in sharded.items()} == \
-           {name: [b["box"] for b in entry["boxes"]] for name, entry in alone.items()}
+def test_decoding_on_threads_ahead_of_the_model_gives_the_same_result(trained, tmp_path, capsys):
+    """num_workers_per_gpu: the threads that decode and letterbox the next batches while the model runs (the core's
+    loop, one process); 0 decodes in the model's thread. The result is the same, entry for entry."""
+    results = {}
+    for workers in (0, 3):
+        folder = tmp_path / f"workers{workers}"
+        env_file = make_task(trained, folder, ("infer",), {"num_workers_per_gpu": workers, "batch_size_per_gpu": 2},
+                             n_candidates=7)
+        assert run(env_file) == 0
+        results[workers] = check_infer_result(folder)
+    err = capsys.readouterr().err
+    assert "decoded on the model's thread" in err and "decoded on 3 threads ahead of the model" in err
+    assert results[0] == results[3] and any(entry["boxes"] for entry in results[0].values())

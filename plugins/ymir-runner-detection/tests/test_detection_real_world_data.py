@@ -25,9 +25,9 @@ from PIL import Image
 
 import ymir_runner
 from ymir_runner import TaskKind
+from ymir_runner.evaluation import evaluate_detections
 from ymir_runner.testing import RunOutcome, write_task_files
-from ymir_runner_detection.engine import DetectionDataset, evaluate_detections
-from ymir_runner_detection.training import validation_max_detections
+from ymir_runner_detection.engine import DetectionDataset
 
 CLASSES = ["猫", "狗"]  # VOC files name classes; these are written in GBK
 COLORS = [(230, 60, 60), (60, 60, 230)]
@@ -278,8 +278,8 @@ def test_a_model_predicting_the_visible_ground_truth_scores_map_1(trained_on_qui
         ground_truth.append((boxes, classes))
         truth = np.array(data.truth[item.image], np.float32).reshape(-1, 5)
         perfect.append((truth[:, 1:], np.ones(len(truth), np.float32), truth[:, 0].astype(np.int64)))
-    cap = validation_max_detections(CONFIG["max_detections"], [classes for _, classes in ground_truth])
-    assert cap == 150
+    cap = max(len(classes) for _, classes in ground_truth)  # max_detections auto: the densest image (logged above)
+    assert cap == 150 and CONFIG["max_detections"] == "auto"
     result = evaluate_detections(ground_truth, perfect, len(CLASSES), max_detections=cap)
     assert result.map == pytest.approx(1.0) and result.map50_95 == pytest.approx(1.0)
     assert result.mar == pytest.approx(1.0)

@@ -7,14 +7,13 @@ import pytest
 
 from ymir_runner import Param
 from ymir_runner_detection.demo import DEMO_IMAGES, DEMO_STEPS, demo_epochs
-from ymir_runner_detection.launch import cpu_share
+from ymir_runner_detection.devices import cpu_share
 from ymir_runner_detection.recipe import epochs_for_steps, plan_schedule
 from ymir_runner_detection.templates import AUTO_EPOCHS, TRAINING_DEFAULTS
-from ymir_runner_detection.training import validation_max_detections
 
 
-def test_the_template_leaves_epochs_warmup_detections_and_workers_to_auto_by_default():
-    for key in ("epochs", "warmup_epochs", "max_detections", "num_workers_per_gpu"):
+def test_the_template_leaves_epochs_warmup_and_workers_to_auto_by_default():
+    for key in ("epochs", "warmup_epochs", "num_workers_per_gpu"):  # max_detections: the core's evaluation key
         assert TRAINING_DEFAULTS[key] == Param.AUTO
     assert TRAINING_DEFAULTS["min_steps"] == 600 and AUTO_EPOCHS == 30
 
@@ -100,13 +99,6 @@ def test_impossible_schedules_are_refused(kwargs):
     images, batch_size = arguments.pop("images"), arguments.pop("batch_size")
     with pytest.raises(ValueError):
         plan_schedule(images, batch_size, **arguments)
-
-
-def test_max_detections_auto_is_100_or_the_densest_image_and_a_number_is_kept():
-    dense = [[0] * 150, [0, 1], []]
-    assert validation_max_detections(Param.AUTO, dense) == 150
-    assert validation_max_detections(Param.AUTO, [[0] * 12]) == 100
-    assert validation_max_detections(100, dense) == 100 and validation_max_detections(7, [[0] * 12]) == 7
 
 
 def test_num_workers_auto_is_capped_to_the_cpus_and_a_number_is_exactly_used(monkeypatch, caplog):

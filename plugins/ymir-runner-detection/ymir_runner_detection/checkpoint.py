@@ -6,12 +6,16 @@ Checkpoints are loaded with ``weights_only=True``: a file from elsewhere can nev
 from __future__ import annotations
 
 import dataclasses
-import os
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
 from ymir_runner import ModelError, atomic_path
+
+if TYPE_CHECKING:
+    from ymir_runner import TaskContext
+
+    from .engine.model import CenterNetDetector
 
 FORMAT = "ymir-runner-detection/1"
 CHECKPOINT_NAME = "model.pt"
@@ -36,7 +40,7 @@ class Checkpoint:
                 "metrics": {key: float(value) for key, value in self.metrics.items()},
                 "score_threshold": None if self.score_threshold is None else float(self.score_threshold)}
 
-    def build_model(self) -> torch.nn.Module:
+    def build_model(self) -> CenterNetDetector:
         from .engine.model import build_model_from_config
 
         model = build_model_from_config(self.model_config)
@@ -48,9 +52,9 @@ def save_checkpoint(model: torch.nn.Module, path: str, *, class_names: Sequence[
                     epoch: int, metrics: dict[str, float] | None = None, score_threshold: float | None = None) -> str:
     """Write the checkpoint atomically (temp file + rename): a stage's file is complete or absent, and a
     failed write (a full disk: ``OutputError`` naming ``path``) leaves no partial file behind."""
-    model = getattr(model, "module", model)  # unwrap DDP
-    state = {key: value.detach().cpu() for key, value in model.state_dict().items()}
-    checkpoint = Checkpoint(model.config(), state, list(class_names), img_size, epoch, dict(metrics or {}),
+    network: Any = getattr(model, "module", model)  # unwrap DDP
+    state = {key: value.detach().cpu() for key, value in network.state_dict().items()}
+    checkpoint = Checkpoint(network.config(), state, list(class_names), img_size, epoch, dict(metrics or {}),
                             score_threshold=score_threshold)
     with atomic_path(path) as tmp:
         torch.save(checkpoint.to_dict(), tmp)
@@ -128,14 +132,24 @@ def _optional_float(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
-def find_checkpoint(paths: Sequence[str], what: str) -> str:
-    """The one checkpoint file among a stage's files (``pretrained_model_params``/``model_params_path``)."""
-    candidates = [path for path in paths if path.endswith(".pt")]
-    if not candidates:
-        raise ModelError(f"config key {what!r} lists no ymir-runner-detection checkpoint (*.pt): {list(paths)}")
-    if len(candidates) > 1:
-        named = [path for path in candidates if os.path.basename(path) == CHECKPOINT_NAME]
-        if len(named) == 1:
-            return named[0]
-        raise ModelError(f"config key {what!r} lists several checkpoints, expected one: {candidates}")
-    return candidates[0]
+#: The run cache key of the mining/inference checkpoint: a run doing both loads it once.
+TASK_CHECKPOINT_KEY = "ymir_runner_detection.checkpoint"
+
+
+def task_checkpoint(context: TaskContext) -> Checkpoint:
+    """The checkpoint a mining or inference task starts from (``context.model_file(".pt")``: the best stage's when
+    several are given), loaded once per run. Raises ``ModelError`` (300004) naming the file when it was trained on
+    other classes than config key ``class_names``."""
+    cached = context.run_cache.get(TASK_CHECKPOINT_KEY)
+    if cached is not None:
+        return cached
+    path = context.model_file(".pt")
+    checkpoint = load_checkpoint(path)
+    if list(checkpoint.class_names) != list(context.class_names):
+        raise ModelError(f"the model {path} was trained on classes {checkpoint.class_names} but config key "
+                         f"'class_names' is {list(context.class_names)}")
+    context.logger.info("model %s: %s, %d classes, img_size %d, epoch %d", path,
+                        checkpoint.model_config.get("size"), len(checkpoint.class_names), checkpoint.img_size,
+                        checkpoint.epoch)
+    context.run_cache[TASK_CHECKPOINT_KEY] = checkpoint
+    return checkpoint

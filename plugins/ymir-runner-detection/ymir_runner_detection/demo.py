@@ -129,21 +129,17 @@ def save_picture(checkpoint_file: str, items: Sequence[tuple[Any, Any, Any]], pa
     """One PNG with a row per validation image: ground truth left (green), the model's predictions right (red,
     with scores), at the model's stored score threshold (0.25 for a model without one). ``items`` are the
     generator's ``(image path, boxes [N,4] float pixel-edge x1 y1 x2 y2, classes [N])``. Returns ``path``."""
-    import numpy as np
-    import torch
     from PIL import Image
 
     from .checkpoint import load_checkpoint
-    from .engine import letterbox, load_image, predict_batch
+    from .engine import load_image
+    from .predict import predict_images
 
     checkpoint = load_checkpoint(checkpoint_file)
-    model = checkpoint.build_model().eval()
     threshold = DEFAULT_SCORE_THRESHOLD if checkpoint.score_threshold is None else checkpoint.score_threshold
     images = [load_image(image) for image, _, _ in items]
-    boxed = [letterbox(image, checkpoint.img_size) for image in images]
-    batch = torch.from_numpy(np.stack([canvas for canvas, _, _ in boxed])).permute(0, 3, 1, 2)
-    with torch.no_grad():
-        predictions = predict_batch(model, batch, [info for _, _, info in boxed], score_threshold=threshold)
+    predictions = predict_images(checkpoint.build_model(), [str(image) for image, _, _ in items], checkpoint.img_size,
+                                 score_threshold=threshold, top_k=100)
     rows = []
     for image, (_, boxes, classes), found in zip(images, items, predictions):
         truth, predicted = Image.fromarray(image), Image.fromarray(image)
@@ -166,10 +162,10 @@ def save_picture(checkpoint_file: str, items: Sequence[tuple[Any, Any, Any]], pa
 
 def _label(image: Any, box: Any, text: str, color: tuple[int, int, int]) -> None:
     """A box outline and its label, white on the box's colour above its top-left corner (nothing for a box that
-    cannot be drawn: see :func:`.visualize.pixel_rectangle`)."""
+    cannot be drawn: see :func:`ymir_runner.pictures.pixel_rectangle`)."""
     from PIL import ImageDraw
 
-    from .visualize import pixel_rectangle
+    from ymir_runner.pictures import pixel_rectangle
 
     rectangle = pixel_rectangle(box, image.width, image.height)
     if rectangle is None:

@@ -1,4 +1,5 @@
-"""Devices and processes: which devices a task runs on, and one function run on all of them at once.
+"""Devices and processes: which devices a task runs on, and one function run on all of them at once (training;
+mining and inference run in the core's one-process loop on the first device).
 
 ``gpu_id`` '' is the CPU (or N CPU processes with ``YMIR_RUNNER_DETECTION_CPU_PROCESSES=N``, how the
 multi-process path is tested without GPUs); one id is that GPU; several ids are one process per GPU. The

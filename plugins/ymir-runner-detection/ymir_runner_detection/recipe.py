@@ -10,9 +10,8 @@ epochs are 90 updates, far too few to train a detector from scratch. So:
   the epochs trained (``min_steps`` is not used);
 * ``warmup_epochs: auto`` warms up for ``AUTO_WARMUP_EPOCHS`` epoch, but at least 5 % of the run and at most 20 %
   of it (logged); a number is exactly the warm-up;
-* stages (evaluation + checkpoint) come every ``save_period`` epochs, or, with ``save_period`` 0, at about
-  ``AUTO_EVALUATIONS`` evenly spaced epochs, which suits a 3-step and a 300-step epoch alike. The last epoch
-  is always a stage.
+* stages (evaluation + checkpoint) come at the epochs the core's rule names (``ymir_runner.stages.stage_epochs``:
+  every ``save_period`` epochs, or with ``save_period`` 0 ten evenly spaced ones; the last epoch always).
 """
 
 from __future__ import annotations
@@ -22,11 +21,10 @@ import math
 from typing import Union
 
 from ymir_runner import Param
+from ymir_runner.stages import stage_epochs
 
 from .templates import AUTO_EPOCHS, AUTO_WARMUP_EPOCHS, AUTO_WARMUP_SHARE
 
-#: Stages of a run with ``save_period`` 0 (the SDK convention keeps the best + the 10 latest stages).
-AUTO_EVALUATIONS = 10
 #: ``warmup_epochs: auto`` is at least this share of the run, and at most ``MAX_WARMUP_SHARE``.
 MIN_WARMUP_SHARE, MAX_WARMUP_SHARE = AUTO_WARMUP_SHARE
 
@@ -146,15 +144,9 @@ def plan_schedule(images: int, batch_size: int, *, epochs: Setting, min_steps: i
         warmup = min(max(warmup, round(MIN_WARMUP_SHARE * total)), int(MAX_WARMUP_SHARE * total))
     else:
         warmup = round(float(warmup_epochs) * per_epoch)
-    if save_period:
-        stages = {epoch for epoch in range(1, run_epochs + 1) if epoch % save_period == 0}
-    else:
-        count = min(AUTO_EVALUATIONS, run_epochs)
-        stages = {math.ceil(run_epochs * (index + 1) / count) for index in range(count)}
-    stages.add(run_epochs)
     return Schedule(images=images, batch_size=batch_size, world_size=world_size, steps_per_epoch=per_epoch,
                     epochs=run_epochs, epochs_setting=epochs, min_steps=min_steps, warmup_steps=warmup,
-                    warmup_setting=warmup_epochs, stage_epochs=tuple(sorted(stages)))
+                    warmup_setting=warmup_epochs, stage_epochs=tuple(stage_epochs(run_epochs, save_period)))
 
 
 def _ranges(numbers: tuple[int, ...]) -> str:

@@ -74,7 +74,7 @@ class SyntheticDataset:
 def _background(rng: np.random.Generator, width: int, height: int, max_lines: int) -> Image.Image:
     """Low-frequency colour texture plus a few clutter lines."""
     grid = rng.integers(0, 256, size=(int(rng.integers(3, 9)), int(rng.integers(3, 9)), 3), dtype=np.uint8)
-    texture = Image.fromarray(grid).resize((width, height), Image.BICUBIC)
+    texture = Image.fromarray(grid).resize((width, height), Image.Resampling.BICUBIC)
     draw = ImageDraw.Draw(texture)
     for _ in range(int(rng.integers(0, max_lines + 1))):
         points = [tuple(int(v) for v in rng.integers(0, (width, height))) for _ in range(2)]
@@ -132,7 +132,8 @@ def render_image(
     """One synthetic image (HxWx3 uint8), its boxes [N,4] (x2 exclusive) and class ids [N]."""
     width, height = (int(v) for v in rng.integers(size_range[0], size_range[1] + 1, size=2))
     image = _background(rng, width, height, scene.max_clutter_lines)
-    boxes, classes = [], []
+    boxes: list[np.ndarray] = []
+    classes: list[int] = []
     min_side = min(width, height)
     for _ in range(int(rng.integers(scene.objects_range[0], scene.objects_range[1] + 1))):
         cls = int(rng.integers(len(CLASS_NAMES)))
@@ -150,7 +151,8 @@ def render_image(
                 break
         else:
             continue
-        region = np.asarray(image.crop(tuple(int(v) for v in box)), dtype=np.float32).reshape(-1, 3).mean(axis=0)
+        left, top, right, bottom = (int(v) for v in box)
+        region = np.asarray(image.crop((left, top, right, bottom)), dtype=np.float32).reshape(-1, 3).mean(axis=0)
         colour = rng.integers(0, 256, 3)
         while np.abs(colour - region).sum() < 120:  # keep shapes visible against the local background
             colour = rng.integers(0, 256, 3)
@@ -217,7 +219,7 @@ def generate(
     """
     scene = scene or SceneConfig()
     if objects_range is not None:
-        scene = replace(scene, objects_range=tuple(objects_range))
+        scene = replace(scene, objects_range=(int(objects_range[0]), int(objects_range[1])))
     unknown = set(annotation_formats) - set(WRITABLE_FORMATS)
     if not annotation_formats or unknown:
         raise ValueError(f"annotation_formats must be a non-empty subset of {sorted(WRITABLE_FORMATS)}")
@@ -263,7 +265,7 @@ def generate(
 
 def _write_annotations(root, sha1, filename, shape, boxes, classes, formats, result) -> Path:
     """Write every requested format; return the primary one's path."""
-    primary = None
+    primary: Path | None = None
     for position, fmt in enumerate(formats):
         folder = root / ("annotations" if position == 0 else f"annotations-{fmt}")
         folder.mkdir(parents=True, exist_ok=True)
@@ -272,4 +274,5 @@ def _write_annotations(root, sha1, filename, shape, boxes, classes, formats, res
                                         size=(shape[1], shape[0]), class_names=CLASS_NAMES))
         result.annotation_paths[fmt].append(path)
         primary = primary or path
+    assert primary is not None, "formats is never empty"
     return primary

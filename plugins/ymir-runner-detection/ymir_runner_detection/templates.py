@@ -20,8 +20,6 @@ AUTO_EPOCHS = 30
 #: ``warmup_epochs: auto`` warms up for this many epochs, kept between ``AUTO_WARMUP_SHARE`` of the run.
 AUTO_WARMUP_EPOCHS = 1.0
 AUTO_WARMUP_SHARE = (0.05, 0.2)
-#: ``max_detections: auto`` keeps this many predictions per validation image, or the densest image's object count.
-AUTO_MAX_DETECTIONS = 100
 #: ``num_workers_per_gpu: auto`` asks for this many DataLoader workers per process, capped so that workers and
 #: compute threads never share a CPU (``ymir_runner.cpus.share_cpus``).
 AUTO_WORKERS = 2
@@ -39,7 +37,7 @@ MAX_BATCH = 512
 MAX_WORKERS = 64
 #: A run must end: 10,000 epochs is over 300 times auto's 30.
 MAX_EPOCHS = 10_000
-#: The evaluation and the decoder hold this many boxes per image.
+#: The decoder holds this many boxes per image.
 MAX_DETECTIONS = 10_000
 #: numpy's and torch's random generators take seeds of 32 bits.
 MAX_SEED = 2**32 - 1
@@ -49,10 +47,12 @@ _SHARED_RUNTIME = (
           "images per step on each GPU (or on the CPU); bounded because every image of a batch and its "
           "activations are in memory at once", minimum=1, maximum=MAX_BATCH),
     Param("num_workers_per_gpu", Param.AUTO,
-          f"DataLoader worker processes per GPU (0: load in the main process). auto: {AUTO_WORKERS}, fewer when "
-          "workers and compute threads would share the CPUs the task may use (cgroup quota and affinity): none on a "
-          "2-CPU machine without a GPU (logged); a number is exactly what runs (a warning when it oversubscribes "
-          f"the CPUs); bounded: each is a process of its own", auto=int, minimum=0, maximum=MAX_WORKERS),
+          f"training: DataLoader worker processes per GPU (0: load in the main process). auto: {AUTO_WORKERS}, fewer "
+          "when workers and compute threads would share the CPUs the task may use (cgroup quota and affinity): none "
+          "on a 2-CPU machine without a GPU (logged); a number is exactly what runs (a warning when it "
+          "oversubscribes the CPUs). Mining and inference: the threads that decode and letterbox the next batches "
+          "while the model works (0: none ahead; auto: one fewer than the task's CPUs, at most 8); bounded",
+          auto=int, minimum=0, maximum=MAX_WORKERS),
 )
 
 TRAINING = (
@@ -86,27 +86,12 @@ TRAINING = (
           f"linear learning-rate warm-up in epochs; a number is exactly what runs. auto: {AUTO_WARMUP_EPOCHS:g} "
           f"epoch, kept between {AUTO_WARMUP_SHARE[0]:.0%} and {AUTO_WARMUP_SHARE[1]:.0%} of the run (logged)",
           auto=float, minimum=0.0, maximum=MAX_EPOCHS),
-    Param("save_period", 0,
-          "evaluate on the validation set and write a model stage every N epochs; 0: 10 stages evenly spaced "
-          "over the run. The last epoch is always a stage", minimum=0, maximum=MAX_EPOCHS),
     Param("seed", 0, "random seed of initialisation, sampling and augmentation (32 bits)", minimum=0,
           maximum=MAX_SEED),
     Param("flip", True, "random horizontal flips"),
     Param("mosaic", 0.0,
           "probability of a 4-image mosaic per sample, each image at its own scale (0: off; on dense small-object "
           "photos and on generated shapes it measured worse than off)", minimum=0.0, maximum=1.0),
-    Param("conf_threshold", 0.0,
-          "score above which a prediction counts for a stage's tp/fp/fn; 0: each stage's F1-optimal threshold on "
-          "the validation set (stored in the model: inference uses it by default)", minimum=0.0, maximum=1.0),
-    Param("map_iou_threshold", 0.5,
-          "IoU at which a prediction matches an object for a stage's mAP, mAR and tp/fp/fn (result.yaml "
-          "evaluate_config.iou_thr: the platform labels mAP with it); COCO mAP50-95 is kept beside it as "
-          "mAP50_95", exclusive_minimum=0.0, exclusive_maximum=1.0),
-    Param("max_detections", Param.AUTO,
-          f"most boxes kept per validation image (COCO maxDets); a number is exactly what is kept. auto: "
-          f"{AUTO_MAX_DETECTIONS}, or the object count of the densest validation image when it has more (logged), "
-          f"so dense scenes are measured whole; bounded: the evaluation holds them all", auto=int, minimum=1,
-          maximum=MAX_DETECTIONS),
     Param("export_onnx", True, "also write an ONNX export of every stage"),
 )
 

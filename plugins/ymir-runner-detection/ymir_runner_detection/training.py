@@ -13,14 +13,25 @@ import math
 import os
 import shutil
 import time
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
 
-from ymir_runner import ConfigError, DatasetError, ModelError, NonFiniteError, Param, atomic_path
+from ymir_runner import (
+    ConfigError,
+    DatasetError,
+    Item,
+    ModelError,
+    NonFiniteError,
+    Prediction,
+    TaskContext,
+    atomic_path,
+)
+from ymir_runner.stages import EVAL_COST, StageEvaluator
 
-from .checkpoint import CHECKPOINT_NAME, ONNX_NAME, find_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import CHECKPOINT_NAME, ONNX_NAME, load_checkpoint, save_checkpoint
+from .devices import cpu_share, run_on_devices, select_devices
 from .engine import (
     AugmentConfig,
     DetectionDataset,
@@ -29,7 +40,6 @@ from .engine import (
     TargetConfig,
     build_dataloader,
     build_model,
-    evaluate_model,
     export_onnx,
     letterbox_scale,
     load_backbone_weights,
@@ -37,27 +47,20 @@ from .engine import (
     reset_class_head,
     set_box_size_prior,
 )
+from .engine.model import CenterNetDetector
 from .engine.train import TrainResult, is_distributed
 from .engine.train import train as training_loop
-from .launch import cpu_share, run_on_devices, select_devices
+from .predict import Letterboxed, Predictor, decode_side, letterboxed
 from .progress import LogProgressBar
 from .recipe import Schedule, plan_schedule
-from .templates import AUTO_MAX_DETECTIONS
-from .visualize import draw_detections
 
 #: Shares of the task's progress: reading the dataset, then training + evaluations.
 PREPARE_SHARE = 0.03
-#: An evaluation of one image costs about this many training images (forward only, no augmentation).
-EVAL_COST = 0.35
-#: A stage's fitness is ``MAP_WEIGHT * mAP + (1 - MAP_WEIGHT) * mAP50_95`` (ultralytics' fitness: mostly
-#: localisation quality, so a lucky stage at one loose IoU does not win).
-MAP_WEIGHT = 0.1
-#: The best stage has the highest mean fitness over itself and the ``SELECTION_WINDOW - 1`` stages before it
-#: (fewer at the start of a run): on a small validation set one evaluation can be lucky by several points, a run
-#: of three rarely is. The window looks back only, so a stage's rank never changes once it is written.
-SELECTION_WINDOW = 3
+#: Validation images predicted at once (at least; the training batch when it is larger).
+EVAL_BATCH = 16
 
-Item = tuple[str, np.ndarray, np.ndarray]
+#: A training image as the engine takes it: path, boxes ``[N,4]`` in stored pixels, classes ``[N]``.
+EngineItem = tuple[str, np.ndarray, np.ndarray]
 
 
 @dataclasses.dataclass
@@ -66,7 +69,7 @@ class TrainingPlan:
 
     model_config: dict[str, Any]
     initial_state: dict[str, torch.Tensor]
-    train_items: list[Item]
+    train_items: list[EngineItem]
     img_size: int
     schedule: Schedule
     batch_size: int
@@ -107,40 +110,31 @@ def _train_rank(rank: int, world_size: int, device: str, plan: TrainingPlan, **c
     return plan.run(plan.build_model(), device, **callbacks)
 
 
-def report_image_problems(skips: Any, unreadable: dict[str, str], damaged: dict[str, str], counted: set[str]) -> None:
-    """Count and name, once per image path, what decoding found that the core's reader could not see from the
-    header: images that do not decode are skipped (``unreadable image``); images whose data breaks off were used
-    as far as they decode (``truncated image`` / ``corrupt image data``), unless the reader counted them
-    already (``counted``: their paths)."""
-    for path, reason in sorted(unreadable.items()):
-        skips.skip("unreadable image", path, "found when decoding it" + (f": {reason}" if reason else ""))
-    for path, reason in sorted(damaged.items()):
-        if path not in counted:
-            skips.repair(reason, path, "found when decoding it: used as far as its data goes")
+def report_image_problems(context: TaskContext, result: TrainResult, items: Sequence[EngineItem]) -> None:
+    """Count and name, once per image path, what the training DataLoader's decoding found that the core's reader
+    could not see from the header: images that do not decode are skipped (``unreadable image``); images whose data
+    breaks off were used as far as they decode (``truncated image`` / ``corrupt image data``), unless the reader
+    counted them already. (Validation images go through ``context.decode``, which counts them itself.)"""
+    counted = {item.image for item in context.training_set if item.damage}
+    for index, reason in sorted(result.unreadable.items()):
+        context.skips.skip("unreadable image", items[index][0], "found when decoding it" + (f": {reason}" if reason
+                                                                                               else ""))
+    for index, reason in sorted(result.damaged.items()):
+        if items[index][0] not in counted:
+            context.skips.repair(reason, items[index][0], "found when decoding it: used as far as its data goes")
 
 
-def read_items(reader: Any) -> list[Item]:
-    """The dataset as engine items; boxes are already in pixel-edge coordinates (x2 exclusive)."""
-    items = []
-    for item in reader:
+def read_items(items: Sequence[Item]) -> list[EngineItem]:
+    """Dataset items as engine items; boxes are already in pixel-edge coordinates (x2 exclusive)."""
+    engine_items = []
+    for item in items:
         boxes = np.array([box[1:5] for box in item.boxes], dtype=np.float32).reshape(-1, 4)
         classes = np.array([box.class_id for box in item.boxes], dtype=np.int64)
-        items.append((item.image, boxes, classes))
-    return items
+        engine_items.append((item.image, boxes, classes))
+    return engine_items
 
 
-def _check_hyper(hyper: Any) -> None:
-    """Refuse impossible values naming the key. The ranges are the template's declared bounds, checked by the core
-    before the task starts; what is left are the rules a range cannot say."""
-    if hyper.img_size % 32:
-        raise ConfigError(f"config key 'img_size': {hyper.img_size} must be a multiple of 32")
-    if not hyper.learning_rate > 0:
-        raise ConfigError(f"config key 'learning_rate': {hyper.learning_rate} must be positive")
-    if not 0.0 < hyper.map_iou_threshold < 1.0:
-        raise ConfigError(f"config key 'map_iou_threshold': {hyper.map_iou_threshold} must be in (0, 1)")
-
-
-def _initial_model(context: Any) -> torch.nn.Module:
+def _initial_model(context: TaskContext) -> CenterNetDetector:
     """From scratch, or from a pretrained checkpoint of this plugin (class head re-initialised when the
     class list changed)."""
     hyper, class_names = context.hyper, list(context.class_names)
@@ -164,7 +158,7 @@ def _initial_model(context: Any) -> torch.nn.Module:
         return model
     if hyper.pretrained_backbone:
         context.logger.info("config key 'pretrained_backbone' is not used: training starts from %s", paths[0])
-    checkpoint = load_checkpoint(find_checkpoint(paths, "pretrained_model_params"))
+    checkpoint = load_checkpoint(context.model_file(".pt"))
     model = checkpoint.build_model()
     if checkpoint.class_names != class_names:
         context.logger.info("pretrained classes %s differ from the task's %s: class head re-initialised, "
@@ -179,7 +173,7 @@ def _initial_model(context: Any) -> torch.nn.Module:
     return model
 
 
-def input_box_sizes(reader: Any, img_size: int) -> np.ndarray:
+def input_box_sizes(reader: Iterable[Item], img_size: int) -> np.ndarray:
     """``[N, 2]`` widths and heights of a dataset's boxes in network-input pixels: stored pixels times the
     letterbox scale of their image (images of unknown size are left out)."""
     sizes = [((box.x2 - box.x1) * scale, (box.y2 - box.y1) * scale)
@@ -204,21 +198,22 @@ def backbone_weights_file(setting: str, model: str) -> str:
     return setting
 
 
-def train(context: Any) -> None:
+def train(context: TaskContext) -> None:
+    """Train on ``context.training_set``; every stage epoch, evaluate on the validation set (the core's
+    :class:`StageEvaluator`) and write the stage: checkpoint, ONNX export, metrics."""
     hyper = context.hyper
-    _check_hyper(hyper)
     devices = select_devices(context.config.gpu_ids)
     prepare = context.progress.span(0.0, PREPARE_SHARE, "preparing data")
-    train_items = read_items(context.training_set)
+    train_items = read_items(list(context.training_set))
     prepare.update(0.7)
-    val_items = read_items(context.validation_set)
+    validation = list(context.validation_set)
     prepare.done()
     if not train_items:
         raise DatasetError(f"no usable training image: skipped {context.skips.summary()}")
-    if not val_items:
+    if not validation:
         context.logger.warning("the validation set has no usable image: stage metrics are measured on the "
                                "TRAINING set and are optimistic")
-        val_items = train_items
+        validation = list(context.training_set)
     model = _initial_model(context)
     model_config = model.config()
     schedule = plan_schedule(len(train_items), hyper.batch_size_per_gpu, epochs=hyper.epochs,
@@ -232,13 +227,13 @@ def train(context: Any) -> None:
         seed=hyper.seed, flip=hyper.flip, mosaic=hyper.mosaic)
     context.logger.info("training %s (%d classes) on %d images, validating on %d, img_size %d, device%s %s, %s "
                         "per rank", model_config.get("size"), len(context.class_names), len(train_items),
-                        len(val_items), hyper.img_size, "s" if len(devices) > 1 else "", ", ".join(devices),
+                        len(validation), hyper.img_size, "s" if len(devices) > 1 else "", ", ".join(devices),
                         share.describe())
     for line in schedule.describe():
         context.logger.info("schedule: %s", line)
     for warning in schedule.warnings():
         context.logger.warning("schedule: %s", warning)
-    stages = StageWriter(context, plan, val_items)
+    stages = StageWriter(context, plan, validation)
     try:
         # Rank 0 (this process) reports progress and writes the stages; the other ranks train in lockstep.
         result = run_on_devices(_train_rank, devices, plan, threads=share.threads, process_group=True,
@@ -250,58 +245,57 @@ def train(context: Any) -> None:
                              f"lower config key 'learning_rate' (now {hyper.learning_rate})") from error
     finally:
         stages.close()
-    counted = {item.image for reader in (context.training_set, context.validation_set) for item in reader
-               if item.damage}
-    unreadable = {train_items[index][0]: reason for index, reason in result.unreadable.items()}
-    unreadable.update({val_items[index][0]: reason for index, reason in stages.val_unreadable.items()})
-    damaged = {train_items[index][0]: reason for index, reason in result.damaged.items()}
-    damaged.update({val_items[index][0]: reason for index, reason in stages.val_damaged.items()})
-    report_image_problems(context.skips, unreadable, damaged, counted)
+    report_image_problems(context, result, train_items)
     context.logger.info("trained %d steps in %.0f s: %.1f images/s, %.1f%% of the time waiting for data",
                         result.steps, result.train_seconds, result.images_per_second, 100 * result.data_wait_share)
 
 
-def validation_max_detections(setting: int | str, classes_per_image: Sequence[Any]) -> int:
-    """Detections kept per validation image (and COCO's maxDets), config key ``max_detections``: a number as set;
-    ``auto``: ``AUTO_MAX_DETECTIONS``, or the object count of the densest image when it has more, so a model that
-    finds every object can score mAP 1.0 on any scene."""
-    if setting != Param.AUTO:
-        return int(setting)
-    return max(AUTO_MAX_DETECTIONS, densest(classes_per_image))
+class ValidationSet:
+    """The validation images as the network sees them: decoded by ``context.decode`` (an image that cannot be used
+    is skipped, counted and named there, once) and letterboxed, a batch at a time, every stage anew.
 
+    Built from the images that decode: each is decoded once here, for its stored size and to leave out the ones
+    that cannot be used (they have no prediction to evaluate)."""
 
-def densest(classes_per_image: Sequence[Any]) -> int:
-    """The object count of the image that has the most."""
-    return max((len(classes) for classes in classes_per_image), default=0)
+    def __init__(self, context: TaskContext, items: Sequence[Item], img_size: int) -> None:
+        self.context = context
+        self.img_size = img_size
+        self.items: list[Item] = []
+        self.sizes: list[tuple[int, int]] = []
+        for item in items:
+            decoded = context.decode(item, min_side=decode_side(img_size))
+            if decoded is not None:
+                self.items.append(item)
+                self.sizes.append((decoded.width, decoded.height))
+
+    def ground_truths(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per image: boxes ``[N,4]`` in stored pixels and classes ``[N]``."""
+        return [(boxes, classes) for _, boxes, classes in read_items(self.items)]
+
+    def batches(self, size: int) -> Iterable[list[Letterboxed | None]]:
+        """The images letterboxed, ``size`` at a time (None for an image that no longer decodes)."""
+        for start in range(0, len(self.items), size):
+            decoded = [self.context.decode(item, min_side=decode_side(self.img_size))
+                       for item in self.items[start:start + size]]
+            yield [None if image is None else letterboxed(image, self.img_size) for image in decoded]
 
 
 class StageWriter:
-    """Engine callbacks: progress, logs, tensorboard, and every ``save_period`` epochs an evaluated stage."""
+    """Engine callbacks: progress, logs, tensorboard, and at every stage epoch an evaluated stage."""
 
-    def __init__(self, context: Any, plan: TrainingPlan, val_items: list[Item]) -> None:
+    def __init__(self, context: TaskContext, plan: TrainingPlan, validation: Sequence[Item]) -> None:
         self.context = context
         self.plan = plan
         self.hyper = context.hyper
         self.progress = context.progress.span(PREPARE_SHARE, 1.0, "training")
-        val_set = DetectionDataset(val_items, plan.img_size)
-        self.val_loader = build_dataloader(val_set, max(plan.batch_size, 16), shuffle=False,
-                                           num_workers=0, distributed=False)
-        objects = [classes for _, _, classes in val_items]
-        self.max_detections = validation_max_detections(self.hyper.max_detections, objects)
-        if self.hyper.max_detections == Param.AUTO:
-            context.logger.info("max_detections auto: %d per validation image (at least %d; the densest validation "
-                                "image has %d objects)", self.max_detections, AUTO_MAX_DETECTIONS, densest(objects))
-        elif self.max_detections < densest(objects):
-            context.logger.warning("config key 'max_detections' %d: the densest validation image has %d objects, so "
-                                   "no stage can find them all there (max_detections: auto would keep %d)",
-                                   self.max_detections, densest(objects),
-                                   validation_max_detections(Param.AUTO, objects))
-        self.val_unreadable: dict[int, str] = {}
-        self.val_damaged: dict[int, str] = {}
+        self.validation = ValidationSet(context, validation, plan.img_size)
+        if not self.validation.items:
+            raise DatasetError(f"no validation image can be decoded: skipped {context.skips.summary()}")
+        self.evaluator = StageEvaluator(context, self.validation.ground_truths(), self.validation.sizes,
+                                        [item.image for item in self.validation.items])
         self.schedule = plan.schedule
         self.evaluations = len(self.schedule.stage_epochs)
-        self.fitness_history: list[float] = []
-        self.eval_steps = EVAL_COST * len(val_items) / plan.batch_size  # in training-step units
+        self.eval_steps = EVAL_COST * len(self.validation.items) / plan.batch_size  # in training-step units
         self.evaluated = 0
         self.total_steps = 1
         self.steps_done = 0
@@ -323,7 +317,7 @@ class StageWriter:
             for key in ("loss", "heatmap", "box", "lr"):
                 self.tb.add_scalar(f"train/{key}", info[key], step)
 
-    def on_epoch_end(self, epoch: int, metrics: dict, model: torch.nn.Module) -> None:
+    def on_epoch_end(self, epoch: int, metrics: dict, model: CenterNetDetector) -> None:
         number = epoch + 1
         for key in ("loss", "heatmap", "box"):
             self.tb.add_scalar(f"epoch/{key}", metrics[key], number)
@@ -337,28 +331,37 @@ class StageWriter:
         self.bar.update(number, f"{summary} ETA {_duration(remaining)}")
         self._report(f"epoch {number}/{self.schedule.epochs}")
 
-    def save_stage(self, epoch: int, model: torch.nn.Module) -> str:
-        iou = float(self.hyper.map_iou_threshold)
-        # conf_threshold 0: tp/fp/fn at this stage's F1-optimal threshold on the validation set.
-        result, problems = evaluate_model(model, self.val_loader, len(self.context.class_names),
-                                          score_threshold=self.hyper.conf_threshold or None, iou_threshold=iou,
-                                          max_detections=self.max_detections,
-                                          class_names=list(self.context.class_names))
-        self.val_unreadable.update(problems["unreadable"])
-        self.val_damaged.update(problems["damaged"])
+    def predict(self, model: CenterNetDetector) -> list[Prediction]:
+        """Every validation image's peaks down to ``StageEvaluator.SCORE_FLOOR``, the evaluator's
+        ``max_detections`` best, in stored pixels (an image that no longer decodes: none)."""
+        predictor = Predictor(model, next(model.parameters()).device)
+        predictions: list[Prediction] = []
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.inference_mode():
+                for batch in self.validation.batches(max(self.plan.batch_size, EVAL_BATCH)):
+                    inputs = [entry for entry in batch if entry is not None]
+                    found = iter(predictor.for_evaluation(inputs, score_floor=StageEvaluator.SCORE_FLOOR,
+                                                          top_k=self.evaluator.max_detections) if inputs else [])
+                    predictions += [next(found) if entry is not None else Prediction(np.zeros((0, 4)), [], [])
+                                    for entry in batch]
+        finally:
+            model.train(was_training)
+        return predictions
+
+    def save_stage(self, epoch: int, model: CenterNetDetector) -> str:
+        result = self.evaluator.evaluate(epoch, self.predict(model))
         self.evaluated += 1
-        self._log_metrics(epoch, result, model)
         name = f"epoch_{epoch}"
-        results = self.context.training_result
-        folder = results.stage_dir(name)
-        # mAP, mAR and tp/fp/fn at evaluate_config.iou_thr (what the platform labels mAP with); mAP50_95 beside.
-        # conf_thr: the score threshold this stage's tp/fp/fn were counted at (in the model's ymir-info.yaml).
-        metrics = {**result.stage_metrics(), "conf_thr": result.score_threshold}
+        folder = self.context.training_result.stage_dir(name)
         files = [CHECKPOINT_NAME]
         try:
+            # conf_thr: the score this stage's tp/fp/fn were counted at (inference's default threshold); a stage
+            # without a true positive has no F1 optimum, and the default must not be stored as one.
             save_checkpoint(model, os.path.join(folder, CHECKPOINT_NAME), class_names=self.context.class_names,
-                            img_size=self.plan.img_size, epoch=epoch, metrics=metrics,
-                            # no true positive: no F1 optimum exists, and the default must not be stored as one
+                            img_size=self.plan.img_size, epoch=epoch,
+                            metrics={**result.stage_metrics(), "conf_thr": result.score_threshold},
                             score_threshold=result.score_threshold
                             if self.hyper.conf_threshold or result.true_positives else None)
             if self.hyper.export_onnx:
@@ -371,25 +374,7 @@ class StageWriter:
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)  # a stage result.yaml does not list only fills the disk
             raise
-        self.fitness_history.append(MAP_WEIGHT * metrics["mAP"] + (1 - MAP_WEIGHT) * metrics["mAP50_95"])
-        window = self.fitness_history[-SELECTION_WINDOW:]
-        fitness = sum(window) / len(window)
-        # evaluate_config labels mAP with its IoU; the core labels conf_thr from the best stage's conf_thr metric.
-        results.set_evaluate_config(iou_thr=iou)
-        results.add_stage(name, files, metrics, result.stage_counts(), fitness=fitness)
-        return (f"mAP@{iou:.2f} {metrics['mAP']:.3f} mAP50-95 {metrics['mAP50_95']:.3f} "
-                f"tp/fp/fn {result.true_positives}/{result.false_positives}/{result.false_negatives} at score "
-                f"{result.score_threshold:.3f} -> {name}")
-
-    def _log_metrics(self, epoch: int, result: Any, model: torch.nn.Module) -> None:
-        """The stage's metrics and pictures of its predictions in tensorboard: optional outputs, never fatal."""
-        with self.context.optional_output("tensorboard metrics"):
-            for tag, value in result.tensorboard_scalars(self.context.class_names).items():
-                self.tb.add_scalar(tag, value, epoch)
-        with self.context.optional_output("tensorboard picture"):
-            for index, image in enumerate(draw_detections(model, self.val_loader, self.context.class_names,
-                                                          result.score_threshold, count=4)):
-                self.tb.add_image(f"val_predictions/{index}", image, epoch, dataformats="HWC")
+        return self.evaluator.add_stage(name, files, result)
 
     def close(self) -> None:
         self.bar.close()
@@ -398,4 +383,3 @@ class StageWriter:
 
 def _duration(seconds: float) -> str:
     return str(datetime.timedelta(seconds=int(seconds))) if math.isfinite(seconds) else "?"
-

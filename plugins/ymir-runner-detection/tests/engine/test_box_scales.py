@@ -24,10 +24,10 @@ from ymir_runner_detection.engine import (
     TargetConfig,
     build_dataloader,
     build_model,
-    predict_batch,
     set_box_size_prior,
     train,
 )
+from ymir_runner_detection.predict import predict_images
 from ymir_runner_detection.templates import TRAINING_DEFAULTS
 
 BUCKETS = ((0, 30), (30, 60), (60, 1000))  # px, the longer side of the box
@@ -55,19 +55,17 @@ def _fit_and_check(data) -> None:
 
     found: dict[tuple[int, int], list[float]] = {bucket: [] for bucket in BUCKETS}
     size_ratio: dict[tuple[int, int], list[float]] = {bucket: [] for bucket in BUCKETS}
-    for batch in build_dataloader(DetectionDataset(data.train_items, 256), 16, shuffle=False):
-        detections = predict_batch(model, batch["images"], batch["letterbox"], top_k=100, score_threshold=0.05)
-        for index, detection in zip(batch["indices"], detections):
-            truth = data.train_items[index][1]
-            iou = box_iou(truth, detection.boxes) if len(detection.boxes) else np.zeros((len(truth), 1))
-            for box, row in zip(truth, iou):
-                size = max(box[2] - box[0], box[3] - box[1])
-                bucket = next(b for b in BUCKETS if b[0] <= size < b[1])
-                best = int(row.argmax())
-                found[bucket].append(float(row[best]))
-                if len(detection.boxes):
-                    match = detection.boxes[best]
-                    size_ratio[bucket].append(max(match[2] - match[0], match[3] - match[1]) / size)
+    detections = predict_images(model, [path for path, _, _ in data.train_items], 256, score_threshold=0.05, top_k=100)
+    for (_, truth, _), detection in zip(data.train_items, detections):
+        iou = box_iou(truth, detection.boxes) if len(detection.boxes) else np.zeros((len(truth), 1))
+        for box, row in zip(truth, iou):
+            size = max(box[2] - box[0], box[3] - box[1])
+            bucket = next(b for b in BUCKETS if b[0] <= size < b[1])
+            best = int(row.argmax())
+            found[bucket].append(float(row[best]))
+            if len(detection.boxes):
+                match = detection.boxes[best]
+                size_ratio[bucket].append(max(match[2] - match[0], match[3] - match[1]) / size)
     for bucket in BUCKETS:
         assert len(found[bucket]) >= 25, (bucket, len(found[bucket]))  # every size is really in the set
         hit = np.mean(np.array(found[bucket]) > 0.5)

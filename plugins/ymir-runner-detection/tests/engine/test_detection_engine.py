@@ -11,6 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
+from ymir_runner.evaluation import evaluate_detections
+from ymir_runner_detection.devices import run_on_devices
 from ymir_runner_detection.engine import (
     AugmentConfig,
     DetectionDataset,
@@ -22,7 +24,6 @@ from ymir_runner_detection.engine import (
     build_model,
     decode_maps,
     encode_targets,
-    evaluate_model,
     export_onnx,
     letterbox,
     load_image,
@@ -30,10 +31,10 @@ from ymir_runner_detection.engine import (
     set_box_size_prior,
     train,
 )
-from ymir_runner_detection.engine.augment import horizontal_flip, mosaic, random_scale_translate
+from ymir_runner_detection.engine.augment import horizontal_flip, letterbox_image, mosaic, random_scale_translate
 from ymir_runner_detection.engine.loss import DetectionLoss
 from ymir_runner_detection.engine.model import raw_to_boxes
-from ymir_runner_detection.launch import run_on_devices
+from ymir_runner_detection.predict import predict_images
 from ymir_runner_detection.templates import TRAINING_DEFAULTS
 
 #: The plugin's training recipe in the engine's words; warm-up in steps, as these runs are short.
@@ -281,7 +282,8 @@ def test_short_training_overfits_a_few_images(tiny_synthetic):
     loader = build_dataloader(train_set, 6, shuffle=True, seed=0)
     result = train(model, loader, epochs=150, **dict(RECIPE, lr=4e-3, warmup_steps=10), ema_decay=None, seed=0)
     assert result.steps == 150 and result.corrupt_images == 0
-    metrics, _ = evaluate_model(model, build_dataloader(DetectionDataset(items, 128), 6, shuffle=False), 3)
+    predictions = predict_images(model, [path for path, _, _ in items], 128, score_threshold=0.01, top_k=100)
+    metrics = evaluate_detections([(boxes, classes) for _, boxes, classes in items], predictions, 3)
     assert metrics.map50 > 0.5, metrics
 
 
@@ -338,3 +340,14 @@ def test_ddp_two_gloo_processes_stay_in_sync(tiny_synthetic, tmp_path):
     assert rank0["steps"] == rank1["steps"] == 4  # 8 items / 2 ranks / batch 2, 2 epochs
     assert rank0["checksum"] == pytest.approx(rank1["checksum"], rel=1e-9)
     assert rank0["callbacks"] == 4 and rank1["callbacks"] == 0
+
+
+def test_letterbox_image_is_letterbox_of_the_pillow_image():
+    """Inference letterboxes the decoded Pillow image (no numpy copy first): the same pixels and mapping."""
+    rng = np.random.default_rng(0)
+    for width, height in ((1, 90), (90, 1), (3, 5), (257, 256), (416, 300), (300, 416)):
+        image = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+        for size in (32, 256):
+            expected, _, expected_info = letterbox(np.asarray(image), size)
+            pixels, info = letterbox_image(image, size)
+            assert info == expected_info and np.array_equal(pixels, expected), (width, height, size)

@@ -1,5 +1,5 @@
 """Pure-PyTorch CenterNet-family detection engine. It knows nothing of YMIR's /in + /out layout or protocol: it
-uses only ymir-runner's image decoding (``ymir_runner.decode_image``) and stage metrics (``ymir_runner.evaluation``).
+uses only ymir-runner's image decoding (``ymir_runner.decode_image``).
 
 Box convention everywhere: float ``[x1, y1, x2, y2]`` in pixel-edge
 coordinates (x2 exclusive, width = x2 - x1); class ids are 0-based.
@@ -11,7 +11,6 @@ Modules:
     decode     -- peaks -> top-k detections, NMS, letterbox inverse mapping
     augment    -- letterbox, flip, scale/translate jitter, colour jitter, mosaic
     data       -- Dataset (content-sniffed decoding, corrupt-image tolerance), collate, DataLoader
-    evaluate   -- COCO metrics via faster-coco-eval, tp/fp/fn at a threshold
     train      -- training loop with callbacks, EMA, time budget, DDP
 """
 
@@ -24,8 +23,7 @@ from .data import (
     load_image,
     no_readable_image_message,
 )
-from .decode import Detections, batched_nms, boxes_to_original, decode_maps, nms, predict_batch
-from .evaluate import EvaluationResult, evaluate_detections, evaluate_model
+from .decode import batched_nms, boxes_to_original, decode_maps, nms
 from .model import (
     MODEL_SPECS,
     CenterNetDetector,
@@ -45,8 +43,6 @@ __all__ = [
     "AugmentConfig",
     "CenterNetDetector",
     "DetectionDataset",
-    "Detections",
-    "EvaluationResult",
     "LetterboxInfo",
     "MODEL_SPECS",
     "ModelSpec",
@@ -63,8 +59,6 @@ __all__ = [
     "collate_detection",
     "decode_maps",
     "encode_targets",
-    "evaluate_detections",
-    "evaluate_model",
     "export_onnx",
     "letterbox",
     "letterbox_scale",
@@ -72,7 +66,6 @@ __all__ = [
     "load_image",
     "nms",
     "no_readable_image_message",
-    "predict_batch",
     "reset_class_head",
     "set_box_size_prior",
     "train",

@@ -55,7 +55,7 @@ def resize_image(image: np.ndarray, width: int, height: int) -> np.ndarray:
     """Bilinear (antialiased when shrinking) resize of an HxWx3 uint8 array."""
     if image.shape[1] == width and image.shape[0] == height:
         return image
-    return np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
+    return np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.BILINEAR))
 
 
 def place_on_canvas(image: np.ndarray, canvas_size: int, offset_x: int, offset_y: int, fill: int) -> np.ndarray:
@@ -97,7 +97,7 @@ def paste_resized(
         (visible_x0 - offset_x) / scale_x, (visible_y0 - offset_y) / scale_y,
         (visible_x1 - offset_x) / scale_x, (visible_y1 - offset_y) / scale_y,
     )
-    patch = Image.fromarray(image).resize((visible_x1 - visible_x0, visible_y1 - visible_y0), Image.BILINEAR,
+    patch = Image.fromarray(image).resize((visible_x1 - visible_x0, visible_y1 - visible_y0), Image.Resampling.BILINEAR,
                                           box=source_box)
     canvas[visible_y0:visible_y1, visible_x0:visible_x1] = np.asarray(patch)
 
@@ -115,19 +115,37 @@ def letterbox_scale(width: float, height: float, img_size: int) -> float:
     return min(img_size / width, img_size / height)
 
 
+def letterbox_placement(width: int, height: int, img_size: int) -> tuple[int, int, int, int]:
+    """``(new_width, new_height, pad_x, pad_y)``: a ``width`` x ``height`` image in the ``img_size`` square, resized
+    keeping its aspect ratio so the long side is ``img_size`` (sides rounded, at least 1 pixel) and centred (the odd
+    pixel of padding right and below)."""
+    scale = letterbox_scale(width, height, img_size)
+    new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+    return new_w, new_h, (img_size - new_w) // 2, (img_size - new_h) // 2
+
+
 def letterbox(
     image: np.ndarray, img_size: int, boxes: np.ndarray | None = None, fill: int = 114
 ) -> tuple[np.ndarray, np.ndarray, LetterboxInfo]:
     """Resize keeping the aspect ratio so the long side is ``img_size``, pad centrally to a square."""
     height, width = image.shape[:2]
-    scale = letterbox_scale(width, height, img_size)
-    new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
-    pad_x, pad_y = (img_size - new_w) // 2, (img_size - new_h) // 2
+    new_w, new_h, pad_x, pad_y = letterbox_placement(width, height, img_size)
     canvas = place_on_canvas(resize_image(image, new_w, new_h), img_size, pad_x, pad_y, fill)
     info = LetterboxInfo(new_w / width, new_h / height, pad_x, pad_y, width, height)
     out_boxes = (np.zeros((0, 4), np.float32) if boxes is None
                  else scale_boxes(boxes, info.scale_x, info.scale_y, pad_x, pad_y))
     return canvas, out_boxes, info
+
+
+def letterbox_image(image: Image.Image, img_size: int, fill: int = 114) -> tuple[np.ndarray, LetterboxInfo]:
+    """:func:`letterbox` of an RGB Pillow image, pixel for pixel the same, without converting the image to numpy
+    before it is resized: Pillow resizes and pastes with the GIL released, so threads letterbox in parallel."""
+    width, height = image.size
+    new_w, new_h, pad_x, pad_y = letterbox_placement(width, height, img_size)
+    canvas = Image.new("RGB", (img_size, img_size), (fill, fill, fill))
+    canvas.paste(image if (new_w, new_h) == image.size else image.resize((new_w, new_h), Image.Resampling.BILINEAR),
+                 (pad_x, pad_y))
+    return np.asarray(canvas), LetterboxInfo(new_w / width, new_h / height, pad_x, pad_y, width, height)
 
 
 def clip_and_filter(

@@ -214,7 +214,7 @@ def collate_detection(samples: list[dict]) -> dict:
 
 
 def build_dataloader(
-    dataset: Dataset,
+    dataset: DetectionDataset,
     batch_size: int,
     *,
     shuffle: bool,
@@ -269,11 +269,3 @@ def build_dataloader(
 
 def _lower_worker_priority(increment: int, _worker_id: int) -> None:
     os.nice(increment)
-
-
-def letterbox_infos(batch: dict) -> list[LetterboxInfo]:
-    """The batch's letterbox infos (eval datasets only)."""
-    infos = batch["letterbox"]
-    if any(info is None for info in infos):
-        raise ValueError("batch has no letterbox info (built from a train dataset?)")
-    return infos

@@ -1,30 +1,13 @@
-"""Turning head maps into detections: peak extraction, top-k, NMS, mapping back to images."""
+"""Turning head maps into detections: peak extraction, top-k, NMS, mapping back to images (the plugin's
+:mod:`..predict` turns them into ``ymir_runner.Prediction`` records)."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .augment import LetterboxInfo
-
-
-@dataclass
-class Detections:
-    """Detections of one image: ``boxes [N,4]`` (x1, y1, x2, y2 pixels), ``scores [N]``, ``classes [N]`` (0-based)."""
-
-    boxes: np.ndarray
-    scores: np.ndarray
-    classes: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.scores)
-
-    @classmethod
-    def empty(cls) -> "Detections":
-        return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
 
 
 def extract_peaks(scores: torch.Tensor, pool_size: int = 3) -> torch.Tensor:
@@ -78,18 +61,21 @@ def box_iou(boxes_a: torch.Tensor, boxes_b: torch.Tensor) -> torch.Tensor:
 
 
 def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
-    """Greedy NMS; returns indices of kept boxes in decreasing score order."""
+    """Greedy NMS: in decreasing score order, keep a box and suppress every later one overlapping it by more than
+    ``iou_threshold``. Returns the indices of the kept boxes in decreasing score order.
+
+    The IoU matrix is computed on the device in one go; the greedy pass walks it on the host (a box at a time over
+    a numpy row: a few microseconds each, where a torch op per box cost tens)."""
     order = scores.argsort(descending=True)
     if len(order) == 0:
         return order
-    iou = box_iou(boxes[order], boxes[order])
-    suppressed = torch.zeros(len(order), dtype=torch.bool, device=boxes.device)
+    overlaps = (box_iou(boxes[order], boxes[order]) > iou_threshold).cpu().numpy()
+    suppressed = np.zeros(len(order), dtype=bool)
     keep = []
     for i in range(len(order)):
-        if suppressed[i]:
-            continue
-        keep.append(i)
-        suppressed |= iou[i] > iou_threshold
+        if not suppressed[i]:
+            keep.append(i)
+            suppressed |= overlaps[i]
     return order[torch.tensor(keep, dtype=torch.long, device=boxes.device)]
 
 
@@ -110,39 +96,3 @@ def boxes_to_original(boxes: np.ndarray, info: LetterboxInfo) -> np.ndarray:
     boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, info.orig_width)
     boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, info.orig_height)
     return boxes
-
-
-@torch.no_grad()
-def predict_batch(
-    model: torch.nn.Module,
-    images: torch.Tensor,
-    infos: list[LetterboxInfo] | None = None,
-    top_k: int = 100,
-    score_threshold: float = 0.01,
-    nms_iou: float | None = None,
-) -> list[Detections]:
-    """Run ``model.predict_maps`` (in eval mode) on a uint8 or [0,1] float batch and decode.
-
-    With ``infos`` (one per image), boxes are mapped back to original image
-    coordinates; boxes that collapse to zero size after clipping are dropped.
-    """
-    device = next(model.parameters()).device
-    images = images.to(device)
-    if images.dtype == torch.uint8:
-        images = images.float().div_(255.0)
-    images = images.contiguous(memory_format=torch.channels_last)
-    was_training = model.training
-    model.eval()
-    try:
-        scores, boxes = model.predict_maps(images)
-    finally:
-        model.train(was_training)
-    detections = []
-    for i, (b, s, c) in enumerate(decode_maps(scores.float(), boxes.float(), top_k, score_threshold, nms_iou=nms_iou)):
-        det = Detections(b.cpu().numpy(), s.cpu().numpy(), c.cpu().numpy().astype(np.int64))
-        if infos is not None:
-            det.boxes = boxes_to_original(det.boxes, infos[i])
-            valid = (det.boxes[:, 2] > det.boxes[:, 0]) & (det.boxes[:, 3] > det.boxes[:, 1])
-            det = Detections(det.boxes[valid], det.scores[valid], det.classes[valid])
-        detections.append(det)
-    return detections

@@ -222,6 +222,9 @@ class ResNetBackbone(nn.Module):
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.maxpool(self.relu(self.bn1(self.conv1((x - self.mean) / self.std))))
         features = []
@@ -262,6 +265,13 @@ class Head(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.predict(self.body(x))
+
+
+def _bias(conv: nn.Conv2d) -> torch.Tensor:
+    """The bias of a prediction conv (built with one)."""
+    if conv.bias is None:
+        raise ValueError("the prediction conv has no bias")
+    return conv.bias
 
 
 def cell_centers(height: int, width: int, stride: int, device: torch.device, dtype: torch.dtype):
@@ -315,9 +325,9 @@ class CenterNetDetector(nn.Module):
 
     def _init_prediction_layers(self) -> None:
         nn.init.normal_(self.heatmap_head.predict.weight, std=0.01)
-        nn.init.constant_(self.heatmap_head.predict.bias, HEATMAP_BIAS_INIT)
+        nn.init.constant_(_bias(self.heatmap_head.predict), HEATMAP_BIAS_INIT)
         nn.init.normal_(self.box_head.predict.weight, std=0.01)
-        nn.init.zeros_(self.box_head.predict.bias)
+        nn.init.zeros_(_bias(self.box_head.predict))
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """Raw head maps: ``heatmap_logits [B,C,H,W]`` and ``box_raw [B,4,H,W]``."""
@@ -386,7 +396,8 @@ def set_box_size_prior(model: CenterNetDetector, box_sizes: Any) -> tuple[float,
     else:  # wh_offset: offsets 0 (as initialised), then log width and height in cells
         bias = np.array([0.0, 0.0, np.log(cells[0]), np.log(cells[1])])
     with torch.no_grad():
-        model.box_head.predict.bias.copy_(torch.as_tensor(bias, dtype=model.box_head.predict.bias.dtype))
+        target = _bias(model.box_head.predict)
+        target.copy_(torch.as_tensor(bias, dtype=target.dtype))
     return float(width), float(height)
 
 
@@ -402,7 +413,7 @@ def reset_class_head(model: CenterNetDetector, num_classes: int) -> CenterNetDet
     device = next(model.parameters()).device
     model.heatmap_head = Head(spec.neck_width, spec.head_width, num_classes, spec.depthwise).to(device)
     nn.init.normal_(model.heatmap_head.predict.weight, std=0.01)
-    nn.init.constant_(model.heatmap_head.predict.bias, HEATMAP_BIAS_INIT)
+    nn.init.constant_(_bias(model.heatmap_head.predict), HEATMAP_BIAS_INIT)
     model.num_classes = num_classes
     return model
 

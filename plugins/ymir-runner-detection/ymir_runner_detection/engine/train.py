@@ -108,7 +108,8 @@ class ModelEMA:
 
 def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float, momentum: float = 0.9):
     """AdamW or SGD(nesterov); biases and norm weights get no weight decay."""
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for parameter in model.parameters():
         if parameter.requires_grad:
             (no_decay if parameter.ndim <= 1 else decay).append(parameter)
@@ -201,7 +202,7 @@ def train(
     seed_everything(seed)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     use_amp = device.type == "cuda" if amp is None else amp
-    model.to(device).to(memory_format=torch.channels_last)
+    model.to(device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     base_model = model
     if is_distributed():
         if device.type == "cuda":
