@@ -97,8 +97,15 @@ class Predictor:
     def predict(self, fitted: Sequence[Fitted], *, conf: float, iou: float, max_det: int) -> list[Prediction]:
         """Per letterboxed image, the boxes scoring at least ``conf`` after NMS at ``iou``, at most ``max_det``, in
         the pixels of the image that was letterboxed."""
+        import importlib
+
         import torch
         from ultralytics.utils import nms
+
+        # ultralytics' NMS calls torchvision's compiled nms only when torchvision is imported ("torchvision" in
+        # sys.modules, utils/nms.py), else a Python loop: up to 4x the forward pass with many boxes, and boxes of equal
+        # score in another order than after a training (which imports it) in the same process.
+        importlib.import_module("torchvision")
 
         if not fitted:
             return []
