@@ -20,16 +20,20 @@ import os
 import tempfile
 import time
 
-import torch
-import yaml
+from ymir_runner.cpus import configure_openmp
 
-from ymir_runner import decode_image, run
-from ymir_runner_detection import inference
-from ymir_runner_detection.checkpoint import save_checkpoint
-from ymir_runner_detection.demo import write_generated_task
-from ymir_runner_detection.engine import build_model
-from ymir_runner_detection.predict import decode_side, letterboxed, to_input
-from ymir_runner_detection.templates import INFER_DEFAULTS, TRAINING_DEFAULTS
+configure_openmp()  # as `ymir-runner run` does before torch starts: idle OpenMP threads sleep, sized to the CPUs
+
+import torch  # noqa: E402
+import yaml  # noqa: E402
+
+from ymir_runner import decode_image, run  # noqa: E402
+from ymir_runner_detection import inference  # noqa: E402
+from ymir_runner_detection.checkpoint import save_checkpoint  # noqa: E402
+from ymir_runner_detection.demo import write_generated_task  # noqa: E402
+from ymir_runner_detection.engine import build_model  # noqa: E402
+from ymir_runner_detection.predict import decode_side, letterboxed, to_input  # noqa: E402
+from ymir_runner_detection.templates import INFER_DEFAULTS, TRAINING_DEFAULTS  # noqa: E402
 
 
 def main() -> None:
