@@ -4,9 +4,10 @@ Used by stage evaluation (training), inference and mining; the core's loops own 
 threads ahead of the model, skips, progress, writing). Boxes are ``x1, y1, x2, y2`` in pixel-edge coordinates (``x2``
 exclusive) throughout.
 
-The network sees a letterboxed square (:func:`.engine.letterbox`: the long side resized to ``img_size`` with
-Pillow, the rest padded). Its maps are decoded on the device as a batch: CenterNet peaks (a 3x3 max-pool), the
-``top_k`` best per image, the score threshold, and optionally class-aware NMS (:func:`.engine.decode.decode_maps`).
+The network sees a letterboxed square (:func:`.engine.augment.letterbox_image`: the long side resized to
+``img_size`` with Pillow, the rest padded). Its maps are decoded on the device as a batch: CenterNet peaks (a 3x3
+max-pool), the ``top_k`` best per image, the score threshold, and optionally class-aware NMS
+(:func:`.engine.decode.decode_maps`).
 """
 
 from __future__ import annotations
@@ -43,8 +44,9 @@ class Letterboxed:
 
 
 def decode_side(img_size: int) -> int:
-    """The ``min_side`` candidates and validation images are decoded with (``context.decode``): an image whose long
-    side is at least twice ``img_size`` is reduced on decode, as training reads it (``.engine.data.DECODE_MARGIN``)."""
+    """The ``min_side`` candidates and validation images are decoded with (``context.decode``): a large image is
+    reduced on decode only as far as its long side stays at least twice ``img_size``, as training reads it
+    (``.engine.data.DECODE_MARGIN``), so inference sees what validation measured the model's threshold on."""
     return img_size * DECODE_MARGIN
 
 
