@@ -2,7 +2,7 @@
 bench/bench_detection_inference.py gives for the built-in detector.
 
     .venv-ultralytics/bin/python bench/bench_ultralytics_inference.py [--images 200] [--img-size 256] [--batch 16]
-        [--model yolo26n] [--repeat 3]
+        [--model yolo26n] [--repeat 3] [--no-boxes]
 
 Generates candidate JPEGs (seeded, 256-416 px a side, as the built-in detector's bench), writes an untrained
 checkpoint of ``--model`` as the plugin writes its stages, and measures in one run: (1) the plugin's inference
@@ -12,7 +12,8 @@ start to its end (loading the model is not counted), and (2) the bare forward pa
 letterboxed batches, already in memory; after a warm-up of each, ``--repeat`` times each, interleaved, the fastest
 of each compared (other work on shared CPUs only ever slows a run down). The ratio says what the pipeline around
 the network costs (target: close to 1). The weights are random, with class scores about 0.5 (:func:`write_model`):
-every image keeps ``max_detections`` boxes, a pessimistic case for what follows the forward pass.
+every image keeps ``max_detections`` boxes, a pessimistic case for what follows the forward pass (``--no-boxes``:
+none, what decoding and letterboxing add alone).
 """
 
 from __future__ import annotations
@@ -24,12 +25,16 @@ import os
 import tempfile
 import time
 
-import numpy as np
-import torch
-from PIL import Image
+from ymir_runner import cpus
 
-from ymir_runner import decode_image, inference, run
-from ymir_runner.testing import plugin_registry, write_task_files
+cpus.configure_openmp()  # as `ymir-runner run` does first: before numpy and torch start OpenMP (passive wait)
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from ymir_runner import decode_image, inference, run  # noqa: E402
+from ymir_runner.testing import plugin_registry, write_task_files  # noqa: E402
 
 CLASS_NAMES = ["cat", "dog", "bird"]
 
@@ -53,17 +58,18 @@ def write_candidates(folder: str, count: int, seed: int = 0) -> list[str]:
     return paths
 
 
-def write_model(path: str, model: str, img_size: int) -> None:
-    """An untrained ``model`` checkpoint with the plugin's metadata (class names, img_size). Its class scores are
-    made about 0.5 everywhere (the heads' class biases 0 instead of ultralytics' prior of 1e-4): every anchor is
-    above the threshold, the most work for NMS, and each image keeps ``max_detections`` boxes."""
+def write_model(path: str, model: str, img_size: int, boxes: bool = True) -> None:
+    """An untrained ``model`` checkpoint with the plugin's metadata (class names, img_size). With ``boxes`` its class
+    scores are made about 0.5 everywhere (the heads' class biases 0 instead of ultralytics' prior of 1e-4): every
+    anchor is above the threshold, the most work for NMS, and each image keeps ``max_detections`` boxes; without,
+    no box scores 0.01 (what remains is decoding, letterboxing and the forward pass)."""
     from ultralytics.nn.tasks import DetectionModel
     from ymir_runner_ultralytics.weights import METADATA_KEY
 
     torch.manual_seed(0)  # the same network in every run
     network = DetectionModel(f"{model}.yaml", nc=len(CLASS_NAMES), verbose=False)
     head = network.model[-1]
-    for branch in ("cv3", "one2one_cv3"):
+    for branch in ("cv3", "one2one_cv3") if boxes else ():
         for layers in getattr(head, branch, ()):
             torch.nn.init.zeros_(layers[-1].bias)
     torch.save({"model": copy.deepcopy(network).half(), "train_args": {"imgsz": img_size, "task": "detect"},
@@ -76,6 +82,8 @@ def main() -> None:
     parser.add_argument("--img-size", type=int, default=256)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--model", default="yolo26n")
+    parser.add_argument("--no-boxes", action="store_true",
+                        help="keep ultralytics' initial class scores (about 1e-4): no box, no NMS work")
     parser.add_argument("--repeat", type=int, default=3,
                         help="measurements of each, interleaved; the fastest of each is compared (CPUs shared with "
                              "other work slow some runs down, never speed one up)")
@@ -89,7 +97,7 @@ def main() -> None:
         images = write_candidates(os.path.join(root, "in", "assets"), args.images)
         model_file = os.path.join(root, "in", "models", "epoch_1", "last.pt")
         os.makedirs(os.path.dirname(model_file))
-        write_model(model_file, args.model, args.img_size)
+        write_model(model_file, args.model, args.img_size, boxes=not args.no_boxes)
         with open(os.path.join(root, "in", "candidate-index.tsv"), "w", encoding="utf-8") as stream:
             stream.write("".join(f"{path}\n" for path in images))
         env_file = write_task_files(root, ["infer"], {
