@@ -176,7 +176,9 @@ def test_epochs_written_as_a_number_is_exactly_what_trains_on_a_small_set(tmp_pa
     assert run(env_file) == 0
     err = capsys.readouterr().err
     assert set(read_result(str(tmp_path))["model_stages"]) == {"epoch_1", "epoch_2", "epoch_3"}
-    assert sorted(os.listdir(tmp_path / "out" / "models")) == ["epoch_1", "epoch_2", "epoch_3", "result.yaml"]
+    # and the deployed stage's pictures (the core's stage evaluation: result.yaml attachments)
+    assert sorted(os.listdir(tmp_path / "out" / "models")) == ["attachments", "epoch_1", "epoch_2", "epoch_3",
+                                                               "result.yaml"]
     assert "schedule: 3 epochs = 6 optimizer steps, 96 images seen" in err
     assert ("schedule: epochs 3, as set: 6 optimizer steps, fewer than min_steps 600, which only epochs: auto "
             "applies (it would train 300 epochs)") in err
