@@ -74,11 +74,12 @@ def infer_candidates(context: TaskContext, predict: Callable[[list[_Input]], Seq
             predictions = list(predict([entry.input for entry in usable])) if usable else []
             if len(predictions) != len(usable):
                 raise RuntimeError(f"predict returned {len(predictions)} predictions for {len(usable)} images")
-            for item, entry in zip(chunk, prepared):
+            found = iter(predictions)
+            for item, entry in zip(chunk, prepared):  # in candidate order: the file lists them as the index does
                 if entry is None:
                     writer.add_empty(item.image)
-            for entry, prediction in zip(usable, predictions):
-                detections = prediction.scaled(entry.factor).detections()
+                    continue
+                detections = next(found).scaled(entry.factor).detections()
                 writer.add(entry.item.image, detections, entry.width, entry.height)
                 boxes += len(detections)
             predicted += len(usable)

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 import numpy as np
 
 from .evaluation import EvaluationResult, evaluate_detections
+from .prediction import Prediction
 from .protocol.results import STAGE_CONF_THR, fitness
 from .records import AUTO_MAX_DETECTIONS, Param, evaluation_params
 
@@ -152,7 +153,9 @@ class StageEvaluator:
         with context.optional_output("stage pictures"):
             from . import pictures  # Pillow: imported only when a stage is evaluated
 
-            figures = pictures.stage_figures(self.ground_truths, list(predictions), class_names=self.class_names,
+            # each image's max_detections best, as evaluate_detections counts them: the curves' AP is the metric's
+            kept = [Prediction(p.boxes, p.scores, p.classes).best(self.max_detections) for p in predictions]
+            figures = pictures.stage_figures(self.ground_truths, kept, class_names=self.class_names,
                                              score_threshold=result.score_threshold,
                                              iou_threshold=self.iou_threshold, images=self.images)
             self._figures = (result, figures)
