@@ -16,11 +16,11 @@ from .protocol.dataset import AnnotationReader, DatasetReader, Item, SkipLog
 from .protocol.env import MODEL_INFO_FILE, TaskEnv, TaskKind, best_stage_name
 from .protocol.images import DecodedImage, ImageProblem, decode_image
 from .protocol.monitor import Progress
-from .protocol.results import InferResult, MiningResult, TrainingResult
+from .protocol.results import InferResult, MiningResult, SegInferResult, TrainingResult
 from .protocol.tensorboard import LazySummaryWriter
 from .records import ExecutorSpec
 
-_Writer = TypeVar("_Writer", TrainingResult, MiningResult, InferResult)
+_Writer = TypeVar("_Writer", TrainingResult, MiningResult, InferResult, SegInferResult)
 
 
 @dataclasses.dataclass
@@ -37,8 +37,8 @@ class TaskContext:
     skips: SkipLog
     #: Shared by the tasks of one run (mining then inference): e.g. a model loaded once.
     run_cache: dict[str, Any]
-    #: This task's output writer (created by the core: one of the three, by ``kind``).
-    _output: TrainingResult | MiningResult | InferResult = dataclasses.field(repr=False)
+    #: This task's output writer (created by the core by ``kind``; in inference by ``config.object_type`` too).
+    _output: TrainingResult | MiningResult | InferResult | SegInferResult = dataclasses.field(repr=False)
     #: The failures of this task's optional outputs, by kind (see :meth:`optional_output`).
     optional_outputs: OptionalOutputs = dataclasses.field(default_factory=OptionalOutputs, repr=False)
     #: Guards ``skips`` and ``_decode_noted`` for :meth:`decode`, which the task loops call from threads.
@@ -194,9 +194,24 @@ class TaskContext:
 
     @property
     def infer_result(self) -> InferResult:
-        """infer-result.json (inference only): ``add(image, detections, width, height)`` for each candidate;
-        written with an empty entry for every candidate left out."""
+        """infer-result.json of a detection task (inference, object_type 2): ``add(image, detections, width,
+        height)`` for each candidate; written with an empty entry for every candidate left out. A segmentation
+        task writes :attr:`seg_infer_result` instead."""
+        if self.kind is TaskKind.INFER and isinstance(self._output, SegInferResult):
+            raise RuntimeError(f"infer_result writes detections; an object_type {self.config.object_type} task "
+                               f"writes masks to context.seg_infer_result")
         return self._writer(TaskKind.INFER, InferResult, "infer_result")
+
+    @property
+    def seg_infer_result(self) -> SegInferResult:
+        """infer-result.json of a segmentation task (inference, object_type 3 or 4), the COCO form the platform
+        reads: ``add(image, instances, width, height)`` (instance masks, type 4) or ``add_label_map(image,
+        label_map, width, height, probability=...)`` (type 3) for each candidate, in STORED pixels; every candidate
+        left out is listed without objects."""
+        if self.kind is TaskKind.INFER and isinstance(self._output, InferResult):
+            raise RuntimeError(f"seg_infer_result writes masks; an object_type {self.config.object_type} task "
+                               f"writes detections to context.infer_result")
+        return self._writer(TaskKind.INFER, SegInferResult, "seg_infer_result")
 
     def optional_output(self, kind: str) -> ContextManager[OptionalOutput]:
         """``with context.optional_output("ONNX export") as onnx: ...``: for what the task writes beside its

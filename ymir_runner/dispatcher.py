@@ -29,7 +29,16 @@ from .protocol.env import DEFAULT_ENV_FILE, EnvError, TaskEnv, TaskKind, check_p
 from .protocol.monitor import Monitor, Progress
 from .protocol.outlock import hold_output_lock
 from .protocol.paths import unroot
-from .protocol.results import InferResult, MiningResult, Stage, TrainingResult, set_aside_previous_results
+from .protocol.results import (
+    MAIN_METRICS,
+    SEGMENTATION_TYPES,
+    InferResult,
+    MiningResult,
+    SegInferResult,
+    Stage,
+    TrainingResult,
+    set_aside_previous_results,
+)
 from .protocol.tensorboard import LazySummaryWriter
 from .sdk import sdk_env, sdk_writers
 from .shutdown import StopSignals, child_pids, stop_children
@@ -74,13 +83,17 @@ class Run:
     def build_task(self, kind: TaskKind, executor: Executor, progress: Progress) -> _Task:
         config = task_config(self.raw_config, executor.spec, kind, self.env)
         out, legacy = self.env.output, self.env.protocol < (1, 0, 0)
-        output: TrainingResult | MiningResult | InferResult
+        output: TrainingResult | MiningResult | InferResult | SegInferResult
         if kind is TaskKind.TRAINING:
-            # ``context`` is bound below, before any stage can be added
+            # ``context`` is bound below, before any stage can be added; every stage carries the object type's
+            # main metric, which ranks the stages (protocol.results.fitness)
             output = _CommittedStages(out.models_dir, out.training_result_file, legacy=legacy,
+                                      main_metric=MAIN_METRICS.get(config.object_type, "mAP"),
                                       on_commit=lambda stage: self.registry.stage_saved(context, stage))
         elif kind is TaskKind.MINING:
             output = MiningResult(out.mining_result_file, lambda image: unroot(image, self.env.root))
+        elif config.object_type in SEGMENTATION_TYPES:
+            output = SegInferResult(out.infer_result_file, config.class_names, config.object_type)
         else:
             output = InferResult(out.infer_result_file, config.class_names, legacy=legacy)
         context = TaskContext(
@@ -137,6 +150,13 @@ class Run:
                             len(unscored), self.env.output.mining_result_file, ", ".join(unscored[:3]))
             count = result.write()
             log.info("mining: wrote %d scores to %s", count, self.env.output.mining_result_file)
+        elif context.config.object_type in SEGMENTATION_TYPES:
+            writer = context.seg_infer_result
+            count = writer.write(context.candidates.paths())
+            for reason, dropped in writer.dropped.items():
+                log.warning("infer: %d masks left out of %s (%s)", dropped, self.env.output.infer_result_file,
+                            reason)
+            log.info("infer: wrote %d images to %s", count, self.env.output.infer_result_file)
         else:
             count = context.infer_result.write(context.candidates.paths())
             log.info("infer: wrote %d image entries to %s", count, self.env.output.infer_result_file)

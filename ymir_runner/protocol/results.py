@@ -6,6 +6,7 @@ replaces its file atomically, so a killed task leaves either the previous valid 
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import errno
@@ -43,8 +44,12 @@ def fitness(metrics: Mapping[str, float], main_metric: str = "mAP") -> float:
     The weights are ultralytics' ``Metric.fitness`` (``ultralytics/utils/metrics.py``: ``[0.0, 0.0, 0.1, 0.9]`` on
     precision, recall, mAP50, mAP50-95), with ``mAP`` at the IoU the stage was evaluated at
     (``evaluate_config.iou_thr``, 0.5 by default: ultralytics' mAP50): mostly localisation quality, so a stage
-    that is lucky at one loose IoU does not win. A stage without ``mAP50_95`` (or a ``main_metric`` other than
-    ``mAP``, e.g. ``mIoU``) is ranked by its ``main_metric`` alone.
+    that is lucky at one loose IoU does not win. A stage without ``mAP50_95`` is ranked by its ``mAP`` alone.
+
+    Segmentation (``main_metric`` ``mIoU`` for object_type 3, ``maskAP`` for 4: :func:`main_metric`): the main
+    metric alone, whatever else the stage holds (``mAcc``, ``boxAP``, a mask mAP50-95): it is the figure the
+    platform shows as the model's and labels with ``evaluate_config``, so the deployed stage is the one with the best
+    headline figure. The same tie rule applies (:class:`TrainingResult`: the later stage).
 
     Raises:
         KeyError: ``metrics`` holds no ``main_metric``.
@@ -92,10 +97,12 @@ class Stage:
 class TrainingResult:
     """Model stages of a training task → /out/models/result.yaml, rewritten atomically after each stage.
 
-    At most ``max_stages`` are kept: the best and the latest; a dropped stage's folder is deleted. The best stage
-    (``best_stage_name``, the one the platform deploys) has the highest :func:`fitness` of its own metrics; of
-    equal fitness, the later stage (trained longer). No engine ranks stages by a formula of its own. For protocol
-    < 1.0.0 the legacy ``{model: [...], map: ...}`` form is written instead (never both: the legacy form would win).
+    At most ``max_stages`` are kept: the best and the latest; a dropped stage's folder is deleted. Every stage must
+    carry ``main_metric``, the object type's (:func:`main_metric`: ``mAP``, ``mIoU``, ``maskAP``; the core passes
+    the task's). The best stage (``best_stage_name``, the one the platform deploys) has the highest :func:`fitness`
+    of its own metrics; of equal fitness, the later stage (trained longer). No engine ranks stages by a formula of
+    its own. For protocol < 1.0.0 the legacy ``{model: [...], map: ...}`` form is written instead (never both: the
+    legacy form would win).
     """
 
     def __init__(self, models_dir: str, result_file: str, *, main_metric: str = "mAP",
@@ -361,6 +368,301 @@ class InferResult:
         document = {"detection": {name: {self.key: boxes} for name, boxes in self.images.items()}}
         atomic_write_text(self.path, json.dumps(document))
         return len(self.images)
+
+
+#: object_type values (protocol.md section 2; :data:`ymir_runner.protocol.config.OBJECT_TYPES`).
+DETECTION, SEMANTIC_SEGMENTATION, INSTANCE_SEGMENTATION = 2, 3, 4
+#: The main metric of a result.yaml stage by object_type: the best stage's is the model's headline figure on the
+#: platform (protocol.md section 3, segmentation.md section 3), and every stage must carry it.
+MAIN_METRICS = {DETECTION: "mAP", SEMANTIC_SEGMENTATION: "mIoU", INSTANCE_SEGMENTATION: "maskAP"}
+#: The object types whose infer-result.json is the COCO form of segmentation.md section 4 (:class:`SegInferResult`).
+SEGMENTATION_TYPES = (SEMANTIC_SEGMENTATION, INSTANCE_SEGMENTATION)
+
+
+def main_metric(object_type: int) -> str:
+    """``mAP`` (2), ``mIoU`` (3) or ``maskAP`` (4): what :class:`TrainingResult` requires of every stage and ranks
+    the stages by (:func:`fitness`).
+
+    Raises:
+        ValueError: an object_type the platform does not have.
+    """
+    try:
+        return MAIN_METRICS[int(object_type)]
+    except (KeyError, TypeError, ValueError):
+        raise ValueError(f"object_type {object_type!r} is not one of {sorted(MAIN_METRICS)}") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class InstanceMask:
+    """A predicted instance (object_type 4): ``mask`` an ``[H, W]`` array, non-zero where the object is, in STORED
+    pixels of the whole image; or, with ``origin = (x, y)``, the mask of the image region whose top-left stored pixel
+    is ``(x, y)`` (e.g. a box-sized mask: no full-size array is needed to hand it over). Without ``origin`` a mask
+    of another size than the image is refused (a mask of the reduced, decoded image would be misplaced). A
+    multi-part instance is one mask."""
+
+    mask: Any
+    score: float
+    class_id: int
+    origin: tuple[int, int] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class _SegObject:
+    """One encoded annotation of an image, before ids are given."""
+
+    class_id: int
+    score: float
+    bbox: tuple[int, int, int, int]
+    area: int
+    counts: str
+
+
+@dataclasses.dataclass
+class _SegImage:
+    width: int | None
+    height: int | None
+    objects: list[_SegObject]
+
+
+class SegInferResult:
+    """infer-result.json of a segmentation task (object_type 3 semantic, 4 instance): the COCO form of
+    segmentation.md section 4, and no other.
+
+    Each mask is encoded when it is added (a compressed RLE string of the stored-pixel mask, its tight integer
+    bbox and pixel count): the writer keeps strings, never a stack of masks, so at most one full-size mask per call
+    is alive besides the caller's own. The platform forms that crash a task or silently lose objects cannot be
+    written through it:
+
+    - every candidate image is listed once (``images[].id`` unique, ``file_name`` the basename), every class in
+      ``categories`` (``id`` the 0-based class index, ``name`` the class name, never empty);
+    - every annotation has ``category_id``, ``image_id`` of a listed image, a tight int ``bbox`` with w, h >= 1,
+      ``area`` the pixel count, ``iscrowd`` the int 0, ``confidence`` in [0, 1], and an RLE ``segmentation``
+      with STRING counts of the image's stored H x W (a mask of another size is refused: the platform decodes it
+      with the stored size); never a polygon, ``{}`` or an empty mask (an empty mask is left out and counted);
+    - two masks of one class with the same int bbox in an image: the platform keeps the first and silently drops
+      the other, so only the higher-scoring one is written, and the other counted in :attr:`dropped`;
+    - each image's annotations are sorted by confidence, highest first; type 3 has one annotation per class
+      present in the label map, never a background class.
+
+    Instance tasks call :meth:`add`, semantic tasks :meth:`add_label_map`; :meth:`add_empty` for an image with no
+    result. :attr:`dropped` counts what was left out, by reason, for the task's log.
+    """
+
+    def __init__(self, path: str, class_names: Sequence[str], object_type: int) -> None:
+        if int(object_type) not in SEGMENTATION_TYPES:
+            raise ValueError(f"SegInferResult writes object_type 3 or 4, not {object_type!r}")
+        names = tuple(str(name) for name in class_names)
+        keys = [name.strip().lower() for name in names]
+        if not names or not all(keys):
+            raise ValueError(f"class names must be non-empty (the platform crashes on an empty one): {list(names)}")
+        if len(set(keys)) != len(keys):  # the platform maps categories to classes by lower-cased, stripped name
+            raise ValueError(f"class names {list(names)} are not distinct once lower-cased and stripped")
+        self.path = path
+        self.class_names = names
+        self.object_type = int(object_type)
+        self.images: dict[str, _SegImage] = {}
+        #: What was left out, by reason (``empty mask``, ``same class and bbox as a higher-scoring mask``).
+        self.dropped: collections.Counter[str] = collections.Counter()
+
+    # --- adding ---------------------------------------------------------------------------------------------
+
+    def add(self, image: str, instances: Iterable[InstanceMask], width: int, height: int) -> int:
+        """Record ``image``'s instances (object_type 4); ``width`` x ``height`` is the image's STORED size, which
+        every mask must cover (a mask of the decoded, reduced image must be scaled up first). Give a generator to
+        keep one mask alive at a time. Returns the number of annotations recorded for the image.
+
+        Raises:
+            ValueError: a semantic task (use :meth:`add_label_map`), a mask that is not 2-D or leaves the image,
+                a class id outside the class names, a score that is not a finite number in [0, 1].
+        """
+        if self.object_type != INSTANCE_SEGMENTATION:
+            raise ValueError("add() takes instance masks (object_type 4); a semantic task writes add_label_map()")
+        width, height = self._size(image, width, height)
+        kept: dict[tuple[int, tuple[int, int, int, int]], _SegObject] = {}
+        for instance in instances:
+            found = self._instance(image, instance, width, height)
+            if found is None:
+                continue
+            key = (found.class_id, found.bbox)
+            earlier = kept.get(key)
+            if earlier is not None:
+                self.dropped["same class and bbox as a higher-scoring mask"] += 1
+                if earlier.score >= found.score:
+                    continue
+            kept[key] = found
+        return self._record(image, width, height, list(kept.values()))
+
+    def add_label_map(self, image: str, label_map: Any, width: int, height: int, *, probability: Any = None,
+                      unlabelled: int | None = None) -> int:
+        """Record ``image``'s predicted label map (object_type 3): ``label_map [H, W]`` integer class ids into the
+        class names, ``unlabelled`` (None: 255, ``masks.IGNORE_LABEL``) where no class is predicted; ``width`` x
+        ``height`` its STORED size, which the map must have. One annotation per class present; its ``confidence``
+        is the mean of ``probability [H, W]`` (e.g. the top-1 softmax probability) over that class's pixels, 1.0
+        without it. Returns the number of annotations recorded for the image.
+
+        Raises:
+            ValueError: an instance task (use :meth:`add`), a map of another size or not of integers, a value that
+                is neither a class id nor ``unlabelled``, ``unlabelled`` a class id, a probability outside [0, 1].
+        """
+        import numpy as np
+
+        from .masks import IGNORE_LABEL
+
+        if unlabelled is None:
+            unlabelled = IGNORE_LABEL
+        if self.object_type != SEMANTIC_SEGMENTATION:
+            raise ValueError("add_label_map() takes a semantic label map (object_type 3); an instance task writes "
+                             "add()")
+        width, height = self._size(image, width, height)
+        labels = np.asarray(label_map)
+        if labels.shape != (height, width):
+            raise ValueError(f"{image}: label map of shape {labels.shape}, the stored image is {height} x {width} "
+                             f"(H x W): give the map at the stored size")
+        if not np.issubdtype(labels.dtype, np.integer):
+            raise ValueError(f"{image}: label map of {labels.dtype}, not integer class ids")
+        classes = len(self.class_names)
+        if 0 <= unlabelled < classes:
+            raise ValueError(f"unlabelled value {unlabelled} is a class id (of {self.class_names[unlabelled]!r})")
+        flat = labels.ravel()
+        outside = (flat < 0) | (flat >= classes)
+        strays = np.unique(flat[outside & (flat != unlabelled)]) if outside.any() else flat[:0]
+        if strays.size:
+            raise ValueError(f"{image}: label map values {strays[:5].tolist()} are neither class ids (0 to "
+                             f"{classes - 1}) nor the unlabelled value {unlabelled}")
+        index = np.where(outside, classes, flat)  # unlabelled pixels counted in an extra bin
+        counts = np.bincount(index, minlength=classes + 1)[:classes]
+        if probability is None:
+            means = np.ones(classes)
+        else:
+            weights = np.asarray(probability, dtype=np.float64)
+            if weights.shape != labels.shape:
+                raise ValueError(f"{image}: probability of shape {weights.shape}, label map {labels.shape}")
+            sums = np.bincount(index, weights=weights.ravel(), minlength=classes + 1)[:classes]
+            means = np.divide(sums, counts, out=np.zeros(classes), where=counts > 0)
+        objects = []
+        columns = np.asfortranarray(labels)  # the codec reads columns: transposed once, each class's mask follows
+        for class_id in np.flatnonzero(counts):
+            mask = columns == class_id  # column-major like its map; one class's mask alive at a time
+            score = self._score(image, float(means[class_id]))
+            objects.append(self._encoded(mask, int(class_id), score))
+        return self._record(image, width, height, objects)
+
+    def add_empty(self, image: str, width: int | None = None, height: int | None = None) -> None:
+        """An image with no result (nothing found, or unreadable); its stored size when known."""
+        self.images[os.path.basename(image)] = _SegImage(width, height, [])
+
+    # --- writing --------------------------------------------------------------------------------------------
+
+    def to_json(self, candidates: Iterable[str] = ()) -> dict[str, Any]:
+        """The document; every path of ``candidates`` without a result is listed without objects (its stored size
+        read from the image header when it can be)."""
+        for image in candidates:
+            name = os.path.basename(image)
+            if name not in self.images:
+                self.images[name] = _SegImage(*_header_size(image), [])
+        categories = [{"id": index, "name": name} for index, name in enumerate(self.class_names)]
+        images: list[dict[str, Any]] = []
+        annotations: list[dict[str, Any]] = []
+        for image_id, (name, entry) in enumerate(self.images.items(), start=1):
+            record: dict[str, Any] = {"id": image_id, "file_name": name}
+            if entry.width is not None and entry.height is not None:
+                record.update(width=entry.width, height=entry.height)
+            images.append(record)
+            for found in sorted(entry.objects, key=lambda found: -found.score):  # stable: equal scores keep order
+                annotations.append({
+                    "id": len(annotations) + 1, "image_id": image_id, "category_id": found.class_id,
+                    "bbox": list(found.bbox), "area": found.area,
+                    "segmentation": {"size": [entry.height, entry.width], "counts": found.counts},
+                    "iscrowd": 0, "confidence": found.score})
+        return {"images": images, "categories": categories, "annotations": annotations}
+
+    def write(self, candidates: Iterable[str] = ()) -> int:
+        """Write the file atomically (see :meth:`to_json`); returns the number of images listed."""
+        document = self.to_json(candidates)
+        atomic_write_text(self.path, json.dumps(document, separators=(",", ":")))
+        return len(document["images"])
+
+    # --- helpers ----------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _size(image: str, width: Any, height: Any) -> tuple[int, int]:
+        try:
+            size = (int(width), int(height))
+        except (TypeError, ValueError):
+            size = (0, 0)
+        if size[0] < 1 or size[1] < 1 or size != (width, height):
+            raise ValueError(f"{image}: the stored image size must be given as positive integers, got "
+                             f"{width!r} x {height!r}")
+        return size
+
+    @staticmethod
+    def _score(image: str, score: Any) -> float:
+        try:
+            value = float(score)
+        except (TypeError, ValueError):
+            raise ValueError(f"{image}: score {score!r} is not a number") from None
+        if not math.isfinite(value) or not 0.0 <= value <= 1.0:
+            raise ValueError(f"{image}: score {value!r} is not in [0, 1]")
+        return value
+
+    def _class_id(self, image: str, class_id: Any) -> int:
+        try:
+            index = int(class_id)
+        except (TypeError, ValueError):
+            raise ValueError(f"{image}: class id {class_id!r} is not an integer") from None
+        if index != class_id or not 0 <= index < len(self.class_names):
+            raise ValueError(f"{image}: class id {class_id!r} outside {len(self.class_names)} classes")
+        return index
+
+    def _instance(self, image: str, instance: InstanceMask, width: int, height: int) -> _SegObject | None:
+        import numpy as np
+
+        class_id = self._class_id(image, instance.class_id)
+        score = self._score(image, instance.score)
+        mask = np.asarray(instance.mask)
+        if mask.ndim != 2:
+            raise ValueError(f"{image}: a mask must be [H, W], got shape {mask.shape}")
+        rows, columns = mask.shape
+        if instance.origin is None and (rows, columns) != (height, width):
+            raise ValueError(f"{image}: a {rows} x {columns} (H x W) mask for the stored {height} x {width} image: "
+                             f"give masks in stored pixels (or a region's mask with its origin)")
+        x, y = (0, 0) if instance.origin is None else (int(value) for value in instance.origin)
+        if x < 0 or y < 0 or x + columns > width or y + rows > height:
+            raise ValueError(f"{image}: a {rows} x {columns} (H x W) mask at ({x}, {y}) leaves the stored "
+                             f"{height} x {width} image: masks are in stored pixels")
+        binary = mask if mask.dtype == np.bool_ else mask != 0
+        if (x, y, columns, rows) == (0, 0, width, height):
+            return self._encoded(binary, class_id, score)
+        full = np.zeros((height, width), dtype=np.bool_, order="F")  # column-major, as the codec reads it
+        full[y:y + rows, x:x + columns] = binary
+        return self._encoded(full, class_id, score)
+
+    def _encoded(self, mask: Any, class_id: int, score: float) -> _SegObject | None:
+        from .masks import encode_mask, rle_area, rle_bbox  # numpy and faster-coco-eval: only when writing masks
+
+        rle = encode_mask(mask)
+        bbox, area = rle_bbox(rle), rle_area(rle)  # from the RLE: no further pass over the pixels
+        if area == 0:
+            self.dropped["empty mask"] += 1
+            return None
+        x, y, w, h = bbox
+        return _SegObject(class_id, score, (x, y, w, h), area, rle["counts"])
+
+    def _record(self, image: str, width: int, height: int, objects: Sequence[_SegObject | None]) -> int:
+        kept = [found for found in objects if found is not None]
+        self.images[os.path.basename(image)] = _SegImage(width, height, kept)
+        return len(kept)
+
+
+def _header_size(image: str) -> tuple[int | None, int | None]:
+    """An image's stored width and height from its header; (None, None) when it cannot be read."""
+    from .images import ImageProblem, probe_image
+
+    try:
+        info = probe_image(image)
+    except (ImageProblem, OSError):
+        return None, None
+    return info.width, info.height
 
 
 def set_aside_previous_results(output: OutputPaths) -> list[str]:
