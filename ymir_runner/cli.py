@@ -84,9 +84,10 @@ def build_parser(registry: Any = None) -> argparse.ArgumentParser:
     plugins.add_argument("--json", action="store_true", help="machine-readable output")
     plugins.set_defaults(handler=_cmd_plugins)
 
-    from . import imgman, inspection, results_view, sandbox, scaffold, verify  # light: heavy imports in the handlers
+    # light modules: their heavy imports are in the handlers
+    from . import evaluate_command, imgman, inspection, results_view, sandbox, scaffold, verify
 
-    for module in (imgman, inspection, results_view, sandbox, scaffold, verify):
+    for module in (evaluate_command, imgman, inspection, results_view, sandbox, scaffold, verify):
         module.add_command(commands)
     if registry is not None:
         registry.add_commands(commands)
