@@ -2,11 +2,13 @@
 
 It checks what the platform reads from /out (protocol.md, section 3): monitor.txt, the training
 result.yaml, the mining result.tsv and infer-result.json, one module each (:mod:`.monitor`,
-:mod:`.result_yaml`, :mod:`.mining`, :mod:`.infer`); :mod:`.findings` holds the findings and their report,
+:mod:`.result_yaml`, :mod:`.mining`, :mod:`.infer`; the COCO infer-result.json of segmentation tasks, object_type 3
+and 4, by :mod:`.seg_infer`, segmentation.md section 4); :mod:`.findings` holds the findings and their report,
 :mod:`.api` runs the checkers on one tree (:func:`verify_out`), :mod:`.env` reads a task's env.yaml and
 :mod:`.cli` is the subcommand. It reads the files with PyYAML's safe loader (within bounds: a file of
 at most 4 MiB, 100 levels deep, 100,000 alias expansions) and json only, and no module of
-this package imports anything of the project outside the package, least of all its writers
+this package imports anything of the project outside the package (COCO's RLE codec comes from faster-coco-eval),
+least of all its writers
 (``ymir_runner.protocol.results``, ``.monitor``, ``.atomic``): it must catch their bugs, and it must judge
 images built with any other SDK, so it checks the contract, not this project's conventions.
 
@@ -41,6 +43,15 @@ infer-result.json
     infer.missing-entry, infer.extra-entry (W), infer.box-item, infer.box, infer.box-keys, infer.box-int,
     infer.box-int-coerced (W), infer.box-size (W), infer.score-coerced (W), infer.score-missing, infer.score,
     infer.class-name, infer.class-unknown, infer.box-extra-key (W)
+infer-result.json of object_type 3 / 4 (the COCO form; stages then need mIoU / maskAP instead of mAP)
+    seg-infer.missing, seg-infer.encoding, seg-infer.json, seg-infer.mapping, seg-infer.keys, seg-infer.image,
+    seg-infer.image-id-duplicate, seg-infer.file-name, seg-infer.category, seg-infer.category-unknown,
+    seg-infer.category-duplicate (W), seg-infer.annotation, seg-infer.unknown-id, seg-infer.bbox,
+    seg-infer.bbox-int (W), seg-infer.duplicate-box, seg-infer.area, seg-infer.iscrowd (W when missing),
+    seg-infer.crowd (W), seg-infer.confidence-missing (W), seg-infer.confidence (W), seg-infer.segmentation,
+    seg-infer.rle-counts, seg-infer.rle-size (W for a size other than the image's), seg-infer.rle-length,
+    seg-infer.polygon, seg-infer.empty-mask (W), seg-infer.bbox-tight (W), seg-infer.area-pixels (W),
+    seg-infer.semantic-repeat (W), seg-infer.missing-image, seg-infer.extra-image (W)
 
 At most :data:`FINDINGS_PER_RULE` findings per rule and file are listed, then one "... more" line.
 

@@ -11,9 +11,12 @@ from .infer import check_infer
 from .mining import check_mining
 from .monitor import check_monitor
 from .result_yaml import DETECTION, check_training
+from .seg_infer import check_seg_infer
 
 TASKS = ("training", "mining", "infer")
 DEFAULT_PROTOCOL = "1.1.0"
+#: The object types whose infer-result.json is the COCO form (semantic 3, instance 4).
+SEGMENTATION_TYPES = (3, 4)
 
 
 def parse_version(text: str) -> tuple[int, ...]:
@@ -50,6 +53,8 @@ def verify_out(out_dir: str, tasks: Iterable[str], *, candidates: Sequence[str] 
                paths: Mapping[str, str] | None = None, root: str | None = None) -> Report:
     """Check the /out tree ``out_dir`` of a finished task against protocol.md section 3.
 
+    ``object_type``: 2 detection (infer-result.json ``{"detection": ...}``, stages need ``mAP``), 3 semantic or 4
+    instance segmentation (the COCO form, stages need ``mIoU`` / ``maskAP``);
     ``candidates``: the candidate image paths (mining/infer coverage is checked only when given);
     ``class_names``: the allowed infer class names; ``paths``: host paths overriding :func:`default_paths`
     (keys monitor, training, mining, infer); ``root``: the folder a local run re-rooted '/' onto (result.tsv
@@ -73,6 +78,11 @@ def verify_out(out_dir: str, tasks: Iterable[str], *, candidates: Sequence[str] 
         check_mining(collector, files["mining"], candidates=candidates, root=root)
         checked.append(files["mining"])
     if "infer" in kinds and not expect_failure:
-        check_infer(collector, files["infer"], candidates=candidates, class_names=class_names, protocol=protocol)
+        if object_type in SEGMENTATION_TYPES:  # the COCO form of segmentation.md section 4
+            check_seg_infer(collector, files["infer"], candidates=candidates, class_names=class_names,
+                            object_type=object_type)
+        else:
+            check_infer(collector, files["infer"], candidates=candidates, class_names=class_names,
+                        protocol=protocol)
         checked.append(files["infer"])
     return Report(out_dir, kinds, collector.finish(), [collector.rel(path) for path in checked])

@@ -32,6 +32,9 @@ def add_command(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--protocol-version", metavar="X.Y.Z", help=f"protocol to check against (default: "
                         f"env.yaml's, else {DEFAULT_PROTOCOL}); < 1.0.0 allows the legacy forms")
     parser.add_argument("--task-id", help="the expected task_id of monitor.txt (default: env.yaml's)")
+    parser.add_argument("--object-type", type=int, choices=(2, 3, 4),
+                        help="2 detection, 3 semantic or 4 instance segmentation: the infer-result.json form and "
+                             "the stages' main metric (default: the config file's, else 2)")
     parser.add_argument("--failed", action="store_true",
                         help="the task is expected to have failed: monitor.txt must say state 4 with a code")
     parser.add_argument("--json", action="store_true", help="machine-readable report")
@@ -56,6 +59,8 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
         options["protocol_version"] = args.protocol_version
     if args.task_id:
         options["task_id"] = args.task_id
+    if args.object_type is not None:
+        options["object_type"] = args.object_type
     options["expect_failure"] = args.failed
     return options
 

@@ -44,8 +44,10 @@ LEGACY_STAGE = "default_best_stage"
 INT_TEXT = re.compile(r"\s*[+-]?[0-9]+\s*")
 #: Files in the models folder that are not model files and that the platform handles itself.
 MODELS_DIR_EXTRAS = ("attachments", "ymir-info.yaml")
-#: The object_type of detection, whose main metric mAP every stage must carry.
+#: The object_type of detection.
 DETECTION = 2
+#: The main metric every stage must carry, by object_type: the best stage's is the model's headline figure.
+MAIN_METRICS = {2: "mAP", 3: "mIoU", 4: "maskAP"}
 
 
 class _YamlDoc:
@@ -292,10 +294,13 @@ def _check_timestamp(collector: Collector, doc: _YamlDoc, keys: tuple[Any, ...],
 
 def _check_metrics(collector: Collector, doc: _YamlDoc, keys: tuple[Any, ...], stage: dict[Any, Any],
                    object_type: int) -> None:
-    """mAP (detection) and other ratios in [0, 1]; tp/fp/fn counts; anything else numeric must be finite."""
-    if object_type == DETECTION and "mAP" not in stage:
-        collector.error("result-yaml.metric-missing", doc.path, f"{key_path(*keys)} has no mAP "
-                        "(the detection main metric)", doc.line(*keys))
+    """The object type's main metric (mAP, mIoU, maskAP) and other ratios in [0, 1]; tp/fp/fn counts; anything else
+    numeric must be finite."""
+    main = MAIN_METRICS.get(object_type)
+    if main is not None and main not in stage:
+        kind = {2: "detection", 3: "semantic segmentation", 4: "instance segmentation"}[object_type]
+        collector.error("result-yaml.metric-missing", doc.path, f"{key_path(*keys)} has no {main} "
+                        f"(the {kind} main metric, object_type {object_type})", doc.line(*keys))
     for name, value in stage.items():
         if name in STAGE_FIELDS:
             continue
