@@ -21,7 +21,8 @@ without ground truth counts 0). tp/fp/fn are per threshold, summed over the thre
 without ground truth counts no fp, one without predictions no fn: the platform's accumulate skips both).
 
 A stage metric is never -1 or NaN (the platform rejects a model with one): an evaluation with nothing to measure
-scores 0 and the log says why. Masks are faster-coco-eval's (pycocotools' codec and polygon rasteriser).
+scores 0 and the log says why. Masks are faster-coco-eval's (pycocotools' codec and polygon rasteriser), read
+through :mod:`.protocol.masks`.
 """
 
 from __future__ import annotations
@@ -117,10 +118,14 @@ def _by_name(values: Mapping[int, Any], names: Sequence[str]) -> dict[str, Any]:
 def _paint(objects: Iterable[SegObject], order: Mapping[int, int], canvas: np.ndarray) -> None:
     from faster_coco_eval.core import mask as coco_mask
 
+    from .protocol.masks import decode_rle
+
     for obj in objects:
         if obj.class_id in order:
-            # decode gives 0/1 uint8: viewed as bool it is the mask, without a comparison's temporary array
-            np.copyto(canvas, order[obj.class_id], where=coco_mask.decode(_checked(obj.rle)).view(bool))
+            rle = _checked(obj.rle)
+            x, y, w, h = (int(v) for v in coco_mask.toBbox(rle))  # copy only the mask's box: most of it is 0
+            mask = decode_rle(rle)  # Fortran-ordered, as the canvas
+            np.copyto(canvas[y:y + h, x:x + w], order[obj.class_id], where=mask[y:y + h, x:x + w])
 
 
 def semantic_scores(ground_truth: Objects, predictions: Objects, image_sizes: Mapping[str, tuple[int, int]],
@@ -141,12 +146,12 @@ def semantic_scores(ground_truth: Objects, predictions: Objects, image_sizes: Ma
         if key not in image_sizes or not ground_truth[key]:
             continue
         images += 1
-        truth = np.full(image_sizes[key], _IGNORE, np.uint8)
+        truth = np.full(image_sizes[key], _IGNORE, np.uint8, order="F")
         _paint(ground_truth[key], order, truth)
         labelled = truth != _IGNORE
         if not labelled.any():
             continue
-        predicted = np.full(image_sizes[key], _IGNORE, np.uint8)
+        predicted = np.full(image_sizes[key], _IGNORE, np.uint8, order="F")
         _paint(predictions.get(key, ()), order, predicted)
         gt, dt = truth[labelled], predicted[labelled]
         truth_area += np.bincount(gt, minlength=num_classes)[:num_classes]
@@ -413,46 +418,26 @@ def platform_evaluation_notes(object_type: int, class_ids: Sequence[int], num_as
 # --- masks ------------------------------------------------------------------------------------------------------
 
 
-class MaskSizeError(ValueError):
-    """An RLE whose counts do not cover its H x W (the platform decodes it into garbage or crashes)."""
-
-
 def _checked(rle: Mapping[str, Any]) -> dict[str, Any]:
-    """A compressed RLE faster-coco-eval accepts (``counts`` as str); the size check is done when reading."""
+    """A compressed RLE as faster-coco-eval takes it (``counts`` a str)."""
     counts = rle["counts"]
     return {"size": [int(rle["size"][0]), int(rle["size"][1])],
             "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts}
 
 
 def coco_rle(segmentation: Any, height: int, width: int) -> dict[str, Any]:
-    """The compressed RLE of a COCO ``segmentation`` at the image's stored ``height`` x ``width``, decoded as the
-    platform does: an RLE dict's own ``size`` is ignored, list counts are read too; a polygon list is rasterised
-    with COCO's rasteriser, its points truncated to ints (several polygons are merged). Raises
-    :class:`MaskSizeError` when the counts do not sum to H x W and ``ValueError`` for anything else unreadable
-    (no mask, an odd or empty polygon)."""
-    from faster_coco_eval.core import mask as coco_mask
+    """The compressed RLE of a COCO ``segmentation`` at the image's stored ``height`` x ``width``, as the platform
+    decodes it: an RLE dict's own ``size`` is ignored (its counts must still sum to H x W), list counts are read
+    too; polygons have their points truncated to ints, then COCO's rasteriser (several polygons merged).
+    Raises :class:`~.protocol.masks.MaskProblem` (its ``reason`` the skip reason) for an unusable one."""
+    from .protocol.masks import check_segmentation, to_rle
 
-    if isinstance(segmentation, Mapping):
-        counts = segmentation.get("counts")
-        if isinstance(counts, list):
-            rle = coco_mask.frPyObjects({"size": [height, width], "counts": [int(c) for c in counts]}, height, width)
-            if sum(int(c) for c in counts) != height * width:
-                raise MaskSizeError(f"RLE counts sum to {sum(counts)}, not {height} x {width}")
-            return _checked(rle)
-        if not isinstance(counts, (str, bytes)) or not counts:
-            raise ValueError("object without mask")
-        rle = {"size": [height, width], "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts}
-        total = sum(coco_mask._mask.toUncompressedRLE([rle])[0]["counts"])
-        if total != height * width:
-            raise MaskSizeError(f"RLE counts sum to {total}, not {height} x {width}")
-        return rle
-    if isinstance(segmentation, list) and segmentation:
-        polygons = [[int(float(v)) for v in polygon] for polygon in segmentation]
-        if any(len(polygon) < 6 or len(polygon) % 2 for polygon in polygons):
-            raise ValueError("bad polygon")
-        rles = coco_mask.frPyObjects(polygons, height, width)
-        return _checked(coco_mask.merge(rles) if len(rles) > 1 else rles[0])
-    raise ValueError("object without mask")
+    if isinstance(segmentation, dict) and "counts" in segmentation:
+        segmentation = {**segmentation, "size": [height, width]}
+    elif isinstance(segmentation, list):
+        check_segmentation(segmentation, height, width)
+        segmentation = [[int(value) for value in polygon] for polygon in segmentation]
+    return to_rle(segmentation, height, width)
 
 
 # --- COCO documents ---------------------------------------------------------------------------------------------
@@ -475,6 +460,8 @@ def read_coco_objects(coco: Mapping[str, Any], class_names: Sequence[str], *,
 
     Each object left out is counted by reason in ``skips`` (a :class:`~.protocol.dataset.SkipLog`) when given.
     Returns ``(objects by asset key in file order, stored size by asset key)``."""
+    from .protocol.masks import MaskProblem
+
     def skip(reason: str, where: str, detail: str = "") -> None:
         if skips is not None:
             skips.skip(reason, where, detail)
@@ -526,17 +513,16 @@ def read_coco_objects(coco: Mapping[str, Any], class_names: Sequence[str], *,
             if signature in signatures:
                 skip("same class and box twice in an image", where, f"bbox {list(bbox)}")
                 continue
-            rle = coco_rle(entry.get("segmentation"), *sizes[image_key])
+            rle = coco_rle(entry.get("segmentation"), *sizes[image_key])  # no key: the platform crashes
             signatures.add(signature)
             score = float(entry.get("confidence", -1.0))
             objects.setdefault(image_key, []).append(SegObject(
                 class_id, rle, bbox, int(float(entry.get("area", 0))), int(entry.get("iscrowd", 0) or 0),
                 score if math.isfinite(score) else -1.0))
-        except MaskSizeError as error:
-            skip("mask size differs from image", where, str(error))
+        except MaskProblem as problem:
+            skip(problem.reason, where, str(problem))
         except ValueError as error:
-            reason = str(error) if str(error) in ("object without mask", "bad polygon") else "malformed object"
-            skip(reason, where, "" if reason == str(error) else str(error))
+            skip("malformed object", where, str(error))
         except (KeyError, TypeError) as error:
             skip("malformed object", where, repr(error))
     return objects, sizes
