@@ -376,7 +376,7 @@ class SegPlugin:
     @ymir_runner.hookimpl
     def ymir_runner_register_executors(self):
         return [ymir_runner.ExecutorSpec(name="seg", tasks={TaskKind.TRAINING, TaskKind.INFER},
-                                         object_types={self.object_type})]
+                                         object_types={self.object_type}, annotation_formats=("seg-coco",))]
 
     @ymir_runner.hookimpl
     def ymir_runner_train(self, context):
@@ -420,6 +420,35 @@ def test_a_segmentation_inference_task_writes_the_coco_form(ymir_registry, ymir_
     if object_type == 4:
         assert "infer: 2 masks left out of " in outcome.stderr and "(empty mask)" in outcome.stderr
     assert plugin.errors and "object_type" in plugin.errors[0]
+    report = outcome.verify()  # the COCO form, checked as object_type says
+    assert report.ok and not report.findings, report.to_text()
+
+
+def seg_training_tree(ymir_task, object_type):
+    """A training tree exported as the platform exports seg-coco:raw: one COCO file named on every index line, each
+    image's box as an RLE mask."""
+    tree = ymir_task(config={"object_type": object_type, "export_format": "seg-coco:raw"})
+    coco = "/in/annotations/coco-annotations.json"
+    width, height = tree.size
+    document = {"images": [], "categories": [{"id": i, "name": n} for i, n in enumerate(tree.class_names)],
+                "annotations": []}
+    for number, image in enumerate(tree.images, start=1):
+        document["images"].append({"id": number, "file_name": os.path.basename(image), "width": width,
+                                   "height": height})
+        for class_id, x1, y1, x2, y2 in tree.boxes_of(number - 1):
+            encoded = coco_mask.encode(np.asfortranarray(blob(height, width, x1, y1, x2 - x1 + 1, y2 - y1 + 1),
+                                                         dtype=np.uint8))
+            document["annotations"].append({
+                "id": len(document["annotations"]) + 1, "image_id": number, "category_id": class_id, "iscrowd": 0,
+                "bbox": [x1, y1, x2 - x1 + 1, y2 - y1 + 1], "area": int(coco_mask.area(encoded)), "confidence": -1,
+                "segmentation": {"size": [height, width], "counts": encoded["counts"].decode()}})
+    with open(tree.local(coco), "w", encoding="utf-8") as stream:
+        json.dump(document, stream)
+    half = len(tree.images) // 2
+    for index_file, images in (("/in/train-index.tsv", tree.images[:half]), ("/in/val-index.tsv", tree.images[half:])):
+        with open(tree.local(index_file), "w", encoding="utf-8") as stream:
+            stream.write("".join(f"{image}\t{coco}\n" for image in images))
+    return tree
 
 
 @pytest.mark.parametrize("object_type, stages, best", [
@@ -427,12 +456,12 @@ def test_a_segmentation_inference_task_writes_the_coco_form(ymir_registry, ymir_
     (4, [{"maskAP": 0.4, "boxAP": 0.9}, {"maskAP": 0.5, "boxAP": 0.1}], "epoch_2")])
 def test_a_segmentation_training_deploys_the_best_main_metric(ymir_registry, ymir_task, object_type, stages, best):
     ymir_registry.register(SegPlugin(object_type, stages), "seg")
-    outcome = ymir_task(config={"object_type": object_type}).run(ymir_registry)
+    outcome = seg_training_tree(ymir_task, object_type).run(ymir_registry)
     assert outcome.exit_code == 0, outcome.stderr
     assert outcome.result_yaml()["best_stage_name"] == best
 
 
 def test_a_segmentation_stage_without_its_main_metric_fails(ymir_registry, ymir_task):
     ymir_registry.register(SegPlugin(3, [{"mAP": 0.7}]), "seg")
-    outcome = ymir_task(config={"object_type": 3}).run(ymir_registry)
+    outcome = seg_training_tree(ymir_task, 3).run(ymir_registry)
     assert outcome.exit_code != 0 and "stage 'epoch_1' has no 'mIoU' metric" in outcome.stderr

@@ -70,8 +70,9 @@ def ymir_runner_mine(context: TaskContext) -> None:
 
 @hookspec
 def ymir_runner_infer(context: TaskContext) -> None:
-    """Run an inference task: add each candidate's detections to ``context.infer_result``; the core writes
-    infer-result.json afterwards with an empty entry for every candidate the plugin did not add.
+    """Run an inference task: add each candidate's detections to ``context.infer_result`` (masks to
+    ``context.seg_infer_result`` in a segmentation task, object_type 3 or 4); the core writes infer-result.json
+    afterwards with an empty entry for every candidate the plugin did not add.
 
     Called only on the chosen executor's plugin, after mining when both run.
     """

@@ -12,7 +12,9 @@ same model whatever engine trained it:
 - **Which stage is deployed**: the highest :func:`fitness`, ``0.1 * mAP + 0.9 * mAP50_95`` of the stage's own
   metrics (ultralytics' ``Metric.fitness``); of equal fitness, the later stage (trained longer). The training result
   (:class:`ymir_runner.protocol.results.TrainingResult`) ranks every stage by it: ``add_stage`` takes no fitness
-  of an engine's own.
+  of an engine's own. Segmentation (object_type 3 / 4): the fitness is the main metric alone, ``mIoU`` / ``maskAP``
+  (:func:`ymir_runner.protocol.results.main_metric`), the figure the platform shows as the model's; the same tie
+  rule applies.
 
 The built-in detector used to rank a stage by the mean fitness of itself and the two stages before it, on the
 argument that one evaluation on a small validation set can be lucky by several points and three in a row rarely

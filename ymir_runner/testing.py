@@ -116,10 +116,12 @@ class RunOutcome:
             with open(env.input.candidate_index_file, encoding="utf-8-sig") as stream:
                 candidates = [line.split("\t")[0].strip() for line in stream if line.strip()]
         class_names = config.get("class_names")
+        object_type = config.get("object_type")
         return verify_out(self.out_dir, [kind.value for kind in env.tasks], candidates=candidates,
                           class_names=list(class_names) if isinstance(class_names, list) else None,
                           protocol_version=env.protocol_version, expect_failure=self.exit_code != 0,
-                          task_id=str(config.get("task_id", env.task_id)), root=self.root)
+                          task_id=str(config.get("task_id", env.task_id)), root=self.root,
+                          object_type=int(object_type) if isinstance(object_type, int) else 2)
 
     @property
     def monitor_fields(self) -> list[str]:
@@ -458,7 +460,11 @@ def _check_result_tsv(path: str) -> None:
 
 def _check_infer_result(path: str) -> None:
     with open(path, encoding="utf-8") as stream:
-        assert isinstance(json.load(stream)["detection"], dict)
+        document = json.load(stream)
+    if "detection" in document or not {"images", "categories", "annotations"} & set(document):
+        assert isinstance(document["detection"], dict)
+    else:  # the COCO form of a segmentation task (object_type 3 or 4)
+        assert all(isinstance(document[key], list) for key in ("images", "categories", "annotations"))
 
 
 def temp_files(folder: str) -> list[str]:
