@@ -47,7 +47,8 @@ def add_command(commands: argparse._SubParsersAction) -> None:
                         help="the IoU threshold, or a range from:to:step (end included) the APs are averaged over "
                              "and the counts summed over (default 0.5)")
     parser.add_argument("--conf-thr", type=float, default=0.0, metavar="X",
-                        help="predictions scoring below X are left out first (default 0: every prediction)")
+                        help="predictions scoring below X are left out first, for types 2 and 4 (default 0: every "
+                             "prediction); semantic scores use every prediction, as the platform's do")
     parser.add_argument("--json", action="store_true",
                         help="print one JSON object keyed as result.yaml names the metrics, plus per-class values")
     parser.set_defaults(handler=_cmd_evaluate)

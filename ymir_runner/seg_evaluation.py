@@ -499,8 +499,9 @@ def read_coco_objects(coco: Mapping[str, Any], class_names: Sequence[str], *,
                 continue
             image_key = key_of.get(entry["image_id"])
             if image_key is None or image_key not in sizes:
-                skip("image not in the ground truth" if image_sizes is not None else "unknown image", where,
-                     f"image_id {entry['image_id']!r}")
+                reason = ("image not in the ground truth" if image_sizes is not None else
+                          "unknown image" if image_key is None else "image without width and height")
+                skip(reason, where, f"image_id {entry['image_id']!r}")
                 continue
             if len(entry["bbox"]) != 4:
                 raise ValueError(f"bbox {entry['bbox']!r}")
