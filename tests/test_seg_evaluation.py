@@ -259,3 +259,26 @@ def test_instance_scores_equal_faster_coco_eval_without_crowd(seed: int) -> None
             _faster_coco_eval_ap(truth, predictions, class_ids, thresholds, "segm"), abs=TOLERANCE)
         assert scores.boxAP == pytest.approx(
             _faster_coco_eval_ap(truth, predictions, class_ids, thresholds, "bbox"), abs=TOLERANCE)
+
+
+def test_objects_from_masks_score_as_their_coco_documents() -> None:
+    """What a stage evaluator gives: masks in memory, scored as the same objects written to and read from files."""
+    truth, predictions, num_classes = _random_case(3)
+    names = [c["name"] for c in truth["categories"]]
+    sizes = {f"{image['id']:040d}": (image["height"], image["width"]) for image in truth["images"]}
+
+    def from_masks(document: dict) -> dict[str, list[SegObject]]:
+        objects: dict[str, list[SegObject]] = {}
+        for entry in document["annotations"]:
+            key = f"{entry['image_id']:040d}"
+            mask = coco_mask.decode(entry["segmentation"]).astype(bool)
+            assert mask.shape == sizes[key]
+            objects.setdefault(key, []).append(
+                SegObject.from_mask(entry["category_id"], mask, score=entry.get("confidence", -1.0)))
+        return objects
+
+    in_memory = instance_scores(from_masks(truth), from_masks(predictions), list(range(num_classes)),
+                                iou_thrs="0.5:0.95:0.05", class_names=names)
+    from_files = score_coco(4, truth, predictions, names, iou_thrs="0.5:0.95:0.05")
+    assert in_memory.to_dict() == from_files.to_dict()
+    assert in_memory.maskAP > 0

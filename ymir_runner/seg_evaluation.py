@@ -65,6 +65,16 @@ class SegObject:
     iscrowd: int = 0
     score: float = -1.0
 
+    @classmethod
+    def from_mask(cls, class_id: int, mask: Any, score: float = -1.0, iscrowd: int = 0) -> SegObject:
+        """An object of a ``[H, W]`` mask (bool, or ``!= 0``) at the image's stored size, as a plugin predicts
+        it: the compressed RLE, tight int box and pixel area the infer-result.json writer records for it."""
+        from .protocol.masks import encode_mask, rle_area, rle_bbox
+
+        rle = encode_mask(mask)
+        x, y, w, h = rle_bbox(rle)
+        return cls(int(class_id), rle, (x, y, w, h), rle_area(rle), int(iscrowd), float(score))
+
 
 #: asset key (the file's basename without extension, as the platform keys assets) -> objects in file order.
 Objects = Mapping[str, Sequence[SegObject]]
