@@ -177,8 +177,11 @@ def _evaluate_segmentation(args: argparse.Namespace, class_names: list[str], cla
 
     truth = _coco_ground_truth(args.ground_truth)
     predictions = _checked_coco(_json_or_none(args.predictions), args.predictions)
-    scores = score_coco(args.object_type, truth, predictions, class_names, class_ids=class_ids,
-                        iou_thrs=args.iou_thr, conf_thr=args.conf_thr, skips=skips)
+    try:
+        scores = score_coco(args.object_type, truth, predictions, class_names, class_ids=class_ids,
+                            iou_thrs=args.iou_thr, conf_thr=args.conf_thr, skips=skips)
+    except ValueError as error:  # settings the scores cannot be computed with (too many classes for a label map)
+        raise ConfigError(str(error)) from None
     return scores.to_dict()
 
 

@@ -143,8 +143,12 @@ def semantic_scores(ground_truth: Objects, predictions: Objects, image_sizes: Ma
     """mIoU, mAcc, aAcc and per-class IoU / Acc of ``predictions`` against ``ground_truth`` over the evaluated
     ``class_ids``, as ``sem_seg_eval_mm.evaluate`` computes them (module docstring). ``image_sizes``: asset key ->
     stored ``(height, width)``; an image with predictions but no ground truth changes nothing (all its pixels are
-    ignored), and one missing from ``image_sizes`` is left out as the platform leaves out an unknown asset."""
+    ignored), and one missing from ``image_sizes`` is left out as the platform leaves out an unknown asset.
+    Raises ``ValueError`` for no class id or more than 254."""
     class_ids = list(class_ids)
+    if not 0 < len(class_ids) < _IGNORE:
+        raise ValueError(f"semantic scores need 1 to {_IGNORE - 1} class ids (a uint8 label map with {_IGNORE} "
+                         f"for unlabelled pixels, as the platform's), got {len(class_ids)}")
     platform_evaluation_notes(3, class_ids, len(image_sizes))
     order = {class_id: k for k, class_id in enumerate(class_ids)}
     num_classes = len(class_ids)
