@@ -15,6 +15,7 @@ from faster_coco_eval.core import mask as coco_mask
 
 from ymir_runner.cli import main
 from ymir_runner.protocol.results import InstanceMask, SegInferResult
+from ymir_runner.testing import write_png
 from ymir_runner.verify import verify_out
 
 MONITOR = "t01\t1700000000.123\t1.0000\t2\t0\n"
@@ -224,3 +225,30 @@ def test_the_command_takes_the_object_type(tmp_path, capsys):
     (tmp_path / "out" / "infer-result.json").write_text(json.dumps(document))
     assert main(["verify", out, "--task", "infer", "--object-type", "4", "--class-names", "cat,dog"]) == 0
     assert os.path.isfile(os.path.join(out, "infer-result.json"))
+
+
+def test_the_stored_size_of_a_candidate_found_here_is_the_size_masks_are_checked_with(tmp_path):
+    root = tmp_path / "root"
+    write_png(str(root / "in" / "assets" / "aa" / "img1.jpg"), WIDTH, HEIGHT)  # the name's extension is not read
+    write_png(str(root / "in" / "assets" / "bb" / "img2.png"), WIDTH + 2, HEIGHT)
+    assert verify(tmp_path, good_document(), root=str(root)).rules("error") == {"seg-infer.image-size"}
+
+    def wider(document):  # images[] and masks agree with each other, not with the image the platform has
+        document["images"][0].update(width=WIDTH + 2)
+        for entry in document["annotations"]:
+            x, y, w, h = entry["bbox"]
+            entry["segmentation"] = rle(x, y, w, h, width=WIDTH + 2)
+    report = verify(tmp_path, changed(wider), root=str(root))
+    assert {"seg-infer.image-size", "seg-infer.rle-length"} <= report.rules("error"), report.to_text()
+    assert "the image has 30 x 40 = 1200" in " ".join(finding.message for finding in report.errors)
+
+
+def test_without_width_and_height_the_stored_size_is_read_from_the_image(tmp_path):
+    root = tmp_path / "root"
+    for candidate in CANDIDATES:
+        write_png(str(root / candidate.lstrip("/")), WIDTH, HEIGHT)
+
+    def sizeless(document):
+        for image in document["images"]:
+            del image["width"], image["height"]
+    assert verify(tmp_path, changed(sizeless), root=str(root)).findings == []

@@ -45,13 +45,13 @@ infer-result.json
     infer.class-name, infer.class-unknown, infer.box-extra-key (W)
 infer-result.json of object_type 3 / 4 (the COCO form; stages then need mIoU / maskAP instead of mAP)
     seg-infer.missing, seg-infer.encoding, seg-infer.json, seg-infer.mapping, seg-infer.keys, seg-infer.image,
-    seg-infer.image-id-duplicate, seg-infer.file-name, seg-infer.category, seg-infer.category-unknown,
-    seg-infer.category-duplicate (W), seg-infer.annotation, seg-infer.unknown-id, seg-infer.bbox,
-    seg-infer.bbox-int (W), seg-infer.duplicate-box, seg-infer.area, seg-infer.iscrowd (W when missing),
-    seg-infer.crowd (W), seg-infer.confidence-missing (W), seg-infer.confidence (W), seg-infer.segmentation,
-    seg-infer.rle-counts, seg-infer.rle-size (W for a size other than the image's), seg-infer.rle-length,
-    seg-infer.polygon, seg-infer.empty-mask (W), seg-infer.bbox-tight (W), seg-infer.area-pixels (W),
-    seg-infer.semantic-repeat (W), seg-infer.missing-image, seg-infer.extra-image (W)
+    seg-infer.image-id-duplicate, seg-infer.file-name, seg-infer.image-size, seg-infer.category,
+    seg-infer.category-unknown, seg-infer.category-duplicate (W), seg-infer.annotation, seg-infer.unknown-id,
+    seg-infer.bbox, seg-infer.bbox-int (W), seg-infer.duplicate-box, seg-infer.area, seg-infer.iscrowd (W when
+    missing), seg-infer.crowd (W), seg-infer.confidence-missing (W), seg-infer.confidence (W),
+    seg-infer.segmentation, seg-infer.rle-counts, seg-infer.rle-size (W for a size other than the image's),
+    seg-infer.rle-length, seg-infer.polygon, seg-infer.empty-mask (W), seg-infer.bbox-tight (W),
+    seg-infer.area-pixels (W), seg-infer.semantic-repeat (W), seg-infer.missing-image, seg-infer.extra-image (W)
 
 At most :data:`FINDINGS_PER_RULE` findings per rule and file are listed, then one "... more" line.
 

@@ -80,7 +80,7 @@ def verify_out(out_dir: str, tasks: Iterable[str], *, candidates: Sequence[str] 
     if "infer" in kinds and not expect_failure:
         if object_type in SEGMENTATION_TYPES:  # the COCO form of segmentation.md section 4
             check_seg_infer(collector, files["infer"], candidates=candidates, class_names=class_names,
-                            object_type=object_type)
+                            object_type=object_type, root=root)
         else:
             check_infer(collector, files["infer"], candidates=candidates, class_names=class_names,
                         protocol=protocol)

@@ -25,8 +25,10 @@ MASK_CHECKS = 100_000
 
 
 def check_seg_infer(collector: Collector, path: str, *, candidates: Sequence[str] | None,
-                    class_names: Sequence[str] | None, object_type: int) -> None:
-    """images, categories, annotations; each annotation's ids, bbox, area, iscrowd, confidence and mask."""
+                    class_names: Sequence[str] | None, object_type: int, root: str | None = None) -> None:
+    """images, categories, annotations; each annotation's ids, bbox, area, iscrowd, confidence and mask. A candidate
+    image found here (its path, or under ``root`` for /in/... paths) gives its stored size from its header: the
+    size the platform decodes every mask of it with."""
     text = read_text(collector, path, "seg-infer")
     if text is None:
         return
@@ -45,15 +47,18 @@ def check_seg_infer(collector: Collector, path: str, *, candidates: Sequence[str
         collector.error("seg-infer.keys", path, f"{', '.join(missing)} must be lists: a missing key crashes the "
                         f"task{hint}")
         return
-    images = _check_images(collector, path, data["images"])
+    stored = _stored_sizes(candidates or (), root)
+    images = _check_images(collector, path, data["images"], stored)
     categories = _check_categories(collector, path, data["categories"], class_names)
     _check_annotations(collector, path, data["annotations"], images, categories, object_type)
     if candidates is not None:
         _check_coverage(collector, path, data["images"], candidates)
 
 
-def _check_images(collector: Collector, path: str, images: list[Any]) -> dict[Any, tuple[int, int] | None]:
-    """images[]: unique ids, basenames; returns id -> (height, width) when the entry states them."""
+def _check_images(collector: Collector, path: str, images: list[Any],
+                  stored: dict[str, tuple[int, int]]) -> dict[Any, tuple[int, int] | None]:
+    """images[]: unique ids, basenames; returns id -> (height, width): the stored size read from the image, else
+    the one the entry states, else None."""
     seen: dict[Any, int] = {}
     sizes: dict[Any, tuple[int, int] | None] = {}
     for index, image in enumerate(images):
@@ -76,8 +81,14 @@ def _check_images(collector: Collector, path: str, images: list[Any]) -> dict[An
                             f"imports 0 objects for it; write the basename {os.path.basename(name)!r}")
         width: Any = image.get("width")
         height: Any = image.get("height")
-        stated = is_int(width) and is_int(height) and width > 0 and height > 0
-        sizes[_hashable(image_id)] = (int(height), int(width)) if stated else None
+        stated = (int(height), int(width)) if is_int(width) and is_int(height) and width > 0 and height > 0 \
+            else None
+        real = stored.get(name) if isinstance(name, str) else None
+        if real is not None and stated is not None and real != stated:
+            collector.error("seg-infer.image-size", path, f"{where} states {stated[1]} x {stated[0]} (W x H), the "
+                            f"image is {real[1]} x {real[0]} stored pixels: the platform decodes its masks with the "
+                            "stored size")
+        sizes[_hashable(image_id)] = real or stated
     for image_id, count in seen.items():
         if count > 1:
             collector.error("seg-infer.image-id-duplicate", path, f"images[].id {json.dumps(image_id)} is used by "
@@ -317,6 +328,22 @@ def _check_coverage(collector: Collector, path: str, images: list[Any], candidat
                             "candidate, with or without objects)")
     for name in sorted(present - set(expected)):
         collector.warning("seg-infer.extra-image", path, f"images[] lists {name!r}, which is not a candidate")
+
+
+def _stored_sizes(candidates: Sequence[str], root: str | None) -> dict[str, tuple[int, int]]:
+    """basename -> (height, width) of each candidate image found here, from its header (nothing decoded): the
+    stored pixels, as the platform records them (PIL's ``Image.size``, no EXIF rotation)."""
+    from PIL import Image
+
+    sizes: dict[str, tuple[int, int]] = {}
+    for candidate in candidates:
+        local = os.path.join(root, candidate.lstrip("/")) if root and candidate.startswith("/in/") else candidate
+        try:
+            with Image.open(local) as image:
+                sizes[os.path.basename(candidate)] = (image.height, image.width)
+        except (OSError, ValueError, Image.DecompressionBombError):
+            continue  # not here, or not an image: the entry's own width and height are used
+    return sizes
 
 
 def _hashable(value: Any) -> Any:
