@@ -6,6 +6,7 @@ never by the project's writers; the writers' own output must pass."""
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import os
 
@@ -103,6 +104,8 @@ ERRORS = [
     (annotation(bbox=[2, 3, 0.6, 5]), "seg-infer.bbox"),
     (annotation(bbox=[2, 3, 10]), "seg-infer.bbox"),
     (annotation(area=...), "seg-infer.annotation"),
+    (annotation(area="50"), "seg-infer.area"),
+    (lambda d: d["images"][0].pop("file_name"), "seg-infer.image"),
     (annotation(iscrowd=0.0), "seg-infer.iscrowd"),
     (duplicate_box, "seg-infer.duplicate-box"),
     (annotation(segmentation={"size": [HEIGHT, WIDTH], "counts": [0, 50, 1150]}), "seg-infer.rle-counts"),
@@ -252,3 +255,32 @@ def test_without_width_and_height_the_stored_size_is_read_from_the_image(tmp_pat
         for image in document["images"]:
             del image["width"], image["height"]
     assert verify(tmp_path, changed(sizeless), root=str(root)).findings == []
+
+
+def test_every_seg_rule_is_documented_and_exercised():
+    import re
+
+    import ymir_runner.verify
+    from ymir_runner.verify import seg_infer
+
+    source = open(seg_infer.__file__, encoding="utf-8").read()
+    used = set(re.findall(r'"(seg-infer\.[a-z-]+)"', source)) | {"seg-infer.missing", "seg-infer.encoding"}
+    documented = set(re.findall(r"seg-infer\.[a-z-]+[a-z]", ymir_runner.verify.__doc__))
+    assert used == documented
+    this = inspect.getsource(test_every_seg_rule_is_documented_and_exercised)
+    tests = open(__file__, encoding="utf-8").read().replace(this, "")
+    assert {rule for rule in used if f'"{rule}"' not in tests} == set()
+
+
+@pytest.mark.parametrize("text, rule", [("{not json", "seg-infer.json"), ("[]", "seg-infer.mapping"),
+                                        (None, "seg-infer.missing"), (b"\xff\xfe", "seg-infer.encoding")])
+def test_a_file_that_cannot_be_read_is_an_error(tmp_path, text, rule):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "monitor.txt").write_text(MONITOR)
+    if isinstance(text, bytes):
+        (out / "infer-result.json").write_bytes(text)
+    elif text is not None:
+        (out / "infer-result.json").write_text(text)
+    report = verify_out(str(out), ["infer"], object_type=3)
+    assert rule in report.rules("error"), report.to_text()
