@@ -127,3 +127,20 @@ def test_label_map_paints_later_objects_over_earlier_ones_on_255() -> None:
     second[1, 1:3] = True
     label_map = masks.paint_label_map(iter([(1, first), (2, second)]), 3, 4)
     assert label_map.tolist() == [[1, 1, 255, 255], [1, 2, 2, 255], [1, 1, 255, 255]]
+
+
+def test_one_images_segmentations_are_checked_together_each_with_its_problem() -> None:
+    good = masks.encode_mask(np.eye(5, 7, dtype=bool))
+    batch = [good, {"size": [5, 7], "counts": "52200"}, [[1, 1, 4, 1, 4, 4]], {}, good,
+             {"size": [5, 7], "counts": "5220a"}]  # the last one breaks COCO's reader: each is then read alone
+    problems = masks.check_segmentations(batch, 5, 7)
+    assert [problem.reason if problem else None for problem in problems] == [
+        None, masks.SIZE_DIFFERS, None, masks.NO_MASK, None, masks.SIZE_DIFFERS]
+    assert [problem.reason if problem else None for problem in masks.check_segmentations(batch[:5], 5, 7)] == [
+        None, masks.SIZE_DIFFERS, None, masks.NO_MASK, None]
+    for segmentation, problem in zip(batch, problems):  # the same verdict as one at a time
+        if problem is None:
+            masks.check_segmentation(segmentation, 5, 7)
+        else:
+            with pytest.raises(MaskProblem, match=str(problem)):
+                masks.check_segmentation(segmentation, 5, 7)

@@ -50,7 +50,8 @@ def inspect_env(env_file: str, root: str | None = None, registry: Any = None) ->
     skips = SkipLog(names=load_origins(env))
     readers = []
     if TaskKind.TRAINING in env.tasks:
-        annotations = AnnotationReader(config.class_names, config.annotation_format, skips)
+        annotations = AnnotationReader(config.class_names, config.annotation_format, skips,
+                                       object_type=config.object_type)
         for name, index in (("training", env.input.training_index_file), ("validation", env.input.val_index_file)):
             readers.append(DatasetReader(index, annotations=annotations, skips=skips, name=name, root=env.root))
     elif env.tasks:

@@ -10,8 +10,8 @@ from typing import Any, Mapping, Sequence
 
 from .errors import ConfigError, DatasetError, YmirError
 from .plugins import Executor, PluginRegistry
-from .protocol.config import TaskConfig, parse_config, unknown_key_warnings
-from .protocol.dataset import DatasetReader, Item, SkipLog
+from .protocol.config import SEGMENTATION, TaskConfig, parse_config, unknown_key_warnings
+from .protocol.dataset import DatasetReader, Item, SkipLog, check_mask_format
 from .protocol.env import TaskEnv, TaskKind
 from .protocol.yaml_file import excerpt
 from .records import ExecutorSpec
@@ -48,6 +48,7 @@ def check_inputs(kind: TaskKind, env: TaskEnv, config: TaskConfig, spec: Executo
         if not config.class_names:
             raise ConfigError("config key 'class_names' is empty: a training task needs classes")
         export = config.export_format
+        check_mask_format(config.annotation_format, config.object_type, export.raw if export else "(absent)")
         index = DatasetReader(env.input.training_index_file, annotations=None, skips=skips, name="training")
         if index.is_empty():
             raw = export.raw if export else "(absent)"
@@ -65,9 +66,16 @@ def check_inputs(kind: TaskKind, env: TaskEnv, config: TaskConfig, spec: Executo
 def check_training_boxes(items: Sequence[Item], config: TaskConfig) -> None:
     """A training set whose usable images hold not one box teaches nothing: DatasetError (300002) naming the
     count and config key ``export_format``, instead of stages of mAP 0 that look like a trained model. Images
-    without boxes beside images with boxes are negatives, and fine."""
+    without boxes beside images with boxes are negatives, and fine. A segmentation task (object_type 3 or 4)
+    needs an object with a mask (box-only objects and bad masks were skipped: the skip summary names them)."""
+    raw = config.export_format.raw if config.export_format else "(absent)"
+    if config.object_type in SEGMENTATION:
+        if items and not any(item.segments for item in items):
+            raise DatasetError(f"none of the {len(items)} usable training images has an object with a mask: "
+                               f"there is nothing to learn; check the annotations (the skip summary names the "
+                               f"objects left out) and config key 'export_format' (got {excerpt(raw)})")
+        return
     if items and not any(item.boxes for item in items):
-        raw = config.export_format.raw if config.export_format else "(absent)"
         raise DatasetError(f"none of the {len(items)} usable training images has a box: there is nothing to "
                            f"learn; check the annotations and config key 'export_format' (got {excerpt(raw)})")
 

@@ -53,6 +53,10 @@ ANNOTATION_FORMATS: Mapping[str, AnnotationFormat] = {
 
 _BY_ALIAS = {alias: fmt.name for fmt in ANNOTATION_FORMATS.values() for alias in fmt.aliases}
 
+#: The formats whose files carry masks: what a segmentation task (object_type 3 or 4) can read. The platform
+#: exports seg-mask with no annotation at all (segmentation.md section 1).
+MASK_FORMATS = ("seg-coco",)
+
 
 def canonical_format(annotation: str) -> str:
     """The canonical name of ``export_format``'s annotation part (``ark`` -> ``det-ark``); unknown names are
@@ -319,10 +323,30 @@ def read_coco(path: str) -> CocoDocument:
         raise DatasetError(f"cannot read COCO file {path}: {error}") from error
 
 
+class Segment(NamedTuple):
+    """One object's mask as a seg-coco file holds it, NOT decoded (reading a 100,000-object file rasterises
+    nothing): ``segmentation`` is the json value (an RLE dict or a list of polygons; :mod:`.masks` checks and
+    decodes it), ``iscrowd`` 0 or 1 as the file says, ``annotation_id`` the entry's ``id`` (skip messages name it).
+    ``class_id`` indexes ``class_names``."""
+
+    class_id: int
+    segmentation: Any
+    iscrowd: int
+    annotation_id: Any
+
+
+def coco_iscrowd(entry: Any) -> int:
+    """An ``annotations`` entry's ``iscrowd`` as 0 or 1 (absent: 0); ``ValueError`` for anything else."""
+    value = entry.get("iscrowd", 0)
+    if value in (0, 1) and not isinstance(value, str):
+        return int(value)
+    raise ValueError(f"iscrowd {value!r} is not 0 or 1")
+
+
 def coco_box(entry: Any) -> CocoBox:
     """An ``annotations`` entry's box; raises ``KeyError``, ``TypeError`` or ``ValueError`` for an entry
     without ``image_id``, ``category_id`` or four numbers in ``bbox``."""
-    x, y, w, h = (float(value) for value in entry["bbox"])
+    x, y, w, h = map(float, entry["bbox"])
     return CocoBox(entry["image_id"], entry["category_id"], x, y, x + w, y + h)
 
 

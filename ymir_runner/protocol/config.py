@@ -52,6 +52,10 @@ RESERVED_KEYS = frozenset(CONFIG_KEYS)
 #: ``object_type`` values (protocol.md section 2).
 OBJECT_TYPES = {2: "detection", 3: "semantic segmentation", 4: "instance segmentation"}
 DETECTION = 2
+SEMANTIC_SEGMENTATION = 3
+INSTANCE_SEGMENTATION = 4
+#: The object types whose objects are masks (segmentation.md): they read seg-coco and write COCO masks.
+SEGMENTATION = frozenset({SEMANTIC_SEGMENTATION, INSTANCE_SEGMENTATION})
 #: The ``shm_size`` ymir-runner writes into an image's templates (DataLoader workers pass batches through it).
 DEFAULT_SHM_SIZE = "16G"
 #: Keys the platform fills into every config.yaml and no template declares (img-man lists them in a comment).

@@ -23,18 +23,25 @@ import os
 import xml.etree.ElementTree as ElementTree
 from typing import Iterable, Iterator, NamedTuple, Protocol, Sequence
 
+import numpy as np
+
 from ..errors import ConfigError, DatasetError
-from . import files
+from . import files, masks
 from .annotations import (
     ANNOTATION_FORMATS,
+    MASK_FORMATS,
     BadBox,
     Box,
+    Segment,
     coco_box,
+    coco_iscrowd,
+    export_format_of,
     parse_ark_line,
     parse_voc_object,
     parse_xml,
     read_coco,
 )
+from .config import DETECTION, OBJECT_TYPES, SEGMENTATION
 from .files import UnreadableFile, irregular, open_regular, read_bytes, read_text, size_text
 from .images import ImageProblem, probe_image
 from .paths import reroot
@@ -48,7 +55,12 @@ MAX_WARNINGS_PER_REASON = 10
 class Item(NamedTuple):
     """One dataset entry: an image, its annotation file ('' for candidates), its boxes (clipped to the image,
     exact duplicates removed), the image's STORED size in pixels (0 when unknown) and the damage already counted
-    for it ('', ``truncated image`` or ``corrupt image data``: used, decoded as far as its data goes)."""
+    for it ('', ``truncated image`` or ``corrupt image data``: used, decoded as far as its data goes).
+
+    In a segmentation task (object_type 3 or 4) ``segments`` holds each object's mask, NOT decoded, in the
+    file's order (semantic ground truth paints later objects over earlier ones), checked against the stored size;
+    ``boxes[i]`` is the file's ``bbox`` of ``segments[i]`` (clipped to the image, never deduplicated: two
+    instances may share a box). :meth:`masks` and :meth:`label_map` decode them when a plugin asks."""
 
     image: str
     annotation: str = ""
@@ -56,6 +68,25 @@ class Item(NamedTuple):
     width: int = 0
     height: int = 0
     damage: str = ""
+    segments: tuple[Segment, ...] = ()
+
+    def masks(self, factor: int = 1) -> Iterator[tuple[Segment, np.ndarray]]:
+        """``(segment, mask)`` for each object in file order, decoded one at a time (a generator: keep only the
+        mask you need and one image never holds N x H x W): ``mask`` is ``bool`` ``[height, width]`` in stored
+        pixels, or reduced as the image is when ``factor`` is :attr:`~.images.DecodedImage.factor` > 1
+        (``[ceil(height / factor), ceil(width / factor)]``, :func:`~.masks.reduce_mask`). Polygons are rasterised
+        by COCO's rasteriser, as the platform rasterises them."""
+        for segment in self.segments:
+            yield segment, masks.decode_segmentation(segment.segmentation, self.height, self.width, factor)
+
+    def label_map(self, factor: int = 1) -> np.ndarray:
+        """The semantic ground truth as the platform paints it: a ``uint8`` ``[height, width]`` map (reduced like
+        :meth:`masks` with ``factor``) of class ids, objects painted in file order over a canvas of
+        :data:`~.masks.IGNORE_LABEL` (255: unlabelled, ignored by the evaluation), crowd objects included."""
+        factor = max(factor, 1)
+        height, width = -(-self.height // factor), -(-self.width // factor)
+        return masks.paint_label_map(((segment.class_id, mask) for segment, mask in self.masks(factor)),
+                                     height, width)
 
 
 class FileNames(Protocol):
@@ -145,7 +176,7 @@ def _counts_text(counts: collections.Counter[str], named: dict[str, str] | None 
 def _box(class_id: int, xmin: float, ymin: float, xmax: float, ymax: float, num_classes: int,
          quality: float = -1.0, angle: float = 0.0, *, inclusive: bool = True) -> Box:
     """A checked Box from YMIR's inclusive corners (``xmax = x + w - 1``), or from exclusive ones (COCO)."""
-    if not all(math.isfinite(value) for value in (xmin, ymin, xmax, ymax)):
+    if not math.isfinite(xmin + ymin + xmax + ymax):  # a nan or inf corner (the hot loop of a 100,000-object file)
         raise BadBox("non-numeric field", f"({xmin}, {ymin}, {xmax}, {ymax})")
     if not 0 <= class_id < num_classes:
         raise BadBox("class id outside class_names", f"class id {class_id} with {num_classes} classes")
@@ -155,17 +186,34 @@ def _box(class_id: int, xmin: float, ymin: float, xmax: float, ymax: float, num_
     return Box(class_id, xmin, ymin, xmax + extra, ymax + extra, quality, angle)
 
 
-class AnnotationReader:
-    """Reads one annotation file into boxes for a given class list and annotation format."""
+def check_mask_format(annotation_format: str, object_type: int, export_format: str | None = None) -> None:
+    """A segmentation task (object_type 3 or 4) reads masks, which only :data:`~.annotations.MASK_FORMATS`
+    carry: ConfigError (300001) naming config key ``export_format`` (``export_format``: its text as written,
+    when known) for det-ark, det-voc, seg-mask or anything else. Detection tasks pass."""
+    if object_type in SEGMENTATION and annotation_format not in MASK_FORMATS:
+        written = export_format if export_format is not None else export_format_of(annotation_format)
+        raise ConfigError(
+            f"config key 'export_format': {written!r} carries no masks, and object_type {object_type} "
+            f"({OBJECT_TYPES[object_type]}) is trained on masks: use {export_format_of(MASK_FORMATS[0])!r}")
 
-    def __init__(self, class_names: Sequence[str], annotation_format: str, skips: SkipLog) -> None:
+
+class AnnotationReader:
+    """Reads one annotation file into boxes for a given class list and annotation format; in a segmentation task
+    (``object_type`` 3 or 4) seg-coco objects keep their masks (:attr:`Item.segments`), not decoded."""
+
+    def __init__(self, class_names: Sequence[str], annotation_format: str, skips: SkipLog, *,
+                 object_type: int = DETECTION) -> None:
         self.class_names = tuple(class_names)
         self.format = annotation_format
         self.skips = skips
+        self.object_type = object_type
+        #: Objects are masks (object_type 3 or 4): box-only objects are skipped, each mask checked.
+        self.masks = object_type in SEGMENTATION
         self._class_ids = {name.lower(): index for index, name in enumerate(self.class_names)}
-        self._coco: dict[str, tuple[Box, ...]] | None = None
+        self._coco: dict[str, tuple[tuple[Box, ...], tuple[Segment, ...]]] | None = None
         self._coco_file = ""
         readers = {"det-ark": self._read_ark, "det-voc": self._read_voc, "seg-coco": self._read_coco}
+        check_mask_format(annotation_format, object_type)
         if annotation_format not in readers:
             raise ConfigError(
                 f"config key 'export_format': annotation format {annotation_format!r} is not supported "
@@ -173,6 +221,14 @@ class AnnotationReader:
         #: One annotation file per image (det-ark, det-voc), or one file for all of them (seg-coco).
         self.per_image = ANNOTATION_FORMATS[annotation_format].per_image
         self.read = readers[annotation_format]
+
+    def read_objects(self, path: str, image: str) -> tuple[tuple[Box, ...], tuple[Segment, ...]] | None:
+        """``(boxes, segments)`` of ``image`` (None: the file could not be read, skipped and counted); segments
+        only in a segmentation task, one per box, in file order."""
+        if self.masks:
+            return self._coco_objects(path).get(os.path.basename(image), ((), ()))
+        boxes = self.read(path, image)
+        return None if boxes is None else (boxes, ())
 
     def _read_ark(self, path: str, image: str) -> tuple[Box, ...] | None:
         try:
@@ -226,17 +282,29 @@ class AnnotationReader:
             self.skips.skip(error.reason, where, str(error) if any_box else _NOT_SHOWN)
 
     def _read_coco(self, path: str, image: str) -> tuple[Box, ...] | None:
+        return self._coco_objects(path).get(os.path.basename(image), ((), ()))[0]
+
+    def _coco_objects(self, path: str) -> dict[str, tuple[tuple[Box, ...], tuple[Segment, ...]]]:
         if self._coco is None or path != self._coco_file:
             self._coco, self._coco_file = self._load_coco(path), path
-        return self._coco.get(os.path.basename(image), ())
+        return self._coco
 
-    def _load_coco(self, path: str) -> dict[str, tuple[Box, ...]]:
+    def _load_coco(self, path: str) -> dict[str, tuple[tuple[Box, ...], tuple[Segment, ...]]]:
+        """Every object of a COCO file by image basename, in file order. In a segmentation task each keeps its
+        segmentation as the json value (nothing is decoded here) and its ``iscrowd``; a box-only object
+        (``segmentation`` ``{}`` or absent) is skipped as ``object without mask``, named with the file and its
+        annotation id."""
         coco = read_coco(path)
         images = {image.id: os.path.basename(image.file_name) for image in coco.images}
         names = {category: name.lower() for category, name in coco.categories.items()}
         by_image: dict[str, list[Box]] = collections.defaultdict(list)
+        segments: dict[str, list[Segment]] = collections.defaultdict(list)
+        with_masks = self.masks
+        def where(number: int, entry: object) -> str:  # made for a skip only: 100,000 objects are read
+            named = f"{path}:annotations[{number}]"
+            return f"{named} (annotation id {entry.get('id')})" if with_masks and isinstance(entry, dict) else named
+
         for number, entry in enumerate(coco.annotations):
-            where = f"{path}:annotations[{number}]"
             try:
                 found = coco_box(entry)
                 if names:  # match by name: the json's category list need not follow class_names
@@ -250,12 +318,19 @@ class AnnotationReader:
                     raise BadBox("empty box", f"bbox {entry['bbox']}")
                 box = _box(int(class_id), found.x1, found.y1, found.x2, found.y2, len(self.class_names),
                            inclusive=False)
-                by_image[images[found.image_id]].append(box)
+                name = images[found.image_id]
+                if with_masks:
+                    segmentation = entry.get("segmentation")
+                    if not masks.has_mask(segmentation):
+                        raise BadBox(masks.NO_MASK, f"segmentation {segmentation!r} in a "
+                                                    f"{OBJECT_TYPES[self.object_type]} task")
+                    segments[name].append(Segment(box.class_id, segmentation, coco_iscrowd(entry), entry.get("id")))
+                by_image[name].append(box)
             except BadBox as bad:
-                self.skips.skip(bad.reason, where, str(bad))
+                self.skips.skip(bad.reason, where(number, entry), str(bad))
             except (KeyError, TypeError, ValueError) as error:
-                self.skips.skip("malformed object", where, repr(error))
-        return {name: tuple(boxes) for name, boxes in by_image.items()}
+                self.skips.skip("malformed object", where(number, entry), repr(error))
+        return {name: (tuple(boxes), tuple(segments.get(name, ()))) for name, boxes in by_image.items()}
 
 
 #: The detail of a bad line in a file that held no box at all: it may not be an annotation file.
@@ -350,6 +425,35 @@ def fit_boxes(boxes: Sequence[Box], width: int, height: int, skips: SkipLog, whe
     return tuple(kept)
 
 
+def fit_segments(boxes: Sequence[Box], segments: Sequence[Segment], width: int, height: int, skips: SkipLog,
+                 where: str) -> tuple[tuple[Box, ...], tuple[Segment, ...]]:
+    """A segmentation task's objects checked against their image's STORED ``width`` x ``height`` WITHOUT decoding
+    a mask (:func:`~.masks.check_segmentation`): an RLE whose size or counts do not fit the image (``mask size
+    differs from image``: never decoded into garbage), a bad polygon or a malformed segmentation is skipped,
+    counted and named with ``where`` and its annotation id. Boxes are clipped as :func:`fit_boxes` clips them,
+    in file order, never deduplicated (two instances may share a box)."""
+    kept_boxes: list[Box] = []
+    kept: list[Segment] = []
+    problems = masks.check_segmentations([segment.segmentation for segment in segments], height, width)
+    for box, segment, problem in zip(boxes, segments, problems):
+        if problem is not None:
+            skips.skip(problem.reason, f"{where} annotation id {segment.annotation_id}", str(problem))
+            continue
+        x1, y1 = max(box.x1, 0.0), max(box.y1, 0.0)
+        x2, y2 = min(box.x2, float(width)), min(box.y2, float(height))
+        if (x1, y1, x2, y2) != (box.x1, box.y1, box.x2, box.y2):
+            about = f"{where} annotation id {segment.annotation_id}"
+            corners = f"bbox ({box.x1:g}, {box.y1:g}, {box.width:g}, {box.height:g}) in a {width}x{height} image"
+            if x2 <= x1 or y2 <= y1:
+                skips.skip("box outside image", about, corners)
+                continue
+            skips.repair("box clipped to image", about, corners)
+            box = box._replace(x1=x1, y1=y1, x2=x2, y2=y2)
+        kept_boxes.append(box)
+        kept.append(segment)
+    return tuple(kept_boxes), tuple(kept)
+
+
 class DatasetReader:
     """A training/validation index (``image<TAB>annotation``) or a candidate index (``image``).
 
@@ -433,12 +537,16 @@ class DatasetReader:
             if not annotation:
                 self.skips.skip("missing annotation", where, f"no annotation path on the line of {image}")
                 continue
-            boxes = self.annotations.read(annotation, image)
-            if boxes is not None:
+            objects = self.annotations.read_objects(annotation, image)
+            if objects is not None:
                 # one shared COCO file: name the image too
                 about = annotation if self.annotations.per_image else f"{annotation} ({os.path.basename(image)})"
-                boxes = fit_boxes(boxes, info.width, info.height, self.skips, about)
-                yield Item(image, annotation, boxes, info.width, info.height, info.damage)
+                boxes, segments = objects
+                if self.annotations.masks:
+                    boxes, segments = fit_segments(boxes, segments, info.width, info.height, self.skips, about)
+                else:
+                    boxes = fit_boxes(boxes, info.width, info.height, self.skips, about)
+                yield Item(image, annotation, boxes, info.width, info.height, info.damage, segments)
 
     def paths(self) -> list[str]:
         """Every image path of the index in file order, each once, without checking anything (for result

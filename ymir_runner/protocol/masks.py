@@ -77,6 +77,40 @@ def check_segmentation(segmentation: Any, height: int, width: int) -> None:
                                           f"a list of polygons")
 
 
+def check_segmentations(segmentations: Sequence[Any], height: int, width: int) -> list[MaskProblem | None]:
+    """:func:`check_segmentation` of one image's segmentations: the problem of each (None: usable). The RLE
+    strings are read in one call (reading a 100,000-object file checks every mask)."""
+    problems: list[MaskProblem | None] = [None] * len(segmentations)
+    size = [height, width]
+    strings = []
+    for index, segmentation in enumerate(segmentations):
+        if type(segmentation) is dict and type(segmentation.get("counts")) is str and segmentation.get("size") == size:
+            strings.append(index)
+            continue
+        try:
+            check_segmentation(segmentation, height, width)
+        except MaskProblem as problem:
+            problems[index] = problem
+    if not strings:
+        return problems
+    try:
+        runs = _coco_cpp.toUncompressedRLE([segmentations[index] for index in strings])
+    except (ValueError, RuntimeError, UnicodeError):  # one is broken (or its size not ints): find which, one by one
+        for index in strings:
+            try:
+                check_segmentation(segmentations[index], height, width)
+            except MaskProblem as problem:
+                problems[index] = problem
+        return problems
+    pixels = height * width
+    for index, rle in zip(strings, runs):
+        total = sum(rle["counts"])
+        if total != pixels:
+            problems[index] = MaskProblem(SIZE_DIFFERS, f"RLE counts sum to {total} pixels, the image has {height} x "
+                                                        f"{width} = {pixels}")
+    return problems
+
+
 def _rle_size(rle: dict[str, Any]) -> tuple[int, int]:
     size = rle.get("size")
     if "counts" not in rle or not isinstance(size, (list, tuple)) or len(size) != 2:

@@ -1,0 +1,226 @@
+"""Reading seg-coco:raw for object types 3 and 4 (issue 26): masks kept lazily, in file order, with their crowd
+flags; each bad input skipped, counted and named (file, annotation id); the errors that name export_format."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+import numpy as np
+import pytest
+from faster_coco_eval.core import mask as coco_mask
+
+from ymir_runner.errors import ConfigError, DatasetError, ReturnCode
+from ymir_runner.preflight import check_training_boxes
+from ymir_runner.protocol import masks
+from ymir_runner.protocol.config import parse_config
+from ymir_runner.protocol.dataset import AnnotationReader, DatasetReader, SkipLog, check_mask_format
+from ymir_runner.testing import write_png
+
+CLASSES = ("cat", "dog", "person")
+WIDTH, HEIGHT = 40, 30
+
+
+def rle_of(mask: np.ndarray) -> dict:
+    return masks.encode_mask(mask)
+
+
+def block(x: int, y: int, w: int, h: int) -> np.ndarray:
+    mask = np.zeros((HEIGHT, WIDTH), dtype=bool)
+    mask[y:y + h, x:x + w] = True
+    return mask
+
+
+def annotation(ann_id: int, category: int, segmentation, *, image_id: int = 1, iscrowd: int = 0,
+               bbox=(0, 0, 10, 10)) -> dict:
+    return {"id": ann_id, "image_id": image_id, "category_id": category, "iscrowd": iscrowd, "bbox": list(bbox),
+            "confidence": -1.0, "area": 1, "segmentation": segmentation}
+
+
+class SegTree:
+    """A seg-coco export as the platform writes one: images under /in/assets, one shared
+    /in/annotations/coco-annotations.json named on every index line."""
+
+    def __init__(self, base) -> None:
+        self.root = str(base)
+        self.images: list[dict] = []
+
+    def local(self, path: str) -> str:
+        return f"{self.root}{path}"
+
+    def image(self, name: str, width: int = WIDTH, height: int = HEIGHT) -> int:
+        write_png(self.local(f"/in/assets/{name}"), width, height)
+        self.images.append({"id": len(self.images) + 1, "file_name": name, "width": width, "height": height})
+        return len(self.images)
+
+    def reader(self, annotations: list[dict], *, object_type: int = 4, fmt: str = "seg-coco",
+               classes: tuple[str, ...] = CLASSES) -> DatasetReader:
+        coco = {"images": self.images, "annotations": annotations,
+                "categories": [{"id": index, "name": name} for index, name in enumerate(classes)]}
+        path = "/in/annotations/coco-annotations.json"
+        os.makedirs(os.path.dirname(self.local(path)), exist_ok=True)
+        with open(self.local(path), "w", encoding="utf-8") as stream:
+            json.dump(coco, stream)
+        index = self.local("/in/train-index.tsv")
+        with open(index, "w", encoding="utf-8") as stream:
+            stream.writelines(f"/in/assets/{image['file_name']}\t{path}\n" for image in self.images)
+        skips = SkipLog()
+        return DatasetReader(index, annotations=AnnotationReader(classes, fmt, skips, object_type=object_type),
+                             skips=skips, name="training", root=self.root)
+
+
+@pytest.fixture
+def tree(tmp_path) -> SegTree:
+    return SegTree(tmp_path)
+
+
+def test_every_mask_form_is_read_in_file_order_with_crowd_flags(tree):
+    tree.image("a.png")
+    polygon = [[2, 2, 12, 2, 12, 9, 2, 9]]
+    two_polygons = [[20, 20, 25, 20, 25, 25], [30, 3, 36, 3, 36, 8, 30, 8]]
+    # block(5, 5, 6, 4) as column-major runs: 5 columns and 5 rows off, then 4 on / 26 off per column
+    runs = [5 * HEIGHT + 5] + [4, HEIGHT - 4] * 5 + [4]
+    list_counts = {"size": [HEIGHT, WIDTH], "counts": runs + [HEIGHT * WIDTH - sum(runs)]}
+    reader = tree.reader([
+        annotation(11, 1, rle_of(block(0, 0, 20, 20))),
+        annotation(12, 0, polygon, iscrowd=1),
+        annotation(13, 2, two_polygons),
+        annotation(14, 1, list_counts),
+    ])
+    (item,) = list(reader)
+    assert [s.annotation_id for s in item.segments] == [11, 12, 13, 14]
+    assert [s.class_id for s in item.segments] == [1, 0, 2, 1]
+    assert [s.iscrowd for s in item.segments] == [0, 1, 0, 0]
+    assert len(item.boxes) == 4 and reader.skips.total == 0
+    decoded = [mask for _, mask in item.masks()]
+    assert all(mask.shape == (HEIGHT, WIDTH) and mask.dtype == np.bool_ for mask in decoded)
+    assert np.array_equal(decoded[0], block(0, 0, 20, 20))
+    coco_polygon = coco_mask.decode(coco_mask.merge(coco_mask.frPyObjects(polygon, HEIGHT, WIDTH))).astype(bool)
+    assert np.array_equal(decoded[1], coco_polygon)  # COCO's rasteriser, as the platform's
+    assert decoded[2][5, 33] and decoded[2][21, 23]  # both parts of a multi-part object
+    assert np.array_equal(decoded[3], block(5, 5, 6, 4))
+
+
+def test_reading_decodes_no_mask(tree, monkeypatch):
+    tree.image("a.png")
+    tree.image("b.png")
+    annotations = [annotation(1, 0, rle_of(block(1, 1, 5, 5))), annotation(2, 1, [[1, 1, 9, 1, 9, 9]]),
+                   annotation(3, 2, rle_of(block(3, 3, 3, 3)), image_id=2)]
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("a mask was decoded while reading")
+
+    for name in ("decode", "frPyObjects", "merge"):
+        monkeypatch.setattr(masks.coco_mask, name, no_decoding)
+    items = list(tree.reader(annotations))
+    assert [len(item.segments) for item in items] == [2, 1]
+    assert items[0].segments[0].segmentation is not None  # the json value, kept as it was
+    monkeypatch.undo()
+    assert masks.mask_area(next(items[1].masks())[1]) == 9  # decoded when asked
+
+
+def test_masks_reduce_with_the_image_and_label_map_paints_in_file_order(tree):
+    tree.image("a.png")
+    reader = tree.reader([annotation(1, 0, rle_of(block(0, 0, 20, 30))), annotation(2, 2, rle_of(block(10, 0, 20, 10))),
+                          annotation(3, 1, rle_of(block(0, 20, 4, 4)), iscrowd=1)])
+    (item,) = list(reader)
+    label_map = item.label_map()
+    assert label_map.shape == (HEIGHT, WIDTH) and label_map.dtype == np.uint8
+    assert label_map[5, 15] == 2  # the later object painted over the earlier one
+    assert label_map[15, 15] == 0 and label_map[21, 1] == 1 and label_map[29, 39] == 255
+    reduced = [mask for _, mask in item.masks(factor=4)]
+    assert all(mask.shape == (8, 10) for mask in reduced)  # ceil(30 / 4) x ceil(40 / 4), as the image is reduced
+    assert np.array_equal(reduced[0], masks.reduce_mask(block(0, 0, 20, 30), 4))
+    assert item.label_map(factor=4).shape == (8, 10)
+
+
+BAD_INPUTS = [
+    # (segmentation or category, skip reason, a word of the detail)
+    ({}, "object without mask", "segmentation {}"),
+    ({"size": [HEIGHT, WIDTH], "counts": masks.encode_mask(np.zeros((HEIGHT, WIDTH - 1), bool))["counts"]},
+     "mask size differs from image", f"the image has {HEIGHT} x {WIDTH}"),
+    ({"size": [WIDTH, HEIGHT], "counts": masks.encode_mask(np.zeros((WIDTH, HEIGHT), bool))["counts"]},
+     "mask size differs from image", f"the image is {HEIGHT} x {WIDTH}"),
+    ([[1, 1, 9, 1, 9]], "bad polygon", "5 coordinates"),
+    ([[]], "bad polygon", "0 coordinates"),
+    ([], "bad polygon", "no polygon"),
+    ("category 7", "class name outside class_names", "7"),
+]
+
+
+@pytest.mark.parametrize(("bad", "reason", "detail"), BAD_INPUTS, ids=[case[1] + str(i) for i, case in
+                                                                       enumerate(BAD_INPUTS)])
+def test_bad_input_is_skipped_counted_and_named(tree, caplog, bad, reason, detail):
+    tree.image("a.png")
+    good = annotation(1, 0, rle_of(block(0, 0, 5, 5)))
+    wrong = annotation(42, 7, rle_of(block(1, 1, 2, 2))) if bad == "category 7" else annotation(42, 1, bad)
+    caplog.set_level(logging.WARNING)
+    reader = tree.reader([good, wrong, annotation(3, 2, rle_of(block(9, 9, 5, 5)))])
+    (item,) = list(reader)
+    assert [s.annotation_id for s in item.segments] == [1, 3]  # the others of its image are kept
+    assert reader.skips.counts == {reason: 1}
+    assert f"1 {reason}" in reader.skips.report()
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert reason in warning and "coco-annotations.json" in warning and "annotation id 42" in warning
+    assert detail in warning
+    assert all(masks.mask_area(mask) == 25 for _, mask in item.masks())  # never decoded into garbage
+
+
+def test_a_detection_task_reads_the_same_file_as_boxes(tree):
+    tree.image("a.png")
+    reader = tree.reader([annotation(1, 0, {}), annotation(2, 1, rle_of(block(0, 0, 5, 5)))], object_type=2)
+    (item,) = list(reader)
+    assert len(item.boxes) == 2 and item.segments == () and reader.skips.total == 0
+
+
+def test_box_sticking_out_is_clipped_and_the_mask_kept(tree):
+    tree.image("a.png")
+    reader = tree.reader([annotation(5, 0, rle_of(block(30, 20, 10, 10)), bbox=(30, 20, 15, 15))])
+    (item,) = list(reader)
+    assert (item.boxes[0].x2, item.boxes[0].y2) == (WIDTH, HEIGHT) and len(item.segments) == 1
+    assert reader.skips.repairs == {"box clipped to image": 1}
+
+
+def _config(fmt: str, object_type: int):
+    return parse_config({"class_names": list(CLASSES), "object_type": object_type, "export_format": fmt})
+
+
+def test_no_object_with_a_mask_is_a_dataset_error_naming_export_format(tree):
+    tree.image("a.png")
+    tree.image("b.png")
+    reader = tree.reader([annotation(1, 0, {}), annotation(2, 1, {}, image_id=2)], object_type=3)
+    items = list(reader)
+    assert len(items) == 2 and reader.skips.counts == {"object without mask": 2}
+    with pytest.raises(DatasetError) as raised:
+        check_training_boxes(items, _config("seg-coco:raw", 3))
+    assert raised.value.code == ReturnCode.DATASET == 300002
+    assert "has an object with a mask" in raised.value.message and "'export_format'" in raised.value.message
+    assert "seg-coco:raw" in raised.value.message
+
+
+@pytest.mark.parametrize("fmt", ["det-ark", "det-voc", "seg-mask"])
+@pytest.mark.parametrize("object_type", [3, 4])
+def test_a_format_without_masks_on_a_seg_task_is_a_config_error_naming_export_format(fmt, object_type):
+    with pytest.raises(ConfigError) as raised:
+        AnnotationReader(CLASSES, fmt, SkipLog(), object_type=object_type)
+    assert raised.value.code == ReturnCode.CONFIG == 300001
+    message = raised.value.message
+    assert "'export_format'" in message and "carries no masks" in message and "'seg-coco:raw'" in message
+    with pytest.raises(ConfigError, match="'ark:raw' carries no masks"):
+        check_mask_format("det-ark", object_type, "ark:raw")
+    check_mask_format(fmt, 2)  # detection: unchanged
+
+
+def test_the_platforms_own_export_reads_with_its_areas(tmp_path):
+    golden = os.path.join(os.path.dirname(__file__), "data", "seg_platform_cases.json")
+    with open(golden, encoding="utf-8") as stream:
+        case = json.load(stream)["cases"][0]  # a VOC photo, 19 instance masks as the platform's exporter writes them
+    tree = SegTree(tmp_path)
+    image = case["images"][0]
+    tree.image(image["file_name"], image["width"], image["height"])
+    reader = tree.reader(case["ground_truth"], classes=tuple(case["class_names"]))
+    (item,) = list(reader)
+    assert reader.skips.total == 0 and len(item.segments) == 19
+    areas = [masks.mask_area(mask) for _, mask in item.masks()]
+    assert areas == [entry["area"] for entry in case["ground_truth"]]
