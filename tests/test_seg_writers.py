@@ -263,6 +263,15 @@ def test_semantic_writes_one_annotation_per_class_present_and_no_background(tmp_
     assert {a["iscrowd"] for a in annotations} == {0}
 
 
+def test_semantic_with_more_classes_than_a_byte_holds(tmp_path):
+    writer = semantic_writer(tmp_path, classes=tuple(f"c{index}" for index in range(300)))
+    labels = np.full((10, 10), -1, np.int32)
+    labels[0, :5], labels[5:, 5:] = 299, 255
+    assert writer.add_label_map("a.png", labels, 10, 10, unlabelled=-1) == 2
+    annotations = written(writer)["annotations"]
+    assert [(a["category_id"], a["area"]) for a in annotations] == [(255, 25), (299, 5)]
+
+
 def test_semantic_confidence_is_1_without_probabilities(tmp_path):
     writer = semantic_writer(tmp_path)
     writer.add_label_map("a.png", np.ones((4, 4), np.int64), 4, 4)
@@ -317,6 +326,26 @@ def test_a_large_candidate_with_100_instances_never_holds_a_stack_of_masks(tmp_p
         tracemalloc.stop()
     assert count == 100
     assert peak < 3 * full, f"{peak / full:.1f} full-size masks alive at once"  # N x H x W would be 100
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int64])
+def test_a_large_label_map_is_written_one_class_mask_at_a_time(tmp_path, dtype):
+    writer = semantic_writer(tmp_path, classes=tuple(f"class{index}" for index in range(20)))
+    height, width = 4000, 6000
+    labels = np.full((height, width), 255, dtype)
+    for class_id in range(20):
+        labels[200 * class_id:200 * class_id + 100, 300 * class_id:300 * class_id + 150] = class_id
+    probability = np.full((height, width), 0.5, np.float32)
+    tracemalloc.start()
+    try:
+        count = writer.add_label_map("big.jpg", labels, width, height, probability=probability)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert count == 20
+    # a byte copy of the map, one class's mask and blocks of a million pixels; N x H x W would be 20 of them
+    assert peak < 3.5 * height * width, f"{peak / (height * width):.1f} full-size byte masks alive at once"
+    assert [a["area"] for a in written(writer)["annotations"]] == [15000] * 20
 
 
 @pytest.mark.slow

@@ -377,6 +377,8 @@ DETECTION, SEMANTIC_SEGMENTATION, INSTANCE_SEGMENTATION = 2, 3, 4
 MAIN_METRICS = {DETECTION: "mAP", SEMANTIC_SEGMENTATION: "mIoU", INSTANCE_SEGMENTATION: "maskAP"}
 #: The object types whose infer-result.json is the COCO form of segmentation.md section 4 (:class:`SegInferResult`).
 SEGMENTATION_TYPES = (SEMANTIC_SEGMENTATION, INSTANCE_SEGMENTATION)
+#: Pixels of a label map counted at a time (``SegInferResult.add_label_map``): its temporaries stay a few MB.
+CLASS_PIXEL_BLOCK = 1 << 20
 
 
 def main_metric(object_type: int) -> str:
@@ -523,26 +525,15 @@ class SegInferResult:
         classes = len(self.class_names)
         if 0 <= unlabelled < classes:
             raise ValueError(f"unlabelled value {unlabelled} is a class id (of {self.class_names[unlabelled]!r})")
-        flat = labels.ravel()
-        outside = (flat < 0) | (flat >= classes)
-        strays = np.unique(flat[outside & (flat != unlabelled)]) if outside.any() else flat[:0]
-        if strays.size:
-            raise ValueError(f"{image}: label map values {strays[:5].tolist()} are neither class ids (0 to "
-                             f"{classes - 1}) nor the unlabelled value {unlabelled}")
-        index = np.where(outside, classes, flat)  # unlabelled pixels counted in an extra bin
-        counts = np.bincount(index, minlength=classes + 1)[:classes]
-        if probability is None:
-            means = np.ones(classes)
-        else:
-            weights = np.asarray(probability, dtype=np.float64)
-            if weights.shape != labels.shape:
-                raise ValueError(f"{image}: probability of shape {weights.shape}, label map {labels.shape}")
-            sums = np.bincount(index, weights=weights.ravel(), minlength=classes + 1)[:classes]
-            means = np.divide(sums, counts, out=np.zeros(classes), where=counts > 0)
+        weights = None if probability is None else np.asarray(probability)
+        if weights is not None and weights.shape != labels.shape:
+            raise ValueError(f"{image}: probability of shape {weights.shape}, label map {labels.shape}")
+        columns, counts, sums = self._class_map(image, labels, weights, unlabelled)
+        means = np.ones(classes) if weights is None else np.divide(sums, counts, out=np.zeros(classes),
+                                                                   where=counts > 0)
         objects = []
-        columns = np.asfortranarray(labels)  # the codec reads columns: transposed once, each class's mask follows
         for class_id in np.flatnonzero(counts):
-            mask = columns == class_id  # column-major like its map; one class's mask alive at a time
+            mask = columns == class_id  # one class's mask alive at a time
             score = self._score(image, float(means[class_id]))
             objects.append(self._encoded(mask, int(class_id), score))
         return self._record(image, width, height, objects)
@@ -613,6 +604,41 @@ class SegInferResult:
         if index != class_id or not 0 <= index < len(self.class_names):
             raise ValueError(f"{image}: class id {class_id!r} outside {len(self.class_names)} classes")
         return index
+
+    def _class_map(self, image: str, labels: Any, weights: Any, unlabelled: int) -> tuple[Any, Any, Any]:
+        """One pass over a label map, in blocks of rows (a few MB of temporaries whatever the image's size): the
+        map as the codec reads masks, column-major, in the smallest unsigned type that holds the class ids (one
+        byte per pixel up to 254 classes, however wide the map's own type: an int64 argmax would cost 8), pixels
+        of no class set to its largest value; the pixels of each class and the sum of ``weights`` over them.
+
+        Raises:
+            ValueError: a value that is neither a class id nor ``unlabelled``.
+        """
+        import numpy as np
+
+        classes = len(self.class_names)
+        dtype = np.uint8 if classes < 0xFF else np.uint16 if classes < 0xFFFF else np.int64
+        none = classes if dtype is np.int64 else int(np.iinfo(dtype).max)
+        columns = np.empty(labels.shape, dtype=dtype, order="F")
+        counts = np.zeros(none + 1, dtype=np.int64)
+        sums = np.zeros(none + 1)
+        rows = max(1, CLASS_PIXEL_BLOCK // max(labels.shape[1], 1))
+        for start in range(0, labels.shape[0], rows):
+            block = labels[start:start + rows]
+            inside = (block >= 0) & (block < classes)
+            if not inside.all():
+                strays = np.unique(block[~inside & (block != unlabelled)])
+                if strays.size:
+                    raise ValueError(f"{image}: label map values {strays[:5].tolist()} are neither class ids (0 to "
+                                     f"{classes - 1}) nor the unlabelled value {unlabelled}")
+                block = np.where(inside, block, none)
+            compact = block.astype(dtype, copy=False)
+            columns[start:start + rows] = compact
+            flat = compact.ravel()
+            counts += np.bincount(flat, minlength=none + 1)
+            if weights is not None:
+                sums += np.bincount(flat, weights=weights[start:start + rows].ravel(), minlength=none + 1)
+        return columns, counts[:classes], sums[:classes]
 
     def _instance(self, image: str, instance: InstanceMask, width: int, height: int) -> _SegObject | None:
         import numpy as np
