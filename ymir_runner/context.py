@@ -125,7 +125,8 @@ class TaskContext:
     @functools.cached_property
     def _annotations(self) -> AnnotationReader:
         """One annotation reader for both sets: a COCO file they share is read, and its skips counted, once."""
-        return AnnotationReader(self.class_names, self.config.annotation_format, self.skips)
+        return AnnotationReader(self.class_names, self.config.annotation_format, self.skips,
+                                object_type=self.config.object_type)
 
     def _annotated(self, index_file: str, name: str) -> DatasetReader:
         self._require(TaskKind.TRAINING, name)
