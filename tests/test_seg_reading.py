@@ -224,3 +224,36 @@ def test_the_platforms_own_export_reads_with_its_areas(tmp_path):
     assert reader.skips.total == 0 and len(item.segments) == 19
     areas = [masks.mask_area(mask) for _, mask in item.masks()]
     assert areas == [entry["area"] for entry in case["ground_truth"]]
+
+
+def test_the_dataset_report_gives_the_seg_facts(tree):
+    from ymir_runner.dataset_report import report_readers
+
+    tree.image("a.png")
+    tree.image("b.png")
+    reader = tree.reader([annotation(1, 0, rle_of(block(0, 0, 10, 10))),
+                          annotation(2, 2, rle_of(block(5, 5, 10, 10)), iscrowd=1),
+                          annotation(3, 0, [[0, 0, 20, 0, 20, 10, 0, 10]], image_id=2),
+                          annotation(4, 1, {}, image_id=2)])
+    report = report_readers([reader], CLASSES)
+    text = report.text()
+    assert "masks per class (training): cat 2, dog 0, person 1" in text
+    # cat: 100 pixels + the polygon's 200 (COCO's rasteriser: 20 x 10); person 100; overlaps counted per object
+    assert "mask pixels per class (training; sum of the objects' areas): cat 300, dog 0, person 100" in text
+    unlabelled = (2 * HEIGHT * WIDTH - 175 - 200) / (2 * HEIGHT * WIDTH)
+    assert f"training masks: 1 crowd objects; {unlabelled:.1%} of the pixels in no mask" in text
+    assert "training: 1 object without mask: a segmentation task learns from masks" in text
+
+
+def test_mask_pixels_of_a_large_split_are_measured_on_an_even_sample(tree, monkeypatch):
+    from ymir_runner import dataset_report
+
+    for name in "abc":
+        tree.image(f"{name}.png")
+    reader = tree.reader([annotation(index, 0, rle_of(block(0, 0, 10, 10)), image_id=index, iscrowd=index % 2)
+                          for index in (1, 2, 3)])
+    monkeypatch.setattr(dataset_report, "MASK_PIXEL_IMAGES", 2)
+    text = dataset_report.report_readers([reader], CLASSES).text()
+    assert "masks per class (training): cat 3, dog 0, person 0" in text  # counted on every image
+    assert "(training; sum of the objects' areas; training on 2 of 3 images): cat 200," in text
+    assert "training masks: 2 crowd objects; " in text and "of the pixels of 2 images in no mask" in text

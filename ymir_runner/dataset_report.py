@@ -14,6 +14,7 @@ import dataclasses
 import os
 from typing import Iterable, Sequence
 
+from .protocol import masks
 from .protocol.dataset import DatasetReader, FileNames, Item
 
 #: A box whose short side is under this fraction of its image's long side: after letterboxing to 640 px it
@@ -23,6 +24,24 @@ TINY_BOX_FRACTION = 0.01
 HUGE_BOX_FRACTION = 0.9
 #: Paths named per warning (the count is always complete).
 EXAMPLES = 3
+#: Images whose masks are measured (mask pixels per class, unlabelled share), evenly spread over a larger split:
+#: COCO's RLE union costs about half a millisecond an image, so a 100,000-object set would wait seconds.
+MASK_PIXEL_IMAGES = 1000
+
+
+@dataclasses.dataclass
+class MaskFacts:
+    """A segmentation split's masks: objects and mask pixels (the sum of the objects' areas) per class id, crowd
+    objects, and the pixels of its images in all and in no mask (unlabelled: ignored by semantic scoring), the
+    pixels on ``measured`` images."""
+
+    objects: list[int]
+    mask_pixels: list[int]
+    crowd: int
+    pixels: int
+    unlabelled: int
+    #: The images ``mask_pixels``, ``pixels`` and ``unlabelled`` were measured on (all, or an even sample).
+    measured: int
 
 
 @dataclasses.dataclass
@@ -35,6 +54,7 @@ class SplitReport:
     items: list[Item]
     skipped: collections.Counter[str]
     repaired: collections.Counter[str]
+    _mask_facts: MaskFacts | None = dataclasses.field(default=None, repr=False)
 
     @property
     def annotated(self) -> bool:
@@ -46,6 +66,32 @@ class SplitReport:
             for box in item.boxes:
                 counts[box.class_id] += 1
         return counts
+
+    @property
+    def with_masks(self) -> bool:
+        """Read by a segmentation task: its objects are masks (:attr:`Item.segments`)."""
+        return any(item.segments for item in self.items)
+
+    def mask_facts(self, num_classes: int) -> MaskFacts:
+        """Objects per class and crowd objects of every image; mask pixels per class and unlabelled pixels of at
+        most :data:`MASK_PIXEL_IMAGES` images evenly spread (COCO's RLE arithmetic, no full-size array made).
+        Computed once."""
+        if self._mask_facts is None:
+            step = max(1, -(-len(self.items) // MASK_PIXEL_IMAGES))
+            facts = MaskFacts([0] * num_classes, [0] * num_classes, 0, 0, 0, len(self.items[::step]))
+            for item in self.items:
+                for segment in item.segments:
+                    facts.objects[segment.class_id] += 1
+                    facts.crowd += segment.iscrowd
+            for item in self.items[::step]:
+                areas, union = masks.mask_areas([segment.segmentation for segment in item.segments], item.height,
+                                                item.width)
+                for segment, area in zip(item.segments, areas):
+                    facts.mask_pixels[segment.class_id] += area
+                facts.pixels += item.width * item.height
+                facts.unlabelled += item.width * item.height - union
+            self._mask_facts = facts
+        return self._mask_facts
 
     def densest(self) -> Item | None:
         return max(self.items, key=lambda item: len(item.boxes), default=None)
@@ -112,6 +158,7 @@ class DatasetReport:
             per_class = ", ".join(f"{name} {' / '.join(str(counts[c]) for counts in per_split)}"
                                   for c, name in enumerate(self.class_names))
             lines.append(f"boxes per class ({names}): {per_class}")
+            lines += self._mask_lines([split for split in annotated if split.with_masks])
             for split in annotated:
                 densest = split.densest()
                 empty = sum(1 for item in split.items if not item.boxes)
@@ -119,6 +166,28 @@ class DatasetReport:
                     lines.append(f"{split.name} boxes per image: at most {len(densest.boxes)} "
                                  f"({self.shown(densest.image)}); "
                                  f"{empty} images without boxes")
+        return lines
+
+    def _mask_lines(self, splits: Sequence[SplitReport]) -> list[str]:
+        """Segmentation facts: masks and mask pixels per class, crowd objects, the unlabelled pixel share."""
+        if not splits:
+            return []
+        facts = [split.mask_facts(len(self.class_names)) for split in splits]
+        names = " / ".join(split.name for split in splits)
+        sampled = [f"{split.name} on {fact.measured} of {len(split.items)} images" for split, fact in zip(splits, facts)
+                   if fact.measured < len(split.items)]
+        measured = f"; {', '.join(sampled)}" if sampled else ""
+        lines = [f"masks per class ({names}): " + ", ".join(
+                     f"{name} {' / '.join(str(fact.objects[c]) for fact in facts)}"
+                     for c, name in enumerate(self.class_names)),
+                 f"mask pixels per class ({names}; sum of the objects' areas{measured}): " + ", ".join(
+                     f"{name} {' / '.join(str(fact.mask_pixels[c]) for fact in facts)}"
+                     for c, name in enumerate(self.class_names))]
+        for split, fact in zip(splits, facts):
+            share = fact.unlabelled / fact.pixels if fact.pixels else 0.0
+            on = f" of {fact.measured} images" if fact.measured < len(split.items) else ""
+            lines.append(f"{split.name} masks: {fact.crowd} crowd objects; {share:.1%} of the pixels{on} in no mask "
+                         f"(unlabelled: ignored by semantic scoring)")
         return lines
 
     def warnings(self) -> list[str]:
@@ -184,7 +253,13 @@ class DatasetReport:
                                ("duplicate box", "an object annotated twice would count as a miss forever"),
                                ("duplicate image", "an image listed twice would count twice"),
                                ("truncated image", "re-upload complete copies of these images"),
-                               ("corrupt image data", "re-upload intact copies of these images")):
+                               ("corrupt image data", "re-upload intact copies of these images"),
+                               (masks.NO_MASK, "a segmentation task learns from masks: annotate these objects' "
+                                               "masks, or train a detection task"),
+                               (masks.SIZE_DIFFERS, "the mask was made for another image size: the platform would "
+                                                    "crash or mis-score on it; re-export the annotations"),
+                               (masks.BAD_POLYGON, "fix the polygons (at least 3 points, x y pairs)"),
+                               (masks.MALFORMED_MASK, "the segmentation is neither COCO RLE nor polygons")):
             count = split.repaired[reason] + split.skipped[reason]
             damaged = sorted(self.shown(item.image) for item in split.items if item.damage == reason)
             if count:

@@ -163,8 +163,14 @@ def to_rle(segmentation: Any, height: int, width: int) -> Rle:
     merges them), checked first (:func:`check_segmentation`, whose :class:`MaskProblem` it raises). Polygons
     are rasterised by COCO's rasteriser, as the platform rasterises them."""
     check_segmentation(segmentation, height, width)
+    return _rle_of_checked(segmentation, height, width)
+
+
+def _rle_of_checked(segmentation: Any, height: int, width: int) -> Rle:
+    """:func:`to_rle` of a segmentation already checked (:func:`check_segmentation`)."""
     if isinstance(segmentation, list):
-        rle = coco_mask.merge(coco_mask.frPyObjects(segmentation, height, width))
+        parts = coco_mask.frPyObjects(segmentation, height, width)
+        rle = parts[0] if len(parts) == 1 else coco_mask.merge(parts)
     else:
         counts = segmentation["counts"]
         if isinstance(counts, list):
@@ -231,12 +237,29 @@ def mask_bbox(mask: np.ndarray) -> list[int]:
 
 def rle_area(rle: Rle) -> int:
     """The pixel count of a checked RLE, without decoding it."""
-    return int(coco_mask.area([rle])[0])
+    return _areas([rle])[0]
 
 
 def rle_bbox(rle: Rle) -> list[int]:
     """The tight ``[x, y, w, h]`` int box of a checked RLE, without decoding it (``[0, 0, 0, 0]`` when empty)."""
     return [int(value) for value in coco_mask.toBbox(rle)]
+
+
+def mask_areas(segmentations: Sequence[Any], height: int, width: int) -> tuple[list[int], int]:
+    """The pixel count of each of one image's CHECKED segmentations (:func:`check_segmentation`, as the dataset
+    readers check them) and of their union, from COCO's RLE arithmetic: no ``H x W`` array is made (the dataset
+    report's pixels per class and unlabelled share)."""
+    if not segmentations:
+        return [], 0
+    rles = [_rle_of_checked(segmentation, height, width) for segmentation in segmentations]
+    areas = _areas(rles + [coco_mask.merge(rles)] if len(rles) > 1 else rles)
+    return areas[:len(rles)], areas[-1]
+
+
+def _areas(rles: Sequence[Rle]) -> list[int]:
+    """Pixel counts from COCO's runs (alternating off / on from the first pixel): many times faster than
+    ``coco_mask.area`` on masks of many runs."""
+    return [sum(runs["counts"][1::2]) for runs in _coco_cpp.toUncompressedRLE(list(rles))]
 
 
 def merge_rles(rles: Sequence[Rle]) -> Rle:
