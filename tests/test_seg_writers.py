@@ -17,6 +17,7 @@ from faster_coco_eval.core import mask as coco_mask
 import ymir_runner
 from ymir_runner.protocol.env import TaskKind
 from ymir_runner.protocol.results import (
+    EncodedMask,
     InstanceMask,
     SegInferResult,
     TrainingResult,
@@ -242,6 +243,48 @@ def test_each_images_annotations_are_sorted_by_confidence(tmp_path):
     assert [a["confidence"] for a in annotations] == [0.9, 0.9, 0.5, 0.2, 0.1, 0.95]
     assert [a["bbox"][0] for a in annotations[:2]] == [5, 15]  # equal confidences keep their order
     assert [a["id"] for a in annotations] == [1, 2, 3, 4, 5, 6]
+
+
+# --- objects given as COCO segmentations ----------------------------------------------------------------------
+
+def coco_rle(mask):
+    encoded = coco_mask.encode(np.asfortranarray(mask, dtype=np.uint8))
+    return {"size": list(encoded["size"]), "counts": encoded["counts"].decode()}
+
+
+def test_encoded_objects_are_written_as_one_rle_string_each(tmp_path):
+    writer = instance_writer(tmp_path)
+    square = blob(20, 30, 2, 3, 6, 4)
+    uncompressed = coco_cpp.toUncompressedRLE([coco_rle(square)])[0]
+    two_polygons = [[20, 10, 25, 10, 25, 15, 20, 15], [10, 15, 14, 15, 14, 18]]
+    count = writer.add_encoded("a.png", [EncodedMask(coco_rle(square), 0.9, 0),
+                                         EncodedMask({"size": [20, 30], "counts": uncompressed["counts"]}, 0.5, 0),
+                                         EncodedMask(two_polygons, 0.7, 1)], 30, 20)
+    annotations = written(writer)["annotations"]
+    assert count == 2 and writer.dropped == {"same class and bbox as a higher-scoring mask": 1}
+    assert [(a["category_id"], a["confidence"], a["bbox"]) for a in annotations][0] == (0, 0.9, [2, 3, 6, 4])
+    polygons = coco_mask.merge(coco_mask.frPyObjects(two_polygons, 20, 30))  # COCO's rasteriser, merged
+    assert (decoded(annotations[1]) == coco_mask.decode(polygons).astype(bool)).all()
+    assert all(isinstance(a["segmentation"]["counts"], str) for a in annotations)
+
+
+@pytest.mark.parametrize("segmentation, problem", [
+    (coco_rle(np.ones((20, 31), bool)), "mask size differs from image"), ({}, "object without mask"),
+    ([[1, 2, 3, 4, 5]], "bad polygon"), ([], "bad polygon"), ("counts", "malformed mask")])
+def test_an_encoded_object_that_is_not_of_the_stored_image_is_refused(tmp_path, segmentation, problem):
+    with pytest.raises(ValueError, match=problem):
+        instance_writer(tmp_path).add_encoded("a.png", [EncodedMask(segmentation, 0.5, 0)], 30, 20)
+
+
+def test_encoded_semantic_objects_of_a_class_are_merged(tmp_path):
+    writer = semantic_writer(tmp_path)
+    left, right = blob(10, 20, 0, 0, 5, 10), blob(10, 20, 15, 0, 5, 2)
+    assert writer.add_encoded("a.png", [EncodedMask(coco_rle(left), 0.9, 2), EncodedMask(coco_rle(right), 0.4, 2),
+                                        EncodedMask(coco_rle(np.zeros((10, 20), bool)), 0.8, 0)], 20, 10) == 1
+    (annotation,) = written(writer)["annotations"]
+    assert annotation["area"] == 60 and (decoded(annotation) == (left | right)).all()
+    assert annotation["confidence"] == pytest.approx((50 * 0.9 + 10 * 0.4) / 60)
+    assert writer.dropped == {"empty mask": 1}
 
 
 # --- semantic (object_type 3) --------------------------------------------------------------------------------

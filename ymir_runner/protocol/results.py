@@ -409,6 +409,18 @@ class InstanceMask:
 
 
 @dataclasses.dataclass(frozen=True)
+class EncodedMask:
+    """A predicted object given as a COCO ``segmentation`` of the STORED image (e.g. what pycocotools or an engine's
+    own RLE encoder made): an RLE dict ``{"size": [H, W], "counts": ...}`` (a string or a list of counts) or a list
+    of polygons ``[[x1, y1, x2, y2, ...], ...]`` (rasterised and merged by COCO's rasteriser). It is checked against
+    the image's stored size and written as one compressed RLE string, as a mask would be."""
+
+    segmentation: Any
+    score: float
+    class_id: int
+
+
+@dataclasses.dataclass(frozen=True)
 class _SegObject:
     """One encoded annotation of an image, before ids are given."""
 
@@ -446,8 +458,9 @@ class SegInferResult:
     - each image's annotations are sorted by confidence, highest first; type 3 has one annotation per class
       present in the label map, never a background class.
 
-    Instance tasks call :meth:`add`, semantic tasks :meth:`add_label_map`; :meth:`add_empty` for an image with no
-    result. :attr:`dropped` counts what was left out, by reason, for the task's log.
+    Instance tasks call :meth:`add`, semantic tasks :meth:`add_label_map`; either may give COCO segmentations
+    (RLE or polygons) to :meth:`add_encoded`; :meth:`add_empty` for an image with no result. :attr:`dropped`
+    counts what was left out, by reason, for the task's log.
     """
 
     def __init__(self, path: str, class_names: Sequence[str], object_type: int) -> None:
@@ -480,19 +493,41 @@ class SegInferResult:
         if self.object_type != INSTANCE_SEGMENTATION:
             raise ValueError("add() takes instance masks (object_type 4); a semantic task writes add_label_map()")
         width, height = self._size(image, width, height)
-        kept: dict[tuple[int, tuple[int, int, int, int]], _SegObject] = {}
-        for instance in instances:
-            found = self._instance(image, instance, width, height)
-            if found is None:
-                continue
-            key = (found.class_id, found.bbox)
-            earlier = kept.get(key)
-            if earlier is not None:
-                self.dropped["same class and bbox as a higher-scoring mask"] += 1
-                if earlier.score >= found.score:
-                    continue
-            kept[key] = found
-        return self._record(image, width, height, list(kept.values()))
+        return self._record(image, width, height,
+                            self._best_of_a_bbox(self._instance(image, instance, width, height)
+                                                 for instance in instances))
+
+    def add_encoded(self, image: str, objects: Iterable[EncodedMask], width: int, height: int) -> int:
+        """Record ``image``'s objects given as COCO segmentations (:class:`EncodedMask`) of its STORED ``width`` x
+        ``height``, in either task: instance (4) as :meth:`add` writes them; semantic (3) with the objects of one
+        class merged into one annotation, its confidence their area-weighted mean. Returns the number of
+        annotations recorded for the image.
+
+        Raises:
+            ValueError: a segmentation that is not of the stored image (an RLE of another size or whose counts do
+                not sum to its pixels, a bad polygon, ``{}``), a class id outside the class names, a score that is
+                not a finite number in [0, 1].
+        """
+        from .masks import MaskProblem, merge_rles, rle_area, to_rle
+
+        width, height = self._size(image, width, height)
+        found: list[tuple[int, float, dict[str, Any]]] = []
+        for item in objects:
+            class_id, score = self._class_id(image, item.class_id), self._score(image, item.score)
+            try:
+                found.append((class_id, score, to_rle(item.segmentation, height, width)))
+            except MaskProblem as problem:
+                raise ValueError(f"{image}: {problem.reason}: {problem}") from None
+        if self.object_type == INSTANCE_SEGMENTATION:
+            encoded = self._best_of_a_bbox(self._from_rle(rle, class_id, score) for class_id, score, rle in found)
+            return self._record(image, width, height, encoded)
+        merged = []
+        for class_id in dict.fromkeys(class_id for class_id, _, _ in found):
+            parts = [(score, rle) for part_class, score, rle in found if part_class == class_id]
+            areas = [rle_area(rle) for _, rle in parts]
+            score = sum(area * score for area, (score, _) in zip(areas, parts)) / max(sum(areas), 1)
+            merged.append(self._from_rle(merge_rles([rle for _, rle in parts]), class_id, score))
+        return self._record(image, width, height, merged)
 
     def add_label_map(self, image: str, label_map: Any, width: int, height: int, *, probability: Any = None,
                       unlabelled: int | None = None) -> int:
@@ -664,15 +699,36 @@ class SegInferResult:
         return self._encoded(full, class_id, score)
 
     def _encoded(self, mask: Any, class_id: int, score: float) -> _SegObject | None:
-        from .masks import encode_mask, rle_area, rle_bbox  # numpy and faster-coco-eval: only when writing masks
+        from .masks import encode_mask  # numpy and faster-coco-eval: only when writing masks
 
-        rle = encode_mask(mask)
-        bbox, area = rle_bbox(rle), rle_area(rle)  # from the RLE: no further pass over the pixels
+        return self._from_rle(encode_mask(mask), class_id, score)
+
+    def _from_rle(self, rle: dict[str, Any], class_id: int, score: float) -> _SegObject | None:
+        """The annotation of a compressed RLE of the stored image; None (counted) when its mask is empty."""
+        from .masks import rle_area, rle_bbox
+
+        bbox, area = rle_bbox(rle), rle_area(rle)  # from the RLE: no pass over pixels
         if area == 0:
             self.dropped["empty mask"] += 1
             return None
         x, y, w, h = bbox
         return _SegObject(class_id, score, (x, y, w, h), area, rle["counts"])
+
+    def _best_of_a_bbox(self, objects: Iterable[_SegObject | None]) -> list[_SegObject]:
+        """``objects`` without the empty ones, and of those of one class with one int bbox (the platform keeps the
+        first and silently drops the others) the highest-scoring only (the first of equal scores); counted."""
+        kept: dict[tuple[int, tuple[int, int, int, int]], _SegObject] = {}
+        for found in objects:
+            if found is None:
+                continue
+            key = (found.class_id, found.bbox)
+            earlier = kept.get(key)
+            if earlier is not None:
+                self.dropped["same class and bbox as a higher-scoring mask"] += 1
+                if earlier.score >= found.score:
+                    continue
+            kept[key] = found
+        return list(kept.values())
 
     def _record(self, image: str, width: int, height: int, objects: Sequence[_SegObject | None]) -> int:
         kept = [found for found in objects if found is not None]
