@@ -133,6 +133,11 @@ def test_the_detection_form_in_a_segmentation_task_says_so(tmp_path):
     assert finding.rule == "seg-infer.keys" and "the detection form" in finding.message
 
 
+def test_the_coco_form_in_a_detection_task_says_so(tmp_path):
+    (finding,) = verify(tmp_path, good_document(), 2).errors
+    assert finding.rule == "infer.detection" and "--object-type" in finding.message
+
+
 WARNINGS = [
     (annotation(confidence=...), "seg-infer.confidence-missing"),
     (annotation(confidence=..., score=0.9), "seg-infer.confidence-missing"),

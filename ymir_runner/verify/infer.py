@@ -38,8 +38,10 @@ def check_infer(collector: Collector, path: str, *, candidates: Sequence[str] | 
     detection = data.get("detection")
     if not isinstance(detection, dict):
         found = "missing" if detection is None else type_name(detection)
+        hint = ("; this is the COCO form of a segmentation task (object_type 3 or 4: check it with --object-type)"
+                if {"images", "annotations"} <= set(data) else "")
         collector.error("infer.detection", path, f'"detection" must be an object keyed by image basename '
-                        f"(found {found})")
+                        f"(found {found}){hint}")
         return
     boxes_key = "boxes" if protocol >= (1, 0, 0) else "annotations"
     for name, entry in detection.items():
