@@ -212,18 +212,24 @@ def test_a_format_without_masks_on_a_seg_task_is_a_config_error_naming_export_fo
     check_mask_format(fmt, 2)  # detection: unchanged
 
 
-def test_the_platforms_own_export_reads_with_its_areas(tmp_path):
+@pytest.mark.parametrize("case_index", [0, 1, 2])
+def test_the_platforms_own_exports_read_with_their_areas_and_crowd_flags(tmp_path, case_index):
     golden = os.path.join(os.path.dirname(__file__), "data", "seg_platform_cases.json")
     with open(golden, encoding="utf-8") as stream:
-        case = json.load(stream)["cases"][0]  # a VOC photo, 19 instance masks as the platform's exporter writes them
+        case = json.load(stream)["cases"][case_index]  # as the platform's exporter writes seg-coco
     tree = SegTree(tmp_path)
-    image = case["images"][0]
-    tree.image(image["file_name"], image["width"], image["height"])
+    for image in case["images"]:
+        assert tree.image(image["file_name"], image["width"], image["height"]) == image["id"]
     reader = tree.reader(case["ground_truth"], classes=tuple(case["class_names"]))
-    (item,) = list(reader)
-    assert reader.skips.total == 0 and len(item.segments) == 19
-    areas = [masks.mask_area(mask) for _, mask in item.masks()]
-    assert areas == [entry["area"] for entry in case["ground_truth"]]
+    items = list(reader)
+    assert reader.skips.total == 0 and len(items) == len(case["images"])
+    by_image = {image["id"]: [entry for entry in case["ground_truth"] if entry["image_id"] == image["id"]]
+                for image in case["images"]}
+    for item, image in zip(items, case["images"]):
+        expected = by_image[image["id"]]
+        assert [segment.annotation_id for segment in item.segments] == [entry["id"] for entry in expected]
+        assert [segment.iscrowd for segment in item.segments] == [entry["iscrowd"] for entry in expected]
+        assert [masks.mask_area(mask) for _, mask in item.masks()] == [entry["area"] for entry in expected]
 
 
 def test_the_dataset_report_gives_the_seg_facts(tree):

@@ -300,6 +300,7 @@ class AnnotationReader:
         by_image: dict[str, list[Box]] = collections.defaultdict(list)
         segments: dict[str, list[Segment]] = collections.defaultdict(list)
         with_masks = self.masks
+
         def where(number: int, entry: object) -> str:  # made for a skip only: 100,000 objects are read
             named = f"{path}:annotations[{number}]"
             return f"{named} (annotation id {entry.get('id')})" if with_masks and isinstance(entry, dict) else named
