@@ -11,11 +11,13 @@ import numpy as np
 import pytest
 from faster_coco_eval.core import mask as coco_mask
 
+import ymir_runner
 from ymir_runner.errors import ConfigError, DatasetError, ReturnCode
 from ymir_runner.preflight import check_training_boxes
 from ymir_runner.protocol import masks
 from ymir_runner.protocol.config import parse_config
 from ymir_runner.protocol.dataset import AnnotationReader, DatasetReader, SkipLog, check_mask_format
+from ymir_runner.protocol.env import TaskKind
 from ymir_runner.testing import write_png
 
 CLASSES = ("cat", "dog", "person")
@@ -263,3 +265,86 @@ def test_mask_pixels_of_a_large_split_are_measured_on_an_even_sample(tree, monke
     assert "masks per class (training): cat 3, dog 0, person 0" in text  # counted on every image
     assert "(training; sum of the objects' areas; training on 2 of 3 images): cat 200," in text
     assert "training masks: 2 crowd objects; " in text and "of the pixels of 2 images in no mask" in text
+
+
+# --- through `ymir-runner run`: what a user sees --------------------------------------------------------------
+
+
+class MaskReader:
+    """A segmentation trainer that reads every training mask the core hands it and records what it saw."""
+
+    def __init__(self, object_type: int) -> None:
+        self.object_type = object_type
+        self.seen: list[tuple[int, int, tuple[int, int], int]] = []
+
+    @ymir_runner.hookimpl
+    def ymir_runner_register_executors(self):
+        return [ymir_runner.ExecutorSpec(name="masks", tasks={TaskKind.TRAINING}, object_types={self.object_type},
+                                         annotation_formats=("seg-coco", "det-ark"))]
+
+    @ymir_runner.hookimpl
+    def ymir_runner_train(self, context):
+        for item in context.training_set:
+            for segment, mask in item.masks():
+                self.seen.append((segment.annotation_id, segment.iscrowd, mask.shape, masks.mask_area(mask)))
+        folder = context.training_result.stage_dir("epoch_1")
+        open(os.path.join(folder, "model.bin"), "w").close()
+        metric = "mIoU" if self.object_type == 3 else "maskAP"
+        context.training_result.add_stage("epoch_1", ["model.bin"], {metric: 0.5})
+
+
+def seg_task(ymir_task, object_type: int, segmentations: list, export_format: str = "seg-coco:raw"):
+    """A training tree of 4 images (64 x 48) exported as seg-coco: image i's object is ``segmentations[i]``; the
+    first two images train, the others validate."""
+    tree = ymir_task(config={"object_type": object_type, "export_format": export_format})
+    coco = "/in/annotations/coco-annotations.json"
+    width, height = tree.size
+    document = {"images": [{"id": number, "file_name": os.path.basename(image), "width": width, "height": height}
+                           for number, image in enumerate(tree.images, start=1)],
+                "categories": [{"id": i, "name": n} for i, n in enumerate(tree.class_names)],
+                "annotations": [annotation(100 + number, number % 2, segmentation, image_id=number,
+                                           iscrowd=int(number == 2))
+                                for number, segmentation in enumerate(segmentations, start=1)]}
+    with open(tree.local(coco), "w", encoding="utf-8") as stream:
+        json.dump(document, stream)
+    for index_file, images in (("/in/train-index.tsv", tree.images[:2]), ("/in/val-index.tsv", tree.images[2:])):
+        with open(tree.local(index_file), "w", encoding="utf-8") as stream:
+            stream.write("".join(f"{image}\t{coco}\n" for image in images))
+    return tree
+
+
+def square(size: int = 10) -> dict:
+    mask = np.zeros((48, 64), dtype=bool)
+    mask[:size, :size] = True
+    return masks.encode_mask(mask)
+
+
+@pytest.mark.parametrize("object_type", [3, 4])
+def test_a_seg_training_reads_masks_at_the_stored_size_and_reports_the_bad_ones(ymir_registry, ymir_task,
+                                                                                object_type):
+    plugin = MaskReader(object_type)
+    ymir_registry.register(plugin, "masks")
+    bad_size = {"size": [48, 64], "counts": masks.encode_mask(np.zeros((48, 63), bool))["counts"]}
+    tree = seg_task(ymir_task, object_type, [square(10), square(5), bad_size, square(3)])
+    outcome = tree.run(ymir_registry)
+    assert outcome.exit_code == 0, outcome.stderr
+    assert plugin.seen == [(101, 0, (48, 64), 100), (102, 1, (48, 64), 25)]  # crowd flag and ids as exported
+    assert "mask size differs from image" in outcome.stderr and "annotation id 103" in outcome.stderr
+    assert "masks per class (training / validation)" in outcome.stderr
+
+
+@pytest.mark.parametrize("object_type", [3, 4])
+def test_a_seg_training_with_no_mask_stops_with_300002_naming_export_format(ymir_registry, ymir_task, object_type):
+    ymir_registry.register(MaskReader(object_type), "masks")
+    outcome = seg_task(ymir_task, object_type, [{}, {}, {}, {}]).run(ymir_registry)
+    assert outcome.exit_code != 0 and outcome.return_code == 300002
+    assert "has an object with a mask" in outcome.last_stderr_line and "export_format" in outcome.last_stderr_line
+    assert "object without mask" in outcome.stderr and "annotation id 101" in outcome.stderr
+
+
+def test_a_seg_training_on_det_ark_stops_with_300001_naming_export_format(ymir_registry, ymir_task):
+    ymir_registry.register(MaskReader(4), "masks")
+    outcome = seg_task(ymir_task, 4, [square()] * 4, export_format="ark:raw").run(ymir_registry)
+    assert outcome.exit_code != 0 and outcome.return_code == 300001
+    assert "'export_format': 'ark:raw' carries no masks" in outcome.last_stderr_line
+    assert "'seg-coco:raw'" in outcome.last_stderr_line
