@@ -132,9 +132,11 @@ def _check_rle(rle: dict[str, Any], height: int, width: int) -> None:
     if isinstance(counts, (str, bytes)):
         try:
             counts = _coco_cpp.toUncompressedRLE([{"size": [height, width], "counts": counts}])[0]["counts"]
-        except (ValueError, RuntimeError, UnicodeError):  # more pixels than H x W, or a broken string
-            raise MaskProblem(SIZE_DIFFERS, f"RLE counts exceed {height} x {width} = {height * width} pixels, "
-                                            f"or are not an RLE string") from None
+        except ValueError:  # COCO's reader stops at H x W pixels
+            raise MaskProblem(SIZE_DIFFERS, f"RLE counts exceed the image's {height} x {width} = {height * width} "
+                                            f"pixels") from None
+        except (RuntimeError, UnicodeError) as error:
+            raise MaskProblem(MALFORMED_MASK, f"RLE counts are not a COCO RLE string ({error})") from None
     elif not isinstance(counts, list) or not all(type(count) is int and count >= 0 for count in counts):
         raise MaskProblem(MALFORMED_MASK, "RLE counts are neither a string nor a list of non-negative integers")
     total = sum(counts)
