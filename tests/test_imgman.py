@@ -164,7 +164,7 @@ def test_cli_without_plugins_is_a_clear_error(monkeypatch, tmp_path, capsys):
     assert "no executor installed" in capsys.readouterr().err
 
 
-def test_several_object_types_need_a_choice(ymir_registry, tmp_path):
+def test_object_type_option_serves_one_of_several(ymir_registry, tmp_path):
     class Segmenter:
         @ymir_runner.hookimpl
         def ymir_runner_register_executors(self):
@@ -176,8 +176,7 @@ def test_several_object_types_need_a_choice(ymir_registry, tmp_path):
 
     ymir_registry.register(toy_plugin, "toy")
     ymir_registry.register(Segmenter(), "seg")
-    with pytest.raises(ymir_runner.ConfigError, match="--object-type"):
-        write_img_man(str(tmp_path), ymir_registry)
-    write_img_man(str(tmp_path), ymir_registry, object_type=3)
+    write_img_man(str(tmp_path), ymir_registry)  # both types: one folder each (tests/test_seg_imgman.py)
+    write_img_man(str(tmp_path), ymir_registry, object_type=3)  # the folders of the list are removed
     assert yaml.safe_load((tmp_path / "manifest.yaml").read_text())["object_type"] == 3
     assert sorted(os.listdir(tmp_path)) == ["infer-template.yaml", "manifest.yaml"]
