@@ -236,6 +236,7 @@ class Context:
         self.hyper = EasyDict(hyper)
         self.executor = spec(mining_algorithms=algorithms)
         self.class_names = ("a", "b")
+        self.config = EasyDict(object_type=2)
 
 
 def test_settings_from_context_name_the_bad_key():

@@ -10,6 +10,13 @@ of result.tsv). A plugin supplies what its model can give:
   ``[C,h,w]`` of the same grid (e.g. the image's and its mirror's, mirrored back);
 - nothing for ``random``.
 
+By the task's ``object_type``: detection (2) and instance segmentation (4) score boxes as above (an instance
+model's ``predict`` returns :func:`instance_prediction` of its masks: boxes from the masks, scores, classes and
+class probabilities); semantic segmentation (3) scores per-pixel softmax maps,
+``softmax_maps(images) -> [[p_1..p_K]]`` (per image, K maps ``[C,h,w]``, one channel per class, summing to 1 over
+the classes), with :func:`semantic_entropy_score` (``entropy``) and :func:`semantic_aldd_score` (``aldd``), both
+scale-stable; ``cald`` is a box score and is refused there.
+
 Three levels, use the highest that fits:
 
 - :func:`mine_candidates` runs the whole mining task (read, decode and preprocess on threads ahead of the
@@ -36,6 +43,8 @@ from .errors import ConfigError, DatasetError
 from .evaluation import box_iou
 from .pipeline import candidate_batches
 from .prediction import Prediction
+from .protocol.config import DETECTION, OBJECT_TYPES, SEMANTIC_SEGMENTATION
+from .protocol.masks import mask_bbox
 from .records import MINING_ALGORITHMS
 
 if TYPE_CHECKING:
@@ -47,6 +56,8 @@ __all__ = [
     "Augmentation", "horizontal_flip", "cutout", "rescale", "CALD_AUGMENTATIONS",
     "binary_entropy", "class_weights", "random_scores", "entropy_score", "aldd_score", "box_iou",
     "js_divergence", "cald_consistency", "cald_score", "cald_scores", "MIN_SCORE",
+    "instance_prediction", "pixel_entropy", "semantic_entropy_score", "semantic_aldd_score",
+    "SEMANTIC_ALGORITHMS",
 ]
 
 EPS = 1e-6
@@ -63,6 +74,14 @@ FILL = 114
 Predict = Callable[[Sequence[np.ndarray]], Sequence["Prediction"]]
 #: ``images -> per image, K probability maps [C,h,w]``.
 ProbabilityMaps = Callable[[Sequence[np.ndarray]], Sequence[Sequence[np.ndarray]]]
+#: ``images -> per image, K softmax maps [C,h,w]`` (or one ``[C,h,w]`` array: K = 1).
+SoftmaxMaps = Callable[[Sequence[np.ndarray]], Sequence["np.ndarray | Sequence[np.ndarray]"]]
+#: The algorithms defined on semantic segmentation's softmax maps (``cald`` needs boxes).
+SEMANTIC_ALGORITHMS = ("random", "entropy", "aldd")
+#: semantic ``aldd``: the long side of the grid the maps are area-averaged onto, the window of A and the
+#: max-pool cell, in grid cells: fractions of the image, never pixels, so the score does not depend on the
+#: resolution the image is scored at.
+SEMANTIC_GRID, SEMANTIC_WINDOW, SEMANTIC_CELL = 128, 5, 16
 
 
 # --- the scores ------------------------------------------------------------------------------------------
@@ -155,6 +174,120 @@ def aldd_score(maps: Sequence[np.ndarray], weights: np.ndarray | None = None, *,
     per_class = padded.reshape(classes, rows, cell, cols, cell).max(axis=(2, 4)).reshape(classes, -1).mean(1)
     w = np.ones(classes) if weights is None else np.asarray(weights, np.float64)
     return float((per_class * w).sum())
+
+
+def instance_prediction(masks: Iterable[np.ndarray], scores: Any, classes: Any,
+                        class_probabilities: Any = None) -> Prediction:
+    """The :class:`Prediction` of an instance-segmentation model (object type 4) for the box-based scores: one box
+    per mask, its tight bounds (``x2``, ``y2`` exclusive) in the mask's pixels, with the instances' ``scores``,
+    ``classes`` and optional ``class_probabilities [N,C]``.
+
+    ``masks``: ``[N,H,W]`` or any iterable of ``[H,W]`` masks (nonzero = the instance; taken one at a time, so a
+    generator keeps one mask alive). An empty mask keeps an empty box at ``(0, 0)``: its score still counts for
+    ``entropy``; CALD matches nothing to it. Raises ``ValueError`` when the counts disagree.
+    """
+    boxes = []
+    for mask in masks:
+        x, y, width, height = mask_bbox(np.asarray(mask))
+        boxes.append((x, y, x + width, y + height))
+    return Prediction(np.array(boxes, np.float64).reshape(-1, 4), scores, classes, class_probabilities)
+
+
+def pixel_entropy(p: np.ndarray) -> np.ndarray:
+    """H(p)(x, y) = -sum_c p_c ln p_c of a softmax map ``p [C,h,w]``: ``[h,w]``, in [0, ln C] (p clipped to
+    [1e-6, 1])."""
+    p = np.clip(np.asarray(p, np.float64), EPS, 1.0)
+    return -(p * np.log(p)).sum(0)
+
+
+def _softmax_maps(maps: np.ndarray | Sequence[np.ndarray], classes: int | None) -> list[np.ndarray]:
+    """The K maps of one image as float64 ``[C,h,w]`` arrays, each pixel's distribution renormalised to sum 1.
+
+    Raises ``ValueError`` for no map, maps of different shapes, another channel count than ``classes`` (when
+    given), values that are not finite and in [0, 1], or pixels whose channels do not sum to about 1 (logits, or
+    per-class sigmoids: not a softmax)."""
+    if isinstance(maps, np.ndarray) and maps.ndim == 3:
+        maps = [maps]
+    arrays = [np.asarray(p, np.float64) for p in maps]
+    if not arrays:
+        raise ValueError("semantic mining scores need at least one softmax map per image")
+    if any(a.ndim != 3 or a.shape != arrays[0].shape for a in arrays):
+        raise ValueError(f"softmax maps of one image must share one [C,h,w] shape, got {[a.shape for a in arrays]}")
+    if classes is not None and arrays[0].shape[0] != classes:
+        raise ValueError(f"softmax maps have {arrays[0].shape[0]} channels for {classes} classes: one channel per "
+                         "class of class_names, no background channel")
+    normalised = []
+    for p in arrays:
+        if not np.isfinite(p).all() or p.min() < 0.0 or p.max() > 1.0:
+            raise ValueError("softmax maps must hold probabilities in [0, 1] (apply softmax over the classes)")
+        total = p.sum(0)
+        if np.abs(total - 1.0).max() > 0.01:
+            raise ValueError(f"softmax maps must sum to 1 over the classes at every pixel (found sums from "
+                             f"{total.min():.3g} to {total.max():.3g})")
+        normalised.append(p / total)
+    return normalised
+
+
+def semantic_entropy_score(maps: np.ndarray | Sequence[np.ndarray], weights: np.ndarray | None = None) -> float:
+    """Pixel entropy of a semantic-segmentation prediction (object type 3): the MEAN over pixels of
+    w_c* H(p̄)(x, y), p̄ = the mean of the image's K softmax maps ``[C,h,w]`` (K = 1: the map itself), H the
+    entropy over the classes (:func:`pixel_entropy`), c* the pixel's most probable class (``weights [C]``, all 1
+    when None). In [0, max(w) ln C].
+
+    A mean, not a sum: the same image scored at another resolution scores the same (nearest-neighbour resizing:
+    exactly), and a large image does not win by its pixel count. Raises ``ValueError`` as :func:`_softmax_maps`.
+    """
+    arrays = _softmax_maps(maps, None if weights is None else len(weights))
+    mean = arrays[0] if len(arrays) == 1 else np.mean(arrays, axis=0)
+    entropy = pixel_entropy(mean)
+    if weights is not None:
+        entropy = entropy * np.asarray(weights, np.float64)[mean.argmax(0)]
+    return float(entropy.mean())
+
+
+def _area_weights(source: int, target: int) -> np.ndarray:
+    """``[target, source]``: row i holds the share of target cell i covered by each source pixel (both spans
+    laid over [0, 1]); each row sums to 1, so ``weights @ x`` is the exact area mean of x over every cell."""
+    edges = np.arange(source + 1) * (target / source)
+    cells = np.arange(target)[:, None]
+    return np.clip(np.minimum(cells + 1, edges[None, 1:]) - np.maximum(cells, edges[None, :-1]), 0.0, None)
+
+
+def semantic_aldd_score(maps: np.ndarray | Sequence[np.ndarray], weights: np.ndarray | None = None, *,
+                        grid: int = SEMANTIC_GRID, window: int = SEMANTIC_WINDOW, cell: int = SEMANTIC_CELL) -> float:
+    """ALDD (Aghdam et al., ICCV 2019) on semantic-segmentation softmax maps (object type 3), scale-stable.
+
+    ``maps``: K softmax maps ``[C,h,w]`` of one image (e.g. the image's and its mirror's, mirrored back).
+    1. Each p_k and its pixel entropy H(p_k) (:func:`pixel_entropy`) are area-averaged onto a grid whose long side
+       is ``grid`` cells (the image's aspect ratio kept): the grid is a fixed fraction of the image, whatever its
+       resolution.
+    2. With A a ``window`` x ``window`` mean over grid cells (stride 1, padding not counted) and means over k:
+       U = H(mean_k A[p_k]) - mean_k A[H(p_k)]: the entropy of the neighbourhood's mean prediction minus its mean
+       entropy (a mutual information, >= 0, in [0, ln C]; large where neighbouring pixels or the K views disagree);
+       U is weighted by w_c* of the neighbourhood's most probable class (``weights [C]``, all 1 when None).
+    3. U' = the max of U over ``cell`` x ``cell`` blocks (partial blocks at the border included); score = mean(U').
+
+    Raises ``ValueError`` as :func:`_softmax_maps`.
+    """
+    arrays = _softmax_maps(maps, None if weights is None else len(weights))
+    _, height, width = arrays[0].shape
+    scale = grid / max(height, width)
+    row_weights = _area_weights(height, max(1, round(height * scale)))
+    col_weights = _area_weights(width, max(1, round(width * scale)))
+
+    def on_grid(values: np.ndarray) -> np.ndarray:  # [C,h,w] -> [C,rows,cols]
+        return np.matmul(np.matmul(row_weights, values), col_weights.T)
+
+    mean_p = np.mean([on_grid(p) for p in arrays], axis=0)
+    mean_entropy = np.mean([on_grid(pixel_entropy(p)[None]) for p in arrays], axis=0)
+    neighbourhood = _window_mean(mean_p, window)
+    disagreement = np.clip(pixel_entropy(neighbourhood) - _window_mean(mean_entropy, window)[0], 0.0, None)
+    if weights is not None:
+        disagreement = disagreement * np.asarray(weights, np.float64)[neighbourhood.argmax(0)]
+    rows, cols = disagreement.shape
+    blocks = np.zeros((-(-rows // cell) * cell, -(-cols // cell) * cell))
+    blocks[:rows, :cols] = disagreement  # U >= 0: zero padding never wins a block's max
+    return float(blocks.reshape(len(blocks) // cell, cell, -1, cell).max(axis=(1, 3)).mean())
 
 
 def js_divergence(p: np.ndarray, q: np.ndarray) -> np.ndarray:
@@ -302,29 +435,35 @@ def _predict(predict: Predict, images: Sequence[np.ndarray]) -> list[Prediction]
 
 @dataclasses.dataclass(frozen=True)
 class MiningSettings:
-    """The mining keys of a task's config, checked: ``algorithm``, per-class ``weights [C]``, ``seed``."""
+    """The mining keys of a task's config, checked: ``algorithm``, per-class ``weights [C]``, ``seed``; and the
+    task's ``object_type`` (2 and 4 score boxes, 3 softmax maps)."""
 
     algorithm: str
     weights: np.ndarray
     seed: int = 0
+    object_type: int = DETECTION
 
     @classmethod
     def from_context(cls, context: TaskContext) -> MiningSettings:
         """Read ``mining_algorithm``, ``class_distribution_scores`` and ``seed`` from ``context.hyper``.
 
-        Raises :class:`ConfigError` naming the key for an algorithm the executor does not support or bad
-        weights.
+        Raises :class:`ConfigError` naming the key for an algorithm the executor does not support (or one not
+        defined for a semantic-segmentation task: ``cald``) or bad weights.
         """
         hyper = context.hyper
+        object_type = context.config.object_type
         supported = context.executor.mining_algorithms or MINING_ALGORITHMS
-        algorithm = str(hyper.get("mining_algorithm", supported[0]))
+        if object_type == SEMANTIC_SEGMENTATION:
+            supported = tuple(name for name in supported if name in SEMANTIC_ALGORITHMS)
+        algorithm = str(hyper.get("mining_algorithm", supported[0] if supported else ""))
         if algorithm not in supported:
-            raise ConfigError(f"config key 'mining_algorithm': {algorithm!r} is not one of {', '.join(supported)}")
+            raise ConfigError(f"config key 'mining_algorithm': {algorithm!r} is not one of {', '.join(supported)}"
+                              + (f" (a {OBJECT_TYPES[object_type]} task)" if object_type != DETECTION else ""))
         seed = hyper.get("seed", 0)
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ConfigError(f"config key 'seed': {seed!r} is not an integer")
         return cls(algorithm, class_weights(hyper.get("class_distribution_scores", ""), len(context.class_names)),
-                   seed)
+                   seed, object_type)
 
     @property
     def uses_model(self) -> bool:
@@ -332,18 +471,34 @@ class MiningSettings:
         return self.algorithm != "random"
 
     def score(self, images: Sequence[np.ndarray], *, predict: Predict | None = None,
-              probability_maps: ProbabilityMaps | None = None) -> list[float]:
+              probability_maps: ProbabilityMaps | None = None,
+              softmax_maps: SoftmaxMaps | None = None) -> list[float]:
         """The score of each of ``images`` (``[H,W,3]`` uint8 RGB) by this algorithm (not ``random``: see
-        :func:`random_scores`). Raises ``ValueError`` when the function the algorithm needs is missing."""
+        :func:`random_scores`): semantic segmentation (object type 3) from ``softmax_maps``, the other types from
+        ``predict`` or ``probability_maps``. Raises ``ValueError`` when the function the algorithm needs is
+        missing or its maps are not what the score takes."""
         if self.algorithm == "random":
             raise ValueError("random scores images by path: call random_scores(paths, seed)")
+        if self.object_type == SEMANTIC_SEGMENTATION:
+            if softmax_maps is None:
+                raise ValueError(f"mining algorithm {self.algorithm!r} of a semantic segmentation task (object_type "
+                                 "3) needs softmax_maps")
+            maps = list(softmax_maps(images))
+            if len(maps) != len(images):
+                raise RuntimeError(f"softmax_maps returned {len(maps)} results for {len(images)} images")
+            if self.algorithm == "entropy":
+                return [semantic_entropy_score(per_image, self.weights) for per_image in maps]
+            if self.algorithm == "aldd":
+                return [semantic_aldd_score(per_image, self.weights) for per_image in maps]
+            raise ValueError(f"mining algorithm {self.algorithm!r} is not defined for semantic segmentation: use one "
+                             f"of {', '.join(SEMANTIC_ALGORITHMS)}")
         if self.algorithm == "aldd":
             if probability_maps is None:
                 raise ValueError("mining algorithm 'aldd' needs probability_maps")
             maps = list(probability_maps(images))
             if len(maps) != len(images):
                 raise RuntimeError(f"probability_maps returned {len(maps)} results for {len(images)} images")
-            return [aldd_score(per_image, self.weights) for per_image in maps]
+            return [aldd_score(list(per_image), self.weights) for per_image in maps]
         if predict is None:
             raise ValueError(f"mining algorithm {self.algorithm!r} needs predict")
         if self.algorithm == "entropy":
@@ -352,7 +507,7 @@ class MiningSettings:
 
 
 def mine_candidates(context: TaskContext, *, predict: Predict | None = None,
-                    probability_maps: ProbabilityMaps | None = None,
+                    probability_maps: ProbabilityMaps | None = None, softmax_maps: SoftmaxMaps | None = None,
                     preprocess: Callable[[DecodedImage], np.ndarray] | None = None, batch_size: int = 8,
                     min_side: int | None = None, workers: int | None = None) -> dict[str, float]:
     """The whole mining task: score every candidate of ``context`` and add it to ``context.mining_result``.
@@ -363,13 +518,16 @@ def mine_candidates(context: TaskContext, *, predict: Predict | None = None,
     (default ``decoded.pixels``; it must return an ``[H,W,3]`` uint8 RGB array, since CALD augments it) on
     ``workers`` threads that prepare the next two batches while the model scores this one (None: sized from the
     task's CPUs, 0: in this thread); ``batch_size`` at a time, progress per batch. ``random`` decodes nothing.
+    The task's ``object_type`` picks the scores (:class:`MiningSettings`): a semantic-segmentation task (3) passes
+    ``softmax_maps``, an instance-segmentation task (4) ``predict`` returning :func:`instance_prediction` records
+    (or ``probability_maps`` for ``aldd``), as detection does.
     A candidate that cannot be used (missing, unreadable, too large: counted and named by the core) is ranked
     last, below every scored image, so it is never picked before a usable one but stays in result.tsv.
     Returns the scores of the scored images.
 
     Raises :class:`DatasetError` when no candidate can be read, ``ValueError`` when ``preprocess`` returns
-    something other than an ``[H,W,3]`` uint8 array, and whatever ``preprocess``, ``predict`` or
-    ``probability_maps`` raise (the threads stop without being waited for).
+    something other than an ``[H,W,3]`` uint8 array, and whatever ``preprocess``, ``predict``,
+    ``probability_maps`` or ``softmax_maps`` raise (the threads stop without being waited for).
     """
     settings = MiningSettings.from_context(context)
     items = list(context.candidates)
@@ -389,7 +547,8 @@ def mine_candidates(context: TaskContext, *, predict: Predict | None = None,
                 if usable:
                     scores.update(zip((entry.item.image for entry in usable),
                                       settings.score([entry.input for entry in usable], predict=predict,
-                                                     probability_maps=probability_maps)))
+                                                     probability_maps=probability_maps,
+                                                     softmax_maps=softmax_maps)))
                 done += len(chunk)
                 context.progress.steps(done, len(items), f"{done}/{len(items)} images")
     paths = context.candidates.paths()
