@@ -25,7 +25,15 @@ from .plugins import Executor, PluginRegistry, build_plugin_manager
 from .preflight import check_inputs, check_training_boxes, config_key_warnings, no_task_error, task_config
 from .protocol.config import parse_config, read_config_file
 from .protocol.dataset import SkipLog
-from .protocol.env import DEFAULT_ENV_FILE, EnvError, TaskEnv, TaskKind, check_paths_exist_here, load_env
+from .protocol.env import (
+    DEFAULT_ENV_FILE,
+    EnvError,
+    TaskEnv,
+    TaskKind,
+    check_paths_exist_here,
+    load_env,
+    record_model_object_type,
+)
 from .protocol.monitor import Monitor, Progress
 from .protocol.outlock import hold_output_lock
 from .protocol.paths import unroot
@@ -108,6 +116,8 @@ class Run:
         check_inputs(context.kind, self.env, context.config, executor.spec, context.skips)
         try:
             if context.kind is TaskKind.TRAINING:
+                # the model's object type goes with it: mining and inference refuse a model of another type
+                record_model_object_type(self.env.output.models_dir, context.config.object_type)
                 self._report_dataset(context)
             self.registry.before_task(context)
             with sdk_writers(context):

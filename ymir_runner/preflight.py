@@ -8,11 +8,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping, Sequence
 
-from .errors import ConfigError, DatasetError, YmirError
+from .errors import ConfigError, DatasetError, ObjectTypeError, YmirError
 from .plugins import Executor, PluginRegistry
-from .protocol.config import SEGMENTATION, TaskConfig, parse_config, unknown_key_warnings
+from .protocol.config import OBJECT_TYPES, SEGMENTATION, TaskConfig, parse_config, unknown_key_warnings
 from .protocol.dataset import DatasetReader, Item, SkipLog, check_mask_format
-from .protocol.env import TaskEnv, TaskKind
+from .protocol.env import MODEL_INFO_FILE, TaskEnv, TaskKind, model_object_type
 from .protocol.yaml_file import excerpt
 from .records import ExecutorSpec
 
@@ -61,6 +61,24 @@ def check_inputs(kind: TaskKind, env: TaskEnv, config: TaskConfig, spec: Executo
                 f"{', '.join(spec.annotation_formats)}, not {excerpt(export.raw)}")
     elif not env.input.candidate_index_file:
         raise ConfigError(f"env.yaml: input.candidate_index_file is not set for a {kind} task")
+    else:
+        check_model_object_type(kind, env, config)
+
+
+def check_model_object_type(kind: TaskKind, env: TaskEnv, config: TaskConfig) -> None:
+    """Mining and inference with a model trained for another object type are refused, as the platform refuses
+    them ("object types mismatch"): ObjectTypeError (300005) before any image is read. The model's object type
+    is ``object_type`` of ``/in/models/ymir-info.yaml`` (:func:`~ymir_runner.protocol.env.model_object_type`: a
+    file without it is a detection model, as the platform reads one); no such file: nothing to check."""
+    models_dir = env.input.models_dir
+    trained_for = model_object_type(models_dir) if models_dir else None
+    if trained_for is None or trained_for == config.object_type:
+        return
+    raise ObjectTypeError(
+        f"object types mismatch: the model in {models_dir} was trained for object_type {trained_for} "
+        f"({OBJECT_TYPES.get(trained_for, 'unknown')}; {MODEL_INFO_FILE}), this {kind} task is object_type "
+        f"{config.object_type} ({OBJECT_TYPES.get(config.object_type, 'unknown')}): give it a model of its object "
+        f"type")
 
 
 def check_training_boxes(items: Sequence[Item], config: TaskConfig) -> None:

@@ -420,3 +420,51 @@ def best_stage_name(models_dir: str) -> str | None:
     stages = info.get("model_stages")
     stage = info.get("best_stage_name") or (stages.get("best_stage_name") if isinstance(stages, Mapping) else None)
     return str(stage) if isinstance(stage, (str, int)) and stage else None
+
+
+def _model_info(models_dir: str) -> Mapping[str, Any] | None:
+    """``<models_dir>/ymir-info.yaml`` as a mapping; None when missing or unusable (a warning says why)."""
+    path = os.path.join(models_dir, MODEL_INFO_FILE)
+    if not os.path.lexists(path):
+        return None
+    try:
+        info = read_yaml(path, "model info file")
+    except YamlLimitError:
+        raise
+    except ConfigError as error:
+        logging.getLogger("ymir_runner").warning("%s: the model's object type is not known", error)
+        return None
+    return info if isinstance(info, Mapping) else None
+
+
+def model_object_type(models_dir: str) -> int | None:
+    """The object type a model was trained for: ``object_type`` of ``<models_dir>/ymir-info.yaml`` (2 detection, 3
+    semantic, 4 instance segmentation), which the platform writes into every model package from the training
+    task's object type (``mir/tools/models.py`` ``ModelStorage.object_type``; a segmentation training task also
+    records it in ``/out/models``: :func:`record_model_object_type`). A file without it (or 0, unknown) is a
+    detection model, as the platform reads one ("Unknown model object type, treat as detection models"). None
+    when the file is missing or unusable: nothing is known to check against."""
+    info = _model_info(models_dir)
+    if info is None:
+        return None
+    value = info.get("object_type")
+    if isinstance(value, bool) or not isinstance(value, int) or value == 0:
+        return DETECTION
+    return value
+
+
+def record_model_object_type(models_dir: str, object_type: int) -> None:
+    """Record a segmentation training task's object type with its model: ``<models_dir>/ymir-info.yaml`` holding
+    ``object_type``, as the platform's own model package holds it (the platform writes its ymir-info.yaml over
+    this one when it packs the model; ``ymir-runner sandbox`` and the testing kit copy it to the ``/in/models``
+    they install). Detection writes nothing: a model without the record is a detection model
+    (:func:`model_object_type`)."""
+    import yaml
+
+    if object_type == DETECTION:
+        return
+
+    from .atomic import atomic_write_text
+
+    os.makedirs(models_dir, exist_ok=True)
+    atomic_write_text(os.path.join(models_dir, MODEL_INFO_FILE), yaml.safe_dump({"object_type": int(object_type)}))

@@ -15,7 +15,7 @@ import yaml
 
 from ..errors import ConfigError, ModelError
 from ..protocol.atomic import atomic_write_text
-from ..protocol.env import MODEL_INFO_FILE
+from ..protocol.env import MODEL_INFO_FILE, model_object_type
 from ..protocol.files import irregular
 from ..protocol.yaml_file import YamlLimitError, excerpt, read_yaml
 from .worktree import WorkTree
@@ -99,7 +99,8 @@ def model_files(model: ModelSource, all_stages: bool) -> list[tuple[str, str, st
 
 
 def install_model(model: ModelSource, files: Sequence[tuple[str, str, str]], work: WorkTree) -> list[str]:
-    """Copy ``files`` to in/models/<stage>/ and write ymir-info.yaml; returns the paths for config.yaml."""
+    """Copy ``files`` to in/models/<stage>/ and write ymir-info.yaml (the best stage, the stages, and the object
+    type the training recorded); returns the paths for config.yaml."""
     paths = []
     for stage, name, source in files:
         container = f"/in/models/{stage}/{name}"
@@ -107,7 +108,10 @@ def install_model(model: ModelSource, files: Sequence[tuple[str, str, str]], wor
         shutil.copyfile(source, work.local(container))
         paths.append(work.shown(container))
     stages = list(dict.fromkeys(stage for stage, _, _ in files))
-    info = {"best_stage_name": model.best_stage,
-            "model_stages": {stage: dict(model.stages[stage]) for stage in stages}}
+    info: dict[str, Any] = {"best_stage_name": model.best_stage,
+                            "model_stages": {stage: dict(model.stages[stage]) for stage in stages}}
+    object_type = model_object_type(model.folder)  # recorded by a segmentation training; none: detection
+    if object_type is not None:
+        info["object_type"] = object_type
     atomic_write_text(work.local(f"/in/models/{MODEL_INFO_FILE}"), yaml.safe_dump(info, sort_keys=False))
     return paths
