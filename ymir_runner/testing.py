@@ -39,14 +39,8 @@ import yaml
 from .plugins import PluginRegistry, build_plugin_manager
 from .protocol.annotations import annotation_suffix, annotation_text, ark_text, export_format_of, voc_text
 from .protocol.atomic import TEMP_PREFIX
-from .protocol.env import (
-    MODEL_INFO_FILE,
-    PROTOCOL_VERSION,
-    TaskKind,
-    config_document,
-    env_document,
-    model_object_type,
-)
+from .protocol.config import SEGMENTATION
+from .protocol.env import MODEL_INFO_FILE, PROTOCOL_VERSION, TaskKind, config_document, env_document
 from .protocol.paths import reroot
 from .protocol.yaml_file import read_yaml
 from .shutdown import child_pids, is_running
@@ -170,8 +164,7 @@ def install_models(models_from: str, models_dir: str, stages: Sequence[str] | No
     ``models_from`` is either the /out/models folder of a training run (with its result.yaml): each of
     ``stages`` (default: the best stage) is copied to ``models_dir/<stage>/``; or a folder of model files
     without result.yaml (a model a test made by hand): it is copied as one stage named after the folder.
-    ``models_dir/ymir-info.yaml`` names the best stage, as the platform writes it, and the model's ``object_type``
-    when the training recorded one (a segmentation training; none: a detection model). Returns the copied files as
+    ``models_dir/ymir-info.yaml`` names the best stage, as the platform writes it. Returns the copied files as
     ``<stage>/<file>``, the form of config keys ``model_params_path`` and ``pretrained_model_params`` under
     /in/models. Raises ``FileNotFoundError`` for a missing folder."""
     import shutil
@@ -192,12 +185,8 @@ def install_models(models_from: str, models_dir: str, stages: Sequence[str] | No
     for stage, names in listed.items():
         shutil.copytree(os.path.join(models_from, stage), os.path.join(models_dir, stage), dirs_exist_ok=True)
         files += [f"{stage}/{name}" for name in names]
-    info: dict[str, Any] = {"best_stage_name": best}
-    object_type = model_object_type(models_from) if os.path.exists(result_file) else None
-    if object_type is not None:
-        info["object_type"] = object_type
     with open(os.path.join(models_dir, MODEL_INFO_FILE), "w", encoding="utf-8") as stream:
-        yaml.safe_dump(info, stream)
+        yaml.safe_dump({"best_stage_name": best}, stream)
     return files
 
 
@@ -212,6 +201,11 @@ class TaskTree:
     from, or a folder of model files made by the test (one stage; see :func:`install_models`): they become
     ``model_params_path`` in mining and inference, ``pretrained_model_params`` in training.
 
+    ``object_type`` 3 or 4 makes a segmentation tree, exported as the platform exports ``seg-coco:raw``
+    (:mod:`ymir_runner.protocol.segcoco`): one ``/in/annotations/coco-annotations.json`` named on every index
+    line, each image's box filled as its object's mask (:meth:`segmentation_of`: an RLE string on even images,
+    one polygon on odd ones), ``object_type`` and ``export_format: seg-coco:raw`` in config.yaml.
+
     Attributes: ``root``, ``env_file``, ``out_dir``, ``images`` and ``annotations`` (container paths),
     ``config`` (change it, then ``write_config()``); ``local(path)`` maps a container path into the tree and
     ``run(registry)`` runs the task in this process, returning a :class:`RunOutcome`."""
@@ -222,8 +216,12 @@ class TaskTree:
                  class_names: Sequence[str] = ("cat", "dog"), config: Mapping[str, Any] | None = None,
                  protocol_version: str | None = PROTOCOL_VERSION, images: int = 4, size: tuple[int, int] = (64, 48),
                  annotation_format: str = "det-ark", export_format: str = "ark:raw",
-                 models_from: str | None = None, stages: Sequence[str] | None = None) -> None:
+                 models_from: str | None = None, stages: Sequence[str] | None = None, object_type: int = 2) -> None:
         self.root = os.path.abspath(root)
+        self.object_type = int(object_type)
+        if self.object_type in SEGMENTATION:
+            annotation_format, export_format = "seg-coco", "seg-coco:raw"
+            config = {"object_type": self.object_type, **(config or {})}
         self.kinds = [TaskKind(kind) for kind in kinds]
         self.class_names = list(class_names)
         self.size = size
@@ -264,12 +262,44 @@ class TaskTree:
         x, y = (index * 7) % (width - side), (index * 5) % (height - side)
         return [(class_id, x, y, x + side - 1, y + side - 1)]
 
+    def segmentation_of(self, index: int) -> Any:
+        """The seg-coco ``segmentation`` of image ``index``'s object (a segmentation tree): its box filled, as a
+        compressed RLE string on even images, as one polygon of ints on odd ones."""
+        import numpy as np
+
+        from .protocol.masks import encode_mask
+
+        _class_id, x1, y1, x2, y2 = self.boxes_of(index)[0]
+        if index % 2:
+            return [[x1, y1, x2 + 1, y1, x2 + 1, y2 + 1, x1, y2 + 1]]
+        mask = np.zeros((self.size[1], self.size[0]), dtype=bool)
+        mask[y1:y2 + 1, x1:x2 + 1] = True
+        return encode_mask(mask)
+
+    def write_seg_coco(self) -> None:
+        """(Re)write the tree's coco-annotations.json from its images (a segmentation tree)."""
+        from .protocol.segcoco import SEG_COCO_FILE, SegCocoImage, seg_object, write_seg_coco
+
+        width, height = self.size
+        images = []
+        for index, image in enumerate(self.images):
+            class_id = self.boxes_of(index)[0][0]
+            obj = seg_object(class_id, self.segmentation_of(index), height, width)
+            images.append(SegCocoImage(os.path.basename(image), width, height, [obj]))
+        os.makedirs(os.path.dirname(self.local(SEG_COCO_FILE)), exist_ok=True)
+        write_seg_coco(self.local(SEG_COCO_FILE), images, self.class_names)
+
     def add_image(self, index: int) -> str:
         name = f"{index:040x}"
         image = f"/in/assets/{name[-2:]}/{name}.png"
         boxes = self.boxes_of(index)
         write_png(self.local(image), *self.size,
                   boxes=[(x1, y1, x2 + 1, y2 + 1, self.COLORS[c % 4]) for c, x1, y1, x2, y2 in boxes])
+        if self.object_type in SEGMENTATION:
+            self.images.append(image)
+            self.annotations.append("/in/annotations/coco-annotations.json")
+            self.write_seg_coco()
+            return image
         annotation = f"/in/annotations/{name}{annotation_suffix(self.annotation_format)}"
         os.makedirs(os.path.dirname(self.local(annotation)), exist_ok=True)
         with open(self.local(annotation), "w", encoding="utf-8") as stream:

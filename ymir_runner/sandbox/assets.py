@@ -19,9 +19,11 @@ from ..protocol.annotations import annotation_suffix, annotation_text
 from ..protocol.dataset import SkipLog
 from ..protocol.files import open_regular
 from ..protocol.images import ImageProblem, probe_image
+from ..protocol.masks import MaskProblem
+from ..protocol.segcoco import SEG_COCO_FILE, SegCocoImage, SegCocoObject, seg_object, write_seg_coco
 from .exif import write_transposed
 from .headers import ImageSizes
-from .sources import SourceBox, SourceImage
+from .sources import SourceBox, SourceImage, SourceMask
 from .worktree import WorkTree
 
 log = logging.getLogger("ymir_runner.sandbox")
@@ -48,6 +50,10 @@ class Asset:
     #: '' or why the stored image is damaged (``truncated image``, ``corrupt image data``): it is stored as it is,
     #: as the platform imports it, and a run reads it as far as its data goes.
     damage: str = ""
+    #: The source's masks (a segmentation task), in its order; :func:`assign_masks` checks them into ``masks``.
+    source_masks: tuple[SourceMask, ...] = ()
+    #: The objects written into coco-annotations.json, as the platform exports them (segmentation.md section 2).
+    masks: list[SegCocoObject] = dataclasses.field(default_factory=list)
 
     @property
     def sources(self) -> list[str]:
@@ -65,7 +71,10 @@ class Asset:
         return f"/in/assets/{self.sha1[-2:]}/{self.sha1}.{self.extension}"
 
     def annotation_path(self, annotation_format: str) -> str:
-        """The container path of its annotation file, /in/annotations/<sha1>.<txt|xml>."""
+        """The container path of its annotation file, /in/annotations/<sha1>.<txt|xml>; seg-coco: the one
+        /in/annotations/coco-annotations.json every image shares."""
+        if annotation_format == "seg-coco":
+            return SEG_COCO_FILE
         return f"/in/annotations/{self.sha1}{annotation_suffix(annotation_format)}"
 
 
@@ -106,7 +115,7 @@ def collect_assets(images: Sequence[SourceImage], sizes: ImageSizes, *, transpos
             first.copies.append(image.path)
             continue
         assets[digest] = Asset(digest, image.path, image.boxes, rotated or (header.stored if header else None),
-                               content=content)
+                               content=content, source_masks=image.masks)
         if rotated and header and skips is not None:
             skips.repair("EXIF orientation applied to pixels", image.path,
                          f"orientation {header.orientation}, stored as {rotated[0]}x{rotated[1]}")
@@ -177,6 +186,43 @@ def assign_boxes(assets: Sequence[Asset], class_index: Callable[[str], int | Non
                 asset.boxes.append((index, *corners))
 
 
+#: The skip reason of a mask on an image PIL cannot open (its stored size, which the mask must fit, is unknown).
+UNKNOWN_SIZE = "mask of an unreadable image"
+
+
+def assign_masks(assets: Sequence[Asset], class_index: Callable[[str], int | None], skips: SkipLog) -> None:
+    """Fill each asset's ``masks`` from its source masks as the platform exports them
+    (:func:`~ymir_runner.protocol.segcoco.seg_object`: list counts made a string, several polygons one merged RLE,
+    a polygon's coordinates ints; the source's bbox and area kept, else the mask's). Skipped and counted, named
+    with file and annotation: a class the task does not use (``class not in --classes``), and every mask the
+    readers of ``ymir-runner run`` would skip: ``object without mask`` (``{}``), ``mask size differs from image``,
+    ``bad polygon``, ``malformed mask`` (:mod:`ymir_runner.protocol.masks`); a mask of an image PIL cannot open
+    (:data:`UNKNOWN_SIZE`)."""
+    for asset in assets:
+        for mask in asset.source_masks:
+            index = class_index(mask.class_name)
+            if index is None:
+                skips.skip("class not in --classes", mask.where, repr(mask.class_name))
+                continue
+            if asset.size is None:
+                skips.skip(UNKNOWN_SIZE, mask.where, f"{asset.source}: its stored size is unknown")
+                continue
+            width, height = asset.size
+            try:
+                asset.masks.append(seg_object(index, mask.segmentation, height, width, iscrowd=mask.iscrowd,
+                                              bbox=mask.bbox, area=mask.area))
+            except MaskProblem as problem:
+                skips.skip(problem.reason, mask.where, str(problem))
+
+
+def write_seg_annotations(assets: Sequence[Asset], work: WorkTree, class_names: Sequence[str]) -> None:
+    """``/in/annotations/coco-annotations.json``: every asset (by sha1, as the index files list them) with its
+    masks, as the platform exports ``seg-coco:raw``."""
+    images = [SegCocoImage(os.path.basename(asset.path), *(asset.size or (0, 0)), asset.masks)
+              for asset in sorted(assets, key=lambda asset: asset.sha1)]
+    write_seg_coco(work.local(SEG_COCO_FILE), images, class_names)
+
+
 def write_assets(assets: Sequence[Asset], work: WorkTree, annotation_format: str | None,
                  class_names: Sequence[str]) -> None:
     """Copy each image; in training, write its annotation file too (empty without boxes).
@@ -188,7 +234,7 @@ def write_assets(assets: Sequence[Asset], work: WorkTree, annotation_format: str
         target = work.local(asset.path)
         os.makedirs(os.path.dirname(target), exist_ok=True)
         shutil.copyfile(asset.content or asset.source, target)
-        if annotation_format is None:
+        if annotation_format is None or annotation_format == "seg-coco":  # seg-coco: one file, written apart
             continue
         text = annotation_text(annotation_format, asset.boxes, filename=asset.path, size=asset.size,
                                class_names=class_names)

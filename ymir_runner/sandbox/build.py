@@ -20,7 +20,7 @@ from ..protocol.atomic import atomic_write_text
 from ..protocol.dataset import SkipLog
 from ..protocol.env import TaskKind
 from ..protocol.outlock import hold_output_lock
-from .assets import assign_boxes, collect_assets, find_damage, write_assets
+from .assets import assign_boxes, assign_masks, collect_assets, find_damage, write_assets, write_seg_annotations
 from .classes import class_lookup, resolve_class_names, trained_class_names
 from .config import annotation_format_of, build_config, check_overrides, choose_executors, env_yaml, template_config
 from .exif import EXIF_HINT_REASONS, Notices, exif_plan
@@ -53,6 +53,8 @@ class SandboxSummary:
     skipped: dict[str, int]
     model_files: tuple[str, ...]
     container_paths: bool
+    #: The task's object type (2 detection; 3 and 4: masks in one coco-annotations.json).
+    object_type: int = 2
     #: Boxes and images used after a fix (a clipped box, pixels turned by --exif-transpose), by reason.
     repaired: dict[str, int] = dataclasses.field(default_factory=dict)
     #: Images used as they are but warned about (boxes that may not match the stored pixels), by reason.
@@ -89,7 +91,8 @@ class SandboxSummary:
             lines.append(f"  split: {self.split}")
         if self.annotation_format:
             per_class = ", ".join(f"{name} {count}" for name, count in self.boxes_per_class.items())
-            lines.append(f"  boxes: {self.boxes} as {self.annotation_format} ({per_class})")
+            objects = "masks" if self.annotation_format == "seg-coco" else "boxes"
+            lines.append(f"  {objects}: {self.boxes} as {self.annotation_format} ({per_class})")
         lines.append(f"  classes: {', '.join(self.class_names) or '(none)'}")
         for label, counts in (("skipped", self.skipped), ("repaired", self.repaired), ("warnings", self.warned)):
             if counts:
@@ -154,13 +157,23 @@ def check_training_part(chosen: TrainVal, source_format: str, notices: Notices) 
         notices.warn("empty val", "val is empty (--val-ratio 0, or SOURCE's split has no val part): stages have no "
                                   "held-out images to be measured on; the built-in detector then measures them on "
                                   "the training images (optimistic)")
-    if source_format == "images" or any(asset.boxes for asset in chosen.train):
+    if source_format == "images" or any(asset.boxes or asset.masks for asset in chosen.train):
         return
-    boxed = sum(1 for asset in chosen.val if asset.boxes)
+    boxed = sum(1 for asset in chosen.val if asset.boxes or asset.masks)
     notices.warn("train split without a box",
                  f"the split ({chosen.description}) puts all {boxed} image(s) with boxes in val and none in train: "
                  f"`ymir-runner run` will stop, there is nothing to learn; change --seed or --val-ratio, or label "
                  f"more images")
+
+
+def no_usable_mask(source: str, source_format: str, data: Any, skips: SkipLog) -> str:
+    """Why a segmentation training tree would hold no mask, said so the user can act on it."""
+    found = sum(len(image.masks) for image in data.images)
+    if not found:
+        return (f"SOURCE {source} ({source_format}) holds no mask: a segmentation tree (--object-type 3 or 4) "
+                f"needs COCO segmentations (RLE or polygons) or label-map PNGs (SegmentationClass/, masks/)")
+    reasons = ", ".join(f"{count} {reason}" for reason, count in sorted(skips.counts.items()))
+    return f"none of the {found} mask(s) of SOURCE {source} is usable ({reasons}): see the warnings above"
 
 
 def build_sandbox(source: str, out: str, *, registry: Any = None, **options: Any) -> SandboxSummary:
@@ -202,9 +215,9 @@ def _build(source: str, out: str, registry: Any, writing: contextlib.ExitStack, 
     class_names = resolve_class_names(data, opts, training, trained_class_names(model.folder) if model else None)
     files = model_files(model, opts.all_stages) if model else []
     task_id = SANDBOX_TASK_PREFIX + hashlib.sha1(f"{source}|{'+'.join(kinds)}".encode()).hexdigest()[:12]
-    executors = choose_executors(registry, kinds, opts.plugin)
+    executors = choose_executors(registry, kinds, opts.plugin, opts.object_type)
     check_overrides(opts.overrides, executors, opts.force)
-    template = template_config(registry, executors)
+    template = template_config(registry, executors, opts.object_type)
     config = build_config(template, kinds, task_id, class_names, opts)
     annotation_format = annotation_format_of(config) if training else None
     notices = Notices()
@@ -218,7 +231,11 @@ def _build(source: str, out: str, registry: Any, writing: contextlib.ExitStack, 
         for asset in find_damage(assets):
             notices.warn(asset.damage, f"{asset.source}: {asset.damage}: stored as it is (the platform imports it "
                                        f"too); a run reads it as far as its data goes")
-        if training:
+        if training and annotation_format == "seg-coco":
+            assign_masks(assets, class_lookup(data, class_names), skips)
+            if not any(asset.masks for asset in assets):
+                raise ConfigError(no_usable_mask(source, source_format, data, skips))
+        elif training:
             assign_boxes(assets, class_lookup(data, class_names), skips)
             if source_format != "images" and not any(asset.boxes for asset in assets):  # every box dropped
                 raise ConfigError(no_usable_box(tree, source_format, data, skips, work.root))
@@ -235,6 +252,8 @@ def _build(source: str, out: str, registry: Any, writing: contextlib.ExitStack, 
         writing.enter_context(hold_output_lock(work.local("/out"), create=False))
         prepare_work_dir(work)
         write_assets(assets, work, annotation_format, class_names)
+        if annotation_format == "seg-coco":
+            write_seg_annotations(assets, work, class_names)
     if annotation_format:
         write_index_files(chosen, work, annotation_format)
     if not training:
@@ -251,7 +270,8 @@ def _build(source: str, out: str, registry: Any, writing: contextlib.ExitStack, 
     atomic_write_text(env_file, yaml.safe_dump(env_yaml(work, str(config.get("task_id", task_id)), kinds),
                                                sort_keys=False))
 
-    per_class = collections.Counter(box[0] for asset in assets for box in asset.boxes)
+    per_class = collections.Counter([box[0] for asset in assets for box in asset.boxes]
+                                    + [obj.class_id for asset in assets for obj in asset.masks])
     return SandboxSummary(
         work_dir=work.root, env_file=env_file, tasks=tuple(str(kind) for kind in kinds),
         source_format=source_format, annotation_format=annotation_format, class_names=class_names,
@@ -260,7 +280,8 @@ def _build(source: str, out: str, registry: Any, writing: contextlib.ExitStack, 
         boxes_per_class={name: per_class.get(index, 0) for index, name in enumerate(class_names)},
         skipped={reason: count for reason, count in skips.counts.items() if training or reason in FILE_REASONS},
         model_files=tuple(model_paths),
-        container_paths=opts.container_paths, repaired=dict(skips.repairs), warned=dict(notices.counts),
+        container_paths=opts.container_paths, object_type=opts.object_type, repaired=dict(skips.repairs),
+        warned=dict(notices.counts),
         split=chosen.description, origins_file=origins_file,
         damaged=tuple((tree.relative(asset.source), asset.damage or "PIL cannot open it", work.shown(asset.path))
                       for asset in assets if asset.damage or asset.size is None))

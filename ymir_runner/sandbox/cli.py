@@ -9,6 +9,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..protocol.annotations import WRITABLE_FORMATS
+from ..protocol.config import OBJECT_TYPES
 from ..protocol.env import TaskKind
 from ..protocol.yaml_file import excerpt, parse_yaml
 from .build import build_sandbox
@@ -55,7 +56,7 @@ def _cmd_sandbox(args: argparse.Namespace) -> int:
         annotation_format=args.annotation_format, model=args.model, pretrained=args.pretrained,
         all_stages=args.all_stages, web_ui_strings=args.web_ui_strings,
         overrides=dict(parse_override(text) for text in args.set or []), container_paths=args.container_paths,
-        plugin=args.plugin, force=args.force, exif_transpose=args.exif_transpose)
+        plugin=args.plugin, force=args.force, exif_transpose=args.exif_transpose, object_type=args.object_type)
     print(summary.render())
     return 0
 
@@ -67,7 +68,8 @@ def add_command(commands: argparse._SubParsersAction) -> None:
         description="Build WORK/in exactly as the YMIR platform exports a dataset, so that "
                     "`ymir-runner run --env WORK/in/env.yaml` runs on it locally.")
     parser.add_argument("source", metavar="SOURCE",
-                        help="a folder of images with VOC .xml, YOLO .txt or a COCO .json; or a COCO .json file")
+                        help="a folder of images with VOC .xml, YOLO .txt, a COCO .json or label-map PNGs; or a "
+                             "COCO .json file")
     parser.add_argument("--out", required=True, metavar="WORK", help="the work folder to create (WORK/in, WORK/out)")
     parser.add_argument("--format", default="auto", choices=SOURCE_FORMATS,
                         help="annotation format of SOURCE (default: auto-detect; 'images': no annotations)")
@@ -85,8 +87,13 @@ def add_command(commands: argparse._SubParsersAction) -> None:
                         help=f"share of the images split at random that go to val-index.tsv ({DEFAULT_VAL_RATIO}); "
                              f"with a split in SOURCE, pass --split too")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random train/val split (0)")
-    parser.add_argument("--annotation-format", choices=list(WRITABLE_FORMATS), default=None,
-                        help="annotation files to write (default: the template's export_format, else det-ark)")
+    parser.add_argument("--annotation-format", choices=[*WRITABLE_FORMATS, "seg-coco"], default=None,
+                        help="annotation files to write (default: the template's export_format, else det-ark; "
+                             "seg-coco with --object-type 3 or 4)")
+    parser.add_argument("--object-type", type=int, choices=sorted(OBJECT_TYPES), default=2,
+                        help="2 detection (default); 3 semantic or 4 instance segmentation: masks of a COCO source "
+                             "(RLE or polygons) or label-map PNGs, written as the platform exports seg-coco:raw "
+                             "(one in/annotations/coco-annotations.json)")
     parser.add_argument("--model", metavar="DIR", help="mining/infer: a previous training's /out/models folder")
     parser.add_argument("--pretrained", metavar="DIR", help="training: a previous training's /out/models folder")
     parser.add_argument("--all-stages", action="store_true", help="copy every model stage, not only the best")

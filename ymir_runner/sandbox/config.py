@@ -11,7 +11,7 @@ from ..errors import ConfigError, YmirError
 from ..imgman import template_defaults
 from ..preflight import config_key_warnings
 from ..protocol.annotations import WRITABLE_FORMATS, export_format_of
-from ..protocol.config import DETECTION, PLATFORM_TYPED_KEYS, ExportFormat
+from ..protocol.config import DETECTION, PLATFORM_TYPED_KEYS, SEGMENTATION, ExportFormat
 from ..protocol.env import TaskKind, config_document, env_document
 from .options import SandboxOptions
 from .worktree import WorkTree
@@ -19,9 +19,10 @@ from .worktree import WorkTree
 log = logging.getLogger("ymir_runner.sandbox")
 
 
-def choose_executors(registry: Any, kinds: Sequence[TaskKind], plugin: str | None) -> dict[TaskKind, Any]:
+def choose_executors(registry: Any, kinds: Sequence[TaskKind], plugin: str | None,
+                     object_type: int = DETECTION) -> dict[TaskKind, Any]:
     """The executor of each task, chosen as ``ymir-runner run`` chooses it (:meth:`PluginRegistry.select`): the one
-    ``plugin`` names, else the only one installed for the task's kind and object type 2. Raises
+    ``plugin`` names, else the only one installed for the task's kind and ``object_type``. Raises
     :class:`~ymir_runner.errors.ConfigError` for a ``plugin`` that is not installed (or cannot run the task) and
     for several candidates (listing them: choose one with ``--plugin``). A task no installed executor handles gets
     no entry and a warning: the tree is still what the platform would export."""
@@ -31,26 +32,26 @@ def choose_executors(registry: Any, kinds: Sequence[TaskKind], plugin: str | Non
     chosen = {}
     for kind in kinds:
         candidates = sorted(executor.spec.name for executor in registry.executors()
-                            if kind in executor.spec.tasks and DETECTION in executor.spec.object_types)
+                            if kind in executor.spec.tasks and object_type in executor.spec.object_types)
         if not plugin and not candidates:
             log.warning("no installed executor handles %s: config.yaml holds only the platform's keys", kind)
             continue
         if not plugin and len(candidates) > 1:
-            raise ConfigError(f"several installed executors can run {kind} for object_type {DETECTION}: "
+            raise ConfigError(f"several installed executors can run {kind} for object_type {object_type}: "
                               f"{', '.join(candidates)}; choose one with --plugin NAME")
         try:
-            chosen[kind] = registry.select(kind, DETECTION, plugin)
+            chosen[kind] = registry.select(kind, object_type, plugin)
         except YmirError as error:
             raise ConfigError(f"--plugin {plugin!r}: {error}") from None
     return chosen
 
 
-def template_config(registry: Any, chosen: Mapping[TaskKind, Any]) -> dict[str, Any]:
+def template_config(registry: Any, chosen: Mapping[TaskKind, Any], object_type: int = DETECTION) -> dict[str, Any]:
     """The template of each chosen task's executor, as ``ymir-runner img-man`` writes it for that executor (mining
     + inference: merged, mining's value first): another executor's keys never reach config.yaml."""
     merged: dict[str, Any] = {}
     for kind, executor in chosen.items():
-        template = template_defaults(registry, kind, object_type=DETECTION, executor_name=executor.spec.name)
+        template = template_defaults(registry, kind, object_type=object_type, executor_name=executor.spec.name)
         for key, value in template.items():
             merged.setdefault(key, value)
     return merged
@@ -102,6 +103,8 @@ def build_config(template: Mapping[str, Any], kinds: Sequence[TaskKind], task_id
     if training:
         if options.annotation_format:
             hyper["export_format"] = export_format_of(options.annotation_format)
+        elif options.object_type in SEGMENTATION:  # the only export with masks (segmentation.md section 1)
+            hyper["export_format"] = export_format_of("seg-coco")
         elif not hyper.get("export_format"):
             hyper["export_format"] = export_format_of("det-ark")
     else:
@@ -115,13 +118,19 @@ def build_config(template: Mapping[str, Any], kinds: Sequence[TaskKind], task_id
             if value == "":
                 continue  # the web UI drops keys whose value is ''
         params[key] = value
+    params.setdefault("object_type", options.object_type)  # platform-typed: written as the platform writes it
     return config_document(task_id, kinds, params, class_names=class_names, model_files=model_files)
 
 
 def annotation_format_of(config: Mapping[str, Any]) -> str:
-    """The annotation format config.yaml's ``export_format`` asks for: det-ark or det-voc; ConfigError for
-    another."""
+    """The annotation format config.yaml's ``export_format`` asks for: det-ark or det-voc, or seg-coco for a
+    segmentation task (``object_type`` 3 or 4); ConfigError for another."""
     export = ExportFormat.parse(config.get("export_format"))
+    if config.get("object_type") in SEGMENTATION:
+        if export.annotation != "seg-coco":
+            raise ConfigError(f"export_format {export.raw!r}: a segmentation task (object_type "
+                              f"{config.get('object_type')}) reads seg-coco:raw, the only export with masks")
+        return export.annotation
     if export.annotation not in WRITABLE_FORMATS:
         raise ConfigError(f"export_format {export.raw!r}: the sandbox writes det-ark (ark:raw) or det-voc "
                           f"(voc:raw) annotations; choose one with --annotation-format")

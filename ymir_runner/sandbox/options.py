@@ -8,7 +8,7 @@ from typing import Any, Mapping, Sequence
 
 from ..errors import ConfigError
 from ..protocol.annotations import WRITABLE_FORMATS
-from ..protocol.config import TASK_DATA_KEYS
+from ..protocol.config import OBJECT_TYPES, SEGMENTATION, TASK_DATA_KEYS
 from ..protocol.env import TaskKind
 from .sources import SOURCE_FORMATS
 
@@ -50,6 +50,9 @@ class SandboxOptions:
     force: bool = False
     #: Store the EXIF-rotated pixels of images with an EXIF orientation (their boxes were drawn on those).
     exif_transpose: bool = False
+    #: The task's ``object_type``: 2 detection (boxes), 3 semantic or 4 instance segmentation (masks, written as
+    #: the platform exports ``seg-coco:raw``).
+    object_type: int = 2
 
     @property
     def ratio(self) -> float:
@@ -76,11 +79,23 @@ def check_options(options: SandboxOptions, kinds: Sequence[TaskKind]) -> None:
     """Refuse bad combinations before anything is read or written (ConfigError)."""
     if options.format not in SOURCE_FORMATS:
         raise ConfigError(f"unknown --format {options.format!r}: one of {', '.join(SOURCE_FORMATS)}")
-    if options.annotation_format not in (None, *WRITABLE_FORMATS):
+    if options.annotation_format not in (None, *WRITABLE_FORMATS, "seg-coco"):
         raise ConfigError(f"unknown --annotation-format {options.annotation_format!r}: "
-                          f"one of {', '.join(WRITABLE_FORMATS)}")
+                          f"one of {', '.join(WRITABLE_FORMATS)}, seg-coco")
     if options.split not in (None, *SPLIT_MODES):
         raise ConfigError(f"unknown --split {options.split!r}: one of {', '.join(SPLIT_MODES)}")
+    if options.object_type not in OBJECT_TYPES:
+        raise ConfigError(f"--object-type {options.object_type!r}: one of "
+                          + ", ".join(f"{value} ({name})" for value, name in OBJECT_TYPES.items()))
+    if options.object_type in SEGMENTATION:
+        if options.annotation_format not in (None, "seg-coco"):
+            raise ConfigError(f"--annotation-format {options.annotation_format}: a segmentation task "
+                              f"(--object-type {options.object_type}) reads seg-coco, the only export with masks")
+        if options.exif_transpose:
+            raise ConfigError("--exif-transpose turns the pixels but not the masks: a segmentation tree stores the "
+                              "images as they are")
+    elif options.annotation_format == "seg-coco":
+        raise ConfigError("--annotation-format seg-coco is a segmentation export: pass --object-type 3 or 4")
     if not 0 <= options.ratio < 1:
         raise ConfigError(f"--val-ratio {options.ratio} must be in [0, 1)")
     computed = TASK_DATA_KEYS.intersection(options.overrides)

@@ -19,6 +19,7 @@ from .base import (
     SourceBox,
     SourceData,
     SourceImage,
+    SourceMask,
     SourceSplit,
     SourceTree,
     scan_source,
@@ -27,26 +28,28 @@ from .base import (
 )
 from .coco import coco_files, looks_like_coco, read_coco
 from .images import read_images
+from .labelmaps import label_maps, read_label_maps
 from .missing import no_annotations, no_usable_box
 from .voc import read_voc
 from .yolo import YOLO_NAME_FILES, looks_like_yolo, read_yolo, yolo_split
 
-SOURCE_FORMATS = ("auto", "voc", "yolo", "coco", "images")
+SOURCE_FORMATS = ("auto", "voc", "yolo", "coco", "label-maps", "images")
 
 READERS: dict[str, Callable[[SourceTree], SourceData]] = {
-    "voc": read_voc, "yolo": read_yolo, "coco": read_coco, "images": read_images,
+    "voc": read_voc, "yolo": read_yolo, "coco": read_coco, "label-maps": read_label_maps, "images": read_images,
 }
 
 __all__ = [
     "FILE_REASONS", "IMAGE_EXTENSIONS", "READERS", "SOURCE_FORMATS", "YOLO_NAME_FILES", "SourceBox", "SourceData",
-    "SourceImage", "SourceSplit", "SourceTree", "coco_files", "detect_format", "looks_like_coco", "looks_like_yolo",
-    "no_annotations", "no_usable_box", "read_coco", "read_images", "read_source", "read_voc", "read_yolo",
-    "scan_source", "source_split", "split_kind", "yolo_split",
+    "SourceImage", "SourceMask", "SourceSplit", "SourceTree", "coco_files", "detect_format", "looks_like_coco",
+    "looks_like_yolo", "no_annotations", "no_usable_box", "read_coco", "read_images", "read_label_maps",
+    "read_source", "read_voc", "read_yolo", "scan_source", "source_split", "split_kind", "yolo_split",
 ]
 
 
 def detect_format(tree: SourceTree) -> str:
-    """coco (a json given or found), voc (xml files), yolo (label txt or a names file) or plain images.
+    """coco (a json given or found), voc (xml files), yolo (label txt or a names file), label-maps (PNGs in a
+    label-map folder: :mod:`.labelmaps`) or plain images.
 
     Raises :class:`~ymir_runner.errors.ConfigError` when SOURCE is a file other than a ``.json``, and when it holds
     annotations of several formats (a folder of several datasets: never one picked silently).
@@ -60,7 +63,10 @@ def detect_format(tree: SourceTree) -> str:
         "voc": tree.with_suffix(".xml"),
         "yolo": ([path for path in tree.files if os.path.basename(path) in YOLO_NAME_FILES]
                  or [path for path in tree.with_suffix(".txt") if looks_like_yolo(path)]),
+        "label-maps": label_maps(tree),
     }
+    if found["label-maps"] and not any(looks_like_yolo(path) for path in tree.with_suffix(".txt")):
+        found["yolo"] = []  # a classes.txt beside label maps names their values: no YOLO label anywhere
     present = [name for name, paths in found.items() if paths]
     if len(present) > 1:  # a folder of several datasets: which one is meant is the user's to say
         evidence = "; ".join(f"{name}: {len(found[name])} file(s), e.g. {tree.relative(found[name][0])}"

@@ -15,7 +15,7 @@ import collections
 import dataclasses
 import os
 import re
-from typing import Iterable, Mapping, NamedTuple
+from typing import Any, Iterable, Mapping, NamedTuple
 
 from ...errors import ConfigError
 from ...protocol.dataset import SkipLog
@@ -44,14 +44,29 @@ class SourceBox(NamedTuple):
     y2: float
 
 
+class SourceMask(NamedTuple):
+    """An object's mask as the source holds it, not decoded: ``segmentation`` a COCO value (an RLE dict with
+    string or list counts, a list of polygons, ``{}`` for a box-only object), ``bbox`` ``[x, y, w, h]`` and
+    ``area`` as the source states them (None: measured on the mask), ``where`` the file and object a skip
+    message names."""
+
+    class_name: str
+    segmentation: Any
+    iscrowd: int = 0
+    bbox: tuple[float, float, float, float] | None = None
+    area: float | None = None
+    where: str = ""
+
+
 class SourceImage(NamedTuple):
     """One image of SOURCE: its path, its boxes (empty: none, or not annotated) and the size its annotation
-    records."""
+    records; ``masks``: its objects' masks, in the source's order (COCO segmentations, label maps)."""
 
     path: str
     boxes: tuple[SourceBox, ...] = ()
     #: ``(width, height)`` as the annotation records it (VOC ``<size>``, COCO ``width``/``height``), if it does.
     size: tuple[int, int] | None = None
+    masks: tuple[SourceMask, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)

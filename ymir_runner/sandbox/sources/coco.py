@@ -12,7 +12,7 @@ from typing import Mapping
 from ...errors import ConfigError, DatasetError
 from ...protocol import annotations as formats
 from ...protocol.files import open_regular
-from .base import SourceBox, SourceData, SourceImage, SourceTree, source_split, split_kind
+from .base import SourceBox, SourceData, SourceImage, SourceMask, SourceTree, source_split, split_kind
 
 
 def read_coco(tree: SourceTree) -> SourceData:
@@ -40,6 +40,7 @@ def read_coco(tree: SourceTree) -> SourceData:
             raise DatasetError(f"cannot read COCO file {path}: category {unnamed[0]!r} has no 'name'")
         names += document.categories.values()
         boxes = _coco_boxes(document, tree)
+        segments = _coco_masks(document, tree)
         outside: list[str] = []
         for number, entry in enumerate(document.images):
             image, elsewhere = _coco_image(path, tree, entry.file_name, by_name)
@@ -52,7 +53,8 @@ def read_coco(tree: SourceTree) -> SourceData:
             parts[subset].append(image)  # listed in both parts: val (source_split); the first listing's boxes
             if image not in seen:
                 seen.add(image)
-                items.append(SourceImage(image, tuple(boxes.get(entry.id, ())), entry.size))
+                items.append(SourceImage(image, tuple(boxes.get(entry.id, ())), entry.size,
+                                         tuple(segments.get(entry.id, ()))))
         if outside:
             shown = "; ".join(outside[:MAX_NAMED]) + (f"; and {len(outside) - MAX_NAMED} more"
                                                      if len(outside) > MAX_NAMED else "")
@@ -82,6 +84,42 @@ def _coco_boxes(document: formats.CocoDocument, tree: SourceTree) -> dict[object
         except (KeyError, TypeError, ValueError) as error:
             tree.skips.skip("malformed box", f"{document.path}:annotations[{number}]", repr(error))
     return by_id
+
+
+def _coco_masks(document: formats.CocoDocument, tree: SourceTree) -> dict[object, list[SourceMask]]:
+    """Image id -> the masks of its annotations that have a ``segmentation`` key, in file order, NOT decoded
+    (the sandbox checks each against the stored image: :func:`~..assets.assign_masks`); the source's ``bbox``
+    and ``area`` kept when they are finite numbers. An entry without ``image_id``, a known ``category_id`` or an
+    ``iscrowd`` of 0 or 1 is skipped as ``malformed mask`` (the box reader names bad boxes itself)."""
+    by_id: dict[object, list[SourceMask]] = collections.defaultdict(list)
+    for number, entry in enumerate(document.annotations):
+        if not isinstance(entry, dict) or "segmentation" not in entry:
+            continue
+        where = f"{document.path}:annotations[{number}] (annotation id {_excerpt(entry.get('id'))})"
+        try:
+            class_name = document.categories[entry["category_id"]]
+            iscrowd = formats.coco_iscrowd(entry)
+            image_id = entry["image_id"]
+        except (KeyError, TypeError, ValueError) as error:
+            tree.skips.skip("malformed mask", where, repr(error))
+            continue
+        by_id[image_id].append(SourceMask(class_name, entry["segmentation"], iscrowd, _finite_box(entry.get("bbox")),
+                                          _finite(entry.get("area")), where))
+    return by_id
+
+
+def _finite(value: object) -> float | None:
+    return float(value) if type(value) in (int, float) and math.isfinite(value) else None  # type: ignore[arg-type]
+
+
+def _finite_box(value: object) -> tuple[float, float, float, float] | None:
+    if not isinstance(value, list) or len(value) != 4:
+        return None
+    numbers = [_finite(number) for number in value]
+    if any(number is None for number in numbers):
+        return None
+    x, y, w, h = (float(number) for number in numbers if number is not None)
+    return (x, y, w, h) if w > 0 and h > 0 else None
 
 
 def coco_files(tree: SourceTree) -> list[tuple[str, str | None]]:

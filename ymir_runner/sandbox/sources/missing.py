@@ -22,6 +22,7 @@ LOOKED_FOR = {
     "voc": "VOC .xml files (one per image: beside it, naming it in <filename>, or of the same stem below SOURCE)",
     "yolo": "YOLO label .txt files (beside each image, or in labels/ mirroring images/)",
     "coco": "COCO .json annotations",
+    "label-maps": "label-map PNGs (class indexes) named as the images, in SegmentationClass/ or masks/",
 }
 #: The annotation files each format reads, by suffix.
 SUFFIXES = {"voc": (".xml",), "yolo": (".txt",), "coco": (".json",)}
