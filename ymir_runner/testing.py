@@ -40,7 +40,14 @@ from .plugins import PluginRegistry, build_plugin_manager
 from .protocol.annotations import annotation_suffix, annotation_text, ark_text, export_format_of, voc_text
 from .protocol.atomic import TEMP_PREFIX
 from .protocol.config import SEGMENTATION
-from .protocol.env import MODEL_INFO_FILE, PROTOCOL_VERSION, TaskKind, config_document, env_document
+from .protocol.env import (
+    MODEL_INFO_FILE,
+    PROTOCOL_VERSION,
+    TaskKind,
+    config_document,
+    env_document,
+    model_object_type,
+)
 from .protocol.paths import reroot
 from .protocol.yaml_file import read_yaml
 from .shutdown import child_pids, is_running
@@ -164,7 +171,8 @@ def install_models(models_from: str, models_dir: str, stages: Sequence[str] | No
     ``models_from`` is either the /out/models folder of a training run (with its result.yaml): each of
     ``stages`` (default: the best stage) is copied to ``models_dir/<stage>/``; or a folder of model files
     without result.yaml (a model a test made by hand): it is copied as one stage named after the folder.
-    ``models_dir/ymir-info.yaml`` names the best stage, as the platform writes it. Returns the copied files as
+    ``models_dir/ymir-info.yaml`` names the best stage, as the platform writes it, and the model's ``object_type``
+    when the training recorded one (a segmentation training; none: a detection model). Returns the copied files as
     ``<stage>/<file>``, the form of config keys ``model_params_path`` and ``pretrained_model_params`` under
     /in/models. Raises ``FileNotFoundError`` for a missing folder."""
     import shutil
@@ -185,8 +193,12 @@ def install_models(models_from: str, models_dir: str, stages: Sequence[str] | No
     for stage, names in listed.items():
         shutil.copytree(os.path.join(models_from, stage), os.path.join(models_dir, stage), dirs_exist_ok=True)
         files += [f"{stage}/{name}" for name in names]
+    info: dict[str, Any] = {"best_stage_name": best}
+    object_type = model_object_type(models_from) if os.path.exists(result_file) else None
+    if object_type is not None:
+        info["object_type"] = object_type
     with open(os.path.join(models_dir, MODEL_INFO_FILE), "w", encoding="utf-8") as stream:
-        yaml.safe_dump({"best_stage_name": best}, stream)
+        yaml.safe_dump(info, stream)
     return files
 
 
