@@ -62,7 +62,8 @@ NAMES: dict[str, dict[str, str]] = {
     "ymir_runner.cpus": _listed(
         "0.3", "CpuLimits CpuShare available_cpus cpu_limits cgroup_cpu_quota configure_openmp openmp_settings "
                "share_cpus CPUS_ENV_VAR THREAD_COUNT_VARIABLES WAIT_POLICY"),
-    "ymir_runner.stages": _listed("0.3", "fitness stage_epochs EVAL_COST evaluation_params StageEvaluator"),
+    "ymir_runner.stages": _listed("0.3", "fitness stage_epochs EVAL_COST evaluation_params StageEvaluator "
+                                         "seg_ground_truth"),
     "ymir_runner.inference": _listed("0.3", "infer_candidates inference_threshold Prediction"),
     "ymir_runner.pictures": _listed("0.3", "stage_figures StageFigures pixel_rectangle draw_box class_label PALETTE"),
 }
