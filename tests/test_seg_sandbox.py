@@ -17,6 +17,7 @@ from ymir_runner.cli import main
 from ymir_runner.errors import ConfigError
 from ymir_runner.protocol import masks
 from ymir_runner.protocol.dataset import AnnotationReader, DatasetReader, SkipLog
+from ymir_runner.protocol.env import record_model_object_type
 from ymir_runner.protocol.segcoco import SEG_COCO_FILE, export_segmentation
 from ymir_runner.sandbox import build_sandbox
 from ymir_runner.testing import TaskTree, write_png
@@ -300,3 +301,41 @@ def test_export_segmentation_gives_only_the_platforms_forms():
     with pytest.raises(masks.MaskProblem) as problem:
         export_segmentation({}, HEIGHT, WIDTH)
     assert problem.value.reason == masks.NO_MASK
+
+
+# --- the model's object type -----------------------------------------------------------------------------------
+
+
+def seg_models(tmp_path, object_type: int | None):
+    """A previous training's /out/models (one stage), with the object type a seg training records."""
+    models = tmp_path / "models"
+    (models / "epoch_1").mkdir(parents=True)
+    (models / "epoch_1" / "model.json").write_text("{}")
+    (models / "result.yaml").write_text(yaml.safe_dump({
+        "best_stage_name": "epoch_1",
+        "model_stages": {"epoch_1": {"stage_name": "epoch_1", "files": ["model.json"], "timestamp": 1700000000,
+                                     "maskAP": 0.5}}}))
+    if object_type is not None:
+        record_model_object_type(str(models), object_type)
+    return models
+
+
+def test_inference_trees_take_the_models_object_type(ymir_registry, label_map_source, tmp_path):
+    source, _, _ = label_map_source
+    models = seg_models(tmp_path, 4)
+    work = tmp_path / "work"
+    build_sandbox(str(source), str(work), registry=ymir_registry, tasks=["infer"], model=str(models),
+                  classes=["cat", "dog"])
+    config = yaml.safe_load((work / "in" / "config.yaml").read_text())
+    assert config["object_type"] == 4 and "export_format" not in config
+    assert (work / "in" / "candidate-index.tsv").read_text().count("\n") == 3
+    with pytest.raises(ConfigError, match="300005"):
+        build_sandbox(str(source), str(tmp_path / "w2"), registry=ymir_registry, tasks=["infer"],
+                      model=str(models), classes=["cat", "dog"], object_type=3)
+
+
+def test_a_detection_model_stays_detection(ymir_registry, label_map_source, tmp_path):
+    source, _, _ = label_map_source
+    build_sandbox(str(source), str(tmp_path / "work"), registry=ymir_registry, tasks=["mining"],
+                  model=str(seg_models(tmp_path, None)), classes=["cat", "dog"])
+    assert yaml.safe_load((tmp_path / "work" / "in" / "config.yaml").read_text())["object_type"] == 2

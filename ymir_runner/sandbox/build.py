@@ -17,8 +17,9 @@ import yaml
 from ..errors import ConfigError
 from ..origins import ORIGINS_FILE, SANDBOX_TASK_PREFIX, write_origins
 from ..protocol.atomic import atomic_write_text
+from ..protocol.config import DETECTION
 from ..protocol.dataset import SkipLog
-from ..protocol.env import TaskKind
+from ..protocol.env import TaskKind, model_object_type
 from ..protocol.outlock import hold_output_lock
 from .assets import assign_boxes, assign_masks, collect_assets, find_damage, write_assets, write_seg_annotations
 from .classes import class_lookup, resolve_class_names, trained_class_names
@@ -166,6 +167,23 @@ def check_training_part(chosen: TrainVal, source_format: str, notices: Notices) 
                  f"more images")
 
 
+def task_object_type(opts: SandboxOptions, model: Any) -> int:
+    """The tree's ``object_type``: ``--object-type``, else the one the model (``--model``, ``--pretrained``) was
+    trained for (:func:`~ymir_runner.protocol.env.model_object_type`), else detection. ``--model`` of another
+    type than ``--object-type`` is refused (ConfigError): a run would stop on it with 300005, as the platform
+    refuses it."""
+    recorded = model_object_type(model.folder) if model is not None else None
+    if opts.object_type is None:
+        if recorded is not None and recorded != DETECTION:
+            log.info("object_type %d: the one the model in %s was trained for", recorded, model.folder)
+        return recorded or DETECTION
+    if recorded is not None and recorded != opts.object_type and opts.model:
+        raise ConfigError(f"--object-type {opts.object_type}: the model in {model.folder} was trained for "
+                          f"object_type {recorded}; a run would stop with 300005 (object types mismatch): leave "
+                          f"--object-type out, or pass --object-type {recorded}")
+    return int(opts.object_type)
+
+
 def no_usable_mask(source: str, source_format: str, data: Any, skips: SkipLog) -> str:
     """Why a segmentation training tree would hold no mask, said so the user can act on it."""
     found = sum(len(image.masks) for image in data.images)
@@ -212,12 +230,16 @@ def _build(source: str, out: str, registry: Any, writing: contextlib.ExitStack, 
     if training:
         check_split_request(data.split, opts)
     model = read_model_source(model_dir, "--model" if opts.model else "--pretrained") if model_dir else None
+    if opts.object_type is None or model is not None:
+        opts = dataclasses.replace(opts, object_type=task_object_type(opts, model))
+        check_options(opts, kinds)
+    object_type = int(opts.object_type or DETECTION)
     class_names = resolve_class_names(data, opts, training, trained_class_names(model.folder) if model else None)
     files = model_files(model, opts.all_stages) if model else []
     task_id = SANDBOX_TASK_PREFIX + hashlib.sha1(f"{source}|{'+'.join(kinds)}".encode()).hexdigest()[:12]
-    executors = choose_executors(registry, kinds, opts.plugin, opts.object_type)
+    executors = choose_executors(registry, kinds, opts.plugin, object_type)
     check_overrides(opts.overrides, executors, opts.force)
-    template = template_config(registry, executors, opts.object_type)
+    template = template_config(registry, executors, object_type)
     config = build_config(template, kinds, task_id, class_names, opts)
     annotation_format = annotation_format_of(config) if training else None
     notices = Notices()
@@ -280,7 +302,7 @@ def _build(source: str, out: str, registry: Any, writing: contextlib.ExitStack, 
         boxes_per_class={name: per_class.get(index, 0) for index, name in enumerate(class_names)},
         skipped={reason: count for reason, count in skips.counts.items() if training or reason in FILE_REASONS},
         model_files=tuple(model_paths),
-        container_paths=opts.container_paths, object_type=opts.object_type, repaired=dict(skips.repairs),
+        container_paths=opts.container_paths, object_type=object_type, repaired=dict(skips.repairs),
         warned=dict(notices.counts),
         split=chosen.description, origins_file=origins_file,
         damaged=tuple((tree.relative(asset.source), asset.damage or "PIL cannot open it", work.shown(asset.path))

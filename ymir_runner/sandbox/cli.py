@@ -90,8 +90,9 @@ def add_command(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--annotation-format", choices=[*WRITABLE_FORMATS, "seg-coco"], default=None,
                         help="annotation files to write (default: the template's export_format, else det-ark; "
                              "seg-coco with --object-type 3 or 4)")
-    parser.add_argument("--object-type", type=int, choices=sorted(OBJECT_TYPES), default=2,
-                        help="2 detection (default); 3 semantic or 4 instance segmentation: masks of a COCO source "
+    parser.add_argument("--object-type", type=int, choices=sorted(OBJECT_TYPES), default=None,
+                        help="2 detection (default, or the type --model / --pretrained was trained for); 3 semantic "
+                             "or 4 instance segmentation: masks of a COCO source "
                              "(RLE or polygons) or label-map PNGs, written as the platform exports seg-coco:raw "
                              "(one in/annotations/coco-annotations.json)")
     parser.add_argument("--model", metavar="DIR", help="mining/infer: a previous training's /out/models folder")

@@ -118,7 +118,7 @@ def build_config(template: Mapping[str, Any], kinds: Sequence[TaskKind], task_id
             if value == "":
                 continue  # the web UI drops keys whose value is ''
         params[key] = value
-    params.setdefault("object_type", options.object_type)  # platform-typed: written as the platform writes it
+    params.setdefault("object_type", options.object_type or DETECTION)  # platform-typed: as the platform writes it
     return config_document(task_id, kinds, params, class_names=class_names, model_files=model_files)
 
 

@@ -51,8 +51,8 @@ class SandboxOptions:
     #: Store the EXIF-rotated pixels of images with an EXIF orientation (their boxes were drawn on those).
     exif_transpose: bool = False
     #: The task's ``object_type``: 2 detection (boxes), 3 semantic or 4 instance segmentation (masks, written as
-    #: the platform exports ``seg-coco:raw``).
-    object_type: int = 2
+    #: the platform exports ``seg-coco:raw``); None: the model's (``--model``, ``--pretrained``), else 2.
+    object_type: int | None = None
 
     @property
     def ratio(self) -> float:
@@ -84,7 +84,7 @@ def check_options(options: SandboxOptions, kinds: Sequence[TaskKind]) -> None:
                           f"one of {', '.join(WRITABLE_FORMATS)}, seg-coco")
     if options.split not in (None, *SPLIT_MODES):
         raise ConfigError(f"unknown --split {options.split!r}: one of {', '.join(SPLIT_MODES)}")
-    if options.object_type not in OBJECT_TYPES:
+    if options.object_type is not None and options.object_type not in OBJECT_TYPES:
         raise ConfigError(f"--object-type {options.object_type!r}: one of "
                           + ", ".join(f"{value} ({name})" for value, name in OBJECT_TYPES.items()))
     if options.object_type in SEGMENTATION:
