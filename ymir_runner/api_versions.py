@@ -49,10 +49,13 @@ NAMES: dict[str, dict[str, str]] = {
         **_listed("0.3", "ark_text voc_text annotation_text annotation_suffix plugin_registry monitor_writes "
                          "child_pids is_running"),
     },
-    "ymir_runner.mining": _listed(
-        "0.2", "MINING_ALGORITHMS Prediction MiningSettings mine_candidates Augmentation horizontal_flip cutout "
-               "rescale CALD_AUGMENTATIONS binary_entropy class_weights random_scores entropy_score aldd_score box_iou "
-               "js_divergence cald_consistency cald_score cald_scores MIN_SCORE"),
+    "ymir_runner.mining": {
+        **_listed("0.2", "MINING_ALGORITHMS Prediction MiningSettings mine_candidates Augmentation horizontal_flip "
+                         "cutout rescale CALD_AUGMENTATIONS binary_entropy class_weights random_scores entropy_score "
+                         "aldd_score box_iou js_divergence cald_consistency cald_score cald_scores MIN_SCORE"),
+        **_listed("0.3", "instance_prediction pixel_entropy semantic_entropy_score semantic_aldd_score "
+                         "SEMANTIC_ALGORITHMS"),
+    },
     "ymir_runner.evaluation": {
         **_listed("0.2", "EvaluationResult evaluate_detections coco_metrics match_counts box_iou COCO_IOU_THRESHOLDS "
                          "DEFAULT_MAX_DETECTIONS"),
