@@ -268,3 +268,25 @@ def test_a_segmentation_stage_refuses_what_the_writer_refuses():
         evaluator.evaluate(1, [[InstanceMask(first[:10], 0.9, 0)]])  # not the stored size
     with pytest.raises(ValueError, match="same name"):
         StageEvaluator(seg_context(3), [truth, truth], [(30, 20)] * 2, ["/a/x.png", "/b/x.png"])
+
+
+def test_the_sandbox_installs_a_model_with_its_object_type(tmp_path, ymir_registry):
+    """``ymir-runner sandbox --model`` copies the object type a segmentation training recorded: a semantic model
+    given to a detection mining task is refused as the platform refuses it."""
+    import toy_plugin
+    from test_sandbox import fake_models, quiet_run, voc_source
+
+    from ymir_runner.sandbox import build_sandbox
+
+    ymir_registry.register(toy_plugin, "toy")
+    models = fake_models(tmp_path)
+    (models / MODEL_INFO_FILE).write_text(yaml.safe_dump({"object_type": 3}))
+    source, _ = voc_source(tmp_path, [("cat", 1, 1, 5, 5)])
+    summary = build_sandbox(str(source), str(tmp_path / "work"), registry=ymir_registry, tasks=["mining"],
+                            model=str(models), classes=["cat"])
+    with open(tmp_path / "work" / "in" / "models" / MODEL_INFO_FILE, encoding="utf-8") as stream:
+        info = yaml.safe_load(stream)
+    assert (info["best_stage_name"], info["object_type"]) == ("epoch_2", 3)
+    assert quiet_run(summary.env_file, ymir_registry) == 1
+    with open(tmp_path / "work" / "out" / "monitor.txt", encoding="utf-8") as stream:
+        assert stream.readline().split("\t")[3:] == ["4", "300005\n"]
