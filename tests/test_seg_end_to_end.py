@@ -1,5 +1,6 @@
 """Issue 26 "done when": a torch-free segmentation plugin (tests/seg_toy_plugin.py, which "predicts" perturbed ground
-truth) trains, mines and infers for object types 3 and 4 on seg-coco work trees; ``verify`` passes on every output;
+truth) trains (``ymir-runner run`` in a process of its own, the plugin installed as a distribution), mines and infers
+(the same run in this process) for object types 3 and 4 on seg-coco work trees; ``verify`` passes on every output;
 each stage's metrics equal ``ymir-runner evaluate`` on the plugin's own inference output for the validation set
 with that stage's model; the model's object type goes with it, and a model of another object type is refused
 (300005) before any image is read. Also the segmentation path of :class:`ymir_runner.stages.StageEvaluator`."""
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import subprocess
 import types
 
 import numpy as np
@@ -25,7 +27,7 @@ from ymir_runner.protocol.masks import encode_mask, rle_area, rle_bbox
 from ymir_runner.protocol.results import EncodedMask, InstanceMask
 from ymir_runner.seg_evaluation import SegObject, coco_rle
 from ymir_runner.stages import StageEvaluator
-from ymir_runner.testing import TaskTree
+from ymir_runner.testing import TaskTree, make_fake_distribution
 
 CLASSES = ["cat", "dog", "person"]
 COCO = "/in/annotations/coco-annotations.json"
@@ -119,12 +121,24 @@ def evaluate(tree, predictions, object_type, iou_thr, conf_thr, capsys):
     return json.loads(capsys.readouterr().out)
 
 
+def run_command(tree, tmp_path):
+    """``ymir-runner run --env ... --root ...`` in a process of its own, the toy plugin installed as a distribution
+    (its ``ymir_runner`` entry point found as pip's would be)."""
+    site = str(tmp_path / "site")
+    make_fake_distribution(site, dist_name="ymir-segtoy", module="seg_toy_plugin_copy", entry_point="segtoy",
+                           source=open(seg_toy_plugin.__file__, encoding="utf-8").read())
+    path = os.pathsep.join(part for part in (site, os.environ.get("PYTHONPATH", "")) if part)
+    done = subprocess.run(tree.command(), capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, PYTHONPATH=path))
+    return tree.outcome(done.returncode, done.stderr)
+
+
 KEYS = {3: ["mIoU", "mAcc", "aAcc"], 4: ["maskAP", "boxAP", "maskAP50_95", "tp", "fp", "fn"]}
 
 
 @pytest.mark.parametrize("object_type", SEGMENTATION)
 def test_training_mining_and_inference_end_to_end(seg_registry, tmp_path, capsys, object_type):
-    trained = write_seg_tree(tmp_path / "train", ["training"], object_type).run(seg_registry)
+    trained = run_command(write_seg_tree(tmp_path / "train", ["training"], object_type), tmp_path)
     assert trained.exit_code == 0, trained.stderr
     report = trained.verify()
     assert report.ok, report.to_text()
