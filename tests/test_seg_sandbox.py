@@ -69,6 +69,7 @@ def coco_source(tmp_path):
         coco_annotation(22, 2, 1, masks.encode_mask(np.zeros((HEIGHT + 1, WIDTH), dtype=bool))),  # wrong size
         coco_annotation(23, 3, 2, [[1, 2, 3]]),  # odd polygon
         coco_annotation(24, 3, 2, masks.encode_mask(block(3, 3, 4, 4)), bbox=(3, 3, 4, 4), area=16),
+        coco_annotation(25, 3, 2, masks.encode_mask(block(3, 3, 4, 4)), iscrowd=2),  # malformed mask
     ]
     document = {"images": [{"id": number, "file_name": f"im{number}.png", "width": WIDTH, "height": HEIGHT}
                            for number in (1, 2, 3)],
@@ -125,7 +126,8 @@ def test_a_coco_source_with_masks_becomes_a_seg_coco_tree(ymir_registry, coco_so
     assert isinstance(merged["segmentation"]["counts"], str)
     assert isinstance(listed["segmentation"]["counts"], str) and listed["category_id"] == 1
     assert kept["bbox"] == [3, 3, 4, 4] and kept["area"] == 16
-    assert summary.skipped == {"object without mask": 1, "mask size differs from image": 1, "bad polygon": 1}
+    assert summary.skipped == {"object without mask": 1, "mask size differs from image": 1, "bad polygon": 1,
+                               "malformed mask": 1}
     assert summary.boxes_per_class == {"cat": 2, "dog": 3} and "masks: 5 as seg-coco" in summary.render()
 
     items = all_items(str(work), 4)
@@ -155,6 +157,7 @@ def test_a_detection_tree_of_the_same_source_is_unchanged(ymir_registry, coco_so
     summary = build_sandbox(str(source), str(tmp_path / "work"), registry=ymir_registry)
     config = yaml.safe_load((tmp_path / "work" / "in" / "config.yaml").read_text())
     assert config["object_type"] == 2 and config["export_format"] == "ark:raw"
+    assert not summary.skipped and summary.boxes == 9  # masks neither read nor judged: every box kept
     assert summary.annotation_format == "det-ark" and not (tmp_path / "work" / "in" / "annotations" /
                                                            "coco-annotations.json").exists()
 

@@ -19,7 +19,7 @@ from ..protocol.annotations import annotation_suffix, annotation_text
 from ..protocol.dataset import SkipLog
 from ..protocol.files import open_regular
 from ..protocol.images import ImageProblem, probe_image
-from ..protocol.masks import MaskProblem
+from ..protocol.masks import MALFORMED_MASK, MaskProblem
 from ..protocol.segcoco import SEG_COCO_FILE, SegCocoImage, SegCocoObject, seg_object, write_seg_coco
 from .exif import write_transposed
 from .headers import ImageSizes
@@ -196,7 +196,8 @@ def assign_masks(assets: Sequence[Asset], class_index: Callable[[str], int | Non
     a polygon's coordinates ints; the source's bbox and area kept, else the mask's). Skipped and counted, named
     with file and annotation: a class the task does not use (``class not in --classes``), and every mask the
     readers of ``ymir-runner run`` would skip: ``object without mask`` (``{}``), ``mask size differs from image``,
-    ``bad polygon``, ``malformed mask`` (:mod:`ymir_runner.protocol.masks`); a mask of an image PIL cannot open
+    ``bad polygon``, ``malformed mask`` (an ``iscrowd`` other than 0 or 1 too; :mod:`ymir_runner.protocol.masks`);
+    a mask of an image PIL cannot open
     (:data:`UNKNOWN_SIZE`)."""
     for asset in assets:
         for mask in asset.source_masks:
@@ -208,8 +209,11 @@ def assign_masks(assets: Sequence[Asset], class_index: Callable[[str], int | Non
                 skips.skip(UNKNOWN_SIZE, mask.where, f"{asset.source}: its stored size is unknown")
                 continue
             width, height = asset.size
+            if mask.iscrowd not in (0, 1) or isinstance(mask.iscrowd, str):
+                skips.skip(MALFORMED_MASK, mask.where, f"iscrowd {mask.iscrowd!r} is not 0 or 1")
+                continue
             try:
-                asset.masks.append(seg_object(index, mask.segmentation, height, width, iscrowd=mask.iscrowd,
+                asset.masks.append(seg_object(index, mask.segmentation, height, width, iscrowd=int(mask.iscrowd),
                                               bbox=mask.bbox, area=mask.area))
             except MaskProblem as problem:
                 skips.skip(problem.reason, mask.where, str(problem))

@@ -52,7 +52,8 @@ class SourceMask(NamedTuple):
 
     class_name: str
     segmentation: Any
-    iscrowd: int = 0
+    #: As the source says (checked to be 0 or 1 when the mask is used).
+    iscrowd: Any = 0
     bbox: tuple[float, float, float, float] | None = None
     area: float | None = None
     where: str = ""

@@ -88,23 +88,22 @@ def _coco_boxes(document: formats.CocoDocument, tree: SourceTree) -> dict[object
 
 def _coco_masks(document: formats.CocoDocument, tree: SourceTree) -> dict[object, list[SourceMask]]:
     """Image id -> the masks of its annotations that have a ``segmentation`` key, in file order, NOT decoded
-    (the sandbox checks each against the stored image: :func:`~..assets.assign_masks`); the source's ``bbox``
-    and ``area`` kept when they are finite numbers. An entry without ``image_id``, a known ``category_id`` or an
-    ``iscrowd`` of 0 or 1 is skipped as ``malformed mask`` (the box reader names bad boxes itself)."""
+    (the sandbox of a segmentation task checks each against the stored image, ``iscrowd`` included:
+    :func:`~..assets.assign_masks`); the source's ``bbox`` and ``area`` kept when they are finite numbers. An
+    entry without ``image_id`` or a known ``category_id`` is left out here: the box reader names it
+    (``malformed box``) in every task."""
     by_id: dict[object, list[SourceMask]] = collections.defaultdict(list)
     for number, entry in enumerate(document.annotations):
         if not isinstance(entry, dict) or "segmentation" not in entry:
             continue
-        where = f"{document.path}:annotations[{number}] (annotation id {_excerpt(entry.get('id'))})"
         try:
             class_name = document.categories[entry["category_id"]]
-            iscrowd = formats.coco_iscrowd(entry)
-            image_id = entry["image_id"]
-        except (KeyError, TypeError, ValueError) as error:
-            tree.skips.skip("malformed mask", where, repr(error))
+            by_id[entry["image_id"]].append(SourceMask(
+                class_name, entry["segmentation"], entry.get("iscrowd", 0), _finite_box(entry.get("bbox")),
+                _finite(entry.get("area")),
+                f"{document.path}:annotations[{number}] (annotation id {_excerpt(entry.get('id'))})"))
+        except (KeyError, TypeError):
             continue
-        by_id[image_id].append(SourceMask(class_name, entry["segmentation"], iscrowd, _finite_box(entry.get("bbox")),
-                                          _finite(entry.get("area")), where))
     return by_id
 
 
