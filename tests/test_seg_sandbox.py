@@ -20,7 +20,7 @@ from ymir_runner.protocol.dataset import AnnotationReader, DatasetReader, SkipLo
 from ymir_runner.protocol.env import record_model_object_type
 from ymir_runner.protocol.segcoco import SEG_COCO_FILE, export_segmentation
 from ymir_runner.sandbox import build_sandbox
-from ymir_runner.testing import TaskTree, write_png
+from ymir_runner.testing import TaskTree, write_png, write_task_files
 
 WIDTH, HEIGHT = 40, 30
 CLASSES = ["cat", "dog"]
@@ -342,3 +342,9 @@ def test_a_detection_model_stays_detection(ymir_registry, label_map_source, tmp_
     build_sandbox(str(source), str(tmp_path / "work"), registry=ymir_registry, tasks=["mining"],
                   model=str(seg_models(tmp_path, None)), classes=["cat", "dog"])
     assert yaml.safe_load((tmp_path / "work" / "in" / "config.yaml").read_text())["object_type"] == 2
+
+
+def test_write_task_files_writes_a_seg_tasks_config(tmp_path):
+    env_file = write_task_files(str(tmp_path), ["training"], {"epochs": 1}, object_type=3)
+    config = yaml.safe_load(open(os.path.join(os.path.dirname(env_file), "config.yaml")))
+    assert (config["object_type"], config["export_format"], config["epochs"]) == (3, "seg-coco:raw", 1)

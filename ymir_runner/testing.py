@@ -361,7 +361,7 @@ class TaskTree:
 
 
 def write_task_files(root: str, kinds: Sequence[TaskKind | str], config: Mapping[str, Any], *,
-                     task_id: str = "t-test", annotation_format: str = "det-ark") -> str:
+                     task_id: str = "t-test", annotation_format: str = "det-ark", object_type: int = 2) -> str:
     """env.yaml and config.yaml of a task on the local tree ``root`` (``root/in``, ``root/out``), as the platform
     writes them but with absolute local paths, so ``ymir-runner run --env <returned path>`` needs no ``--root``.
 
@@ -369,12 +369,18 @@ def write_task_files(root: str, kinds: Sequence[TaskKind | str], config: Mapping
     ``candidate-index.tsv``. ``config`` is written over the keys the platform writes itself
     (:func:`~ymir_runner.protocol.env.config_document`: ``task_id``, the CPU, ``object_type`` 2, ``run_mining``
     and ``run_infer`` in mining and inference and, for training, the ``export_format`` of ``annotation_format``,
-    ``det-ark`` or ``det-voc``). Returns the path of env.yaml."""
+    ``det-ark`` or ``det-voc``). ``object_type`` 3 or 4: a segmentation task, ``object_type`` written and the
+    training's ``export_format`` ``seg-coco:raw`` (the index files then name one
+    ``root/in/annotations/coco-annotations.json``: :mod:`ymir_runner.protocol.segcoco` writes it). Returns the
+    path of env.yaml."""
 
     root = os.path.abspath(root)
     os.makedirs(os.path.join(root, "in"), exist_ok=True)
     os.makedirs(os.path.join(root, "out"), exist_ok=True)
     document = env_document(task_id, kinds, path=lambda container_path: reroot(container_path, root))
+    if object_type in SEGMENTATION:
+        annotation_format = "seg-coco"
+        config = {"object_type": object_type, **config}
     task_config = config_document(task_id, kinds, config, export_format=export_format_of(annotation_format))
     with open(os.path.join(root, "in", "config.yaml"), "w", encoding="utf-8") as stream:
         yaml.safe_dump(task_config, stream, sort_keys=False, allow_unicode=True)
