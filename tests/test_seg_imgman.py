@@ -156,6 +156,8 @@ def test_several_object_types_write_the_manifest_list_and_one_folder_per_type(ym
     assert platform[3]["training"]["crop_size"] == 512 and "epochs" not in platform[3]["training"]
     assert platform[4]["training"]["mask_head"] == "fcn" and "crop_size" not in platform[4]["training"]
     assert "plugin" not in platform[3]["training"]  # one executor per type here: nothing to choose
+    header = (tmp_path / "instance-seg" / "infer-template.yaml").read_text().splitlines()[0]
+    assert header.startswith("# infer hyper-parameters for object_type 4 (instance segmentation) (written by")
 
 
 def test_each_types_template_reads_back_as_its_executors_config(ymir_registry, tmp_path):
@@ -233,3 +235,19 @@ def test_every_image_gets_the_whole_img_man_tree(dockerfile):
     writes = [args for name, args in steps if name == "RUN" and "ymir-runner img-man --out /img-man" in args]
     assert copies or writes, f"{dockerfile} puts no /img-man in the image"
     assert all(parts[-2:] == ["img-man/", "/img-man/"] for parts in copies), copies
+
+
+def test_an_object_type_the_platform_has_no_folder_for_is_refused(ymir_registry, tmp_path):
+    class Odd:
+        @ymir_runner.hookimpl
+        def ymir_runner_register_executors(self):
+            return [ExecutorSpec(name="odd", tasks={TaskKind.INFER}, object_types={2, 7})]
+
+        @ymir_runner.hookimpl
+        def ymir_runner_infer(self, context):
+            raise NotImplementedError
+
+    ymir_registry.register(Odd(), "odd")
+    with pytest.raises(ymir_runner.ConfigError, match=r"object types \[7\]"):  # the platform raises on it
+        write_img_man(str(tmp_path), ymir_registry)
+    assert not (tmp_path / "manifest.yaml").exists()

@@ -121,10 +121,12 @@ def template_defaults(registry: Any, kind: TaskKind, *, gpu_count: int = 0, obje
                                                                  executor_name=executor_name)}
 
 
-def render_template(kind: TaskKind, entries: Sequence[TemplateEntry]) -> str:
-    """YAML text with a comment above every key; values are dumped by PyYAML so quoting is always right."""
+def render_template(kind: TaskKind, entries: Sequence[TemplateEntry], object_type: int | None = None) -> str:
+    """YAML text with a comment above every key; values are dumped by PyYAML so quoting is always right.
+    ``object_type``: named in the first line (a template of a type's folder)."""
+    for_type = f" for object_type {object_type} ({OBJECT_TYPES[object_type]})" if object_type is not None else ""
     lines = [
-        f"# {TaskKind(kind).value} hyper-parameters (written by `ymir-runner img-man`).",
+        f"# {TaskKind(kind).value} hyper-parameters{for_type} (written by `ymir-runner img-man`).",
         "# The web UI sends non-numeric values back as strings; ymir-runner converts them to these types.",
         "# Filled in by the platform, never declared here: " + ", ".join(PLATFORM_FILLED_KEYS) + ".",
     ]
@@ -159,7 +161,7 @@ def render_manifest(object_type: int | Sequence[int]) -> str:
             + yaml.safe_dump({"enable_livecode": False}))
 
 
-def _write_templates(folder: str, registry: Any, object_type: int, gpu_count: int) -> list[str]:
+def _write_templates(folder: str, registry: Any, object_type: int, gpu_count: int, *, named: bool) -> list[str]:
     """The templates of the tasks some executor of ``object_type`` handles, in ``folder``; a stale template
     (a task no executor handles) is removed, as it would enable that task."""
     os.makedirs(folder, exist_ok=True)
@@ -168,7 +170,7 @@ def _write_templates(folder: str, registry: Any, object_type: int, gpu_count: in
         path = os.path.join(folder, file_name)
         entries = template_entries(registry, kind, gpu_count=gpu_count, object_type=object_type)
         if entries:
-            atomic_write_text(path, render_template(kind, entries))
+            atomic_write_text(path, render_template(kind, entries, object_type if named else None))
             written.append(path)
         elif os.path.exists(path):
             os.remove(path)
@@ -199,7 +201,7 @@ def write_img_man(out_dir: str, registry: Any, *, gpu_count: int = 0, object_typ
     written = [os.path.join(out_dir, MANIFEST_FILE)]
     if len(types) == 1:
         atomic_write_text(written[0], render_manifest(types[0]))
-        written += _write_templates(out_dir, registry, types[0], gpu_count)
+        written += _write_templates(out_dir, registry, types[0], gpu_count, named=False)
         for folder in OBJECT_TYPE_FOLDERS.values():
             _remove_templates(os.path.join(out_dir, folder))
         return written
@@ -207,7 +209,7 @@ def write_img_man(out_dir: str, registry: Any, *, gpu_count: int = 0, object_typ
     _remove_templates(out_dir)  # ignored by the platform with a list: never shipped
     for kind, folder in OBJECT_TYPE_FOLDERS.items():
         if kind in types:
-            written += _write_templates(os.path.join(out_dir, folder), registry, kind, gpu_count)
+            written += _write_templates(os.path.join(out_dir, folder), registry, kind, gpu_count, named=True)
         else:
             _remove_templates(os.path.join(out_dir, folder))
     return written
