@@ -176,6 +176,11 @@ def test_softmax_maps_are_checked():
         mining.semantic_aldd_score(np.full((2, 4, 4), 2.0))
     with pytest.raises(ValueError, match="share one"):
         mining.semantic_aldd_score([np.full((2, 4, 4), 0.5), np.full((2, 4, 5), 0.5)])
+    with pytest.raises(ValueError, match="non-empty"):
+        mining.semantic_aldd_score([np.zeros((2, 0, 5))])
+    assert mining.semantic_aldd_score([two_class_map([[1.0]]), two_class_map([[0.0]])]) == pytest.approx(
+        math.log(2), abs=1e-3)  # one pixel spread over the whole grid
+    assert mining.semantic_aldd_score([two_class_map(np.ones((1, 900)))]) == pytest.approx(0.0, abs=1e-3)
     with pytest.raises(ValueError, match="at least one"):
         mining.semantic_aldd_score([])
     # float16 rounding is renormalised, not refused

@@ -216,8 +216,9 @@ def _softmax_maps(maps: np.ndarray | Sequence[np.ndarray], classes: int | None) 
     arrays = [p.astype(np.result_type(p.dtype, np.float32), copy=False) for p in arrays]
     if not arrays:
         raise ValueError("semantic mining scores need at least one softmax map per image")
-    if any(a.ndim != 3 or a.shape != arrays[0].shape for a in arrays):
-        raise ValueError(f"softmax maps of one image must share one [C,h,w] shape, got {[a.shape for a in arrays]}")
+    if any(a.ndim != 3 or a.shape != arrays[0].shape for a in arrays) or not arrays[0].size:
+        raise ValueError(f"softmax maps of one image must share one non-empty [C,h,w] shape, got "
+                         f"{[a.shape for a in arrays]}")
     if classes is not None and arrays[0].shape[0] != classes:
         raise ValueError(f"softmax maps have {arrays[0].shape[0]} channels for {classes} classes: one channel per "
                          "class of class_names, no background channel")
