@@ -20,7 +20,7 @@ import yaml
 from easydict import EasyDict
 from PIL import Image
 
-from ymir_runner import MODEL_INFO_FILE, ReturnCode
+from ymir_runner import MODEL_INFO_FILE, ConfigError, ReturnCode
 from ymir_runner.cli import main
 from ymir_runner.protocol.config import SEGMENTATION
 from ymir_runner.protocol.masks import encode_mask, rle_area, rle_bbox
@@ -304,3 +304,11 @@ def test_the_sandbox_installs_a_model_with_its_object_type(tmp_path, ymir_regist
     assert quiet_run(summary.env_file, ymir_registry) == 1
     with open(tmp_path / "work" / "out" / "monitor.txt", encoding="utf-8") as stream:
         assert stream.readline().split("\t")[3:] == ["4", "300005\n"]
+
+
+def test_semantic_stages_of_more_classes_than_a_label_map_holds_are_refused_up_front():
+    context = seg_context(3)
+    context.class_names = tuple(f"c{index}" for index in range(255))
+    with pytest.raises(ConfigError, match="config key 'class_names': 255 classes, and the platform scores semantic "
+                                          "segmentation on a uint8 label map of at most 254 classes"):
+        StageEvaluator(context, [[]], [(30, 20)])

@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 import numpy as np
 
+from .errors import ConfigError
 from .evaluation import EvaluationResult, evaluate_detections
 from .prediction import Prediction
 from .protocol.results import (
@@ -126,6 +127,7 @@ class StageEvaluator:
     Raises:
         ValueError: the lengths of ``ground_truths``, ``image_sizes`` and (when given) ``images`` differ; two
             validation images of one name (segmentation: the platform keys images by name).
+        ConfigError: semantic segmentation of more than 254 classes (the platform's uint8 label map).
     """
 
     #: Predictions given to :meth:`evaluate` should keep every box scoring at least this (ultralytics validates at
@@ -163,6 +165,12 @@ class StageEvaluator:
     def _seg_setup(self, ground_truths: Sequence[Any], conf_threshold: float) -> None:
         """Segmentation: the validation images keyed as the platform keys them (name without extension), their
         ground truth as it imports the seg-coco file, and the thresholds of ``evaluate_config``."""
+        from .protocol.masks import IGNORE_LABEL  # faster-coco-eval: imported when a seg task evaluates
+
+        if self.object_type != INSTANCE_SEGMENTATION and len(self.class_names) >= IGNORE_LABEL:
+            raise ConfigError(f"config key 'class_names': {len(self.class_names)} classes, and the platform scores "
+                              f"semantic segmentation on a uint8 label map of at most {IGNORE_LABEL - 1} classes "
+                              f"({IGNORE_LABEL}: unlabelled): no stage could be measured")
         #: The conf_thr predictions are filtered at before instance scoring (the platform's order), 0: none.
         self.conf_threshold = conf_threshold
         #: ``maskAP`` / ``boxAP`` IoU thresholds as the platform labels them (``evaluate_config.iou_thr``).
