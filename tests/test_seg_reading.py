@@ -348,3 +348,20 @@ def test_a_seg_training_on_det_ark_stops_with_300001_naming_export_format(ymir_r
     assert outcome.exit_code != 0 and outcome.return_code == 300001
     assert "'export_format': 'ark:raw' carries no masks" in outcome.last_stderr_line
     assert "'seg-coco:raw'" in outcome.last_stderr_line
+
+
+def test_the_dataset_report_says_how_seg_scores_treat_a_class_without_validation_objects(tmp_path, capsys,
+                                                                                         monkeypatch):
+    import seg_toy_plugin
+
+    from ymir_runner import plugins
+    from ymir_runner.cli import main
+    from ymir_runner.testing import TaskTree, plugin_registry
+
+    monkeypatch.setattr(plugins, "build_plugin_manager", lambda: plugin_registry({"segtoy": seg_toy_plugin}))
+    # Images 0 and 1 train (cat, dog), images 2 and 3 validate (bird, cat): no dog to validate on.
+    tree = TaskTree(str(tmp_path), class_names=("cat", "dog", "bird"), images=4, object_type=4)
+    assert main(["inspect", "--env", tree.env_file, "--root", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "classes with no validation object: dog: instance segmentation counts their maskAP as 0" in out
+    assert "their AP is undefined" not in out

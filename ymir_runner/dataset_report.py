@@ -212,7 +212,11 @@ class DatasetReport:
         elif validation is not None and validation.items and training is not None:
             absent = [name for name, count in zip(self.class_names, validation.boxes_per_class(len(self.class_names)))
                       if count == 0]
-            if absent:
+            if absent and validation.with_masks:  # the platform's seg scores average over every evaluated class
+                warnings.append(f"classes with no validation object: {', '.join(absent)}: instance segmentation counts "
+                                "their maskAP as 0; semantic segmentation leaves them out of mIoU unless a stage "
+                                "predicts them (then their IoU is 0)")
+            elif absent:
                 warnings.append(f"classes with no validation box: {', '.join(absent)}: their AP is undefined and "
                                 "left out of mAP")
         if training is not None and validation is not None:
