@@ -53,21 +53,23 @@ def test_the_guide_plugin_trains_infers_and_mines_with_every_algorithm(tmp_path)
     assert "6 passed" in tests.stdout
 
 
-@pytest.mark.parametrize("name", ["plugins.md", "mining.md"])
+@pytest.mark.parametrize("name", ["plugins.md", "mining.md", "segmentation.md"])
 def test_relative_links_resolve(name):
     text = (DOCS / name).read_text(encoding="utf-8")
     for target in re.findall(r"\]\(([^)\s#:]+)(?:#[^)]*)?\)", text):
         assert (DOCS / target).exists(), f"docs/{name} links to a missing {target}"
 
 
-SHARED = DOCS.parent.parent / "shared" / "protocol.md"
+SHARED = DOCS.parent.parent / "shared"
 
 
-@pytest.mark.skipif(not SHARED.exists(), reason="no ../shared/protocol.md beside this checkout")
-def test_the_protocol_copy_users_read_follows_the_contract():
-    """docs/protocol.md is ../shared/protocol.md (users of the package never see ../shared) below its intro."""
-    ours = (DOCS / "protocol.md").read_text(encoding="utf-8").split("\n## 1. ", 1)[1]
-    assert ours == SHARED.read_text(encoding="utf-8").split("\n## 1. ", 1)[1]
+@pytest.mark.parametrize("name", ["protocol.md", "segmentation.md"])
+def test_the_contract_copies_users_read_follow_the_contract(name):
+    """docs/<name> is ../shared/<name> (users of the package never see ../shared) below its intro."""
+    if not (SHARED / name).exists():
+        pytest.skip(f"no ../shared/{name} beside this checkout")
+    ours = (DOCS / name).read_text(encoding="utf-8").split("\n## 1. ", 1)[1]
+    assert ours == (SHARED / name).read_text(encoding="utf-8").split("\n## 1. ", 1)[1]
 
 
 # --- README ---------------------------------------------------------------------------------------------------
