@@ -9,7 +9,9 @@ This module is the plugin API: everything a plugin needs is importable from here
   (for files a plugin writes itself, such as weights); ``OptionalOutputs``, what ``context.optional_output``
   guards with (pictures, exports, reports that never stop a task), for a plugin's own commands;
   ``annotation_text`` and ``annotation_suffix``: one image's annotation file as the platform exports it (det-ark,
-  det-voc), for a plugin's generated or converted datasets;
+  det-voc), for a plugin's generated or converted datasets; for segmentation (object types 3 and 4)
+  ``InstanceMask`` and ``EncodedMask`` (what ``context.seg_infer_result`` takes) and ``Segment`` (one object of
+  ``Item.segments``: its undecoded mask, crowd flag and annotation id);
 - images, read by the project's rules (content, bit depth, damage, size limit): ``decode_image``,
   ``DecodedImage``, ``probe_image``, ``ImageInfo``, ``ImageProblem``;
 - errors that carry a protocol return code: ``YmirError`` and its subclasses, ``ReturnCode``; ``TaskTerminated``
@@ -73,11 +75,11 @@ if TYPE_CHECKING:
     from .distributed import RankError, launch
     from .optional import OptionalOutputs
     from .prediction import Prediction
-    from .protocol.annotations import Box, annotation_suffix, annotation_text
+    from .protocol.annotations import Box, Segment, annotation_suffix, annotation_text
     from .protocol.dataset import Item
     from .protocol.images import DecodedImage, ImageInfo, ImageProblem, decode_image, probe_image
     from .protocol.monitor import Progress
-    from .protocol.results import Detection, Stage
+    from .protocol.results import Detection, EncodedMask, InstanceMask, Stage
 
 #: Public names defined in modules that import more than a plugin's registration needs: loaded on first use.
 _LAZY = {
@@ -94,6 +96,9 @@ _LAZY = {
     "Progress": ".protocol.monitor",
     "Detection": ".protocol.results",
     "Stage": ".protocol.results",
+    "InstanceMask": ".protocol.results",
+    "EncodedMask": ".protocol.results",
+    "Segment": ".protocol.annotations",
     "OptionalOutputs": ".optional",
     "Prediction": ".prediction",
     "run": ".dispatcher",
@@ -110,7 +115,8 @@ __all__ = [
     "hookimpl", "ExecutorSpec", "Param", "TaskKind",
     # a task and its outputs
     "TaskContext", "Item", "Box", "Progress", "Detection", "Stage", "atomic_path", "best_stage_name",
-    "MODEL_INFO_FILE", "OptionalOutputs", "annotation_text", "annotation_suffix",
+    "MODEL_INFO_FILE", "OptionalOutputs", "annotation_text", "annotation_suffix", "InstanceMask", "EncodedMask",
+    "Segment",
     # images
     "decode_image", "DecodedImage", "probe_image", "ImageInfo", "ImageProblem",
     # errors

@@ -41,7 +41,8 @@ NAMES: dict[str, dict[str, str]] = {
                          "OutOfMemoryError NetworkError OutputError TaskTerminated evaluation mining launch RankError "
                          "run"),
         **_listed("0.3", "best_stage_name MODEL_INFO_FILE OptionalOutputs excerpt read_yaml parse_yaml cpus "
-                         "Prediction stages inference pictures annotation_text annotation_suffix"),
+                         "Prediction stages inference pictures annotation_text annotation_suffix InstanceMask "
+                         "EncodedMask Segment"),
     },
     "ymir_runner.testing": {
         **_listed("0.2", "png_bytes write_png RunOutcome TaskTree write_task_files install_models make_read_only "
@@ -75,7 +76,8 @@ NAMES: dict[str, dict[str, str]] = {
 #: ``CLASS.member`` -> version. Members that came with their class are not listed: the class's version applies.
 MEMBERS: dict[str, str] = {
     **_listed("0.3", "TaskContext.optional_output TaskContext.optional_outputs TaskContext.summary "
-                     "TaskContext.decode TaskContext.model_file TaskContext.model_key DecodedImage.pixels"),
+                     "TaskContext.decode TaskContext.model_file TaskContext.model_key DecodedImage.pixels "
+                     "TaskContext.seg_infer_result Item.segments Item.masks Item.label_map"),
 }
 
 
