@@ -80,7 +80,7 @@ MEMBERS: dict[str, str] = {
     **_listed("0.3", "TaskContext.optional_output TaskContext.optional_outputs TaskContext.summary "
                      "TaskContext.decode TaskContext.model_file TaskContext.model_key DecodedImage.pixels "
                      "TaskContext.seg_infer_result Item.segments Item.masks Item.label_map"),
-    **_listed("0.4", "ExecutorSpec.reads_own_config"),
+    **_listed("0.4", "ExecutorSpec.reads_own_config ExecutorSpec.named_only"),
 }
 
 

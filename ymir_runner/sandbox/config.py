@@ -32,7 +32,8 @@ def choose_executors(registry: Any, kinds: Sequence[TaskKind], plugin: str | Non
     chosen = {}
     for kind in kinds:
         candidates = sorted(executor.spec.name for executor in registry.executors()
-                            if kind in executor.spec.tasks and object_type in executor.spec.object_types)
+                            if kind in executor.spec.tasks and object_type in executor.spec.object_types
+                            and not executor.spec.named_only)
         if not plugin and not candidates:
             log.warning("no installed executor handles %s: config.yaml holds only the platform's keys", kind)
             continue

@@ -7,7 +7,7 @@ import json
 import os
 
 import pytest
-from helpers import legacy_command, make_site, sdk_run, terminate_when
+from sdk_helpers import legacy_command, make_site, sdk_run, terminate_when
 
 from ymir_runner.testing import TaskTree, is_running
 from ymir_runner_sdk.supervisor import RUNNING_CEILING

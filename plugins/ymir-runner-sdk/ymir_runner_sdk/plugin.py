@@ -24,6 +24,7 @@ def ymir_runner_register_executors() -> Sequence[ExecutorSpec]:
         object_types={2},
         annotation_formats=("det-ark", "det-voc"),
         reads_own_config=True,
+        named_only=True,  # chosen by `sdk-run` only: installed beside another executor, it changes nothing for it
         description="an image's own ymir_exc-based executor, supervised: `ymir-runner sdk-run -- CMD...`",
     )]
 

@@ -23,7 +23,12 @@ APPS = HERE / "apps"
 
 
 def make_site(folder: pathlib.Path) -> str:
-    """A site folder declaring this plugin's entry point (the distribution is not installed in the test venv)."""
+    """A site folder declaring this plugin's entry point where the distribution is not installed (the everyday
+    venv); empty where it is (.ci/run installs it)."""
+    import importlib.metadata
+
+    if any(entry.name == "sdk" for entry in importlib.metadata.entry_points(group="ymir_runner")):
+        return str(folder)
     info = folder / "ymir_runner_sdk-0.1.0.dist-info"
     info.mkdir(parents=True, exist_ok=True)
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: ymir-runner-sdk\nVersion: 0.1.0\n")
