@@ -32,9 +32,10 @@ def test_classify_text_names_the_code_of_a_known_failure(line, code):
     assert classify_text(line) == code
 
 
-@pytest.mark.parametrize("line", ["ValueError: could not convert string to float: 'x'",
-                                  "subprocess.CalledProcessError: Command '['python']' returned non-zero exit status 1.",
-                                  ""])
+@pytest.mark.parametrize("line", [
+    "ValueError: could not convert string to float: 'x'",
+    "subprocess.CalledProcessError: Command '['python']' returned non-zero exit status 1.",
+    ""])
 def test_classify_text_names_nothing_for_other_failures(line):
     assert classify_text(line) is None
 
@@ -83,7 +84,7 @@ class _Ordinary:
 
 def test_a_named_only_executor_changes_nothing_for_the_others(tmp_path):
     registry = plugin_registry({"named": _Named(), "ordinary": _Ordinary()})
-    (chosen,) = [registry.select(TaskKind.TRAINING, 2, None)]
+    chosen = registry.select(TaskKind.TRAINING, 2, None)
     assert chosen.spec.name == "ordinary"  # never the "only candidate" beside it, never "several candidates"
     assert "plugin" not in template_defaults(registry, TaskKind.TRAINING)
     assert registry.select(TaskKind.TRAINING, 2, "named").spec.name == "named"
@@ -102,3 +103,19 @@ def test_run_with_an_executor_named_by_the_command(tmp_path):
     log = stderr.getvalue()
     assert "config key 'plugin' names 'ordinary', but this command runs executor 'named'" in log
     assert "its_own_key" not in log  # the executor reads config.yaml itself: no "not a template key" warning
+
+
+def test_sandbox_templates_merge_first_value_first_and_refuse_a_plugin_beside_them(tmp_path):
+    from ymir_runner.errors import ConfigError
+    from ymir_runner.sandbox.config import read_templates
+    from ymir_runner.sandbox.options import SandboxOptions, check_options
+
+    mining, infer = tmp_path / "mining-template.yaml", tmp_path / "infer-template.yaml"
+    mining.write_text("batch_size: 8\nconf: 0.1\n")
+    infer.write_text("conf: 0.5\nsave_images: false\n")
+    assert read_templates([str(mining), str(infer)]) == {"batch_size": 8, "conf": 0.1, "save_images": False}
+    (tmp_path / "list.yaml").write_text("- a\n")
+    with pytest.raises(ConfigError, match="list.yaml must hold a YAML mapping"):
+        read_templates([str(tmp_path / "list.yaml")])
+    with pytest.raises(ConfigError, match="--template and --plugin"):
+        check_options(SandboxOptions(templates=[str(mining)], plugin="sdk"), [TaskKind.MINING])

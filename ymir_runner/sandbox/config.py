@@ -58,6 +58,21 @@ def template_config(registry: Any, chosen: Mapping[TaskKind, Any], object_type: 
     return merged
 
 
+def read_templates(paths: Sequence[str]) -> dict[str, Any]:
+    """The keys of template files (an image's own ``/img-man/training-template.yaml``...), merged, the first file's
+    value first: what ``sandbox --template`` writes into config.yaml instead of the installed executors' templates.
+    The keys the platform writes itself (``gpu_id``, ``class_names``...) are the platform's, as for an executor's
+    template. Raises :class:`~ymir_runner.errors.ConfigError` for a file that is not YAML within the project's
+    bounds, or not a mapping (naming it)."""
+    from ..protocol.yaml_file import read_yaml_mapping
+
+    merged: dict[str, Any] = {}
+    for path in paths:
+        for key, value in read_yaml_mapping(path, "--template file", empty_ok=True).items():
+            merged.setdefault(str(key), value)
+    return merged
+
+
 def check_overrides(overrides: Mapping[str, Any], chosen: Mapping[TaskKind, Any], force: bool) -> None:
     """``--set`` keys that no chosen executor's template declares and the platform does not write: refused
     (ConfigError naming the key and the closest known one) unless ``force``, then warned about. Unchecked, with a

@@ -44,6 +44,21 @@ def legacy_command(app: str, script: str = "start.py", *, line: str = "2.x", win
 
 
 @dataclasses.dataclass
+class WorkTree:
+    """A work folder ``root/in`` + ``root/out`` that ``ymir-runner sandbox`` built (env.yaml with local paths)."""
+
+    root: str
+
+    @property
+    def env_file(self) -> str:
+        return os.path.join(self.root, "in", "env.yaml")
+
+    @property
+    def out_dir(self) -> str:
+        return os.path.join(self.root, "out")
+
+
+@dataclasses.dataclass
 class Observed:
     outcome: RunOutcome
     #: Every distinct monitor.txt content read while the command ran ('' for an empty read).
@@ -54,7 +69,7 @@ class Observed:
         return [float(text.split("\t")[2]) for text in self.snapshots if text]
 
 
-def sdk_run(tree: TaskTree, command: list[str], site: str, *, root: bool = True, timeout: float = 90,
+def sdk_run(tree: TaskTree | WorkTree, command: list[str], site: str, *, root: bool = True, timeout: float = 90,
             while_running: Callable[[subprocess.Popen], None] | None = None) -> Observed:
     """``ymir-runner sdk-run --env <tree>/in/env.yaml [--root <tree>] -- command``, monitor.txt polled every 10 ms."""
     argv = [sys.executable, "-m", "ymir_runner", "sdk-run", "--env", tree.env_file]

@@ -201,3 +201,36 @@ def test_without_root_on_a_local_tree(tmp_path, site):
     report = outcome.verify()
     assert report.ok, report.to_text()
     assert len(json.loads(open(os.path.join(tree.out_dir, "infer-result.json")).read())["detection"]) == 4
+
+
+def test_the_local_loop_of_the_docs_sandbox_template_sdk_run_verify(tmp_path, site):
+    """docs/sdk-run.md's loop without docker: sandbox with the image's own template, sdk-run, verify."""
+    import subprocess
+    import sys
+
+    import yaml
+    from sdk_helpers import APPS, CORE, PLUGIN, WorkTree
+
+    from ymir_runner.testing import voc_text, write_png
+
+    source = tmp_path / "voc"
+    for index in range(4):
+        write_png(str(source / f"{index}.png"), 40, 30)
+        (source / f"{index}.xml").write_text(voc_text(f"{index}.png", (40, 30), [(index % 2, 5, 5, 20, 20)],
+                                                      ["cat", "dog"]))
+    work = tmp_path / "work"
+    environ = dict(os.environ, PYTHONPATH=os.pathsep.join([site, str(CORE), str(PLUGIN)]),
+                   YMIR_RUNNER_DISABLE_PLUGINS="detection")
+    template = APPS / "demo" / "img-man" / "training-template.yaml"
+    built = subprocess.run([sys.executable, "-m", "ymir_runner", "sandbox", str(source), "--out", str(work),
+                            "--template", str(template)], env=environ, capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr
+    config = yaml.safe_load((work / "in" / "config.yaml").read_text())
+    assert config["epochs"] == 2 and config["sleep"] == 0.3 and config["crash"] == ""
+    assert config["gpu_id"] == ""  # the platform's key stays the platform's (the CPU)
+    observed = sdk_run(WorkTree(str(work)), legacy_command("demo"), site, root=False)
+    outcome = observed.outcome
+    assert outcome.exit_code == 0, outcome.stderr
+    assert "is not a template key" not in outcome.stderr
+    report = outcome.verify()
+    assert report.ok, report.to_text()
