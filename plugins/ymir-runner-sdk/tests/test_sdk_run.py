@@ -124,14 +124,28 @@ def test_yolov5_like_stages_snapshot_the_files_it_overwrites(tmp_path, site):
             assert stream.read() == f"best.pt of epoch {epoch}\n"  # the file as it was when the stage was written
 
 
-def test_out_of_memory_in_the_grandchild_is_300103(tmp_path, site):
-    tree = TaskTree(str(tmp_path / "t"), config={"oom": True})
+@pytest.mark.parametrize(("message", "code"), [
+    ("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 7.79 GiB total capacity)", 300103),
+    ("CUDA error: invalid device ordinal", 300101),
+])
+def test_a_known_failure_in_the_grandchild_gets_its_code(tmp_path, site, message, code):
+    tree = TaskTree(str(tmp_path / "t"), config={"fail_with": message})
     outcome = sdk_run(tree, legacy_command("yolov5"), site).outcome
     assert outcome.exit_code == 1
-    assert (outcome.state, outcome.return_code) == (4, 300103)
-    assert "CUDA out of memory" in outcome.last_stderr_line
+    assert (outcome.state, outcome.return_code) == (4, code)
+    # the grandchild's line, though start.py's CalledProcessError traceback came after it
+    assert message in outcome.last_stderr_line
     report = outcome.verify()
     assert report.ok, report.to_text()
+
+
+def test_the_executors_own_state_4_code_wins(tmp_path, site):
+    tree = TaskTree(str(tmp_path / "t"), config={"report_error": 300002})
+    outcome = sdk_run(tree, legacy_command("demo"), site).outcome
+    assert outcome.exit_code == 1
+    assert (outcome.state, outcome.return_code) == (4, 300002)
+    assert "demo: the dataset is unusable" in outcome.last_stderr_line
+    assert "reported error 300002" in outcome.last_stderr_line
 
 
 def test_sigterm_stops_the_whole_tree(tmp_path, site):

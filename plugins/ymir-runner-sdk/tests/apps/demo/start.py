@@ -1,7 +1,8 @@
 """A demo-like legacy executor on the (fake) ymir_exc SDK, as the public demo image's app/start.py calls it:
 progress that goes back within training, 0 to 1 twice in a mining + inference run, boxes outside the image.
 config.yaml switches: ``crash`` (``training`` / ``mining``: raise there), ``sleep`` (seconds per step),
-``linger`` (seconds before it exits), ``pid_file`` (write this process's pid there first)."""
+``linger`` (seconds before it exits), ``pid_file`` (write this process's pid there first), ``report_error`` (a
+return code written with state 4 through the SDK (2.x), then exit 1)."""
 
 import os
 import sys
@@ -27,6 +28,10 @@ def training():
     models = ymir.output.models_dir
     for percent in (0.0, 0.1, 0.2):
         step(percent)
+    if param.get("report_error"):
+        monitor.write_monitor_logger(percent=0.2, state=4, return_code=int(param["report_error"]))
+        print("demo: the dataset is unusable", file=sys.stderr)
+        sys.exit(1)
     for epoch in (1, 2):
         step(0.0 if epoch == 2 else 0.3)  # the second epoch restarts its own progress: 0.3, then 0.0
         name = f"epoch_{epoch}"

@@ -1,6 +1,7 @@
 """yolov5-like training: best.pt and last.pt at the models root, overwritten every epoch, each stage listed with
-files=[] (the SDK helper takes every file of the folder). config.yaml: ``oom`` (fail as CUDA does), ``sleep``
-(seconds per epoch), ``pid_file`` (this grandchild's pid), ``epochs``."""
+files=[] (the SDK helper takes every file of the folder). config.yaml: ``fail_with`` (raise a RuntimeError with
+this message at epoch 2, as CUDA does), ``sleep`` (seconds per epoch), ``pid_file`` (this grandchild's pid),
+``epochs``."""
 
 import os
 import sys
@@ -15,9 +16,9 @@ if param.get("pid_file"):
         stream.write(str(os.getpid()))
 epochs = int(param.get("epochs", 3))
 for epoch in range(1, epochs + 1):
-    if param.get("oom") and epoch == 2:
+    if param.get("fail_with") and epoch == 2:
         print("train: epoch 2/3", file=sys.stderr)
-        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 7.79 GiB total capacity)")
+        raise RuntimeError(param["fail_with"])
     for name in ("best.pt", "last.pt"):
         with open(os.path.join(ymir.output.models_dir, name), "w") as stream:
             stream.write(f"{name} of epoch {epoch}\n")
