@@ -11,6 +11,7 @@ import time
 from ymir_exc import LINE, env, monitor
 from ymir_exc import result_writer as rw
 
+print(f"demo: Python {sys.version.split()[0]}", file=sys.stderr)
 cfg = env.get_merged_config()
 param, ymir = cfg["param"], cfg["ymir"]
 sleep = float(param.get("sleep", 0) or 0)
