@@ -163,6 +163,18 @@ def test_sigterm_stops_the_whole_tree(tmp_path, site):
     assert report.ok, report.to_text()
 
 
+def test_an_orphan_the_command_leaves_running_is_found_and_stopped(tmp_path, site):
+    pid_file = str(tmp_path / "train.pid")
+    tree = TaskTree(str(tmp_path / "t"), config={"detach": True, "sleep": 30, "pid_file": pid_file})
+    outcome = sdk_run(tree, legacy_command("yolov5"), site).outcome
+    with open(pid_file) as stream:
+        orphan = int(stream.read())
+    assert not is_running(orphan), "train.py, in a session of its own, outlived the run"
+    assert "the command exited leaving 1 processes of its own running: stopped them" in outcome.stderr
+    report = outcome.verify()  # exit 0 when train.py had written its first stage by then, else 160004
+    assert report.ok, report.to_text()
+
+
 def test_mmdet_like_result_yaml_written_directly_is_ingested(tmp_path, site):
     tree = TaskTree(str(tmp_path / "t"))
     observed = sdk_run(tree, legacy_command("mmdet"), site)
