@@ -16,7 +16,7 @@ import ctypes
 import os
 import signal
 import time
-from typing import Iterable
+from typing import Any, Iterable
 
 #: prctl(2) options.
 _PR_SET_PDEATHSIG, _PR_SET_CHILD_SUBREAPER = 1, 36
@@ -24,24 +24,39 @@ _PR_SET_PDEATHSIG, _PR_SET_CHILD_SUBREAPER = 1, 36
 GRACE_SECONDS = 3.0
 
 
+def resolve_prctl() -> Any:
+    """libc's prctl, resolved once in the parent: a child between fork and exec must not load libraries (another
+    thread of the parent may have held the loader's lock at the fork)."""
+    global _PRCTL
+    if _PRCTL is None:
+        try:
+            _PRCTL = ctypes.CDLL(None, use_errno=True).prctl
+        except (OSError, AttributeError):
+            _PRCTL = False
+    return _PRCTL
+
+
+_PRCTL: Any = None
+
+
 def _prctl(option: int, value: int) -> bool:
     """Call prctl(2); False where it is not available (not Linux) or refused."""
-    try:
-        return ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0) == 0
-    except (OSError, AttributeError):
-        return False
+    prctl = resolve_prctl()
+    return bool(prctl) and prctl(option, value, 0, 0, 0) == 0
 
 
 def become_subreaper() -> bool:
-    """Make this process the reaper of orphans below it (Linux); whether that worked."""
+    """Make this process the reaper of orphans below it (Linux); whether that worked. Also resolves prctl for
+    :func:`child_setup`."""
     return _prctl(_PR_SET_CHILD_SUBREAPER, 1)
 
 
 def child_setup() -> None:
     """Run in the legacy process between fork and exec: a process group of its own (its pgid is its pid), and
-    death by SIGKILL when the supervisor dies."""
+    death by SIGKILL when the supervisor dies. Call :func:`become_subreaper` (or ``resolve_prctl``) first."""
     os.setpgid(0, 0)
-    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if _PRCTL:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 def _parents() -> dict[int, int]:

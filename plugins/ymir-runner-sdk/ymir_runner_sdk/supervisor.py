@@ -65,12 +65,14 @@ from .legacy_files import (
     parse_result_yaml,
     read_text,
 )
-from .processes import child_setup, descendants, stop_tree
+from .processes import child_setup, descendants, resolve_prctl, stop_tree
 
 #: Seconds between two reads of the executor's files.
 POLL_SECONDS = 0.2
 #: The highest percent published while the command runs: monitor.txt's 4 decimals, below 1.0 (1.0 says "done").
 RUNNING_CEILING = 0.9999
+#: Seconds after which a progress value the core's monitor kept pending (its writes are throttled) is written.
+FLUSH_SECONDS = 1.0
 #: Lines of the command's stderr kept to classify a failure.
 STDERR_TAIL_LINES = 200
 #: Where the run's LegacyRun is kept in ``context.run_cache`` (mining and inference share one command).
@@ -148,6 +150,7 @@ class LegacyRun:
         self.reported_failure: MonitorLine | None = None
         self.stderr_tail: Deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
         self._highest = 0.0
+        self._unflushed, self._flushed = False, time.monotonic()
         self._read: dict[str, tuple[int, int, int] | None] = {}  # staging file -> signature last read whole
         self._written: dict[str, tuple[int, int, int] | None] = {}  # published file -> signature after our write
         self._stages: dict[str, tuple[Any, ...]] = {}  # the executor's stage name -> fingerprint published
@@ -172,6 +175,7 @@ class LegacyRun:
             env_file = write_sdk_env(self.context.env, folder, output=self.staging)
             self._remember_published()
             spare = set(descendants())
+            resolve_prctl()  # resolved here: child_setup runs between fork and exec
             self.log.info("sdk: running %s with DEFAULT_ENV_FILE_PATH=%s (its outputs are staged as %s)",
                           shlex.join(self.command), env_file, ", ".join(self.staging.values()))
             try:
@@ -311,6 +315,11 @@ class LegacyRun:
             staged = self._changed("training_result_file")
             if staged is not None:
                 self._take_result_yaml(staged, self.staging["training_result_file"])
+        if self._unflushed and time.monotonic() - self._flushed >= FLUSH_SECONDS:
+            # the core's monitor writes at most once a second and keeps a later value pending until the next
+            # report: the executor may not report again for minutes (a long epoch), so the pending value is written
+            self.monitor.flush()
+            self._unflushed, self._flushed = False, time.monotonic()
         self._remember_published()
 
     def _note_monitor(self, line: MonitorLine) -> None:
@@ -329,6 +338,7 @@ class LegacyRun:
                                    f"{percent:.4f}: monitor.txt keeps the highest (progress never goes down)")
         self._highest = max(self._highest, percent)
         self.monitor.update(min(max(percent, 0.0), RUNNING_CEILING))
+        self._unflushed = True
 
     def _take_result_yaml(self, text: str, source: str) -> None:
         try:
