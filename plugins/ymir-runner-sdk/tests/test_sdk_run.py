@@ -71,6 +71,8 @@ def test_demo_mining_and_inference_check_and_clip_the_results(tmp_path, site):
         x, y, w, h = (box["box"][key] for key in "xywh")
         assert x >= 0 and y >= 0 and x + w <= width and y + h <= height, box
     assert "reached outside their image: clipped" in outcome.stderr
+    # a box of a class not in class_names: skipped, counted and named in the task's summary
+    assert f"{len(tree.images)} inference box of a class not in class_names" in outcome.stderr
 
 
 @pytest.mark.parametrize("line", ["1.1", "1.3"])

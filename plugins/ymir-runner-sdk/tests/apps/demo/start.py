@@ -77,6 +77,7 @@ def infer():
         results[image] = [
             rw.Annotation(class_name=names[0], score=0.9, box=rw.Box(x=2, y=3, w=10, h=12)),
             rw.Annotation(class_name=names[-1], score=0.5, box=rw.Box(x=-5, y=40, w=500, h=30)),  # leaves it
+            rw.Annotation(class_name="not-a-class", score=0.7, box=rw.Box(x=1, y=1, w=5, h=5)),
         ]
     rw.write_infer_result(infer_result=results)
     step(1.0)
