@@ -37,10 +37,11 @@ def make_site(folder: pathlib.Path) -> str:
 
 
 def legacy_command(app: str, script: str = "start.py", *, line: str = "2.x", window: float = 0.02) -> list[str]:
-    """The legacy executor's command: its own interpreter environment (only the fake SDK on its path), as an image's
-    Python 3.8 would be."""
-    return ["/usr/bin/env", f"PYTHONPATH={FAKE_SDK}", f"FAKE_YMIR_EXC_LINE={line}",
-            f"FAKE_YMIR_EXC_TRUNCATE_SECONDS={window}", sys.executable, str(APPS / app / script)]
+    """The legacy executor's command: the fake SDK first on its path (before what sdk-run puts there), as an image's
+    Python 3.8 has its SDK installed."""
+    return ["/bin/sh", "-c", f'PYTHONPATH="{FAKE_SDK}:$PYTHONPATH" exec "$@"', "legacy", "/usr/bin/env",
+            f"FAKE_YMIR_EXC_LINE={line}", f"FAKE_YMIR_EXC_TRUNCATE_SECONDS={window}", sys.executable,
+            str(APPS / app / script)]
 
 
 @dataclasses.dataclass

@@ -75,8 +75,10 @@ def test_demo_mining_and_inference_check_and_clip_the_results(tmp_path, site):
     assert f"{len(tree.images)} inference box of a class not in class_names" in outcome.stderr
 
 
-@pytest.mark.parametrize("line", ["1.1", "1.3"])
+@pytest.mark.parametrize("line", ["1.1", "1.1-pypi", "1.3"])
 def test_older_sdk_lines_are_converted_to_stages(tmp_path, site, line):
+    """1.1-pypi reads /in/env.yaml whatever $DEFAULT_ENV_FILE_PATH says (there is no /in here: --root): sdk-run's
+    import hook points it at the staged env.yaml."""
     tree = TaskTree(str(tmp_path / "t"), config=STEP)
     observed = sdk_run(tree, legacy_command("demo", line=line), site)
     outcome = observed.outcome
@@ -262,3 +264,19 @@ def test_the_local_loop_of_the_docs_sandbox_template_sdk_run_verify(tmp_path, si
     assert "is not a template key" not in outcome.stderr
     report = outcome.verify()
     assert report.ok, report.to_text()
+
+
+def test_the_import_hook_runs_the_images_own_sitecustomize_after_it(tmp_path):
+    import subprocess
+    import sys
+
+    from ymir_runner_sdk.supervisor import legacy_environment
+
+    image_site = tmp_path / "image-site"
+    image_site.mkdir()
+    (image_site / "sitecustomize.py").write_text("import sys\nsys.image_site_ran = True\n")
+    environ = legacy_environment(str(tmp_path / "env.yaml"))
+    environ["PYTHONPATH"] += os.pathsep + str(image_site)
+    done = subprocess.run([sys.executable, "-c", "import sys; print(getattr(sys, 'image_site_ran', False))"],
+                          env=environ, capture_output=True, text=True)
+    assert done.stdout.strip() == "True", done.stderr

@@ -114,6 +114,20 @@ def run_task(context: TaskContext) -> None:
     legacy.take_results(context)
 
 
+#: A folder first on the command's PYTHONPATH: its sitecustomize points an SDK that reads no variable (PyPI's
+#: ymir-exc 1.1.0) at the staged env.yaml (legacy_hook/sitecustomize.py).
+HOOK_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "legacy_hook")
+
+
+def legacy_environment(env_file: str) -> dict[str, str]:
+    """The command's environment: ours, with the SDK's ``$DEFAULT_ENV_FILE_PATH`` naming ``env_file`` and
+    :data:`HOOK_DIR` first on ``PYTHONPATH`` (the image's own entries kept after it)."""
+    environ = dict(os.environ, DEFAULT_ENV_FILE_PATH=env_file)
+    environ["PYTHONPATH"] = os.pathsep.join([HOOK_DIR] + ([environ["PYTHONPATH"]] if environ.get("PYTHONPATH")
+                                                          else []))
+    return environ
+
+
 def last_exception_line(lines: list[str]) -> str:
     """The exception line of the last Python traceback in ``lines`` (``RuntimeError: boom``: the first line after
     ``Traceback (most recent call last):`` that is not indented); without a traceback, the last non-blank line."""
@@ -180,7 +194,7 @@ class LegacyRun:
                           shlex.join(self.command), env_file, ", ".join(self.staging.values()))
             try:
                 process = subprocess.Popen(  # noqa: S603 - the image's own command, as its start.sh ran it
-                    self.command, env=dict(os.environ, DEFAULT_ENV_FILE_PATH=env_file), stdin=subprocess.DEVNULL,
+                    self.command, env=legacy_environment(env_file), stdin=subprocess.DEVNULL,
                     stderr=subprocess.PIPE, preexec_fn=child_setup, close_fds=True)  # noqa: PLW1509
             except OSError as error:
                 raise ConfigError(f"cannot start the executor's command {shlex.join(self.command)}: "

@@ -36,7 +36,7 @@ def training():
     for epoch in (1, 2):
         step(0.0 if epoch == 2 else 0.3)  # the second epoch restarts its own progress: 0.3, then 0.0
         name = f"epoch_{epoch}"
-        if LINE == "1.1":
+        if LINE.startswith("1.1"):
             path = os.path.join(models, f"model_{epoch}.bin")
             with open(path, "w") as stream:
                 stream.write(f"weights of epoch {epoch}\n")

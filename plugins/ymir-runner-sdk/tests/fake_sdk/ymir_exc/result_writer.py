@@ -53,7 +53,7 @@ def _stage(stage_name, files, metrics, evaluate_config=None):
     _write(document)
 
 
-if LINE == "1.1":
+if LINE.startswith("1.1"):
     def write_training_result(model_names, mAP, classAPs, **kwargs):
         _write({"model": list(model_names), "map": mAP, "class_aps": classAPs, **kwargs})
 elif LINE == "1.3":
@@ -80,7 +80,7 @@ def write_mining_result(mining_result):
 
 
 def write_infer_result(infer_result, algorithm="detection"):
-    key = "annotations" if LINE == "1.1" else "boxes"
+    key = "annotations" if LINE.startswith("1.1") else "boxes"
     detection = {os.path.basename(image): {key: [
         {"box": vars(annotation.box), "class_name": annotation.class_name, "score": annotation.score}
         for annotation in annotations]} for image, annotations in infer_result.items()}
