@@ -53,7 +53,7 @@ def test_the_guide_plugin_trains_infers_and_mines_with_every_algorithm(tmp_path)
     assert "6 passed" in tests.stdout
 
 
-@pytest.mark.parametrize("name", ["plugins.md", "mining.md", "segmentation.md"])
+@pytest.mark.parametrize("name", ["plugins.md", "mining.md", "segmentation.md", "sdk-run.md"])
 def test_relative_links_resolve(name):
     text = (DOCS / name).read_text(encoding="utf-8")
     for target in re.findall(r"\]\(([^)\s#:]+)(?:#[^)]*)?\)", text):

@@ -16,6 +16,7 @@ This module is the plugin API: everything a plugin needs is importable from here
   ``DecodedImage``, ``probe_image``, ``ImageInfo``, ``ImageProblem``;
 - errors that carry a protocol return code: ``YmirError`` and its subclasses, ``ReturnCode``; ``TaskTerminated``
   (a stop signal, a ``BaseException``); ``excerpt``, what a message shows of a value (80 characters at most);
+  ``classify_text``, the return code a log line of another process names (out of memory, GPU, network);
 - YAML within the project's bounds (size, nesting, aliases; 300001 naming the file past one): ``read_yaml`` for a
   file, ``parse_yaml`` for text such as a config value holding YAML;
 - ``evaluation``: a stage's metrics (COCO mAP via faster-coco-eval, tp/fp/fn) from ground truth and
@@ -34,7 +35,8 @@ This module is the plugin API: everything a plugin needs is importable from here
 - ``cpus``: the CPUs the task may really use (affinity mask and cgroup quota, not ``os.cpu_count()``) and
   ``cpus.share_cpus``, how a rank splits them between compute threads and DataLoader workers;
 - ``run``: run the tasks of an env.yaml in this process, as ``ymir-runner run`` does (for a plugin's own
-  commands, such as a demo).
+  commands, such as a demo); ``write_sdk_env``: the env.yaml (and, under a root, index files) a ymir-exc executor
+  run as a subprocess reads, its output paths replaced (the ``sdk`` plugin's supervisor).
 
 The task records and image helpers are imported on first use, so ``import ymir_runner`` stays cheap for the
 entry-point module of every installed plugin.
@@ -60,6 +62,7 @@ from .errors import (  # noqa: E402
     ReturnCode,
     TaskTerminated,
     YmirError,
+    classify_text,
 )
 from .hookspecs import hookimpl  # noqa: E402
 from .protocol.atomic import atomic_path  # noqa: E402
@@ -80,6 +83,7 @@ if TYPE_CHECKING:
     from .protocol.images import DecodedImage, ImageInfo, ImageProblem, decode_image, probe_image
     from .protocol.monitor import Progress
     from .protocol.results import Detection, EncodedMask, InstanceMask, Stage
+    from .sdk import write_sdk_env
 
 #: Public names defined in modules that import more than a plugin's registration needs: loaded on first use.
 _LAZY = {
@@ -104,6 +108,7 @@ _LAZY = {
     "run": ".dispatcher",
     "launch": ".distributed",
     "RankError": ".distributed",
+    "write_sdk_env": ".sdk",
 }
 #: Public modules, imported on first use: ``from ymir_runner import mining``. mining, inference: numpy;
 #: evaluation: and faster-coco-eval; pictures: and Pillow; cpus: the standard library.
@@ -122,15 +127,15 @@ __all__ = [
     # errors
     "ReturnCode", "YmirError", "ConfigError", "DatasetError", "ImageFormatError", "ModelError", "ObjectTypeError",
     "GpuMismatchError", "NoGpuError", "OutOfMemoryError", "NonFiniteError", "NetworkError", "OutputError",
-    "TaskTerminated", "excerpt",
+    "TaskTerminated", "excerpt", "classify_text",
     # YAML within bounds
     "read_yaml", "parse_yaml",
     # stage metrics, mining scores and the inference loop for any detector (modules); what a detector found
     "evaluation", "mining", "inference", "Prediction", "pictures", "stages",
     # ranks in several processes (CPU or GPU), rank 0 here; the CPUs a task may use and how to share them
     "launch", "RankError", "cpus",
-    # running a task in this process
-    "run",
+    # running a task in this process; the env.yaml a supervised ymir-exc executor reads
+    "run", "write_sdk_env",
 ]
 
 

@@ -43,6 +43,7 @@ NAMES: dict[str, dict[str, str]] = {
         **_listed("0.3", "best_stage_name MODEL_INFO_FILE OptionalOutputs excerpt read_yaml parse_yaml cpus "
                          "Prediction stages inference pictures annotation_text annotation_suffix InstanceMask "
                          "EncodedMask Segment"),
+        **_listed("0.4", "classify_text write_sdk_env"),
     },
     "ymir_runner.testing": {
         **_listed("0.2", "png_bytes write_png RunOutcome TaskTree write_task_files install_models make_read_only "
@@ -79,6 +80,7 @@ MEMBERS: dict[str, str] = {
     **_listed("0.3", "TaskContext.optional_output TaskContext.optional_outputs TaskContext.summary "
                      "TaskContext.decode TaskContext.model_file TaskContext.model_key DecodedImage.pixels "
                      "TaskContext.seg_infer_result Item.segments Item.masks Item.label_map"),
+    **_listed("0.4", "ExecutorSpec.reads_own_config ExecutorSpec.named_only"),
 }
 
 

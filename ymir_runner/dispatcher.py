@@ -66,8 +66,11 @@ def phase_spans(tasks: Sequence[TaskKind]) -> list[tuple[float, float]]:
 class Run:
     """One execution of env.yaml: its tasks, in order, sharing a monitor, a tensorboard writer and a cache."""
 
-    def __init__(self, env: TaskEnv, registry: PluginRegistry, monitor: Monitor) -> None:
+    def __init__(self, env: TaskEnv, registry: PluginRegistry, monitor: Monitor,
+                 executor: str | None = None) -> None:
         self.env = env
+        #: The executor every task runs with, named by the command (``sdk-run``); None: config key ``plugin``.
+        self.executor = executor
         self.registry = registry
         self.monitor = monitor
         self.tensorboard = LazySummaryWriter(env.output.tensorboard_dir)
@@ -81,8 +84,11 @@ class Run:
         if not tasks:
             raise no_task_error()
         self._log_plugins()
-        chosen = {kind: self.registry.select(kind, self.base_config.object_type, self.base_config.plugin)
-                  for kind in tasks}
+        requested = self.executor or self.base_config.plugin
+        if self.executor and self.base_config.plugin and self.base_config.plugin != self.executor:
+            log.warning("config key 'plugin' names %r, but this command runs executor %r: the key is ignored",
+                        self.base_config.plugin, self.executor)
+        chosen = {kind: self.registry.select(kind, self.base_config.object_type, requested) for kind in tasks}
         for warning in config_key_warnings(self.raw_config, chosen):
             log.warning("%s", warning)
         for kind, (start, end) in zip(tasks, phase_spans(tasks)):
@@ -214,8 +220,11 @@ class _RunState:
 
 
 def run(env_file: str = DEFAULT_ENV_FILE, *, root: str | None = None,
-        registry: PluginRegistry | None = None, exiting: bool = False) -> int:
+        registry: PluginRegistry | None = None, exiting: bool = False, executor: str | None = None) -> int:
     """Run the tasks of ``env_file``; returns the process exit code. Never raises.
+
+    ``executor`` names the executor every task runs with, whatever config key ``plugin`` says (a command made for
+    one executor, such as the ``sdk`` plugin's ``sdk-run``; a ``plugin`` key naming another is warned about).
 
     The first SIGTERM or SIGINT stops the run through the error path (state 4, exit 128 + signal); later
     ones are ignored until the failure is reported and the run's child processes are gone, and after the
@@ -226,7 +235,7 @@ def run(env_file: str = DEFAULT_ENV_FILE, *, root: str | None = None,
     with state.held, StopSignals(exiting=exiting) as stop:  # /out stays locked until the failure is reported
         try:
             try:
-                _execute(env_file, root, registry, state, stop)
+                _execute(env_file, root, registry, state, stop, executor)
                 log.info("done")
                 return 0
             except BaseException as error:  # SystemExit and KeyboardInterrupt too: the platform needs state 4
@@ -238,7 +247,7 @@ def run(env_file: str = DEFAULT_ENV_FILE, *, root: str | None = None,
 
 
 def _execute(env_file: str, root: str | None, registry: PluginRegistry | None, state: _RunState,
-             stop: StopSignals) -> None:
+             stop: StopSignals, executor: str | None = None) -> None:
     env = load_env(env_file, root=root)
     check_paths_exist_here(env)
     state.held.enter_context(hold_output_lock(env.output.root_dir))  # a second run on this tree: refused here
@@ -251,7 +260,7 @@ def _execute(env_file: str, root: str | None, registry: PluginRegistry | None, s
     state.monitor.start()
     with sdk_env(env):
         registry = registry or build_plugin_manager()
-        state.current = Run(env, registry, state.monitor)
+        state.current = Run(env, registry, state.monitor, executor)
         state.current.execute()
         state.current.close()
         state.monitor.succeed()

@@ -131,6 +131,16 @@ _MESSAGE_CODES = (
 )
 
 
+#: Exception names (as a traceback's last line prints them) of a network failure.
+_NETWORK_NAMES = {"ConnectionError", "ConnectionRefusedError", "ConnectionResetError", "ConnectionAbortedError",
+                  "URLError", "gaierror", "Timeout", "ConnectTimeout", "ReadTimeout", "MaxRetryError",
+                  "NewConnectionError"}
+#: What a log line of a network failure says (requests, urllib3, socket, pip, torch.hub downloads).
+_NETWORK_MESSAGES = ("name or service not known", "temporary failure in name resolution", "connection refused",
+                     "network is unreachable", "failed to establish a new connection", "max retries exceeded",
+                     "nodename nor servname provided")
+
+
 def classify(error: BaseException) -> ReturnCode:
     """The return code for any exception: its own for a YmirError, a best guess for well-known failures."""
     if isinstance(error, (YmirError, TaskTerminated)):
@@ -139,11 +149,34 @@ def classify(error: BaseException) -> ReturnCode:
         return ReturnCode.OUT_OF_MEMORY
     if isinstance(error, ConnectionError) or type(error).__name__ in {"URLError", "gaierror", "Timeout"}:
         return ReturnCode.NETWORK
-    text = str(error).lower()
+    return _message_code(str(error).lower()) or ReturnCode.GENERIC
+
+
+def _message_code(lowered: str) -> ReturnCode | None:
+    """The code of the first well-known message in ``lowered`` (lower-case text); None without one."""
     for needle, code in _MESSAGE_CODES:
-        if needle in text:
+        if needle in lowered:
             return code
-    return ReturnCode.GENERIC
+    return None
+
+
+def classify_text(text: str) -> ReturnCode | None:
+    """The return code a failure's log text names (lines of another process's stderr, an exception message): the
+    well-known messages :func:`classify` reads in exceptions (out of memory, CUDA's ``CUDA out of memory`` included
+    -> 300103; ``invalid device ordinal`` -> 300101; no GPU or no CUDA build -> 300102), then an out-of-memory
+    exception's name (``MemoryError``, ``OutOfMemoryError`` -> 300103), then a network failure (``ConnectionError``,
+    ``URLError``, a name that does not resolve, a refused connection -> 300301); None when the text names none.
+    Messages are matched case-insensitively; the first rule that matches wins, in that order."""
+    lowered = text.lower()
+    known = _message_code(lowered)
+    if known is not None:
+        return known
+    names = set(re.findall(r"\b([A-Za-z_][A-Za-z0-9_]*)\b", text))
+    if names & _OOM_NAMES:
+        return ReturnCode.OUT_OF_MEMORY
+    if names & _NETWORK_NAMES or any(message in lowered for message in _NETWORK_MESSAGES):
+        return ReturnCode.NETWORK
+    return None
 
 
 def one_line(error: BaseException) -> str:

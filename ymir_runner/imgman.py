@@ -56,7 +56,8 @@ class TemplateEntry:
 
 
 def _executors_for(registry: Any, kind: TaskKind, object_type: int | None) -> list[Any]:
-    executors = [executor for executor in registry.executors() if kind in executor.spec.tasks]
+    executors = [executor for executor in registry.executors()
+                 if kind in executor.spec.tasks and not executor.spec.named_only]
     if object_type is not None:
         executors = [executor for executor in executors if object_type in executor.spec.object_types]
     return sorted(executors, key=lambda executor: executor.spec.name)

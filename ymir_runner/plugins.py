@@ -144,7 +144,8 @@ class PluginRegistry:
             raise TypeError(f"executor {spec.name!r} claims tasks without implementing {', '.join(missing)}")
 
     def select(self, kind: TaskKind, object_type: int, requested: str | None) -> Executor:
-        """The executor for a task: the one named by config key ``plugin``, else the only candidate."""
+        """The executor for a task: the one named by config key ``plugin``, else the only candidate (an executor
+        that is ``named_only`` is never a candidate)."""
         executors = self.executors()
         if requested:
             for executor in executors:
@@ -159,7 +160,8 @@ class PluginRegistry:
                                       f"={os.environ.get(DISABLE_ENV_VAR, '')!r}; remove it from that list")
             raise ConfigError(f"config key 'plugin': no executor named {requested!r}; installed: "
                               f"{self._describe(executors)}{self._blocked_note()}")
-        for_kind = [executor for executor in executors if kind in executor.spec.tasks]
+        for_kind = [executor for executor in executors
+                    if kind in executor.spec.tasks and not executor.spec.named_only]
         fitting = [executor for executor in for_kind if object_type in executor.spec.object_types]
         if len(fitting) == 1:
             return fitting[0]

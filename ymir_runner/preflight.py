@@ -34,8 +34,10 @@ def task_config(raw_config: Mapping[str, Any], spec: ExecutorSpec, kind: TaskKin
 
 def config_key_warnings(raw_config: Mapping[str, Any], chosen: Mapping[TaskKind, Executor]) -> list[str]:
     """Warnings for the config keys no template of the chosen executors declares and the platform does not write
-    (mining + inference share one config.yaml: a key of either template is known)."""
-    if not chosen:
+    (mining + inference share one config.yaml: a key of either template is known); none for an executor that reads
+    config.yaml itself (``ExecutorSpec.reads_own_config``)."""
+    chosen = {kind: executor for kind, executor in chosen.items() if not executor.spec.reads_own_config}
+    if not chosen:  # none, or executors that read config.yaml themselves: every key may be one of theirs
         return []
     known = {param.name for kind, executor in chosen.items() for param in executor.spec.template(kind)}
     names = sorted({executor.spec.name for executor in chosen.values()})

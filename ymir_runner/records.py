@@ -165,6 +165,13 @@ class ExecutorSpec:
     #: ``save_period``, ``conf_threshold``, ``map_iou_threshold`` and ``max_detections`` to the training template
     #: (:func:`evaluation_params`; each one the plugin's template does not declare itself).
     stage_evaluation: bool = False
+    #: The executor reads config.yaml itself, keys of its own the core does not know (the ``sdk`` executor: an
+    #: image's own ymir-exc code and /img-man templates): the core does not warn about keys outside its templates.
+    reads_own_config: bool = False
+    #: Chosen only when named (config key ``plugin``, or a command made for it such as the ``sdk`` plugin's
+    #: ``sdk-run``): never picked as the only executor of a task, never merged into img-man's templates, so that
+    #: installing it beside another executor changes nothing for that one.
+    named_only: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tasks", frozenset(TaskKind(kind) for kind in self.tasks))

@@ -92,7 +92,7 @@ import os
 import shutil
 import sys
 import tempfile
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import yaml
 
@@ -107,8 +107,10 @@ from .protocol.results import COUNT_KEYS, Detection, TrainingResult
 log = logging.getLogger(__name__)
 
 
-def _rerooted_env(env: TaskEnv, scratch: _Scratch) -> str:
-    """env.yaml and index files whose container paths point into the local root, written as ``scratch`` files.
+def _rerooted_env(env: TaskEnv, scratch: _Scratch | _Folder,
+                  output: Mapping[str, str] | None = None) -> str:
+    """env.yaml and index files whose container paths point into the local root, written as ``scratch`` files;
+    ``output`` replaces keys of its ``output`` section.
 
     The index files are read by the core's one reader (:func:`~.protocol.dataset.index_lines`: UTF-16, a
     byte-order mark, a line that is not text, a FIFO), so the SDK sees the lines the core reads; a line that is not
@@ -117,12 +119,45 @@ def _rerooted_env(env: TaskEnv, scratch: _Scratch) -> str:
     for key, name in (("training_index_file", "training"), ("val_index_file", "validation"),
                       ("candidate_index_file", "candidate")):
         index = document["input"][key]
-        if not index or not os.path.lexists(index):
+        if not env.root or not index or not os.path.lexists(index):
             continue
         lines = ("\t".join(reroot(field.strip(), env.root) for field in text.split("\t")) + "\n"
                  for _, text in index_lines(index, name) if text is not None)
         document["input"][key] = scratch.write(os.path.basename(index), lines)
+    unknown = sorted(set(output or {}) - set(document["output"]))
+    if unknown:
+        raise ValueError(f"env.yaml has no output keys {unknown}; it has {sorted(document['output'])}")
+    document["output"].update(output or {})
     return scratch.write("env.yaml", [yaml.safe_dump(document, sort_keys=False)])
+
+
+class _Folder:
+    """Files written into a folder the caller owns (and removes)."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+
+    def write(self, name: str, lines: Iterable[str]) -> str:
+        path = os.path.join(self.folder, name)
+        with open(path, "w", encoding="utf-8") as stream:
+            stream.writelines(lines)
+        return path
+
+
+def write_sdk_env(env: TaskEnv, folder: str, *, output: Mapping[str, str] | None = None) -> str:
+    """Write the env.yaml a ymir-exc executor running in ANOTHER process reads (handed to it through
+    ``$DEFAULT_ENV_FILE_PATH``) into ``folder`` (which must exist); returns its path.
+
+    It is the run's env.yaml (``env``: paths already re-rooted under a root), with ``output`` replacing keys of its
+    ``output`` section (``{"monitor_file": ...}``: where the executor's own writers are to write instead). With a
+    root (a local run), the index files are written into ``folder`` too, each line's container paths re-rooted
+    (the lines the core's reader reads: a line that is not text is left out), and env.yaml names those copies.
+
+    Raises:
+        ValueError: a key of ``output`` that env.yaml's ``output`` section does not have.
+        DatasetError: an index file the core cannot read either.
+    """
+    return _rerooted_env(env, _Folder(folder), output)
 
 
 class _Scratch:

@@ -23,7 +23,15 @@ from ..protocol.env import TaskKind, model_object_type
 from ..protocol.outlock import hold_output_lock
 from .assets import assign_boxes, assign_masks, collect_assets, find_damage, write_assets, write_seg_annotations
 from .classes import class_lookup, resolve_class_names, trained_class_names
-from .config import annotation_format_of, build_config, check_overrides, choose_executors, env_yaml, template_config
+from .config import (
+    annotation_format_of,
+    build_config,
+    check_overrides,
+    choose_executors,
+    env_yaml,
+    read_templates,
+    template_config,
+)
 from .exif import EXIF_HINT_REASONS, Notices, exif_plan
 from .models import install_model, model_files, read_model_source
 from .options import SandboxOptions, check_options, task_kinds
@@ -237,9 +245,14 @@ def _build(source: str, out: str, registry: Any, writing: contextlib.ExitStack, 
     class_names = resolve_class_names(data, opts, training, trained_class_names(model.folder) if model else None)
     files = model_files(model, opts.all_stages) if model else []
     task_id = SANDBOX_TASK_PREFIX + hashlib.sha1(f"{source}|{'+'.join(kinds)}".encode()).hexdigest()[:12]
-    executors = choose_executors(registry, kinds, opts.plugin, object_type)
-    check_overrides(opts.overrides, executors, opts.force)
-    template = template_config(registry, executors, object_type)
+    if opts.templates:  # an image's own templates (sdk-run): the installed executors' keys do not apply
+        executors: dict[TaskKind, Any] = {}
+        template = read_templates(opts.templates)
+        log.info("config.yaml: the keys of %s (not the installed executors' templates)", ", ".join(opts.templates))
+    else:
+        executors = choose_executors(registry, kinds, opts.plugin, object_type)
+        check_overrides(opts.overrides, executors, opts.force)
+        template = template_config(registry, executors, object_type)
     config = build_config(template, kinds, task_id, class_names, opts)
     annotation_format = annotation_format_of(config) if training else None
     notices = Notices()

@@ -56,7 +56,8 @@ def _cmd_sandbox(args: argparse.Namespace) -> int:
         annotation_format=args.annotation_format, model=args.model, pretrained=args.pretrained,
         all_stages=args.all_stages, web_ui_strings=args.web_ui_strings,
         overrides=dict(parse_override(text) for text in args.set or []), container_paths=args.container_paths,
-        plugin=args.plugin, force=args.force, exif_transpose=args.exif_transpose, object_type=args.object_type)
+        plugin=args.plugin, force=args.force, exif_transpose=args.exif_transpose, object_type=args.object_type,
+        templates=args.template or ())
     print(summary.render())
     return 0
 
@@ -106,6 +107,10 @@ def add_command(commands: argparse._SubParsersAction) -> None:
                         help="write /in/... and /out/... paths (for docker -v or `ymir-runner run --root WORK`)")
     parser.add_argument("--plugin", metavar="NAME",
                         help="the executor that runs the task: config.yaml gets its template only, and `plugin: NAME`")
+    parser.add_argument("--template", action="append", metavar="FILE",
+                        help="write this template's keys into config.yaml instead of the installed executors' "
+                             "templates (an image's own /img-man/training-template.yaml, for `ymir-runner sdk-run`); "
+                             "repeatable (mining + infer: both files, the first one's value first)")
     parser.add_argument("--exif-transpose", action="store_true",
                         help="store the EXIF-rotated pixels of photos with an EXIF orientation (for boxes drawn on "
                              "the rotated image); by default assets keep their stored pixels, as the platform's")

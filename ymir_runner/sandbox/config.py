@@ -32,7 +32,8 @@ def choose_executors(registry: Any, kinds: Sequence[TaskKind], plugin: str | Non
     chosen = {}
     for kind in kinds:
         candidates = sorted(executor.spec.name for executor in registry.executors()
-                            if kind in executor.spec.tasks and object_type in executor.spec.object_types)
+                            if kind in executor.spec.tasks and object_type in executor.spec.object_types
+                            and not executor.spec.named_only)
         if not plugin and not candidates:
             log.warning("no installed executor handles %s: config.yaml holds only the platform's keys", kind)
             continue
@@ -54,6 +55,21 @@ def template_config(registry: Any, chosen: Mapping[TaskKind, Any], object_type: 
         template = template_defaults(registry, kind, object_type=object_type, executor_name=executor.spec.name)
         for key, value in template.items():
             merged.setdefault(key, value)
+    return merged
+
+
+def read_templates(paths: Sequence[str]) -> dict[str, Any]:
+    """The keys of template files (an image's own ``/img-man/training-template.yaml``...), merged, the first file's
+    value first: what ``sandbox --template`` writes into config.yaml instead of the installed executors' templates.
+    The keys the platform writes itself (``gpu_id``, ``class_names``...) are the platform's, as for an executor's
+    template. Raises :class:`~ymir_runner.errors.ConfigError` for a file that is not YAML within the project's
+    bounds, or not a mapping (naming it)."""
+    from ..protocol.yaml_file import read_yaml_mapping
+
+    merged: dict[str, Any] = {}
+    for path in paths:
+        for key, value in read_yaml_mapping(path, "--template file", empty_ok=True).items():
+            merged.setdefault(str(key), value)
     return merged
 
 

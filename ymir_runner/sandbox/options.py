@@ -53,6 +53,9 @@ class SandboxOptions:
     #: The task's ``object_type``: 2 detection (boxes), 3 semantic or 4 instance segmentation (masks, written as
     #: the platform exports ``seg-coco:raw``); None: the model's (``--model``, ``--pretrained``), else 2.
     object_type: int | None = None
+    #: Template files (an image's own /img-man/*-template.yaml) whose keys config.yaml gets instead of the
+    #: installed executors' templates (several: merged, the first file's value first); empty: the executors'.
+    templates: Sequence[str] = ()
 
     @property
     def ratio(self) -> float:
@@ -77,6 +80,9 @@ def task_kinds(tasks: Sequence[str]) -> tuple[TaskKind, ...]:
 
 def check_options(options: SandboxOptions, kinds: Sequence[TaskKind]) -> None:
     """Refuse bad combinations before anything is read or written (ConfigError)."""
+    if options.templates and options.plugin:
+        raise ConfigError("--template and --plugin: config.yaml gets either the given template's keys or the "
+                          "executor's template, not both")
     if options.format not in SOURCE_FORMATS:
         raise ConfigError(f"unknown --format {options.format!r}: one of {', '.join(SOURCE_FORMATS)}")
     if options.annotation_format not in (None, *WRITABLE_FORMATS, "seg-coco"):
