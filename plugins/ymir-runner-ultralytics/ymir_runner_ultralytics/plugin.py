@@ -10,13 +10,13 @@ from typing import TYPE_CHECKING
 import ymir_runner
 from ymir_runner import ExecutorSpec, TaskKind
 
-from . import EXECUTOR_NAME, templates
+from . import EXECUTOR_NAME, INSTANCE_EXECUTOR_NAME, templates
 
 if TYPE_CHECKING:
     from ymir_runner import TaskContext
 
 #: The weights `ymir-runner ultralytics-weights` downloads when no model is named (the image's defaults).
-DEFAULT_DOWNLOADS = ("yolo26n", "yolo26s", "yolo26m")
+DEFAULT_DOWNLOADS = ("yolo26n", "yolo26s", "yolo26m", "yolo26n-seg", "yolo26s-seg")
 
 
 @ymir_runner.hookimpl
@@ -29,6 +29,15 @@ def ymir_runner_register_executors() -> list[ExecutorSpec]:
         mining_algorithms=templates.MINING_ALGORITHMS,
         stage_evaluation=True,
         description="ultralytics YOLO26 / YOLO11 / YOLOv8 detectors (AGPL-3.0; COCO mAP by the core, ONNX export)",
+    ), ExecutorSpec(
+        name=INSTANCE_EXECUTOR_NAME,
+        tasks={TaskKind.TRAINING, TaskKind.MINING, TaskKind.INFER},
+        object_types={4},
+        templates=templates.INSTANCE_TEMPLATES,
+        annotation_formats=("seg-coco",),
+        mining_algorithms=templates.MINING_ALGORITHMS,
+        stage_evaluation=True,
+        description="ultralytics YOLO26 / YOLO11 / YOLOv8 instance segmentation (-seg; AGPL-3.0; maskAP by the core)",
     )]
 
 

@@ -17,6 +17,10 @@ from ymir_runner import Param, TaskKind
 FAMILIES = ("yolo26", "yolo11", "yolov8")
 SCALES = ("n", "s", "m", "l", "x")
 MODEL_NAMES = tuple(family + scale for family in FAMILIES for scale in SCALES)
+#: Instance segmentation (object type 4): ultralytics' ``-seg`` models of the same families (``<name>.yaml`` is built
+#: from the family's ``-seg`` yaml, ``<name>.pt`` its official COCO weights).
+INSTANCE_SUFFIX = "-seg"
+INSTANCE_MODEL_NAMES = tuple(name + INSTANCE_SUFFIX for name in MODEL_NAMES)
 #: Size words, the built-in detector's values of ``model``: a template both executors share (an image with both, its
 #: ``plugin`` key switched) works with either's defaults. They name the current family's scales.
 SIZE_WORDS = {"nano": "yolo26n", "small": "yolo26s", "medium": "yolo26m", "large": "yolo26l", "xlarge": "yolo26x"}
@@ -114,6 +118,20 @@ MINING = _INFERENCE
 MINING_ALGORITHMS = ("aldd", "entropy", "cald", "random")
 
 TEMPLATES = {TaskKind.TRAINING: TRAINING, TaskKind.INFER: INFER, TaskKind.MINING: MINING}
+
+
+def _with_model(params: Sequence[Param], model: Param) -> tuple[Param, ...]:
+    return tuple(model if param.name == "model" else param for param in params)
+
+
+#: Instance segmentation (object type 4): the detection template with a ``-seg`` model; the detection thresholds
+#: (``conf_threshold``, ``iou_threshold``, ``max_detections``) mean the same for the instances.
+INSTANCE_TRAINING = _with_model(TRAINING, Param(
+    "model", "yolo26n-seg",
+    "the architecture: yolo26n-seg ... yolo26x-seg (ultralytics 8.4's YOLO26), yolo11n-seg..x-seg, yolov8n-seg..x-seg, "
+    "started from the official weights baked into the image when it has them, else from scratch; or the path of your "
+    "own ultralytics segmentation .pt. Not used when pretrained_model_params names a model of this plugin"))
+INSTANCE_TEMPLATES = {TaskKind.TRAINING: INSTANCE_TRAINING, TaskKind.INFER: INFER, TaskKind.MINING: MINING}
 
 
 def _defaults(params: Sequence[Param]) -> Mapping[str, Any]:
