@@ -358,3 +358,32 @@ def test_each_stage_maskap_is_evaluate_on_its_own_inference_output(seg_trained, 
         for key in ("maskAP", "boxAP", "maskAP50_95"):
             assert abs(scores[key] - stage[key]) <= 1e-6, (name, key, scores[key], stage[key])
         assert [scores[key] for key in ("tp", "fp", "fn")] == [stage[key] for key in ("tp", "fp", "fn")], name
+
+
+def test_a_6000_by_4000_candidate_with_many_large_instances_never_holds_n_full_size_masks():
+    """Memory above the model: every instance's mask is made in blocks at the stored pixels of its box and encoded
+    before the next one is made, so the peak stays near one full-size mask (the writer's column-major copy, 24 MB
+    here) plus a few MB of sampling temporaries, whatever the number of instances (issue 27: <= 1.5 GB)."""
+    import tracemalloc
+
+    from ymir_runner.protocol.results import SegInferResult
+
+    rng = np.random.default_rng(7)
+    width, height, size, side, count = 6000, 4000, 640, 160, 12
+    _canvas, fit = predict.letterbox(np.zeros((height // 8, width // 8, 3), np.uint8), size)  # decoded at 1/8
+    boxes = np.tile([[0.0, 107.0, 640.0, 533.0]], (count, 1))  # each box the whole image
+    boxes[:, :2] += rng.uniform(0, 40, (count, 2))
+    instances = predict.Instances(boxes, rng.uniform(0.3, 0.9, count), np.zeros(count, np.int64),
+                                  np.full((count, side, side), 1.0, np.float32), fit, size)
+    writer = SegInferResult(os.devnull, ["cat", "dog"], 4)
+    tracemalloc.start()
+    try:
+        written = writer.add("big.jpg", instances.instance_masks(width, height, factor=8), width, height)
+        _current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert written == count
+    full = width * height  # one bool mask of the whole image
+    print(f"peak {peak / 2**20:.0f} MiB for {count} instances of about the whole 6000 x 4000 image "
+          f"({full / 2**20:.0f} MiB per full-size bool mask)")
+    assert peak < 6 * full  # N x H x W would be count x full
