@@ -222,6 +222,7 @@ def test_seg_training_writes_mask_stages_that_verify_accepts(seg_trained):
             assert type(stage[key]) is float and 0.0 <= stage[key] <= 1.0
         assert stage["files"][0] == "last.pt"
     assert result["evaluate_config"]["iou_thr"] == 0.5
+    assert result["model_stages"][result["best_stage_name"]]["files"] == ["last.pt", "last.onnx"]  # its ONNX export
     import yaml
 
     with open(os.path.join(outcome.out_dir, "models", "ymir-info.yaml"), encoding="utf-8") as stream:
@@ -426,3 +427,26 @@ def test_mask_post_processing_is_a_small_share_of_inference_at_640_px(tmp_path, 
     share = min(posts) / (min(posts) + min(predictions))  # the fastest of each: the first forward pass warms up
     print(f"masks {min(posts):.3f} s, predict {min(predictions):.3f} s: {share:.1%} of inference")
     assert share <= 0.30
+
+
+def test_seg_fine_tuning_starts_from_a_seg_model_and_refuses_a_detector(seg_trained, shared_root, tmp_path):
+    import torch
+    from ultralytics.nn.tasks import DetectionModel
+
+    models = os.path.join(seg_trained.tree.out_dir, "models")
+    tree = seg_tree(os.path.join(shared_root, "seg-finetune"), models_from=models,
+                    config={**FAST, "epochs": 1, "export_onnx": False})
+    outcome = tree.run(_registry())
+    assert outcome.exit_code == 0, outcome.stderr[-4000:]
+    assert "starting from the pretrained model" in outcome.stderr
+    assert outcome.result_yaml()["model_stages"]["epoch_1"]["maskAP"] >= 0.0
+
+    detector = tmp_path / "detector" / "epoch_1"
+    detector.mkdir(parents=True)
+    torch.save({"model": DetectionModel("yolo26n.yaml", nc=2, verbose=False).half(),
+                "train_args": {"task": "detect"}}, str(detector / "last.pt"))
+    tree = seg_tree(os.path.join(shared_root, "seg-from-detector"), models_from=str(detector), config=FAST)
+    outcome = tree.run(_registry())
+    assert outcome.return_code == 300004, outcome.stderr[-3000:]
+    assert "config key 'pretrained_model_params'" in outcome.last_stderr_line
+    assert "is an ultralytics detect model; this executor segments instances" in outcome.last_stderr_line
