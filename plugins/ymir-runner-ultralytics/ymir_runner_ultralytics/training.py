@@ -33,6 +33,7 @@ from ymir_runner import (
     parse_yaml,
     stages,
 )
+
 from . import dataset, devices, environment, weights
 from .predict import Fitted, Predictor
 from .templates import AUTO_VALUES, OPTIMIZERS
