@@ -2,19 +2,17 @@
 project's rules and letterboxed on threads ahead of the network, boxes scaled to stored pixels and written) around
 this plugin's model (:mod:`.predict`).
 
-Instance segmentation (object type 4) has no core loop yet (the core's seg twin of ``infer_candidates`` is the
-proper home): :func:`infer_instances` decodes with ``context.decode`` and hands each instance's box-sized mask in
-STORED pixels to ``context.seg_infer_result`` (the letterbox and the reduce-on-decode factor undone; never an
-``N x H x W`` array)."""
+Instance segmentation (object type 4) runs through the core's seg twin of that loop
+(:func:`ymir_runner.inference.infer_seg_candidates`): :func:`infer_instances` answers per image the callable that
+makes each instance's box-sized mask in STORED pixels (the letterbox and the reduce-on-decode factor undone; never
+an ``N x H x W`` array), which the core hands to ``context.seg_infer_result``."""
 
 from __future__ import annotations
-
-from typing import Any
 
 from ymir_runner import TaskContext, inference
 
 from . import devices, environment, weights
-from .predict import Predictor
+from .predict import Fitted, Predictor
 
 #: YMIR's instance-segmentation object type.
 INSTANCE = 4
@@ -38,46 +36,15 @@ def infer(context: TaskContext) -> None:
 
 
 def infer_instances(context: TaskContext, predictor: Predictor, *, conf: float, iou: float, max_det: int) -> int:
-    """Every candidate's instances written to ``context.seg_infer_result`` (an unusable candidate is listed without
-    objects: skipped, counted and named by ``context.decode``); returns the number of instances written. Each batch
-    is decoded and letterboxed on threads (``ymir_runner.cpus``), then predicted."""
-    import concurrent.futures
+    """Every candidate's instances written to ``context.seg_infer_result`` by the core's seg loop
+    (:func:`ymir_runner.inference.infer_seg_candidates`: decoded by ``context.decode`` and letterboxed on threads
+    ahead of the network, an unusable candidate listed without objects: skipped, counted and named); returns the
+    number of instances written. Each image's answer is :meth:`.predict.Instances.instance_masks`, which the core
+    calls with the STORED size and the decode factor: box-sized masks in stored pixels, made one at a time."""
+    def predict(batch: list[Fitted]) -> list[inference.SegPrediction]:
+        return [found.instance_masks for found in predictor.predict_instances(batch, conf=conf, iou=iou,
+                                                                              max_det=max_det)]
 
-    from ymir_runner import cpus
-
-    items = list(context.candidates)
-    writer = context.seg_infer_result
-    batch_size = int(context.hyper.batch_size_per_gpu)
-    workers = min(8, max(1, cpus.available_cpus() - 1))
-    context.logger.info("inference: %d candidates in batches of %d, decoded on %d threads", len(items), batch_size,
-                        workers)
-
-    def prepare(item: Any) -> tuple[Any, Any] | None:
-        decoded = context.decode(item, min_side=predictor.img_size)
-        return None if decoded is None else (decoded, predictor.preprocess(decoded))
-
-    written = predicted = 0
-    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-        for start in range(0, len(items), batch_size):
-            chunk = items[start:start + batch_size]
-            prepared = list(pool.map(prepare, chunk))
-            usable = [entry for entry in prepared if entry is not None]
-            found = iter(predictor.predict_instances([fitted for _, fitted in usable], conf=conf, iou=iou,
-                                                     max_det=max_det))
-            for item, entry in zip(chunk, prepared):  # in candidate order
-                if entry is None:
-                    writer.add_empty(item.image)
-                    continue
-                decoded = entry[0]
-                masks = next(found).instance_masks(decoded.width, decoded.height, decoded.factor)
-                written += writer.add(item.image, masks, decoded.width, decoded.height)
-            predicted += len(usable)
-            done = start + len(chunk)
-            context.progress.steps(done, len(items), f"{done}/{len(items)} images")
-    candidates = context.candidates.paths()
-    if candidates and not predicted:
-        context.logger.warning("inference: no candidate of %s could be used: every image of infer-result.json has no "
-                               "object", context.env.input.candidate_index_file)
-    context.logger.info("inference: %d instances on %d images (%d unusable)", written, len(candidates),
-                        len(candidates) - predicted)
-    return written
+    return inference.infer_seg_candidates(context, predict, preprocess=predictor.preprocess,
+                                          batch_size=int(context.hyper.batch_size_per_gpu),
+                                          min_side=predictor.img_size)
