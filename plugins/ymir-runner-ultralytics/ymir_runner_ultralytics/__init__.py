@@ -11,3 +11,5 @@ __version__ = "0.1.0"
 EXECUTOR_NAME = "ultralytics"
 #: The instance-segmentation executor (object type 4): ultralytics' ``-seg`` models.
 INSTANCE_EXECUTOR_NAME = "ultralytics-seg"
+#: The semantic-segmentation executor (object type 3): ultralytics' ``-sem`` models.
+SEMANTIC_EXECUTOR_NAME = "ultralytics-sem"

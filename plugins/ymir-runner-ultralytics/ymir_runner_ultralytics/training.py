@@ -52,6 +52,8 @@ CHECKPOINT_NAME = "last.pt"
 ONNX_NAME = "last.onnx"
 #: YMIR's instance-segmentation object type.
 INSTANCE = 4
+#: YMIR's segmentation object types (3 semantic: :mod:`.semantic`; 4 instance).
+SEGMENTATION = (3, 4)
 #: Instances kept per validation image for the stage evaluation: the platform scores at most 100 per image and
 #: class, so 300 (ultralytics' default) keeps what it could score on images of a few classes.
 INSTANCE_MAX_DET = 300
@@ -202,12 +204,13 @@ def check_arguments(arguments: dict[str, Any], extra: dict[str, Any]) -> None:
 
 
 def trainer_class(writer: StageWriter, task: str = "detect") -> type:
-    """ultralytics' trainer of ``task`` (DetectionTrainer, SegmentationTrainer) whose validation is this executor's
-    stage evaluation."""
+    """ultralytics' trainer of ``task`` (DetectionTrainer, SegmentationTrainer, SemanticSegmentationTrainer) whose
+    validation is this executor's stage evaluation."""
     from ultralytics.models.yolo.detect import DetectionTrainer
     from ultralytics.models.yolo.segment import SegmentationTrainer
+    from ultralytics.models.yolo.semantic import SemanticSegmentationTrainer
 
-    base = {"detect": DetectionTrainer, "segment": SegmentationTrainer}[task]
+    base = {"detect": DetectionTrainer, "segment": SegmentationTrainer, "semantic": SemanticSegmentationTrainer}[task]
 
     class YmirTrainer(base):  # type: ignore[misc,valid-type]
         def validate(self) -> tuple[dict, float | None]:
@@ -238,7 +241,8 @@ class StageWriter:
         self.validation = layout.splits["val"]
         #: Instance segmentation: stages are scored on masks (the core's seg path), the model predicts instances.
         self.instances = context.config.object_type == INSTANCE
-        truths = (list(self.validation) if self.instances else
+        #: Segmentation (3, 4): the evaluator reads each validation Item's masks itself.
+        truths = (list(self.validation) if context.config.object_type in SEGMENTATION else
                   [([(b.x1, b.y1, b.x2, b.y2) for b in item.boxes], [b.class_id for b in item.boxes])
                    for item in self.validation])
         self.evaluator = stages.StageEvaluator(

@@ -23,7 +23,7 @@ from ymir_runner import ConfigError, ModelError
 
 from .devices import torch_device
 from .predict import Predictor
-from .templates import INSTANCE_MODEL_NAMES, MODEL_NAMES, SIZE_WORDS
+from .templates import INSTANCE_MODEL_NAMES, MODEL_NAMES, SEMANTIC_MODEL_NAMES, SIZE_WORDS
 
 if TYPE_CHECKING:
     from ymir_runner import TaskContext
@@ -37,10 +37,10 @@ IMAGE_WEIGHTS = "weights folder"
 SCRATCH = "scratch"
 
 #: ultralytics' task of each YMIR object type this plugin handles, and what a model of it does (for messages).
-TASKS = {2: "detect", 4: "segment"}
-DOES = {"detect": "detects boxes", "segment": "segments instances"}
+TASKS = {2: "detect", 3: "semantic", 4: "segment"}
+DOES = {"detect": "detects boxes", "segment": "segments instances", "semantic": "segments pixels by class (semantic)"}
 #: The architectures config key ``model`` names per object type.
-NAMES = {2: MODEL_NAMES, 4: INSTANCE_MODEL_NAMES}
+NAMES = {2: MODEL_NAMES, 3: SEMANTIC_MODEL_NAMES, 4: INSTANCE_MODEL_NAMES}
 
 
 @dataclasses.dataclass(frozen=True)
