@@ -45,6 +45,25 @@ def test_the_semantic_executor_declares_object_type_3_and_a_nano_sem_model():
     assert "yolo26n-sem" in plugin.DEFAULT_DOWNLOADS  # the image's weights folder gets sem weights too
 
 
+def test_img_man_writes_the_semantic_templates_in_their_folder(tmp_path):
+    import subprocess
+    import sys
+
+    import yaml
+
+    done = subprocess.run([sys.executable, "-m", "ymir_runner", "img-man", "--out", str(tmp_path)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert 3 in yaml.safe_load((tmp_path / "manifest.yaml").read_text())["object_type"]
+    text = (tmp_path / "semantic-seg" / "training-template.yaml").read_text()
+    training = yaml.safe_load(text)
+    assert training["model"] == "yolo26n-sem" and training["export_format"] == "seg-coco:raw"
+    assert training["unlabelled_pixels"] == "background" and "legal values: one of 'background', 'ignore'" in text
+    mining = yaml.safe_load((tmp_path / "semantic-seg" / "mining-template.yaml").read_text())
+    assert mining["mining_algorithm"] == "aldd"
+    assert set(yaml.safe_load((tmp_path / "semantic-seg" / "infer-template.yaml").read_text())) >= {"img_size"}
+
+
 def test_model_names_of_other_tasks_are_refused_naming_model(tmp_path):
     with pytest.raises(ConfigError, match=r"config key 'model': 'yolo26n' .*a detect model, this is a semantic task"):
         weights.resolve_start("yolo26n", str(tmp_path), None, 3)

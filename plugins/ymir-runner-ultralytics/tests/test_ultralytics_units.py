@@ -175,8 +175,9 @@ def test_img_man_writes_the_templates_with_their_help(tmp_path):
     done = subprocess.run([sys.executable, "-m", "ymir_runner", "img-man", "--out", str(tmp_path)],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    # two object types (detection, instance segmentation): one template folder each, as the platform reads them
-    assert yaml.safe_load((tmp_path / "manifest.yaml").read_text())["object_type"] == [2, 4]
+    # three object types (detection, semantic and instance segmentation): one template folder each, as the platform
+    # reads them (the semantic templates: test_ultralytics_semantic.py)
+    assert yaml.safe_load((tmp_path / "manifest.yaml").read_text())["object_type"] == [2, 3, 4]
     training = (tmp_path / "det" / "training-template.yaml").read_text()
     assert "model: yolo26n\n" in training and "# the architecture: yolo26n/s/m/l/x" in training
     assert yaml.safe_load((tmp_path / "det" / "mining-template.yaml").read_text())["mining_algorithm"] == "aldd"
