@@ -257,10 +257,13 @@ class SemanticPredictor:
         """The mining maps: per image (:meth:`resized`), ``views`` softmax maps ``[C, h, w]`` (1: the image; 2: also
         its mirror image, mirrored back) on the head's grid cells whose centres lie on the image, not the pad.
 
-        The core's scores take one channel per class of ``class_names``; a model with a background channel gives
-        each pixel's background probability to its most probable class (a pixel the model is sure is background
-        is certain, entropy 0; the confusion between classes is kept; the one between background and a class is
-        not visible to the scores)."""
+        The core's scores take one channel per class of ``class_names``; of a model with a background channel each
+        pixel's distribution over the classes alone is given, ``p_c / (1 - p_background)`` (the confusion between
+        classes is what is scored; the one between background and a class is not visible to the scores). Measured
+        on an overfit two-square model (README): with it, 6 candidates showing a colour no class has rank above 6
+        like the training images at epochs 50, 150 and 300; giving the background's probability to the most
+        probable class instead ranked them apart only at epoch 300 (the model's background probabilities stay
+        soft, about 0.55)."""
         if not images:
             return []
         fitted = [self.fit(image) for image in images]
@@ -281,8 +284,7 @@ class SemanticPredictor:
         if not self.background:
             return shifted
         classes = shifted[:self.classes]
-        best = classes.argmax(0)[None]
-        np.put_along_axis(classes, best, np.take_along_axis(classes, best, 0) + shifted[self.classes:], 0)
+        classes /= classes.sum(0)
         return classes
 
 

@@ -85,8 +85,9 @@ def resolve_start(model: str, weights_folder: str, pretrained: str | None = None
 
 
 def load_checkpoint(path: str, key: str, task: str = "detect") -> tuple[Any, dict]:
-    """``(network, checkpoint dict)`` of an ultralytics ``.pt`` of ``task`` (``detect``, ``segment``; float32, CPU,
-    eval mode). Raises ModelError naming ``key`` for a file that is not one, or a model of another task."""
+    """``(network, checkpoint dict)`` of an ultralytics ``.pt`` of ``task`` (``detect``, ``segment``, ``semantic``;
+    float32, CPU, eval mode). Raises ModelError naming ``key`` for a file that is not one, or a model of another
+    task."""
     from ultralytics.nn.tasks import load_checkpoint as ultralytics_load
 
     try:
