@@ -1,9 +1,9 @@
 """The CPU quality check of the ultralytics semantic-segmentation executor (issue 27): can a nano sem model learn at
-all from scratch at test sizes? An overfit run: 16 generated images (``ymir_runner.testing.TaskTree``, one square
-object each, filled as its mask, two classes; the rest unlabelled: an extra background class, the executor's default)
-at 160 px, training set = validation set, through ``ymir-runner run`` in a process of its own; prints the CPU seconds
-and every stage's ``mIoU`` / ``mAcc`` / ``aAcc`` (the core's evaluator: the platform's scores, on the labelled
-pixels).
+all from scratch at test sizes? An overfit run: 16 generated images (``TwoSquareTree`` of the plugin's
+tests/test_ultralytics_semantic.py: a red and a green square each, side by side, filled as their masks, two classes;
+the rest unlabelled: an extra background class, the executor's default) at 160 px, training set = validation set,
+through ``ymir-runner run`` in a process of its own; prints the CPU seconds and every stage's ``mIoU`` / ``mAcc`` /
+``aAcc`` (the core's evaluator: the platform's scores, on the labelled pixels).
 
     .venv-ultralytics/bin/python bench/bench_ultralytics_sem_overfit.py [--seeds 0 1 2] [--epochs EPOCHS]
         [--model yolo26n-sem] [--out DIR]
@@ -17,25 +17,21 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import subprocess
+import sys
 import tempfile
 import time
 
 import yaml
 
-from ymir_runner.testing import TaskTree
+# the run is the slow test's (TwoSquareTree, overfit_tree): one definition of what is measured
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "plugins", "ymir-runner-ultralytics",
+                                "tests"))
+from test_ultralytics_semantic import overfit_tree  # noqa: E402
 
 
 def overfit(root: str, seed: int, epochs: int, model: str) -> dict:
-    shutil.rmtree(root, ignore_errors=True)
-    tree = TaskTree(root, images=16, size=(160, 160), object_type=3,
-                    config={"epochs": epochs, "img_size": 160, "batch_size_per_gpu": 8,
-                            "save_period": max(epochs // 6, 1), "seed": seed, "export_onnx": False, "model": model})
-    pairs = "".join(f"{image}\t{annotation}\n" for image, annotation in zip(tree.images, tree.annotations))
-    for index in ("/in/train-index.tsv", "/in/val-index.tsv"):  # training set = validation set
-        with open(tree.local(index), "w", encoding="utf-8") as stream:
-            stream.write(pairs)
+    tree = overfit_tree(root, seed, epochs, model)
     started, before = time.monotonic(), os.times()
     done = subprocess.run(tree.command(), capture_output=True, text=True)
     after = os.times()
@@ -53,7 +49,7 @@ def overfit(root: str, seed: int, epochs: int, model: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--epochs", type=int, default=190)
+    parser.add_argument("--epochs", type=int, default=300)
     parser.add_argument("--model", default="yolo26n-sem")
     parser.add_argument("--out", default=None, help="work folder (default: a temporary one)")
     args = parser.parse_args()

@@ -173,7 +173,7 @@ def test_label_maps_are_ultralytics_own_upsampling_in_stored_pixels():
     theirs = ops.scale_masks(upsampled, (height, width))[0]
     agree = (theirs.argmax(0).numpy() == result.labels).mean()
     print(f"labels equal to ultralytics' on {agree:.2%} of the pixels")
-    assert agree > 0.97
+    assert agree > 0.995  # measured 2026-12-07: 99.99 %
     probability = torch.softmax(theirs, 0).max(0).values.numpy()
     assert np.abs(probability - result.probability)[theirs.argmax(0).numpy() == result.labels].mean() < 0.02
 
@@ -251,10 +251,56 @@ def test_softmax_maps_hold_one_channel_per_class_on_the_image_not_the_pad():
 
 # --- the tasks ----------------------------------------------------------------------------------------------------
 
+def two_squares(index, width, height):
+    """Image ``index``'s two squares ``(class_id, xmin, ymin, xmax, ymax)`` (inclusive corners): class 0 in one half
+    and class 1 in the other (sides swapped on odd images), each a sixth to a third of the width."""
+    rng = np.random.default_rng(index)
+    boxes = []
+    for class_id, left in ((0, index % 2 == 0), (1, index % 2 == 1)):
+        side = int(rng.integers(width // 6, width // 3))
+        x = int(rng.integers(0, width // 2 - side)) + (0 if left else width // 2)
+        y = int(rng.integers(0, height - side))
+        boxes.append((class_id, x, y, x + side - 1, y + side - 1))
+    return boxes
+
+
+class TwoSquareTree(TaskTree):
+    """A type-3 tree whose images each show a red square (class 0) and a green square (class 1) side by side on
+    grey, sides and places varying by image, both filled as their masks; the rest unlabelled. The platform's mIoU
+    counts the labelled pixels only: a model scores 1 only by giving each square's pixels its class."""
+
+    def boxes_of(self, index):
+        return two_squares(index, *self.size)
+
+    def write_seg_coco(self):
+        from ymir_runner.protocol.segcoco import SEG_COCO_FILE, SegCocoImage, seg_object, write_seg_coco
+
+        width, height = self.size
+        images = []
+        for index, image in enumerate(self.images):
+            objects = []
+            for class_id, x1, y1, x2, y2 in self.boxes_of(index):
+                objects.append(seg_object(class_id, [[x1, y1, x2 + 1, y1, x2 + 1, y2 + 1, x1, y2 + 1]], height,
+                                          width))
+            images.append(SegCocoImage(os.path.basename(image), width, height, objects))
+        os.makedirs(os.path.dirname(self.local(SEG_COCO_FILE)), exist_ok=True)
+        write_seg_coco(self.local(SEG_COCO_FILE), images, self.class_names)
+
+
+#: 60 epochs of 6 two-square images at 96 px, batches of 4, no mosaic: long enough for the stages' label maps to hold
+#: both classes and unlabelled regions side by side (2 epochs predict one class, or nothing, everywhere: a map any
+#: mapping to stored pixels gets right); about 35 s on 2 busy CPUs.
+SEM_TRAINING = {"epochs": 60, "img_size": 96, "batch_size_per_gpu": 4, "save_period": 20, "mosaic": 0.0}
+STAGES = {"epoch_20", "epoch_40", "epoch_60"}
+
+
+def two_square_tree(root, **options):
+    return TwoSquareTree(root, images=options.pop("images", IMAGES), size=SIZE, object_type=3, **options)
+
+
 @pytest.fixture(scope="module")
 def sem_trained(shared_root):
-    tree = sem_tree(os.path.join(shared_root, "sem-train"), config=dict(FAST))
-    return run_in_subprocess(tree)
+    return run_in_subprocess(two_square_tree(os.path.join(shared_root, "sem-train"), config=SEM_TRAINING))
 
 
 def test_sem_training_writes_miou_stages_that_verify_accepts(sem_trained):
@@ -265,7 +311,7 @@ def test_sem_training_writes_miou_stages_that_verify_accepts(sem_trained):
     report = outcome.verify()
     assert report.ok, report.to_text()
     result = outcome.result_yaml()
-    assert set(result["model_stages"]) == {"epoch_1", "epoch_2"}
+    assert set(result["model_stages"]) == STAGES
     for stage in result["model_stages"].values():
         for key in ("mIoU", "mAcc", "aAcc"):
             assert type(stage[key]) is float and 0.0 <= stage[key] <= 1.0
@@ -277,8 +323,8 @@ def test_sem_training_writes_miou_stages_that_verify_accepts(sem_trained):
     assert len(os.listdir(os.path.join(masks, "train"))) >= IMAGES // 2  # + ultralytics' label cache
     log = outcome.stderr
     assert "training yolo26n-sem.yaml from SCRATCH" in log
-    assert "unlabelled pixels: background (class 2 'background'); 1 images without labelled pixels kept" in log
-    assert "stage epoch_2: mIoU" in log
+    assert "unlabelled pixels: background (class 2 'background'); 0 images without labelled pixels kept" in log
+    assert "stage epoch_60: mIoU" in log
     assert sem_trained.network_attempts == []
 
 
@@ -293,20 +339,22 @@ def test_the_stage_checkpoint_records_its_object_type_and_the_onnx_gives_a_class
     assert metadata["object_type"] == 3 and metadata["unlabelled_pixels"] == "background"
     assert metadata["class_names"] == ["cat", "dog"] and int(checkpoint["model"].model[-1].nc) == 3
     session = onnxruntime.InferenceSession(os.path.join(models, best, "last.onnx"))
-    (output,) = session.run(None, {"images": np.zeros((1, 3, 64, 64), np.float32)})
-    assert output.shape == (1, 64, 64) and output.max() <= 2
+    (output,) = session.run(None, {"images": np.zeros((1, 3, 96, 96), np.float32)})
+    assert output.shape == (1, 96, 96) and output.max() <= 2
 
 
 def test_each_stage_miou_is_evaluate_on_its_own_inference_output(sem_trained, shared_root, capsys):
     """The stage's mIoU, mAcc and aAcc equal `ymir-runner evaluate` (the platform's scoring) on the infer-result.json
-    that the stage's model writes for the validation images; verify accepts that file."""
+    that the stage's model writes for the validation images; verify accepts that file. At least one stage's maps
+    hold a class beside unlabelled pixels (a map of one class everywhere would agree whatever the mapping)."""
     from ymir_runner.cli import main
 
     models = os.path.join(sem_trained.tree.out_dir, "models")
     stages = sem_trained.outcome.result_yaml()["model_stages"]
+    partial = 0
     for name, stage in stages.items():
-        tree = sem_tree(os.path.join(shared_root, f"sem-consistency-{name}"), kinds=("infer",), models_from=models,
-                        stages=[name], config={"img_size": FAST["img_size"]})
+        tree = two_square_tree(os.path.join(shared_root, f"sem-consistency-{name}"), kinds=("infer",),
+                               models_from=models, stages=[name], config={"img_size": SEM_TRAINING["img_size"]})
         validation = tree.images[IMAGES // 2:]
         with open(tree.local("/in/candidate-index.tsv"), "w", encoding="utf-8") as stream:
             stream.write("".join(f"{image}\n" for image in validation))
@@ -323,6 +371,11 @@ def test_each_stage_miou_is_evaluate_on_its_own_inference_output(sem_trained, sh
         scores = json.loads(capsys.readouterr().out)
         for key in ("mIoU", "mAcc", "aAcc"):
             assert abs(scores[key] - stage[key]) <= 1e-6, (name, key, scores[key], stage[key])
+        areas = [annotation["area"] for annotation in outcome.infer_result()["annotations"]]
+        print(f"{name}: mIoU {stage['mIoU']:.4f} mAcc {stage['mAcc']:.4f}, class regions of {sorted(areas)} pixels "
+              f"of {SIZE[0] * SIZE[1]}")
+        partial += any(0 < area < SIZE[0] * SIZE[1] for area in areas)
+    assert partial
 
 
 def test_sem_inference_writes_stored_size_maps_for_a_reduced_decode(sem_trained, shared_root):
@@ -365,6 +418,34 @@ def test_sem_mining_scores_every_candidate(sem_trained, shared_root, algorithm):
     assert len(outcome.result_tsv()) == 5
 
 
+def novelty_tree(root, models, algorithm, size=SIZE):
+    """A mining tree of FAMILIAR candidates (a red and a green square, as in training, at new places and sizes) and
+    ABSENT-class ones (a blue square beside a red one: a colour no class has), interleaved, and an unreadable file;
+    returns it and each candidate's kind."""
+    from ymir_runner.testing import write_png
+
+    tree = TaskTree(root, kinds=("mining",), images=0, size=size, object_type=3, models_from=models,
+                    config={"mining_algorithm": algorithm})
+    red, green, blue = TaskTree.COLORS[:3]
+    kinds = {}
+    for index in range(12):
+        absent = index % 2 == 1
+        boxes = [(x1, y1, x2 + 1, y2 + 1, (red, blue if absent else green)[class_id])
+                 for class_id, x1, y1, x2, y2 in two_squares(100 + index, *size)]
+        image = f"/in/assets/mine/{index:02d}.png"
+        write_png(tree.local(image), *size, boxes=boxes)
+        tree.images.append(image)
+        kinds[image] = "absent" if absent else "familiar"
+    broken = "/in/assets/mine/broken.jpg"
+    with open(tree.local(broken), "wb") as stream:
+        stream.write(b"\xff\xd8\xff\xe0 not a JPEG")
+    tree.images.append(broken)
+    kinds[broken] = "unusable"
+    with open(tree.local("/in/candidate-index.tsv"), "w", encoding="utf-8") as stream:
+        stream.write("".join(f"{image}\n" for image in tree.images))
+    return tree, kinds
+
+
 def test_cald_is_not_a_semantic_mining_algorithm(sem_trained, shared_root):
     models = os.path.join(sem_trained.tree.out_dir, "models")
     tree = TaskTree(os.path.join(shared_root, "sem-mine-cald"), kinds=("mining",), images=2, size=SIZE,
@@ -372,6 +453,19 @@ def test_cald_is_not_a_semantic_mining_algorithm(sem_trained, shared_root):
     outcome = tree.run(registry())
     assert outcome.return_code == 300001
     assert "config key 'mining_algorithm'" in outcome.last_stderr_line
+
+
+def test_sem_fine_tuning_starts_from_a_sem_model_of_other_classes(sem_trained, tmp_path):
+    """pretrained_model_params: a stage of this executor with 2 classes and background, fine-tuned on 3 classes:
+    ultralytics keeps every layer whose shape fits (the class outputs are new)."""
+    models = os.path.join(sem_trained.tree.out_dir, "models")
+    tree = two_square_tree(str(tmp_path / "t"), class_names=("cat", "dog", "bird"), models_from=models,
+                           config={**SEM_TRAINING, "epochs": 1, "export_onnx": False})
+    outcome = tree.run(registry())
+    assert outcome.exit_code == 0, outcome.stderr[-4000:]
+    assert "starting from the pretrained model" in outcome.stderr
+    assert "class outputs are new" in outcome.stderr
+    assert 0.0 <= outcome.result_yaml()["model_stages"]["epoch_1"]["mIoU"] <= 1.0
 
 
 # --- bad input ------------------------------------------------------------------------------------------------------
@@ -452,3 +546,74 @@ def test_one_class_semantic_trains_and_infers_with_a_background_class(tmp_path):
     assert outcome.exit_code == 0, outcome.stderr[-4000:]
     assert outcome.verify().ok
     assert {annotation["category_id"] for annotation in outcome.infer_result()["annotations"]} <= {0}
+
+
+# --- quality: an overfit run (slow) --------------------------------------------------------------------------------
+
+def overfit_tree(root, seed, epochs, model="yolo26n-sem"):
+    """The overfit run of issue 27 (bench/bench_ultralytics_sem_overfit.py measures it per seed): 16 images of
+    :class:`TwoSquareTree` at 160 px, training set = validation set, ``model`` from scratch."""
+    shutil.rmtree(root, ignore_errors=True)
+    tree = TwoSquareTree(root, images=16, size=(160, 160), object_type=3,
+                         config={"epochs": epochs, "img_size": 160, "batch_size_per_gpu": 8,
+                                 "save_period": max(epochs // 6, 1), "seed": seed, "export_onnx": False,
+                                 "model": model})
+    pairs = "".join(f"{image}\t{annotation}\n" for image, annotation in zip(tree.images, tree.annotations))
+    for index in ("/in/train-index.tsv", "/in/val-index.tsv"):
+        with open(tree.local(index), "w", encoding="utf-8") as stream:
+            stream.write(pairs)
+    return tree
+
+
+#: The overfit run's epochs: about 250 CPU s on 2 cores (issue 27: <= 300 CPU s).
+OVERFIT_EPOCHS = 300
+#: The lowest deployed mIoU of 3 seeds (bench/bench_ultralytics_sem_overfit.py, 2026-12-07: 1.000, 0.993, 0.999;
+#: see the README) minus 0.05.
+OVERFIT_BAR = 0.943
+
+
+@pytest.fixture(scope="module")
+def overfit_run(shared_root):
+    """The overfit run (seed 0) and its CPU seconds: the slow tests' model."""
+    tree = overfit_tree(os.path.join(shared_root, "sem-overfit"), 0, OVERFIT_EPOCHS)
+    before = os.times()
+    run = run_in_subprocess(tree, timeout=1800)
+    after = os.times()
+    assert run.outcome.exit_code == 0, run.outcome.stderr[-4000:]
+    return run, (after.children_user - before.children_user) + (after.children_system - before.children_system)
+
+
+@pytest.mark.slow
+def test_a_nano_sem_model_from_scratch_overfits_16_images(overfit_run):
+    """Issue 27's CPU quality check: yolo26n-sem from scratch at 160 px on 16 two-square images, training set =
+    validation set, seed 0; the deployed stage's mIoU (the core's evaluator) reaches the bar set from 3 measured
+    seeds."""
+    run, cpu = overfit_run
+    result = run.outcome.result_yaml()
+    best = result["model_stages"][result["best_stage_name"]]
+    print(f"\n{OVERFIT_EPOCHS} epochs, {cpu:.0f} CPU s: deployed {result['best_stage_name']} mIoU {best['mIoU']:.3f}; "
+          + ", ".join(f"{name} {stage['mIoU']:.3f}" for name, stage in result["model_stages"].items()))
+    assert best["mIoU"] >= OVERFIT_BAR
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algorithm", ["entropy", "aldd"])
+def test_absent_class_candidates_and_mining(overfit_run, shared_root, algorithm):
+    """Mining with the overfit model on 6 candidates like its training images and 6 showing a colour no class has
+    (a blue square beside a red one), interleaved, and an unreadable file: every candidate scored, the unreadable
+    one last; ``entropy`` ranks the 6 absent-class candidates first. ``aldd`` does not (measured 2026-12-07: the 6
+    familiar first, 0.016-0.024 against 0.010-0.015: its score is the disagreement between neighbouring cells, which
+    the sharp edges of the familiar squares make; printed here)."""
+    run, _cpu = overfit_run
+    tree, kinds = novelty_tree(os.path.join(shared_root, f"sem-novelty-{algorithm}"),
+                               os.path.join(run.tree.out_dir, "models"), algorithm, size=(160, 160))
+    outcome = tree.run(registry())
+    assert outcome.exit_code == 0, outcome.stderr[-4000:]
+    rows = outcome.result_tsv()
+    assert sorted(path for path, _ in rows) == sorted(kinds)
+    ranked = sorted(rows, key=lambda row: -row[1])
+    order = [kinds[path] for path, _ in ranked]
+    print(f"\n{algorithm}: " + ", ".join(f"{kinds[path][0]} {score:.4f}" for path, score in ranked))
+    assert order[-1] == "unusable"
+    if algorithm == "entropy":
+        assert order[:6] == ["absent"] * 6, order
