@@ -86,8 +86,10 @@ def run_in_subprocess(tree: TaskTree, *, env: dict[str, str] | None = None, time
         for folder, _dirs, _files in os.walk(tree.out_dir):
             os.chmod(folder, 0o777)
         os.chmod(tree.root, 0o777)  # the guard's log file
+    # the test process's PYTHONPATH after the guard: a checkout's own code (a git worktree) is what runs
+    python_path = os.pathsep.join(part for part in (guard_dir, os.environ.get("PYTHONPATH", "")) if part)
     variables = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "", "LANG": "C.UTF-8",
-                 "PYTHONPATH": guard_dir, "YMIR_TEST_NETWORK_LOG": network_log, "PYTHONDONTWRITEBYTECODE": "1"}
+                 "PYTHONPATH": python_path, "YMIR_TEST_NETWORK_LOG": network_log, "PYTHONDONTWRITEBYTECODE": "1"}
     for name in ("YMIR_RUNNER_DISABLE_PLUGINS", "YMIR_RUNNER_CPUS"):
         if os.environ.get(name):
             variables[name] = os.environ[name]

@@ -49,7 +49,8 @@ def test_the_image_installs_this_plugin_bakes_the_weights_and_says_it_is_agpl():
     runs = " ".join(args for name, args in steps if name == "RUN")
     assert "/src/ymir-runner/plugins/ymir-runner-ultralytics" in runs
     assert "ymir-runner ultralytics-weights --out /app/ultralytics-weights $WEIGHTS" in runs
-    assert 'WEIGHTS="yolo26n yolo26s yolo26m"' in [args for name, args in steps if name == "ARG"]
+    weights = 'WEIGHTS="yolo26n yolo26s yolo26m yolo26n-seg yolo26s-seg yolo26n-sem yolo26s-sem"'
+    assert weights in [args for name, args in steps if name == "ARG"]
     assert f"{WEIGHTS_ENV_VAR}={DEFAULT_WEIGHTS_DIR}" in " ".join(args for name, args in steps if name == "ENV")
     assert "LICENSE /app/LICENSE-AGPL-3.0" in runs
     assert 'org.opencontainers.image.licenses="AGPL-3.0-only AND Apache-2.0"' in [

@@ -175,10 +175,16 @@ def test_img_man_writes_the_templates_with_their_help(tmp_path):
     done = subprocess.run([sys.executable, "-m", "ymir_runner", "img-man", "--out", str(tmp_path)],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    training = (tmp_path / "training-template.yaml").read_text()
+    # three object types (detection, semantic and instance segmentation): one template folder each, as the platform
+    # reads them (the semantic templates: test_ultralytics_semantic.py)
+    assert yaml.safe_load((tmp_path / "manifest.yaml").read_text())["object_type"] == [2, 3, 4]
+    training = (tmp_path / "det" / "training-template.yaml").read_text()
     assert "model: yolo26n\n" in training and "# the architecture: yolo26n/s/m/l/x" in training
-    assert yaml.safe_load((tmp_path / "mining-template.yaml").read_text())["mining_algorithm"] == "aldd"
-    assert yaml.safe_load((tmp_path / "infer-template.yaml").read_text())["iou_threshold"] == 0.7
+    assert yaml.safe_load((tmp_path / "det" / "mining-template.yaml").read_text())["mining_algorithm"] == "aldd"
+    assert yaml.safe_load((tmp_path / "det" / "infer-template.yaml").read_text())["iou_threshold"] == 0.7
+    instance = yaml.safe_load((tmp_path / "instance-seg" / "training-template.yaml").read_text())
+    assert instance["model"] == "yolo26n-seg" and instance["export_format"] == "seg-coco:raw"
+    assert yaml.safe_load((tmp_path / "instance-seg" / "infer-template.yaml").read_text())["iou_threshold"] == 0.7
 
 
 def test_aldd_maps_are_the_class_scores_of_the_finest_grid_in_row_major_order(tmp_path, monkeypatch):

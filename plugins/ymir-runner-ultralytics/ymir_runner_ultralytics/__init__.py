@@ -9,3 +9,7 @@ __version__ = "0.1.0"
 
 #: The executor's name: config key ``plugin`` selects it when several executors are installed.
 EXECUTOR_NAME = "ultralytics"
+#: The instance-segmentation executor (object type 4): ultralytics' ``-seg`` models.
+INSTANCE_EXECUTOR_NAME = "ultralytics-seg"
+#: The semantic-segmentation executor (object type 3): ultralytics' ``-sem`` models.
+SEMANTIC_EXECUTOR_NAME = "ultralytics-sem"

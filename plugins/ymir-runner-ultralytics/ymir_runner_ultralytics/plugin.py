@@ -10,13 +10,13 @@ from typing import TYPE_CHECKING
 import ymir_runner
 from ymir_runner import ExecutorSpec, TaskKind
 
-from . import EXECUTOR_NAME, templates
+from . import EXECUTOR_NAME, INSTANCE_EXECUTOR_NAME, SEMANTIC_EXECUTOR_NAME, templates
 
 if TYPE_CHECKING:
     from ymir_runner import TaskContext
 
 #: The weights `ymir-runner ultralytics-weights` downloads when no model is named (the image's defaults).
-DEFAULT_DOWNLOADS = ("yolo26n", "yolo26s", "yolo26m")
+DEFAULT_DOWNLOADS = ("yolo26n", "yolo26s", "yolo26m", "yolo26n-seg", "yolo26s-seg", "yolo26n-sem", "yolo26s-sem")
 
 
 @ymir_runner.hookimpl
@@ -29,11 +29,39 @@ def ymir_runner_register_executors() -> list[ExecutorSpec]:
         mining_algorithms=templates.MINING_ALGORITHMS,
         stage_evaluation=True,
         description="ultralytics YOLO26 / YOLO11 / YOLOv8 detectors (AGPL-3.0; COCO mAP by the core, ONNX export)",
+    ), ExecutorSpec(
+        name=INSTANCE_EXECUTOR_NAME,
+        tasks={TaskKind.TRAINING, TaskKind.MINING, TaskKind.INFER},
+        object_types={4},
+        templates=templates.INSTANCE_TEMPLATES,
+        annotation_formats=("seg-coco",),
+        mining_algorithms=templates.MINING_ALGORITHMS,
+        stage_evaluation=True,
+        description="ultralytics YOLO26 / YOLO11 / YOLOv8 instance segmentation (-seg; AGPL-3.0; maskAP by the core)",
+    ), ExecutorSpec(
+        name=SEMANTIC_EXECUTOR_NAME,
+        tasks={TaskKind.TRAINING, TaskKind.MINING, TaskKind.INFER},
+        object_types={3},
+        templates=templates.SEMANTIC_TEMPLATES,
+        annotation_formats=("seg-coco",),
+        mining_algorithms=templates.SEMANTIC_MINING_ALGORITHMS,
+        stage_evaluation=True,
+        description="ultralytics YOLO26 semantic segmentation (-sem; AGPL-3.0; mIoU by the core)",
     )]
+
+
+def _semantic(context: TaskContext) -> bool:
+    """Whether the task runs the semantic executor (its own module: :mod:`.semantic`)."""
+    return context.executor.name == SEMANTIC_EXECUTOR_NAME
 
 
 @ymir_runner.hookimpl
 def ymir_runner_train(context: TaskContext) -> None:
+    if _semantic(context):
+        from . import semantic
+
+        semantic.train(context)
+        return
     from .training import train
 
     train(context)
@@ -41,6 +69,11 @@ def ymir_runner_train(context: TaskContext) -> None:
 
 @ymir_runner.hookimpl
 def ymir_runner_mine(context: TaskContext) -> None:
+    if _semantic(context):
+        from . import semantic
+
+        semantic.mine(context)
+        return
     from .mining import mine
 
     mine(context)
@@ -48,6 +81,11 @@ def ymir_runner_mine(context: TaskContext) -> None:
 
 @ymir_runner.hookimpl
 def ymir_runner_infer(context: TaskContext) -> None:
+    if _semantic(context):
+        from . import semantic
+
+        semantic.infer(context)
+        return
     from .inference import infer
 
     infer(context)

@@ -17,6 +17,17 @@ from ymir_runner import Param, TaskKind
 FAMILIES = ("yolo26", "yolo11", "yolov8")
 SCALES = ("n", "s", "m", "l", "x")
 MODEL_NAMES = tuple(family + scale for family in FAMILIES for scale in SCALES)
+#: Instance segmentation (object type 4): ultralytics' ``-seg`` models of the same families (``<name>.yaml`` is built
+#: from the family's ``-seg`` yaml, ``<name>.pt`` its official COCO weights).
+INSTANCE_SUFFIX = "-seg"
+INSTANCE_MODEL_NAMES = tuple(name + INSTANCE_SUFFIX for name in MODEL_NAMES)
+#: Semantic segmentation (object type 3): ultralytics' ``-sem`` models, YOLO26 only (``yolo26-sem.yaml``; ``<name>.pt``
+#: its official Cityscapes weights, 19 classes).
+SEMANTIC_SUFFIX = "-sem"
+SEMANTIC_MODEL_NAMES = tuple(f"yolo26{scale}{SEMANTIC_SUFFIX}" for scale in SCALES)
+#: Config key ``unlabelled_pixels`` of a semantic training: what the pixels of no class (255 in the core's label map)
+#: teach the model.
+UNLABELLED_CHOICES = ("background", "ignore")
 #: Size words, the built-in detector's values of ``model``: a template both executors share (an image with both, its
 #: ``plugin`` key switched) works with either's defaults. They name the current family's scales.
 SIZE_WORDS = {"nano": "yolo26n", "small": "yolo26s", "medium": "yolo26m", "large": "yolo26l", "xlarge": "yolo26x"}
@@ -114,6 +125,38 @@ MINING = _INFERENCE
 MINING_ALGORITHMS = ("aldd", "entropy", "cald", "random")
 
 TEMPLATES = {TaskKind.TRAINING: TRAINING, TaskKind.INFER: INFER, TaskKind.MINING: MINING}
+
+
+def _with_model(params: Sequence[Param], model: Param) -> tuple[Param, ...]:
+    return tuple(model if param.name == "model" else param for param in params)
+
+
+#: Instance segmentation (object type 4): the detection template with a ``-seg`` model; the detection thresholds
+#: (``conf_threshold``, ``iou_threshold``, ``max_detections``) mean the same for the instances.
+INSTANCE_TRAINING = _with_model(TRAINING, Param(
+    "model", "yolo26n-seg",
+    "the architecture: yolo26n-seg ... yolo26x-seg (ultralytics 8.4's YOLO26), yolo11n-seg..x-seg, yolov8n-seg..x-seg, "
+    "started from the official weights baked into the image when it has them, else from scratch; or the path of your "
+    "own ultralytics segmentation .pt. Not used when pretrained_model_params names a model of this plugin"))
+INSTANCE_TEMPLATES = {TaskKind.TRAINING: INSTANCE_TRAINING, TaskKind.INFER: INFER, TaskKind.MINING: MINING}
+
+#: Semantic segmentation (object type 3): the detection training template with a ``-sem`` model and what the pixels of
+#: no class mean; inference and mining keep the input size and batch (there are no boxes to threshold).
+SEMANTIC_TRAINING = (*_with_model(TRAINING, Param(
+    "model", "yolo26n-sem",
+    "the architecture: yolo26n-sem ... yolo26x-sem (ultralytics 8.4's YOLO26 semantic segmentation), started from the "
+    "official weights baked into the image when it has them, else from scratch; or the path of your own ultralytics "
+    "semantic .pt. Not used when pretrained_model_params names a model of this plugin")),
+    Param("unlabelled_pixels", "background",
+          "what pixels of no class teach the model: background (an extra class the model learns and predicts; "
+          "such pixels are left without a class in infer-result.json) or ignore (left out of the loss: the model "
+          "always predicts one of class_names; needs at least 2 classes)", choices=UNLABELLED_CHOICES))
+SEMANTIC_INFER = _INFERENCE
+SEMANTIC_MINING = _INFERENCE
+#: The ymir_runner.mining algorithms on softmax maps (cald scores boxes): entropy and aldd, default first.
+SEMANTIC_MINING_ALGORITHMS = ("aldd", "entropy", "random")
+SEMANTIC_TEMPLATES = {TaskKind.TRAINING: SEMANTIC_TRAINING, TaskKind.INFER: SEMANTIC_INFER,
+                      TaskKind.MINING: SEMANTIC_MINING}
 
 
 def _defaults(params: Sequence[Param]) -> Mapping[str, Any]:

@@ -33,7 +33,6 @@ from ymir_runner import (
     parse_yaml,
     stages,
 )
-from ymir_runner.evaluation import EvaluationResult
 
 from . import dataset, devices, environment, weights
 from .predict import Fitted, Predictor
@@ -51,6 +50,13 @@ NOTHING = Prediction(np.zeros((0, 4)), np.zeros(0), np.zeros(0, np.int64))
 #: The stage checkpoint and its ONNX export, in each stage's folder.
 CHECKPOINT_NAME = "last.pt"
 ONNX_NAME = "last.onnx"
+#: YMIR's instance-segmentation object type.
+INSTANCE = 4
+#: YMIR's segmentation object types (3 semantic: :mod:`.semantic`; 4 instance).
+SEGMENTATION = (3, 4)
+#: Instances kept per validation image for the stage evaluation: the platform scores at most 100 per image and
+#: class, so 300 (ultralytics' default) keeps what it could score on images of a few classes.
+INSTANCE_MAX_DET = 300
 #: Training arguments the runner sets itself: refused in config key ``ultralytics_args``.
 RUNNER_ARGS = {"data", "device", "project", "name", "exist_ok", "epochs", "imgsz", "batch", "workers", "seed", "lr0",
                "optimizer", "mosaic", "close_mosaic", "fliplr", "cache", "amp", "save", "save_period", "val", "plots",
@@ -107,8 +113,9 @@ def train(context: TaskContext) -> None:
 def _train(context: TaskContext, device: str, extra: dict[str, Any]) -> None:
     hyper, logger = context.hyper, context.logger
     prepare = context.progress.span(0.0, PREPARE_END, "preparing data")
+    object_type = context.config.object_type
     start = weights.resolve_start(hyper.model, environment.weights_dir(),
-                                  context.model_file(".pt") if context.model_files else None)
+                                  context.model_file(".pt") if context.model_files else None, object_type)
     training_items = list(context.training_set)
     prepare.update(0.3)
     validation_items = list(context.validation_set)
@@ -120,7 +127,7 @@ def _train(context: TaskContext, device: str, extra: dict[str, Any]) -> None:
         validation_items = training_items
     layout = dataset.write_layout(os.path.join(context.work_dir, "dataset"),
                                   {"train": training_items, "val": validation_items}, context.class_names,
-                                  context.skips)
+                                  context.skips, instances=object_type == INSTANCE)
     if not layout.splits["train"] or not layout.splits["val"]:
         raise DatasetError(f"no usable training or validation image: skipped {context.skips.summary()}")
     logger.info("dataset: %s", layout.describe())
@@ -135,7 +142,7 @@ def _train(context: TaskContext, device: str, extra: dict[str, Any]) -> None:
     logger.info("training %s on %s: %d epochs, img_size %d, batch %d, stages at epochs %s", start.path, device,
                 hyper.epochs, hyper.img_size, hyper.batch_size_per_gpu, writer.epochs)
     try:
-        model.train(trainer=trainer_class(writer), **arguments)
+        model.train(trainer=trainer_class(writer, weights.TASKS[object_type]), **arguments)
     finally:
         writer.close()
     writer.export_best()
@@ -145,13 +152,14 @@ def _initial_model(context: TaskContext, start: weights.Start) -> Any:
     from ultralytics import YOLO
 
     logger = context.logger
+    task = weights.TASKS[context.config.object_type]
     if start.source == weights.SCRATCH:
         logger.warning("no pretrained weights: config key 'pretrained_model_params' is not set and %s has no %s.pt "
                        "(%s); training %s from SCRATCH, which needs far more epochs and data",
                        environment.weights_dir(), start.path[:-len(".yaml")], environment.WEIGHTS_ENV_VAR, start.path)
-        return YOLO(start.path, task="detect")
+        return YOLO(start.path, task=task)
     key = weights.PRETRAINED if start.source == weights.PRETRAINED else "model"
-    network, checkpoint = weights.load_checkpoint(start.path, key)  # ModelError naming the key for a bad file
+    network, checkpoint = weights.load_checkpoint(start.path, key, task)  # ModelError naming the key for a bad file
     names = weights.class_names_of(network, checkpoint)
     logger.info("starting from %s", start.describe())
     if names != list(context.class_names):
@@ -159,7 +167,7 @@ def _initial_model(context: TaskContext, start: weights.Start) -> Any:
                     "(the class outputs are new)", names if len(names) <= 10 else f"({len(names)})",
                     list(context.class_names))
     try:
-        return YOLO(start.path, task="detect")
+        return YOLO(start.path, task=task)
     except Exception as error:  # noqa: BLE001 - the file loaded above but ultralytics cannot build from it
         raise ModelError(f"config key {key!r}: {start.path} cannot be trained from ({error})") from error
 
@@ -195,11 +203,16 @@ def check_arguments(arguments: dict[str, Any], extra: dict[str, Any]) -> None:
         raise ConfigError(f"config key {key!r}: {str(error).splitlines()[0]}") from None
 
 
-def trainer_class(writer: StageWriter) -> type:
-    """ultralytics' DetectionTrainer whose validation is this executor's stage evaluation."""
+def trainer_class(writer: StageWriter, task: str = "detect") -> type:
+    """ultralytics' trainer of ``task`` (DetectionTrainer, SegmentationTrainer, SemanticSegmentationTrainer) whose
+    validation is this executor's stage evaluation."""
     from ultralytics.models.yolo.detect import DetectionTrainer
+    from ultralytics.models.yolo.segment import SegmentationTrainer
+    from ultralytics.models.yolo.semantic import SemanticSegmentationTrainer
 
-    class YmirTrainer(DetectionTrainer):
+    base = {"detect": DetectionTrainer, "segment": SegmentationTrainer, "semantic": SemanticSegmentationTrainer}[task]
+
+    class YmirTrainer(base):  # type: ignore[misc,valid-type]
         def validate(self) -> tuple[dict, float | None]:
             """At a stage epoch: the EMA model evaluated by the core, the stage written; other epochs: the last
             stage's metrics again (results.csv keeps its columns) and no fitness (ultralytics' best.pt and early
@@ -226,10 +239,15 @@ class StageWriter:
         self.progress = context.progress.span(PREPARE_END, TRAINING_END, "training")
         self.epochs = stages.stage_epochs(self.hyper.epochs, self.hyper.save_period)
         self.validation = layout.splits["val"]
+        #: Instance segmentation: stages are scored on masks (the core's seg path), the model predicts instances.
+        self.instances = context.config.object_type == INSTANCE
+        #: Segmentation (3, 4): the evaluator reads each validation Item's masks itself.
+        truths = (list(self.validation) if context.config.object_type in SEGMENTATION else
+                  [([(b.x1, b.y1, b.x2, b.y2) for b in item.boxes], [b.class_id for b in item.boxes])
+                   for item in self.validation])
         self.evaluator = stages.StageEvaluator(
-            context, [([(b.x1, b.y1, b.x2, b.y2) for b in item.boxes], [b.class_id for b in item.boxes])
-                      for item in self.validation],
-            [(item.width, item.height) for item in self.validation], [item.image for item in self.validation])
+            context, truths, [(item.width, item.height) for item in self.validation],
+            [item.image for item in self.validation])
         #: Letterboxed validation images and their decode factors (None: unusable), kept between stages.
         self.cache: dict[int, tuple[Fitted, int] | None] = {}
         self.cache_bytes = 0
@@ -238,7 +256,8 @@ class StageWriter:
         self.started = time.monotonic()
         self.epoch_started = self.started
         #: What validate() returns between stages (results.csv keeps the same columns every epoch).
-        self.last_metrics = {"metrics/mAP": 0.0, "metrics/mAP50_95": 0.0}
+        self.last_metrics = ({"metrics/maskAP": 0.0, "metrics/maskAP50_95": 0.0} if self.instances else
+                             {"metrics/mAP": 0.0, "metrics/mAP50_95": 0.0})
         self.tb = context.tensorboard
 
     def callbacks(self) -> dict[str, Any]:
@@ -286,24 +305,41 @@ class StageWriter:
         if epoch not in self.epochs and not (trainer.stop or epoch >= trainer.epochs):
             return dict(self.last_metrics), None
         network = trainer.ema.ema
-        result = self.evaluator.evaluate(epoch, self.predict(network))
+        # Instance segmentation: the stage is measured on the network as inference will load it (the checkpoint's
+        # fp16 weights, back in fp32, conv and batch norm fused), so that its maskAP is what `ymir-runner evaluate`
+        # gives on the stage's own infer-result.json: a mask threshold at 0 flips pixels on far smaller changes.
+        result = self.evaluator.evaluate(epoch, self.predict(as_deployed(network) if self.instances else network))
         self.evaluated += 1
         metrics = self.write_stage(trainer, epoch, network, result)
-        self.last_metrics = {"metrics/mAP": result.map or 0.0, "metrics/mAP50_95": result.map50_95 or 0.0}
+        self.last_metrics = ({"metrics/maskAP": result.maskAP, "metrics/maskAP50_95": result.maskAP50_95}
+                             if self.instances else
+                             {"metrics/mAP": result.map or 0.0, "metrics/mAP50_95": result.map50_95 or 0.0})
         self._report(trainer)
-        return dict(self.last_metrics), stages.fitness(metrics)
+        return dict(self.last_metrics), (metrics["maskAP"] if self.instances else stages.fitness(metrics))
 
-    def predict(self, network: Any) -> list[Prediction]:
-        """The network's predictions on the validation set in stored pixels, down to the evaluator's score floor."""
+    def predict(self, network: Any) -> list[Any]:
+        """The network's predictions on the validation set in stored pixels, down to the evaluator's score floor:
+        a Prediction per image, or for instance segmentation its instances as ``InstanceMask`` regions (what
+        inference writes)."""
         predictor = Predictor(network, self.device, self.hyper.img_size)
         batch = max(int(self.hyper.batch_size_per_gpu), 1)
-        predictions: list[Prediction] = []
+        predictions: list[Any] = []
         for start in range(0, len(self.validation), batch):
-            inputs = [self._input(index, predictor) for index in range(start, min(start + batch,
-                                                                                  len(self.validation)))]
+            indices = range(start, min(start + batch, len(self.validation)))
+            inputs = [self._input(index, predictor) for index in indices]
             usable = [entry for entry in inputs if entry is not None]
-            found = iter(predictor.predict([fitted for fitted, _ in usable], conf=self.evaluator.SCORE_FLOOR,
-                                           iou=EVAL_NMS_IOU, max_det=self.evaluator.max_detections))
+            fitted = [entry[0] for entry in usable]
+            if self.instances:
+                found_instances = iter(predictor.predict_instances(fitted, conf=self.evaluator.SCORE_FLOOR,
+                                                                   iou=EVAL_NMS_IOU, max_det=INSTANCE_MAX_DET))
+                for index, entry in zip(indices, inputs):
+                    item = self.validation[index]
+                    predictions.append([] if entry is None else
+                                       [encoded(instance, item.width, item.height) for instance in
+                                        next(found_instances).instance_masks(item.width, item.height, entry[1])])
+                continue
+            found = iter(predictor.predict(fitted, conf=self.evaluator.SCORE_FLOOR, iou=EVAL_NMS_IOU,
+                                           max_det=self.evaluator.max_detections))
             predictions += [NOTHING if entry is None else next(found).scaled(entry[1]) for entry in inputs]
         return predictions
 
@@ -320,16 +356,20 @@ class StageWriter:
             self.cache_bytes += size
         return entry
 
-    def write_stage(self, trainer: Any, epoch: int, network: Any, result: EvaluationResult) -> Mapping[str, float]:
+    def write_stage(self, trainer: Any, epoch: int, network: Any, result: Any) -> Mapping[str, float]:
         """The stage's checkpoint, with the metrics and operating point the core measured, recorded as a stage;
         returns its metrics."""
         name = f"epoch_{epoch}"
-        metrics = {**result.stage_metrics(), "conf_thr": result.score_threshold}
+        # Instance segmentation: tp/fp/fn at conf_threshold (0: every prediction); inference's default threshold
+        # then stays evaluation.DEFAULT_SCORE_THRESHOLD unless the user set one.
+        conf_thr = result.conf_thr if self.instances else result.score_threshold
+        metrics = {**result.stage_metrics(), "conf_thr": conf_thr}
         path = os.path.join(self.context.training_result.stage_dir(name), CHECKPOINT_NAME)
         save_checkpoint(path, trainer, network, {
             "class_names": list(self.context.class_names), "img_size": int(self.hyper.img_size), "epoch": epoch,
-            "conf_thr": float(result.score_threshold), "metrics": {key: float(v) for key, v in metrics.items()},
-            "iou_thr": self.evaluator.iou_threshold})
+            "conf_thr": float(conf_thr) if not self.instances or conf_thr else None,
+            "metrics": {key: float(v) for key, v in metrics.items()}, "iou_thr": self.evaluator.iou_threshold,
+            "object_type": int(self.context.config.object_type)})
         self.context.logger.info("stage %s: %s", name, self.evaluator.add_stage(name, [CHECKPOINT_NAME], result))
         return metrics
 
@@ -347,7 +387,8 @@ class StageWriter:
         with self.context.optional_output("ONNX export") as onnx:
             with atomic_path(os.path.join(folder, ONNX_NAME)) as target:
                 export_onnx(os.path.join(folder, CHECKPOINT_NAME), target, int(self.hyper.img_size),
-                            os.path.join(self.context.work_dir, "export"))
+                            os.path.join(self.context.work_dir, "export"),
+                            weights.TASKS[self.context.config.object_type])
         if onnx.ok:
             results.add_stage(best.name, [*best.files, ONNX_NAME], best.metrics, best.counts)
             self.context.logger.info("stage %s: ONNX export %s (input 'images' 1x3x%dx%d RGB in [0, 1])", best.name,
@@ -356,6 +397,31 @@ class StageWriter:
 
     def close(self) -> None:
         self.tb.flush()
+
+
+def as_deployed(network: Any) -> Any:
+    """A copy of ``network`` as a stage checkpoint is loaded for inference (:func:`.weights.load_model`): its weights
+    rounded to fp16 (what :func:`save_checkpoint` stores), in fp32, fused, in eval mode."""
+    import copy
+
+    deployed = copy.deepcopy(network).half().float()
+    deployed = deployed.fuse(verbose=False) if hasattr(deployed, "fuse") else deployed
+    return deployed.eval()
+
+
+def encoded(instance: Any, width: int, height: int) -> Any:
+    """An ``InstanceMask`` (a box-sized region and its origin) as the ``EncodedMask`` of its stored-size RLE: a
+    stage's predictions on the whole validation set are kept as strings, not masks."""
+    from faster_coco_eval.core import mask as coco_mask  # the core's codec (ymir_runner.protocol.masks)
+
+    from ymir_runner import EncodedMask
+
+    full = np.zeros((height, width), np.bool_, order="F")  # column-major, as the codec reads it
+    x, y = instance.origin
+    full[y:y + instance.mask.shape[0], x:x + instance.mask.shape[1]] = instance.mask
+    rle = coco_mask.encode(full.view(np.uint8))
+    counts = rle["counts"].decode("ascii") if isinstance(rle["counts"], bytes) else rle["counts"]
+    return EncodedMask({"size": [height, width], "counts": counts}, instance.score, instance.class_id)
 
 
 def save_checkpoint(path: str, trainer: Any, network: Any, metadata: dict[str, Any]) -> None:
@@ -382,7 +448,7 @@ def save_checkpoint(path: str, trainer: Any, network: Any, metadata: dict[str, A
         torch.save(checkpoint, target)
 
 
-def export_onnx(checkpoint: str, target: str, img_size: int, scratch: str) -> None:
+def export_onnx(checkpoint: str, target: str, img_size: int, scratch: str, task: str = "detect") -> None:
     """ultralytics' ONNX export of ``checkpoint`` on the CPU, made in ``scratch`` and moved to ``target``: a static
     ``images [1,3,S,S]`` input (RGB in [0, 1], letterboxed) and ultralytics' default output ``[1, 4 + classes,
     anchors]`` (cx, cy, w, h in input pixels, then the class scores), the one-to-many head that the stage metrics and
@@ -395,7 +461,7 @@ def export_onnx(checkpoint: str, target: str, img_size: int, scratch: str) -> No
     source = shutil.copyfile(checkpoint, os.path.join(scratch, os.path.basename(checkpoint)))
     with warnings.catch_warnings():  # torch's tracer warns about the head's shape checks, to no one's use
         warnings.simplefilter("ignore")
-        written = YOLO(source, task="detect").export(format="onnx", imgsz=img_size, device="cpu", simplify=False,
+        written = YOLO(source, task=task).export(format="onnx", imgsz=img_size, device="cpu", simplify=False,
                                                      dynamic=False, verbose=False)
     shutil.move(str(written), target)
 

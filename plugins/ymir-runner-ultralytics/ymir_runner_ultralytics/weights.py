@@ -23,7 +23,7 @@ from ymir_runner import ConfigError, ModelError
 
 from .devices import torch_device
 from .predict import Predictor
-from .templates import MODEL_NAMES, SIZE_WORDS
+from .templates import INSTANCE_MODEL_NAMES, MODEL_NAMES, SEMANTIC_MODEL_NAMES, SIZE_WORDS
 
 if TYPE_CHECKING:
     from ymir_runner import TaskContext
@@ -35,6 +35,12 @@ PRETRAINED = "pretrained_model_params"
 USER_FILE = "model"
 IMAGE_WEIGHTS = "weights folder"
 SCRATCH = "scratch"
+
+#: ultralytics' task of each YMIR object type this plugin handles, and what a model of it does (for messages).
+TASKS = {2: "detect", 3: "semantic", 4: "segment"}
+DOES = {"detect": "detects boxes", "segment": "segments instances", "semantic": "segments pixels by class (semantic)"}
+#: The architectures config key ``model`` names per object type.
+NAMES = {2: MODEL_NAMES, 3: SEMANTIC_MODEL_NAMES, 4: INSTANCE_MODEL_NAMES}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,38 +58,46 @@ class Start:
                 SCRATCH: f"scratch: {self.path}, randomly initialised"}[self.source]
 
 
-def resolve_start(model: str, weights_folder: str, pretrained: str | None = None) -> Start:
+def resolve_start(model: str, weights_folder: str, pretrained: str | None = None, object_type: int = 2) -> Start:
     """The start of a training (see the module's docstring): ``pretrained`` is the ``.pt`` of
     ``pretrained_model_params`` (``context.model_file(".pt")``) when it lists any. Raises ConfigError naming
-    ``model`` for a name that is neither an architecture nor a ``.pt`` file."""
-    model = SIZE_WORDS.get(str(model).strip(), str(model).strip())
+    ``model`` for a name that is neither an architecture of the task's ``object_type`` nor a ``.pt`` file."""
+    model = str(model).strip()
+    if object_type == 2:
+        model = SIZE_WORDS.get(model, model)
     if pretrained:
         return Start(PRETRAINED, pretrained)
     if model.endswith(".pt"):
         if not os.path.isfile(model):
             raise ConfigError(f"config key 'model': {model} is not a file")
         return Start(USER_FILE, model)
-    if model not in MODEL_NAMES:
-        raise ConfigError(f"config key 'model': {model!r} is neither one of {', '.join(MODEL_NAMES)} (or "
-                          f"{', '.join(SIZE_WORDS)}) nor the path of an ultralytics .pt file")
+    names = NAMES[object_type]
+    if model not in names:
+        words = f" (or {', '.join(SIZE_WORDS)})" if object_type == 2 else ""
+        other = next((f": {model!r} is a {TASKS[kind]} model, this is a {TASKS[object_type]} task"
+                      for kind, known in NAMES.items() if kind != object_type and model in known), "")
+        raise ConfigError(f"config key 'model': {model!r} is neither one of {', '.join(names)}{words} nor the path of "
+                          f"an ultralytics .pt file{other}")
     baked = os.path.join(weights_folder, f"{model}.pt")
     if os.path.isfile(baked):
         return Start(IMAGE_WEIGHTS, baked)
     return Start(SCRATCH, f"{model}.yaml")
 
 
-def load_checkpoint(path: str, key: str) -> tuple[Any, dict]:
-    """``(network, checkpoint dict)`` of an ultralytics detection ``.pt`` (float32, CPU, eval mode). Raises
-    ModelError naming ``key`` for a file that is not one."""
+def load_checkpoint(path: str, key: str, task: str = "detect") -> tuple[Any, dict]:
+    """``(network, checkpoint dict)`` of an ultralytics ``.pt`` of ``task`` (``detect``, ``segment``, ``semantic``;
+    float32, CPU, eval mode). Raises ModelError naming ``key`` for a file that is not one, or a model of another
+    task."""
     from ultralytics.nn.tasks import load_checkpoint as ultralytics_load
 
     try:
         network, checkpoint = ultralytics_load(path, device="cpu", fuse=False)
     except Exception as error:  # noqa: BLE001 - not a checkpoint, another library's pickle, a truncated file
         raise ModelError(f"config key {key!r}: {path} is not an ultralytics checkpoint ({error})") from error
-    task = getattr(network, "task", None) or (checkpoint.get("train_args") or {}).get("task", "detect")
-    if task != "detect":
-        raise ModelError(f"config key {key!r}: {path} is an ultralytics {task} model; this executor detects boxes")
+    found = getattr(network, "task", None) or (checkpoint.get("train_args") or {}).get("task", "detect")
+    if found != task:
+        raise ModelError(f"config key {key!r}: {path} is an ultralytics {found} model; this executor "
+                         f"{DOES.get(task, task)}")
     return network.float().eval(), checkpoint
 
 
@@ -120,7 +134,7 @@ def load_model(context: TaskContext, device: str) -> LoadedModel:
         return cached
     key = context.model_key
     path = context.model_file(".pt")
-    network, checkpoint = load_checkpoint(path, key)
+    network, checkpoint = load_checkpoint(path, key, TASKS[context.config.object_type])
     names = class_names_of(network, checkpoint)
     if names != list(context.class_names):
         raise ModelError(f"the model {path} was trained on classes {names} but config key 'class_names' is "
@@ -141,9 +155,10 @@ def load_model(context: TaskContext, device: str) -> LoadedModel:
 def download_weights(names: Sequence[str], folder: str) -> list[str]:
     """Download the official weights ``<name>.pt`` of ``names`` into ``folder`` (at image build time; skipped when
     present) with ultralytics' own downloader; returns the files. Raises ConfigError for an unknown name."""
-    unknown = [name for name in names if name not in MODEL_NAMES]
+    known = {name: TASKS[kind] for kind, listed in NAMES.items() for name in listed}
+    unknown = [name for name in names if name not in known]
     if unknown:
-        raise ConfigError(f"unknown model names {unknown}: choose from {', '.join(MODEL_NAMES)}")
+        raise ConfigError(f"unknown model names {unknown}: choose from {', '.join(known)}")
     os.makedirs(folder, exist_ok=True)
     from ultralytics.utils.downloads import attempt_download_asset
 
@@ -154,6 +169,6 @@ def download_weights(names: Sequence[str], folder: str) -> list[str]:
             attempt_download_asset(target)
         if not os.path.isfile(target):
             raise RuntimeError(f"{name}.pt could not be downloaded to {folder}")
-        load_checkpoint(target, "model")  # a download that is not a model fails the build, not a task
+        load_checkpoint(target, "model", known[name])  # a download that is not a model fails the build, not a task
         files.append(target)
     return files
