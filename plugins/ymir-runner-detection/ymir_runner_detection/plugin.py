@@ -8,7 +8,7 @@ from typing import Any
 import ymir_runner
 from ymir_runner import ExecutorSpec, TaskContext, TaskKind
 
-from . import EXECUTOR_NAME, templates
+from . import EXECUTOR_NAME, SEMANTIC_EXECUTOR_NAME, templates
 
 
 @ymir_runner.hookimpl
@@ -24,8 +24,29 @@ def ymir_runner_register_executors() -> list[ExecutorSpec]:
     )]
 
 
+def semantic_executor_spec() -> ExecutorSpec:
+    """The semantic segmentation executor (object type 3; issue 28). Not registered yet: it trains, but has no
+    inference, mining or ONNX export, and registering it changes the image's img-man (``object_type: [2, 3]``,
+    templates in ``det/`` and ``semantic-seg/``). Tests run it through ``ymir_runner.testing.plugin_registry``."""
+    return ExecutorSpec(
+        name=SEMANTIC_EXECUTOR_NAME,
+        tasks={TaskKind.TRAINING},
+        object_types={3},
+        templates=templates.SEMANTIC_TEMPLATES,
+        annotation_formats=("seg-coco",),
+        stage_evaluation=True,
+        description="semantic segmentation in pure PyTorch: Semantic FPN on the detector's backbone and neck "
+                    "(platform mIoU)",
+    )
+
+
 @ymir_runner.hookimpl
 def ymir_runner_train(context: TaskContext) -> None:
+    if context.executor.name == SEMANTIC_EXECUTOR_NAME:
+        from .semantic.training import train as train_semantic
+
+        train_semantic(context)
+        return
     from .training import train
 
     train(context)
