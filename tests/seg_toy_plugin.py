@@ -13,7 +13,8 @@ import os
 import numpy as np
 
 import ymir_runner
-from ymir_runner import ExecutorSpec, Param, TaskKind
+from ymir_runner import ExecutorSpec, Param, TaskKind, inference
+from ymir_runner.inference import LabelMap
 from ymir_runner.protocol.results import InstanceMask
 from ymir_runner.stages import StageEvaluator, stage_epochs
 
@@ -123,15 +124,16 @@ def ymir_runner_mine(context):
 
 @ymir_runner.hookimpl
 def ymir_runner_infer(context):
+    """Through the core's loop (``inference.infer_seg_candidates``): ``predict`` answers per image a callable the
+    core asks for the stored-pixel result."""
     CALLS.append("infer")
     model, object_type = _model(context), context.config.object_type
-    writer = context.seg_infer_result
-    items = list(context.candidates)
-    for index, item in enumerate(items, 1):
-        pixels, width, height = _pixels(context, item)
-        found = predict(object_type, pixels, model)
-        if object_type == 3:
-            writer.add_label_map(item.image, found, width, height)
-        else:
-            writer.add(item.image, found, width, height)
-        context.progress.steps(index, len(items))
+
+    def stored(pixels):
+        def render(width, height, factor):
+            assert factor == 1 and pixels.shape[:2] == (height, width), "the test images are decoded at stored size"
+            found = predict(object_type, pixels, model)
+            return LabelMap(found) if object_type == 3 else iter(found)
+        return render
+
+    inference.infer_seg_candidates(context, lambda batch: [stored(pixels) for pixels in batch], batch_size=3)

@@ -8,8 +8,8 @@ fails on a name newer than the pin or outside this record; it also checks that t
 public modules' ``__all__``, so a name added to the API without a version here fails too.
 
 Recovered from the repository's history (``git show REV:ymir_runner/__init__.py``): 0.1 is the first commit's
-face (0974338), 0.2 the ``__all__`` lists of the 0.2.0 release commit (9c25148), 0.3 everything added since
-(CHANGELOG's Unreleased section and issue 25). Versions are ``MAJOR.MINOR``: a pin names a minor release.
+face (0974338), 0.2 the ``__all__`` lists of the 0.2.0 release commit (9c25148), 0.3 what the 0.3.0
+release added (issues 25 and 26), 0.4 everything added since. Versions are ``MAJOR.MINOR``: a pin names a minor release.
 """
 
 from __future__ import annotations
@@ -68,7 +68,8 @@ NAMES: dict[str, dict[str, str]] = {
                "share_cpus CPUS_ENV_VAR THREAD_COUNT_VARIABLES WAIT_POLICY"),
     "ymir_runner.stages": _listed("0.3", "fitness stage_epochs EVAL_COST evaluation_params StageEvaluator "
                                          "seg_ground_truth"),
-    "ymir_runner.inference": _listed("0.3", "infer_candidates inference_threshold Prediction"),
+    "ymir_runner.inference": {**_listed("0.3", "infer_candidates inference_threshold Prediction"),
+                              **_listed("0.4", "infer_seg_candidates SegPrediction LabelMap")},
     "ymir_runner.pictures": _listed("0.3", "stage_figures StageFigures pixel_rectangle draw_box class_label PALETTE"),
 }
 

@@ -15,26 +15,54 @@ numpy only (no deep-learning framework). The host owns the loop, the engine owns
 
 and the core reads the candidates, decodes them by the project's rules on threads that run ahead of the model,
 scales the boxes into stored pixels, writes infer-result.json and reports progress.
+
+Segmentation (object types 3 and 4) has the same loop in :func:`infer_seg_candidates`: the engine's ``predict``
+returns, per image, a :class:`SegPrediction` that the core asks for masks in the candidate's STORED pixels (the
+engine knows how its own output upsamples; the core knows the stored size and the decode factor), and the core
+writes them with ``context.seg_infer_result``.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
+import dataclasses
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Protocol, Sequence, TypeVar
 
-from .pipeline import candidate_batches
+from .pipeline import Prepared, candidate_batches
 from .prediction import Prediction
 
 if TYPE_CHECKING:
     from .context import TaskContext
+    from .protocol.dataset import Item
     from .protocol.images import DecodedImage
+    from .protocol.results import InstanceMask
 
-__all__ = ["infer_candidates", "inference_threshold", "Prediction"]
+__all__ = ["infer_candidates", "inference_threshold", "Prediction", "infer_seg_candidates", "SegPrediction",
+           "LabelMap"]
 
 _Input = TypeVar("_Input")
 
 
 def _pixels(decoded: DecodedImage) -> Any:
     return decoded.pixels
+
+
+_Result = TypeVar("_Result")
+
+
+def _predicted(batches: Iterable[tuple[list[Item], list[Prepared[_Input] | None]]],
+               predict: Callable[[list[_Input]], Sequence[_Result]]
+               ) -> Iterator[tuple[list[Item], list[tuple[Item, tuple[Prepared[_Input], _Result] | None]]]]:
+    """Each batch of :func:`~ymir_runner.pipeline.candidate_batches` with ``predict``'s answer for every usable
+    candidate: ``(chunk, [(item, (prepared, result) or None)])`` in candidate order, None for a candidate that
+    could not be used; a batch with no usable candidate is not predicted. Raises ``RuntimeError`` when
+    ``predict`` answers another number of images."""
+    for chunk, prepared in batches:
+        usable = [entry for entry in prepared if entry is not None]
+        results = list(predict([entry.input for entry in usable])) if usable else []
+        if len(results) != len(usable):
+            raise RuntimeError(f"predict returned {len(results)} predictions for {len(usable)} images")
+        found = iter(results)
+        yield chunk, [(item, None if entry is None else (entry, next(found))) for item, entry in zip(chunk, prepared)]
 
 
 def infer_candidates(context: TaskContext, predict: Callable[[list[_Input]], Sequence[Prediction]], *,
@@ -69,20 +97,16 @@ def infer_candidates(context: TaskContext, predict: Callable[[list[_Input]], Seq
     boxes = done = predicted = 0
     with candidate_batches(context, items, preprocess or _pixels, batch_size=batch_size, min_side=min_side,
                            workers=workers, task="inference") as batches:
-        for chunk, prepared in batches:
-            usable = [entry for entry in prepared if entry is not None]
-            predictions = list(predict([entry.input for entry in usable])) if usable else []
-            if len(predictions) != len(usable):
-                raise RuntimeError(f"predict returned {len(predictions)} predictions for {len(usable)} images")
-            found = iter(predictions)
-            for item, entry in zip(chunk, prepared):  # in candidate order: the file lists them as the index does
-                if entry is None:
+        for chunk, answered in _predicted(batches, predict):
+            for item, answer in answered:  # in candidate order: the file lists them as the index does
+                if answer is None:
                     writer.add_empty(item.image)
                     continue
-                detections = next(found).scaled(entry.factor).detections()
+                entry, prediction = answer
+                detections = prediction.scaled(entry.factor).detections()
                 writer.add(entry.item.image, detections, entry.width, entry.height)
                 boxes += len(detections)
-            predicted += len(usable)
+                predicted += 1
             done += len(chunk)
             context.progress.steps(done, len(items), f"{done}/{len(items)} images")
     candidates = context.candidates.paths()
@@ -111,3 +135,89 @@ def inference_threshold(context: TaskContext, stored: float | None) -> float:
                         "no threshold stored in the model, the default" if stored is None
                         else "the model's F1-optimal threshold on its validation set")
     return threshold
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelMap:
+    """A semantic segmentation (object type 3) of one image in its STORED pixels: ``labels [H, W]`` integer class
+    ids into ``class_names``, ``unlabelled`` (None: 255, the platform's canvas value) where no class is predicted;
+    ``probability [H, W]`` (optional) each pixel's confidence in its label, e.g. the top-1 softmax probability:
+    each class's annotation gets the mean over its pixels as ``confidence`` (segmentation.md), 1.0 without it."""
+
+    labels: Any
+    probability: Any = None
+    unlabelled: int | None = None
+
+
+class SegPrediction(Protocol):
+    """What a segmentation engine's ``predict`` returns per image for :func:`infer_seg_candidates`: called once
+    with the candidate's STORED ``width`` x ``height`` and the decode ``factor`` (the image given to ``preprocess``
+    was ``factor`` times smaller, by ``context.decode``), it returns the prediction in stored pixels:
+
+    - object type 4: the instances, an iterable of :class:`ymir_runner.InstanceMask` (a generator keeps one mask
+      alive at a time; a box-sized mask with ``origin`` needs no full-size array);
+    - object type 3: a :class:`LabelMap` of ``height`` x ``width``.
+
+    The engine maps its own output there (letterbox and reduce-on-decode undone in one resampling, at the
+    resolution its logits have), so the core never upsamples a mask it cannot see the logits of."""
+
+    def __call__(self, width: int, height: int, factor: int) -> Iterable[InstanceMask] | LabelMap: ...
+
+
+def infer_seg_candidates(context: TaskContext, predict: Callable[[list[_Input]], Sequence[SegPrediction]], *,
+                         preprocess: Callable[[DecodedImage], _Input] | None = None, batch_size: int = 16,
+                         min_side: int | None = None, workers: int | None = None) -> int:
+    """The whole inference task of a segmentation executor (object type 3 or 4): every candidate of ``context``
+    decoded, predicted and written to ``context.seg_infer_result``. Returns the number of annotations written
+    (instances for type 4, one per class present for type 3).
+
+    The loop of :func:`infer_candidates` (decoding by ``context.decode`` on ``workers`` threads two batches ahead
+    of the model, ``preprocess`` thread-safe, ``predict`` called from this thread one batch at a time in candidate
+    order, progress per batch, an unusable candidate listed without objects, one summary line); ``predict(batch:
+    list[T]) -> [SegPrediction]`` returns one :class:`SegPrediction` per input, which the core calls with the
+    candidate's stored size and decode factor, one image at a time, and hands to
+    ``context.seg_infer_result.add`` (type 4) or ``.add_label_map`` (type 3). What the writer leaves out (empty
+    masks, a second mask of one class and bbox) is counted there and logged here.
+
+    Raises ``RuntimeError`` when ``predict`` returns another number of results than inputs, ``TypeError`` when a
+    type-3 result is not a :class:`LabelMap`, ``ValueError`` from the writer for a mask or map that is not of the
+    stored image, and whatever ``preprocess`` or ``predict`` raise.
+    """
+    from .protocol.config import SEMANTIC_SEGMENTATION
+
+    semantic = context.config.object_type == SEMANTIC_SEGMENTATION
+    writer = context.seg_infer_result  # raises for a task that is not segmentation
+    items = list(context.candidates)
+    written = done = predicted = 0
+    with candidate_batches(context, items, preprocess or _pixels, batch_size=batch_size, min_side=min_side,
+                           workers=workers, task="inference") as batches:
+        for chunk, answered in _predicted(batches, predict):
+            for item, answer in answered:  # in candidate order
+                if answer is None:
+                    writer.add_empty(item.image)
+                    continue
+                entry, prediction = answer
+                predicted += 1
+                result = prediction(entry.width, entry.height, entry.factor)
+                if semantic:
+                    if not isinstance(result, LabelMap):
+                        raise TypeError(f"a semantic segmentation result must be a LabelMap, not "
+                                        f"{type(result).__name__}")
+                    written += writer.add_label_map(entry.item.image, result.labels, entry.width, entry.height,
+                                                    probability=result.probability, unlabelled=result.unlabelled)
+                else:
+                    if isinstance(result, LabelMap):
+                        raise TypeError("an instance segmentation result is an iterable of InstanceMask, not a "
+                                        "LabelMap")
+                    written += writer.add(entry.item.image, result, entry.width, entry.height)
+            done += len(chunk)
+            context.progress.steps(done, len(items), f"{done}/{len(items)} images")
+    candidates = context.candidates.paths()
+    if candidates and not predicted:
+        context.logger.warning("inference: no candidate of %s could be used: every image of infer-result.json has "
+                               "no object", context.env.input.candidate_index_file)
+    what = "class regions" if semantic else "instances"
+    dropped = "".join(f", {count} left out ({reason})" for reason, count in sorted(writer.dropped.items()))
+    context.logger.info("inference: %d %s on %d images (%d unusable)%s", written, what, len(candidates),
+                        len(candidates) - predicted, dropped)
+    return written

@@ -2,4 +2,4 @@
 package's face and the modules that print or pin it (the CLI, the dispatcher's log, the plugin registry, the
 scaffold), none of which need import the package's face for it."""
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"

@@ -402,28 +402,18 @@ def best_stage_name(models_dir: str) -> str | None:
     platform wrote one; None when the file is missing, unreadable (not UTF-8, not YAML, not a mapping: a warning
     says why) or names no stage. Raises :class:`~ymir_runner.protocol.yaml_file.YamlLimitError` (300001) for a
     file over the bounds every YAML file is read within (size, nesting, aliases)."""
-    path = os.path.join(models_dir, MODEL_INFO_FILE)
-    if not os.path.lexists(path):
-        return None
-    try:
-        info = read_yaml(path, "model info file")
-    except YamlLimitError:
-        raise
-    except ConfigError as error:
-        logging.getLogger("ymir_runner").warning("%s: no best stage is known", error)
-        return None
-    if not isinstance(info, Mapping):
-        if info is not None:
-            logging.getLogger("ymir_runner").warning("model info file %s holds a %s, not a mapping: no best stage "
-                                                     "is known", path, type(info).__name__)
+    info = _model_info(models_dir, "no best stage is known")
+    if info is None:
         return None
     stages = info.get("model_stages")
     stage = info.get("best_stage_name") or (stages.get("best_stage_name") if isinstance(stages, Mapping) else None)
     return str(stage) if isinstance(stage, (str, int)) and stage else None
 
 
-def _model_info(models_dir: str) -> Mapping[str, Any] | None:
-    """``<models_dir>/ymir-info.yaml`` as a mapping; None when missing or unusable (a warning says why)."""
+def _model_info(models_dir: str, unknown: str) -> Mapping[str, Any] | None:
+    """``<models_dir>/ymir-info.yaml`` as a mapping; None when missing or unusable (not UTF-8, not YAML, not a
+    mapping: a warning says why, ending with ``unknown``, what cannot be known without it). Raises
+    :class:`~ymir_runner.protocol.yaml_file.YamlLimitError` (300001) for a file over the YAML bounds."""
     path = os.path.join(models_dir, MODEL_INFO_FILE)
     if not os.path.lexists(path):
         return None
@@ -432,9 +422,14 @@ def _model_info(models_dir: str) -> Mapping[str, Any] | None:
     except YamlLimitError:
         raise
     except ConfigError as error:
-        logging.getLogger("ymir_runner").warning("%s: the model's object type is not known", error)
+        logging.getLogger("ymir_runner").warning("%s: %s", error, unknown)
         return None
-    return info if isinstance(info, Mapping) else None
+    if not isinstance(info, Mapping):
+        if info is not None:
+            logging.getLogger("ymir_runner").warning("model info file %s holds a %s, not a mapping: %s", path,
+                                                     type(info).__name__, unknown)
+        return None
+    return info
 
 
 def model_object_type(models_dir: str) -> int | None:
@@ -444,7 +439,7 @@ def model_object_type(models_dir: str) -> int | None:
     records it in ``/out/models``: :func:`record_model_object_type`). A file without it (or 0, unknown) is a
     detection model, as the platform reads one ("Unknown model object type, treat as detection models"). None
     when the file is missing or unusable: nothing is known to check against."""
-    info = _model_info(models_dir)
+    info = _model_info(models_dir, "the model's object type is not known")
     if info is None:
         return None
     value = info.get("object_type")
