@@ -195,9 +195,11 @@ ULTRALYTICS_ONLY = [("training", "close_mosaic", -1, "an integer from 0 to 10000
 
 
 def engine_spec(package: str) -> ExecutorSpec:
-    """The executor spec the engine's plugin registers (its templates as the core reads them; no torch)."""
+    """The detection executor spec the engine's plugin registers (its templates as the core reads them; no
+    torch). A plugin may register executors of other object types beside it (the built-in Semantic FPN)."""
     pytest.importorskip(f"{package}.templates")
-    (spec,) = importlib.import_module(f"{package}.plugin").ymir_runner_register_executors()
+    specs = importlib.import_module(f"{package}.plugin").ymir_runner_register_executors()
+    (spec,) = [spec for spec in specs if 2 in spec.object_types]
     return spec
 
 

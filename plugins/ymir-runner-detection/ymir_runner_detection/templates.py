@@ -149,7 +149,17 @@ SEMANTIC_TRAINING = (
     _DETECTION_KEYS["export_onnx"],
 )
 
-SEMANTIC_TEMPLATES = {TaskKind.TRAINING: SEMANTIC_TRAINING}
+#: Inference of the semantic executor: the detector's input keys alone (every pixel gets a label: no score
+#: threshold, no box count).
+SEMANTIC_INFER = _INFERENCE
+#: The core adds mining_algorithm, class_distribution_scores and seed (ymir_runner.mining) to this template.
+SEMANTIC_MINING = _INFERENCE
+#: The ymir_runner.mining algorithms of the semantic executor, its default first: pixel entropy (one forward pass
+#: per image), ALDD (the image's and its mirror's maps), random. cald needs boxes (not defined for object type 3).
+SEMANTIC_MINING_ALGORITHMS = ("entropy", "aldd", "random")
+
+SEMANTIC_TEMPLATES = {TaskKind.TRAINING: SEMANTIC_TRAINING, TaskKind.INFER: SEMANTIC_INFER,
+                      TaskKind.MINING: SEMANTIC_MINING}
 
 
 def _defaults(params: Sequence[Param]) -> Mapping[str, Any]:
