@@ -77,8 +77,10 @@ class SemanticPrediction:
 
 def cell_logits(model: SemanticFPN, images: Sequence[np.ndarray], device: torch.device | str) -> torch.Tensor:
     """The batched forward pass: ``[B, K, S/4, S/4]`` float32 cell logits on the CPU of ``B`` letterboxed uint8
-    ``[S, S, 3]`` RGB images (``model`` in eval mode; call under ``torch.inference_mode()``)."""
-    return model.cell_logits(to_input(images, device)).float().cpu()
+    ``[S, S, 3]`` RGB images (``model`` in eval mode; call under ``torch.inference_mode()``). Row-major: the input
+    is channels_last, and the label maps' gathers along rows and columns of a channels_last map measured about
+    40 % slower (1 thread, 256 px)."""
+    return model.cell_logits(to_input(images, device)).float().cpu().contiguous()
 
 
 def semantic_predictions(model: SemanticFPN, inputs: Sequence[Letterboxed],
