@@ -1,7 +1,5 @@
 """The semantic segmentation training task (object type 3, executor ``semantic-fpn``): a real, tiny run through
-``ymir_runner.run`` on generated seg-coco scenes, its stages scored by the core's StageEvaluator.
-
-The executor is not registered by the plugin yet (no inference or mining): the run uses a registry holding it."""
+``ymir_runner.run`` on generated seg-coco scenes, its stages scored by the core's StageEvaluator."""
 
 from __future__ import annotations
 
@@ -10,24 +8,11 @@ import torch
 import yaml
 
 import ymir_runner
-from ymir_runner import hookimpl
 from ymir_runner.testing import plugin_registry, write_task_files
 from ymir_runner_detection import SEMANTIC_EXECUTOR_NAME, plugin, synthetic
 from ymir_runner_detection.checkpoint import load_checkpoint
 from ymir_runner_detection.engine import SemanticFPN
 from ymir_runner_detection.templates import SEMANTIC_TRAINING_DEFAULTS
-
-
-class SemanticExecutor:
-    @staticmethod
-    @hookimpl
-    def ymir_runner_register_executors():
-        return [plugin.semantic_executor_spec()]
-
-    @staticmethod
-    @hookimpl
-    def ymir_runner_train(context):
-        plugin.ymir_runner_train(context)
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +23,7 @@ def semantic_run(tmp_path_factory):
     config = {"class_names": data.class_names, "plugin": SEMANTIC_EXECUTOR_NAME, "img_size": 64, "epochs": 4,
               "save_period": 2, "num_workers_per_gpu": 0}
     env_file = write_task_files(str(root), ("training",), config, object_type=3)
-    code = ymir_runner.run(env_file, registry=plugin_registry({"semantic": SemanticExecutor}))
+    code = ymir_runner.run(env_file, registry=plugin_registry({"detection": plugin}))
     return root, code
 
 
