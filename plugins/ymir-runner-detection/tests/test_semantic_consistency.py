@@ -15,21 +15,31 @@ from ymir_runner.cli import main
 from ymir_runner.testing import plugin_registry, write_task_files
 from ymir_runner_detection import SEMANTIC_EXECUTOR_NAME, plugin, synthetic
 
-#: A short real run: 12 generated 64-96 px scenes of the plain scene (large shapes), 8 epochs of 3 steps, a stage
-#: every 4 epochs (about 20 s on 2 CPUs). What it learns is not the point: its stages differ and are not 0.
-TINY = {"img_size": 64, "epochs": 8, "save_period": 4, "batch_size_per_gpu": 4, "learning_rate": 0.01,
-        "min_steps": 0, "num_workers_per_gpu": 0, "export_onnx": False, "unlabelled_pixels": "ignore"}
+#: Short real runs on generated 64-96 px scenes of the plain scene (large shapes), a stage every half run. What they
+#: learn is not the point: their stages differ and are not 0. With unlabelled_pixels ignore every pixel is some
+#: class, so 12 scenes and 8 epochs of 3 steps score above 0 (about 20 s on 2 CPUs); with background (the default,
+#: whose unlabelled pixels are written as 255) a model predicts only background for a while: 24 scenes, 16 epochs
+#: of 6 steps (slow).
+RUNS = {
+    "ignore": (12, {"epochs": 8, "save_period": 4}),
+    "background": (24, {"epochs": 16, "save_period": 8}),
+}
+TINY = {"img_size": 64, "batch_size_per_gpu": 4, "learning_rate": 0.01, "min_steps": 0, "num_workers_per_gpu": 0,
+        "export_onnx": False}
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+@pytest.fixture(scope="module", params=["ignore", pytest.param("background", marks=pytest.mark.slow)])
+def trained(request, tmp_path_factory):
     import ymir_runner
 
-    root = tmp_path_factory.mktemp("semantic-consistency")
-    data = synthetic.generate_segmentation(root, n_train=12, n_val=4, n_candidates=0, img_size_range=(64, 96),
+    unlabelled = request.param
+    images, schedule = RUNS[unlabelled]
+    root = tmp_path_factory.mktemp(f"semantic-consistency-{unlabelled}")
+    data = synthetic.generate_segmentation(root, n_train=images, n_val=4, n_candidates=0, img_size_range=(64, 96),
                                            seed=2, scene=synthetic.PLAIN_SCENE)
-    env_file = write_task_files(str(root), ("training",), {"class_names": data.class_names,
-                                                            "plugin": SEMANTIC_EXECUTOR_NAME, **TINY}, object_type=3)
+    config = {"class_names": data.class_names, "plugin": SEMANTIC_EXECUTOR_NAME, "unlabelled_pixels": unlabelled,
+              **TINY, **schedule}
+    env_file = write_task_files(str(root), ("training",), config, object_type=3)
     code = ymir_runner.run(env_file, registry=plugin_registry({"detection": plugin}))
     assert code == 0, (root / "out" / "monitor.txt").read_text()
     return root, data
@@ -47,7 +57,7 @@ def test_each_stage_scores_what_evaluate_gives_on_its_own_inference_output(train
     root, data = trained
     models = root / "out" / "models"
     stages = yaml.safe_load((models / "result.yaml").read_text())["model_stages"]
-    assert sorted(stages) == ["epoch_4", "epoch_8"]
+    assert len(stages) == 2
     validation = [line.split("\t")[0] for line in open(data.val_index) if line.strip()]
     for name, stage in stages.items():
         outcome = run_task(seg_task(tmp_path / name, ("infer",), validation, models, stages=[name]))
@@ -58,4 +68,5 @@ def test_each_stage_scores_what_evaluate_gives_on_its_own_inference_output(train
         scores = evaluate(str(data.val_index), result, data.class_names, capsys)
         assert scores["mIoU"] == pytest.approx(stage["mIoU"], abs=1e-6), name
         assert scores["mAcc"] == pytest.approx(stage["mAcc"], abs=1e-6), name
-    assert stages["epoch_8"]["mIoU"] > 0 and stages["epoch_4"]["mIoU"] != stages["epoch_8"]["mIoU"]
+    first, last = (stages[name]["mIoU"] for name in sorted(stages, key=lambda name: int(name.split("_")[1])))
+    assert last > 0 and first != last
