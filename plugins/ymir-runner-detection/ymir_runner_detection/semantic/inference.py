@@ -32,11 +32,6 @@ if TYPE_CHECKING:
     from ..checkpoint import Checkpoint
 
 
-#: Elements of the ``K x rows x W`` logits one band of a label map is resampled from (4 MB of float32; the
-#: resampling's temporaries are a few times that): a large candidate is mapped band by band, whatever its size.
-BAND_ELEMENTS = 1_000_000
-
-
 @dataclasses.dataclass(frozen=True)
 class SemanticPrediction:
     """One image's answer to the core (a ``ymir_runner.inference.SegPrediction``): its cell logits ``[K, h, w]``
@@ -58,21 +53,9 @@ class SemanticPrediction:
         if (width, height) != (info.orig_width, info.orig_height):
             raise ValueError(f"asked for a {width}x{height} label map of an image letterboxed from "
                              f"{info.orig_width}x{info.orig_height} stored pixels (decode factor {factor})")
-        channels = self.logits.shape[0]
-        rows = max(1, BAND_ELEMENTS // max(channels * width, 1))
-        if rows >= height:  # one band: the very call stage evaluation makes
-            return LabelMap(*stored_label_map(self.logits, stride=self.stride, scale_x=info.scale_x,
-                                              scale_y=info.scale_y, pad_x=info.pad_x, pad_y=info.pad_y,
-                                              width=width, height=height, background=self.background))
-        labels = np.empty((height, width), dtype=np.uint8)
-        probability = np.empty((height, width), dtype=np.float32)
-        for start in range(0, height, rows):
-            count = min(rows, height - start)
-            # rows start.. of the stored image are the rows of an image placed start * scale_y further down
-            labels[start:start + count], probability[start:start + count] = stored_label_map(
-                self.logits, stride=self.stride, scale_x=info.scale_x, scale_y=info.scale_y, pad_x=info.pad_x,
-                pad_y=info.pad_y + start * info.scale_y, width=width, height=count, background=self.background)
-        return LabelMap(labels, probability)
+        return LabelMap(*stored_label_map(self.logits, stride=self.stride, scale_x=info.scale_x,
+                                          scale_y=info.scale_y, pad_x=info.pad_x, pad_y=info.pad_y, width=width,
+                                          height=height, background=self.background))
 
 
 def cell_logits(model: SemanticFPN, images: Sequence[np.ndarray], device: torch.device | str) -> torch.Tensor:
