@@ -34,13 +34,15 @@ def test_the_semantic_demo_trains_and_draws_ground_truth_beside_prediction(tmp_p
         assert image.width >= 2 * width + GAP and image.height >= 4 * height + 3 * GAP
 
 
-def test_a_label_map_colours_its_classes_and_leaves_unlabelled_pixels_plain():
+def test_a_label_map_colours_its_classes_on_the_grey_image_and_leaves_unlabelled_pixels_grey():
     image = np.full((4, 6, 3), 100, np.uint8)
+    image[..., 0] = 200  # reddish: shown grey (ITU-R 601 luma, as Pillow's "L")
     labels = np.full((4, 6), 255, np.uint8)
     labels[:, :3] = 1
     drawn = np.asarray(colored_label_map(image, labels))
-    assert (drawn[:, 3:] == 100).all()  # unlabelled: the image itself
+    luma = round(200 * 0.299 + 100 * 0.587 + 100 * 0.114)
+    assert (drawn[:, 3:] == luma).all()  # unlabelled: the image in grey
     from ymir_runner.pictures import PALETTE
 
-    expected = np.round((1 - OVERLAY_ALPHA) * 100 + OVERLAY_ALPHA * np.array(PALETTE[1], np.float32))
+    expected = np.round((1 - OVERLAY_ALPHA) * luma + OVERLAY_ALPHA * np.array(PALETTE[1], np.float32))
     assert (drawn[:, :3] == expected.astype(np.uint8)).all()

@@ -250,9 +250,9 @@ def run_semantic_demo(args: argparse.Namespace) -> int:
 
 
 def colored_label_map(image: Any, labels: Any) -> Any:
-    """``image`` (``[H, W, 3]`` uint8 RGB) with each class's pixels of ``labels`` (``[H, W]`` class ids, 255
-    unlabelled: left as they are) covered by the class's colour (``ymir_runner.pictures.PALETTE``), as a Pillow
-    image."""
+    """``image`` (``[H, W, 3]`` uint8 RGB) in grey, with each class's pixels of ``labels`` (``[H, W]`` class ids,
+    255 unlabelled: left grey) covered by the class's colour (``ymir_runner.pictures.PALETTE``), as a Pillow image:
+    on grey, a class's colour is not mistaken for the colour of what it covers."""
     import numpy as np
     from PIL import Image
 
@@ -261,7 +261,8 @@ def colored_label_map(image: Any, labels: Any) -> Any:
 
     palette = np.array(PALETTE, dtype=np.float32)
     labelled = labels != IGNORE_LABEL
-    mixed = image.astype(np.float32)
+    grey = np.asarray(Image.fromarray(image).convert("L"), dtype=np.float32)
+    mixed = np.repeat(grey[:, :, None], 3, axis=2)
     colors = palette[labels[labelled].astype(np.int64) % len(palette)]
     mixed[labelled] = (1 - OVERLAY_ALPHA) * mixed[labelled] + OVERLAY_ALPHA * colors
     return Image.fromarray(mixed.round().astype(np.uint8))
