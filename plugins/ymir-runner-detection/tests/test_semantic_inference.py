@@ -284,3 +284,14 @@ def test_mining_and_inference_in_one_run(tmp_path):
     assert report.ok, report.to_text()
     assert len(outcome.result_tsv()) == len(stored) and len(outcome.infer_result()["images"]) == len(stored)
     assert yaml.safe_load(open(os.path.join(tmp_path, "task", "in", "config.yaml")))["object_type"] == 3
+
+
+def test_mining_scores_the_image_s_cells_not_the_letterbox_padding():
+    from ymir_runner_detection.engine.augment import letterbox_image
+    from ymir_runner_detection.semantic.mining import image_cells
+
+    wide = Image.fromarray(np.random.default_rng(0).integers(0, 255, (30, 64, 3), dtype=np.uint8))
+    image, info = letterbox_image(wide, 64)
+    assert (info.pad_x, info.pad_y) == (0, 17)  # rows 17..46 hold the image
+    assert image_cells(image, 4) == (slice(4, 12), slice(0, 16))  # every cell touching an image row: 17 // 4 to 47 / 4
+    assert image_cells(np.full((64, 64, 3), 114, np.uint8), 4) == (slice(0, 16), slice(0, 16))  # all grey: all cells
