@@ -34,6 +34,7 @@ def test_the_template_shares_the_detectors_keys_and_adds_unlabelled_pixels():
     assert not {"conf_threshold", "map_iou_threshold", "max_detections", "mosaic"} & set(keys)  # no boxes here
     assert SEMANTIC_TRAINING_DEFAULTS["learning_rate"] == 0.003
     assert SEMANTIC_TRAINING_DEFAULTS["batch_size_per_gpu"] == 8
+    assert SEMANTIC_TRAINING_DEFAULTS["min_steps"] == 1200  # epochs auto: 40 epochs of the 240 scenes
 
 
 def test_a_semantic_training_writes_stages_scored_as_the_platform_scores(semantic_run):

@@ -4,6 +4,8 @@ samples (image and label map letterboxed and flipped together) and label maps ba
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -83,10 +85,25 @@ def test_unlabelled_pixels_are_the_background_class_or_take_no_part():
     torch.testing.assert_close(background, (right + right + wrong) / 3)
     right3 = -torch.log_softmax(torch.tensor([5.0, 0, 0]), 0)[0]
     torch.testing.assert_close(ignored, right3)  # only pixel 0 counts
-    assert parts == {"ce": pytest.approx(float(right3))}
+    assert parts == {"ce": pytest.approx(float(right3)), "dice": 0.0}  # no Dice term unless weighted
     nothing, _ = SemanticLoss(3, "ignore")({"logits": logits[:, :3].clone().requires_grad_()},
                                            {"labels": torch.full((1, 1, 3), UNLABELLED)})
     assert nothing.item() == 0.0 and nothing.requires_grad  # no pixel counts: 0, never NaN
+
+
+def test_the_dice_term_scores_each_classs_soft_overlap_on_the_pixels_that_count():
+    # two classes, even odds everywhere; pixels: class 0, class 1, unlabelled (ignored: no part)
+    logits = torch.zeros(1, 2, 1, 3, requires_grad=True)
+    labels = torch.tensor([[[0, 1, UNLABELLED]]], dtype=torch.uint8)
+    loss, parts = SemanticLoss(2, "ignore", dice_weight=0.5)({"logits": logits}, {"labels": labels})
+    # per class: overlap 0.5, probability mass 1 + one label pixel: (2 * 0.5 + 1) / (2 + 1) = 2/3 -> Dice loss 1/3
+    assert parts == {"ce": pytest.approx(math.log(2)), "dice": pytest.approx(1 / 3)}
+    torch.testing.assert_close(loss, torch.tensor(math.log(2) + 0.5 / 3))
+    loss.backward()
+    assert logits.grad is not None and logits.grad[..., 2].abs().sum() == 0  # the unlabelled pixel takes no part
+    confident = torch.tensor([[[[9.0, -9.0, 0.0]], [[-9.0, 9.0, 0.0]]]])
+    _, parts = SemanticLoss(2, "ignore", dice_weight=1.0)({"logits": confident}, {"labels": labels})
+    assert parts["dice"] < 1e-3  # right and sure: no Dice loss
 
 
 def test_a_detector_gives_its_backbone_and_neck_the_head_is_new():

@@ -136,25 +136,31 @@ def reuse_weights(model: SemanticFPN, state_dict: Mapping[str, torch.Tensor]) ->
 
 
 class SemanticLoss(nn.Module):
-    """Per-pixel cross-entropy over the model's ``K`` channels, averaged over the pixels that count.
+    """Per-pixel cross-entropy over the model's ``K`` channels, averaged over the pixels that count, plus
+    ``dice_weight`` times the soft Dice loss (Milletari et al., V-Net, arXiv:1606.04797; mmseg's ``DiceLoss``):
+    ``1 - mean_k (2 sum p_k y_k + 1) / (sum p_k + sum y_k + 1)`` over the batch's counted pixels, ``p_k`` the
+    softmax probability of channel ``k`` and ``y_k`` its one-hot label, every channel (background included).
 
     ``unlabelled_pixels="background"``: a pixel labelled :data:`UNLABELLED` is the background class (channel
     ``num_classes``); ``"ignore"``: it takes no part. A batch with no pixel that counts has loss 0 (with a
     gradient graph), never NaN."""
 
     #: The loss parts the training loop sums per epoch.
-    PARTS = ("ce",)
+    PARTS = ("ce", "dice")
 
-    def __init__(self, num_classes: int, unlabelled_pixels: str):
+    def __init__(self, num_classes: int, unlabelled_pixels: str, dice_weight: float = 0.0):
         super().__init__()
         if unlabelled_pixels not in UNLABELLED_PIXELS:
             raise ValueError(f"unlabelled_pixels must be one of {UNLABELLED_PIXELS}, not {unlabelled_pixels!r}")
+        if dice_weight < 0:
+            raise ValueError(f"dice_weight must be >= 0, not {dice_weight}")
         self.num_classes = num_classes
         self.background = unlabelled_pixels == "background"
+        self.dice_weight = dice_weight
 
     @classmethod
-    def for_model(cls, model: SemanticFPN) -> "SemanticLoss":
-        return cls(model.num_classes, model.unlabelled_pixels)
+    def for_model(cls, model: SemanticFPN, dice_weight: float = 0.0) -> "SemanticLoss":
+        return cls(model.num_classes, model.unlabelled_pixels, dice_weight)
 
     def forward(self, outputs: Mapping[str, torch.Tensor],
                 targets: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
@@ -163,9 +169,22 @@ class SemanticLoss(nn.Module):
         if self.background:
             labels = torch.where(labels == UNLABELLED, torch.full_like(labels, self.num_classes), labels)
         per_pixel = F.cross_entropy(logits, labels, ignore_index=UNLABELLED, reduction="none")
-        counted = (labels != UNLABELLED).sum()
-        loss = per_pixel.sum() / counted.clamp(min=1)
-        return loss, {"ce": loss.detach().item()}
+        counted_mask = labels != UNLABELLED
+        counted = counted_mask.sum()
+        ce = per_pixel.sum() / counted.clamp(min=1)
+        parts = {"ce": ce.detach().item(), "dice": 0.0}
+        if not self.dice_weight:
+            return ce, parts
+        channels = logits.shape[1]
+        weight = counted_mask.unsqueeze(1).to(logits.dtype)  # [B, 1, H, W]
+        probability = torch.softmax(logits, dim=1) * weight
+        one_hot = F.one_hot(torch.where(counted_mask, labels, 0), channels).permute(0, 3, 1, 2).to(logits.dtype)
+        one_hot = one_hot * weight
+        overlap = (probability * one_hot).sum(dim=(0, 2, 3))
+        total = probability.sum(dim=(0, 2, 3)) + one_hot.sum(dim=(0, 2, 3))
+        dice = 1.0 - ((2.0 * overlap + 1.0) / (total + 1.0)).mean()
+        parts["dice"] = dice.detach().item()
+        return ce + self.dice_weight * dice, parts
 
 
 #: Elements of one strip's ``K x rows x W`` logits when mapping to stored pixels (16 MB of float32).

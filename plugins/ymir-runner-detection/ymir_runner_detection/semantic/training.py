@@ -44,6 +44,7 @@ from ..engine.train import train as training_loop
 from ..predict import Letterboxed, decode_side, letterboxed, to_input
 from ..progress import LogProgressBar
 from ..recipe import Schedule, plan_schedule
+from ..templates import SEMANTIC_DICE_WEIGHT, SEMANTIC_EMA_DECAY
 from ..training import PREPARE_SHARE, _duration, backbone_weights_file, report_image_problems
 
 #: Validation images predicted at once (at least; the training batch when it is larger).
@@ -89,7 +90,8 @@ class SemanticPlan:
         return training_loop(model, loader, epochs=self.schedule.epochs, lr=self.learning_rate,
                              optimizer=self.optimizer, weight_decay=self.weight_decay,
                              warmup_steps=self.schedule.warmup_steps, device=device, seed=self.seed,
-                             loss_fn=SemanticLoss.for_model(model), **callbacks)
+                             ema_decay=SEMANTIC_EMA_DECAY,
+                             loss_fn=SemanticLoss.for_model(model, SEMANTIC_DICE_WEIGHT), **callbacks)
 
 
 def _train_rank(rank: int, world_size: int, device: str, plan: SemanticPlan, **callbacks: Any) -> TrainResult:
