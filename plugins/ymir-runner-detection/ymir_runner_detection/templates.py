@@ -130,8 +130,9 @@ SEMANTIC_LEARNING_RATE = 0.003
 SEMANTIC_BATCH = 8
 #: ``epochs: auto`` of the semantic executor trains at least this many optimizer steps: on the issue's 240 scenes
 #: (30 steps an epoch at batch 8) that is 40 epochs instead of 30. Measured on the plain generated scene (240 / 60
-#: at 160 px, 1 CPU): the whole task reached val mIoU 0.86 with 900 steps and the engine 0.94 with 1200, where 600
-#: steps gave 0.47; 1200 steps are about 200 CPU seconds on one core (experiments/README.md, 2026-12-07).
+#: at 160 px, 1 CPU): 600 steps of cross-entropy reached mIoU 0.47 and 1200 steps 0.94 (engine alone); the whole task
+#: with this recipe reached val mIoU 0.945 / 0.808 / 0.945 (seeds 0-2) in 265-281 CPU s on one core of a busy 2-core
+#: VM (experiments/README.md, 2026-12-07).
 SEMANTIC_MIN_STEPS = 1200
 #: The semantic model trains without the detector's weight average (``engine.train.EMA_DECAY``, a 500-step memory):
 #: on the plain scene at 1200 steps the engine reached mIoU 0.940 without it and 0.903 with it, and with it the
