@@ -234,9 +234,8 @@ def test_mining_ranks_every_candidate(tmp_path, algorithm):
         assert all(0.0 <= score <= np.log(3) + 1e-6 for score in scores)
 
 
-@pytest.mark.xfail(strict=True, reason="the core's mining scores refuse a background channel "
-                                       "(ymir_runner.mining._softmax_maps: 'one channel per class of class_names')")
 def test_mining_a_model_trained_with_a_background_class(tmp_path):
+    """Its softmax maps have a background channel, last: the core scores the whole distribution."""
     model = hand_made_model(tmp_path / "model", "background")
     data = synthetic.generate_segmentation(tmp_path / "data", n_train=0, n_val=0, n_candidates=3,
                                            img_size_range=(48, 64), seed=3)
