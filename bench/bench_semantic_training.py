@@ -23,7 +23,7 @@ The issue's target: deployed val mIoU >= 0.75 within 300 CPU s, the deployed sta
 put on the plain scene (``--scene plain``, the default), the closest to the issue's prototype data: measured
 2026-12-07 (experiments/README.md) val mIoU 0.945 / 0.808 / 0.945 at 265 / 281 / 276 CPU s, seeds 0-2, held-out gap
 at most 0.001. The generator's default scene (``--scene default``: objects from 12 px, occlusion, clutter) does
-not reach it: 0.628 val / 0.72 held-out at 277 CPU s, seed 0.
+not reach it on every seed: val 0.628 / 0.782 / 0.735 (held-out 0.717 / 0.778 / 0.778) at 277 / 253 / 247 CPU s.
 The task runs bound to ``--cpus`` (default: CPU 0 alone, so 1 compute thread and no DataLoader worker, as the task
 chooses for a 1-CPU machine). With 2 compute threads on a 2-core machine that other programs also use, the threads
 spin while waiting for each other and the CPU seconds measure the machine's load, not the task: the template's
