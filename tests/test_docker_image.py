@@ -167,7 +167,9 @@ def test_registration_cats_each_img_man_file_as_exactly_the_img_man_command_writ
     expected = tmp_path / "img-man"
     written = ymir_runner_cli("img-man", "--out", str(expected))
     assert written.returncode == 0, written.stderr
-    for name in [MANIFEST_FILE, *TEMPLATE_FILES.values()]:
+    names = sorted(str(path.relative_to(expected)) for path in expected.rglob("*") if path.is_file())
+    assert MANIFEST_FILE in names and f"det/{TEMPLATE_FILES[TaskKind.TRAINING]}" in names, names
+    for name in names:  # the manifest and each object type's folder (det/, semantic-seg/)
         done = docker("run", "--rm", cpu_image, "cat", f"/img-man/{name}")
         assert (done.returncode, done.stderr) == (0, ""), name
         assert isinstance(yaml.safe_load(done.stdout), dict), name
@@ -271,5 +273,6 @@ def test_the_cuda_dockerfile_builds_on_a_local_base_and_lists_the_plugins(base_i
         assert f"({plugin.parent.name} " in listed.stdout, listed.stdout
     imported = docker("run", "--rm", image, "python", "-c", "import ymir_runner.cli, ymir_runner_detection")
     assert imported.returncode == 0, imported.stderr
-    template = docker("run", "--rm", image, "cat", f"/img-man/{TEMPLATE_FILES[TaskKind.TRAINING]}")
-    assert yaml.safe_load(template.stdout)["gpu_count"] == 1
+    for folder in ("det", "semantic-seg"):  # the object types of the image's manifest, object_type: [2, 3]
+        template = docker("run", "--rm", image, "cat", f"/img-man/{folder}/{TEMPLATE_FILES[TaskKind.TRAINING]}")
+        assert yaml.safe_load(template.stdout)["gpu_count"] == 1, folder

@@ -62,27 +62,45 @@ def web_ui_round_trip(template: dict, bool_text=str.lower) -> dict:
     return sent
 
 
+def files_under(folder: pathlib.Path) -> list[str]:
+    """Every file under ``folder``, as paths relative to it (the type folders of a multi-type img-man included)."""
+    return sorted(str(path.relative_to(folder)) for path in folder.rglob("*") if path.is_file())
+
+
 def test_repository_img_man_is_the_output_for_the_first_party_plugins(first_party_registry, tmp_path):
     write_img_man(str(tmp_path), first_party_registry)
-    expected = sorted(path.name for path in tmp_path.iterdir())
-    assert sorted(path.name for path in IMG_MAN.iterdir()) == expected, "regenerate: ymir-runner img-man --out img-man"
+    expected = files_under(tmp_path)
+    assert files_under(IMG_MAN) == expected, "regenerate: ymir-runner img-man --out img-man"
     for name in expected:
         assert (IMG_MAN / name).read_text() == (tmp_path / name).read_text(), (
             f"img-man/{name} is out of date: run `ymir-runner img-man --out img-man`")
 
 
+#: The Apache image's object types and where the platform reads their templates (``object_type: [2, 3]``: one
+#: folder per type, segmentation.md section 1): the built-in detector (2) and its Semantic FPN (3).
+IMG_MAN_TYPES = {2: "det", 3: "semantic-seg"}
+
+
 def test_repository_img_man_files_are_what_the_platform_expects():
     manifest = yaml.safe_load((IMG_MAN / "manifest.yaml").read_text())
-    assert manifest["object_type"] == 2 and type(manifest["object_type"]) is int
-    training = yaml.safe_load((IMG_MAN / "training-template.yaml").read_text())
-    assert training["export_format"].count(":") == 1 and training["export_format"].split(":")[0]
-    for file_name in TEMPLATE_FILES.values():
-        template = yaml.safe_load((IMG_MAN / file_name).read_text())
-        assert isinstance(template, dict) and template
-        assert not set(PLATFORM_FILLED_KEYS) & set(template), "reserved keys go in comments only"
-        assert template["gpu_count"] == 0 and isinstance(template["shm_size"], str)
-        text = (IMG_MAN / file_name).read_text()
-        assert all(key in text for key in PLATFORM_FILLED_KEYS)  # listed in the header comment
+    assert manifest["object_type"] == sorted(IMG_MAN_TYPES)
+    assert not [name for name in TEMPLATE_FILES.values() if (IMG_MAN / name).exists()], (
+        "a manifest listing several types makes the platform ignore root templates: none is shipped")
+    for object_type, folder in IMG_MAN_TYPES.items():
+        training = yaml.safe_load((IMG_MAN / folder / "training-template.yaml").read_text())
+        assert training["export_format"].count(":") == 1 and training["export_format"].split(":")[0]
+        assert training["export_format"] == ("seg-coco:raw" if object_type == 3 else "ark:raw")
+        for file_name in TEMPLATE_FILES.values():
+            template = yaml.safe_load((IMG_MAN / folder / file_name).read_text())
+            assert isinstance(template, dict) and template
+            assert not set(PLATFORM_FILLED_KEYS) & set(template), "reserved keys go in comments only"
+            assert template["gpu_count"] == 0 and isinstance(template["shm_size"], str)
+            text = (IMG_MAN / folder / file_name).read_text()
+            assert all(key in text for key in PLATFORM_FILLED_KEYS)  # listed in the header comment
+    semantic_mining = yaml.safe_load((IMG_MAN / "semantic-seg" / "mining-template.yaml").read_text())
+    assert semantic_mining["mining_algorithm"] == "entropy"
+    assert "legal values: one of 'entropy', 'aldd', 'random'" in (IMG_MAN / "semantic-seg" / "mining-template.yaml"
+                                                                  ).read_text()  # no cald: it needs boxes
 
 
 @pytest.mark.parametrize("bool_text", [str.lower, str, lambda text: "1" if text == "True" else "0"])
@@ -90,8 +108,9 @@ def test_every_template_value_survives_the_web_ui(first_party_registry, bool_tex
     for executor in first_party_registry.executors():
         if executor.spec.named_only:  # not in img-man: an image that runs it keeps its own templates (sdk-run)
             continue
+        (object_type,) = executor.spec.object_types
         for kind in executor.spec.tasks:
-            template = yaml.safe_load((IMG_MAN / TEMPLATE_FILES[kind]).read_text())
+            template = yaml.safe_load((IMG_MAN / IMG_MAN_TYPES[object_type] / TEMPLATE_FILES[kind]).read_text())
             defaults = executor.spec.defaults(kind)
             choices = {param.name: param.choices for param in executor.spec.template(kind)}
             auto = {param.name: param.auto for param in executor.spec.template(kind) if param.auto}

@@ -121,6 +121,19 @@ def test_a_key_the_plugin_declares_itself_is_kept_and_not_repeated():
     assert spec.defaults(TaskKind.TRAINING)["max_detections"] == 300
 
 
+def test_each_object_type_gets_the_evaluation_keys_its_stages_read():
+    def keys(object_types):
+        spec = ExecutorSpec(name="engine", tasks={TaskKind.TRAINING}, stage_evaluation=True,
+                            object_types=object_types)
+        return [param.name for param in spec.template(TaskKind.TRAINING)]
+
+    assert keys({2}) == KEYS
+    assert keys({3}) == ["save_period"]  # a semantic stage has no score threshold, match IoU or box count
+    assert keys({4}) == ["save_period", "conf_threshold", "map_iou_threshold"]
+    assert keys({2, 3}) == KEYS and keys({3, 4}) == keys({4})
+    assert [param.name for param in evaluation_params({3})] == ["save_period"]
+
+
 def test_stage_evaluation_without_training_is_refused():
     with pytest.raises(ValueError, match="'engine' declares stage_evaluation but does not handle training"):
         ExecutorSpec(name="engine", tasks={TaskKind.INFER}, stage_evaluation=True)

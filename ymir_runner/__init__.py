@@ -11,7 +11,9 @@ This module is the plugin API: everything a plugin needs is importable from here
   ``annotation_text`` and ``annotation_suffix``: one image's annotation file as the platform exports it (det-ark,
   det-voc), for a plugin's generated or converted datasets; for segmentation (object types 3 and 4)
   ``InstanceMask`` and ``EncodedMask`` (what ``context.seg_infer_result`` takes) and ``Segment`` (one object of
-  ``Item.segments``: its undecoded mask, crowd flag and annotation id);
+  ``Item.segments``: its undecoded mask, crowd flag and annotation id); ``write_seg_coco``, ``SegCocoImage`` and
+  ``seg_object``: a segmentation dataset's one ``seg-coco`` file as the platform exports it, and ``IGNORE_LABEL``
+  (255), the label of unlabelled pixels in a semantic label map;
 - images, read by the project's rules (content, bit depth, damage, size limit): ``decode_image``,
   ``DecodedImage``, ``probe_image``, ``ImageInfo``, ``ImageProblem``;
 - errors that carry a protocol return code: ``YmirError`` and its subclasses, ``ReturnCode``; ``TaskTerminated``
@@ -81,8 +83,10 @@ if TYPE_CHECKING:
     from .protocol.annotations import Box, Segment, annotation_suffix, annotation_text
     from .protocol.dataset import Item
     from .protocol.images import DecodedImage, ImageInfo, ImageProblem, decode_image, probe_image
+    from .protocol.masks import IGNORE_LABEL
     from .protocol.monitor import Progress
     from .protocol.results import Detection, EncodedMask, InstanceMask, Stage
+    from .protocol.segcoco import SegCocoImage, seg_object, write_seg_coco
     from .sdk import write_sdk_env
 
 #: Public names defined in modules that import more than a plugin's registration needs: loaded on first use.
@@ -103,6 +107,10 @@ _LAZY = {
     "InstanceMask": ".protocol.results",
     "EncodedMask": ".protocol.results",
     "Segment": ".protocol.annotations",
+    "SegCocoImage": ".protocol.segcoco",
+    "seg_object": ".protocol.segcoco",
+    "write_seg_coco": ".protocol.segcoco",
+    "IGNORE_LABEL": ".protocol.masks",
     "OptionalOutputs": ".optional",
     "Prediction": ".prediction",
     "run": ".dispatcher",
@@ -121,7 +129,7 @@ __all__ = [
     # a task and its outputs
     "TaskContext", "Item", "Box", "Progress", "Detection", "Stage", "atomic_path", "best_stage_name",
     "MODEL_INFO_FILE", "OptionalOutputs", "annotation_text", "annotation_suffix", "InstanceMask", "EncodedMask",
-    "Segment",
+    "Segment", "SegCocoImage", "seg_object", "write_seg_coco", "IGNORE_LABEL",
     # images
     "decode_image", "DecodedImage", "probe_image", "ImageInfo", "ImageProblem",
     # errors

@@ -43,7 +43,7 @@ NAMES: dict[str, dict[str, str]] = {
         **_listed("0.3", "best_stage_name MODEL_INFO_FILE OptionalOutputs excerpt read_yaml parse_yaml cpus "
                          "Prediction stages inference pictures annotation_text annotation_suffix InstanceMask "
                          "EncodedMask Segment"),
-        **_listed("0.4", "classify_text write_sdk_env"),
+        **_listed("0.4", "classify_text write_sdk_env SegCocoImage seg_object write_seg_coco IGNORE_LABEL"),
     },
     "ymir_runner.testing": {
         **_listed("0.2", "png_bytes write_png RunOutcome TaskTree write_task_files install_models make_read_only "

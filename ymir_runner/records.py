@@ -163,7 +163,8 @@ class ExecutorSpec:
     mining_algorithms: tuple[str, ...] = ()
     #: The training task evaluates its stages with :class:`ymir_runner.stages.StageEvaluator`: the core adds
     #: ``save_period``, ``conf_threshold``, ``map_iou_threshold`` and ``max_detections`` to the training template
-    #: (:func:`evaluation_params`; each one the plugin's template does not declare itself).
+    #: (:func:`evaluation_params`: those its object types' stages read, only ``save_period`` for semantic
+    #: segmentation; each one the plugin's template does not declare itself).
     stage_evaluation: bool = False
     #: The executor reads config.yaml itself, keys of its own the core does not know (the ``sdk`` executor: an
     #: image's own ymir-exc code and /img-man templates): the core does not warn about keys outside its templates.
@@ -184,7 +185,7 @@ class ExecutorSpec:
             templates[TaskKind.MINING] = templates.get(TaskKind.MINING, ()) + added
         if self.stage_evaluation and TaskKind.TRAINING in self.tasks:
             declared = {param.name for param in templates.get(TaskKind.TRAINING, ())}
-            added = tuple(param for param in evaluation_params() if param.name not in declared)
+            added = tuple(param for param in evaluation_params(self.object_types) if param.name not in declared)
             templates[TaskKind.TRAINING] = templates.get(TaskKind.TRAINING, ()) + added
         object.__setattr__(self, "templates", templates)
         self.validate()
@@ -240,11 +241,22 @@ MAX_DETECTIONS = 10_000
 MAX_SAVE_PERIOD = 10_000
 
 
-def evaluation_params() -> tuple[Param, ...]:
+#: The stage evaluation keys each object type's stages read: a semantic stage (3) has no score threshold, match IoU
+#: or box count; an instance stage (4) keeps the platform's 100 predictions per image and class.
+EVALUATION_KEYS: Mapping[int, tuple[str, ...]] = {
+    2: ("save_period", "conf_threshold", "map_iou_threshold", "max_detections"),
+    3: ("save_period",),
+    4: ("save_period", "conf_threshold", "map_iou_threshold"),
+}
+
+
+def evaluation_params(object_types: AbstractSet[int] | None = None) -> tuple[Param, ...]:
     """The training template keys of :class:`ymir_runner.stages.StageEvaluator` (public as
     ``ymir_runner.stages.evaluation_params``): ``save_period``, ``conf_threshold``, ``map_iou_threshold`` and
-    ``max_detections``, one help text and one range each. ``ExecutorSpec(stage_evaluation=True)`` adds them."""
-    return (
+    ``max_detections``, one help text and one range each; with ``object_types``, those the stages of these object
+    types read (:data:`EVALUATION_KEYS`: semantic segmentation only ``save_period``). ``ExecutorSpec(
+    stage_evaluation=True)`` adds those of its object types."""
+    params = (
         Param("save_period", 0,
               "evaluate on the validation set and write a model stage every N epochs; 0: 10 stages evenly spaced "
               "over the run. The last epoch is always a stage", minimum=0, maximum=MAX_SAVE_PERIOD),
@@ -261,3 +273,8 @@ def evaluation_params() -> tuple[Param, ...]:
               f"so dense scenes are measured whole; bounded: the evaluation holds them all", auto=int, minimum=1,
               maximum=MAX_DETECTIONS),
     )
+    if object_types is None:
+        return params
+    read = {key for object_type in object_types
+            for key in EVALUATION_KEYS.get(object_type, EVALUATION_KEYS[2])}
+    return tuple(param for param in params if param.name in read)

@@ -21,6 +21,8 @@ from __future__ import annotations
 import json
 from typing import Any, NamedTuple, Sequence
 
+import numpy as np
+
 from . import masks
 from .atomic import atomic_write_text
 
@@ -64,7 +66,10 @@ def seg_object(class_id: int, segmentation: Any, height: int, width: int, *, isc
                bbox: Sequence[float] | None = None, area: float | None = None) -> SegCocoObject:
     """An object of an image of ``height`` x ``width``: the segmentation exported (:func:`export_segmentation`,
     whose :class:`~.masks.MaskProblem` it raises), ``bbox`` and ``area`` the source's (made ints) when given,
-    else the mask's tight box and pixel count."""
+    else the mask's tight box and pixel count. ``segmentation`` may also be a mask, a 2-D numpy array ``[H, W]``
+    (``bool``; other dtypes ``!= 0``, as :func:`~.masks.encode_mask` reads it): written as a compressed RLE."""
+    if isinstance(segmentation, np.ndarray):
+        segmentation = masks.encode_mask(segmentation)
     exported = export_segmentation(segmentation, height, width)
     if bbox is None or area is None:
         rle = masks.to_rle(exported, height, width)

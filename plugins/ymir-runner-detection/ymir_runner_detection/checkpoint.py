@@ -15,8 +15,6 @@ from ymir_runner import ModelError, atomic_path
 if TYPE_CHECKING:
     from ymir_runner import TaskContext
 
-    from .engine.model import CenterNetDetector
-
 FORMAT = "ymir-runner-detection/1"
 CHECKPOINT_NAME = "model.pt"
 ONNX_NAME = "model.onnx"
@@ -40,12 +38,28 @@ class Checkpoint:
                 "metrics": {key: float(value) for key, value in self.metrics.items()},
                 "score_threshold": None if self.score_threshold is None else float(self.score_threshold)}
 
-    def build_model(self) -> CenterNetDetector:
-        from .engine.model import build_model_from_config
+    @property
+    def task(self) -> str:
+        """What the model does: ``detection`` (object type 2; checkpoints before segmentation record no task) or
+        ``semantic`` (object type 3)."""
+        return str(self.model_config.get("task", "detection"))
 
-        model = build_model_from_config(self.model_config)
+    def build_model(self) -> Any:
+        """The network (a CenterNetDetector or a SemanticFPN, by :attr:`task`) with the checkpoint's weights."""
+        model = build_network(self.model_config)
         model.load_state_dict(self.state_dict)
         return model
+
+
+def build_network(config: dict[str, Any]) -> Any:
+    """The network a checkpoint's ``model_config`` describes, by its ``task`` (untrained)."""
+    if config.get("task", "detection") == "semantic":
+        from .engine.semantic import build_semantic_model_from_config
+
+        return build_semantic_model_from_config(config)
+    from .engine.model import build_model_from_config
+
+    return build_model_from_config(config)
 
 
 def save_checkpoint(model: torch.nn.Module, path: str, *, class_names: Sequence[str], img_size: int,
@@ -94,7 +108,6 @@ def check_architecture(checkpoint: Checkpoint) -> None:
     class list's, or weights that do not have the shapes of the architecture (built on torch's meta device: no
     memory). Checked before anything is allocated: such a file would otherwise exhaust memory with a message naming
     neither the model nor the key."""
-    from .engine.model import build_model_from_config
     from .templates import MAX_IMG_SIZE
 
     path, config = checkpoint.path, checkpoint.model_config
@@ -116,7 +129,7 @@ def check_architecture(checkpoint: Checkpoint) -> None:
                          f"names")
     try:
         with torch.device("meta"):
-            expected = build_model_from_config(config).state_dict()
+            expected = build_network(config).state_dict()
     except Exception as error:  # noqa: BLE001 - any field the constructor refuses
         raise ModelError(f"model file {path} records an architecture that cannot be built ({type(error).__name__}: "
                          f"{error})") from None

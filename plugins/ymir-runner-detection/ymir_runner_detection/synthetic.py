@@ -18,6 +18,11 @@ Layout written under ``<out_dir>/in``::
 
 The primary annotation format (first of ``annotation_formats``) goes to
 ``annotations/`` and is referenced by the index files.
+
+:func:`generate_segmentation` writes the same scenes for segmentation (object types 3 and 4) as the platform
+exports ``seg-coco:raw``: one ``annotations/coco-annotations.json`` named on every train and val index line, each
+shape's mask as it is SEEN (the pixels no later shape covers: the last shape pasted wins), so the semantic label
+map the platform paints from it is exactly the picture's.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ymir_runner import annotation_suffix, annotation_text
+from ymir_runner import IGNORE_LABEL, SegCocoImage, annotation_suffix, annotation_text, seg_object, write_seg_coco
 
 CLASS_NAMES = ("circle", "rectangle", "triangle")
 #: The annotation formats the generator writes.
@@ -126,14 +131,58 @@ def _covered_fraction(box: np.ndarray, others: np.ndarray) -> np.ndarray:
     return inter / np.maximum((others[:, 2:] - others[:, :2]).prod(axis=1), 1)
 
 
-def render_image(
-    rng: np.random.Generator, size_range: tuple[int, int], scene: SceneConfig = SceneConfig()
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One synthetic image (HxWx3 uint8), its boxes [N,4] (x2 exclusive) and class ids [N]."""
+@dataclass
+class RenderedScene:
+    """One generated image and what was pasted on it, in paste order: ``shapes[i]`` is ``(class id, x, y, mask)``,
+    the binary ``bool`` mask of the shape's own box at ``(x, y)`` (before occlusion: a later shape pastes over
+    it)."""
+
+    pixels: np.ndarray  # [H, W, 3] uint8
+    boxes: np.ndarray  # [N, 4] float32, x2 exclusive: each shape's box before occlusion
+    classes: np.ndarray  # [N] int64
+    shapes: list[tuple[int, int, int, np.ndarray]]
+
+    @property
+    def height(self) -> int:
+        return int(self.pixels.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.pixels.shape[1])
+
+    def label_map(self) -> np.ndarray:
+        """The exact semantic ground truth: a ``uint8`` ``[H, W]`` map of class ids, each pixel the class of the
+        LAST shape pasted over it (the one seen), 255 (``ymir_runner.protocol.masks.IGNORE_LABEL``) where no
+        shape is."""
+        labels = np.full((self.height, self.width), IGNORE_LABEL, dtype=np.uint8)
+        for cls, x, y, mask in self.shapes:
+            labels[y:y + mask.shape[0], x:x + mask.shape[1]][mask] = cls
+        return labels
+
+    def visible_masks(self) -> list[tuple[int, np.ndarray]]:
+        """``(class id, mask)`` of each shape as it is seen (the pixels no later shape covers), full-size ``bool``
+        ``[H, W]``, in paste order; shapes covered entirely are left out. Painted in order they make
+        :meth:`label_map`; they are also the shapes' instance masks."""
+        covered = np.zeros((self.height, self.width), dtype=bool)
+        visible: list[tuple[int, np.ndarray]] = []
+        for cls, x, y, mask in reversed(self.shapes):
+            full = np.zeros_like(covered)
+            full[y:y + mask.shape[0], x:x + mask.shape[1]] = mask
+            seen = full & ~covered
+            covered |= full
+            if seen.any():
+                visible.append((cls, seen))
+        return visible[::-1]
+
+
+def render_scene(rng: np.random.Generator, size_range: tuple[int, int],
+                 scene: SceneConfig = SceneConfig()) -> RenderedScene:
+    """One synthetic image with its shapes (:class:`RenderedScene`)."""
     width, height = (int(v) for v in rng.integers(size_range[0], size_range[1] + 1, size=2))
     image = _background(rng, width, height, scene.max_clutter_lines)
     boxes: list[np.ndarray] = []
     classes: list[int] = []
+    shapes: list[tuple[int, int, int, np.ndarray]] = []
     min_side = min(width, height)
     for _ in range(int(rng.integers(scene.objects_range[0], scene.objects_range[1] + 1))):
         cls = int(rng.integers(len(CLASS_NAMES)))
@@ -156,13 +205,24 @@ def render_image(
         colour = rng.integers(0, 256, 3)
         while np.abs(colour - region).sum() < 120:  # keep shapes visible against the local background
             colour = rng.integers(0, 256, 3)
+        # The mask is binary (0 or 255, drawn without anti-aliasing): the paste replaces exactly its pixels.
         image.paste(tuple(int(v) for v in colour), (x0, y0), mask)
         boxes.append(box)
         classes.append(cls)
+        shapes.append((cls, x0, y0, np.asarray(mask) > 0))
     pixels = np.asarray(image, dtype=np.float32)
     pixels += rng.standard_normal(pixels.shape, dtype=np.float32) * float(rng.uniform(*scene.noise_std_range))
     box_array = np.array(boxes, dtype=np.float32).reshape(-1, 4)
-    return np.clip(pixels, 0, 255).astype(np.uint8), box_array, np.array(classes, dtype=np.int64)
+    return RenderedScene(np.clip(pixels, 0, 255).astype(np.uint8), box_array, np.array(classes, dtype=np.int64),
+                         shapes)
+
+
+def render_image(
+    rng: np.random.Generator, size_range: tuple[int, int], scene: SceneConfig = SceneConfig()
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One synthetic image (HxWx3 uint8), its boxes [N,4] (x2 exclusive) and class ids [N]."""
+    rendered = render_scene(rng, size_range, scene)
+    return rendered.pixels, rendered.boxes, rendered.classes
 
 
 def _encode(image: np.ndarray, image_format: str) -> bytes:
@@ -276,3 +336,75 @@ def _write_annotations(root, sha1, filename, shape, boxes, classes, formats, res
         primary = primary or path
     assert primary is not None, "formats is never empty"
     return primary
+
+
+#: The one annotation file of a segmentation dataset, under ``<out_dir>/in`` (the platform's
+#: ``/in/annotations/coco-annotations.json``).
+SEG_COCO_NAME = "annotations/coco-annotations.json"
+
+
+@dataclass
+class SegmentationDataset:
+    """What :func:`generate_segmentation` wrote. Items hold each image's path and its exact semantic label map
+    (``uint8`` ``[H, W]`` class ids, :data:`ymir_runner.IGNORE_LABEL` where no shape is)."""
+
+    root: Path
+    class_names: list[str]
+    train_index: Path
+    val_index: Path
+    candidate_index: Path
+    annotation_file: Path
+    train_items: list[tuple[Path, np.ndarray]] = field(default_factory=list)
+    val_items: list[tuple[Path, np.ndarray]] = field(default_factory=list)
+    candidate_paths: list[Path] = field(default_factory=list)
+
+
+def generate_segmentation(
+    out_dir: str | Path,
+    n_train: int = 240,
+    n_val: int = 60,
+    n_candidates: int = 20,
+    img_size_range: tuple[int, int] = (160, 160),
+    seed: int = 0,
+    *,
+    scene: SceneConfig | None = None,
+    misleading_extension_rate: float = 0.05,
+) -> SegmentationDataset:
+    """Write a seeded synthetic segmentation dataset under ``<out_dir>/in`` as the platform exports
+    ``seg-coco:raw`` (module docstring) and describe it. ``scene`` sets the difficulty (default: tiny objects,
+    occlusion up to 30 % of a box, clutter). Objects are listed in paste order, each with its visible mask as a
+    compressed RLE (tight int box, pixel area); a shape covered entirely is not listed."""
+    scene = scene or SceneConfig()
+    root = Path(out_dir) / "in"
+    rng = np.random.default_rng(seed)
+    annotation_file = (root / SEG_COCO_NAME).resolve()
+    result = SegmentationDataset(
+        root=root.resolve(),
+        class_names=list(CLASS_NAMES),
+        train_index=(root / "train-index.tsv").resolve(),
+        val_index=(root / "val-index.tsv").resolve(),
+        candidate_index=(root / "candidate-index.tsv").resolve(),
+        annotation_file=annotation_file,
+    )
+    exported: list[SegCocoImage] = []
+    index_lines: dict[str, list[str]] = {"train": [], "val": []}
+    for split, count in (("train", n_train), ("val", n_val)):
+        for _ in range(count):
+            rendered = render_scene(rng, img_size_range, scene)
+            image_format, extension = _choose_encoding(rng, misleading_extension_rate)
+            path, _ = _write_asset(root, _encode(rendered.pixels, image_format), extension)
+            objects = [seg_object(cls, mask, rendered.height, rendered.width)
+                       for cls, mask in rendered.visible_masks()]
+            exported.append(SegCocoImage(path.name, rendered.width, rendered.height, objects))
+            index_lines[split].append(f"{path}\t{annotation_file}")
+            getattr(result, f"{split}_items").append((path, rendered.label_map()))
+    for _ in range(n_candidates):
+        rendered = render_scene(rng, img_size_range, scene)
+        image_format, extension = _choose_encoding(rng, misleading_extension_rate)
+        result.candidate_paths.append(_write_asset(root, _encode(rendered.pixels, image_format), extension)[0])
+    annotation_file.parent.mkdir(parents=True, exist_ok=True)
+    write_seg_coco(str(annotation_file), exported, CLASS_NAMES)
+    result.train_index.write_text("".join(line + "\n" for line in index_lines["train"]))
+    result.val_index.write_text("".join(line + "\n" for line in index_lines["val"]))
+    result.candidate_index.write_text("".join(f"{path}\n" for path in result.candidate_paths))
+    return result

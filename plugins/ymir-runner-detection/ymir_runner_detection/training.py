@@ -159,6 +159,9 @@ def _initial_model(context: TaskContext) -> CenterNetDetector:
     if hyper.pretrained_backbone:
         context.logger.info("config key 'pretrained_backbone' is not used: training starts from %s", paths[0])
     checkpoint = load_checkpoint(context.model_file(".pt"))
+    if checkpoint.task != "detection":
+        raise ModelError(f"config key '{context.model_key}': {checkpoint.path} is a {checkpoint.task} "
+                         f"segmentation model; a detection training starts from a detection model of this plugin")
     model = checkpoint.build_model()
     if checkpoint.class_names != class_names:
         context.logger.info("pretrained classes %s differ from the task's %s: class head re-initialised, "

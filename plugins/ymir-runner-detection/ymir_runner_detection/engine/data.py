@@ -17,7 +17,7 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import Any, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -28,6 +28,9 @@ from ymir_runner import decode_image
 
 from .augment import AugmentConfig, LetterboxInfo, TrainAugmentation, letterbox
 from .targets import TargetConfig, encode_targets
+
+if TYPE_CHECKING:
+    from .semantic_data import SemanticDataset
 
 logger = logging.getLogger(__name__)
 
@@ -214,7 +217,7 @@ def collate_detection(samples: list[dict]) -> dict:
 
 
 def build_dataloader(
-    dataset: DetectionDataset,
+    dataset: DetectionDataset | SemanticDataset,
     batch_size: int,
     *,
     shuffle: bool,
@@ -225,8 +228,10 @@ def build_dataloader(
     worker_nice: int = 0,
     prefetch_factor: int = 4,
     full_batches: bool = False,
+    collate_fn: Callable[[list[dict]], dict] = collate_detection,
 ) -> DataLoader:
-    """DataLoader with :func:`collate_detection`; uses a ``DistributedSampler`` when a process group is up.
+    """DataLoader with :func:`collate_detection` (or ``collate_fn``, e.g. :func:`~.semantic_data.collate_semantic`
+    for a :class:`~.semantic_data.SemanticDataset`); uses a ``DistributedSampler`` when a process group is up.
 
     ``full_batches`` (training): each epoch shows every image at least once in ``ceil(N / batch_size)``
     batches that are all full: a shuffled sampler draws that many batches' worth of indices from back-to-back
@@ -257,7 +262,7 @@ def build_dataloader(
         shuffle=shuffle and sampler is None,
         sampler=sampler,
         num_workers=num_workers,
-        collate_fn=collate_detection,
+        collate_fn=collate_fn,
         drop_last=drop_last,
         generator=generator,
         persistent_workers=num_workers > 0,

@@ -47,6 +47,9 @@ class DetectionLoss(nn.Module):
     Returns ``(total_loss, {"heatmap": float, "box": float})``.
     """
 
+    #: The loss parts the training loop sums per epoch.
+    PARTS = ("heatmap", "box")
+
     def __init__(self, stride: int, box_mode: str, heatmap_weight: float = 1.0, box_weight: float | None = None):
         super().__init__()
         self.stride = stride

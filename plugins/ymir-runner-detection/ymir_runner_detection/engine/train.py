@@ -176,7 +176,11 @@ def train(
     on_step: StepCallback | None = None,
     on_epoch_end: EpochCallback | None = None,
 ) -> TrainResult:
-    """Train a detector on batches from :func:`~.data.collate_detection` (with ``targets``).
+    """Train a model on batches of ``images`` (uint8 NCHW) and ``targets`` (a dict of tensors):
+    :func:`~.data.collate_detection`'s for a detector (``loss_fn`` :class:`~.loss.DetectionLoss` by default), label
+    maps for a segmentation model (``loss_fn`` :class:`~.semantic.SemanticLoss`). ``loss_fn(outputs, targets)``
+    returns the loss and a dict of its parts (floats), summed per epoch; its ``PARTS`` are always in an epoch's
+    metrics.
 
     * The schedule runs over ``progress`` in [0, 1]: steps / (epochs * batches),
       or, with ``time_budget_s``, the larger of that and elapsed / budget (the
@@ -210,6 +214,8 @@ def train(
             base_model = model
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     loss_fn = loss_fn or DetectionLoss.for_model(base_model)
+    # the parts an epoch's metrics always hold (a loss returns them as its second value)
+    loss_parts = tuple(getattr(loss_fn, "PARTS", ()))
     opt = build_optimizer(base_model, optimizer, lr, weight_decay, momentum)
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
     ema = ModelEMA(base_model, ema_decay) if ema_decay else None
@@ -227,7 +233,7 @@ def train(
         if hasattr(getattr(train_loader, "sampler", None), "set_epoch"):
             train_loader.sampler.set_epoch(epoch)
         model.train()
-        sums = {"loss": 0.0, "heatmap": 0.0, "box": 0.0}
+        sums = dict.fromkeys(("loss", *loss_parts), 0.0)
         epoch_steps, epoch_start, epoch_wait = 0, time.perf_counter(), 0.0
         wait_start = time.perf_counter()
         for batch in train_loader:
@@ -261,8 +267,8 @@ def train(
             epoch_steps += 1
             images_seen += images.shape[0] * world_size
             sums["loss"] += loss.item()
-            sums["heatmap"] += parts["heatmap"]
-            sums["box"] += parts["box"]
+            for key, value in parts.items():
+                sums[key] = sums.get(key, 0.0) + value
             if on_step is not None and is_main_process():
                 on_step(step, total_steps, {"loss": loss.item(), **parts, "lr": current_lr, "progress": progress})
             if time_budget_s and progress >= 1.0:

@@ -1,0 +1,334 @@
+"""The semantic segmentation training task: the core's context in, model stages out, each stage scored by the
+core's :class:`~ymir_runner.stages.StageEvaluator` as the platform scores it (``mIoU``, ``mAcc``).
+
+Training images come with their label maps painted by the core (``Item.label_map``: the platform's semantic
+ground truth, later objects over earlier ones, 255 unlabelled) when a sample is made; stages predict each
+validation image's label map in its STORED pixels (:func:`~..engine.semantic.stored_label_map`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import time
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from ymir_runner import DatasetError, Item, ModelError, NonFiniteError, TaskContext, atomic_path
+from ymir_runner.stages import EVAL_COST, StageEvaluator
+
+from ..checkpoint import CHECKPOINT_NAME, ONNX_NAME, load_checkpoint, save_checkpoint
+from ..devices import cpu_share, run_on_devices, select_devices
+from ..engine import (
+    NonFiniteLossError,
+    NoReadableImageError,
+    SemanticDataset,
+    SemanticFPN,
+    SemanticLoss,
+    build_dataloader,
+    build_semantic_model,
+    build_semantic_model_from_config,
+    collate_semantic,
+    export_semantic_onnx,
+    load_backbone_weights,
+    no_readable_image_message,
+    reuse_weights,
+    stored_label_map,
+)
+from ..engine.semantic import SEMANTIC_STRIDE
+from ..engine.train import TrainResult, is_distributed
+from ..engine.train import train as training_loop
+from ..predict import Letterboxed, decode_side, letterboxed, to_input
+from ..progress import LogProgressBar
+from ..recipe import Schedule, plan_schedule
+from ..templates import SEMANTIC_DICE_WEIGHT, SEMANTIC_EMA_DECAY
+from ..training import PREPARE_SHARE, _duration, backbone_weights_file, report_image_problems
+
+#: Validation images predicted at once (at least; the training batch when it is larger).
+EVAL_BATCH = 16
+
+#: A training image as the engine takes it: its path and its label map source (``Item.label_map``).
+SemanticEngineItem = tuple[str, Callable[[int], np.ndarray]]
+
+
+@dataclasses.dataclass
+class SemanticPlan:
+    """Everything a training rank needs, picklable for the spawned ranks."""
+
+    model_config: dict[str, Any]
+    initial_state: dict[str, torch.Tensor]
+    train_items: list[SemanticEngineItem]
+    img_size: int
+    schedule: Schedule
+    batch_size: int
+    num_workers: int
+    learning_rate: float
+    optimizer: str
+    weight_decay: float
+    seed: int
+    flip: bool
+
+    def build_model(self) -> SemanticFPN:
+        model = build_semantic_model_from_config(self.model_config)
+        model.load_state_dict(self.initial_state)
+        return model
+
+    def loader(self, distributed: bool) -> Any:
+        dataset = SemanticDataset(self.train_items, self.img_size, train=True, flip_prob=0.5 if self.flip else 0.0)
+        return build_dataloader(dataset, self.batch_size, shuffle=True, num_workers=self.num_workers,
+                                full_batches=True, seed=self.seed, distributed=distributed,
+                                collate_fn=collate_semantic)
+
+    def run(self, model: SemanticFPN, device: str, **callbacks: Any) -> TrainResult:
+        loader = self.loader(is_distributed())
+        if len(loader) != self.schedule.steps_per_epoch:  # one formula for the plan and the loader, or a bug
+            raise RuntimeError(f"the schedule planned {self.schedule.steps_per_epoch} steps per epoch, the "
+                               f"DataLoader has {len(loader)}")
+        return training_loop(model, loader, epochs=self.schedule.epochs, lr=self.learning_rate,
+                             optimizer=self.optimizer, weight_decay=self.weight_decay,
+                             warmup_steps=self.schedule.warmup_steps, device=device, seed=self.seed,
+                             ema_decay=SEMANTIC_EMA_DECAY,
+                             loss_fn=SemanticLoss.for_model(model, SEMANTIC_DICE_WEIGHT), **callbacks)
+
+
+def _train_rank(rank: int, world_size: int, device: str, plan: SemanticPlan, **callbacks: Any) -> TrainResult:
+    """One rank of the training (the only one on a single device); only rank 0 gets the stage callbacks."""
+    return plan.run(plan.build_model(), device, **callbacks)
+
+
+def initial_model(context: TaskContext) -> SemanticFPN:
+    """From scratch (ImageNet weights in the backbone with ``pretrained_backbone``), from a segmentation model of
+    this plugin (continued when its classes and ``unlabelled_pixels`` are the task's, else its backbone and neck
+    under a new head), or from a detection model of this plugin (its backbone and neck, the head new)."""
+    hyper, class_names = context.hyper, list(context.class_names)
+    if not context.model_files:
+        torch.manual_seed(hyper.seed)
+        model = build_semantic_model(hyper.model, len(class_names), hyper.unlabelled_pixels)
+        if hyper.pretrained_backbone:
+            path = backbone_weights_file(hyper.pretrained_backbone, hyper.model)
+            try:
+                weights = torch.load(path, map_location="cpu", weights_only=True)
+                count = load_backbone_weights(model, weights)  # type: ignore[arg-type]  # the same backbone
+            except Exception as error:  # not a state_dict, another architecture, an unreadable file
+                raise ModelError(f"config key 'pretrained_backbone': {path} cannot be loaded into {hyper.model} "
+                                 f"({error})") from error
+            context.logger.info("backbone: %d ImageNet tensors from %s", count, path)
+        return model
+    if hyper.pretrained_backbone:
+        context.logger.info("config key 'pretrained_backbone' is not used: training starts from %s",
+                            context.model_files[0])
+    checkpoint = load_checkpoint(context.model_file(".pt"))
+    config = checkpoint.model_config
+    same = (checkpoint.task == "semantic" and checkpoint.class_names == class_names
+            and config.get("unlabelled_pixels") == hyper.unlabelled_pixels)
+    if same:
+        context.logger.info("continuing from %s (epoch %d)", checkpoint.path, checkpoint.epoch)
+        return checkpoint.build_model()
+    torch.manual_seed(hyper.seed)
+    spec = {**config["spec"], "output_stride": SEMANTIC_STRIDE}
+    model = build_semantic_model_from_config({"size": config.get("size", "custom"), "num_classes": len(class_names),
+                                              "unlabelled_pixels": hyper.unlabelled_pixels, "spec": spec})
+    try:
+        loaded, kept = reuse_weights(model, checkpoint.state_dict)
+    except ValueError as error:
+        raise ModelError(f"config key '{context.model_key}': {checkpoint.path} cannot start this model ({error})") \
+            from None
+    context.logger.info("starting from the %s model %s (classes %s): %d backbone and neck tensors reused, %d new "
+                        "(the head%s)", checkpoint.task, checkpoint.path, checkpoint.class_names, loaded, kept,
+                        " and the neck's stride-4 level" if checkpoint.task == "detection" else "")
+    if config.get("size") != hyper.model:
+        context.logger.info("model size %r comes from the pretrained checkpoint (config asks for %r)",
+                            config.get("size"), hyper.model)
+    return model
+
+
+def train(context: TaskContext) -> None:
+    """Train on ``context.training_set``; every stage epoch, predict the validation set's label maps, have the core
+    score them and write the stage."""
+    hyper = context.hyper
+    devices = select_devices(context.config.gpu_ids)
+    prepare = context.progress.span(0.0, PREPARE_SHARE, "preparing data")
+    training = list(context.training_set)
+    train_items: list[SemanticEngineItem] = [(item.image, item.label_map) for item in training]
+    prepare.update(0.7)
+    validation = list(context.validation_set)
+    prepare.done()
+    if not train_items:
+        raise DatasetError(f"no usable training image: skipped {context.skips.summary()}")
+    if not validation:
+        context.logger.warning("the validation set has no usable image: stage metrics are measured on the "
+                               "TRAINING set and are optimistic")
+        validation = training
+    model = initial_model(context)
+    schedule = plan_schedule(len(train_items), hyper.batch_size_per_gpu, epochs=hyper.epochs,
+                             min_steps=hyper.min_steps, warmup_epochs=hyper.warmup_epochs,
+                             save_period=hyper.save_period, world_size=len(devices))
+    share = cpu_share(devices, hyper.num_workers_per_gpu, context.logger)
+    plan = SemanticPlan(
+        model_config=model.config(), initial_state=model.state_dict(), train_items=train_items,
+        img_size=hyper.img_size, schedule=schedule, batch_size=hyper.batch_size_per_gpu, num_workers=share.workers,
+        learning_rate=hyper.learning_rate, optimizer=hyper.optimizer, weight_decay=hyper.weight_decay,
+        seed=hyper.seed, flip=hyper.flip)
+    context.logger.info("training semantic %s (%d classes, unlabelled pixels: %s) on %d images, validating on %d, "
+                        "img_size %d, device%s %s, %s per rank", model.size_name, len(context.class_names),
+                        hyper.unlabelled_pixels, len(train_items), len(validation), hyper.img_size,
+                        "s" if len(devices) > 1 else "", ", ".join(devices), share.describe())
+    for line in schedule.describe():
+        context.logger.info("schedule: %s", line)
+    for warning in schedule.warnings():
+        context.logger.warning("schedule: %s", warning)
+    stages = SemanticStageWriter(context, plan, validation)
+    try:
+        result = run_on_devices(_train_rank, devices, plan, threads=share.threads, process_group=True,
+                                local_kwargs=stages.callbacks())[0]
+    except NoReadableImageError as error:
+        raise DatasetError(no_readable_image_message(error)) from None
+    except NonFiniteLossError as error:
+        raise NonFiniteError(f"training diverged: the loss became NaN/inf at step {error.step}; "
+                             f"lower config key 'learning_rate' (now {hyper.learning_rate})") from error
+    finally:
+        stages.close()
+    report_image_problems(context, result, train_items)  # type: ignore[arg-type]  # reads the paths only
+    context.logger.info("trained %d steps in %.0f s: %.1f images/s, %.1f%% of the time waiting for data",
+                        result.steps, result.train_seconds, result.images_per_second, 100 * result.data_wait_share)
+
+
+class SemanticValidationSet:
+    """The validation images that decode (``context.decode``: the others are skipped, counted and named once),
+    letterboxed a batch at a time, every stage anew."""
+
+    def __init__(self, context: TaskContext, items: Sequence[Item], img_size: int) -> None:
+        self.context = context
+        self.img_size = img_size
+        self.items: list[Item] = []
+        self.sizes: list[tuple[int, int]] = []
+        for item in items:
+            decoded = context.decode(item, min_side=decode_side(img_size))
+            if decoded is not None:
+                self.items.append(item)
+                self.sizes.append((decoded.width, decoded.height))
+
+    def batches(self, size: int) -> Iterator[list[Letterboxed | None]]:
+        for start in range(0, len(self.items), size):
+            decoded = [self.context.decode(item, min_side=decode_side(self.img_size))
+                       for item in self.items[start:start + size]]
+            yield [None if image is None else letterboxed(image, self.img_size) for image in decoded]
+
+
+class StagePredictions(Sequence[Any]):
+    """A stage's label maps of the validation images in STORED pixels, made a batch at a time while the evaluator
+    reads them: one batch of label maps alive, never the whole validation set's. An image that no longer decodes
+    has ``[]`` (nothing found)."""
+
+    def __init__(self, validation: SemanticValidationSet, model: SemanticFPN, batch_size: int) -> None:
+        self.validation = validation
+        self.model = model
+        self.batch_size = batch_size
+
+    def __len__(self) -> int:
+        return len(self.validation.items)
+
+    def __getitem__(self, index: Any) -> Any:
+        raise TypeError("stage predictions are read in order, once")
+
+    def __iter__(self) -> Iterator[Any]:
+        model = self.model
+        device = next(model.parameters()).device
+        for batch in self.validation.batches(self.batch_size):
+            inputs = [entry for entry in batch if entry is not None]
+            if inputs:
+                with torch.inference_mode():
+                    logits = model.cell_logits(to_input([entry.image for entry in inputs], device)).float().cpu()
+            found = iter(range(len(inputs)))
+            for entry in batch:
+                if entry is None:
+                    yield []
+                    continue
+                info = entry.info
+                labels, _ = stored_label_map(logits[next(found)], stride=model.stride, scale_x=info.scale_x,
+                                             scale_y=info.scale_y, pad_x=info.pad_x, pad_y=info.pad_y,
+                                             width=info.orig_width, height=info.orig_height,
+                                             background=model.background)
+                yield labels
+
+
+class SemanticStageWriter:
+    """Engine callbacks: progress, logs, tensorboard, and at every stage epoch a stage scored by the core."""
+
+    def __init__(self, context: TaskContext, plan: SemanticPlan, validation: Sequence[Item]) -> None:
+        self.context = context
+        self.plan = plan
+        self.progress = context.progress.span(PREPARE_SHARE, 1.0, "training")
+        self.validation = SemanticValidationSet(context, validation, plan.img_size)
+        if not self.validation.items:
+            raise DatasetError(f"no validation image can be decoded: skipped {context.skips.summary()}")
+        self.evaluator = StageEvaluator(context, self.validation.items, self.validation.sizes,
+                                        [item.image for item in self.validation.items])
+        self.schedule = plan.schedule
+        self.evaluations = len(self.schedule.stage_epochs)
+        self.eval_steps = EVAL_COST * len(self.validation.items) / plan.batch_size  # in training-step units
+        self.evaluated = 0
+        self.total_steps = 1
+        self.steps_done = 0
+        self.started = time.monotonic()
+        self.bar = LogProgressBar(context.logger, total=self.schedule.epochs, unit="epoch")
+        self.tb = context.tensorboard
+
+    def callbacks(self) -> dict[str, Any]:
+        return {"on_step": self.on_step, "on_epoch_end": self.on_epoch_end}
+
+    def _report(self, message: str | None = None) -> None:
+        work = self.total_steps + self.evaluations * self.eval_steps
+        self.progress.update((self.steps_done + self.evaluated * self.eval_steps) / work, message)
+
+    def on_step(self, step: int, total_steps: int, info: dict) -> None:
+        self.steps_done, self.total_steps = step, total_steps
+        self._report()
+        if step % 10 == 0:
+            for key in ("loss", "lr"):
+                self.tb.add_scalar(f"train/{key}", info[key], step)
+
+    def on_epoch_end(self, epoch: int, metrics: dict, model: SemanticFPN) -> None:
+        number = epoch + 1
+        self.tb.add_scalar("epoch/loss", metrics["loss"], number)
+        self.tb.add_scalar("epoch/images_per_second", metrics["images_per_second"], number)
+        summary = f"loss {metrics['loss']:.3f} lr {metrics['lr']:.2e} {metrics['images_per_second']:.1f} img/s"
+        if self.schedule.is_stage(number):
+            summary += " " + self.save_stage(number, model)
+        elapsed = time.monotonic() - self.started
+        self.bar.update(number, f"{summary} ETA {_duration(elapsed / number * (self.schedule.epochs - number))}")
+        self._report(f"epoch {number}/{self.schedule.epochs}")
+
+    def save_stage(self, epoch: int, model: SemanticFPN) -> str:
+        was_training = model.training
+        model.eval()
+        try:
+            predictions = StagePredictions(self.validation, model, max(self.plan.batch_size, EVAL_BATCH))
+            result = self.evaluator.evaluate(epoch, predictions)
+        finally:
+            model.train(was_training)
+        self.evaluated += 1
+        name = f"epoch_{epoch}"
+        folder = self.context.training_result.stage_dir(name)
+        files = [CHECKPOINT_NAME]
+        try:
+            save_checkpoint(model, os.path.join(folder, CHECKPOINT_NAME), class_names=self.context.class_names,
+                            img_size=self.plan.img_size, epoch=epoch, metrics=result.stage_metrics())
+            if self.context.hyper.export_onnx:
+                # optional: the checkpoint is the model; a failed export is warned about, counted and not listed
+                with self.context.optional_output("ONNX export") as onnx:
+                    with atomic_path(os.path.join(folder, ONNX_NAME)) as tmp:
+                        export_semantic_onnx(model, tmp, self.plan.img_size)
+                if onnx.ok:
+                    files.append(ONNX_NAME)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)  # a stage result.yaml does not list only fills the disk
+            raise
+        return self.evaluator.add_stage(name, files, result)
+
+    def close(self) -> None:
+        self.bar.close()
+        self.tb.flush()
