@@ -168,8 +168,8 @@ def test_semantic_scores_are_stable_under_smooth_resizing_and_keep_the_ranking()
 
 
 def test_softmax_maps_are_checked():
-    with pytest.raises(ValueError, match="3 channels for 2 classes"):
-        mining.semantic_entropy_score(np.full((3, 4, 4), 1 / 3), np.ones(2))
+    with pytest.raises(ValueError, match="4 channels for 2 classes"):
+        mining.semantic_entropy_score(np.full((4, 4, 4), 1 / 4), np.ones(2))
     with pytest.raises(ValueError, match="sum to 1 over the classes"):
         mining.semantic_entropy_score(np.full((2, 4, 4), 0.9))
     with pytest.raises(ValueError, match=r"in \[0, 1\]"):
@@ -288,3 +288,20 @@ def test_a_semantic_mining_task_refuses_cald_naming_the_key(ymir_registry, ymir_
         ymir_registry)
     assert outcome.exit_code != 0
     assert "config key 'mining_algorithm': 'cald' is not one of entropy, aldd, random" in outcome.last_stderr_line
+
+
+def test_a_background_channel_is_part_of_the_distribution_with_weight_1():
+    """A model trained with unlabelled pixels as a class hands over C + 1 channels (background last): a pixel sure
+    of the background is certain (entropy ~0), one split between an object and the background is not; class
+    weights apply to the classes, the background weighs 1."""
+    sure_background = np.zeros((3, 8, 8))
+    sure_background[2] = 1.0
+    split = np.zeros((3, 8, 8))
+    split[0], split[2] = 0.5, 0.5
+    weights = np.array([2.0, 1.0])
+    for score in (mining.semantic_entropy_score, mining.semantic_aldd_score):
+        assert score(sure_background, weights) == pytest.approx(0.0, abs=1e-4)
+    assert mining.semantic_entropy_score(split, weights) == pytest.approx(2 * np.log(2), rel=1e-4)  # c* = class 0
+    split[0], split[2] = 0.49, 0.51  # background most probable: weight 1
+    entropy = -(0.49 * np.log(0.49) + 0.51 * np.log(0.51))
+    assert mining.semantic_entropy_score(split, weights) == pytest.approx(entropy, rel=1e-4)

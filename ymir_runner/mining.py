@@ -13,9 +13,9 @@ of result.tsv). A plugin supplies what its model can give:
 By the task's ``object_type``: detection (2) and instance segmentation (4) score boxes as above (an instance
 model's ``predict`` returns :func:`instance_prediction` of its masks: boxes from the masks, scores, classes and
 class probabilities); semantic segmentation (3) scores per-pixel softmax maps,
-``softmax_maps(images) -> [[p_1..p_K]]`` (per image, K maps ``[C,h,w]``, one channel per class, summing to 1 over
-the classes), with :func:`semantic_entropy_score` (``entropy``) and :func:`semantic_aldd_score` (``aldd``), both
-scale-stable; ``cald`` is a box score and is refused there.
+``softmax_maps(images) -> [[p_1..p_K]]`` (per image, K maps ``[C,h,w]``, one channel per class, then a
+background channel if the model has one, summing to 1), with :func:`semantic_entropy_score` (``entropy``) and
+:func:`semantic_aldd_score` (``aldd``), both scale-stable; ``cald`` is a box score and is refused there.
 
 Three levels, use the highest that fits:
 
@@ -205,11 +205,12 @@ def pixel_entropy(p: np.ndarray) -> np.ndarray:
 
 def _softmax_maps(maps: np.ndarray | Sequence[np.ndarray], classes: int | None) -> list[np.ndarray]:
     """The K maps of one image as ``[C,h,w]`` float arrays (their own float type, at least float32), each pixel's
-    distribution renormalised to sum 1 when rounding moved it.
+    distribution renormalised to sum 1 when rounding moved it. ``C`` is ``classes`` or ``classes + 1``: a model
+    that predicts "no class" as a channel of its own (the background, last) hands over its whole distribution.
 
-    Raises ``ValueError`` for no map, maps of different shapes, another channel count than ``classes`` (when
-    given), values that are not finite and in [0, 1], or pixels whose channels do not sum to about 1 (logits, or
-    per-class sigmoids: not a softmax)."""
+    Raises ``ValueError`` for no map, maps of different shapes, a channel count other than ``classes`` or
+    ``classes + 1`` (when given), values that are not finite and in [0, 1], or pixels whose channels do not sum to
+    about 1 (logits, or per-class sigmoids: not a softmax)."""
     if isinstance(maps, np.ndarray) and maps.ndim == 3:
         maps = [maps]
     arrays = [np.asarray(p) for p in maps]
@@ -219,9 +220,9 @@ def _softmax_maps(maps: np.ndarray | Sequence[np.ndarray], classes: int | None) 
     if any(a.ndim != 3 or a.shape != arrays[0].shape for a in arrays) or not arrays[0].size:
         raise ValueError(f"softmax maps of one image must share one non-empty [C,h,w] shape, got "
                          f"{[a.shape for a in arrays]}")
-    if classes is not None and arrays[0].shape[0] != classes:
+    if classes is not None and arrays[0].shape[0] not in (classes, classes + 1):
         raise ValueError(f"softmax maps have {arrays[0].shape[0]} channels for {classes} classes: one channel per "
-                         "class of class_names, no background channel")
+                         "class of class_names, then at most a background channel")
     normalised = []
     for p in arrays:
         if not (p.min() >= 0.0 and p.max() <= 1.0):  # a NaN fails both comparisons
@@ -235,16 +236,24 @@ def _softmax_maps(maps: np.ndarray | Sequence[np.ndarray], classes: int | None) 
     return normalised
 
 
+def _channel_weights(weights: np.ndarray | None, channels: int) -> np.ndarray | None:
+    """The per-class ``weights [C]`` for maps of ``channels`` channels: a background channel (``C + 1``) weighs 1."""
+    if weights is None or len(weights) == channels:
+        return weights
+    return np.append(np.asarray(weights, np.float64), 1.0)
+
+
 def semantic_entropy_score(maps: np.ndarray | Sequence[np.ndarray], weights: np.ndarray | None = None) -> float:
     """Pixel entropy of a semantic-segmentation prediction (object type 3): the MEAN over pixels of
     w_c* H(p̄)(x, y), p̄ = the mean of the image's K softmax maps ``[C,h,w]`` (K = 1: the map itself), H the
-    entropy over the classes (:func:`pixel_entropy`), c* the pixel's most probable class (``weights [C]``, all 1
-    when None). In [0, max(w) ln C].
+    entropy over the channels (:func:`pixel_entropy`), c* the pixel's most probable class (``weights [C]``, all 1
+    when None; a background channel, the ``C + 1``-th, weighs 1). In [0, max(w) ln K] for K channels.
 
     A mean, not a sum: the same image scored at another resolution scores the same (nearest-neighbour resizing:
     exactly), and a large image does not win by its pixel count. Raises ``ValueError`` as :func:`_softmax_maps`.
     """
     arrays = _softmax_maps(maps, None if weights is None else len(weights))
+    weights = _channel_weights(weights, len(arrays[0]))
     mean = arrays[0]
     if len(arrays) > 1:
         mean = mean.copy()
@@ -276,12 +285,14 @@ def semantic_aldd_score(maps: np.ndarray | Sequence[np.ndarray], weights: np.nda
     2. With A a ``window`` x ``window`` mean over grid cells (stride 1, padding not counted) and means over k:
        U = H(mean_k A[p_k]) - mean_k A[H(p_k)]: the entropy of the neighbourhood's mean prediction minus its mean
        entropy (a mutual information, >= 0, in [0, ln C]; large where neighbouring pixels or the K views disagree);
-       U is weighted by w_c* of the neighbourhood's most probable class (``weights [C]``, all 1 when None).
+       U is weighted by w_c* of the neighbourhood's most probable class (``weights [C]``, all 1 when None; a
+       background channel weighs 1).
     3. U' = the max of U over ``cell`` x ``cell`` blocks (partial blocks at the border included); score = mean(U').
 
     Raises ``ValueError`` as :func:`_softmax_maps`.
     """
     arrays = _softmax_maps(maps, None if weights is None else len(weights))
+    weights = _channel_weights(weights, len(arrays[0]))
     _, height, width = arrays[0].shape
     scale = grid / max(height, width)
     row_weights = _area_weights(height, max(1, round(height * scale))).astype(arrays[0].dtype)
