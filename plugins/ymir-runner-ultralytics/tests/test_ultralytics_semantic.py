@@ -531,9 +531,7 @@ def test_an_instance_checkpoint_in_a_semantic_model_package_is_a_model_error(sem
     assert "is an ultralytics segment model; this executor segments pixels by class" in outcome.last_stderr_line
 
 
-def test_one_class_semantic_trains_infers_and_mines_with_a_background_class(tmp_path):
-    """One class with background: 2 channels (the class and background), so inference writes the class and mining
-    scores the 2-channel distribution (entropy in (0, ln 2]: a one-channel map would score every image 0)."""
+def test_one_class_semantic_trains_and_infers_with_a_background_class(tmp_path):
     tree = sem_tree(str(tmp_path / "train"), class_names=("cat",), config={**FAST, "epochs": 1,
                                                                             "export_onnx": False})
     outcome = tree.run(registry())
@@ -542,21 +540,12 @@ def test_one_class_semantic_trains_infers_and_mines_with_a_background_class(tmp_
     assert "unlabelled pixels: background (class 1 'background')" in outcome.stderr
     stage = outcome.result_yaml()["model_stages"]["epoch_1"]
     assert 0.0 <= stage["mIoU"] <= 1.0
-    models = os.path.join(outcome.out_dir, "models")
-    infer = sem_tree(str(tmp_path / "infer"), kinds=("infer",), class_names=("cat",), images=2, models_from=models)
+    infer = sem_tree(str(tmp_path / "infer"), kinds=("infer",), class_names=("cat",), images=2,
+                     models_from=os.path.join(outcome.out_dir, "models"))
     outcome = infer.run(registry())
     assert outcome.exit_code == 0, outcome.stderr[-4000:]
     assert outcome.verify().ok
     assert {annotation["category_id"] for annotation in outcome.infer_result()["annotations"]} <= {0}
-    for algorithm in ("entropy", "aldd"):
-        mine = sem_tree(str(tmp_path / f"mine-{algorithm}"), kinds=("mining",), class_names=("cat",), images=3,
-                        models_from=models, config={"mining_algorithm": algorithm})
-        outcome = mine.run(registry())
-        assert outcome.exit_code == 0, outcome.stderr[-4000:]
-        scores = [score for _, score in outcome.result_tsv()]
-        assert len(scores) == 3
-        if algorithm == "entropy":
-            assert all(0.0 < score <= np.log(2) + 1e-6 for score in scores), scores
 
 
 # --- quality: an overfit run (slow) --------------------------------------------------------------------------------
@@ -614,7 +603,8 @@ def test_absent_class_candidates_and_mining(overfit_run, shared_root, algorithm)
     (a blue square beside a red one), interleaved, and an unreadable file: every candidate scored, the unreadable
     one last; ``entropy`` ranks the 6 absent-class candidates first. ``aldd`` does not (measured 2026-12-07: the 6
     familiar first, 0.016-0.024 against 0.010-0.015: its score is the disagreement between neighbouring cells, which
-    the sharp edges of the familiar squares make; printed here)."""
+    the sharp edges of the familiar squares make; printed here). The whole C + 1 softmax instead of the classes'
+    renormalised distribution loses entropy's ranking (README's table)."""
     run, _cpu = overfit_run
     tree, kinds = novelty_tree(os.path.join(shared_root, f"sem-novelty-{algorithm}"),
                                os.path.join(run.tree.out_dir, "models"), algorithm, size=(160, 160))
