@@ -603,7 +603,8 @@ def test_absent_class_candidates_and_mining(overfit_run, shared_root, algorithm)
     (a blue square beside a red one), interleaved, and an unreadable file: every candidate scored, the unreadable
     one last; ``entropy`` ranks the 6 absent-class candidates first. ``aldd`` does not (measured 2026-12-07: the 6
     familiar first, 0.016-0.024 against 0.010-0.015: its score is the disagreement between neighbouring cells, which
-    the sharp edges of the familiar squares make; printed here)."""
+    the sharp edges of the familiar squares make; printed here). The whole C + 1 softmax instead of the classes'
+    renormalised distribution loses entropy's ranking (README's table)."""
     run, _cpu = overfit_run
     tree, kinds = novelty_tree(os.path.join(shared_root, f"sem-novelty-{algorithm}"),
                                os.path.join(run.tree.out_dir, "models"), algorithm, size=(160, 160))

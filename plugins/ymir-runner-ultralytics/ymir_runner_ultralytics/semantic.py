@@ -257,13 +257,15 @@ class SemanticPredictor:
         """The mining maps: per image (:meth:`resized`), ``views`` softmax maps ``[C, h, w]`` (1: the image; 2: also
         its mirror image, mirrored back) on the head's grid cells whose centres lie on the image, not the pad.
 
-        The core's scores take one channel per class of ``class_names``; of a model with a background channel each
-        pixel's distribution over the classes alone is given, ``p_c / (1 - p_background)`` (the confusion between
-        classes is what is scored; the one between background and a class is not visible to the scores). Measured
-        on an overfit two-square model (README): with it, 6 candidates showing a colour no class has rank above 6
-        like the training images at epochs 50, 150 and 300; giving the background's probability to the most
-        probable class instead ranked them apart only at epoch 300 (the model's background probabilities stay
-        soft, about 0.55)."""
+        Of a model with a background channel each pixel's distribution over the classes alone is given, ``[C, h, w]``,
+        ``p_c / (1 - p_background)`` (the confusion between classes is scored; the one between background and a
+        class is not), although the core also takes the whole ``[C + 1, h, w]`` softmax. Measured on the overfit
+        two-square model (README; 6 candidates with a colour no class has, 6 like the training images): with the
+        renormalisation ``entropy`` ranks the 6 absent-class ones first at epochs 50 (the deployed stage), 150 and
+        300; with the whole softmax at none of them (the model's background probabilities stay soft, about 0.55, so
+        every background cell is uncertain and the mean entropy is the background's); giving the background's
+        probability to the most probable class ranked them apart only at epoch 300. ``aldd`` ranks the familiar
+        ones first either way."""
         if not images:
             return []
         fitted = [self.fit(image) for image in images]
@@ -460,15 +462,16 @@ def mine(context: TaskContext) -> None:
     """The mining task: ``entropy`` (one view) and ``aldd`` (the image and its mirror image) on softmax maps
     (:meth:`SemanticPredictor.softmax_maps`), ``random`` without a model. ConfigError naming ``mining_algorithm`` for
     a model-based algorithm in a one-class task: one channel per class is a constant map, every image would score
-    0."""
+    0 (with the whole 2-channel softmax a one-class model overfit on red squares scored 0.51-0.53, 6 candidates with a
+    blue square beside the red one mixed with 6 without: measured 2026-12-07, not a ranking shown to mean anything)."""
     settings = MiningSettings.from_context(context)
     if not settings.uses_model:
         mining.mine_candidates(context)
         return
     if len(context.class_names) < 2:
         raise ConfigError(f"config key 'mining_algorithm': {settings.algorithm} on a one-class semantic task scores "
-                          f"every image 0 (the core's softmax maps hold one channel per class, no background): use "
-                          f"random")
+                          f"every image 0 (this executor's softmax maps hold the distribution over the classes, one "
+                          f"channel here): use random")
     device = devices.select_device(context.config.gpu_ids)
     environment.prepare(context.work_dir)
     with environment.task_log(), devices.out_of_memory_as_error():
