@@ -284,9 +284,16 @@ class ValidationSet:
 
 
 class StageWriter:
-    """Engine callbacks: progress, logs, tensorboard, and at every stage epoch an evaluated stage."""
+    """Engine callbacks: progress, logs, tensorboard, and at every stage epoch an evaluated stage. The semantic
+    executor's writer (``semantic.training.SemanticStageWriter``) is this one with its own loss parts, ground truth
+    and :meth:`save_stage`."""
 
-    def __init__(self, context: TaskContext, plan: TrainingPlan, validation: Sequence[Item]) -> None:
+    #: The engine's per-step values written to tensorboard every 10 steps (``train/<key>``).
+    STEP_SCALARS: tuple[str, ...] = ("loss", "heatmap", "box", "lr")
+    #: The epoch metrics written to tensorboard at each epoch's end (``epoch/<key>``).
+    EPOCH_SCALARS: tuple[str, ...] = ("loss", "heatmap", "box", "images_per_second", "data_wait_share")
+
+    def __init__(self, context: TaskContext, plan: Any, validation: Sequence[Item]) -> None:
         self.context = context
         self.plan = plan
         self.hyper = context.hyper
@@ -294,7 +301,7 @@ class StageWriter:
         self.validation = ValidationSet(context, validation, plan.img_size)
         if not self.validation.items:
             raise DatasetError(f"no validation image can be decoded: skipped {context.skips.summary()}")
-        self.evaluator = StageEvaluator(context, self.validation.ground_truths(), self.validation.sizes,
+        self.evaluator = StageEvaluator(context, self.ground_truths(), self.validation.sizes,
                                         [item.image for item in self.validation.items])
         self.schedule = plan.schedule
         self.evaluations = len(self.schedule.stage_epochs)
@@ -305,6 +312,10 @@ class StageWriter:
         self.started = time.monotonic()
         self.bar = LogProgressBar(context.logger, total=self.schedule.epochs, unit="epoch")
         self.tb = context.tensorboard
+
+    def ground_truths(self) -> Any:
+        """What the stage evaluator scores against: per validation image, boxes and classes."""
+        return self.validation.ground_truths()
 
     def callbacks(self) -> dict[str, Any]:
         return {"on_step": self.on_step, "on_epoch_end": self.on_epoch_end}
@@ -317,15 +328,13 @@ class StageWriter:
         self.steps_done, self.total_steps = step, total_steps
         self._report()
         if step % 10 == 0:
-            for key in ("loss", "heatmap", "box", "lr"):
+            for key in self.STEP_SCALARS:
                 self.tb.add_scalar(f"train/{key}", info[key], step)
 
-    def on_epoch_end(self, epoch: int, metrics: dict, model: CenterNetDetector) -> None:
+    def on_epoch_end(self, epoch: int, metrics: dict, model: Any) -> None:
         number = epoch + 1
-        for key in ("loss", "heatmap", "box"):
+        for key in self.EPOCH_SCALARS:
             self.tb.add_scalar(f"epoch/{key}", metrics[key], number)
-        self.tb.add_scalar("epoch/images_per_second", metrics["images_per_second"], number)
-        self.tb.add_scalar("epoch/data_wait_share", metrics["data_wait_share"], number)
         summary = f"loss {metrics['loss']:.3f} lr {metrics['lr']:.2e} {metrics['images_per_second']:.1f} img/s"
         if self.schedule.is_stage(number):
             summary += " " + self.save_stage(number, model)
@@ -353,7 +362,7 @@ class StageWriter:
             model.train(was_training)
         return predictions
 
-    def save_stage(self, epoch: int, model: CenterNetDetector) -> str:
+    def save_stage(self, epoch: int, model: Any) -> str:
         result = self.evaluator.evaluate(epoch, self.predict(model))
         self.evaluated += 1
         name = f"epoch_{epoch}"

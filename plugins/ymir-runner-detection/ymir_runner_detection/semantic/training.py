@@ -11,14 +11,12 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-import time
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 
-from ymir_runner import DatasetError, Item, ModelError, NonFiniteError, TaskContext, atomic_path
-from ymir_runner.stages import EVAL_COST, StageEvaluator
+from ymir_runner import DatasetError, ModelError, NonFiniteError, TaskContext, atomic_path
 
 from ..checkpoint import CHECKPOINT_NAME, ONNX_NAME, load_checkpoint, save_checkpoint
 from ..devices import cpu_share, run_on_devices, select_devices
@@ -41,11 +39,10 @@ from ..engine import (
 from ..engine.semantic import SEMANTIC_STRIDE
 from ..engine.train import TrainResult, is_distributed
 from ..engine.train import train as training_loop
-from ..predict import Letterboxed, decode_side, letterboxed, to_input
-from ..progress import LogProgressBar
+from ..predict import to_input
 from ..recipe import Schedule, plan_schedule
 from ..templates import SEMANTIC_DICE_WEIGHT, SEMANTIC_EMA_DECAY
-from ..training import PREPARE_SHARE, _duration, backbone_weights_file, report_image_problems
+from ..training import PREPARE_SHARE, StageWriter, ValidationSet, backbone_weights_file, report_image_problems
 
 #: Validation images predicted at once (at least; the training batch when it is larger).
 EVAL_BATCH = 16
@@ -196,34 +193,12 @@ def train(context: TaskContext) -> None:
                         result.steps, result.train_seconds, result.images_per_second, 100 * result.data_wait_share)
 
 
-class SemanticValidationSet:
-    """The validation images that decode (``context.decode``: the others are skipped, counted and named once),
-    letterboxed a batch at a time, every stage anew."""
-
-    def __init__(self, context: TaskContext, items: Sequence[Item], img_size: int) -> None:
-        self.context = context
-        self.img_size = img_size
-        self.items: list[Item] = []
-        self.sizes: list[tuple[int, int]] = []
-        for item in items:
-            decoded = context.decode(item, min_side=decode_side(img_size))
-            if decoded is not None:
-                self.items.append(item)
-                self.sizes.append((decoded.width, decoded.height))
-
-    def batches(self, size: int) -> Iterator[list[Letterboxed | None]]:
-        for start in range(0, len(self.items), size):
-            decoded = [self.context.decode(item, min_side=decode_side(self.img_size))
-                       for item in self.items[start:start + size]]
-            yield [None if image is None else letterboxed(image, self.img_size) for image in decoded]
-
-
 class StagePredictions(Sequence[Any]):
     """A stage's label maps of the validation images in STORED pixels, made a batch at a time while the evaluator
     reads them: one batch of label maps alive, never the whole validation set's. An image that no longer decodes
     has ``[]`` (nothing found)."""
 
-    def __init__(self, validation: SemanticValidationSet, model: SemanticFPN, batch_size: int) -> None:
+    def __init__(self, validation: ValidationSet, model: SemanticFPN, batch_size: int) -> None:
         self.validation = validation
         self.model = model
         self.batch_size = batch_size
@@ -255,52 +230,16 @@ class StagePredictions(Sequence[Any]):
                 yield labels
 
 
-class SemanticStageWriter:
-    """Engine callbacks: progress, logs, tensorboard, and at every stage epoch a stage scored by the core."""
+class SemanticStageWriter(StageWriter):
+    """The detector's engine callbacks (progress, logs, tensorboard) with a stage scored by the core on label maps:
+    the validation items are the ground truth (the evaluator paints their label maps) and each stage's predictions
+    are label maps in stored pixels (:class:`StagePredictions`)."""
 
-    def __init__(self, context: TaskContext, plan: SemanticPlan, validation: Sequence[Item]) -> None:
-        self.context = context
-        self.plan = plan
-        self.progress = context.progress.span(PREPARE_SHARE, 1.0, "training")
-        self.validation = SemanticValidationSet(context, validation, plan.img_size)
-        if not self.validation.items:
-            raise DatasetError(f"no validation image can be decoded: skipped {context.skips.summary()}")
-        self.evaluator = StageEvaluator(context, self.validation.items, self.validation.sizes,
-                                        [item.image for item in self.validation.items])
-        self.schedule = plan.schedule
-        self.evaluations = len(self.schedule.stage_epochs)
-        self.eval_steps = EVAL_COST * len(self.validation.items) / plan.batch_size  # in training-step units
-        self.evaluated = 0
-        self.total_steps = 1
-        self.steps_done = 0
-        self.started = time.monotonic()
-        self.bar = LogProgressBar(context.logger, total=self.schedule.epochs, unit="epoch")
-        self.tb = context.tensorboard
+    STEP_SCALARS = ("loss", "lr")
+    EPOCH_SCALARS = ("loss", "images_per_second")
 
-    def callbacks(self) -> dict[str, Any]:
-        return {"on_step": self.on_step, "on_epoch_end": self.on_epoch_end}
-
-    def _report(self, message: str | None = None) -> None:
-        work = self.total_steps + self.evaluations * self.eval_steps
-        self.progress.update((self.steps_done + self.evaluated * self.eval_steps) / work, message)
-
-    def on_step(self, step: int, total_steps: int, info: dict) -> None:
-        self.steps_done, self.total_steps = step, total_steps
-        self._report()
-        if step % 10 == 0:
-            for key in ("loss", "lr"):
-                self.tb.add_scalar(f"train/{key}", info[key], step)
-
-    def on_epoch_end(self, epoch: int, metrics: dict, model: SemanticFPN) -> None:
-        number = epoch + 1
-        self.tb.add_scalar("epoch/loss", metrics["loss"], number)
-        self.tb.add_scalar("epoch/images_per_second", metrics["images_per_second"], number)
-        summary = f"loss {metrics['loss']:.3f} lr {metrics['lr']:.2e} {metrics['images_per_second']:.1f} img/s"
-        if self.schedule.is_stage(number):
-            summary += " " + self.save_stage(number, model)
-        elapsed = time.monotonic() - self.started
-        self.bar.update(number, f"{summary} ETA {_duration(elapsed / number * (self.schedule.epochs - number))}")
-        self._report(f"epoch {number}/{self.schedule.epochs}")
+    def ground_truths(self) -> Any:
+        return self.validation.items
 
     def save_stage(self, epoch: int, model: SemanticFPN) -> str:
         was_training = model.training
@@ -328,7 +267,3 @@ class SemanticStageWriter:
             shutil.rmtree(folder, ignore_errors=True)  # a stage result.yaml does not list only fills the disk
             raise
         return self.evaluator.add_stage(name, files, result)
-
-    def close(self) -> None:
-        self.bar.close()
-        self.tb.flush()
