@@ -27,6 +27,10 @@ def test_the_semantic_demo_trains_and_draws_ground_truth_beside_prediction(tmp_p
     assert yaml.safe_load((folder / "in" / "config.yaml").read_text())["plugin"] == "semantic-fpn"
     picture = folder / SEMANTIC_PICTURE_FILE
     assert f"picture         : {picture}" in done.stdout
+    out = folder / "out"
+    assert f"weights         : {out / 'models' / best['stage_name']}/ ({', '.join(best['files'])})" in done.stdout
+    assert f"result.yaml     : {out / 'models' / 'result.yaml'}" in done.stdout
+    assert f"run it yourself : ymir-runner run --env {folder / 'in' / 'env.yaml'}" in done.stdout
     validation = [line.split("\t")[0] for line in open(folder / "in" / "val-index.tsv") if line.strip()][:4]
     with Image.open(validation[0]) as first:
         width, height = first.size

@@ -112,12 +112,18 @@ def run_demo(args: argparse.Namespace) -> int:
           f"{best['mAP50_95']:.3f}, mAR@{iou:g} {best['mAR']:.3f} ({expected})")
     print(f"  picture         : {picture} (left: ground truth; right: predictions of the best stage)" if drawn.ok
           else f"  picture         : not drawn ({drawn.reason})")
-    print(f"  weights         : {weights}/ ({', '.join(best['files'])})")
+    print_locations(weights, best["files"], result_file, out_dir, env_file)
+    return 0
+
+
+def print_locations(weights: str, files: list[str], result_file: str, out_dir: str, env_file: str) -> None:
+    """The closing lines of a demo: where the best stage's files, result.yaml, monitor.txt and the tensorboard
+    logs are, and the command that runs the same task again."""
+    print(f"  weights         : {weights}/ ({', '.join(files)})")
     print(f"  result.yaml     : {result_file}")
     print(f"  monitor.txt     : {os.path.join(out_dir, 'monitor.txt')}")
     print(tensorboard_hint(os.path.join(out_dir, "tensorboard")))
     print(f"  run it yourself : ymir-runner run --env {env_file}")
-    return 0
 
 
 def tensorboard_hint(logdir: str, installed: bool | None = None) -> str:
@@ -241,11 +247,7 @@ def run_semantic_demo(args: argparse.Namespace) -> int:
           f"platform's scores of the validation images' label maps; {epochs} epochs on {images} images)")
     print(f"  picture         : {picture} (left: ground truth; right: the best stage's label maps)" if drawn.ok
           else f"  picture         : not drawn ({drawn.reason})")
-    print(f"  weights         : {weights}/ ({', '.join(best['files'])})")
-    print(f"  result.yaml     : {result_file}")
-    print(f"  monitor.txt     : {os.path.join(out_dir, 'monitor.txt')}")
-    print(tensorboard_hint(os.path.join(out_dir, "tensorboard")))
-    print(f"  run it yourself : ymir-runner run --env {env_file}")
+    print_locations(weights, best["files"], result_file, out_dir, env_file)
     return 0
 
 
