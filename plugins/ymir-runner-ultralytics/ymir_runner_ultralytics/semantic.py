@@ -358,15 +358,7 @@ def _train(context: TaskContext, device: str, extra: dict[str, Any], unlabelled:
     prepare = context.progress.span(0.0, training.PREPARE_END, "preparing data")
     start = weights.resolve_start(hyper.model, environment.weights_dir(),
                                   context.model_file(".pt") if context.model_files else None, SEMANTIC)
-    training_items = list(context.training_set)
-    prepare.update(0.3)
-    validation_items = list(context.validation_set)
-    if not training_items:
-        raise DatasetError(f"no usable training image: skipped {context.skips.summary()}")
-    if not validation_items:
-        logger.warning("the validation set has no usable image: stage metrics are measured on the TRAINING set and "
-                       "are optimistic")
-        validation_items = training_items
+    training_items, validation_items = training.read_splits(context, prepare)
     layout, unlabelled_images = write_layout(
         os.path.join(context.work_dir, "dataset"), {"train": training_items, "val": validation_items},
         context.class_names, context.skips, unlabelled)

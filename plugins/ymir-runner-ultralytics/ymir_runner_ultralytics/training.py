@@ -110,21 +110,29 @@ def train(context: TaskContext) -> None:
         _train(context, device, extra)
 
 
-def _train(context: TaskContext, device: str, extra: dict[str, Any]) -> None:
-    hyper, logger = context.hyper, context.logger
-    prepare = context.progress.span(0.0, PREPARE_END, "preparing data")
-    object_type = context.config.object_type
-    start = weights.resolve_start(hyper.model, environment.weights_dir(),
-                                  context.model_file(".pt") if context.model_files else None, object_type)
+def read_splits(context: TaskContext, prepare: Any) -> tuple[list[Any], list[Any]]:
+    """The usable training and validation items (the core's readers skip, count and name the others), ``prepare``
+    (the data-preparation progress span) moved on between them. No training item: ``DatasetError``; no validation
+    item: the training items, with a warning that the stage metrics are measured on them."""
     training_items = list(context.training_set)
     prepare.update(0.3)
     validation_items = list(context.validation_set)
     if not training_items:
         raise DatasetError(f"no usable training image: skipped {context.skips.summary()}")
     if not validation_items:
-        logger.warning("the validation set has no usable image: stage metrics are measured on the TRAINING set and "
-                       "are optimistic")
+        context.logger.warning("the validation set has no usable image: stage metrics are measured on the TRAINING "
+                               "set and are optimistic")
         validation_items = training_items
+    return training_items, validation_items
+
+
+def _train(context: TaskContext, device: str, extra: dict[str, Any]) -> None:
+    hyper, logger = context.hyper, context.logger
+    prepare = context.progress.span(0.0, PREPARE_END, "preparing data")
+    object_type = context.config.object_type
+    start = weights.resolve_start(hyper.model, environment.weights_dir(),
+                                  context.model_file(".pt") if context.model_files else None, object_type)
+    training_items, validation_items = read_splits(context, prepare)
     layout = dataset.write_layout(os.path.join(context.work_dir, "dataset"),
                                   {"train": training_items, "val": validation_items}, context.class_names,
                                   context.skips, instances=object_type == INSTANCE)
