@@ -36,6 +36,7 @@ FAULT_PLUGIN = textwrap.dedent("""
     @ymir_runner.hookimpl
     def ymir_runner_register_executors():
         return [ExecutorSpec(name="endless", tasks={TaskKind.TRAINING}),
+                ExecutorSpec(name="slow-fsync", tasks={TaskKind.TRAINING}),
                 ExecutorSpec(name="big-stages", tasks={TaskKind.TRAINING}),
                 ExecutorSpec(name="fill-then-publish", tasks={TaskKind.MINING, TaskKind.INFER})]
 
@@ -72,9 +73,16 @@ FAULT_PLUGIN = textwrap.dedent("""
                     stream.write(os.urandom(1 << 20))
             results.add_stage(f"epoch_{epoch}", ["model.pt"], {"mAP": 0.5})
 
+    def slow_fsync(context):  # the events file on a loaded disk: every flush (an fsync) takes a minute
+        from tensorboardX import record_writer
+        flush = record_writer.RecordWriter.flush
+        record_writer.RecordWriter.flush = lambda self: (time.sleep(60), flush(self))[1]
+        context.tensorboard.add_scalar("loss", 1.0, 0)
+        endless(context)
+
     @ymir_runner.hookimpl
     def ymir_runner_train(context):
-        (endless if context.executor.name == "endless" else big_stages)(context)
+        {"endless": endless, "slow-fsync": slow_fsync, "big-stages": big_stages}[context.executor.name](context)
 
     @ymir_runner.hookimpl
     def ymir_runner_mine(context):
@@ -175,6 +183,29 @@ def test_stop_signals_50_ms_apart_end_in_state_4_with_children_stopped(fault_run
     assert temp_files(tree.out_dir) == []
     with open(os.path.join(tree.out_dir, "models", "result.yaml"), encoding="utf-8") as stream:
         assert len(yaml.safe_load(stream)["model_stages"]) >= 3  # what was committed before stays valid
+
+
+def test_a_stop_ends_the_process_within_docker_stops_10_s_when_tensorboard_cannot_close(fault_run):
+    """``docker stop`` sends SIGKILL 10 s after SIGTERM (exit 137, no error line). A slow events file close
+    (tensorboardX fsyncs it, and again in its exit handler) must not take the run past that."""
+    tree, start = fault_run("slow-fsync")
+    process = start()
+    assert process.stdout.readline().split()[:1] == ["READY"], process.stderr.read()
+    process.send_signal(signal.SIGTERM)
+    stopped = time.monotonic()
+    try:
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    took = time.monotonic() - stopped
+
+    assert process.returncode == 143, stderr[-2000:]
+    assert took < 10, f"the stopped run took {took:.1f} s to exit"
+    outcome = tree.outcome(process.returncode, stderr)
+    assert (outcome.state, outcome.return_code) == (4, ReturnCode.GENERIC)
+    lines = stderr.strip().splitlines()
+    assert lines[-1] == f"ymir-runner: error {int(ReturnCode.GENERIC)}: the task was stopped (SIGTERM)"
+    assert "closing the events file took more than 2 s" in lines[-2], lines[-3:]
 
 
 def test_a_stop_while_plugins_load_is_reported_by_the_run(fault_run, tmp_path):

@@ -47,7 +47,7 @@ from .protocol.results import (
     TrainingResult,
     set_aside_previous_results,
 )
-from .protocol.tensorboard import LazySummaryWriter
+from .protocol.tensorboard import CLOSE_TIMEOUT, LazySummaryWriter
 from .sdk import sdk_env, sdk_writers
 from .shutdown import StopSignals, child_pids, stop_children
 from .version import __version__
@@ -55,6 +55,10 @@ from .version import __version__
 log = logging.getLogger("ymir_runner")
 
 EXIT_FAILED = 1
+#: Seconds a failed or stopped run waits for its tensorboard events file to close. ``docker stop`` kills the
+#: task 10 s after its SIGTERM; monitor.txt is written before and the children's grace
+#: (:data:`~ymir_runner.shutdown.CHILD_GRACE_SECONDS`) comes out of the same 10 s.
+FAILED_CLOSE_SECONDS = 2.0
 
 
 def phase_spans(tasks: Sequence[TaskKind]) -> list[tuple[float, float]]:
@@ -183,8 +187,9 @@ class Run:
         log.info("CPUs: %s; %s", cpu_limits().describe(), openmp_settings())
         self.tensorboard.add_text("ymir-runner/plugins", f"ymir-runner {__version__}; {versions}", 0)
 
-    def close(self) -> None:
-        self.tensorboard.close()
+    def close(self, timeout: float = CLOSE_TIMEOUT) -> None:
+        """Close what the run holds open (the tensorboard events file), waiting at most ``timeout`` seconds."""
+        self.tensorboard.close(timeout)
 
 
 @dataclasses.dataclass
@@ -269,17 +274,17 @@ def _execute(env_file: str, root: str | None, registry: PluginRegistry | None, s
 def _fail(error: BaseException, state: _RunState) -> int:
     """Report a failed run: state 4 + code in monitor.txt, children stopped, the error as the LAST line."""
     code = classify(error)
-    with contextlib.suppress(BaseException):
-        if state.current is not None:
-            state.current.close()
     monitor = state.monitor
     if monitor is None and isinstance(error, EnvError) and error.monitor_file:
         monitor = Monitor(error.monitor_file, error.task_id)  # env.yaml failed, but its monitor path is known
     if monitor is not None:
         with contextlib.suppress(BaseException):
-            monitor.fail(code)
+            monitor.fail(code)  # first: the platform knows the outcome whatever the rest costs
     with contextlib.suppress(BaseException):
         stop_children(spare=state.children_before)  # a DataLoader worker must not print after the last line
+    with contextlib.suppress(BaseException):
+        if state.current is not None:
+            state.current.close(timeout=FAILED_CLOSE_SECONDS)
     if isinstance(error, TaskTerminated) and error.__context__ is not None:
         log.info("while stopping: %s", one_line(error.__context__))
     elif not isinstance(error, (YmirError, TaskTerminated)):  # a bug or a library failure: keep the traceback

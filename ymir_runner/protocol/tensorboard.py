@@ -9,7 +9,10 @@ method. Either is counted in the summary of the task it happened in.
 
 tensorboardX writes from a background thread: on a full disk that thread dies and the next call would wait
 for it forever. So every call first checks the free space, and tensorboard is switched off while
-``MIN_FREE_BYTES`` are still free; closing a broken writer is given ``CLOSE_TIMEOUT`` seconds.
+``MIN_FREE_BYTES`` are still free. Closing the writer (tensorboardX flushes and fsyncs the events file, which on a
+loaded disk can take seconds) is given ``CLOSE_TIMEOUT`` seconds; a run that failed or was stopped gives it less
+(``docker stop`` allows 10 s in all), and a writer whose close timed out is abandoned as it is: what it wrote
+so far stays readable.
 """
 
 from __future__ import annotations
@@ -77,11 +80,12 @@ class LazySummaryWriter:
     def used(self) -> bool:
         return self._writer is not None
 
-    def close(self) -> None:
+    def close(self, timeout: float = CLOSE_TIMEOUT) -> None:
+        """Flush and close the events file, waiting at most ``timeout`` seconds (then switched off, warned)."""
         writer, self._writer = self._writer, None
         if writer is not None:
             try:
-                _close(writer)
+                _close(writer, timeout)
             except Exception as error:
                 self._disable(error)
 
@@ -118,8 +122,8 @@ class LazySummaryWriter:
                 pass
 
 
-def _close(writer: Any) -> None:
-    """``writer.close()``, given ``CLOSE_TIMEOUT`` seconds: with its thread dead it would wait forever."""
+def _close(writer: Any, timeout: float = CLOSE_TIMEOUT) -> None:
+    """``writer.close()``, given ``timeout`` seconds: with its thread dead it would wait forever."""
     errors: list[Exception] = []
 
     def close() -> None:
@@ -130,9 +134,9 @@ def _close(writer: Any) -> None:
 
     closer = threading.Thread(target=close, name="tensorboard-close", daemon=True)
     closer.start()
-    closer.join(CLOSE_TIMEOUT)
+    closer.join(timeout)
     if closer.is_alive():
-        raise TimeoutError(f"closing the events file took more than {CLOSE_TIMEOUT:.0f} s")
+        raise TimeoutError(f"closing the events file took more than {timeout:g} s")
     if errors:
         raise errors[0]
 
