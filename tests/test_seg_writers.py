@@ -315,6 +315,19 @@ def test_semantic_with_more_classes_than_a_byte_holds(tmp_path):
     assert [(a["category_id"], a["area"]) for a in annotations] == [(255, 25), (299, 5)]
 
 
+@pytest.mark.parametrize("classes", [3, 40])  # counted class by class, and by bincount (over 16 classes)
+def test_semantic_confidence_is_each_class_mean_probability(tmp_path, classes):
+    rng = np.random.default_rng(classes)
+    writer = semantic_writer(tmp_path, classes=tuple(f"c{index}" for index in range(classes)))
+    labels = rng.integers(0, classes, (60, 50)).astype(np.uint8)
+    labels[:, :7] = 255
+    probability = rng.random((60, 50), dtype=np.float32)
+    writer.add_label_map("a.png", labels, 50, 60, probability=probability)
+    confidences = {a["category_id"]: a["confidence"] for a in written(writer)["annotations"]}
+    assert confidences == {class_id: pytest.approx(float(probability[labels == class_id].mean()), rel=1e-5)
+                           for class_id in np.unique(labels[labels != 255]).tolist()}
+
+
 def test_semantic_confidence_is_1_without_probabilities(tmp_path):
     writer = semantic_writer(tmp_path)
     writer.add_label_map("a.png", np.ones((4, 4), np.int64), 4, 4)

@@ -24,7 +24,9 @@ writes them with ``context.seg_infer_result``.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Protocol, Sequence, TypeVar
 
 from .pipeline import Prepared, candidate_batches
@@ -65,6 +67,38 @@ def _predicted(batches: Iterable[tuple[list[Item], list[Prepared[_Input] | None]
         yield chunk, [(item, None if entry is None else (entry, next(found))) for item, entry in zip(chunk, prepared)]
 
 
+_Answered = list[tuple["Item", "tuple[Prepared[Any], Any] | None"]]
+
+
+def _write_behind(context: TaskContext, total: int,
+                  answered: Iterable[tuple[list[Item], _Answered]], write: Callable[[_Answered], None]) -> None:
+    """``write(batch)`` for every batch of ``answered`` (:func:`_predicted`), in order, on one thread that runs one
+    batch behind the model: batch ``i`` is mapped to stored pixels and written while batch ``i + 1`` is predicted
+    (the model's threads leave part of the CPUs idle while they synchronise; a label map's resampling fills it).
+    At most two batches' predictions exist at a time. Progress counts the batches written, of ``total`` images.
+    ``write`` raising stops the loop with its error, in this thread."""
+    done = 0
+    pending: collections.deque[tuple[int, Future[None]]] = collections.deque()
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ymir-runner-write")
+
+    def finish_oldest() -> None:
+        nonlocal done
+        size, future = pending.popleft()
+        future.result()
+        done += size
+        context.progress.steps(done, total, f"{done}/{total} images")
+
+    try:
+        for chunk, batch in answered:
+            while pending:  # the one before: written while this batch was predicted
+                finish_oldest()
+            pending.append((len(chunk), pool.submit(write, batch)))
+        while pending:
+            finish_oldest()
+    finally:  # on an error or a stop: the batch being written ends by itself, nothing else starts
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
 def infer_candidates(context: TaskContext, predict: Callable[[list[_Input]], Sequence[Prediction]], *,
                      preprocess: Callable[[DecodedImage], _Input] | None = None, batch_size: int = 16,
                      min_side: int | None = None, workers: int | None = None) -> int:
@@ -94,21 +128,23 @@ def infer_candidates(context: TaskContext, predict: Callable[[list[_Input]], Seq
     """
     items = list(context.candidates)
     writer = context.infer_result
-    boxes = done = predicted = 0
+    boxes = predicted = 0
+
+    def write(answered: _Answered) -> None:
+        nonlocal boxes, predicted
+        for item, answer in answered:  # in candidate order: the file lists them as the index does
+            if answer is None:
+                writer.add_empty(item.image)
+                continue
+            entry, prediction = answer
+            detections = prediction.scaled(entry.factor).detections()
+            writer.add(entry.item.image, detections, entry.width, entry.height)
+            boxes += len(detections)
+            predicted += 1
+
     with candidate_batches(context, items, preprocess or _pixels, batch_size=batch_size, min_side=min_side,
                            workers=workers, task="inference") as batches:
-        for chunk, answered in _predicted(batches, predict):
-            for item, answer in answered:  # in candidate order: the file lists them as the index does
-                if answer is None:
-                    writer.add_empty(item.image)
-                    continue
-                entry, prediction = answer
-                detections = prediction.scaled(entry.factor).detections()
-                writer.add(entry.item.image, detections, entry.width, entry.height)
-                boxes += len(detections)
-                predicted += 1
-            done += len(chunk)
-            context.progress.steps(done, len(items), f"{done}/{len(items)} images")
+        _write_behind(context, len(items), _predicted(batches, predict), write)
     candidates = context.candidates.paths()
     if candidates and not predicted:  # still a valid result (every entry empty), as the engines always wrote it
         context.logger.warning("inference: no candidate of %s could be used: every entry of infer-result.json is "
@@ -159,7 +195,9 @@ class SegPrediction(Protocol):
     - object type 3: a :class:`LabelMap` of ``height`` x ``width``.
 
     The engine maps its own output there (letterbox and reduce-on-decode undone in one resampling, at the
-    resolution its logits have), so the core never upsamples a mask it cannot see the logits of."""
+    resolution its logits have), so the core never upsamples a mask it cannot see the logits of. The core calls
+    it on its writing thread while ``predict`` runs on the next batch (:func:`_write_behind`): it must use only
+    what it holds, not state of the thread that made it (e.g. ``torch.inference_mode``, which is per thread)."""
 
     def __call__(self, width: int, height: int, factor: int) -> Iterable[InstanceMask] | LabelMap: ...
 
@@ -175,7 +213,8 @@ def infer_seg_candidates(context: TaskContext, predict: Callable[[list[_Input]],
     of the model, ``preprocess`` thread-safe, ``predict`` called from this thread one batch at a time in candidate
     order, progress per batch, an unusable candidate listed without objects, one summary line); ``predict(batch:
     list[T]) -> [SegPrediction]`` returns one :class:`SegPrediction` per input, which the core calls with the
-    candidate's stored size and decode factor, one image at a time, and hands to
+    candidate's stored size and decode factor, one image at a time on its writing thread one batch behind the
+    model, and hands to
     ``context.seg_infer_result.add`` (type 4) or ``.add_label_map`` (type 3). What the writer leaves out (empty
     masks, a second mask of one class and bbox) is counted there and logged here.
 
@@ -188,30 +227,32 @@ def infer_seg_candidates(context: TaskContext, predict: Callable[[list[_Input]],
     semantic = context.config.object_type == SEMANTIC_SEGMENTATION
     writer = context.seg_infer_result  # raises for a task that is not segmentation
     items = list(context.candidates)
-    written = done = predicted = 0
+    written = predicted = 0
+
+    def write(answered: _Answered) -> None:
+        nonlocal written, predicted
+        for item, answer in answered:  # in candidate order
+            if answer is None:
+                writer.add_empty(item.image)
+                continue
+            entry, prediction = answer
+            predicted += 1
+            result = prediction(entry.width, entry.height, entry.factor)
+            if semantic:
+                if not isinstance(result, LabelMap):
+                    raise TypeError(f"a semantic segmentation result must be a LabelMap, not "
+                                    f"{type(result).__name__}")
+                written += writer.add_label_map(entry.item.image, result.labels, entry.width, entry.height,
+                                                probability=result.probability, unlabelled=result.unlabelled)
+            else:
+                if isinstance(result, LabelMap):
+                    raise TypeError("an instance segmentation result is an iterable of InstanceMask, not a "
+                                    "LabelMap")
+                written += writer.add(entry.item.image, result, entry.width, entry.height)
+
     with candidate_batches(context, items, preprocess or _pixels, batch_size=batch_size, min_side=min_side,
                            workers=workers, task="inference") as batches:
-        for chunk, answered in _predicted(batches, predict):
-            for item, answer in answered:  # in candidate order
-                if answer is None:
-                    writer.add_empty(item.image)
-                    continue
-                entry, prediction = answer
-                predicted += 1
-                result = prediction(entry.width, entry.height, entry.factor)
-                if semantic:
-                    if not isinstance(result, LabelMap):
-                        raise TypeError(f"a semantic segmentation result must be a LabelMap, not "
-                                        f"{type(result).__name__}")
-                    written += writer.add_label_map(entry.item.image, result.labels, entry.width, entry.height,
-                                                    probability=result.probability, unlabelled=result.unlabelled)
-                else:
-                    if isinstance(result, LabelMap):
-                        raise TypeError("an instance segmentation result is an iterable of InstanceMask, not a "
-                                        "LabelMap")
-                    written += writer.add(entry.item.image, result, entry.width, entry.height)
-            done += len(chunk)
-            context.progress.steps(done, len(items), f"{done}/{len(items)} images")
+        _write_behind(context, len(items), _predicted(batches, predict), write)
     candidates = context.candidates.paths()
     if candidates and not predicted:
         context.logger.warning("inference: no candidate of %s could be used: every image of infer-result.json has "

@@ -379,6 +379,29 @@ MAIN_METRICS = {DETECTION: "mAP", SEMANTIC_SEGMENTATION: "mIoU", INSTANCE_SEGMEN
 SEGMENTATION_TYPES = (SEMANTIC_SEGMENTATION, INSTANCE_SEGMENTATION)
 #: Pixels of a label map counted at a time (``SegInferResult.add_label_map``): its temporaries stay a few MB.
 CLASS_PIXEL_BLOCK = 1 << 20
+#: Up to this many classes, a block of a label map is counted class by class (a comparison, a count and, with
+#: weights, a dot product each: vectorised); more, by two bincounts (the weighted one makes a float64 copy of the
+#: block's weights and runs 4-5x slower than a few dot products).
+_CLASS_BY_CLASS = 16
+
+
+def _pixels_by_class(flat: Any, weights: Any, classes: int) -> tuple[Any, Any]:
+    """``(counts, sums)``, ``[classes]`` int64 and float64: how many of ``flat``'s values (1-D class ids; other
+    values ignored) are each class id, and the sum of ``weights`` (1-D, as long, or None: zeros) over them."""
+    import numpy as np
+
+    if classes > _CLASS_BY_CLASS:
+        counts = np.bincount(flat, minlength=classes + 1)[:classes]
+        sums = (np.zeros(classes) if weights is None
+                else np.bincount(flat, weights=weights, minlength=classes + 1)[:classes])
+        return counts, sums
+    counts, sums = np.zeros(classes, dtype=np.int64), np.zeros(classes)
+    for class_id in range(classes):
+        pixels = flat == class_id
+        counts[class_id] = np.count_nonzero(pixels)
+        if weights is not None and counts[class_id]:
+            sums[class_id] = np.dot(pixels, weights)  # float32 weights: float32 within a block of 1 Mi pixels
+    return counts, sums
 
 
 def main_metric(object_type: int) -> str:
@@ -655,8 +678,8 @@ class SegInferResult:
         dtype = np.uint8 if classes < 0xFF else np.uint16 if classes < 0xFFFF else np.int64
         none = classes if dtype is np.int64 else int(np.iinfo(dtype).max)
         columns = np.empty(labels.shape, dtype=dtype, order="F")
-        counts = np.zeros(none + 1, dtype=np.int64)
-        sums = np.zeros(none + 1)
+        counts = np.zeros(classes, dtype=np.int64)
+        sums = np.zeros(classes)
         rows = max(1, CLASS_PIXEL_BLOCK // max(labels.shape[1], 1))
         for start in range(0, labels.shape[0], rows):
             block = labels[start:start + rows]
@@ -670,10 +693,11 @@ class SegInferResult:
             compact = block.astype(dtype, copy=False)
             columns[start:start + rows] = compact
             flat = compact.ravel()
-            counts += np.bincount(flat, minlength=none + 1)
-            if weights is not None:
-                sums += np.bincount(flat, weights=weights[start:start + rows].ravel(), minlength=none + 1)
-        return columns, counts[:classes], sums[:classes]
+            block_counts, block_sums = _pixels_by_class(
+                flat, None if weights is None else weights[start:start + rows].ravel(), classes)
+            counts += block_counts
+            sums += block_sums
+        return columns, counts, sums
 
     def _instance(self, image: str, instance: InstanceMask, width: int, height: int) -> _SegObject | None:
         import numpy as np
