@@ -16,11 +16,12 @@ elsewhere). So this script runs both systems itself, each as a child process, on
 
 1. Machine facts: CPU model, cores (``os.cpu_count`` and the affinity), this process's torch threads, load average.
 2. Calibration, interleaved: the built-in at ``--calibration-epochs`` (default 10 and 20 epochs: both have the 10
-   stage evaluations of every longer run), YOLOv8n for ``--yolo-calibration-epochs`` (default 3). The built-in's
-   task CPU s is a straight line in the epochs, ``fixed + epochs * per_epoch`` (``fixed``: start-up, the 10 stage
-   evaluations, the result files), fitted through its calibration runs. YOLOv8n's training CPU s (as
-   ``yolo_baseline.py`` counts it: no set-up, no evaluation) is ``epochs * per_epoch``, ``per_epoch`` that of its
-   calibration run.
+   stage evaluations of every longer run), YOLOv8n for ``--yolo-calibration-epochs`` (default 5). Each system's
+   CPU s is taken as a straight line in the epochs, ``fixed + epochs * per_epoch``, fitted by least squares: the
+   built-in's whole task CPU s through its calibration runs (``fixed``: start-up, the 10 stage evaluations, the
+   result files); YOLOv8n's training CPU s (as ``yolo_baseline.py`` counts it: no set-up, no evaluation) through
+   its calibration run's cumulative CPU s after each epoch (``fixed``: what its first epoch costs beyond the
+   others; a 1-epoch smoke run fits ``fixed`` 0).
 3. For each budget B (CPU s) in ``--budgets``: each system trains the largest number of epochs whose predicted CPU s
    is at most B, as a full schedule of that many epochs (a user tuning the system to the budget would do the same):
    for YOLOv8n ``--epochs E`` of ultralytics' default recipe, whose warm-up, close_mosaic and learning-rate decay
@@ -42,11 +43,14 @@ CPU seconds, user + system:
 - built-in: the task's whole process tree (``resource.getrusage(RUSAGE_CHILDREN)`` around the child: the process
   and its DataLoader workers), INCLUDING its 10 stage evaluations, start-up and result files. Its epochs fill B with
   that whole cost, what a platform user pays; this favours YOLOv8n, whose CPU s exclude its evaluations. The
-  column ``w/o fixed`` takes the calibration's ``fixed`` off: the built-in's training epochs alone.
+  column ``train CPU s`` takes the calibration's ``fixed`` off: the built-in's training epochs alone, an estimate.
 - YOLOv8n: ``yolo_curve.json``'s ``cpu_s`` at the last epoch, the training CPU s of the process and its children
   from ultralytics' ``on_train_start`` (after data caching and model set-up), with the CPU of the per-epoch
-  evaluation and of ultralytics' final validation measured and subtracted. ``proc CPU s``: the child's whole
-  rusage (set-up, evaluations and all) for comparison.
+  evaluation and of ultralytics' final validation measured and subtracted; ``train CPU s`` is the same number.
+
+``proc CPU s`` is each child's whole process tree (set-up, evaluations and all); ``/epoch`` is ``train CPU s`` per
+epoch; ``pred`` is the CPU s the calibration predicted for the run (``CPU s`` is what it took); ``load`` the 1-minute
+load average as the run started.
 
 Scores: the built-in's deployed stage (``best_stage_name``) and last stage are evaluated here, independently of
 the task, with the same evaluator and settings as ``bench/yolo_baseline.py`` uses for YOLOv8n's epochs (COCO mAP by
@@ -65,6 +69,7 @@ whole path (one tiny budget, one seed, 128 px, 1-2 calibration epochs): its numb
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -93,7 +98,7 @@ from ymir_runner_detection.synthetic import inclusive_corners  # noqa: E402
 MAX_DETECTIONS = 300
 NMS_IOU = 0.6
 WITHIN = 0.9  # "deployed within 10 % of best": deployed mAP50-95 >= WITHIN x best
-SMOKE = {"budgets": "15", "seeds": "0", "yolo_seeds": "0", "img_size": 128, "calibration_epochs": "1,2",
+SMOKE = {"budgets": "12", "seeds": "0", "yolo_seeds": "0", "img_size": 128, "calibration_epochs": "1,2",
          "yolo_calibration_epochs": 1}
 
 
@@ -126,6 +131,17 @@ def child_cpu(command: list[str], log: Path) -> tuple[float, float]:
     return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), time.time() - start
 
 
+def run_task(env_file: str, log: Path) -> tuple[float, float]:
+    """Run a task with ``ymir-runner run`` in a child process, its output to ``log``; (CPU s, wall s)."""
+    return child_cpu([sys.executable, "-m", "ymir_runner", "run", "--env", env_file], log)
+
+
+def task_config(img_size: int, epochs: int, seed: int, overrides: dict | None = None) -> dict:
+    """The tree task's config.yaml keys: the training template's defaults except these and ``overrides``."""
+    return {"class_names": ["tree"], "gpu_id": "", "gpu_count": 0, "object_type": 2, "plugin": EXECUTOR_NAME,
+            "img_size": img_size, "export_onnx": False, **(overrides or {}), "epochs": epochs, "seed": seed}
+
+
 def write_tree(root: Path, truth: dict[str, list[tuple[str, np.ndarray]]], config: dict) -> str:
     """A training task under ``root/in`` (det-ark annotations next to the index files); returns env.yaml."""
     annotations = root / "in" / "annotations"
@@ -154,6 +170,16 @@ def evaluate(checkpoint: Path, val: list[tuple[str, np.ndarray]], img_size: int)
     return result.map50 or 0.0, result.map50_95 or 0.0
 
 
+def evaluate_stages(root: Path, val: list[tuple[str, np.ndarray]],
+                    img_size: int) -> tuple[tuple[float, float], tuple[float, float]]:
+    """(mAP50, mAP50-95) of the stage the platform would deploy (``best_stage_name``) and of the last stage."""
+    models = root / "out" / "models"
+    result = yaml.safe_load((models / "result.yaml").read_text())
+    last = list(result["model_stages"])[-1]
+    return (evaluate(models / result["best_stage_name"] / "model.pt", val, img_size),
+            evaluate(models / last / "model.pt", val, img_size))
+
+
 class Ours:
     """The built-in detector's training task, run by ``ymir-runner run`` in a child process."""
 
@@ -164,26 +190,23 @@ class Ours:
         """Train ``epochs`` epochs with ``seed``; the row: CPU s, wall s and the task's stages."""
         root = self.cache / f"ymir_neon_{name}"
         shutil.rmtree(root, ignore_errors=True)
-        config = {"class_names": ["tree"], "gpu_id": "", "gpu_count": 0, "object_type": 2, "plugin": EXECUTOR_NAME,
-                  "img_size": self.img_size, "export_onnx": False, **self.overrides, "epochs": epochs, "seed": seed}
-        env_file = write_tree(root, self.truth, config)
+        env_file = write_tree(root, self.truth, task_config(self.img_size, epochs, seed, self.overrides))
         load = os.getloadavg()[0]
-        cpu, wall = child_cpu([sys.executable, "-m", "ymir_runner", "run", "--env", env_file], root / "run.log")
+        cpu, wall = run_task(env_file, root / "run.log")
         result = yaml.safe_load((root / "out" / "models" / "result.yaml").read_text())
         stages = {stage: values["mAP50_95"] for stage, values in result["model_stages"].items()}
         threads = re.search(r"\d+ compute threads? \+ \d+ DataLoader workers?", (root / "run.log").read_text())
-        return {"system": "built-in", "seed": seed, "epochs": epochs, "cpu_s": round(cpu, 1), "wall_s": round(wall),
+        return {"system": "built-in", "seed": seed, "epochs": epochs, "cpu_s": round(cpu, 1),
+                "process_cpu_s": round(cpu, 1), "wall_s": round(wall),
                 "loadavg_1min_at_start": load, "threads": threads.group(0) if threads else "?",
                 "deployed_stage": result["best_stage_name"], "stage_map50_95": stages, "root": str(root)}
 
     def score(self, row: dict) -> None:
         """Add the independent scores of the deployed and last stages, and the deployed-vs-best check, to ``row``."""
-        models = Path(row["root"]) / "out" / "models"
+        deployed, last = evaluate_stages(Path(row["root"]), self.truth["val"], self.img_size)
+        row["deployed_map50"], row["deployed_map50_95"] = round(deployed[0], 4), round(deployed[1], 4)
+        row["last_map50"], row["last_map50_95"] = round(last[0], 4), round(last[1], 4)
         stages = row["stage_map50_95"]
-        last = list(stages)[-1]
-        for key, stage in (("deployed", row["deployed_stage"]), ("last", last)):
-            row[f"{key}_map50"], row[f"{key}_map50_95"] = (
-                round(value, 4) for value in evaluate(models / stage / "model.pt", self.truth["val"], self.img_size))
         row["best_stage_map50_95"] = max(stages.values())
         row["deployed_within_10pct_of_best"] = stages[row["deployed_stage"]] >= WITHIN * row["best_stage_map50_95"]
 
@@ -207,6 +230,7 @@ class Yolo:
         best = max(curve, key=lambda row: 0.1 * row["map50"] + 0.9 * row["map50_95"])
         threads = re.search(r"(\d+) torch threads", (out / "run.log").read_text())
         return {"system": "YOLOv8n", "seed": seed, "epochs": epochs, "cpu_s": curve[-1]["cpu_s"],
+                "train_cpu_s": curve[-1]["cpu_s"],
                 "process_cpu_s": round(process_cpu, 1), "wall_s": round(wall), "loadavg_1min_at_start": load,
                 "threads": f"{threads.group(1)} torch threads" if threads else "?", "best_epoch": best["epoch"],
                 "deployed_map50": best["map50"], "deployed_map50_95": best["map50_95"],
@@ -214,16 +238,28 @@ class Yolo:
                 "epoch_cpu_s": [row["cpu_s"] for row in curve]}
 
 
-def fit_line(points: list[tuple[int, float]]) -> tuple[float, float]:
-    """(fixed, per_epoch) of the least-squares line CPU s = fixed + epochs * per_epoch through (epochs, CPU s)."""
-    epochs, cpu = zip(*points)
-    per_epoch, fixed = np.polyfit(epochs, cpu, 1)
-    return float(fixed), float(per_epoch)
+@dataclasses.dataclass(frozen=True)
+class Cost:
+    """A system's CPU s on this machine as a line in its epochs: ``fixed + epochs * per_epoch``."""
 
+    fixed: float
+    per_epoch: float
 
-def epochs_for(budget: float, fixed: float, per_epoch: float) -> int:
-    """The most epochs whose predicted CPU s ``fixed + epochs * per_epoch`` is at most ``budget`` (at least 1)."""
-    return max(1, math.floor((budget - fixed) / per_epoch))
+    @classmethod
+    def fit(cls, points: list[tuple[int, float]]) -> Cost:
+        """The least-squares line through (epochs, CPU s) points; one point: the line through it and the origin."""
+        epochs, cpu = zip(*points)
+        if len(set(epochs)) == 1:
+            return cls(0.0, cpu[0] / epochs[0])
+        per_epoch, fixed = np.polyfit(epochs, cpu, 1)
+        return cls(float(fixed), float(per_epoch))
+
+    def predict(self, epochs: int) -> float:
+        return self.fixed + epochs * self.per_epoch
+
+    def epochs_for(self, budget: float) -> int:
+        """The most epochs whose predicted CPU s is at most ``budget`` (at least 1)."""
+        return max(1, math.floor((budget - self.fixed) / self.per_epoch))
 
 
 def interleave(seeds: list[int], yolo_seeds: list[int]) -> list[tuple[str, int]]:
@@ -235,37 +271,40 @@ def interleave(seeds: list[int], yolo_seeds: list[int]) -> list[tuple[str, int]]
     return order
 
 
-def ratios(rows: list[dict]) -> list[float]:
-    """Ours' deployed mAP50-95 over YOLOv8n's, for every (ours, YOLO) pair of rows (inf where YOLO's is 0)."""
+def ratios(rows: list[dict]) -> list[float | None]:
+    """Ours' deployed mAP50-95 over YOLOv8n's, for every (ours, YOLO) pair of rows (None where YOLO's is 0)."""
     ours = [row["deployed_map50_95"] for row in rows if row["system"] == "built-in"]
     yolo = [row["deployed_map50_95"] for row in rows if row["system"] == "YOLOv8n"]
-    return [a / b if b else math.inf for a in ours for b in yolo]
+    return [a / b if b else None for a in ours for b in yolo]
 
 
-def print_budget(budget: float, rows: list[dict], fixed: float) -> None:
+def print_budget(budget: float, rows: list[dict]) -> None:
     """The budget's table: ours' seed rows, YOLOv8n's rows and the ratio line."""
     print(f"\nbudget {budget:g} CPU s")
-    print(f"{'system':9} {'seed':>4} {'epochs':>6} {'pred':>6} {'CPU s':>6} {'/epoch':>6} {'w/o fixed':>9} "
-          f"{'proc CPU s':>10} {'deployed mAP50':>14} {'mAP50-95':>8} {'last mAP50-95':>13} {'best stage':>10} "
-          f"{'within 10 %':>11}  deployed")
+    print(f"{'system':9} {'seed':>4} {'load':>4} {'epochs':>6} {'pred':>6} {'CPU s':>6} {'train CPU s':>11} "
+          f"{'/epoch':>6} {'proc CPU s':>10} {'deployed mAP50':>14} {'mAP50-95':>8} {'last mAP50-95':>13} "
+          f"{'best stage':>10} {'within 10 %':>11}  deployed")
     for row in rows:
         ours = row["system"] == "built-in"
-        without_fixed = f"{row['cpu_s'] - fixed:9.1f}" if ours else f"{'':9}"
-        process_cpu = f"{'':10}" if ours else f"{row['process_cpu_s']:10.1f}"
         best, within = ((f"{row['best_stage_map50_95']:10.3f}", "yes" if row["deployed_within_10pct_of_best"]
                          else "no") if ours else (f"{'':10}", ""))
         deployed = row["deployed_stage"] if ours else f"epoch {row['best_epoch']} (best)"
-        print(f"{row['system']:9} {row['seed']:>4} {row['epochs']:>6} {row['predicted_cpu_s']:6.0f} "
-              f"{row['cpu_s']:6.1f} {row['cpu_s'] / row['epochs']:6.2f} {without_fixed} {process_cpu} "
-              f"{row['deployed_map50']:14.3f} {row['deployed_map50_95']:8.3f} {row['last_map50_95']:13.3f} {best} "
-              f"{within:>11}  {deployed}", flush=True)
+        print(f"{row['system']:9} {row['seed']:>4} {row['loadavg_1min_at_start']:4.1f} {row['epochs']:>6} "
+              f"{row['predicted_cpu_s']:6.0f} {row['cpu_s']:6.1f} {row['train_cpu_s']:11.1f} "
+              f"{row['train_cpu_s'] / row['epochs']:6.2f} {row['process_cpu_s']:10.1f} {row['deployed_map50']:14.3f} "
+              f"{row['deployed_map50_95']:8.3f} {row['last_map50_95']:13.3f} {best} {within:>11}  {deployed}",
+              flush=True)
         if ours:
             print(f"{'':15} stage mAP50-95 (task's own evaluation): "
                   + " ".join(f"{value:.3f}" for value in row["stage_map50_95"].values()), flush=True)
-    values = sorted(ratios(rows))
+    pairs = ratios(rows)
+    values = sorted(value for value in pairs if value is not None)
+    undefined = f"; undefined for {len(pairs) - len(values)} pairs (YOLOv8n 0)" if len(values) < len(pairs) else ""
     if values:
         print(f"ratio ours / YOLOv8n deployed mAP50-95: min {values[0]:.2f}, median {statistics.median(values):.2f}, "
-              f"max {values[-1]:.2f} over {len(values)} pairs", flush=True)
+              f"max {values[-1]:.2f} over {len(values)} pairs{undefined}", flush=True)
+    elif pairs:
+        print(f"ratio ours / YOLOv8n deployed mAP50-95: undefined for all {len(pairs)} pairs (YOLOv8n 0)", flush=True)
 
 
 def main() -> None:
@@ -281,7 +320,7 @@ def main() -> None:
     parser.add_argument("--img-size", type=int, default=416, help="training and evaluation input size of both, px")
     parser.add_argument("--calibration-epochs", default="10,20",
                         help="the built-in's calibration runs, epochs each (at least two, comma-separated)")
-    parser.add_argument("--yolo-calibration-epochs", type=int, default=3, help="YOLOv8n's calibration run, epochs")
+    parser.add_argument("--yolo-calibration-epochs", type=int, default=5, help="YOLOv8n's calibration run, epochs")
     parser.add_argument("--smoke", action="store_true",
                         help="a seconds-long check of the whole path: "
                         + ", ".join(f"{key} {value}" for key, value in SMOKE.items()))
@@ -315,38 +354,34 @@ def main() -> None:
         if i == 0:
             calibration.append(yolo.run("calibration", args.yolo_calibration_epochs, yolo_seeds[0]))
     ours_points = [(row["epochs"], row["cpu_s"]) for row in calibration if row["system"] == "built-in"]
-    fixed, per_epoch = fit_line(ours_points)
+    ours_cost = Cost.fit(ours_points)
     yolo_row = next(row for row in calibration if row["system"] == "YOLOv8n")
-    yolo_per_epoch = yolo_row["cpu_s"] / yolo_row["epochs"]
+    yolo_cost = Cost.fit(list(enumerate(yolo_row["epoch_cpu_s"], 1)))
     print(f"calibration, built-in: {', '.join(f'{e} epochs {c:.1f} CPU s' for e, c in ours_points)} -> "
-          f"{fixed:.1f} CPU s fixed (start-up, stage evaluations, result files) + {per_epoch:.2f} CPU s per epoch; "
-          f"{calibration[0]['threads']}", flush=True)
-    print(f"calibration, YOLOv8n: {yolo_row['epochs']} epochs {yolo_row['cpu_s']:.1f} training CPU s "
-          f"(per epoch: {' '.join(f'{c:.1f}' for c in yolo_row['epoch_cpu_s'])} cumulative; process "
-          f"{yolo_row['process_cpu_s']:.1f}) -> {yolo_per_epoch:.2f} CPU s per epoch; {yolo_row['threads']}",
-          flush=True)
+          f"{ours_cost.fixed:.1f} CPU s fixed (start-up, stage evaluations, result files) + "
+          f"{ours_cost.per_epoch:.2f} CPU s per epoch; {calibration[0]['threads']}", flush=True)
+    print(f"calibration, YOLOv8n: {yolo_row['epochs']} epochs, training CPU s after each "
+          f"{' '.join(f'{c:.1f}' for c in yolo_row['epoch_cpu_s'])} (process {yolo_row['process_cpu_s']:.1f}) -> "
+          f"{yolo_cost.fixed:.1f} CPU s fixed (the first epoch's extra) + {yolo_cost.per_epoch:.2f} CPU s per epoch; "
+          f"{yolo_row['threads']}", flush=True)
 
     report = {"machine": facts, "img_size": args.img_size, "overrides": overrides, "calibration": {
-        "runs": calibration, "built_in_fixed_cpu_s": fixed, "built_in_cpu_s_per_epoch": per_epoch,
-        "yolo_cpu_s_per_epoch": yolo_per_epoch}, "budgets": []}
+        "runs": calibration, "built_in": dataclasses.asdict(ours_cost), "yolo": dataclasses.asdict(yolo_cost)},
+        "budgets": []}
     for budget in budgets:
         rows = []
         for system, seed in interleave(seeds, yolo_seeds):
-            if system == "ours":
-                epochs = epochs_for(budget, fixed, per_epoch)
-                row = ours.run(f"{budget:g}_seed{seed}", epochs, seed)
-                row["predicted_cpu_s"] = fixed + epochs * per_epoch
-            else:
-                epochs = epochs_for(budget, 0.0, yolo_per_epoch)
-                row = yolo.run(f"{budget:g}_seed{seed}", epochs, seed)
-                row["predicted_cpu_s"] = epochs * yolo_per_epoch
+            runner, cost = (ours, ours_cost) if system == "ours" else (yolo, yolo_cost)
+            epochs = cost.epochs_for(budget)
+            row = runner.run(f"{budget:g}_seed{seed}", epochs, seed)
+            row["predicted_cpu_s"] = round(cost.predict(epochs), 1)
             rows.append(row)
         for row in rows:
             if row["system"] == "built-in":
                 ours.score(row)
-        print_budget(budget, rows, fixed)
-        report["budgets"].append({"budget_cpu_s": budget, "rows": rows,  # a ratio over YOLO's 0 is null
-                                  "ratios": [value if math.isfinite(value) else None for value in ratios(rows)]})
+                row["train_cpu_s"] = round(row["cpu_s"] - ours_cost.fixed, 1)
+        print_budget(budget, rows)
+        report["budgets"].append({"budget_cpu_s": budget, "rows": rows, "ratios": ratios(rows)})
     facts["loadavg_end"] = os.getloadavg()
     print(f"\nload average {' '.join(f'{v:.2f}' for v in facts['loadavg_end'])} (1, 5, 15 min) at the end")
     out = cache / "real_data_bench.json"
