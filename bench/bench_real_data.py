@@ -21,7 +21,9 @@ elsewhere). So this script runs both systems itself, each as a child process, on
    built-in's whole task CPU s through its calibration runs (``fixed``: start-up, the 10 stage evaluations, the
    result files); YOLOv8n's training CPU s (as ``yolo_baseline.py`` counts it: no set-up, no evaluation) through
    its calibration run's cumulative CPU s after each epoch (``fixed``: what its first epoch costs beyond the
-   others; a 1-epoch smoke run fits ``fixed`` 0).
+   others; a 1-epoch smoke run fits ``fixed`` 0). That run has ``close_mosaic=0``: ultralytics 8.4 turns mosaic
+   off for the last 10 epochs, so a run of 10 epochs or fewer would have none, while every budget's run has mosaic
+   in all its epochs but the last 10.
 3. For each budget B (CPU s) in ``--budgets``: each system trains the largest number of epochs whose predicted CPU s
    is at most B, as a full schedule of that many epochs (a user tuning the system to the budget would do the same):
    for YOLOv8n ``--epochs E`` of ultralytics' default recipe, whose warm-up, close_mosaic and learning-rate decay
@@ -217,15 +219,17 @@ class Yolo:
     def __init__(self, cache: Path, python: Path, data_yaml: Path, img_size: int) -> None:
         self.cache, self.python, self.data_yaml, self.img_size = cache, python, data_yaml, img_size
 
-    def run(self, name: str, epochs: int, seed: int) -> dict:
-        """Train a full schedule of ``epochs`` epochs with ``seed``; the row: CPU s, wall s, best and last epoch."""
+    def run(self, name: str, epochs: int, seed: int, extra: tuple[str, ...] = ()) -> dict:
+        """Train a full schedule of ``epochs`` epochs with ``seed`` and the ``extra`` ultralytics arguments
+        (KEY=VALUE); the row: CPU s, wall s, best and last epoch."""
         out = self.cache / f"yolo_neon_{name}"
         shutil.rmtree(out, ignore_errors=True)
         out.mkdir(parents=True)
         load = os.getloadavg()[0]
         process_cpu, wall = child_cpu(
             [str(self.python), str(HERE / "yolo_baseline.py"), "--data", str(self.data_yaml), "--epochs", str(epochs),
-             "--imgsz", str(self.img_size), "--out", str(out), "--set", f"seed={seed}"], out / "run.log")
+             "--imgsz", str(self.img_size), "--out", str(out), "--set", f"seed={seed}",
+             *(item for pair in extra for item in ("--set", pair))], out / "run.log")
         curve = json.loads((out / "yolo_curve.json").read_text())
         best = max(curve, key=lambda row: 0.1 * row["map50"] + 0.9 * row["map50_95"])
         threads = re.search(r"(\d+) torch threads", (out / "run.log").read_text())
@@ -297,6 +301,10 @@ def print_budget(budget: float, rows: list[dict]) -> None:
         if ours:
             print(f"{'':15} stage mAP50-95 (task's own evaluation): "
                   + " ".join(f"{value:.3f}" for value in row["stage_map50_95"].values()), flush=True)
+    ours = sorted(row["deployed_map50_95"] for row in rows if row["system"] == "built-in")
+    if ours:
+        print(f"built-in deployed mAP50-95 over {len(ours)} seeds: min {ours[0]:.3f}, median "
+              f"{statistics.median(ours):.3f}, max {ours[-1]:.3f}", flush=True)
     pairs = ratios(rows)
     values = sorted(value for value in pairs if value is not None)
     undefined = f"; undefined for {len(pairs) - len(values)} pairs (YOLOv8n 0)" if len(values) < len(pairs) else ""
@@ -352,7 +360,8 @@ def main() -> None:
     for i, epochs in enumerate(calibration_epochs):
         calibration.append(ours.run(f"calibration_{epochs}", epochs, seeds[0]))
         if i == 0:
-            calibration.append(yolo.run("calibration", args.yolo_calibration_epochs, yolo_seeds[0]))
+            calibration.append(yolo.run("calibration", args.yolo_calibration_epochs, yolo_seeds[0],
+                                        extra=("close_mosaic=0",)))
     ours_points = [(row["epochs"], row["cpu_s"]) for row in calibration if row["system"] == "built-in"]
     ours_cost = Cost.fit(ours_points)
     yolo_row = next(row for row in calibration if row["system"] == "YOLOv8n")
