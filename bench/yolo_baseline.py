@@ -24,8 +24,9 @@ After every epoch (``on_fit_epoch_end``) it records:
 - ``cpu_s``: training CPU seconds, user + system, of this process and its child processes (reaped ones through
   ``os.times``, live ones through psutil), counted from ``on_train_start`` (after dataset and model setup); the CPU
   spent by the evaluation below and by any ultralytics validation is measured and subtracted.
-- ``map50``, ``map50_95``: COCO box mAP at IoU 0.5 and 0.5:0.95 (faster-coco-eval, standard COCO parameters: at most
-  100 detections per image are scored), computed here and not by ultralytics' validator. The current EMA model
+- ``map50``, ``map50_95``: COCO box mAP at IoU 0.5 and 0.5:0.95 (faster-coco-eval, COCO's parameters except that
+  up to 300 detections per image are scored, as ``ymir_runner.evaluation`` scores the built-in's, instead of COCO's
+  100), computed here and not by ultralytics' validator. The current EMA model
   predicts every val image: resized to ``imgsz`` on its long side (cv2 bilinear, RGB, 0-1), zero-padded right/bottom
   to a multiple of 32, confidence >= 0.001, NMS IoU 0.6, at most 300 boxes; boxes are mapped back to the original
   pixels. Ground truth: ``boxes_px.json`` next to data.yaml (x1, y1, x2, y2 in pixels) when there is one, else the
@@ -48,6 +49,7 @@ from pathlib import Path
 os.environ["YOLO_OFFLINE"] = "1"  # before ultralytics is imported: its import probes DNS unless offline
 
 NET_ATTEMPTS: list[str] = []
+MAX_DETECTIONS = 300  # boxes kept per image by NMS and scored by COCO
 
 
 def _guard_network() -> None:
@@ -108,7 +110,8 @@ def load_ground_truth(data_yaml: Path) -> dict[Path, list[list[float]]]:
     return gt
 
 
-def predict(model, image_path: Path, imgsz: int, conf: float = 0.001, iou: float = 0.6, max_det: int = 300):
+def predict(model, image_path: Path, imgsz: int, conf: float = 0.001, iou: float = 0.6,
+            max_det: int = MAX_DETECTIONS):
     """Boxes (x1, y1, x2, y2, px of the original image) and scores of one image, single class, as numpy arrays."""
     import cv2
     import numpy as np
@@ -136,7 +139,8 @@ def predict(model, image_path: Path, imgsz: int, conf: float = 0.001, iou: float
 
 
 def coco_map(gt: dict[Path, list[list[float]]], detections: dict[Path, tuple]) -> tuple[float, float]:
-    """(mAP50, mAP50-95) of the detections against the ground truth with faster-coco-eval; one class."""
+    """(mAP50, mAP50-95) of the detections against the ground truth with faster-coco-eval, up to ``MAX_DETECTIONS``
+    per image; one class."""
     import contextlib
     import io
 
@@ -158,6 +162,7 @@ def coco_map(gt: dict[Path, list[list[float]]], detections: dict[Path, tuple]) -
         coco_gt.dataset = {"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "obj"}]}
         coco_gt.createIndex()
         evaluator = COCOeval_faster(coco_gt, coco_gt.loadRes(results), "bbox")
+        evaluator.params.maxDets = [1, 10, MAX_DETECTIONS]  # stats[0] and stats[1] are read at the last one
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
