@@ -316,7 +316,7 @@ def print_budget(budget: float, rows: list[dict]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     parser.add_argument("--budgets", default="200,400,800", help="CPU s budgets, comma-separated")
     parser.add_argument("--seeds", default="0,1,2", help="the built-in's seeds (config key seed), comma-separated")
     parser.add_argument("--yolo-seeds", default="0", help="YOLOv8n's seeds (ultralytics' seed), comma-separated")
