@@ -208,6 +208,21 @@ def test_a_stop_ends_the_process_within_docker_stops_10_s_when_tensorboard_canno
     assert "closing the events file took more than 2 s" in lines[-2], lines[-3:]
 
 
+@pytest.mark.parametrize("code, exit_code, printed", [(143, 143, ""), (0, 5, "exit handler ran")])
+def test_the_executable_ends_at_a_failed_runs_last_line_without_exit_handlers(code, exit_code, printed):
+    """What `ymir-runner run` and `sdk-run` do last: a library's exit handler may not run after a failed run."""
+    script = textwrap.dedent(f"""
+        import atexit, sys
+        from ymir_runner.shutdown import exit_after_failed_run, run_ends_process
+        atexit.register(lambda: print("exit handler ran", flush=True))
+        run_ends_process({code})
+        exit_after_failed_run()
+        sys.exit(5)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout.strip()) == (exit_code, printed), done.stderr
+
+
 def test_a_stop_while_plugins_load_is_reported_by_the_run(fault_run, tmp_path):
     """The platform may stop a task in its first second: plugins are still being imported."""
     site = str(tmp_path / "site")

@@ -153,13 +153,9 @@ def console_main() -> None:
         _quiet_stdout()
         print(f"ymir-runner: cannot write the output: {error.strerror or error}", file=sys.stderr)
         code = 1
-    if code and sys.argv[1:2] == ["run"]:
-        # A failed run has printed its last line; a library's exit handler (tensorboardX closes its writers again,
-        # fsyncing them, multiprocessing joins its queues' threads) may only delay the exit, past the 10 s docker
-        # stop allows. The output is already silenced (_cmd_run) and flushed.
-        with contextlib.suppress(Exception):
-            sys.stderr.flush()
-        os._exit(code)
+    from .shutdown import exit_after_failed_run
+
+    exit_after_failed_run()  # a failed run's process ends at its last line, whatever exit handlers would do
     sys.exit(code)
 
 

@@ -49,7 +49,7 @@ from .protocol.results import (
 )
 from .protocol.tensorboard import CLOSE_TIMEOUT, LazySummaryWriter
 from .sdk import sdk_env, sdk_writers
-from .shutdown import StopSignals, child_pids, stop_children
+from .shutdown import StopSignals, child_pids, run_ends_process, stop_children
 from .version import __version__
 
 log = logging.getLogger("ymir_runner")
@@ -233,7 +233,8 @@ def run(env_file: str = DEFAULT_ENV_FILE, *, root: str | None = None,
 
     The first SIGTERM or SIGINT stops the run through the error path (state 4, exit 128 + signal); later
     ones are ignored until the failure is reported and the run's child processes are gone, and after the
-    run too when ``exiting`` (the process ends with this run: the command line).
+    run too when ``exiting`` (the process ends with this run: the command line, whose executable then ends at a
+    failed run's last line: :func:`~ymir_runner.shutdown.exit_after_failed_run`).
     """
     configure_logging()
     state = _RunState(children_before=set(child_pids()))
@@ -242,13 +243,19 @@ def run(env_file: str = DEFAULT_ENV_FILE, *, root: str | None = None,
             try:
                 _execute(env_file, root, registry, state, stop, executor)
                 log.info("done")
-                return 0
+                return _ended(0, exiting)
             except BaseException as error:  # SystemExit and KeyboardInterrupt too: the platform needs state 4
                 stop.hold()
-                return _fail(stop.cause(error), state)
+                return _ended(_fail(stop.cause(error), state), exiting)
         except TaskTerminated as late:  # a stop signal in the instant between another error and hold()
             stop.hold()
-            return _fail(late, state)
+            return _ended(_fail(late, state), exiting)
+
+
+def _ended(code: int, exiting: bool) -> int:
+    if exiting:
+        run_ends_process(code)
+    return code
 
 
 def _execute(env_file: str, root: str | None, registry: PluginRegistry | None, state: _RunState,

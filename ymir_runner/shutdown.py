@@ -197,6 +197,32 @@ def stop_children(grace: float = CHILD_GRACE_SECONDS, *, spare: Iterable[int] = 
     return len(pids)
 
 
+#: The exit code of the last run that ends its process (``dispatcher.run(..., exiting=True)``), once reported.
+_run_exit_code: list[int] = []
+
+
+def run_ends_process(code: int) -> None:
+    """Record the exit ``code`` of a run after which this process ends (see :func:`exit_after_failed_run`)."""
+    _run_exit_code[:] = [code]
+
+
+def exit_after_failed_run() -> None:
+    """When a run that ends this process failed, exit now with its code, without running exit handlers.
+
+    The ``ymir-runner`` executable calls this last (``run``, and a plugin command such as ``sdk-run``). The run
+    has written monitor.txt and printed its last line; a library's exit handler may only delay the exit past the
+    10 s ``docker stop`` allows (tensorboardX closes its writers again, fsyncing them; multiprocessing joins its
+    queues' threads). Output is flushed first. Does nothing after a successful run, or inside another program
+    that called the run (tests)."""
+    if not _run_exit_code or not _run_exit_code[0]:
+        return
+    with contextlib.suppress(Exception):
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:
+                stream.flush()
+    os._exit(_run_exit_code[0])
+
+
 def silence_output() -> None:
     """Send everything this process (or a library's atexit or ``__del__``) would still print to /dev/null.
 
