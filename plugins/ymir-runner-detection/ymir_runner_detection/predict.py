@@ -138,13 +138,20 @@ def task_predictor(context: TaskContext, checkpoint: Checkpoint) -> Predictor:
     cached = context.run_cache.get(NETWORK_KEY)
     if cached is not None:
         return cached
+    device = task_device(context)
+    predictor = Predictor(checkpoint.build_model().to(device).eval(), device)
+    context.run_cache[NETWORK_KEY] = predictor
+    return predictor
+
+
+def task_device(context: TaskContext) -> str:
+    """The device a mining or inference task predicts on: the first of config key ``gpu_id`` (the core's
+    candidate loop is one process; several GPUs named: the first, logged), else ``cpu``."""
     devices = select_devices(context.config.gpu_ids)
     if len(devices) > 1:
         context.logger.info("%s on %s: the candidates are predicted in one process (config key 'gpu_id' names %d "
                             "devices)", context.kind.value, devices[0], len(devices))
-    predictor = Predictor(checkpoint.build_model().to(devices[0]).eval(), devices[0])
-    context.run_cache[NETWORK_KEY] = predictor
-    return predictor
+    return devices[0]
 
 
 def prefetch_workers(context: TaskContext) -> int | None:

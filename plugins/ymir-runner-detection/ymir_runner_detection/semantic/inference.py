@@ -26,7 +26,7 @@ from ymir_runner.inference import LabelMap, infer_seg_candidates
 from ..checkpoint import task_checkpoint
 from ..engine.augment import LetterboxInfo
 from ..engine.semantic import SemanticFPN, stored_label_map
-from ..predict import Letterboxed, decode_side, letterboxed, prefetch_workers, to_input
+from ..predict import Letterboxed, decode_side, letterboxed, prefetch_workers, task_device, to_input
 
 if TYPE_CHECKING:
     from ..checkpoint import Checkpoint
@@ -92,16 +92,11 @@ def semantic_checkpoint(context: TaskContext) -> Checkpoint:
 def task_network(context: TaskContext, checkpoint: Checkpoint) -> tuple[SemanticFPN, str]:
     """``(model in eval mode, device)`` of a mining or inference task, built once per run on the task's first
     device (the core's candidate loop is one process; several GPUs in config key ``gpu_id``: the first, logged)."""
-    from ..devices import select_devices
-
     cached = context.run_cache.get(SEMANTIC_NETWORK_KEY)
     if cached is not None:
         return cached
-    devices = select_devices(context.config.gpu_ids)
-    if len(devices) > 1:
-        context.logger.info("%s on %s: the candidates are predicted in one process (config key 'gpu_id' names %d "
-                            "devices)", context.kind.value, devices[0], len(devices))
-    network = (checkpoint.build_model().to(devices[0]).eval(), devices[0])
+    device = task_device(context)
+    network = (checkpoint.build_model().to(device).eval(), device)
     context.run_cache[SEMANTIC_NETWORK_KEY] = network
     return network
 
