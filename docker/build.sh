@@ -131,5 +131,8 @@ mkdir -p "$context/docker/wheelhouse"
 cp -l "$wheelhouse"/*.whl "$context/docker/wheelhouse/" 2>/dev/null || cp "$wheelhouse"/*.whl "$context/docker/wheelhouse/"
 say "building $tag from $base (${dockerfile#"$repo"/}, no network)"
 docker build --network none --build-arg "BASE_IMAGE=$base" -f "$context/docker/$(basename "$dockerfile")" -t "$tag" "$context" >&2
+# The legacy builder (no BuildKit) keeps the venv stage's image untagged: over 1 GB per build, never used again
+# (rebuilding reruns the stage whenever the sources changed). Only images with the stage's label are removed.
+docker image prune --force --filter "label=org.ymir-runner.build-stage=venv" >/dev/null || true
 say "built $tag in $(seconds "$started") s, $(docker image inspect --format '{{.Size}}' "$tag" | awk '{printf "%.0f MB", $1 / 1e6}')"
 echo "$tag"

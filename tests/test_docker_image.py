@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 
 import pytest
 import yaml
@@ -82,7 +83,9 @@ def base_image(engine: None) -> str:
 
 
 def build(*options: str) -> str:
-    """docker/build.sh with these options; the tag it printed."""
+    """docker/build.sh with these options; the tag it printed. The test tag's earlier image (a run that stopped
+    before its clean-up) is removed first: rebuilt under the same tag it would stay on disk, untagged."""
+    docker("rmi", "--force", options[options.index("--tag") + 1])
     done = subprocess.run(["bash", str(BUILD_SH), *options], capture_output=True, text=True, timeout=1800,
                           env=dict(os.environ, PYTHON=sys.executable))
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-5000:]
@@ -90,8 +93,11 @@ def build(*options: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def cpu_image(base_image: str) -> str:
-    return build("--base", base_image, "--wheelhouse", str(CACHE / "wheelhouse-cpu"), "--tag", CPU_TAG)
+def cpu_image(base_image: str) -> Iterator[str]:
+    """The CPU image, removed after the session: each is over 1 GB, and a machine that runs the tests again and
+    again (CI on one host) would otherwise fill its disk. The base is kept (docker/base.sh reuses it)."""
+    yield build("--base", base_image, "--wheelhouse", str(CACHE / "wheelhouse-cpu"), "--tag", CPU_TAG)
+    docker("rmi", "--force", CPU_TAG)
 
 
 # --- the tasks' trees -------------------------------------------------------------------------------------------
@@ -262,11 +268,12 @@ def test_a_tensorboard_folder_the_task_cannot_write_does_not_fail_it(cpu_image, 
 
 # --- the CUDA image ---------------------------------------------------------------------------------------------
 
-def test_the_cuda_dockerfile_builds_on_a_local_base_and_lists_the_plugins(base_image, cpu_image):
+def test_the_cuda_dockerfile_builds_on_a_local_base_and_lists_the_plugins(base_image, cpu_image, request):
     """No CUDA base can be pulled here: the CUDA Dockerfile is built on the Debian base with the CPU wheelhouse
     (torch from it), and what can be checked is: the core imports, every first-party plugin is listed, and the
     templates ask for a GPU."""
     image = build("--cuda", "--base", base_image, "--wheelhouse", str(CACHE / "wheelhouse-cpu"), "--tag", CUDA_TAG)
+    request.addfinalizer(lambda: docker("rmi", "--force", CUDA_TAG))
     listed = docker("run", "--rm", image, "ymir-runner", "plugins")
     assert listed.returncode == 0, listed.stderr
     for plugin in sorted((REPO / "plugins").glob("*/setup.cfg")):

@@ -18,6 +18,7 @@ import pathlib
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 
 import pytest
 import yaml
@@ -101,7 +102,9 @@ def _download(folder: pathlib.Path, version: str, *requirements: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def image(tmp_path_factory) -> str:
+def image(tmp_path_factory) -> Iterator[str]:
+    """The legacy app's image, removed after the module (half a GB; a host that runs the tests again and again
+    would keep every earlier build, untagged)."""
     if shutil.which("docker") is None or docker("info", timeout=30).returncode != 0:
         pytest.skip("no docker engine answers `docker info` (.ci/run installs and starts one as root)")
     prefix = python38()
@@ -130,10 +133,12 @@ def image(tmp_path_factory) -> str:
     shutil.copytree(APPS / "demo" / "img-man", context / "img-man")
     (context / "Dockerfile").write_text(DOCKERFILE)
     (context / "start.sh").write_text(START_SH)
+    docker("rmi", "--force", TAG)  # an earlier run's, left by a run stopped before its clean-up
     done = docker("build", "--network", "none", "--build-arg", f"BASE_IMAGE={BASE}", "-t", TAG, str(context),
                   timeout=1800)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    return TAG
+    yield TAG
+    docker("rmi", "--force", TAG)
 
 
 def work_tree(root: pathlib.Path, **template: object) -> pathlib.Path:

@@ -41,7 +41,7 @@ def test_the_semantic_executor_declares_object_type_3_and_a_nano_sem_model():
     models = os.path.join(os.path.dirname(ultralytics.__file__), "cfg", "models", "26")
     assert os.path.isfile(os.path.join(models, "yolo26-sem.yaml"))  # what yolo26n-sem.yaml is built from
     assert {param.name for param in spec.templates[TaskKind.INFER]} == {"img_size", "batch_size_per_gpu"}
-    assert spec.mining_algorithms == ("aldd", "entropy", "random")
+    assert spec.mining_algorithms == ("entropy", "aldd", "random")
     assert "yolo26n-sem" in plugin.DEFAULT_DOWNLOADS  # the image's weights folder gets sem weights too
 
 
@@ -60,7 +60,7 @@ def test_img_man_writes_the_semantic_templates_in_their_folder(tmp_path):
     assert training["model"] == "yolo26n-sem" and training["export_format"] == "seg-coco:raw"
     assert training["unlabelled_pixels"] == "background" and "legal values: one of 'background', 'ignore'" in text
     mining = yaml.safe_load((tmp_path / "semantic-seg" / "mining-template.yaml").read_text())
-    assert mining["mining_algorithm"] == "aldd"
+    assert mining["mining_algorithm"] == "entropy"
     assert set(yaml.safe_load((tmp_path / "semantic-seg" / "infer-template.yaml").read_text())) >= {"img_size"}
 
 
@@ -603,8 +603,9 @@ def test_absent_class_candidates_and_mining(overfit_run, shared_root, algorithm)
     (a blue square beside a red one), interleaved, and an unreadable file: every candidate scored, the unreadable
     one last; ``entropy`` ranks the 6 absent-class candidates first. ``aldd`` does not (measured 2026-12-07: the 6
     familiar first, 0.016-0.024 against 0.010-0.015: its score is the disagreement between neighbouring cells, which
-    the sharp edges of the familiar squares make; printed here). The whole C + 1 softmax instead of the classes'
-    renormalised distribution loses entropy's ranking (README's table)."""
+    the sharp edges of the familiar squares make; printed here; bench/bench_ultralytics_sem_novelty.py shows it for six
+    kinds of unseen content and four choices of views, hence ``entropy`` is the executor's default). The whole C + 1
+    softmax instead of the classes' renormalised distribution loses entropy's ranking (README's table)."""
     run, _cpu = overfit_run
     tree, kinds = novelty_tree(os.path.join(shared_root, f"sem-novelty-{algorithm}"),
                                os.path.join(run.tree.out_dir, "models"), algorithm, size=(160, 160))

@@ -153,8 +153,10 @@ SEMANTIC_TRAINING = (*_with_model(TRAINING, Param(
           "always predicts one of class_names; needs at least 2 classes)", choices=UNLABELLED_CHOICES))
 SEMANTIC_INFER = _INFERENCE
 SEMANTIC_MINING = _INFERENCE
-#: The ymir_runner.mining algorithms on softmax maps (cald scores boxes): entropy and aldd, default first.
-SEMANTIC_MINING_ALGORITHMS = ("aldd", "entropy", "random")
+#: The ymir_runner.mining algorithms on softmax maps (cald scores boxes), default first: pixel entropy, the one shown
+#: to rank candidates of a class absent from training above familiar ones (README: aldd scores where neighbouring
+#: predictions disagree, and a model that calls an unseen object background everywhere gives it nothing to score).
+SEMANTIC_MINING_ALGORITHMS = ("entropy", "aldd", "random")
 SEMANTIC_TEMPLATES = {TaskKind.TRAINING: SEMANTIC_TRAINING, TaskKind.INFER: SEMANTIC_INFER,
                       TaskKind.MINING: SEMANTIC_MINING}
 
