@@ -17,7 +17,7 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from .semantic_data import SemanticDataset
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 Item = tuple[str | Path, np.ndarray, np.ndarray]
 
@@ -82,6 +83,27 @@ def decode_failure(error: BaseException) -> str:
     if isinstance(error, MemoryError):
         return f"out of memory while decoding it{': ' + detail if detail else ''}"
     return detail or type(error).__name__
+
+
+def first_readable(index: int, paths: Sequence[str], corrupt_indices: dict[int, str], read: Callable[[int], T],
+                   role: str) -> tuple[T, int, dict[int, str]]:
+    """``(read(i), i, unreadable met)`` for the first ``i`` of ``index, index + 1, ...`` (wrapping round the
+    ``len(paths)`` images) that reads: a dataset's "skip an unreadable image, take the next". ``corrupt_indices``
+    (index -> why, shared by the dataset's samples) is skipped and gains every image whose ``read`` raised (the
+    reason from :func:`decode_failure`); the returned dict holds the unreadable ones met on the way, for the caller
+    to count and name. Raises :class:`NoReadableImageError` when no image of the ``role`` set reads."""
+    corrupt: dict[int, str] = {}
+    for attempt in range(len(paths)):
+        candidate = (index + attempt) % len(paths)
+        if candidate in corrupt_indices:
+            corrupt[candidate] = corrupt_indices[candidate]
+            continue
+        try:
+            return read(candidate), candidate, corrupt
+        except Exception as error:  # ImageProblem, MemoryError, or anything a broken file makes PIL raise
+            logger.debug("skipping unreadable image %s: %s", paths[candidate], error)  # named by the caller
+            corrupt[candidate] = corrupt_indices[candidate] = decode_failure(error)
+    raise NoReadableImageError(f"none of the {len(paths)} {role} images can be decoded (the first is {paths[0]})")
 
 
 class DetectionDataset(Dataset):
@@ -144,22 +166,9 @@ class DetectionDataset(Dataset):
         return decoded.image, boxes, self.classes[used], used, corrupt
 
     def _load_readable(self, index: int) -> tuple[Decoded, np.ndarray, int, dict[int, str]]:
-        corrupt: dict[int, str] = {}
-        for attempt in range(len(self)):
-            candidate = (index + attempt) % len(self)
-            if candidate in self.corrupt_indices:
-                corrupt[candidate] = self.corrupt_indices[candidate]
-                continue
-            try:
-                decoded = self._read(candidate)
-            except Exception as error:  # ImageProblem, MemoryError, or anything a broken file makes PIL raise
-                logger.debug("skipping unreadable image %s: %s", self.paths[candidate], error)  # named by the caller
-                corrupt[candidate] = self.corrupt_indices[candidate] = decode_failure(error)
-                continue
-            boxes = self.boxes[candidate]
-            return decoded, boxes if decoded.factor == 1 else boxes / np.float32(decoded.factor), candidate, corrupt
-        raise NoReadableImageError(f"none of the {len(self)} {self.role} images can be decoded "
-                                   f"(the first is {self.paths[0]})")
+        decoded, used, corrupt = first_readable(index, self.paths, self.corrupt_indices, self._read, self.role)
+        boxes = self.boxes[used]
+        return decoded, boxes if decoded.factor == 1 else boxes / np.float32(decoded.factor), used, corrupt
 
     def __getitem__(self, index: int) -> dict:
         decoded, boxes, used_index, corrupt = self._load_readable(index)

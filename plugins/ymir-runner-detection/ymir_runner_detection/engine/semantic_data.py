@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 from ymir_runner import decode_image
 
 from .augment import letterbox, letterbox_placement
-from .data import NoReadableImageError, decode_failure
+from .data import first_readable
 from .semantic import UNLABELLED
 
 #: A label map source: ``label_map(factor)``.
@@ -73,22 +73,16 @@ class SemanticDataset(Dataset):
 
     def _load_readable(self, index: int) -> tuple[np.ndarray, np.ndarray, int, str, dict[int, str]]:
         """Image, label map (same size), the index used, its damage and the unreadable indices met."""
-        corrupt: dict[int, str] = {}
-        for attempt in range(len(self)):
-            candidate = (index + attempt) % len(self)
-            if candidate in self.corrupt_indices:
-                corrupt[candidate] = self.corrupt_indices[candidate]
-                continue
-            try:
-                decoded = decode_image(self.paths[candidate], self.img_size)
-            except Exception as error:  # ImageProblem, MemoryError, anything a broken file makes PIL raise
-                corrupt[candidate] = self.corrupt_indices[candidate] = decode_failure(error)
-                continue
-            image = np.asarray(decoded.image)
-            labels = fit_label_map(self.sources[candidate](decoded.factor), image.shape[1], image.shape[0])
-            return image, labels, candidate, decoded.damage, corrupt
-        raise NoReadableImageError(f"none of the {len(self)} {self.role} images can be decoded "
-                                   f"(the first is {self.paths[0]})")
+        (image, labels, damage), used, corrupt = first_readable(index, self.paths, self.corrupt_indices, self._read,
+                                                                self.role)
+        return image, labels, used, damage, corrupt
+
+    def _read(self, index: int) -> tuple[np.ndarray, np.ndarray, str]:
+        """Image ``index`` decoded (reduced on decode to about ``img_size``), its label map at the same size and
+        its damage."""
+        decoded = decode_image(self.paths[index], self.img_size)
+        image = np.asarray(decoded.image)
+        return image, fit_label_map(self.sources[index](decoded.factor), image.shape[1], image.shape[0]), decoded.damage
 
     def __getitem__(self, index: int) -> dict:
         image, labels, used, damage, corrupt = self._load_readable(index)
