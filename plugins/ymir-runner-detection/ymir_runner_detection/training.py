@@ -13,7 +13,7 @@ import math
 import os
 import shutil
 import time
-from typing import Any, Iterable, Sequence
+from typing import Any, Generic, Iterable, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -63,13 +63,18 @@ EVAL_BATCH = 16
 EngineItem = tuple[str, np.ndarray, np.ndarray]
 
 
+ItemT = TypeVar("ItemT")
+
+
 @dataclasses.dataclass
-class TrainingPlan:
-    """Everything a training rank needs, picklable for the spawned ranks."""
+class RankPlan(Generic[ItemT]):
+    """Everything a training rank needs, picklable for the spawned ranks: the model to build (``model_config``,
+    ``initial_state``), the training images and the recipe. A subclass says how its model is built, how its
+    images are loaded and what the training loop takes beside the recipe (:meth:`loop_options`)."""
 
     model_config: dict[str, Any]
     initial_state: dict[str, torch.Tensor]
-    train_items: list[EngineItem]
+    train_items: list[ItemT]
     img_size: int
     schedule: Schedule
     batch_size: int
@@ -79,6 +84,32 @@ class TrainingPlan:
     weight_decay: float
     seed: int
     flip: bool
+
+    def build_model(self) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def loader(self, model: torch.nn.Module, distributed: bool) -> Any:
+        raise NotImplementedError
+
+    def loop_options(self, model: torch.nn.Module) -> dict[str, Any]:
+        """Keyword arguments of :func:`.engine.train.train` beside the recipe (none by default)."""
+        return {}
+
+    def run(self, model: torch.nn.Module, device: str, **callbacks: Any) -> TrainResult:
+        loader = self.loader(model, is_distributed())
+        if len(loader) != self.schedule.steps_per_epoch:  # one formula for the plan and the loader, or a bug
+            raise RuntimeError(f"the schedule planned {self.schedule.steps_per_epoch} steps per epoch, the "
+                               f"DataLoader has {len(loader)}")
+        return training_loop(model, loader, epochs=self.schedule.epochs, lr=self.learning_rate,
+                             optimizer=self.optimizer, weight_decay=self.weight_decay,
+                             warmup_steps=self.schedule.warmup_steps, device=device, seed=self.seed,
+                             **self.loop_options(model), **callbacks)
+
+
+@dataclasses.dataclass
+class TrainingPlan(RankPlan[EngineItem]):
+    """The detector's :class:`RankPlan`: mosaic and flips, targets encoded for the model's heads."""
+
     mosaic: float
 
     def build_model(self) -> torch.nn.Module:
@@ -95,18 +126,9 @@ class TrainingPlan:
         return build_dataloader(dataset, self.batch_size, shuffle=True, num_workers=self.num_workers,
                                 full_batches=True, seed=self.seed, distributed=distributed)
 
-    def run(self, model: torch.nn.Module, device: str, **callbacks: Any) -> TrainResult:
-        loader = self.loader(model, is_distributed())
-        if len(loader) != self.schedule.steps_per_epoch:  # one formula for the plan and the loader, or a bug
-            raise RuntimeError(f"the schedule planned {self.schedule.steps_per_epoch} steps per epoch, the "
-                               f"DataLoader has {len(loader)}")
-        return training_loop(model, loader, epochs=self.schedule.epochs, lr=self.learning_rate,
-                             optimizer=self.optimizer, weight_decay=self.weight_decay,
-                             warmup_steps=self.schedule.warmup_steps, device=device, seed=self.seed, **callbacks)
 
-
-def _train_rank(rank: int, world_size: int, device: str, plan: TrainingPlan, **callbacks: Any) -> TrainResult:
-    """One rank of the training (the only one on a single device); only rank 0 gets the stage callbacks."""
+def train_rank(rank: int, world_size: int, device: str, plan: RankPlan, **callbacks: Any) -> TrainResult:
+    """One rank of a training (the only one on a single device); only rank 0 gets the stage callbacks."""
     return plan.run(plan.build_model(), device, **callbacks)
 
 
@@ -239,7 +261,7 @@ def train(context: TaskContext) -> None:
     stages = StageWriter(context, plan, validation)
     try:
         # Rank 0 (this process) reports progress and writes the stages; the other ranks train in lockstep.
-        result = run_on_devices(_train_rank, devices, plan, threads=share.threads, process_group=True,
+        result = run_on_devices(train_rank, devices, plan, threads=share.threads, process_group=True,
                                 local_kwargs=stages.callbacks())[0]
     except NoReadableImageError as error:  # from a DataLoader worker: its traceback is no use to a user
         raise DatasetError(no_readable_image_message(error)) from None

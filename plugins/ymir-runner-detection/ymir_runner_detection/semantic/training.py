@@ -37,12 +37,18 @@ from ..engine import (
     stored_label_map,
 )
 from ..engine.semantic import SEMANTIC_STRIDE
-from ..engine.train import TrainResult, is_distributed
-from ..engine.train import train as training_loop
 from ..predict import to_input
-from ..recipe import Schedule, plan_schedule
+from ..recipe import plan_schedule
 from ..templates import SEMANTIC_DICE_WEIGHT, SEMANTIC_EMA_DECAY
-from ..training import PREPARE_SHARE, StageWriter, ValidationSet, backbone_weights_file, report_image_problems
+from ..training import (
+    PREPARE_SHARE,
+    RankPlan,
+    StageWriter,
+    ValidationSet,
+    backbone_weights_file,
+    report_image_problems,
+    train_rank,
+)
 
 #: Validation images predicted at once (at least; the training batch when it is larger).
 EVAL_BATCH = 16
@@ -52,48 +58,24 @@ SemanticEngineItem = tuple[str, Callable[[int], np.ndarray]]
 
 
 @dataclasses.dataclass
-class SemanticPlan:
-    """Everything a training rank needs, picklable for the spawned ranks."""
-
-    model_config: dict[str, Any]
-    initial_state: dict[str, torch.Tensor]
-    train_items: list[SemanticEngineItem]
-    img_size: int
-    schedule: Schedule
-    batch_size: int
-    num_workers: int
-    learning_rate: float
-    optimizer: str
-    weight_decay: float
-    seed: int
-    flip: bool
+class SemanticPlan(RankPlan[SemanticEngineItem]):
+    """The semantic model's :class:`..training.RankPlan`: flips of image and label map together, the semantic
+    loss, no weight average."""
 
     def build_model(self) -> SemanticFPN:
         model = build_semantic_model_from_config(self.model_config)
         model.load_state_dict(self.initial_state)
         return model
 
-    def loader(self, distributed: bool) -> Any:
+    def loader(self, model: torch.nn.Module, distributed: bool) -> Any:
         dataset = SemanticDataset(self.train_items, self.img_size, train=True, flip_prob=0.5 if self.flip else 0.0)
         return build_dataloader(dataset, self.batch_size, shuffle=True, num_workers=self.num_workers,
                                 full_batches=True, seed=self.seed, distributed=distributed,
                                 collate_fn=collate_semantic)
 
-    def run(self, model: SemanticFPN, device: str, **callbacks: Any) -> TrainResult:
-        loader = self.loader(is_distributed())
-        if len(loader) != self.schedule.steps_per_epoch:  # one formula for the plan and the loader, or a bug
-            raise RuntimeError(f"the schedule planned {self.schedule.steps_per_epoch} steps per epoch, the "
-                               f"DataLoader has {len(loader)}")
-        return training_loop(model, loader, epochs=self.schedule.epochs, lr=self.learning_rate,
-                             optimizer=self.optimizer, weight_decay=self.weight_decay,
-                             warmup_steps=self.schedule.warmup_steps, device=device, seed=self.seed,
-                             ema_decay=SEMANTIC_EMA_DECAY,
-                             loss_fn=SemanticLoss.for_model(model, SEMANTIC_DICE_WEIGHT), **callbacks)
-
-
-def _train_rank(rank: int, world_size: int, device: str, plan: SemanticPlan, **callbacks: Any) -> TrainResult:
-    """One rank of the training (the only one on a single device); only rank 0 gets the stage callbacks."""
-    return plan.run(plan.build_model(), device, **callbacks)
+    def loop_options(self, model: torch.nn.Module) -> dict[str, Any]:
+        assert isinstance(model, SemanticFPN), type(model)  # what build_model made
+        return {"ema_decay": SEMANTIC_EMA_DECAY, "loss_fn": SemanticLoss.for_model(model, SEMANTIC_DICE_WEIGHT)}
 
 
 def initial_model(context: TaskContext) -> SemanticFPN:
@@ -179,7 +161,7 @@ def train(context: TaskContext) -> None:
         context.logger.warning("schedule: %s", warning)
     stages = SemanticStageWriter(context, plan, validation)
     try:
-        result = run_on_devices(_train_rank, devices, plan, threads=share.threads, process_group=True,
+        result = run_on_devices(train_rank, devices, plan, threads=share.threads, process_group=True,
                                 local_kwargs=stages.callbacks())[0]
     except NoReadableImageError as error:
         raise DatasetError(no_readable_image_message(error)) from None
