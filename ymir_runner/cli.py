@@ -17,12 +17,8 @@ from .version import __version__
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from .dispatcher import run
-    from .shutdown import silence_output
 
-    code = run(args.env, root=args.root, registry=args.registry, exiting=True)
-    if code:  # the error line must stay the log's last line: nothing printed at exit may follow it
-        silence_output()
-    return code
+    return run(args.env, root=args.root, registry=args.registry, exiting=True)
 
 
 def plugin_table(registry: Any) -> list[dict[str, Any]]:

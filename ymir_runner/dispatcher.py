@@ -49,7 +49,7 @@ from .protocol.results import (
 )
 from .protocol.tensorboard import CLOSE_TIMEOUT, LazySummaryWriter
 from .sdk import sdk_env, sdk_writers
-from .shutdown import StopSignals, child_pids, run_ends_process, stop_children
+from .shutdown import StopSignals, child_pids, run_ends_process, silence_output, stop_children
 from .version import __version__
 
 log = logging.getLogger("ymir_runner")
@@ -234,7 +234,9 @@ def run(env_file: str = DEFAULT_ENV_FILE, *, root: str | None = None,
     The first SIGTERM or SIGINT stops the run through the error path (state 4, exit 128 + signal); later
     ones are ignored until the failure is reported and the run's child processes are gone, and after the
     run too when ``exiting`` (the process ends with this run: the command line, whose executable then ends at a
-    failed run's last line: :func:`~ymir_runner.shutdown.exit_after_failed_run`).
+    failed run's last line: :func:`~ymir_runner.shutdown.exit_after_failed_run`). When ``exiting``, a failed run
+    also sends whatever the process would still print to /dev/null after its last line
+    (:func:`~ymir_runner.shutdown.silence_output`): the platform shows users the log's last lines.
     """
     configure_logging()
     state = _RunState(children_before=set(child_pids()))
@@ -243,18 +245,17 @@ def run(env_file: str = DEFAULT_ENV_FILE, *, root: str | None = None,
             try:
                 _execute(env_file, root, registry, state, stop, executor)
                 log.info("done")
-                return _ended(0, exiting)
+                code = 0
             except BaseException as error:  # SystemExit and KeyboardInterrupt too: the platform needs state 4
                 stop.hold()
-                return _ended(_fail(stop.cause(error), state), exiting)
+                code = _fail(stop.cause(error), state)
         except TaskTerminated as late:  # a stop signal in the instant between another error and hold()
             stop.hold()
-            return _ended(_fail(late, state), exiting)
-
-
-def _ended(code: int, exiting: bool) -> int:
+            code = _fail(late, state)
     if exiting:
         run_ends_process(code)
+        if code:  # the error line stays the log's last line: nothing printed at exit may follow it
+            silence_output()
     return code
 
 

@@ -4,8 +4,6 @@ which supervises CMD (an image's unchanged ymir_exc-based executor, e.g. ``pytho
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 import sys
 
 from .plugin import EXECUTOR
@@ -46,20 +44,4 @@ def run_command(args: argparse.Namespace) -> int:
         return 2
     set_command(command)
     become_subreaper()  # orphans of the command's tree are reparented here, where a stop finds them
-    code = run(args.env, root=args.root, registry=args.registry, exiting=True, executor=EXECUTOR)
-    if code:
-        _silence_output()
-    return int(code)
-
-
-def _silence_output() -> None:
-    """After a failed run's last line nothing may print (the platform shows the last 5 lines of the log)."""
-    with contextlib.suppress(Exception):
-        for stream in (sys.stdout, sys.stderr):
-            if stream is not None:
-                stream.flush()
-    with contextlib.suppress(OSError):
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        for fd in (1, 2):
-            os.dup2(devnull, fd)
-        os.close(devnull)
+    return run(args.env, root=args.root, registry=args.registry, exiting=True, executor=EXECUTOR)
