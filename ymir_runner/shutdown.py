@@ -216,11 +216,17 @@ def exit_after_failed_run() -> None:
     that called the run (tests)."""
     if not _run_exit_code or not _run_exit_code[0]:
         return
+    _flush_output()
+    os._exit(_run_exit_code[0])
+
+
+def _flush_output() -> None:
+    """Flush Python's stdout and stderr (either may be closed or None): before the process exits, or before its
+    descriptors are sent to /dev/null."""
     with contextlib.suppress(Exception):
         for stream in (sys.stdout, sys.stderr):
             if stream is not None:
                 stream.flush()
-    os._exit(_run_exit_code[0])
 
 
 def silence_output() -> None:
@@ -229,10 +235,7 @@ def silence_output() -> None:
     Called after the last line of a failed run: the platform shows users the last 5 lines of the log, and
     a progress bar closed at exit must not push the error out of them.
     """
-    with contextlib.suppress(Exception):
-        for stream in (sys.stdout, sys.stderr):
-            if stream is not None:
-                stream.flush()
+    _flush_output()
     with contextlib.suppress(OSError):
         devnull = os.open(os.devnull, os.O_WRONLY)
         for fd in (1, 2):
