@@ -446,3 +446,27 @@ def test_prefetch_workers_default_to_the_task_cpus_and_zero_prepares_in_the_call
         prefetch_workers(-1)
     with Prefetch(lambda x: x * 2, list(range(5)), batch_size=2, workers=0) as batches:
         assert list(batches) == [([0, 1], [0, 2]), ([2, 3], [4, 6]), ([4], [8])]
+
+
+def test_the_caller_prepares_what_no_thread_has_started_instead_of_waiting():
+    from ymir_runner.pipeline import Prefetch
+
+    first_may_finish = threading.Event()
+    where: dict[int, str] = {}
+
+    def prepare(item):
+        where[item] = threading.current_thread().name
+        if item == 0:  # the only thread is held here until item 1 is prepared: by the caller, or never
+            assert first_may_finish.wait(WAIT), "the caller waited for the busy thread instead of helping"
+        if item == 1:
+            first_may_finish.set()
+        if item == 3:
+            raise ValueError("item 3 is unreadable")
+        return item * 10
+
+    with Prefetch(prepare, list(range(6)), batch_size=3, workers=1) as batches:
+        batch = iter(batches)
+        assert next(batch) == ([0, 1, 2], [0, 10, 20])
+        assert where[1] == threading.current_thread().name and where[0].startswith("ymir-runner-prefetch")
+        with pytest.raises(ValueError, match="item 3 is unreadable"):  # raised for its batch, wherever it ran
+            next(batch)

@@ -63,8 +63,10 @@ class Prefetch(Generic[_Item, _Prepared]):
 
     Batches come in the order of ``items`` and each batch in its items' order, whatever order the threads finish
     in. While the caller holds batch n, at most ``ahead`` more (n+1, n+2) are submitted; the next is submitted
-    when the caller asks for batch n+1. An exception raised by ``prepare`` is raised to the caller when it asks
-    for that item's batch. Leaving the ``with`` block (normally, by an exception in the model, by
+    when the caller asks for batch n+1. Asking for a batch, the caller prepares its items that no thread has
+    started yet itself rather than wait (so the first batch is prepared by every thread and the caller's). An
+    exception raised by ``prepare`` is raised to the caller when it asks for that item's batch, whichever thread
+    ran it. Leaving the ``with`` block (normally, by an exception in the model, by
     ``KeyboardInterrupt`` or a stop signal) cancels what has not started and returns at once: a thread that is
     inside ``prepare`` finishes that one item on its own. With ``workers`` 0, each batch is prepared in the
     caller's thread when asked for.
@@ -108,7 +110,23 @@ class Prefetch(Generic[_Item, _Prepared]):
             following = next(chunks, None)
             if following is not None:  # submitted before waiting: the threads never idle at a batch boundary
                 self._submit(following)
-            yield chunk, [future.result() for future in futures]
+            yield chunk, self._collect(chunk, futures)
+
+    def _collect(self, chunk: list[_Item], futures: list[concurrent.futures.Future[_Prepared]]) -> list[_Prepared]:
+        """The batch's results in order. An item no thread has started yet is prepared here, in the caller's
+        thread, instead of waiting for one: the caller helps whenever it would otherwise wait (the first batch,
+        or decoding falling behind the model), and never waits while work is queued."""
+        for index, future in enumerate(futures):
+            if future.cancel():
+                done: concurrent.futures.Future[_Prepared] = concurrent.futures.Future()
+                try:
+                    done.set_result(self.prepare(chunk[index]))
+                except BaseException as error:  # raised below, in the item's order, as a thread's would be
+                    if not isinstance(error, Exception):
+                        raise
+                    done.set_exception(error)
+                futures[index] = done
+        return [future.result() for future in futures]
 
     def _submit(self, chunk: list[_Item]) -> None:
         assert self._pool is not None

@@ -201,6 +201,16 @@ def test_label_maps_come_back_in_stored_pixels_strip_by_strip(monkeypatch, backg
     assert (labels == UNLABELLED).any() == background
 
 
+def test_equal_logits_label_the_first_channel_and_a_class_tied_with_the_background_is_labelled():
+    cell_logits = torch.randn(4, 8, 8)
+    cell_logits[2] = cell_logits[0]  # class 2 ties class 0 everywhere: class 0, as argmax's first maximum
+    cell_logits[3] = cell_logits[1]  # the background ties class 1 everywhere: class 1, labelled
+    labels, probability = stored_label_map(cell_logits, stride=4, scale_x=1.0, scale_y=1.0, pad_x=0.0, pad_y=0.0,
+                                           width=32, height=32, background=True)
+    assert set(np.unique(labels)) <= {0, 1} and {0, 1} <= set(np.unique(labels))
+    np.testing.assert_array_less(probability, 0.5 + 1e-6)  # at least two channels share the top logit
+
+
 def test_onnx_export_gives_the_probabilities_of_torch(tmp_path):
     import onnx
     import onnxruntime
