@@ -2,7 +2,7 @@
 forward pass.
 
     python bench/bench_semantic_inference.py [--images 160] [--img-size 256] [--batch 16] [--model nano]
-                                             [--workers N] [--unlabelled-pixels background] [--rounds 5]
+                                             [--workers N] [--unlabelled-pixels background] [--rounds 15]
 
 Generates candidate scenes (192-320 px, so label maps are mapped both up and down) and an inference task on them,
 then measures in one run: (1) the task's loop, ``ymir_runner.inference.infer_seg_candidates`` with the executor's
@@ -11,10 +11,13 @@ each label map and its probability resampled at the candidate's stored pixels, t
 infer-result entries), over the candidates, and (2) the bare forward pass of the same network on the same
 letterboxed batches, already in memory: ``predict_maps``, what the ONNX export computes (logits, bilinear x4,
 softmax). The figure: the task's images per second over the bare forward pass's (target: at least 80 %), the
-median of ``--rounds`` rounds, each the task then the bare forward pass back to back after a warm-up task (one
-pair swung 67-89 % on a shared 2-core host with the same code); all rounds' figures are printed too. The model
-is randomly initialised: speed does not depend on the weights, except for the RLE encoding, whose cost grows with
-the number of class regions; the run prints how many were written.
+median of ``--rounds`` rounds, each the task then the bare forward pass back to back after a warm-up task; all
+rounds' figures are printed too. The shared 2-core host this was written on runs in phases of tens of seconds: one
+pair swung 67-89 % with the same code, and 5 rounds (one phase) gave medians 76-93 % over 8 invocations, hence 15
+rounds (about 40 s). Last, each step is timed alone on one thread (``work per image``): when the forward pass
+keeps both CPUs busy, the figure is about the bare pass's work over the task's. The model is randomly
+initialised: speed does not depend on the weights, except for the RLE encoding, whose cost grows with the number
+of class regions; the run prints how many were written.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import argparse
 import os
 import tempfile
 import time
+from typing import Any, Callable
 
 from ymir_runner.cpus import configure_openmp
 
@@ -47,7 +51,7 @@ def main() -> None:
     parser.add_argument("--workers", default="auto", help="config key num_workers_per_gpu: the threads decoding "
                         "ahead of the model (auto: the core's choice from the CPUs)")
     parser.add_argument("--model", default="nano")
-    parser.add_argument("--rounds", type=int, default=5, help="task + bare forward pairs; the median is reported")
+    parser.add_argument("--rounds", type=int, default=15, help="task + bare forward pairs; the median is reported")
     parser.add_argument("--unlabelled-pixels", default="background", choices=("background", "ignore"))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as root:
@@ -103,6 +107,7 @@ def main() -> None:
         written = timings[-1][1]
         rounds.sort(key=lambda pair: pair[1] / pair[0])  # by the figure, the task's speed over the bare pass's
         pipeline, bare = rounds[len(rounds) // 2]
+        steps = step_costs(model, paths, data.class_names, args.img_size, args.batch, os.path.join(root, "steps.json"))
     print(f"{args.images} images of 192-320 px, img_size {args.img_size}, batch {args.batch}, model {args.model}, "
           f"unlabelled_pixels {args.unlabelled_pixels}, {torch.get_num_threads()} threads, num_workers_per_gpu "
           f"{args.workers}, {written} class regions written")
@@ -111,6 +116,48 @@ def main() -> None:
     print(f"speed          : {bare / pipeline:.0%} of the bare forward pass, the median of {args.rounds} rounds "
           f"(each: the task, then the bare forward pass; all: {', '.join(f'{b / p:.0%}' for p, b in rounds)}) "
           f"(target >= 80 %)")
+    task_steps = {name: ms for name, ms in steps.items() if name != "bare forward"}
+    print(f"work per image : one thread's CPU ms, each step timed alone over the same images: bare forward "
+          f"{steps['bare forward']:.2f}; task {sum(task_steps.values()):.2f} = "
+          f"{' + '.join(f'{name} {ms:.2f}' for name, ms in task_steps.items())}; ratio "
+          f"{steps['bare forward'] / sum(task_steps.values()):.0%}")
+
+
+def step_costs(model: torch.nn.Module, paths: list[str], class_names: list[str], img_size: int, batch: int,
+               result_file: str) -> dict[str, float]:
+    """Each step of the task's loop and the bare forward pass timed alone on ONE thread (thread CPU time), in
+    ms per image over ``paths``, every batch's steps back to back so that a host's phases weigh on all alike: what
+    the figure is a ratio of when the forward pass keeps the CPUs busy."""
+    from ymir_runner.protocol.results import SegInferResult
+
+    writer = SegInferResult(result_file, class_names, 3)
+    spent: dict[str, float] = {}
+
+    def timed(name: str, step: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        start = time.thread_time()
+        value = step(*args, **kwargs)
+        spent[name] = spent.get(name, 0.0) + time.thread_time() - start
+        return value
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.inference_mode():
+            for start in range(0, len(paths), batch):
+                chunk = paths[start:start + batch]
+                decoded = [timed("decode", decode_image, path, decode_side(img_size)) for path in chunk]
+                inputs = [timed("letterbox", letterboxed, image, img_size) for image in decoded]
+                tensor = timed("input tensor", to_input, [entry.image for entry in inputs], "cpu")
+                timed("network", model.cell_logits, tensor)
+                timed("bare forward", model.predict_maps, tensor)
+                predictions = semantic_inference.semantic_predictions(model, inputs, "cpu")
+                for path, image, prediction in zip(chunk, decoded, predictions):
+                    label_map = timed("label map", prediction, image.width, image.height, image.factor)
+                    timed("writer", writer.add_label_map, path, label_map.labels, image.width, image.height,
+                          probability=label_map.probability, unlabelled=label_map.unlabelled)
+    finally:
+        torch.set_num_threads(threads)
+    return {name: seconds / len(paths) * 1000 for name, seconds in spent.items()}
 
 
 if __name__ == "__main__":
