@@ -470,3 +470,29 @@ def test_the_caller_prepares_what_no_thread_has_started_instead_of_waiting():
         assert where[1] == threading.current_thread().name and where[0].startswith("ymir-runner-prefetch")
         with pytest.raises(ValueError, match="item 3 is unreadable"):  # raised for its batch, wherever it ran
             next(batch)
+
+
+def test_a_stop_signal_while_the_loop_prepares_an_image_itself_ends_the_run(ymir_registry, ymir_task):
+    tree = sized_tree(ymir_task, 6)
+    release = threading.Event()
+    helped, waited_out, predicted = [], [], []
+
+    def preprocess(decoded):
+        if decoded.width == 20:  # the only thread is busy here, so the loop prepares 21 itself ...
+            release.wait(WAIT)
+        elif threading.current_thread() is threading.main_thread():
+            helped.append(decoded.width)
+            os.kill(os.getpid(), signal.SIGTERM)  # ... and the platform stops the task while it does
+            release.wait(WAIT)
+            waited_out.append(decoded.width)  # not reached: the stop is raised inside the wait
+        return decoded.width
+
+    outcome = run_task(ymir_registry, tree, lambda context: inference.infer_candidates(
+        context, lambda batch: predicted.append(batch) or [], preprocess=preprocess, batch_size=2, workers=1))
+    release.set()
+    for thread in threading.enumerate():
+        if thread.name.startswith("ymir-runner-prefetch"):
+            thread.join(WAIT)
+    assert helped == [21] and waited_out == []
+    assert outcome.exit_code == 128 + signal.SIGTERM and outcome.state == 4
+    assert predicted == []

@@ -119,11 +119,9 @@ class Prefetch(Generic[_Item, _Prepared]):
         for index, future in enumerate(futures):
             if future.cancel():
                 done: concurrent.futures.Future[_Prepared] = concurrent.futures.Future()
-                try:
+                try:  # a stop (KeyboardInterrupt, TaskTerminated) is not an Exception: it leaves at once
                     done.set_result(self.prepare(chunk[index]))
-                except BaseException as error:  # raised below, in the item's order, as a thread's would be
-                    if not isinstance(error, Exception):
-                        raise
+                except Exception as error:  # raised below, in the item's order, as a thread's would be
                     done.set_exception(error)
                 futures[index] = done
         return [future.result() for future in futures]
